@@ -1,0 +1,81 @@
+"""Threshold methods: pure functions turning a histogram of |x| into an amax.
+
+Each method lives in its own module and registers itself with :func:`register_method`. Its
+signature is ``fn(counts, edges, *, max_abs, **params) -> amax`` where ``counts[j]`` counts
+``edges[j] <= |x| < edges[j+1]`` (see :mod:`trtq.calib.histogram`) and ``max_abs`` is the
+exact largest finite |x|. amax is in the tensor's units; the TensorRT scale is ``amax / 127``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trtq._core.errors import InputError
+
+# amax used for a tensor that never held a non-zero finite value: any positive scale is valid
+# for TensorRT (zeros quantize to zero); 0 would not be.
+EMPTY_AMAX = 1e-6
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered threshold method."""
+
+    name: str
+    fn: Callable[..., float]
+    algorithm: str  # the TensorRT cache header algorithm this method's caches carry by default
+    description: str
+    params: dict[str, object] = field(default_factory=dict)  # parameter -> default
+
+    def amax(self, counts: np.ndarray, edges: np.ndarray, *, max_abs: float, **params: object) -> float:
+        if not counts.any():
+            return EMPTY_AMAX
+        known = {k: v for k, v in params.items() if k in self.params and v is not None}
+        value = float(self.fn(counts, edges, max_abs=max_abs, **known))
+        return value if value > 0 else EMPTY_AMAX
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register_method(name: str, *, algorithm: str, description: str) -> Callable:
+    """Decorator registering ``fn(counts, edges, *, max_abs, **params)`` under ``name``."""
+
+    def deco(fn: Callable[..., float]) -> Callable[..., float]:
+        sig = inspect.signature(fn)
+        params = {
+            p.name: p.default
+            for p in sig.parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "max_abs"
+        }
+        _REGISTRY[name] = Method(name, fn, algorithm, description, params)
+        return fn
+
+    return deco
+
+
+def _load_builtin() -> None:
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def available_methods() -> list[Method]:
+    _load_builtin()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name``; an unknown name raises :class:`InputError` listing the choices."""
+    _load_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InputError(
+            f"unknown calibration method '{name}'; choose one of: {', '.join(sorted(_REGISTRY))}"
+        ) from None

@@ -1,0 +1,82 @@
+"""``entropy2``: TensorRT's entropy calibration (KL divergence), after Migacz, GTC 2017.
+
+For every candidate ``i`` in ``start .. B`` (``start`` = the number of quantised levels, 128):
+
+- P is ``counts[0:i]`` with all counts of bins ``i..B-1`` added to ``P[i-1]`` (clipping);
+- Q is the *unclipped* ``counts[0:i]`` merged into 128 levels -- bin ``j`` belongs to level
+  ``j * 128 // i`` -- and expanded back: each level's mass is spread evenly over the bins of that
+  level whose count is non-zero (empty bins stay empty);
+- the divergence is KL(P || Q) with both normalised; it is infinite when P has mass where Q has
+  none (the clipped tail landing on an empty bin ``i-1``).
+
+Because Q ignores the clipped tail, clipping is penalised: at ``i = 128`` Q is the raw histogram
+and differs from P exactly by the tail. The threshold is the **upper edge of the last kept
+bin**, ``edges[i]``, for the first ``i`` with the smallest divergence. (TensorRT does not
+document its edge convention; pytorch-quantization also takes the upper edge, Migacz's slides
+say ``(i + 0.5) * w``: half a bin apart.)
+
+Cost: with prefix sums, each candidate needs O(levels) work instead of O(i), so one tensor
+takes about B * 128 steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from trtq.calib.methods import register_method
+
+
+@njit(nogil=True, cache=True)
+def kl_divergences(counts, start, levels):  # pragma: no cover - compiled
+    """KL(P || Q) for every candidate ``i`` in ``start .. len(counts)`` (index ``i - start``)."""
+    n = counts.shape[0]
+    h = counts.astype(np.float64)
+    cum = np.zeros(n + 1)  # cum[k] = sum h[:k]
+    cum_hlogh = np.zeros(n + 1)  # sum h log h over h[:k]
+    cum_nz = np.zeros(n + 1, np.int64)  # number of non-zero bins in h[:k]
+    for j in range(n):
+        cum[j + 1] = cum[j] + h[j]
+        cum_hlogh[j + 1] = cum_hlogh[j] + (h[j] * np.log(h[j]) if h[j] > 0 else 0.0)
+        cum_nz[j + 1] = cum_nz[j] + (1 if h[j] > 0 else 0)
+    total = cum[n]
+    out = np.full(n - start + 1, np.inf)
+    if total <= 0:
+        return out
+    for i in range(start, n + 1):
+        tail = total - cum[i]
+        if tail > 0 and h[i - 1] == 0:
+            continue  # P[i-1] > 0 where Q is empty: infinite divergence
+        zq = cum[i]
+        if zq <= 0:
+            continue
+        last = h[i - 1] + tail  # P[i-1]
+        plogp = cum_hlogh[i - 1] + (last * np.log(last) if last > 0 else 0.0)
+        # sum over bins of p_j log q_j, level by level: q_j = S/C on the level's non-empty bins
+        plogq = 0.0
+        for lv in range(levels):
+            a = (lv * i + levels - 1) // levels  # first bin with j * levels // i == lv
+            b = ((lv + 1) * i + levels - 1) // levels  # one past the last
+            if b > i:
+                b = i
+            if a >= b:
+                continue
+            s = cum[b] - cum[a]
+            c = cum_nz[b] - cum_nz[a]
+            if s <= 0:
+                continue
+            pmass = s + (tail if b == i else 0.0)  # the level holding P[i-1] also carries the tail
+            plogq += pmass * np.log(s / c)
+        out[i - start] = (plogp - plogq) / total + np.log(zq / total)
+    return out
+
+
+@register_method(
+    "entropy2", algorithm="EntropyCalibration2", description="TensorRT's KL-divergence search (default)"
+)
+def entropy2_amax(counts: np.ndarray, edges: np.ndarray, *, max_abs: float, levels: int = 128) -> float:
+    """amax minimising KL(P || Q); see the module docstring for P, Q and the edge convention."""
+    n = len(counts)
+    start = min(levels, n)
+    div = kl_divergences(np.ascontiguousarray(counts), start, levels)
+    i = start + int(np.argmin(div))
+    return min(float(edges[i]), max(max_abs, float(edges[1])))

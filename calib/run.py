@@ -1,0 +1,180 @@
+"""Calibration on the CPU: stream batches through ONNX Runtime into histograms, then thresholds.
+
+``calibrate`` marks every float activation of the model as an output (TensorRT calibrates every
+network tensor), runs each batch, adds every tensor to its histogram and drops the batch's
+tensors before the next one: memory depends on one batch's activations, never on the number of
+images. Graph inputs are histogrammed straight from the feeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from trtq.calib.cache import DEFAULT_TRT_VERSION, CalibrationCache
+from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
+from trtq.calib.methods import available_methods, get_method
+
+from trtq._core.errors import InputError
+from trtq._core.onnx_model import TensorSite, float_tensors, load_onnx
+from trtq._core.progress import ProgressFn, null_progress
+
+log = logging.getLogger(__name__)
+
+
+def compute_amax(
+    histograms: HistogramSet, method: str = "entropy2", *, threads: int | None = None, **params: object
+) -> dict[str, float]:
+    """Thresholds (amax) for every tensor of ``histograms`` with the named method.
+
+    Tensors that never held a finite non-zero value get a tiny positive amax (see
+    :data:`trtq.calib.methods.EMPTY_AMAX`). Methods run on a thread pool (their kernels release
+    the GIL).
+    """
+    m = get_method(method)
+
+    def one(name: str) -> float:
+        h = histograms[name]
+        return m.amax(h.counts, h.edges, max_abs=h.max_abs, **params)
+
+    with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        values = list(pool.map(one, histograms.names))
+    return dict(zip(histograms.names, values, strict=True))
+
+
+@dataclass
+class CalibrationResult:
+    """What a calibration produced: histograms, the chosen thresholds, and run statistics."""
+
+    histograms: HistogramSet
+    sites: list[TensorSite]
+    method: str
+    params: dict[str, object]
+    amax: dict[str, float]
+    seconds: float = 0.0
+    batches: int = 0
+    _by_method: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+
+    def cache(self, trt_version: str = DEFAULT_TRT_VERSION, algorithm: str | None = None) -> CalibrationCache:
+        """The TensorRT cache for these thresholds (``scale = amax / 127``).
+
+        The header algorithm defaults to the method's own (entropy2 and the methods TensorRT
+        has no calibrator for: ``EntropyCalibration2``; minmax: ``MinMaxCalibration``). Use the
+        algorithm of the calibrator that will read the cache: TensorRT ignores a mismatch.
+        """
+        algo = algorithm or get_method(self.method).algorithm
+        return CalibrationCache.from_amax(self.amax, trt_version=trt_version, algorithm=algo)
+
+    def amax_by_method(self) -> dict[str, dict[str, float]]:
+        """amax of every tensor under every registered method (for reports), computed once."""
+        for m in available_methods():
+            if m.name not in self._by_method:
+                self._by_method[m.name] = (
+                    self.amax
+                    if m.name == self.method
+                    else compute_amax(self.histograms, m.name, **self.params)
+                )
+        return self._by_method
+
+
+def model_sites(model: onnx.ModelProto) -> list[TensorSite]:
+    sites = float_tensors(model)
+    if not sites:
+        raise InputError("the model has no float tensors to calibrate")
+    return sites
+
+
+def calibrate(
+    model: str | os.PathLike | onnx.ModelProto,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    *,
+    method: str = "entropy2",
+    num_bins: int = DEFAULT_BINS,
+    params: Mapping[str, object] | None = None,
+    histograms: HistogramSet | None = None,
+    threads: int | None = None,
+    progress: ProgressFn = null_progress,
+    on_batch: object = None,
+) -> CalibrationResult:
+    """Calibrate ``model`` on ``batches`` (dicts of input name -> array, batch dim first).
+
+    Args:
+        method: threshold method name (``entropy2`` | ``minmax`` | ``percentile`` | ``mse``).
+        num_bins: histogram bins per tensor (even).
+        params: method parameters, e.g. ``{"percentile": 99.99}``.
+        histograms: an existing :class:`HistogramSet` to continue (resume / add more data).
+        threads: histogram threads (default: all cores).
+        progress: advanced by the number of samples of each batch (callers that already
+            report progress from their data loader pass ``null_progress``).
+        on_batch: optional callable ``(histograms, batch_index)`` after every batch, e.g. to
+            checkpoint the histograms.
+
+    Returns:
+        A :class:`CalibrationResult`; ``amax`` holds a threshold for every float tensor.
+    """
+    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+
+    get_method(method)  # fail on a bad name before any work
+    params = dict(params or {})
+    proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+    sites = model_sites(proto)
+    names = [s.name for s in sites]
+    hs = histograms if histograms is not None else HistogramSet(names, num_bins)
+    for n in names:
+        if n not in hs:
+            hs._add_name(n)
+    input_names = [s.name for s in sites if s.node is None]
+    output_names = [s.name for s in sites if s.node is not None]
+    start = time.perf_counter()
+    n_batches = 0
+    with (
+        OnnxRuntimeBackend(proto, mark=output_names) as backend,
+        ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool,
+    ):
+        for batch in batches:
+            outs = backend.run(batch, output_names)
+            for n in input_names:
+                if n in batch:
+                    outs[n] = batch[n]
+            size = int(next(iter(batch.values())).shape[0]) if batch else 0
+            hs.collect(outs, samples=size, executor=pool)
+            del outs
+            n_batches += 1
+            progress(size)
+            if callable(on_batch):
+                on_batch(hs, n_batches)
+    if n_batches == 0 and hs.samples == 0:
+        raise InputError("no batches to calibrate on: the data source yielded nothing")
+    amax = compute_amax(hs, method, threads=threads, **params)
+    return CalibrationResult(hs, sites, method, params, amax, time.perf_counter() - start, n_batches)
+
+
+def result_from_histograms(
+    histograms: HistogramSet,
+    model: str | os.PathLike | onnx.ModelProto | None = None,
+    *,
+    method: str = "entropy2",
+    **params: object,
+) -> CalibrationResult:
+    """Recompute thresholds from saved histograms, without running the model again."""
+    sites = (
+        model_sites(model if isinstance(model, onnx.ModelProto) else load_onnx(model))
+        if model
+        else [TensorSite(n, None, None, i) for i, n in enumerate(histograms.names)]
+    )
+    return CalibrationResult(
+        histograms, sites, method, dict(params), compute_amax(histograms, method, **params)
+    )
+
+
+def histogram_path_for(cache_path: str | os.PathLike) -> Path:
+    """Where the histograms of ``calib.cache`` are kept: ``calib.cache.hist.npz`` beside it."""
+    p = Path(cache_path)
+    return p.with_name(p.name + ".hist.npz")

@@ -1,0 +1,96 @@
+"""The "calib" result document (docs/SCHEMA.md): what a run did, for JSON output and reports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import onnx
+from trtq.calib.run import CalibrationResult
+
+import trtq
+
+
+def model_info(model: onnx.ModelProto, path: str | os.PathLike | None, tensors: int) -> dict[str, Any]:
+    inits = {i.name for i in model.graph.initializer}
+    inputs = []
+    for i in model.graph.input:
+        if i.name in inits:
+            continue
+        dims = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in i.type.tensor_type.shape.dim
+        ]
+        inputs.append(
+            {
+                "name": i.name,
+                "shape": dims,
+                "dtype": onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type).lower(),
+            }
+        )
+    return {
+        "path": str(path) if path else None,
+        "inputs": inputs,
+        "nodes": len(model.graph.node),
+        "tensors": tensors,
+    }
+
+
+def data_info(path: str | os.PathLike | None, used: int, skipped: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "path": str(path) if path else None,
+        "images_used": used,
+        "images_skipped": len(skipped),
+        "skipped": [{"file": f, "reason": r} for f, r in skipped],
+    }
+
+
+def calib_document(
+    result: CalibrationResult,
+    *,
+    model: Mapping[str, Any],
+    data: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    cache_path: str | None,
+    histogram_path: str | None,
+    with_all_methods: bool = True,
+) -> dict[str, Any]:
+    """Build the "calib" document; ``with_all_methods`` adds every method's amax per tensor."""
+    by_method = result.amax_by_method() if with_all_methods else {result.method: result.amax}
+    hs = result.histograms
+    tensors = []
+    for site in result.sites:
+        if site.name not in hs:
+            continue
+        amax = result.amax[site.name]
+        tensors.append(
+            {
+                "name": site.name,
+                "node": site.node,
+                "op_type": site.op_type,
+                "index": site.index,
+                "amax": amax,
+                "scale": amax / 127.0,
+                "max_abs": hs.max_abs(site.name),
+                "nonfinite": hs.nonfinite(site.name),
+                "amax_by_method": {m: v[site.name] for m, v in by_method.items()},
+            }
+        )
+    seconds = result.seconds
+    used = int(data.get("images_used", hs.samples))
+    return {
+        "kind": "calib",
+        "schema": 1,
+        "trtq_version": trtq.__version__,
+        "model": dict(model),
+        "data": dict(data),
+        "backend": "onnxruntime",
+        "settings": dict(settings),
+        "cache": cache_path,
+        "histograms": histogram_path,
+        "coverage": {"calibrated": len(hs.seen()), "total": len(result.sites)},
+        "tensors": tensors,
+        "time_s": seconds,
+        "images_per_s": (used / seconds) if seconds > 0 else None,
+    }

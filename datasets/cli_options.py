@@ -1,0 +1,290 @@
+"""Command-line and config-file options for choosing data and preprocessing (a CLI module: uses click).
+
+Precedence per setting: defaults < config file (``[tool.trtq]`` in ./pyproject.toml or
+./trtq.toml) < flags. A flag left at ``None`` was not given. Config keys::
+
+    [tool.trtq]
+    data = "imgs/"                 # relative to the config file's folder
+    shape = ["x:1x3x640x640"]      # or "x:1x3x640x640", or {x = [1, 3, 640, 640]}
+    limit = 500
+    shuffle = true
+    seed = 0
+    strict = false
+    workers = 4
+
+    [tool.trtq.preprocess]
+    preset = "paddleocr"           # base values; keys below override it
+    resize = "letterbox"           # stretch | letterbox | center-crop
+    color = "BGR"                  # RGB | BGR
+    scale = "1/255"                # number or fraction
+    mean = [0.485, 0.456, 0.406]
+    std = [0.229, 0.224, 0.225]
+    layout = "NCHW"                # default: inferred from the model input
+    dtype = "float32"              # default: the model input's dtype
+    pad_value = 114                # letterbox border, 0..255
+    crop_fraction = 0.875          # center-crop: crop / resized shorter side
+
+A preset expands at the level where it is given: ``--preset`` overrides every preprocessing
+value from the config file (except ``layout``/``dtype``, which presets never set), and explicit
+flags override ``--preset``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+from trtq.datasets.dataset import Dataset
+from trtq.datasets.folder import open_dataset
+from trtq.datasets.input_spec import InputSpec, parse_shape_arg, resolve_input_specs
+from trtq.datasets.preprocess import COLORS, LAYOUTS, PRESETS, PreprocessSpec
+from trtq.datasets.resize import RESIZERS
+from trtq.precision.backends.base import TensorInfo
+
+from trtq._core.config import resolve_path
+from trtq._core.errors import InputError
+
+PREPROCESS_KEYS = ("resize", "color", "scale", "mean", "std", "layout", "dtype", "pad_value", "crop_fraction")
+DATA_KEYS = ("data", "shape", "limit", "shuffle", "seed", "strict", "workers")
+
+DATA_HELP_EPILOG = """\b
+Data examples:
+  --data imgs/ --preset imagenet               images, ImageNet normalisation
+  --data imgs/ --shape x:1x3x640x640 --preset paddleocr
+  --data imgs/ --resize letterbox --pad-value 114 --mean 0.5 --std 0.5
+  --data tensors/                              .npy (one input) or .npz (one array per input)
+"""
+
+
+class FloatList(click.ParamType):
+    """``a,b,c`` → tuple of floats."""
+
+    name = "A,B,C"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(float(v) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
+
+
+class Number(click.ParamType):
+    """A float, also written as a fraction such as ``1/255``."""
+
+    name = "NUMBER"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            text = str(value)
+            if "/" in text:
+                num, den = text.split("/", 1)
+                return float(num) / float(den)
+            return float(text)
+        except (ValueError, ZeroDivisionError):
+            self.fail(f"{value!r} is not a number or fraction like 1/255", param, ctx)
+
+
+def data_options(fn: Callable) -> Callable:
+    """Add the data and preprocessing flags to a click command (every default is ``None``)."""
+    choice = click.Choice
+    opts = [
+        click.option(
+            "--data",
+            metavar="DIR",
+            default=None,
+            help="Folder of images or .npy/.npz tensors (searched recursively).",
+        ),
+        click.option(
+            "--limit",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Use at most N images (or tensor samples).",
+        ),
+        click.option(
+            "--shuffle/--no-shuffle",
+            default=None,
+            help="Shuffle the file order (with --seed) before --limit.",
+        ),
+        click.option("--seed", type=int, default=None, help="Seed for --shuffle (default 0)."),
+        click.option(
+            "--strict/--no-strict", default=None, help="Fail on the first bad file instead of skipping it."
+        ),
+        click.option(
+            "--shape",
+            multiple=True,
+            metavar="NAME:DIMS",
+            help="Static shape of an input with dynamic dims, batch dim included, e.g. x:1x3x640x640. Repeatable.",
+        ),
+        click.option(
+            "--preset",
+            type=choice(list(PRESETS)),
+            default=None,
+            help="Preprocessing preset: " + "; ".join(f"{p.name}: {p.doc}" for p in PRESETS.values()),
+        ),
+        click.option(
+            "--resize", type=choice(list(RESIZERS)), default=None, help="Resize mode (default stretch)."
+        ),
+        click.option(
+            "--color",
+            type=choice(list(COLORS), case_sensitive=False),
+            default=None,
+            help="Channel order (default RGB).",
+        ),
+        click.option(
+            "--scale", type=Number(), default=None, help="Pixel multiplier before mean/std (default 1/255)."
+        ),
+        click.option(
+            "--mean",
+            type=FloatList(),
+            default=None,
+            help="Per-channel mean, after scale: (x*scale-mean)/std.",
+        ),
+        click.option("--std", type=FloatList(), default=None, help="Per-channel std, after scale."),
+        click.option(
+            "--layout",
+            type=choice(list(LAYOUTS), case_sensitive=False),
+            default=None,
+            help="Default: from the model input.",
+        ),
+        click.option(
+            "--pad-value",
+            type=float,
+            default=None,
+            help="Letterbox border in pixel units 0..255 (default 0).",
+        ),
+        click.option(
+            "--crop-fraction",
+            type=float,
+            default=None,
+            help="center-crop: crop size / resized shorter side (default 1).",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Decode threads (default: CPUs, at most 4; 0 = none).",
+        ),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def shapes_from(values: Any, where: str) -> dict[str, tuple[int, ...]]:
+    """``["x:1x3x640x640", ...]``, one such string, or ``{name: dims}`` → ``{name: shape}``."""
+    if values is None or values == () or values == []:
+        return {}
+    if isinstance(values, str):
+        values = [values]
+    if isinstance(values, Mapping):
+        out = {}
+        for name, dims in values.items():
+            text = dims if isinstance(dims, str) else "x".join(str(d) for d in dims)
+            out[str(name)] = parse_shape_arg(f"{name}:{text}")[1]
+        return out
+    if not isinstance(values, Sequence):
+        raise InputError(f"{where} shape must be a list of NAME:DIMS strings, got {values!r}")
+    return dict(parse_shape_arg(str(v)) for v in values)
+
+
+def preprocess_from(
+    options: Mapping[str, Any], config_preprocess: Mapping[str, Any]
+) -> PreprocessSpec | None:
+    """Merge config and flag preprocessing settings (see the module docstring); ``None`` if none set."""
+    cfg = {str(k).replace("-", "_"): v for k, v in config_preprocess.items()}
+    unknown = sorted(set(cfg) - {*PREPROCESS_KEYS, "preset"})
+    if unknown:
+        raise InputError(
+            f"unknown key(s) {unknown} in [tool.trtq.preprocess]; known: preset, {', '.join(PREPROCESS_KEYS)}"
+        )
+    values: dict[str, Any] = {}
+    given = False
+    for preset, explicit in ((cfg.get("preset"), cfg), (options.get("preset"), options)):
+        if preset is not None:
+            if preset not in PRESETS:
+                raise InputError(
+                    f"unknown preprocessing preset '{preset}'; choose one of: {', '.join(PRESETS)}"
+                )
+            values.update(PRESETS[preset].fields)
+            given = True
+        for key in PREPROCESS_KEYS:
+            if explicit.get(key) is not None:
+                values[key] = explicit[key]
+                given = True
+    return PreprocessSpec(**values) if given else None
+
+
+def dataset_from_options(
+    model_inputs: Sequence[TensorInfo],
+    batch_size: int,
+    options: Mapping[str, Any],
+    config: Mapping[str, Any],
+    *,
+    config_path: Path | None = None,
+) -> tuple[Dataset, list[InputSpec]]:
+    """Open the dataset the flags and config describe, for a model with ``model_inputs``.
+
+    ``options`` are the click parameters of :func:`data_options` (``None`` = not given),
+    ``config`` the ``[tool.trtq]`` table (``config_path`` resolves a relative ``data``).
+    Returns the dataset and the resolved static input specs it batches for.
+    """
+    _quiet_opencv()
+    cfg_pre = config.get("preprocess") or {}
+    if not isinstance(cfg_pre, Mapping):
+        raise InputError("[tool.trtq] preprocess must be a table ([tool.trtq.preprocess])")
+    data = options.get("data") or resolve_path(_typed(config, "data", str), config_path)
+    if not data:
+        raise InputError(
+            'no data folder: give --data DIR, or set data = "DIR" under [tool.trtq] in pyproject.toml or trtq.toml'
+        )
+    shapes = shapes_from(options.get("shape"), "--shape") or shapes_from(config.get("shape"), "[tool.trtq]")
+    specs = resolve_input_specs(model_inputs, shapes, batch_size)
+    preprocess = preprocess_from(options, cfg_pre)
+
+    def pick(key: str, kind: type, default: Any) -> Any:
+        value = options.get(key)
+        if value is None:
+            value = _typed(config, key, kind)
+        return default if value is None else value
+
+    dataset = open_dataset(
+        data,
+        specs,
+        preprocess,
+        limit=pick("limit", int, None),
+        shuffle=pick("shuffle", bool, False),
+        seed=pick("seed", int, 0),
+        strict=pick("strict", bool, False),
+        workers=pick("workers", int, None),
+    )
+    return dataset, dataset.inputs
+
+
+_KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
+
+
+def _typed(config: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = config.get(key)
+    if value is None:
+        return None
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        raise InputError(f"[tool.trtq] {key} must be {_KIND_NAMES[kind]}, got {value!r}")
+    return value
+
+
+def _quiet_opencv() -> None:
+    """OpenCV logs its own lines for every file it cannot decode; the CLI reports one line per
+    file itself, so OpenCV's log is silenced for the process (CLI only, never in library code)."""
+    import cv2
+
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # pragma: no cover - very old OpenCV
+        pass

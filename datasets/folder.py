@@ -1,0 +1,79 @@
+"""Open a data folder: find its files, tell which kind it is, order/shuffle/limit them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from trtq.datasets.dataset import Dataset
+from trtq.datasets.image_folder import ImageFolder
+from trtq.datasets.input_spec import InputSpec
+from trtq.datasets.preprocess import PreprocessSpec
+from trtq.datasets.tensor_folder import TensorFolder
+
+from trtq._core.errors import InputError
+
+# Folder kinds, tried by file extension. Each has ``kind``, ``extensions`` and ``from_files``.
+FOLDER_KINDS: list[type] = [ImageFolder, TensorFolder]
+
+
+def list_files(root: Path, extensions: Sequence[str]) -> list[Path]:
+    """Files under ``root`` (recursive) whose extension is in ``extensions`` (case-insensitive),
+    sorted by their path relative to ``root``. Hidden files and folders (name starting with
+    ".", e.g. macOS ``._x.jpg``) are left out; symlinked folders are not followed (no loops)."""
+    exts = {e.lower() for e in extensions}
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in exts:
+                found.append(Path(folder) / name)
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def open_dataset(
+    path: str | os.PathLike,
+    inputs: Sequence[InputSpec],
+    preprocess: PreprocessSpec | None = None,
+    *,
+    limit: int | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    strict: bool = False,
+    workers: int | None = None,
+) -> Dataset:
+    """Open a folder of images (jpg/jpeg/png/bmp/tif/tiff/webp) or tensors (.npy/.npz) for ``inputs``.
+
+    Files are found recursively and sorted by relative path; ``shuffle`` permutes that list with
+    ``seed`` (numpy's default generator), then ``limit`` keeps the first N (image files, or
+    tensor samples). ``preprocess`` (images only; default: the "raw" preset) may set ``dtype``,
+    which then replaces the inputs' dtype. Raises :class:`InputError` for a missing path, a file
+    instead of a folder, a folder without data files or with both images and tensors, and bad
+    files when ``strict``. ``workers`` is the default decode thread count of ``batches()``.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise InputError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise InputError(f"{root}: is a file; the data must be a folder of images or .npy/.npz tensors")
+    if limit is not None and limit < 1:
+        raise InputError(f"limit must be at least 1, got {limit}")
+    if not inputs:
+        raise InputError("the model has no inputs to feed")
+    found = {cls: list_files(root, cls.extensions) for cls in FOLDER_KINDS}
+    found = {cls: files for cls, files in found.items() if files}
+    if not found:
+        looked = ", ".join(e for cls in FOLDER_KINDS for e in cls.extensions)
+        raise InputError(f"no images or tensors found in {root} (looked for {looked}, in all subfolders)")
+    if len(found) > 1:
+        what = " and ".join(f"{len(f)} {cls.noun} file(s)" for cls, f in found.items())
+        raise InputError(f"{root} holds {what}: keep each kind in its own folder")
+    ((cls, files),) = found.items()
+    if shuffle:
+        files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
+    if preprocess is not None and preprocess.dtype is not None:
+        inputs = [InputSpec(s.name, s.shape, np.dtype(preprocess.dtype)) for s in inputs]
+    source = cls.from_files(files, inputs, preprocess, limit)
+    return Dataset(root, source, inputs, strict=strict, workers=workers)

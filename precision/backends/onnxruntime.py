@@ -1,0 +1,130 @@
+"""ONNX Runtime backend (CPU): the default, and the engine of every emulation in trtq.
+
+Extra tensors are fetched by adding them to the graph outputs before the session is created
+("mark"): ``mark="all"`` marks every float activation (see
+:func:`trtq._core.onnx_model.float_tensors`). ONNX Runtime keeps marked tensors intact through its
+graph optimisations, so fetching them does not change their values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from trtq._core.errors import InputError, TrtqError
+from trtq._core.onnx_model import float_tensors, load_onnx
+from trtq.precision.backends import register_backend
+from trtq.precision.backends.base import Backend, TensorInfo
+
+
+def _dim(d: onnx.TensorShapeProto.Dimension) -> int | str | None:
+    if d.HasField("dim_value") and d.dim_value > 0:
+        return int(d.dim_value)
+    return d.dim_param or None
+
+
+def mark_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """Return a copy of ``model`` whose graph outputs also include ``names`` (types inferred)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    existing = {o.name for o in out.graph.output}
+    types: dict[str, int] = {}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+            types[vi.name] = vi.type.tensor_type.elem_type
+    except Exception:
+        pass
+    for name in names:
+        if name in existing:
+            continue
+        elem = types.get(name, onnx.TensorProto.FLOAT)
+        out.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+        existing.add(name)
+    return out
+
+
+@register_backend("onnxruntime")
+class OnnxRuntimeBackend(Backend):
+    """Run an ONNX model with ONNX Runtime on the CPU.
+
+    Args:
+        model: path to an ``.onnx`` file or a loaded ``ModelProto``.
+        mark: extra tensors to make fetchable: a list of names, or ``"all"`` for every float
+            activation.
+        threads: intra-op threads (default: ONNX Runtime's choice, all cores).
+        optimize: let ONNX Runtime fuse and optimise (``True``). Set ``False`` to run the graph
+            node for node, e.g. when comparing emulations that must not be refused.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model: str | os.PathLike | onnx.ModelProto,
+        *,
+        mark: Sequence[str] | str = (),
+        threads: int | None = None,
+        optimize: bool = True,
+    ) -> None:
+        import onnxruntime as ort
+
+        proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+        self.source = None if isinstance(model, onnx.ModelProto) else Path(model)
+        self.model = proto
+        marked = [t.name for t in float_tensors(proto)] if mark == "all" else list(mark)
+        self.marked = marked
+        run_model = mark_outputs(proto, marked) if marked else proto
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        if not optimize:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            self.session = ort.InferenceSession(run_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types for unsupported models
+            where = self.source or "model"
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{where}: ONNX Runtime cannot load it: {msg}") from exc
+        self._inputs = [
+            TensorInfo(i.name, tuple(_dim(d) for d in i.type.tensor_type.shape.dim), _np_dtype(i.type.tensor_type.elem_type))
+            for i in proto.graph.input
+            if i.name not in {init.name for init in proto.graph.initializer}
+        ]
+        self._outputs = [
+            TensorInfo(o.name, tuple(_dim(d) for d in o.type.tensor_type.shape.dim), _np_dtype(o.type.tensor_type.elem_type))
+            for o in proto.graph.output
+        ]
+        self._fetchable = {o.name for o in self.session.get_outputs()}
+
+    def _inputs_impl(self) -> list[TensorInfo]:
+        return list(self._inputs)
+
+    def _outputs_impl(self) -> list[TensorInfo]:
+        return list(self._outputs)
+
+    def _run_impl(self, feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        unknown = [n for n in outputs if n not in self._fetchable]
+        if unknown:
+            raise InputError(f"tensor(s) {unknown[:5]} were not marked when the backend was created")
+        try:
+            values = self.session.run(outputs, dict(feeds))
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrtqError(f"ONNX Runtime failed to run the model: {msg}") from exc
+        return dict(zip(outputs, values, strict=True))
+
+    def _close_impl(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+
+def _np_dtype(elem_type: int) -> np.dtype:
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:
+        return np.dtype(np.float32)

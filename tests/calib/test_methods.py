@@ -1,0 +1,117 @@
+"""Threshold methods against independent brute-force computations on synthetic distributions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trtq._core.errors import InputError
+from trtq.calib.histogram import HistogramSet
+from trtq.calib.methods import EMPTY_AMAX, available_methods, get_method
+from trtq.calib.methods.entropy2 import kl_divergences
+
+RNG = np.random.default_rng(42)
+DISTRIBUTIONS = {
+    "gaussian": RNG.standard_normal(300_000),
+    "laplace": RNG.laplace(size=300_000),
+    "half_normal_relu": np.maximum(RNG.standard_normal(300_000), 0),
+    "gaussian_with_outliers": np.concatenate([RNG.standard_normal(300_000), RNG.uniform(30, 60, size=20)]),
+    "uniform": RNG.uniform(-1, 1, size=100_000),
+}
+
+
+def _hist(x: np.ndarray, bins: int = 2048):
+    hs = HistogramSet(["t"], bins)
+    hs.collect({"t": x.astype(np.float32)})
+    return hs["t"]
+
+
+def _brute_kl(counts: np.ndarray, levels: int = 128) -> np.ndarray:
+    """KL(P||Q) written directly from the definition, one candidate at a time."""
+    h = counts.astype(np.float64)
+    out = []
+    for i in range(levels, len(h) + 1):
+        p = h[:i].copy()
+        p[-1] += h[i:].sum()
+        raw = h[:i]
+        level = (np.arange(i) * levels) // i
+        q = np.zeros(i)
+        for lv in range(levels):
+            members = level == lv
+            nonempty = members & (raw > 0)
+            if nonempty.any():
+                q[nonempty] = raw[members].sum() / nonempty.sum()
+        if q.sum() == 0:
+            out.append(np.inf)
+            continue
+        p, q = p / p.sum(), q / q.sum()
+        m = p > 0
+        out.append(np.inf if np.any(q[m] == 0) else float(np.sum(p[m] * np.log(p[m] / q[m]))))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+def test_entropy2_matches_brute_force_kl(name):
+    h = _hist(DISTRIBUTIONS[name], 512)  # 512 bins keeps the brute force quick
+    fast = kl_divergences(h.counts, 128, 128)
+    slow = _brute_kl(h.counts)
+    np.testing.assert_array_equal(np.isfinite(fast), np.isfinite(slow))
+    finite = np.isfinite(slow)
+    np.testing.assert_allclose(fast[finite], slow[finite], rtol=1e-9, atol=1e-12)
+    i = 128 + int(np.argmin(slow))
+    assert get_method("entropy2").amax(h.counts, h.edges, max_abs=h.max_abs) == pytest.approx(min(h.edges[i], h.max_abs))
+
+
+def test_entropy2_clips_outliers_but_not_the_bulk():
+    x = DISTRIBUTIONS["gaussian_with_outliers"]
+    h = _hist(x)
+    amax = get_method("entropy2").amax(h.counts, h.edges, max_abs=h.max_abs)
+    assert 3.0 < amax < h.max_abs / 2  # the 20 outliers up to 60 do not set the range
+
+
+def _true_mse(x: np.ndarray, t: float) -> float:
+    a = np.abs(x)
+    s = t / 127
+    return float(np.mean((a - np.minimum(np.round(a / s), 127) * s) ** 2))
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+def test_mse_is_near_the_brute_force_optimum_on_raw_samples(name):
+    x = DISTRIBUTIONS[name].astype(np.float32)
+    h = _hist(x)
+    amax = get_method("mse").amax(h.counts, h.edges, max_abs=h.max_abs)
+    grid = np.linspace(h.max_abs / 200, h.max_abs, 600)
+    errs = np.array([_true_mse(x, t) for t in grid])
+    best = errs.min()
+    assert _true_mse(x, amax) <= best * 1.02 + 1e-12
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+@pytest.mark.parametrize("p", [99.0, 99.9, 99.99])
+def test_percentile_is_within_one_bin_of_numpy(name, p):
+    x = DISTRIBUTIONS[name].astype(np.float32)
+    h = _hist(x)
+    amax = get_method("percentile").amax(h.counts, h.edges, max_abs=h.max_abs, percentile=p)
+    ref = np.percentile(np.abs(x), p)
+    width = h.edges[1]
+    assert ref <= amax + 1e-6 <= ref + width + 2e-6 or amax == pytest.approx(h.max_abs)
+    # at least p% of the values lie at or below the threshold
+    assert np.mean(np.abs(x) <= amax) >= p / 100 - 1e-9
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+def test_minmax_is_the_exact_max(name):
+    x = DISTRIBUTIONS[name].astype(np.float32)
+    h = _hist(x)
+    assert get_method("minmax").amax(h.counts, h.edges, max_abs=h.max_abs) == float(np.abs(x).max())
+
+
+def test_registry_and_empty_histograms():
+    assert {m.name for m in available_methods()} >= {"entropy2", "minmax", "percentile", "mse"}
+    with pytest.raises(InputError, match="entropy2, minmax, mse, percentile"):
+        get_method("kl")
+    for m in available_methods():
+        assert m.amax(np.zeros(2048, np.int64), np.linspace(0, 1, 2049), max_abs=0.0) == EMPTY_AMAX
+    with pytest.raises(InputError, match="percentile"):
+        h = _hist(DISTRIBUTIONS["uniform"])
+        get_method("percentile").amax(h.counts, h.edges, max_abs=h.max_abs, percentile=120)

@@ -1,0 +1,1 @@
+"""Small shared helpers: errors, lazy imports, atomic writes, config, ONNX loading, progress."""

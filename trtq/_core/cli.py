@@ -1,0 +1,136 @@
+"""What every trtq command-line tool shares: error handling, output modes, progress bars.
+
+Only CLI modules (``*/cli.py`` and this one) import click and rich. A command body raises
+:class:`~trtq._core.errors.TrtqError` for user errors; :func:`run_command` prints it as one line
+(``error: ...``) and exits with its code. Tracebacks appear only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from trtq._core.errors import TrtqError
+from trtq._core.progress import ProgressFn, null_progress
+
+T = TypeVar("T")
+
+
+def common_options(fn: Callable) -> Callable:
+    """Add ``--quiet`` and ``--debug`` to a click command."""
+    fn = click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, help="No progress bars or tables; errors only.")(fn)
+    return fn
+
+
+def setup_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else (logging.ERROR if quiet else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    # Library warnings go to stderr as one line each; third-party chatter stays at WARNING.
+    for noisy in ("matplotlib", "PIL", "numba", "polygraphy"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def run_command(body: Callable[[], T], *, debug: bool = False) -> T:
+    """Run a command body, turning :class:`TrtqError` into one line on stderr and an exit code."""
+    try:
+        return body()
+    except TrtqError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+def echo_json(obj: Any) -> None:
+    """Print ``obj`` as indented JSON on stdout (NaN/Inf written as null)."""
+    click.echo(json.dumps(_jsonable(obj), indent=2, allow_nan=False))
+
+
+def _jsonable(obj: Any) -> Any:
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def stderr_console(quiet: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=quiet)
+
+
+@contextmanager
+def progress_bar(quiet: bool = False, unit: str = "items") -> Iterator[ProgressFn]:
+    """Yield a :class:`ProgressFn` drawing a rich bar (rate, ETA) on stderr.
+
+    Off when ``quiet`` or when stderr is not a terminal: scripts and CI logs get no bar.
+    """
+    if quiet or not sys.stderr.isatty():
+        yield null_progress
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    class _Rate(TextColumn):
+        def render(self, task):  # type: ignore[override]
+            speed = task.finished_speed or task.speed
+            return super().render(task) if speed is None else f"{speed:.2f} {unit}/s"
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        _Rate(""),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr_console(),
+        transient=False,
+    ) as bar:
+        task_id = None
+
+        def update(advance: int = 1, *, total: int | None = None, description: str | None = None) -> None:
+            nonlocal task_id
+            if task_id is None or (total is not None and description is not None):
+                if task_id is not None:
+                    bar.update(task_id, completed=bar.tasks[task_id].total or 0)
+                task_id = bar.add_task(description or "working", total=total)
+            elif total is not None or description is not None:
+                kwargs: dict[str, Any] = {}
+                if total is not None:
+                    kwargs["total"] = total
+                if description is not None:
+                    kwargs["description"] = description
+                bar.update(task_id, **kwargs)
+            if advance:
+                bar.advance(task_id, advance)
+
+        yield update

@@ -1,0 +1,55 @@
+"""Project configuration: defaults < config file < command-line flags.
+
+The config file is the ``[tool.trtq]`` table of ``./pyproject.toml`` or the top level of
+``./trtq.toml`` (the latter wins if both exist). Sub-tables group settings per concern, e.g.::
+
+    [tool.trtq]
+    model = "models/det.onnx"
+    shape = ["x:1x3x640x640"]
+
+    [tool.trtq.preprocess]
+    resize = "letterbox"
+    mean = [0.485, 0.456, 0.406]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from trtq._core.errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def find_config(cwd: str | Path | None = None) -> tuple[dict[str, Any], Path | None]:
+    """Return ``(settings, path)`` from ``trtq.toml`` or ``pyproject.toml`` in ``cwd``.
+
+    Returns ``({}, None)`` when neither file has trtq settings. Relative paths in the settings
+    are *not* resolved here; :func:`resolve_path` does that against the config file's folder.
+    """
+    base = Path(cwd or Path.cwd())
+    for name in ("trtq.toml", "pyproject.toml"):
+        path = base / name
+        if not path.is_file():
+            continue
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{path}: not valid TOML: {exc}") from exc
+        table = data if name == "trtq.toml" else data.get("tool", {}).get("trtq")
+        if table:
+            return dict(table), path
+    return {}, None
+
+
+def resolve_path(value: str | None, config_path: Path | None) -> str | None:
+    """Resolve a path taken from a config file relative to that file's folder."""
+    if value is None or config_path is None:
+        return value
+    p = Path(value)
+    return str(p if p.is_absolute() else (config_path.parent / p))
