@@ -250,7 +250,7 @@ def _run(opts: dict[str, Any]) -> None:
 
         atomic_write_text(opts["json_path"], json.dumps(_jsonable(doc), indent=2, allow_nan=False))
     if opts.get("report_path"):
-        _write_report(opts["report_path"], doc, result.histograms)
+        _write_report(opts["report_path"], doc, str(hist_path))
     summary = {
         "cache": str(cache_path),
         "histograms": str(hist_path),
@@ -531,12 +531,9 @@ def list_cmd(output: str, quiet: bool, debug: bool) -> None:
             }
             for m in available_methods()
         ]
-        try:
-            from trtq.calib.tensorrt import list_calibrators
+        from trtq.calib.tensorrt import list_calibrators
 
-            calibrators = list_calibrators()
-        except ImportError:
-            calibrators = []
+        calibrators = list_calibrators()
         if output == "json":
             echo_json({"methods": methods, "tensorrt_calibrators": calibrators})
             return

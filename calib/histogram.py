@@ -13,6 +13,7 @@ Conventions:
   calibrator starts from the first batch's max and does depend on order).
   The price: the data occupies between half and all of the bins.
 - NaN/Inf values are counted in ``nonfinite`` and never binned.
+- Values are binned as float32 (float16/float64 tensors are converted first).
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from trtq.calib import _kernels
 
 from trtq._core.atomic import atomic_path
 from trtq._core.errors import InputError
+from trtq.calib import _kernels
 
 FORMAT_VERSION = 1
+_CHUNK = 1 << 30
 DEFAULT_BINS = 2048
 
 
@@ -94,10 +96,15 @@ class HistogramSet:
         self.samples += samples
 
     def _collect_one(self, i: int, array: np.ndarray) -> None:
+        # Activations are binned as float32 (TensorRT calibrates in FP32); float16/float64
+        # tensors are converted.
         flat = np.ravel(array)
-        if flat.dtype != np.float32 and flat.dtype != np.float64:
+        if flat.dtype != np.float32:
             flat = flat.astype(np.float32)
-        self.upper[i] = _kernels.accumulate_abs(flat, self.counts[i], self.upper[i], self._stats[i])
+        for start in range(0, max(flat.size, 1), _CHUNK):
+            self.upper[i] = _kernels.accumulate_abs(
+                flat[start : start + _CHUNK], self.counts[i], self.upper[i], self._stats[i]
+            )
 
     # -- combining -----------------------------------------------------------------------------
     def merge(self, other: HistogramSet) -> HistogramSet:
@@ -118,7 +125,7 @@ class HistogramSet:
             self.counts[i] = mine + theirs
             self.upper[i] = top
             self._stats[i, 0] = max(self._stats[i, 0], other._stats[j, 0])
-            self._stats[i, 1] += other._stats[j, 1]
+            self._stats[i, 1:] += other._stats[j, 1:]
         self.samples += other.samples
         self.sources += other.sources
         return self
@@ -139,9 +146,8 @@ class HistogramSet:
 
     def __getitem__(self, name: str) -> TensorHistogram:
         i = self.index[name]
-        return TensorHistogram(
-            name, self.counts[i], float(self.upper[i]), float(self._stats[i, 0]), int(self._stats[i, 1])
-        )
+        st = self._stats[i]
+        return TensorHistogram(name, self.counts[i], float(self.upper[i]), float(st[0]), int(st[1]))
 
     def __iter__(self):
         return (self[n] for n in self.names)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from trtq.calib.cache import DEFAULT_TRT_VERSION, CalibrationCache
-from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
-from trtq.calib.methods import available_methods, get_method
 
 from trtq._core.errors import InputError
 from trtq._core.onnx_model import TensorSite, float_tensors, load_onnx
 from trtq._core.progress import ProgressFn, null_progress
+from trtq.calib.cache import DEFAULT_TRT_VERSION, CalibrationCache
+from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
+from trtq.calib.methods import available_methods, get_method
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import onnx
-from trtq.calib.run import CalibrationResult
 
 import trtq
+from trtq.calib.run import CalibrationResult
 
 
 def model_info(model: onnx.ModelProto, path: str | os.PathLike | None, tensors: int) -> dict[str, Any]:

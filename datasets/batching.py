@@ -12,10 +12,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from trtq.datasets.bad_file import BadFile
-from trtq.datasets.input_spec import InputSpec
 
 from trtq._core.progress import ProgressFn
+from trtq.datasets.bad_file import BadFile
+from trtq.datasets.input_spec import InputSpec
 
 logger = logging.getLogger(__name__)
 

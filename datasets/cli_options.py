@@ -36,15 +36,15 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from trtq._core.config import resolve_path
+from trtq._core.errors import InputError
 from trtq.datasets.dataset import Dataset
 from trtq.datasets.folder import open_dataset
 from trtq.datasets.input_spec import InputSpec, parse_shape_arg, resolve_input_specs
 from trtq.datasets.preprocess import COLORS, LAYOUTS, PRESETS, PreprocessSpec
 from trtq.datasets.resize import RESIZERS
 from trtq.precision.backends.base import TensorInfo
-
-from trtq._core.config import resolve_path
-from trtq._core.errors import InputError
 
 PREPROCESS_KEYS = ("resize", "color", "scale", "mean", "std", "layout", "dtype", "pad_value", "crop_fraction")
 DATA_KEYS = ("data", "shape", "limit", "shuffle", "seed", "strict", "workers")

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from trtq._core.errors import InputError
+from trtq._core.progress import ProgressFn, null_progress
 from trtq.datasets.bad_file import BadFile
 from trtq.datasets.batching import DatasetStats, Sample, assemble
 from trtq.datasets.input_spec import InputSpec
 from trtq.datasets.prefetch import default_workers, ordered_map
-
-from trtq._core.errors import InputError
-from trtq._core.progress import ProgressFn, null_progress
 
 logger = logging.getLogger(__name__)
 

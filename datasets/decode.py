@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
 from trtq.datasets.bad_file import BadFile
 
 # File signatures of the formats the image folder accepts (to tell "not an image" from "corrupt").

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from trtq._core.errors import InputError
 from trtq.datasets.dataset import Dataset
 from trtq.datasets.image_folder import ImageFolder
 from trtq.datasets.input_spec import InputSpec
 from trtq.datasets.preprocess import PreprocessSpec
 from trtq.datasets.tensor_folder import TensorFolder
-
-from trtq._core.errors import InputError
 
 # Folder kinds, tried by file extension. Each has ``kind``, ``extensions`` and ``from_files``.
 FOLDER_KINDS: list[type] = [ImageFolder, TensorFolder]

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from trtq._core.errors import InputError
 from trtq.datasets.bad_file import BadFile
 from trtq.datasets.batching import Sample
 from trtq.datasets.decode import decode_image
 from trtq.datasets.input_spec import InputSpec
 from trtq.datasets.preprocess import PreprocessSpec, to_sample
-
-from trtq._core.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from trtq.precision.backends.base import TensorInfo
 
 from trtq._core.errors import InputError
+from trtq.precision.backends.base import TensorInfo
 
 SHAPE_SYNTAX = "NAME:DIMS, e.g. --shape x:1x3x640x640 (batch dim included)"
 

@@ -14,13 +14,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from trtq._core.errors import InputError
+from trtq._core.progress import ProgressFn, null_progress
 from trtq.datasets.bad_file import BadFile
 from trtq.datasets.batching import DatasetStats, Sample, assemble, split_samples
 from trtq.datasets.input_spec import InputSpec
 from trtq.datasets.prefetch import read_ahead
-
-from trtq._core.errors import InputError
-from trtq._core.progress import ProgressFn, null_progress
 
 
 class IterableDataset:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from trtq.datasets.resize import RESIZERS
 
 from trtq._core.errors import InputError
+from trtq.datasets.resize import RESIZERS
 
 COLORS = ("RGB", "BGR")
 LAYOUTS = ("NCHW", "NHWC")

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from trtq._core.errors import InputError
 from trtq.datasets.bad_file import BadFile
 from trtq.datasets.batching import Sample, count_from_shape, split_samples
 from trtq.datasets.input_spec import InputSpec
-
-from trtq._core.errors import InputError
 
 logger = logging.getLogger(__name__)
 

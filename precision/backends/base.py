@@ -54,7 +54,9 @@ class Backend:
         """The model's own outputs (not the extra marked tensors)."""
         return self._outputs_impl()
 
-    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Run one batch. ``outputs=None`` returns the model's own outputs."""
         expected = {t.name: t for t in self.inputs()}
         missing = [n for n in expected if n not in feeds]
@@ -63,7 +65,9 @@ class Backend:
         extra = [n for n in feeds if n not in expected]
         if extra:
             raise InputError(f"unknown input(s) {extra}; the model expects {list(expected)}")
-        return self._run_impl(feeds, list(outputs) if outputs is not None else [t.name for t in self.outputs()])
+        return self._run_impl(
+            feeds, list(outputs) if outputs is not None else [t.name for t in self.outputs()]
+        )
 
     # -- hooks ---------------------------------------------------------------------------------
     def _inputs_impl(self) -> list[TensorInfo]:

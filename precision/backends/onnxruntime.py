@@ -86,18 +86,28 @@ class OnnxRuntimeBackend(Backend):
         if not optimize:
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            self.session = ort.InferenceSession(run_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                run_model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # ORT raises its own exception types for unsupported models
             where = self.source or "model"
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{where}: ONNX Runtime cannot load it: {msg}") from exc
         self._inputs = [
-            TensorInfo(i.name, tuple(_dim(d) for d in i.type.tensor_type.shape.dim), _np_dtype(i.type.tensor_type.elem_type))
+            TensorInfo(
+                i.name,
+                tuple(_dim(d) for d in i.type.tensor_type.shape.dim),
+                _np_dtype(i.type.tensor_type.elem_type),
+            )
             for i in proto.graph.input
             if i.name not in {init.name for init in proto.graph.initializer}
         ]
         self._outputs = [
-            TensorInfo(o.name, tuple(_dim(d) for d in o.type.tensor_type.shape.dim), _np_dtype(o.type.tensor_type.elem_type))
+            TensorInfo(
+                o.name,
+                tuple(_dim(d) for d in o.type.tensor_type.shape.dim),
+                _np_dtype(o.type.tensor_type.elem_type),
+            )
             for o in proto.graph.output
         ]
         self._fetchable = {o.name for o in self.session.get_outputs()}

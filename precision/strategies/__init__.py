@@ -16,9 +16,8 @@ import importlib
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
-from trtq.precision.strategies.base import Layer, SearchSpace, Strategy
-
 from trtq._core.errors import InputError
+from trtq.precision.strategies.base import Layer, SearchSpace, Strategy
 
 __all__ = ["Layer", "SearchSpace", "Strategy", "register_strategy", "get_strategy", "available_strategies"]
 

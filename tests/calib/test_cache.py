@@ -21,7 +21,8 @@ from trtq.calib.cache import (
 
 
 @pytest.mark.parametrize(
-    ("version", "code"), [("10.16.1", "101601"), ("10.0.0", "100000"), ("11.4.0", "110400"), ("8.6.1", "8601"), ("8.5.3", "8503")]
+    ("version", "code"),
+    [("10.16.1", "101601"), ("10.0.0", "100000"), ("11.4.0", "110400"), ("8.6.1", "8601"), ("8.5.3", "8503")],
 )
 def test_version_encoding_follows_nv_tensorrt_version(version, code):
     assert encode_trt_version(version) == code

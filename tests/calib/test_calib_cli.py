@@ -31,8 +31,20 @@ def _calib(*args: str, cwd: Path | None = None):
 def det_run(real_models, image_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("det")
     cache = out / "det.cache"
-    res = _calib("run", str(real_models["det"]), "--data", str(image_dir), "--limit", "4", *DET_SHAPE,
-                 "--cache", str(cache), "--json", str(out / "det.json"), "-q")
+    res = _calib(
+        "run",
+        str(real_models["det"]),
+        "--data",
+        str(image_dir),
+        "--limit",
+        "4",
+        *DET_SHAPE,
+        "--cache",
+        str(cache),
+        "--json",
+        str(out / "det.json"),
+        "-q",
+    )
     assert res.exit_code == 0, res.output
     return out, cache
 
@@ -68,7 +80,10 @@ def test_second_run_and_shuffled_order_are_bit_identical(det_run, real_models, i
     sub.mkdir()
     for f in files:
         shutil.copy(image_dir / f, sub / f)
-    assert _calib(*base[:3], str(sub), *base[4:], "--shuffle", "--seed", "7", "--cache", str(shuffled)).exit_code == 0
+    assert (
+        _calib(*base[:3], str(sub), *base[4:], "--shuffle", "--seed", "7", "--cache", str(shuffled)).exit_code
+        == 0
+    )
     assert shuffled.read_bytes() == cache.read_bytes()
 
 
@@ -80,16 +95,42 @@ def test_shards_merge_and_resume_equal_one_run(det_run, real_models, image_dir, 
         d.mkdir()
         for f in part:
             shutil.copy(image_dir / f, d / f)
-        r = _calib("run", str(real_models["det"]), "--data", str(d), *DET_SHAPE, "-q", "--cache", str(tmp_path / f"s{k}.cache"))
+        r = _calib(
+            "run",
+            str(real_models["det"]),
+            "--data",
+            str(d),
+            *DET_SHAPE,
+            "-q",
+            "--cache",
+            str(tmp_path / f"s{k}.cache"),
+        )
         assert r.exit_code == 0, r.output
     merged = tmp_path / "merged.cache"
-    r = _calib("merge", str(tmp_path / "s0.cache.hist.npz"), str(tmp_path / "s1.cache.hist.npz"),
-               "-O", str(tmp_path / "m.npz"), "--cache", str(merged), "-q")
+    r = _calib(
+        "merge",
+        str(tmp_path / "s0.cache.hist.npz"),
+        str(tmp_path / "s1.cache.hist.npz"),
+        "-O",
+        str(tmp_path / "m.npz"),
+        "--cache",
+        str(merged),
+        "-q",
+    )
     assert r.exit_code == 0, r.output
     assert merged.read_bytes() == cache.read_bytes()
     # resume: 2 images first, then continue to 4 with --resume
     resumed = tmp_path / "resumed.cache"
-    base = ["run", str(real_models["det"]), "--data", str(image_dir), *DET_SHAPE, "-q", "--cache", str(resumed)]
+    base = [
+        "run",
+        str(real_models["det"]),
+        "--data",
+        str(image_dir),
+        *DET_SHAPE,
+        "-q",
+        "--cache",
+        str(resumed),
+    ]
     assert _calib(*base, "--limit", "2").exit_code == 0
     assert _calib(*base, "--limit", "4", "--resume").exit_code == 0
     assert resumed.read_bytes() == cache.read_bytes()
@@ -99,9 +140,26 @@ def test_compute_other_method_from_histograms_equals_running_it(det_run, real_mo
     _, cache = det_run
     from_hist = tmp_path / "mm_hist.cache"
     direct = tmp_path / "mm_run.cache"
-    assert _calib("compute", str(cache) + ".hist.npz", "--method", "minmax", "--cache", str(from_hist), "-q").exit_code == 0
-    r = _calib("run", str(real_models["det"]), "--data", str(image_dir), "--limit", "4", *DET_SHAPE, "-q",
-               "--method", "minmax", "--cache", str(direct))
+    assert (
+        _calib(
+            "compute", str(cache) + ".hist.npz", "--method", "minmax", "--cache", str(from_hist), "-q"
+        ).exit_code
+        == 0
+    )
+    r = _calib(
+        "run",
+        str(real_models["det"]),
+        "--data",
+        str(image_dir),
+        "--limit",
+        "4",
+        *DET_SHAPE,
+        "-q",
+        "--method",
+        "minmax",
+        "--cache",
+        str(direct),
+    )
     assert r.exit_code == 0
     assert from_hist.read_bytes() == direct.read_bytes()
     assert read_cache(direct).algorithm == "MinMaxCalibration"
@@ -116,7 +174,19 @@ def test_compute_other_method_from_histograms_equals_running_it(det_run, real_mo
 def test_other_real_models_calibrate(real_models, image_dir, tmp_path, key):
     shape = {"lcnet": [], "cls": ["--shape", "x:1x3x48x192"], "rec": ["--shape", "x:1x3x48x320"]}[key]
     cache = tmp_path / f"{key}.cache"
-    r = _calib("run", str(real_models[key]), "--data", str(image_dir), "--limit", "3", *shape, "--cache", str(cache), "-o", "json")
+    r = _calib(
+        "run",
+        str(real_models[key]),
+        "--data",
+        str(image_dir),
+        "--limit",
+        "3",
+        *shape,
+        "--cache",
+        str(cache),
+        "-o",
+        "json",
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
     assert summary["images_used"] == 3 and summary["tensors_calibrated"] == summary["tensors_total"] > 50
@@ -129,7 +199,9 @@ def test_model_from_config_file(real_models, image_dir, tmp_path):
     )
     r = subprocess.run(
         [shutil.which("calib") or "calib", "run", "--data", str(image_dir), "--cache", "calib.cache", "-q"],
-        cwd=tmp_path, capture_output=True, text=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     assert len(read_cache(tmp_path / "calib.cache").scales) > 50
@@ -142,7 +214,10 @@ def test_model_from_config_file(real_models, image_dir, tmp_path):
         (["run", "missing.onnx", "--data", "DATA", "--cache", "OUT"], "missing.onnx: no such file"),
         (["run", "MODEL", "--data", "EMPTY", "--cache", "OUT"], "EMPTY"),
         (["run", "MODEL", "--data", "nowhere", "--cache", "OUT"], "nowhere"),
-        (["run", "MODEL", "--data", "DATA", "--cache", "OUT", "--method", "kl"], "unknown calibration method"),
+        (
+            ["run", "MODEL", "--data", "DATA", "--cache", "OUT", "--method", "kl"],
+            "unknown calibration method",
+        ),
         (["run", "NOTONNX", "--data", "DATA", "--cache", "OUT"], "not a valid ONNX model"),
         (["show", "NOTONNX"], ":1: bad header"),
     ],
@@ -152,13 +227,22 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(real_models, image_dir
     empty.mkdir()
     notonnx = tmp_path / "model.onnx"
     notonnx.write_text("hello")
-    subst = {"DATA": str(image_dir), "EMPTY": str(empty), "MODEL": str(real_models["lcnet"]),
-             "NOTONNX": str(notonnx), "OUT": str(tmp_path / "out.cache")}
+    subst = {
+        "DATA": str(image_dir),
+        "EMPTY": str(empty),
+        "MODEL": str(real_models["lcnet"]),
+        "NOTONNX": str(notonnx),
+        "OUT": str(tmp_path / "out.cache"),
+    }
     argv = [subst.get(a, a) for a in args]
-    r = subprocess.run([shutil.which("calib") or "calib", *argv], capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run(
+        [shutil.which("calib") or "calib", *argv], capture_output=True, text=True, cwd=tmp_path
+    )
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1 and message.replace("EMPTY", str(empty)).replace("nowhere", "nowhere") in lines[0], r.stderr
+    assert (
+        len(lines) == 1 and message.replace("EMPTY", str(empty)).replace("nowhere", "nowhere") in lines[0]
+    ), r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "out.cache").exists()
 
@@ -172,7 +256,12 @@ def test_help_has_examples(cmd):
 
 
 def test_list_shows_methods(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "trtq.calib.cli", "list", "-o", "json"], capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "trtq.calib.cli", "list", "-o", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     names = {m["name"] for m in json.loads(r.stdout)["methods"]}
     assert names >= {"entropy2", "minmax", "percentile", "mse"}

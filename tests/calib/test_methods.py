@@ -59,7 +59,8 @@ def test_entropy2_matches_brute_force_kl(name):
     finite = np.isfinite(slow)
     np.testing.assert_allclose(fast[finite], slow[finite], rtol=1e-9, atol=1e-12)
     i = 128 + int(np.argmin(slow))
-    assert get_method("entropy2").amax(h.counts, h.edges, max_abs=h.max_abs) == pytest.approx(min(h.edges[i], h.max_abs))
+    plain = get_method("entropy2").amax(h.counts, h.edges, max_abs=h.max_abs, skip_zero_bin=False)
+    assert plain == pytest.approx(min(h.edges[i], h.max_abs))
 
 
 def test_entropy2_clips_outliers_but_not_the_bulk():
@@ -115,3 +116,20 @@ def test_registry_and_empty_histograms():
     with pytest.raises(InputError, match="percentile"):
         h = _hist(DISTRIBUTIONS["uniform"])
         get_method("percentile").amax(h.counts, h.edges, max_abs=h.max_abs, percentile=120)
+
+
+def test_entropy2_leaves_the_zero_bin_out_by_default():
+    """A ReLU output is mostly exact zeros; they must not drag the threshold to the first candidates."""
+    rng = np.random.default_rng(5)
+    x = np.maximum(rng.standard_normal(400_000), 0).astype(np.float32)  # ~50 % exact zeros
+    x[: len(x) // 3] = 0  # ~67 % zeros, as after a ReLU on a sparse feature map
+    h = _hist(x)
+    m = get_method("entropy2")
+    with_zeros = m.amax(h.counts, h.edges, max_abs=h.max_abs, skip_zero_bin=False)
+    without = m.amax(h.counts, h.edges, max_abs=h.max_abs)
+    emptied = h.counts.copy()
+    emptied[0] = 0  # the plain search (checked against brute force above) on the histogram without bin 0
+    assert without == m.amax(emptied, h.edges, max_abs=h.max_abs, skip_zero_bin=False)
+    assert with_zeros < without / 2  # the zero spike drags the plain search towards its first candidates
+    nonzero = x[x != 0]
+    assert np.mean(nonzero > without) < 0.01 < np.mean(nonzero > with_zeros)

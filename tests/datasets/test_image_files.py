@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from ds_helpers import image_input, write_image
 from PIL import Image
+
+from trtq._core.errors import InputError
 from trtq.datasets import PreprocessSpec, open_dataset
 from trtq.datasets.bad_file import BadFile
 from trtq.datasets.decode import decode_image
-
-from trtq._core.errors import InputError
 
 PIXELS = PreprocessSpec(scale=1.0, color="BGR")  # output = pixel values in BGR order
 

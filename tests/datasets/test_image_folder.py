@@ -7,11 +7,11 @@ import threading
 
 import numpy as np
 import pytest
-import trtq.datasets.image_folder as image_folder_module
 from ds_helpers import image_input, write_image
-from trtq.datasets import InputSpec, PreprocessSpec, open_dataset
 
+import trtq.datasets.image_folder as image_folder_module
 from trtq._core.errors import InputError
+from trtq.datasets import InputSpec, PreprocessSpec, open_dataset
 
 IMAGENET = PreprocessSpec.preset("imagenet")
 

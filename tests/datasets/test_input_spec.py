@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from trtq._core.errors import InputError
 from trtq.datasets import InputSpec, image_geometry, parse_shape_arg, resolve_input_specs
 from trtq.precision.backends.base import TensorInfo
 from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
-
-from trtq._core.errors import InputError
 
 F32 = np.dtype(np.float32)
 

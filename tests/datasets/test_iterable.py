@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from trtq.datasets import InputSpec, from_iterable
 
 from trtq._core.errors import InputError
+from trtq.datasets import InputSpec, from_iterable
 
 A = InputSpec("a", (2, 3), np.float32)
 B = InputSpec("b", (2, 2, 2), np.float16)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from trtq.datasets import PRESETS, PreprocessSpec
-from trtq.datasets.preprocess import to_sample
 
 from trtq._core.errors import InputError
+from trtq.datasets import PRESETS, PreprocessSpec
+from trtq.datasets.preprocess import to_sample
 
 RAW1 = PreprocessSpec(scale=1.0)  # pixel units out, to check resizing exactly
 

@@ -6,9 +6,9 @@ import logging
 
 import numpy as np
 import pytest
-from trtq.datasets import InputSpec, PreprocessSpec, open_dataset
 
 from trtq._core.errors import InputError
+from trtq.datasets import InputSpec, PreprocessSpec, open_dataset
 
 X = InputSpec("x", (1, 3, 4, 4), np.float32)
 A = InputSpec("a", (1, 2, 3), np.float32)

@@ -7,6 +7,7 @@ import shutil
 import cv2
 import numpy as np
 from ds_helpers import write_image
+
 from trtq.datasets import PreprocessSpec, open_dataset, resolve_input_specs
 from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
 

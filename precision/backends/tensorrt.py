@@ -1,0 +1,164 @@
+"""TensorRT backend: build an engine from ONNX on the GPU and run batches through it.
+
+Needs TensorRT 10.x or 11.x, cuda-python and an NVIDIA GPU; without any of them, creating the
+backend raises one line naming what is missing and pointing to ``--backend onnxruntime``.
+Building follows :mod:`trtq.precision.backends.tensorrt_build` (TensorRT 10: precision flags,
+calibrator or cache, FP32 pins with precision constraints; TensorRT 11: strongly typed, INT8 via
+Q/DQ ONNX). Inference reuses Polygraphy's ``TrtRunner``. After the build,
+:attr:`TensorRTBackend.layers` tells which precision each engine layer actually ran in (engine
+inspector, see :mod:`trtq.precision.backends.tensorrt_inspect`).
+
+Marking outputs changes TensorRT's fusions (a marked tensor must survive), so a ``mark="all"``
+engine is a debugging view of the model, not the deployed engine.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from trtq._core.errors import InputError, TrtqError
+from trtq._core.onnx_model import load_onnx, save_onnx
+from trtq.calib.tensorrt.trt_import import import_tensorrt, require_gpu
+from trtq.precision.backends import register_backend
+from trtq.precision.backends.base import Backend, TensorInfo
+from trtq.precision.backends.tensorrt_build import (
+    BuildSettings,
+    build_engine,
+    deserialize,
+    engine_information,
+    shapes_tuple,
+)
+from trtq.precision.backends.tensorrt_inspect import LayerPrecision, parse_engine_information
+
+# precision name -> (fp16 flag, int8 flag)
+PRECISIONS: dict[str, tuple[bool, bool]] = {
+    "fp32": (False, False),
+    "fp16": (True, False),
+    "int8": (False, True),
+    "fp16+int8": (True, True),
+}
+
+
+def _onnx_dtype(elem_type: int) -> np.dtype:
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:
+        return np.dtype(np.float32)
+
+
+@register_backend("tensorrt")
+class TensorRTBackend(Backend):
+    """Run an ONNX model as a TensorRT engine.
+
+    Args:
+        model: path to an ``.onnx`` file or a ``ModelProto``.
+        mark: extra tensors to fetch: names, or ``"all"`` (every markable float activation).
+        precision: ``fp32`` | ``fp16`` | ``int8`` | ``fp16+int8``.
+        int8_cache: a TensorRT calibration cache (e.g. from ``calib run`` on the CPU).
+        calibrator: a live trtq calibrator (TensorRT 10 only), instead of ``int8_cache``.
+        pins: ONNX node names kept in FP32.
+        constraints: ``"obey"`` (build fails if a pin is impossible) or ``"prefer"`` (warns).
+        shapes: full shapes for dynamic inputs, e.g. ``{"x": (1, 3, 640, 640)}``.
+        timing_cache: a timing-cache file, read if present and written back.
+        engine_path: also save the engine there (atomically).
+        workspace_bytes: cap on the builder's workspace pool, in bytes.
+    """
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        model: str | os.PathLike | onnx.ModelProto,
+        *,
+        mark: Sequence[str] | str = (),
+        precision: str = "fp32",
+        int8_cache: str | os.PathLike | None = None,
+        calibrator: Any = None,
+        pins: Sequence[str] = (),
+        constraints: str = "obey",
+        shapes: Mapping[str, Sequence[int]] | None = None,
+        timing_cache: str | os.PathLike | None = None,
+        engine_path: str | os.PathLike | None = None,
+        workspace_bytes: int | None = None,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
+        self.trt = import_tensorrt()
+        require_gpu()
+        fp16, int8 = PRECISIONS[precision]
+        proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model, load_external_data=False)
+        self.model = proto
+        self.precision = precision
+        settings = BuildSettings(
+            fp16=fp16,
+            int8=int8,
+            pins=tuple(pins),
+            constraints=constraints,
+            mark="all" if mark == "all" else tuple(mark),
+            shapes=shapes_tuple(shapes),
+            timing_cache=Path(timing_cache) if timing_cache else None,
+            engine_path=Path(engine_path) if engine_path else None,
+            workspace_bytes=workspace_bytes,
+        )
+        with tempfile.TemporaryDirectory(prefix="trtq-trt-") as tmp:
+            path = Path(model) if not isinstance(model, onnx.ModelProto) else Path(tmp) / "model.onnx"
+            if isinstance(model, onnx.ModelProto):
+                save_onnx(model, path)
+            self.built = build_engine(self.trt, path, settings, calibrator=calibrator, int8_cache=int8_cache)
+        self.engine, self._runtime = deserialize(self.trt, self.built.engine_bytes)
+        self.layers: list[LayerPrecision] = parse_engine_information(
+            engine_information(self.trt, self.engine)
+        )
+        self.marked = list(self.built.marks.marked)
+        from polygraphy.backend.trt import TrtRunner  # reuse Polygraphy's buffers and execution
+
+        self._runner = TrtRunner(self.engine)
+        self._runner.activate()
+        inits = {i.name for i in proto.graph.initializer}
+        self._inputs = [
+            TensorInfo(
+                i.name, tuple(self.built.shapes.get(i.name, ())), _onnx_dtype(i.type.tensor_type.elem_type)
+            )
+            for i in proto.graph.input
+            if i.name not in inits
+        ]
+        self._outputs = [
+            TensorInfo(o.name, (), _onnx_dtype(o.type.tensor_type.elem_type)) for o in proto.graph.output
+        ]
+        self._fetchable = {o.name for o in proto.graph.output} | set(self.marked)
+
+    def layer_precisions(self) -> list[dict]:
+        """Per engine layer: name, layer type, precision actually used, ONNX nodes it came from."""
+        return [info.as_dict() for info in self.layers]
+
+    def _inputs_impl(self) -> list[TensorInfo]:
+        return list(self._inputs)
+
+    def _outputs_impl(self) -> list[TensorInfo]:
+        return list(self._outputs)
+
+    def _run_impl(self, feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        unknown = [n for n in outputs if n not in self._fetchable]
+        if unknown:
+            raise InputError(f"tensor(s) {unknown[:5]} were not marked when the backend was created")
+        feed = {t.name: np.ascontiguousarray(feeds[t.name], dtype=t.dtype) for t in self._inputs}
+        try:
+            result = self._runner.infer(feed)
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrtqError(f"TensorRT failed to run the engine: {msg}") from exc
+        return {n: np.asarray(result[n]) for n in outputs}
+
+    def _close_impl(self) -> None:
+        runner = getattr(self, "_runner", None)
+        if runner is not None and runner.is_active:
+            runner.deactivate()
+        self._runner = None
+        self.engine = None

@@ -1,0 +1,407 @@
+"""``precision bisect``: the smallest set of layers to keep in FP32 so the model passes.
+
+The driver is written once for every strategy (:mod:`trtq.precision.strategies`):
+
+1. evaluate the model with nothing pinned: if it passes, the verdict is ``already-passes`` and
+   nothing is pinned;
+2. evaluate it with every candidate layer pinned: if that fails, the verdict is ``cannot-pass``:
+   the error does not come from reduced precision (or the criterion is too strict);
+3. otherwise ask the strategy for pin sets until it is done (verdict ``found``) or the budget of
+   ``max_evals`` evaluations is spent (verdict ``budget-exhausted``, reporting the smallest set
+   seen passing so far: every layer, if nothing smaller passed).
+
+Evaluations are cached by pin set: a set proposed twice is evaluated once and the repeat is
+logged with ``cached: true`` (it does not count against the budget). Every row of the trace holds
+the set size, the criterion's metric, pass/fail and the wall time in seconds. The two evaluations
+of steps 1-2 count against the budget, so a run costs at least 2 evaluations.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import onnx
+
+from trtq._core.errors import InputError
+from trtq._core.onnx_model import float_tensors
+from trtq._core.progress import ProgressFn, null_progress
+from trtq.precision.evaluate import (
+    CheckCommand,
+    Criterion,
+    EvalResult,
+    Evaluator,
+    make_build,
+    metric_criterion,
+)
+from trtq.precision.strategies import Layer, SearchSpace, get_strategy
+
+log = logging.getLogger(__name__)
+
+VERDICTS = ("found", "already-passes", "cannot-pass", "budget-exhausted")
+DEFAULT_MAX_EVALS = 64
+
+EvaluateFn = Callable[[frozenset[str]], EvalResult]
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    """One row of the search trace. ``eval`` counts rows from 1; ``time_s`` is wall seconds
+    (0 for a cached repeat); ``phase`` is ``baseline``, ``all-pinned`` or ``search``."""
+
+    eval: int
+    set_size: int
+    metric: float | None
+    passed: bool
+    time_s: float
+    cached: bool
+    phase: str = "search"
+
+
+@dataclass
+class BisectResult:
+    """What a bisect run found. ``pins`` are in topological order; ``evaluations`` counts real
+    (uncached) evaluations; ``layers`` is N, the number of candidate layers."""
+
+    verdict: str
+    pins: list[Layer]
+    final_metric: float | None
+    baseline_metric: float | None
+    all_pinned_metric: float | None
+    trace: list[TraceEntry]
+    evaluations: int
+    layers: int
+    settings: dict[str, Any] = field(default_factory=dict)
+    criterion: str = ""
+    wall_s: float = 0.0
+    ranking_s: float = 0.0
+    backend: str = "onnxruntime (emulated)"
+
+    @property
+    def pin_nodes(self) -> list[str]:
+        return [layer.node for layer in self.pins]
+
+    def summary(self) -> str:
+        """One line for people, naming the verdict and the numbers behind it."""
+        n, k = self.layers, len(self.pins)
+        if self.verdict == "already-passes":
+            return f"the model already passes with nothing pinned ({self.criterion}: {_fmt(self.baseline_metric)}); pin nothing"
+        if self.verdict == "cannot-pass":
+            return (
+                f"even with all {n} layers in FP32 the model fails ({self.criterion}: {_fmt(self.all_pinned_metric)}): "
+                "the problem is not precision"
+            )
+        if self.verdict == "budget-exhausted":
+            return (
+                f"budget spent after {self.evaluations} evaluations; smallest passing set seen: {k} of {n} layers "
+                f"({_fmt(self.final_metric)})"
+            )
+        return f"{k} of {n} layers in FP32 pass ({self.criterion}: {_fmt(self.final_metric)}) after {self.evaluations} evaluations"
+
+    def to_json(
+        self, *, model: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The ``kind = "bisect"`` document of docs/SCHEMA.md (also the pins.json format)."""
+        return {
+            "kind": "bisect",
+            "schema": 1,
+            "model": dict(model or {}),
+            "data": dict(data or {}),
+            "backend": self.backend,
+            "settings": dict(self.settings),
+            "verdict": self.verdict,
+            "summary": self.summary(),
+            "pins": [
+                {
+                    "node": layer.node,
+                    "tensor": layer.tensor,
+                    "outputs": list(layer.outputs or (layer.tensor,)),
+                    "op_type": layer.op_type,
+                    "members": list(layer.members),
+                    "layerwise_error": layer.error,
+                }
+                for layer in self.pins
+            ],
+            "final_metric": self.final_metric,
+            "baseline_metric": self.baseline_metric,
+            "all_pinned_metric": self.all_pinned_metric,
+            "evaluations": self.evaluations,
+            "layers": self.layers,
+            "wall_s": self.wall_s,
+            "ranking_s": self.ranking_s,
+            "trace": [
+                {
+                    "eval": t.eval,
+                    "set_size": t.set_size,
+                    "metric": t.metric,
+                    "passed": t.passed,
+                    "time_s": t.time_s,
+                    "cached": t.cached,
+                    "phase": t.phase,
+                }
+                for t in self.trace
+            ],
+        }
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6g}"
+
+
+class BudgetExhausted(Exception):
+    """Raised inside the driver when an uncached evaluation would exceed ``max_evals``."""
+
+
+class CachedEvaluations:
+    """Evaluations cached by pin set, with the trace, the budget and progress reporting."""
+
+    def __init__(self, evaluate: EvaluateFn, max_evals: int, progress: ProgressFn = null_progress) -> None:
+        self.evaluate = evaluate
+        self.max_evals = max_evals
+        self.progress = progress
+        self.cache: dict[frozenset[str], EvalResult] = {}
+        self.trace: list[TraceEntry] = []
+        self.count = 0
+
+    def __call__(self, pins: frozenset[str], phase: str = "search") -> EvalResult:
+        pins = frozenset(pins)
+        cached = pins in self.cache
+        if not cached:
+            if self.count >= self.max_evals:
+                raise BudgetExhausted
+            self.cache[pins] = self.evaluate(pins)
+            self.count += 1
+            self.progress(1)
+        result = self.cache[pins]
+        entry = TraceEntry(
+            eval=len(self.trace) + 1,
+            set_size=len(pins),
+            metric=result.metric,
+            passed=result.passed,
+            time_s=0.0 if cached else result.time_s,
+            cached=cached,
+            phase=phase,
+        )
+        self.trace.append(entry)
+        log.info(
+            "eval %d (%s): %d pinned, metric %s, %s, %.2f s%s",
+            entry.eval,
+            phase,
+            entry.set_size,
+            _fmt(entry.metric),
+            "pass" if entry.passed else "fail",
+            entry.time_s,
+            " (cached)" if cached else "",
+        )
+        return result
+
+
+def search(
+    space: SearchSpace,
+    evaluate: EvaluateFn,
+    strategy: str = "ranked",
+    *,
+    max_evals: int = DEFAULT_MAX_EVALS,
+    progress: ProgressFn = null_progress,
+) -> BisectResult:
+    """Run the driver with the strategy called ``strategy`` over ``space``.
+
+    ``evaluate(pins) -> EvalResult`` is one (uncached) evaluation; the driver caches it.
+    ``max_evals`` counts uncached evaluations and must be at least 2.
+    """
+    if max_evals < 2:
+        raise InputError(
+            f"--max-evals must be at least 2 (nothing pinned, everything pinned), got {max_evals}"
+        )
+    if len(space) == 0:
+        raise InputError("the model has no layers producing float activations: nothing to pin")
+    strategy_cls = get_strategy(strategy)
+    start = time.perf_counter()
+
+    def evaluate_layers(layer_ids: frozenset[str]) -> EvalResult:
+        return replace(evaluate(space.nodes_of(layer_ids)), pins=frozenset(layer_ids))
+
+    evals = CachedEvaluations(evaluate_layers, max_evals, progress)
+    progress(0, total=max_evals, description=f"bisect ({strategy})")
+    everything = space.all_nodes
+    baseline = evals(frozenset(), "baseline")
+    all_pinned: EvalResult | None = None
+    best: frozenset[str] = frozenset()
+    if baseline.passed:
+        verdict = "already-passes"
+    else:
+        try:
+            all_pinned = evals(everything, "all-pinned")
+            if not all_pinned.passed:
+                verdict = "cannot-pass"
+            else:
+                runner = strategy_cls(space)
+                try:
+                    while (candidate := runner.next_candidate()) is not None:
+                        runner.record(evals(candidate))
+                    verdict = "found"
+                except BudgetExhausted:
+                    verdict = "budget-exhausted"
+                best = runner.result()
+        except BudgetExhausted:  # pragma: no cover - max_evals >= 2 makes this unreachable
+            verdict = "budget-exhausted"
+            best = everything
+    final = evals.cache.get(best)
+    by_node = {layer.node: layer for layer in space.layers}
+    return BisectResult(
+        verdict=verdict,
+        pins=sorted((by_node[n] for n in best), key=lambda layer: layer.index),
+        final_metric=final.metric if final is not None else None,
+        baseline_metric=baseline.metric,
+        all_pinned_metric=all_pinned.metric if all_pinned is not None else None,
+        trace=evals.trace,
+        evaluations=evals.count,
+        layers=len(space),
+        settings={"strategy": strategy, "max_evals": max_evals},
+        wall_s=time.perf_counter() - start,
+    )
+
+
+# -- the search space of a model ------------------------------------------------------------------
+
+
+def model_layers(model: onnx.ModelProto) -> list[Layer]:
+    """The layers bisect may pin, in topological order: TensorRT's layers as the emulation sees them.
+
+    The model is folded as TensorRT's builder folds it (constants, BatchNorm into Conv) and its
+    nodes grouped into fused layers (:func:`trtq.precision.emulation_fusion.find_layers`): a
+    Conv with its bias Add and activation is one layer, pinned as a whole. Without the emulation
+    modules every node producing a float activation is its own layer.
+    """
+    try:
+        from trtq.precision.emulation_fusion import find_layers, node_name
+        from trtq.precision.fold import fold_model
+    except ImportError:  # pragma: no cover - the emulation ships with trtq
+        return _node_layers(model)
+    folded = fold_model(model)
+    graph = find_layers(folded)
+    layers = []
+    for fused in graph.layers:
+        if not fused.outputs:
+            continue
+        members = tuple(node_name(folded, i) for i in fused.nodes)
+        head = fused.anchor if fused.anchor is not None else fused.nodes[-1]
+        node = folded.graph.node[head]
+        layers.append(
+            Layer(
+                node_name(folded, head),
+                fused.outputs[0],
+                node.op_type,
+                max(fused.nodes),
+                fused.outputs,
+                None,
+                members,
+            )
+        )
+    return layers
+
+
+def _node_layers(model: onnx.ModelProto) -> list[Layer]:
+    layers: dict[str, Layer] = {}
+    for site in float_tensors(model):
+        if site.node is None:
+            continue
+        layer = layers.get(site.node)
+        if layer is None:
+            layers[site.node] = Layer(site.node, site.name, site.op_type or "", site.index, (site.name,))
+        else:
+            layers[site.node] = Layer(
+                layer.node, layer.tensor, layer.op_type, layer.index, (*layer.outputs, site.name)
+            )
+    return sorted(layers.values(), key=lambda layer: layer.index)
+
+
+def rank_layers(layers: Sequence[Layer], scores: Sequence[Any]) -> SearchSpace:
+    """Attach layerwise errors to ``layers`` and order them as ``scores`` does (worst first).
+
+    ``scores`` is the worst-first list of :class:`~trtq.precision.compare.LayerScore` (anything
+    with ``.node``, ``.tensor`` and ``.error``). A score belongs to the layer that outputs its
+    tensor, else to the layer holding its node; a layer scored several times takes the rank and
+    error of its first, i.e. worst, entry. Unscored layers follow in topological order.
+    """
+    by_tensor = {t: lay.node for lay in layers for t in lay.outputs}
+    by_member = {m: lay.node for lay in layers for m in lay.members}
+    rank: dict[str, int] = {}
+    error: dict[str, float] = {}
+    for position, score in enumerate(scores):
+        lid = by_tensor.get(getattr(score, "tensor", None)) or by_member.get(score.node)
+        if lid is not None and lid not in rank:
+            rank[lid] = position
+            error[lid] = float(score.error)
+    scored = [replace(lay, error=error.get(lay.node)) for lay in layers]
+    ranked = sorted(scored, key=lambda lay: (rank.get(lay.node, len(rank)), lay.index))
+    return SearchSpace(tuple(scored), tuple(ranked))
+
+
+# -- the whole run --------------------------------------------------------------------------------
+
+
+def run_bisect(
+    model: onnx.ModelProto,
+    batches: Sequence[Mapping[str, Any]],
+    *,
+    precision: str,
+    criterion: Criterion | None = None,
+    strategy: str = "ranked",
+    max_evals: int = DEFAULT_MAX_EVALS,
+    amax: Mapping[str, float] | None = None,
+    placement: str = "explicit",
+    backend: str = "onnxruntime",
+    threads: int | None = None,
+    progress: ProgressFn = null_progress,
+) -> BisectResult:
+    """Find the smallest set of layers of ``model`` to keep in FP32 so it passes ``criterion``.
+
+    ``precision`` is ``fp16``, ``int8`` or ``fp16+int8``; ``amax`` the calibrated ranges for INT8
+    (``scale = amax / 127``); ``criterion`` defaults to cosine >= 0.999 on every output. The
+    ``ranked`` and ``linear`` strategies first compute the layerwise sensitivity ranking
+    (:func:`trtq.precision.compare.layerwise_sensitivity`) with the same settings; its wall time
+    is ``ranking_s`` (included in ``wall_s``).
+    """
+    start = time.perf_counter()
+    if "int8" in precision and not amax:
+        raise InputError(
+            "INT8 needs calibrated ranges: give --cache calib.cache or let bisect calibrate on --data"
+        )
+    criterion = criterion or metric_criterion("cosine")
+    batches = list(batches)
+    build = make_build(backend, model, precision, placement=placement, amax=amax, threads=threads)
+    evaluator = Evaluator(build, batches, criterion, model=model, threads=threads)
+    layers = model_layers(model)
+    ranking_s = 0.0
+    if get_strategy(strategy).needs_ranking:
+        from trtq.precision.compare import layerwise_sensitivity
+        from trtq.precision.emulate import EmulationConfig
+
+        t0 = time.perf_counter()
+        scores = layerwise_sensitivity(
+            model, batches, EmulationConfig(precision, placement), amax=amax, progress=progress
+        )
+        space = rank_layers(layers, scores)
+        ranking_s = time.perf_counter() - t0
+    else:
+        space = SearchSpace(tuple(layers))
+    result = search(space, evaluator, strategy, max_evals=max_evals, progress=progress)
+    result.settings = {
+        "precision": precision,
+        "placement": placement,
+        "strategy": strategy,
+        "metric": criterion.name,
+        "threshold": criterion.threshold,
+        "max_evals": max_evals,
+    }
+    if isinstance(criterion, CheckCommand):
+        result.settings["check"] = criterion.command
+    result.criterion = criterion.describe()
+    result.backend = evaluator.backend_label
+    result.ranking_s = ranking_s
+    result.wall_s = time.perf_counter() - start
+    return result

@@ -1,0 +1,460 @@
+"""``precision bisect`` and ``precision pin``: find the FP32 pin set, then apply it (click commands).
+
+Thin layer over :func:`trtq.precision.bisect.run_bisect` and :mod:`trtq.precision.pins`; the
+``precision`` group in :mod:`trtq.precision.cli` adds these two commands with
+:func:`add_commands`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from trtq._core.cli import common_options, echo_json, progress_bar, run_command, setup_logging, stderr_console
+from trtq._core.config import find_config, resolve_path
+from trtq._core.errors import CheckFailed, InputError, TrtqError
+
+EPILOG_BISECT = """\b
+Examples:
+  precision bisect det.onnx --data imgs/ --shape x:1x3x640x640 --preset paddleocr \\
+      --precision int8 --cache calib.cache -o pins.json
+  precision bisect rec.onnx --data crops/ --shape x:1x3x48x320 --preset paddleocr-rec \\
+      --precision int8 --check 'python check_text.py {model}' -o pins.json --report bisect.html
+  precision bisect model.onnx --data tensors/ --precision fp16 --metric rel-l2 --threshold 0.01 \\
+      --strategy contiguous --max-evals 30 -o pins.json --json bisect.json
+
+\b
+Criterion: --metric cosine|rel-l2|max-abs|sqnr with --threshold (default cosine >= 0.999 on
+every final output, against FP32 on ONNX Runtime), or --check CMD: a shell command that exits 0
+when the model is good. In CMD, {model} is the candidate ONNX (also $TRTQ_MODEL) and {pins} a
+JSON file listing the pinned node names (also $TRTQ_PINS). The candidate is TensorRT's build
+emulated in ONNX: run it with ONNX Runtime's graph optimisations off (ORT_DISABLE_ALL), as
+ONNX Runtime's own Q/DQ fusions change its numbers.
+
+\b
+Exit codes: 0 a passing set was found (or nothing needs pinning); 1 even all layers in FP32 fail,
+or the --max-evals budget ran out (pins.json then holds the smallest passing set seen); 2 bad
+input.
+"""
+
+EPILOG_PIN = """\b
+Examples:
+  precision pin det.onnx --pins pins.json -o det_pinned.onnx
+  precision pin det.onnx --pins pins.json --cache calib.cache --data imgs/ -o det_pinned.onnx
+
+\b
+Writes a Q/DQ (INT8) / Cast (FP16) ONNX with the pinned layers left in FP32 (ONNX Runtime,
+TensorRT 11), then runs it on the data against FP32 with the criterion bisect used, and the
+same pins through the TensorRT emulation, and prints both results. For TensorRT 10 the pins are
+build-time precision constraints instead: the TensorRT backend sets the layers of the pinned
+nodes (pins.json "members") to FP32 with OBEY_PRECISION_CONSTRAINTS. Data, cache and settings
+default to those recorded in pins.json. Exit code 1 when either result fails the criterion.
+"""
+
+
+def _data_options(fn):
+    from trtq.datasets.cli_options import data_options
+
+    return data_options(fn)
+
+
+def _criterion_options(fn):
+    from trtq.precision.evaluate import BISECT_METRICS
+
+    opts = [
+        click.option(
+            "--metric",
+            type=click.Choice(BISECT_METRICS),
+            default=None,
+            help="Metric on every final output vs FP32 (default cosine).",
+        ),
+        click.option(
+            "--threshold",
+            type=float,
+            default=None,
+            help="Pass when metric >= T (cosine, sqnr) or <= T (rel-l2, max-abs). "
+            "Defaults: cosine 0.999, rel-l2 0.01, max-abs 0.01, sqnr 30 dB.",
+        ),
+        click.option(
+            "--check",
+            "check_cmd",
+            metavar="CMD",
+            default=None,
+            help="Shell command deciding pass (exit 0) / fail; {model} and {pins} are substituted.",
+        ),
+        click.option(
+            "--check-timeout",
+            type=float,
+            default=None,
+            help="Seconds before a --check run counts as a failure.",
+        ),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+@click.command("bisect", epilog=EPILOG_BISECT)
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--precision",
+    "precision_name",
+    type=click.Choice(["fp16", "int8", "fp16+int8"]),
+    default=None,
+    help="Reduced precision to repair (default int8).",
+)
+@click.option(
+    "--placement",
+    type=click.Choice(["explicit", "implicit"]),
+    default=None,
+    help="INT8 placement emulated: explicit (TensorRT 11 / Q-DQ, default) or implicit (TensorRT 10, pessimistic).",
+)
+@click.option("--strategy", default=None, help="Search strategy: ranked (default), contiguous, linear.")
+@_criterion_options
+@click.option("--max-evals", type=click.IntRange(min=2), default=None, help="Evaluation budget (default 64).")
+@click.option(
+    "--cache", "cache_path", type=click.Path(dir_okay=False), default=None, help="INT8 calibration cache."
+)
+@click.option(
+    "--calib-method",
+    default=None,
+    help="Without --cache: calibrate on --data with this method (default entropy2).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per batch.")
+@click.option(
+    "--backend",
+    type=click.Choice(["onnxruntime", "tensorrt"]),
+    default=None,
+    help="onnxruntime: TensorRT emulated on CPU (default); tensorrt: real engines (TensorRT + GPU).",
+)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads.")
+@click.option(
+    "-o", "--output", "pins_path", type=click.Path(dir_okay=False), default=None, help="pins.json to write."
+)
+@click.option("--json", "json_path", default=None, help="Also write the result JSON here ('-' = stdout).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="HTML report.")
+@common_options
+@_data_options
+def bisect_command(**opts: Any) -> None:
+    """Find the smallest set of layers to keep in FP32 so MODEL passes in FP16/INT8.
+
+    Evaluates nothing pinned, everything pinned, then the strategy's candidates (each one emulated
+    build + run on --data, cached by pin set), and writes pins.json.
+    """
+    setup_logging(opts["debug"], opts["quiet"])
+    run_command(lambda: _bisect(opts), debug=opts["debug"])
+
+
+@click.command("pin", epilog=EPILOG_PIN)
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--pins", "pins_file", type=click.Path(dir_okay=False), required=True, help="pins.json from bisect."
+)
+@click.option(
+    "-o", "--output", "out_path", type=click.Path(dir_okay=False), required=True, help="Pinned ONNX to write."
+)
+@click.option(
+    "--precision",
+    "precision_name",
+    type=click.Choice(["fp16", "int8", "fp16+int8"]),
+    default=None,
+    help="Default: the precision pins.json was made for.",
+)
+@click.option(
+    "--cache", "cache_path", type=click.Path(dir_okay=False), default=None, help="INT8 calibration cache."
+)
+@click.option(
+    "--calib-method", default=None, help="Without a cache: calibrate on the data (default entropy2)."
+)
+@_criterion_options
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per batch.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads.")
+@click.option("--json", "json_path", default=None, help="Write the result as JSON here ('-' = stdout).")
+@common_options
+@_data_options
+def pin_command(**opts: Any) -> None:
+    """Apply pins.json to MODEL: write the ONNX with those layers in FP32, evaluate it once more."""
+    setup_logging(opts["debug"], opts["quiet"])
+    run_command(lambda: _pin(opts), debug=opts["debug"])
+
+
+def add_commands(group: click.Group) -> None:
+    """Add ``bisect`` and ``pin`` to the ``precision`` click group."""
+    group.add_command(bisect_command)
+    group.add_command(pin_command)
+
+
+# -- bodies ---------------------------------------------------------------------------------------
+
+
+_DATA_FLAGS = ("data", "limit", "shuffle", "seed", "strict", "shape", "preset", "resize", "color", "scale")
+_DATA_FLAGS += ("mean", "std", "layout", "pad_value", "crop_fraction")
+
+
+def _pick(opts: dict, config: dict, key: str, default: Any) -> Any:
+    value = opts.get(key)
+    if value is not None:
+        return value
+    return config.get(key.replace("_", "-"), config.get(key, default))
+
+
+def _load_data(proto, opts: dict, config: dict, config_path, quiet: bool):
+    """Open --data for the model and read every batch into memory (bisect runs them many times)."""
+    from trtq.datasets.cli_options import dataset_from_options
+    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+
+    with OnnxRuntimeBackend(proto, optimize=False) as probe:
+        inputs = probe.inputs()
+    static = inputs[0].shape[0] if inputs and isinstance(inputs[0].shape[0], int) else None
+    batch_size = int(_pick(opts, config, "batch_size", static or 1))
+    dataset, _ = dataset_from_options(inputs, batch_size, opts, config, config_path=config_path)
+    with progress_bar(quiet, unit="img") as progress:
+        batches = list(dataset.batches(batch_size, progress=progress))
+    stats = dataset.stats
+    data = {
+        "path": str(opts.get("data") or resolve_path(config.get("data"), config_path) or ""),
+        "images_used": stats.used,
+        "images_skipped": len(stats.skipped_files),
+        "skipped": [{"file": f, "reason": r} for f, r in stats.skipped_files],
+    }
+    return batches, data, batch_size
+
+
+def _amax(proto, batches, precision: str, cache_path: str | None, method: str, quiet: bool):
+    if "int8" not in precision:
+        return None
+    if cache_path:
+        from trtq.calib.cache import read_cache
+
+        return read_cache(cache_path).amax()
+    from trtq.calib.run import calibrate
+
+    with progress_bar(quiet, unit="img") as progress:
+        progress(
+            0, total=sum(len(next(iter(b.values()))) for b in batches), description=f"calibrating ({method})"
+        )
+        return calibrate(proto, batches, method=method, progress=progress).amax
+
+
+def _criterion(opts: dict, settings: dict | None = None):
+    from trtq.precision.evaluate import CheckCommand, metric_criterion
+
+    settings = settings or {}
+    if opts.get("check_cmd"):
+        if opts.get("metric") or opts.get("threshold") is not None:
+            raise InputError("give either --check CMD or --metric/--threshold, not both")
+        return CheckCommand(opts["check_cmd"], opts.get("check_timeout"))
+    if opts.get("metric") or opts.get("threshold") is not None:
+        return metric_criterion(opts.get("metric") or "cosine", opts.get("threshold"))
+    if settings.get("metric") == "check" and settings.get("check"):
+        return CheckCommand(settings["check"], opts.get("check_timeout"))
+    return metric_criterion(settings.get("metric") or "cosine", settings.get("threshold"))
+
+
+def _write_json(path: str | None, doc: dict) -> None:
+    if not path:
+        return
+    if path == "-":
+        echo_json(doc)
+        return
+    from trtq._core.atomic import atomic_write_text
+    from trtq._core.cli import _jsonable
+
+    atomic_write_text(path, json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n")
+
+
+def _write_report(path: str, doc: dict) -> None:
+    try:
+        from trtq.reports import write_report
+    except ImportError as exc:
+        raise TrtqError(f"--report needs trtq.reports, which cannot be imported: {exc}") from exc
+    write_report(path, [doc])
+
+
+def _bisect(opts: dict[str, Any]) -> None:
+    from trtq._core.onnx_model import load_onnx
+    from trtq.precision.bisect import DEFAULT_MAX_EVALS, run_bisect
+    from trtq.precision.compare import model_info
+    from trtq.precision.pins import write_pins
+    from trtq.precision.strategies import get_strategy
+
+    config, config_path = find_config()
+    model_path = opts.get("model") or resolve_path(config.get("model"), config_path)
+    if not model_path:
+        raise InputError(
+            "no model given: pass MODEL (precision bisect model.onnx --data DIR -o pins.json) "
+            'or set model = "path.onnx" under [tool.trtq]'
+        )
+    pins_path = opts.get("pins_path")
+    if not pins_path:
+        raise InputError("no output file: give -o pins.json")
+    precision = _pick(opts, config, "precision_name", None) or config.get("precision") or "int8"
+    strategy = opts.get("strategy") or "ranked"
+    get_strategy(strategy)  # unknown names fail before any work
+    criterion = _criterion(opts)
+    quiet = opts["quiet"] or opts.get("json_path") == "-"
+    proto = load_onnx(model_path)
+    batches, data, batch_size = _load_data(proto, opts, config, config_path, quiet)
+    cache_path = opts.get("cache_path") or resolve_path(config.get("cache"), config_path)
+    method = opts.get("calib_method") or "entropy2"
+    amax = _amax(proto, batches, precision, cache_path, method, quiet)
+    with progress_bar(quiet, unit="eval") as progress:
+        result = run_bisect(
+            proto,
+            batches,
+            precision=precision,
+            criterion=criterion,
+            strategy=strategy,
+            max_evals=opts.get("max_evals") or DEFAULT_MAX_EVALS,
+            amax=amax,
+            placement=opts.get("placement") or "explicit",
+            backend=opts.get("backend") or "onnxruntime",
+            threads=opts.get("threads"),
+            progress=progress,
+        )
+    result.settings["batch_size"] = batch_size
+    result.settings["cache"] = str(Path(cache_path).resolve()) if cache_path else None
+    result.settings["calib_method"] = None if cache_path or "int8" not in precision else method
+    result.settings["data_options"] = {
+        k: _plain(opts.get(k)) for k in _DATA_FLAGS if opts.get(k) not in (None, ())
+    }
+    doc = result.to_json(model=model_info(proto, model_path), data=data)
+    write_pins(pins_path, doc)
+    _write_json(opts.get("json_path"), doc)
+    if opts.get("report_path"):
+        _write_report(opts["report_path"], doc)
+    if not quiet:
+        _print_result(result, pins_path)
+    if result.verdict in ("cannot-pass", "budget-exhausted"):
+        raise CheckFailed(result.summary())
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _print_result(result, pins_path: str) -> None:
+    from rich.table import Table
+
+    console = stderr_console()
+    trace = Table(title="evaluations", title_justify="left", show_edge=False)
+    for column in ("#", "phase", "pinned", "metric", "result", "time s"):
+        trace.add_column(column, justify="right" if column not in ("phase", "result") else "left")
+    for t in result.trace:
+        metric = "n/a" if t.metric is None or math.isnan(t.metric) else f"{t.metric:.6g}"
+        verdict = ("[green]pass[/green]" if t.passed else "[red]fail[/red]") + (
+            " (cached)" if t.cached else ""
+        )
+        trace.add_row(str(t.eval), t.phase, str(t.set_size), metric, verdict, f"{t.time_s:.2f}")
+    console.print(trace)
+    if result.pins:
+        pins = Table(
+            title=f"layers kept in FP32 ({len(result.pins)} of {result.layers})", title_justify="left"
+        )
+        for column in ("node", "op", "output tensor", "layerwise error"):
+            pins.add_column(column)
+        for layer in result.pins:
+            error = "n/a" if layer.error is None else f"{layer.error:.4g}"
+            pins.add_row(layer.node, layer.op_type, layer.tensor, error)
+        console.print(pins)
+    colour = "green" if result.verdict in ("found", "already-passes") else "red"
+    console.print(f"[{colour}]{result.verdict}[/{colour}]: {result.summary()}")
+    console.print(f"wrote {pins_path} ({result.evaluations} evaluations, {result.wall_s:.1f} s)")
+
+
+def _pin(opts: dict[str, Any]) -> None:
+    import time
+
+    from trtq._core.onnx_model import load_onnx, save_onnx
+    from trtq.precision.emulate import folded
+    from trtq.precision.evaluate import EmulatedBuild, Evaluator, OnnxCandidate
+    from trtq.precision.pins import apply_pins, check_nodes_exist, pinned_nodes, read_pins
+
+    doc = read_pins(opts["pins_file"])
+    settings = doc.get("settings") or {}
+    precision = opts.get("precision_name") or settings.get("precision") or "int8"
+    quiet = opts["quiet"] or opts.get("json_path") == "-"
+    proto = load_onnx(opts["model"])
+    nodes = pinned_nodes(doc)
+    check_nodes_exist(folded(proto), nodes, source=str(opts["pins_file"]))
+    config, config_path = find_config()
+    data_opts = dict(settings.get("data_options") or {})
+    if "shape" in data_opts:
+        data_opts["shape"] = tuple(data_opts["shape"])
+    merged = {**data_opts, **{k: v for k, v in opts.items() if v not in (None, ())}}
+    if not merged.get("data") and not config.get("data"):
+        raise InputError(
+            f"no data to evaluate the pinned model on: give --data DIR ({opts['pins_file']} records none)"
+        )
+    merged.setdefault("batch_size", settings.get("batch_size"))
+    batches, _, _ = _load_data(proto, merged, config, config_path, quiet)
+    cache_path = opts.get("cache_path") or settings.get("cache")
+    if cache_path and not Path(cache_path).is_file() and not opts.get("cache_path"):
+        raise InputError(
+            f"{opts['pins_file']} names the calibration cache {cache_path}, which is gone: give --cache"
+        )
+    method = opts.get("calib_method") or settings.get("calib_method") or "entropy2"
+    amax = _amax(proto, batches, precision, cache_path, method, quiet)
+    applied = apply_pins(proto, nodes, precision=precision, amax=amax)
+    save_onnx(applied, opts["out_path"])
+    criterion = _criterion(opts, settings)
+
+    class _Saved:  # the evaluator's build: the applied model as written
+        backend_label = "onnxruntime"
+
+        def __call__(self, pins: frozenset[str]) -> OnnxCandidate:
+            # the Q/DQ graph as written: ONNX Runtime's QDQ fusions change the numerics
+            return OnnxCandidate(applied, threads=opts.get("threads"), optimize=False)
+
+    start = time.perf_counter()
+    evaluate = Evaluator(_Saved(), batches, criterion, model=proto, threads=opts.get("threads"))
+    result = evaluate(frozenset(nodes))
+    # The same pins through the TensorRT emulation: ONNX Runtime's CPU provider runs most FP16 ops
+    # through FP32 kernels between Casts, so for FP16 the written model alone is optimistic.
+    emulated = Evaluator(
+        EmulatedBuild(proto, precision, placement=settings.get("placement") or "explicit", amax=amax),
+        batches,
+        criterion,
+        reference=evaluate.reference,
+        model=proto,
+    )(frozenset(nodes))
+    passed = result.passed and emulated.passed
+    summary = {
+        "output": str(opts["out_path"]),
+        "precision": precision,
+        "pinned_layers": len(doc.get("pins") or []),
+        "pinned_nodes": len(nodes),
+        "criterion": criterion.describe(),
+        "metric": result.metric,
+        "passed": passed,
+        "applied_passed": result.passed,
+        "emulated_metric": emulated.metric,
+        "emulated_passed": emulated.passed,
+        "bisect_metric": doc.get("final_metric"),
+        "outputs": {k: dict(v) for k, v in result.outputs.items()},
+        "note": result.note,
+        "time_s": time.perf_counter() - start,
+    }
+    _write_json(opts.get("json_path"), summary)
+    if not quiet:
+        console = stderr_console()
+        console.print(f"wrote {opts['out_path']}: {len(nodes)} node(s) in FP32, the rest {precision}")
+        for label, r in (("written model on ONNX Runtime", result), ("TensorRT emulation", emulated)):
+            value = "n/a" if r.metric is None else f"{r.metric:.6g}"
+            colour = "green" if r.passed else "red"
+            verdict = "pass" if r.passed else "fail"
+            note = f" [{r.note}]" if r.note else ""
+            console.print(f"[{colour}]{verdict}[/{colour}] {label}: {criterion.describe()}: {value}{note}")
+    if not passed:
+        raise CheckFailed(
+            f"the pinned model fails {criterion.describe()} "
+            f"(written model: {_fmt(result.metric)}, emulation: {_fmt(emulated.metric)})"
+        )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6g}"

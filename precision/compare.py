@@ -1,0 +1,382 @@
+"""Per-layer error of an FP16/INT8 build against the FP32 model, graphwise and layerwise.
+
+- *graphwise*: the whole model in reduced precision (errors accumulate through the graph); every
+  float tensor of the FP32 reference and of the emulated model (or TensorRT engine) is fetched
+  and matched by name.
+- *layerwise*: each fused layer alone in reduced precision, fed with the FP32 tensors: its own
+  sensitivity. All layers are evaluated in **one** run of one model that holds the FP32 graph plus
+  a reduced-precision copy of every changed layer
+  (:func:`trtq.precision.emulate.build_layerwise_model`); that run also gives the FP32 reference.
+
+ONNX Runtime runs these models with its graph optimisations off (see ``_Session``). Metrics
+accumulate over all batches (see :mod:`trtq.precision.metrics`); the FP32 reference is
+the folded model, so that folding itself (which TensorRT also does) is not counted as error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from trtq._core.errors import InputError
+from trtq._core.onnx_model import load_onnx
+from trtq._core.progress import ProgressFn, null_progress
+from trtq.precision.emulate import (
+    EmulationConfig,
+    EmulationPlan,
+    apply_plan,
+    build_layerwise_model,
+    folded,
+    plan_emulation,
+)
+from trtq.precision.metrics import METRIC_KEYS, MetricAccumulator, get_metric
+
+logger = logging.getLogger(__name__)
+
+MODES = ("graphwise", "layerwise")
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    """Metrics of one tensor. ``node``/``op_type`` name its producer (graphwise) or the layer's
+    node to pin (layerwise); ``fused`` lists the ONNX nodes of the fused layer (layerwise)."""
+
+    index: int
+    node: str
+    op_type: str
+    tensor: str
+    pinned: bool
+    metrics: Mapping[str, float]
+    fused: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "index": self.index,
+            "node": self.node,
+            "op_type": self.op_type,
+            "tensor": self.tensor,
+            "pinned": self.pinned,
+        }
+        d.update({k: float(self.metrics[k]) for k in METRIC_KEYS})
+        if self.fused:
+            d["fused"] = list(self.fused)
+        return d
+
+
+@dataclass(frozen=True)
+class LayerScore:
+    """A layer's own error (layerwise view): ``error`` is the ranking metric's badness (larger is
+    worse; inf for NaN/Inf); ``node`` is the ONNX node to pin to keep the layer in FP32."""
+
+    node: str
+    op_type: str
+    tensor: str
+    index: int
+    error: float
+    metrics: Mapping[str, float]
+    nodes: tuple[str, ...] = ()
+
+
+@dataclass
+class CompareRun:
+    """One (precision, mode) comparison; :meth:`to_dict` is one entry of ``runs`` in SCHEMA.md."""
+
+    precision: str
+    mode: str
+    placement: str | None
+    pins: list[str]
+    layers: list[TensorRecord]
+    outputs: list[TensorRecord]
+    missing_amax: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "mode": self.mode,
+            "placement": self.placement,
+            "pins": sorted(self.pins),
+            "layers": [r.to_dict() for r in self.layers],
+            "outputs": [
+                {"tensor": r.tensor, **{k: float(r.metrics[k]) for k in METRIC_KEYS}} for r in self.outputs
+            ],
+        }
+
+    def worst(self, n: int | None = 10, metric: str = "rel-l2") -> list[TensorRecord]:
+        """The ``n`` worst tensors by ``metric`` (non-finite first); ties keep graph order."""
+        m = get_metric(metric)
+        ranked = sorted(self.layers, key=lambda r: (-m.badness(r.metrics), r.index))
+        return ranked if n is None else ranked[:n]
+
+    def scores(self, metric: str = "rel-l2") -> list[LayerScore]:
+        m = get_metric(metric)
+        return [
+            LayerScore(r.node, r.op_type, r.tensor, r.index, m.badness(r.metrics), dict(r.metrics), r.fused)
+            for r in self.worst(None, metric)
+        ]
+
+
+@dataclass
+class CompareResult:
+    """A whole ``precision compare`` result (kind "compare" of docs/SCHEMA.md)."""
+
+    model: dict[str, Any]
+    data: dict[str, Any]
+    backend: str
+    runs: list[CompareRun]
+    fp16_range: list[dict[str, Any]] = field(default_factory=list)
+    time_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {
+            "kind": "compare",
+            "schema": 1,
+            "model": self.model,
+            "data": self.data,
+            "backend": self.backend,
+            "runs": [r.to_dict() for r in self.runs],
+            "fp16_range": self.fp16_range,
+        }
+        if self.time_s is not None:
+            d["time_s"] = self.time_s
+        return d
+
+
+def model_info(model: onnx.ModelProto, path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The ``model`` block of SCHEMA.md."""
+    from trtq._core.onnx_model import float_tensors
+
+    inits = {i.name for i in model.graph.initializer}
+    inputs = []
+    for i in model.graph.input:
+        if i.name in inits:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim]
+        dtype = str(onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+        inputs.append({"name": i.name, "shape": dims, "dtype": dtype})
+    return {
+        "path": str(path) if path is not None else "",
+        "inputs": inputs,
+        "nodes": len(model.graph.node),
+        "tensors": len(float_tensors(model)),
+    }
+
+
+def _as_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
+    return model if isinstance(model, onnx.ModelProto) else load_onnx(Path(model))
+
+
+class _Session:
+    """An ONNX Runtime session over ``model`` fetching ``names`` (thin wrapper over the backend).
+
+    Graph optimisations are off: ONNX Runtime's Q/DQ propagation and Conv/Add fusions would move
+    or merge the rounding points the emulation placed (measured: up to 0.1 on PP-OCR cls's
+    softmax output), and the unoptimised CPU run is no slower on these models.
+    """
+
+    def __init__(self, model: onnx.ModelProto, names: Sequence[str], threads: int | None) -> None:
+        from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+
+        self.names = list(dict.fromkeys(names))
+        self.backend = OnnxRuntimeBackend(model, mark=self.names, threads=threads, optimize=False)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.backend.run(feeds, self.names)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def compare_runs(
+    model: str | os.PathLike | onnx.ModelProto,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    configs: Sequence[EmulationConfig],
+    *,
+    amax: Mapping[str, float] | None = None,
+    modes: Sequence[str] = ("graphwise",),
+    progress: ProgressFn = null_progress,
+    threads: int | None = None,
+    engine_factory: Any = None,
+) -> tuple[list[CompareRun], dict[str, float]]:
+    """Compare several precisions and views over one pass through ``batches``.
+
+    The FP32 reference is computed once per batch and shared by every config. Returns the runs
+    (configs x modes, in that order) and the largest |value| seen per FP32 activation (used by
+    the FP16 range check at no extra cost).
+
+    ``engine_factory(config, names)`` -> backend, when given, replaces the ONNX Runtime emulation
+    in the graphwise view (the TensorRT backend: a real engine with ``names`` marked).
+    """
+    for mode in modes:
+        if mode not in MODES:
+            raise InputError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
+    if not configs:
+        raise InputError("nothing to compare: no precision given")
+    base = folded(_as_model(model))
+    plans: list[EmulationPlan] = [plan_emulation(base, c, amax) for c in configs]
+    sites = _sites(plans[0])
+    names = [s[2] for s in sites]
+    output_names = [o.name for o in base.graph.output]
+    compare_names = [n for n in names if n not in _graph_inputs(base)]
+
+    sessions: list[tuple[str, int, Any]] = []  # (mode, config index, session)
+    lw_maps: list[dict[str, str]] = []
+    ref_session = None
+    try:
+        if "layerwise" in modes:
+            lw_model, lw_maps = build_layerwise_model(plans)
+            fetch = names + [v for m in lw_maps for v in m.values()]
+            ref_session = _Session(lw_model, fetch, threads)
+        else:
+            ref_session = _Session(base, names, threads)
+        if "graphwise" in modes:
+            for k, plan in enumerate(plans):
+                if engine_factory is not None:
+                    sessions.append(
+                        ("graphwise", k, _EngineSession(engine_factory(plan.config, compare_names)))
+                    )
+                else:
+                    sessions.append(("graphwise", k, _Session(apply_plan(plan), compare_names, threads)))
+
+        acc_g = [{n: MetricAccumulator() for n in compare_names} for _ in plans]
+        acc_l = [{o: MetricAccumulator() for o in m} for m in lw_maps]
+        observed: dict[str, float] = {}
+        batch_list = batches if hasattr(batches, "__len__") else None
+        progress(0, total=len(batch_list) if batch_list is not None else None, description="comparing")
+        seen = 0
+        for feeds in batches:
+            ref = ref_session.run(feeds)
+            for n in names:
+                v = ref[n]
+                if v.size and np.issubdtype(v.dtype, np.floating):
+                    m = max(float(v.max()), -float(v.min()))  # NaN propagates: counted as unbounded
+                    observed[n] = math.inf if math.isnan(m) else max(observed.get(n, 0.0), m)
+            for k, mapping in enumerate(lw_maps):
+                for orig, copy in mapping.items():
+                    acc_l[k][orig].update(ref[copy], ref[orig])
+            for _mode, k, session in sessions:
+                got = session.run(feeds)
+                for n in compare_names:
+                    if n in got:
+                        acc_g[k][n].update(got[n], ref[n])
+            del ref
+            seen += 1
+            progress(1)
+        if seen == 0:
+            raise InputError("no batches to compare: the data source yielded nothing")
+    finally:
+        if ref_session is not None:
+            ref_session.close()
+        for _m, _k, s in sessions:
+            s.close()
+
+    runs: list[CompareRun] = []
+    for k, plan in enumerate(plans):
+        cfg = plan.config
+        placement = cfg.placement if cfg.int8 else None
+        for mode in modes:
+            if mode == "graphwise":
+                measured = {n for n in compare_names if acc_g[k][n].n}
+                recs = [
+                    TensorRecord(idx, node, op, n, node in cfg.pins, acc_g[k][n].result())
+                    for idx, node, n, op in sites
+                    if n in measured
+                ]
+                outs = [r for r in recs if r.tensor in output_names]
+            else:
+                recs = _layerwise_records(plan, acc_l[k])
+                outs = [r for r in recs if r.tensor in output_names]
+            runs.append(
+                CompareRun(
+                    cfg.precision, mode, placement, sorted(cfg.pins), recs, outs, list(plan.missing_amax)
+                )
+            )
+    return runs, observed
+
+
+def _graph_inputs(model: onnx.ModelProto) -> set[str]:
+    return {i.name for i in model.graph.input}
+
+
+def _sites(plan: EmulationPlan) -> list[tuple[int, str, str, str]]:
+    """(index, node, tensor, op_type) for every float activation, topological order."""
+    from trtq._core.onnx_model import float_tensors
+
+    return [(s.index, s.node or "", s.name, s.op_type or "") for s in float_tensors(plan.model)]
+
+
+def _layerwise_records(plan: EmulationPlan, acc: Mapping[str, MetricAccumulator]) -> list[TensorRecord]:
+    from trtq.precision.emulation_fusion import node_name
+
+    model = plan.model
+    recs: list[TensorRecord] = []
+    for lp in plan.layers:
+        if not lp.changed:
+            continue
+        layer = lp.layer
+        pin = plan.pin_node(layer)
+        anchor = layer.anchor if layer.anchor is not None else layer.nodes[-1]
+        fused = tuple(node_name(model, n) for n in layer.nodes)
+        for o in layer.outputs:
+            if o in acc and acc[o].n:
+                idx = plan.graph.producer[o]
+                recs.append(
+                    TensorRecord(idx, pin, model.graph.node[anchor].op_type, o, False, acc[o].result(), fused)
+                )
+    recs.sort(key=lambda r: r.index)
+    return recs
+
+
+class _EngineSession:
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.names = list(getattr(backend, "marked", []))
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = [t.name for t in self.backend.outputs()]
+        return self.backend.run(feeds, list(dict.fromkeys(self.names + outs)))
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def compare(
+    model: str | os.PathLike | onnx.ModelProto,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    config: EmulationConfig,
+    *,
+    amax: Mapping[str, float] | None = None,
+    mode: str = "graphwise",
+    progress: ProgressFn = null_progress,
+    threads: int | None = None,
+) -> CompareRun:
+    """Compare one emulated precision with FP32 in one view (``graphwise`` or ``layerwise``)."""
+    runs, _ = compare_runs(
+        model, batches, [config], amax=amax, modes=(mode,), progress=progress, threads=threads
+    )
+    return runs[0]
+
+
+def layerwise_sensitivity(
+    model: str | os.PathLike | onnx.ModelProto,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    config: EmulationConfig,
+    *,
+    amax: Mapping[str, float] | None = None,
+    metric: str = "rel-l2",
+    progress: ProgressFn = null_progress,
+    threads: int | None = None,
+) -> list[LayerScore]:
+    """Each fused layer's own error with FP32 inputs, worst first (by ``metric``; NaN/Inf first).
+
+    ``LayerScore.node`` is the ONNX node to pin to keep that layer in FP32.
+    """
+    run = compare(model, batches, config, amax=amax, mode="layerwise", progress=progress, threads=threads)
+    return run.scores(metric)

@@ -1,0 +1,386 @@
+"""Emulate a TensorRT FP16 / INT8 build on ONNX Runtime, as TensorRT would compute it.
+
+Rules, applied to the model after :func:`trtq.precision.fold.fold_model` (constants and
+BatchNorm folded in FP32, as TensorRT's builder does) and grouped into fused layers by
+:func:`trtq.precision.emulation_fusion.find_layers`:
+
+FP16 (``precision`` contains ``fp16``)
+  - weights of every non-pinned layer (float initializers with more than one element) are rounded
+    to half; scalar constants of the epilogue (Clip bounds, the 3 and 6 of hard-swish, epsilons)
+    stay FP32; the bias of an INT8 convolution stays FP32;
+  - every tensor at a layer boundary produced by a non-pinned layer is rounded through half
+    (IEEE round-to-nearest-even; beyond 65504 it becomes inf, as in TensorRT). Tensors inside a
+    fused layer are not rounded (the kernel keeps FP32 accumulators and epilogue);
+  - an FP16 layer reading an FP32 tensor (a graph input, a pinned layer's output) rounds it on
+    that edge only (TensorRT's reformat).
+
+INT8 (``precision`` contains ``int8``), symmetric, zero-point 0, scale = amax / 127
+  - ``placement="explicit"`` (TensorRT 11, Q/DQ guidance): quantize the activation inputs of
+    Conv/ConvTranspose/Gemm/MatMul, and the outside (residual) inputs of an Add fused into a
+    Conv/MatMul layer; nothing else;
+  - ``placement="implicit"`` (TensorRT 10 with a calibrator), pessimistic: every activation
+    edge into a non-pinned layer is quantized, i.e. each boundary tensor carries its own
+    calibrated scale wherever it is read; only graph outputs (FP32 by default) are spared;
+  - an anchor (Conv/Gemm/MatMul) whose activation inputs are all quantized runs in INT8: its
+    weights are quantized per output channel (see :func:`trtq.precision.qdq.weight_axis`); an
+    anchor with a tensor missing from ``amax`` falls back to FP16/FP32, as TensorRT does
+    ("Missing scale and zero-point ... fall back to non-int8");
+  - with ``int8`` alone, everything not quantized runs in FP32.
+
+Pins: the listed ONNX nodes stay FP32 in every mode (no rounding of their weights or outputs, no
+quantization of their inputs) and do not fuse with neighbours.
+
+Tensor names: every activation of the folded model keeps its name and carries the emulated
+value; helper tensors are suffixed ``__trtq_*``. Known limits: see emulation_fusion's docstring;
+TensorRT may also pick FP32 kernels for some layers in FP16 mode (we assume it never does), and
+INT8 kernels accumulate in INT32 where we accumulate the dequantized values in FP32 (equal up to
+float summation order).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from trtq._core.errors import InputError
+from trtq.precision import qdq
+from trtq.precision.emulation_fusion import ANCHORS, Layer, LayerGraph, find_layers, node_name
+from trtq.precision.fold import fold_model, is_folded
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp16", "int8", "fp16+int8")
+PLACEMENTS = ("explicit", "implicit")
+# Ops that never take an INT8 input in TensorRT (shape and type plumbing).
+_NO_INT8 = frozenset(
+    {"Shape", "Size", "Cast", "NonZero", "Equal", "Less", "Greater", "Where", "ArgMax", "ArgMin"}
+)
+_ANCHOR_WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": (0, 1)}
+_ZP = "__trtq_zero_point"
+
+
+@dataclass(frozen=True)
+class EmulationConfig:
+    """What to emulate.
+
+    Attributes:
+        precision: ``"fp16"``, ``"int8"`` or ``"fp16+int8"`` (TensorRT with both flags).
+        placement: INT8 placement, ``"explicit"`` (TensorRT 11 / Q-DQ rules) or ``"implicit"``
+            (TensorRT 10 calibrator, pessimistic: every layer-boundary tensor quantized).
+        pins: ONNX node names kept in FP32 in every mode.
+    """
+
+    precision: str
+    placement: str = "explicit"
+    pins: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision '{self.precision}'; choose one of: {', '.join(PRECISIONS)}")
+        if self.placement not in PLACEMENTS:
+            raise InputError(
+                f"unknown INT8 placement '{self.placement}'; choose one of: {', '.join(PLACEMENTS)}"
+            )
+        object.__setattr__(self, "pins", frozenset(self.pins))
+
+    @property
+    def fp16(self) -> bool:
+        return "fp16" in self.precision
+
+    @property
+    def int8(self) -> bool:
+        return "int8" in self.precision
+
+    def describe(self) -> str:
+        text = self.precision + (f" ({self.placement} INT8 placement)" if self.int8 else "")
+        return text + (f", {len(self.pins)} pinned" if self.pins else "")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What happens to one fused layer.
+
+    ``quant_edges`` are ``(node index, input position)`` pairs whose activation is quantized with
+    its tensor's amax; ``weights`` maps ``(node index, input position)`` of a float initializer to
+    ``("int8", axis)`` or ``("fp16", None)``.
+    """
+
+    layer: Layer
+    pinned: bool
+    fp16: bool
+    quant_edges: frozenset[tuple[int, int]] = frozenset()
+    weights: Mapping[tuple[int, int], tuple[str, int | None]] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.fp16 or self.quant_edges or self.weights)
+
+    @property
+    def int8(self) -> bool:
+        return bool(self.quant_edges)
+
+
+@dataclass(frozen=True)
+class EmulationPlan:
+    """A folded model, its layers, and the precision decision for each layer."""
+
+    model: onnx.ModelProto
+    graph: LayerGraph
+    config: EmulationConfig
+    layers: tuple[LayerPlan, ...]
+    amax: Mapping[str, float]
+    missing_amax: tuple[str, ...] = ()
+
+    def pin_node(self, layer: Layer) -> str:
+        """The node to pin to keep ``layer`` in FP32: its Conv/Gemm/MatMul, else its last node."""
+        return node_name(self.model, layer.anchor if layer.anchor is not None else layer.nodes[-1])
+
+
+def folded(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` folded once (returned as is when there is nothing left to fold)."""
+    return model if is_folded(model) else fold_model(model)
+
+
+def plan_emulation(
+    model: onnx.ModelProto, config: EmulationConfig, amax: Mapping[str, float] | None = None
+) -> EmulationPlan:
+    """Decide, layer by layer, what the TensorRT build would run in which precision."""
+    if config.int8 and not amax:
+        raise InputError("INT8 emulation needs activation ranges: pass a calibration cache (amax per tensor)")
+    amax = dict(amax or {})
+    model = folded(model)
+    names = {node_name(model, i) for i in range(len(model.graph.node))}
+    unknown = sorted(set(config.pins) - names)
+    if unknown:
+        raise InputError(f"pinned node(s) not in the model: {', '.join(unknown[:5])}")
+    lg = find_layers(model, config.pins)
+    nodes = model.graph.node
+    float_inits = {
+        i.name: i
+        for i in model.graph.initializer
+        if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    }
+    missing: set[str] = set()
+    plans: list[LayerPlan] = []
+    for layer in lg.layers:
+        if any(node_name(model, n) in config.pins for n in layer.nodes):
+            plans.append(LayerPlan(layer, pinned=True, fp16=False))
+            continue
+        quant: set[tuple[int, int]] = set()
+        if config.int8:
+            for n in layer.nodes:
+                node = nodes[n]
+                for pos, t in enumerate(node.input):
+                    if (
+                        t in lg.activations
+                        and t not in layer.internal
+                        and _wants_int8(node, pos, layer, config.placement)
+                    ):
+                        if t in amax and np.isfinite(amax[t]) and amax[t] > 0:
+                            quant.add((n, pos))
+                        else:
+                            missing.add(t)
+        weights: dict[tuple[int, int], tuple[str, int | None]] = {}
+        for n in layer.nodes:
+            node = nodes[n]
+            act_pos = [p for p, t in enumerate(node.input) if t in lg.activations]
+            int8_anchor = node.op_type in ANCHORS and bool(act_pos) and all((n, p) in quant for p in act_pos)
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            for pos, t in enumerate(node.input):
+                init = float_inits.get(t)
+                if init is None:
+                    continue
+                if int8_anchor and pos in _ANCHOR_WEIGHT_INPUTS.get(node.op_type, ()):
+                    weights[(n, pos)] = ("int8", qdq.weight_axis(node.op_type, pos, tuple(init.dims), attrs))
+                elif config.fp16 and int(np.prod(init.dims)) > 1 and not (int8_anchor and pos == 2):
+                    weights[(n, pos)] = ("fp16", None)
+        plans.append(
+            LayerPlan(layer, pinned=False, fp16=config.fp16, quant_edges=frozenset(quant), weights=weights)
+        )
+    if missing:
+        logger.warning(
+            "%d tensor(s) that would run in INT8 have no calibrated range and stay in float (e.g. %s)",
+            len(missing),
+            ", ".join(sorted(missing)[:3]),
+        )
+    return EmulationPlan(model, lg, config, tuple(plans), amax, tuple(sorted(missing)))
+
+
+def _wants_int8(node: onnx.NodeProto, pos: int, layer: Layer, placement: str) -> bool:
+    if placement == "implicit":
+        return node.op_type not in _NO_INT8
+    if node.op_type in ("Conv", "ConvTranspose"):
+        return pos == 0
+    if node.op_type in ("MatMul", "Gemm"):
+        return pos in (0, 1)
+    # The residual input of an Add fused into a Conv/MatMul layer.
+    return node.op_type == "Add" and layer.anchor is not None
+
+
+def emulate(
+    model: onnx.ModelProto, config: EmulationConfig, amax: Mapping[str, float] | None = None
+) -> onnx.ModelProto:
+    """An ONNX Runtime model emulating the TensorRT build described by ``config``.
+
+    ``amax`` maps tensor name -> amax (calibration-cache scale * 127); required for INT8.
+    Activations of the folded model keep their names (see the module docstring for the rules).
+    Run the result with ONNX Runtime's graph optimisations off
+    (``OnnxRuntimeBackend(..., optimize=False)``): its Q/DQ propagation and Conv/Add fusions move
+    the rounding points (measured up to 0.1 on PP-OCR cls's softmax output).
+    """
+    return apply_plan(plan_emulation(model, config, amax))
+
+
+class _Builder:
+    """Emits helper nodes and initializers once per derived value."""
+
+    def __init__(self, model: onnx.ModelProto, amax: Mapping[str, float]) -> None:
+        self.model = model
+        self.amax = amax
+        self.inits = {i.name: i for i in model.graph.initializer}
+        self.nodes: list[onnx.NodeProto] = []
+        self.new_inits: list[onnx.TensorProto] = [qdq.zero_point(_ZP)]
+        self.made: set[str] = set()
+
+    def rounded(self, src: str) -> str:
+        dst = f"{src}__trtq_fp16"
+        if dst not in self.made:
+            self.made.add(dst)
+            self.nodes.extend(qdq.cast_pair(src, dst, dst))
+        return dst
+
+    def quantized(self, src: str, tensor: str) -> str:
+        dst = f"{src}__trtq_q"
+        if dst not in self.made:
+            self.made.add(dst)
+            scale = f"{tensor}__trtq_scale"
+            if scale not in self.made:
+                self.made.add(scale)
+                self.new_inits.append(qdq.scalar_scale(scale, self.amax[tensor]))
+            self.nodes.extend(qdq.qdq_pair(src, dst, scale, _ZP, dst))
+        return dst
+
+    def weight(self, name: str, kind: str, axis: int | None) -> str:
+        dst = f"{name}__trtq_{kind}" + ("" if axis is None else f"_ax{axis}")
+        if dst not in self.made:
+            self.made.add(dst)
+            w = numpy_helper.to_array(self.inits[name]).astype(np.float32)
+            value = qdq.fake_quantize_weight(w, axis) if kind == "int8" else qdq.round_fp16(w)
+            self.new_inits.append(numpy_helper.from_array(value.astype(np.float32), dst))
+        return dst
+
+    def take(self) -> list[onnx.NodeProto]:
+        out, self.nodes = self.nodes, []
+        return out
+
+
+def _edge_value(b: _Builder, plan: LayerPlan, n: int, pos: int, t: str, producer_rounded: bool) -> str:
+    value = t
+    if plan.fp16 and not producer_rounded:
+        value = b.rounded(value)
+    if (n, pos) in plan.quant_edges:
+        value = b.quantized(value, t)
+    return value
+
+
+def apply_plan(plan: EmulationPlan) -> onnx.ModelProto:
+    """Rewrite the folded model so that ONNX Runtime computes what the plan says (graphwise)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(plan.model)
+    graph = out.graph
+    b = _Builder(out, plan.amax)
+    plan_of_node = {n: lp for lp in plan.layers for n in lp.layer.nodes}
+    rounded_at_producer = {t for lp in plan.layers if lp.fp16 for t in lp.layer.outputs}
+    acts = plan.graph.activations
+    new_nodes: list[onnx.NodeProto] = []
+    for idx, node in enumerate(graph.node):
+        lp = plan_of_node.get(idx)
+        if lp is None or not lp.changed:
+            new_nodes.append(node)
+            continue
+        for pos, t in enumerate(node.input):
+            if (idx, pos) in lp.weights:
+                node.input[pos] = b.weight(t, *lp.weights[(idx, pos)])
+            elif t in acts and t not in lp.layer.internal:
+                node.input[pos] = _edge_value(b, lp, idx, pos, t, t in rounded_at_producer)
+        new_nodes.extend(b.take())
+        new_nodes.append(node)
+        if lp.fp16:
+            for k, o in enumerate(node.output):
+                if o in lp.layer.outputs:
+                    node.output[k] = f"{o}__trtq_fp32"
+                    new_nodes.extend(qdq.cast_pair(node.output[k], o, f"{o}__trtq_fp16"))
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    graph.initializer.extend(b.new_inits)
+    prune_initializers(out)
+    return out
+
+
+def build_layerwise_model(plans: Iterable[EmulationPlan]) -> tuple[onnx.ModelProto, list[dict[str, str]]]:
+    """One model computing the FP32 graph plus, for each plan and each changed layer, a copy of
+    that layer in reduced precision fed with the FP32 tensors ("each layer alone").
+
+    Returns the model and, per plan, a map ``original boundary tensor -> its layerwise copy``.
+    All plans must share the same folded model. One run of this model gives both the FP32
+    reference and every layer's own error.
+    """
+    plans = list(plans)
+    if not plans:
+        raise ValueError("no plans")
+    out = onnx.ModelProto()
+    out.CopyFrom(plans[0].model)
+    graph = out.graph
+    originals = list(graph.node)
+    b = _Builder(out, {})
+    maps: list[dict[str, str]] = []
+    extra: list[onnx.NodeProto] = []
+    for k, plan in enumerate(plans):
+        b.amax = plan.amax
+        suffix = f"__trtq_lw{k}"
+        mapping: dict[str, str] = {}
+        for lp in plan.layers:
+            if not lp.changed:
+                continue
+            for idx in lp.layer.nodes:
+                node = onnx.NodeProto()
+                node.CopyFrom(originals[idx])
+                node.name = (node.name or f"{node.op_type}_{idx}") + suffix
+                for pos, t in enumerate(node.input):
+                    if t in lp.layer.internal:
+                        node.input[pos] = t + suffix
+                    elif (idx, pos) in lp.weights:
+                        node.input[pos] = b.weight(t, *lp.weights[(idx, pos)])
+                    elif t in plan.graph.activations:
+                        node.input[pos] = _edge_value(b, lp, idx, pos, t, producer_rounded=False)
+                extra.extend(b.take())
+                extra.append(node)
+                for j, o in enumerate(node.output):
+                    if not o:
+                        continue
+                    if o in lp.layer.outputs:
+                        mapping[o] = o + suffix
+                        if lp.fp16:
+                            node.output[j] = o + suffix + "__fp32"
+                            extra.extend(qdq.cast_pair(node.output[j], o + suffix, o + suffix + "_fp16"))
+                            continue
+                    node.output[j] = o + suffix
+        maps.append(mapping)
+    graph.node.extend(extra)
+    graph.initializer.extend(b.new_inits)
+    prune_initializers(out)
+    return out, maps
+
+
+def prune_initializers(model: onnx.ModelProto) -> None:
+    """Drop initializers no node reads any more (weights replaced by rounded/quantized copies)."""
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    if len(keep) != len(model.graph.initializer):
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)

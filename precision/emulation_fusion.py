@@ -1,0 +1,203 @@
+"""Which ONNX nodes TensorRT fuses into one layer, and so which tensors survive as layer boundaries.
+
+Reduced precision is applied only at layer boundaries: inside a fused layer TensorRT keeps the
+intermediate values in registers at the kernel's internal precision (FP32 accumulation and
+epilogue), so rounding every ONNX tensor would overstate the error.
+
+Fusion rules assumed (run on a model already folded by :mod:`trtq.precision.fold`):
+
+- *Anchors* are Conv, ConvTranspose, Gemm and MatMul. A layer holds at most one anchor.
+- *Pointwise* ops (Add, Sub, Mul, Div, Pow, Sqrt, Relu, Clip, Sigmoid, HardSigmoid, HardSwish,
+  Tanh, Erf, ...; the set ``POINTWISE``) fuse with their producer when that producer is an anchor
+  or pointwise and **every** consumer of the tensor between them is pointwise: this covers
+  Conv+bias+activation, Conv+residual Add+activation, hard-swish written as
+  ``x * Clip(x + 3, 0, 6) / 6`` (TensorRT's ``Conv + PWN(...)``), and chains of element-wise ops
+  (TensorRT's PointWise fusion), including ones with several outside inputs.
+- A tensor that is a graph output, or is read by any non-pointwise op (pooling, Reduce*, Concat,
+  Resize, Softmax, Reshape, another Conv, ...), is a boundary.
+- A fusion that would create a cycle between layers is refused (fused layers must stay convex).
+  Nodes are visited in reverse topological order, so of two Convs feeding a residual Add the
+  later one absorbs the Add and the other Conv's output is the Add's residual input.
+- Pinned nodes (kept in FP32) never fuse with anything: TensorRT does not fuse across precisions.
+
+Known limits: TensorRT's real choice depends on the version, the GPU and kernel timing; it also
+fuses patterns we do not model (e.g. LayerNorm and attention blocks into Myelin "foreign" nodes,
+Concat elimination by writing into a shared buffer, Shuffle+Conv) and can decline a fusion we
+assume. The rules here are the common case for Conv/MatMul networks, not a guarantee.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import onnx
+
+from trtq._core.onnx_model import float_tensors
+
+ANCHORS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+POINTWISE = frozenset(
+    {
+        "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Abs", "Neg", "Reciprocal", "Min", "Max",
+        "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "ThresholdedRelu", "Sigmoid", "HardSigmoid",
+        "HardSwish", "Tanh", "Softplus", "Softsign", "Clip", "Erf", "Gelu", "Mish", "Floor", "Ceil",
+        "Sin", "Cos",
+    }
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One fused TensorRT layer.
+
+    ``nodes`` are indices into ``model.graph.node`` in topological order; ``anchor`` is the index
+    of its Conv/Gemm/MatMul (or ``None``); ``inputs`` are the activation tensors it reads from
+    outside; ``outputs`` the boundary tensors it produces; ``internal`` the tensors that stay
+    inside the fused kernel.
+    """
+
+    id: int
+    nodes: tuple[int, ...]
+    anchor: int | None
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    internal: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class LayerGraph:
+    """The layers of a model plus the lookups every emulation step needs."""
+
+    layers: tuple[Layer, ...]
+    activations: frozenset[str]  # float activation tensors (see trtq._core.onnx_model.float_tensors)
+    layer_of_node: dict[int, int]
+    producer: dict[str, int]  # tensor -> node index
+    consumers: dict[str, tuple[int, ...]]  # tensor -> node indices
+
+    def layer_of_tensor(self, tensor: str) -> Layer | None:
+        node = self.producer.get(tensor)
+        if node is None or node not in self.layer_of_node:
+            return None
+        return self.layers[self.layer_of_node[node]]
+
+
+def node_name(model: onnx.ModelProto, index: int) -> str:
+    """The node's name, or ``<op_type>_<index>`` for unnamed nodes (as float_tensors names them)."""
+    node = model.graph.node[index]
+    return node.name or f"{node.op_type}_{index}"
+
+
+def find_layers(model: onnx.ModelProto, pins: Iterable[str] = ()) -> LayerGraph:
+    """Group the nodes of a folded, topologically sorted ``model`` into TensorRT layers.
+
+    Only nodes producing at least one float activation form layers; shape computations and
+    constant subgraphs are not layers (TensorRT folds them).
+    """
+    graph = model.graph
+    pins = set(pins)
+    sites = float_tensors(model)
+    activations = frozenset(s.name for s in sites)
+    producer: dict[str, int] = {}
+    consumers: dict[str, list[int]] = defaultdict(list)
+    for idx, node in enumerate(graph.node):
+        for o in node.output:
+            if o:
+                producer[o] = idx
+        for i in node.input:
+            if i:
+                consumers[i].append(idx)
+    graph_outputs = {o.name for o in graph.output}
+    layer_nodes = sorted({producer[s.name] for s in sites if s.name in producer})
+    is_layer = set(layer_nodes)
+    pinned = {i for i in layer_nodes if node_name(model, i) in pins}
+
+    parent = {i: i for i in layer_nodes}
+    members: dict[int, set[int]] = {i: {i} for i in layer_nodes}
+    has_anchor = {i: graph.node[i].op_type in ANCHORS for i in layer_nodes}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def fusible(i: int) -> bool:
+        return i in is_layer and i not in pinned and graph.node[i].op_type in (POINTWISE | ANCHORS)
+
+    def creates_cycle(group: set[int]) -> bool:
+        # A path leaving the group and re-entering it: search forward from outside successors,
+        # bounded by the group's last topological position.
+        last = max(group)
+        stack = [
+            c for n in group for o in graph.node[n].output for c in consumers.get(o, ()) if c not in group
+        ]
+        seen: set[int] = set()
+        while stack:
+            n = stack.pop()
+            if n in seen or n > last:
+                continue
+            seen.add(n)
+            for o in graph.node[n].output:
+                for c in consumers.get(o, ()):
+                    if c in group:
+                        return True
+                    stack.append(c)
+        return False
+
+    internal: set[str] = set()
+    # Reverse topological order: a consumer-side chain (Clip -> Div -> Mul of a hard-swish) is
+    # merged before its producer joins it, so the later join never looks like a cycle; and of two
+    # Convs feeding one residual Add, the later one (as in TensorRT) takes the Add.
+    for a in reversed(layer_nodes):
+        if not fusible(a):
+            continue
+        for t in graph.node[a].output:
+            if t not in activations or t in graph_outputs:
+                continue
+            cons = consumers.get(t, [])
+            if not cons or not all(fusible(c) and graph.node[c].op_type in POINTWISE for c in cons):
+                continue
+            roots = {find(a)} | {find(c) for c in cons}
+            if sum(has_anchor[r] for r in roots) > 1:
+                continue
+            group = set().union(*(members[r] for r in roots))
+            if creates_cycle(group):
+                continue
+            root = min(roots)
+            for r in roots:
+                if r != root:
+                    parent[r] = root
+                    members[root] |= members.pop(r)
+                    has_anchor[root] = has_anchor[root] or has_anchor.pop(r)
+            internal.add(t)
+
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in layer_nodes:
+        groups[find(i)].append(i)
+    layers: list[Layer] = []
+    layer_of_node: dict[int, int] = {}
+    for lid, root in enumerate(sorted(groups, key=lambda r: max(groups[r]))):
+        nodes = tuple(sorted(groups[root]))
+        node_set = set(nodes)
+        anchor = next((n for n in nodes if graph.node[n].op_type in ANCHORS), None)
+        ins: list[str] = []
+        outs: list[str] = []
+        for n in nodes:
+            for i in graph.node[n].input:
+                if i in activations and producer.get(i) not in node_set and i not in ins:
+                    ins.append(i)
+            for o in graph.node[n].output:
+                if o in activations and o not in internal:
+                    outs.append(o)
+        layer_internal = frozenset(o for n in nodes for o in graph.node[n].output if o in internal)
+        layers.append(Layer(lid, nodes, anchor, tuple(ins), tuple(outs), layer_internal))
+        for n in nodes:
+            layer_of_node[n] = lid
+    return LayerGraph(
+        layers=tuple(layers),
+        activations=activations,
+        layer_of_node=layer_of_node,
+        producer=producer,
+        consumers={k: tuple(v) for k, v in consumers.items()},
+    )

@@ -1,0 +1,446 @@
+"""One bisect evaluation: build the model with a pin set, run it on the data, judge the outputs.
+
+An *evaluation* is what ``precision bisect`` counts and caches:
+
+1. **build** the model in reduced precision with the pinned ONNX nodes kept in FP32. The default
+   build is TensorRT's emulation on ONNX Runtime (:func:`trtq.precision.emulate.emulate`);
+   ``backend="tensorrt"`` builds a real engine where TensorRT is installed (layers pinned with
+   ``layer.precision`` / ``set_output_type`` float32 by the TensorRT backend);
+2. **run** it on every batch of the data and collect the model's final outputs;
+3. **judge** them with a :class:`Criterion`:
+
+   - a metric criterion compares each final output with the FP32 reference (computed once, with
+     the unmodified model on ONNX Runtime) and takes the *worst* output: ``cosine >= 0.999`` by
+     default; ``rel-l2 <= t``, ``max-abs <= t``, ``sqnr >= t`` dB. Any NaN/Inf in an output fails;
+   - :class:`CheckCommand` runs a user command whose exit code decides (0 = pass). The command
+     gets the candidate model as ``{model}`` in its text and ``$TRTQ_MODEL`` in its environment
+     (with the default build: the emulation, an ONNX file for ONNX Runtime; run it with graph
+     optimisations off, ``SessionOptions.graph_optimization_level = ORT_DISABLE_ALL``, or ONNX
+     Runtime's own Q/DQ fusions change its numbers), and the pinned node names as a JSON list in
+     the file ``{pins}`` / ``$TRTQ_PINS``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import numpy as np
+import onnx
+
+from trtq._core.errors import InputError
+from trtq._core.onnx_model import save_onnx
+
+log = logging.getLogger(__name__)
+
+Batch = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """The outcome of one evaluation.
+
+    ``metric`` is the criterion's value on the worst final output (``None`` for a check
+    command); ``outputs`` holds every metric of every final output (see
+    :func:`trtq.precision.metrics.tensor_metrics`); ``time_s`` is wall time in seconds for build +
+    run + judge; ``note`` is free text (e.g. the tail of a check command's output).
+    """
+
+    pins: frozenset[str]
+    passed: bool
+    metric: float | None
+    time_s: float
+    outputs: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    note: str = ""
+
+
+# -- criteria -------------------------------------------------------------------------------------
+
+
+class Criterion:
+    """Decides pass/fail. Metric criteria judge outputs; :class:`CheckCommand` judges a model file."""
+
+    name: ClassVar[str] = "criterion"
+    needs_outputs: ClassVar[bool] = True
+    needs_model_file: ClassVar[bool] = False
+    threshold: float | None = None
+
+    def judge(self, outputs: Mapping[str, Mapping[str, float]]) -> tuple[float | None, bool]:
+        raise NotImplementedError
+
+    def judge_file(self, model_path: Path, pins: frozenset[str]) -> tuple[float | None, bool, str]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+# Default thresholds of ``--metric`` when ``--threshold`` is not given.
+DEFAULT_THRESHOLDS = {"cosine": 0.999, "rel-l2": 0.01, "max-abs": 0.01, "mean-abs": 0.001, "sqnr": 30.0}
+BISECT_METRICS = ("cosine", "rel-l2", "max-abs", "sqnr")
+
+
+def metric_criterion(name: str, threshold: float | None = None) -> MetricCriterion:
+    """The criterion ``name >= threshold`` (or ``<=``, by the metric's direction) on every output.
+
+    ``name`` is any metric of :mod:`trtq.precision.metrics` (``cosine``, ``rel-l2``, ``max-abs``,
+    ``sqnr``, ...); ``threshold`` defaults to :data:`DEFAULT_THRESHOLDS`.
+    """
+    from trtq.precision.metrics import get_metric
+
+    metric = get_metric(name)
+    if threshold is None:
+        if metric.name not in DEFAULT_THRESHOLDS:
+            raise InputError(f"metric '{name}' has no default threshold: give --threshold")
+        threshold = DEFAULT_THRESHOLDS[metric.name]
+    if not math.isfinite(float(threshold)):
+        raise InputError(f"--threshold must be a finite number, got {threshold}")
+    return MetricCriterion(metric.name, float(threshold))
+
+
+@dataclass(frozen=True)
+class MetricCriterion(Criterion):
+    """Compare every final output with FP32; the worst output decides.
+
+    ``metric`` names a :class:`trtq.precision.metrics.Metric`, whose direction decides whether the
+    threshold is a floor (cosine, sqnr) or a ceiling (rel-l2, max-abs). An output holding NaN/Inf
+    fails, and its value counts as the worst possible (-inf or +inf).
+    """
+
+    metric: str
+    threshold: float
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.metric
+
+    def judge(self, outputs: Mapping[str, Mapping[str, float]]) -> tuple[float | None, bool]:
+        from trtq.precision.metrics import get_metric
+
+        metric = get_metric(self.metric)
+        if not outputs:
+            return None, False
+        worst = max(outputs.values(), key=metric.badness)
+        badness = metric.badness(worst)
+        value = -badness if metric.higher_is_better else badness
+        passed = all(metric.passes(m, self.threshold) for m in outputs.values())
+        return value, passed
+
+    def describe(self) -> str:
+        from trtq.precision.metrics import get_metric
+
+        direction = ">=" if get_metric(self.metric).higher_is_better else "<="
+        return f"{self.metric} {direction} {self.threshold:g} on every output"
+
+
+@dataclass(frozen=True)
+class CheckCommand(Criterion):
+    """A user command decides: exit code 0 passes, anything else fails.
+
+    ``command`` is a shell command line. ``{model}`` in it is replaced by the (quoted) path of the
+    candidate ONNX model and ``{pins}`` by the path of a JSON file holding the list of pinned node
+    names; the same paths are in the environment as ``TRTQ_MODEL`` and ``TRTQ_PINS``. The files are
+    temporary and removed after the command ends. ``timeout_s`` bounds one run (a timeout fails).
+    """
+
+    command: str
+    timeout_s: float | None = None
+    name: ClassVar[str] = "check"
+    needs_outputs: ClassVar[bool] = False
+    needs_model_file: ClassVar[bool] = True
+
+    def judge_file(self, model_path: Path, pins: frozenset[str]) -> tuple[float | None, bool, str]:
+        pins_path = model_path.with_suffix(".pins.json")
+        pins_path.write_text(json.dumps(sorted(pins)), encoding="utf-8")
+        text = self.command.replace("{model}", shlex.quote(str(model_path))).replace(
+            "{pins}", shlex.quote(str(pins_path))
+        )
+        env = dict(os.environ, TRTQ_MODEL=str(model_path), TRTQ_PINS=str(pins_path))
+        try:
+            proc = subprocess.run(
+                text, shell=True, env=env, capture_output=True, text=True, timeout=self.timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return None, False, f"check command timed out after {self.timeout_s:g} s"
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+        return (
+            None,
+            proc.returncode == 0,
+            f"exit {proc.returncode}" + (f": {' | '.join(tail)}" if tail else ""),
+        )
+
+    def describe(self) -> str:
+        return f"check '{self.command}' exits 0"
+
+
+# -- builds ---------------------------------------------------------------------------------------
+
+
+class Candidate(Protocol):
+    """A built model: runs batches, and can be written as an ONNX file for a check command."""
+
+    def run(self, feeds: Batch) -> dict[str, np.ndarray]: ...
+
+    def save(self, path: Path) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Build(Protocol):
+    """Builds the model with ``pins`` (ONNX node names) kept in FP32."""
+
+    backend_label: str
+
+    def __call__(self, pins: frozenset[str]) -> Candidate: ...
+
+
+class OnnxCandidate:
+    """An ONNX model in memory; the ONNX Runtime session is created on the first ``run``.
+
+    ``optimize=False`` runs the graph node for node. Use it for Q/DQ models: ONNX Runtime's
+    optimiser fuses Q/DQ around MatMul/Conv into its own integer kernels, whose numerics differ
+    from the Q/DQ semantics TensorRT implements (seen: cosine 0.93 instead of 0.9998 on a small
+    MLP with per-channel MatMul weights).
+    """
+
+    def __init__(self, model: onnx.ModelProto, threads: int | None = None, *, optimize: bool = True) -> None:
+        self.model = model
+        self.threads = threads
+        self.optimize = optimize
+        self._backend = None
+
+    def run(self, feeds: Batch) -> dict[str, np.ndarray]:
+        if self._backend is None:
+            from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+
+            self._backend = OnnxRuntimeBackend(self.model, threads=self.threads, optimize=self.optimize)
+        return self._backend.run(feeds)
+
+    def save(self, path: Path) -> None:
+        save_onnx(self.model, path)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+
+@dataclass
+class EmulatedBuild:
+    """TensorRT's FP16/INT8 build emulated on ONNX Runtime (:mod:`trtq.precision.emulate`).
+
+    ``precision`` is ``fp16``, ``int8`` or ``fp16+int8``; ``placement`` ``explicit`` or
+    ``implicit`` (see the emulation's docstring); ``amax`` the calibrated per-tensor ranges (INT8).
+    """
+
+    model: onnx.ModelProto
+    precision: str
+    placement: str = "explicit"
+    amax: Mapping[str, float] | None = None
+    threads: int | None = None
+    backend_label: str = "onnxruntime (emulated)"
+
+    def __post_init__(self) -> None:
+        from trtq.precision.emulate import EmulationConfig, folded
+
+        EmulationConfig(precision=self.precision, placement=self.placement)  # bad names fail here, once
+        self.model = folded(self.model)  # fold once, not at every evaluation
+
+    def __call__(self, pins: frozenset[str]) -> Candidate:
+        from trtq.precision.emulate import EmulationConfig, emulate
+
+        config = EmulationConfig(precision=self.precision, placement=self.placement, pins=frozenset(pins))
+        # Graph optimisations off: ONNX Runtime's Q/DQ and Conv/Add fusions move the rounding points.
+        return OnnxCandidate(emulate(self.model, config, self.amax), threads=self.threads, optimize=False)
+
+
+class BackendCandidate:
+    """A model running on a :class:`~trtq.precision.backends.base.Backend` (e.g. a TensorRT engine).
+
+    ``save`` writes ``source`` (the ONNX the engine was built from): a check command gets that file
+    and the pin list (``{pins}``) and builds what it needs itself.
+    """
+
+    def __init__(self, backend, source: onnx.ModelProto) -> None:
+        self.backend = backend
+        self.source = source
+
+    def run(self, feeds: Batch) -> dict[str, np.ndarray]:
+        return self.backend.run(feeds)
+
+    def save(self, path: Path) -> None:
+        save_onnx(self.source, path)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+@dataclass
+class TensorRTBuild:
+    """A real TensorRT engine per evaluation, through the ``tensorrt`` backend.
+
+    TensorRT 10: FP16/INT8 builder flags, the calibration cache, and the pinned nodes' layers set
+    to FP32 with ``OBEY_PRECISION_CONSTRAINTS``; TensorRT 11: strongly typed build of the Q/DQ
+    model (see :mod:`trtq.precision.backends.tensorrt`). ``amax`` is written to a temporary
+    calibration cache when no ``cache_path`` is given. Needs TensorRT, cuda-python and a GPU.
+    ``placement`` is TensorRT's own choice here and is only recorded. (The ``ranked`` strategy's
+    layerwise ranking still comes from the CPU emulation: it only orders the candidates.)
+    """
+
+    model: onnx.ModelProto
+    precision: str
+    placement: str = "explicit"
+    amax: Mapping[str, float] | None = None
+    threads: int | None = None
+    cache_path: str | None = None
+    shapes: Mapping[str, Sequence[int]] | None = None
+    backend_label: str = "tensorrt"
+
+    def __post_init__(self) -> None:
+        from trtq.calib.tensorrt.trt_import import import_tensorrt, require_gpu
+        from trtq.precision.backends import get_backend
+
+        import_tensorrt()  # fail now, with the backend's one-line message, not after the ranking
+        require_gpu()
+        self._backend_cls = get_backend("tensorrt")
+        self._tmp = None
+        if "int8" in self.precision and self.cache_path is None and self.amax:
+            from trtq.calib.cache import CalibrationCache, write_cache
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="trtq-bisect-trt-")
+            self.cache_path = str(Path(self._tmp.name) / "calib.cache")
+            write_cache(self.cache_path, CalibrationCache.from_amax(self.amax))
+
+    def __call__(self, pins: frozenset[str]) -> Candidate:
+        backend = self._backend_cls(
+            self.model,
+            precision=self.precision,
+            int8_cache=self.cache_path if "int8" in self.precision else None,
+            pins=tuple(sorted(pins)),
+            constraints="obey",
+            shapes=self.shapes,
+        )
+        return BackendCandidate(backend, self.model)
+
+
+_BUILDS: dict[str, Callable[..., Build]] = {"onnxruntime": EmulatedBuild, "tensorrt": TensorRTBuild}
+
+
+def register_build(name: str) -> Callable[[Callable[..., Build]], Callable[..., Build]]:
+    """Register a build factory for ``--backend name`` (same arguments as :class:`EmulatedBuild`)."""
+
+    def deco(factory: Callable[..., Build]) -> Callable[..., Build]:
+        _BUILDS[name] = factory
+        return factory
+
+    return deco
+
+
+def make_build(backend: str, model: onnx.ModelProto, precision: str, **kwargs) -> Build:
+    """The build registered for ``backend`` (``onnxruntime`` emulation, ``tensorrt`` engines)."""
+    if backend not in _BUILDS:
+        raise InputError(
+            f"unknown backend '{backend}' for bisect; choose one of: {', '.join(sorted(_BUILDS))}"
+        )
+    return _BUILDS[backend](model, precision, **kwargs)
+
+
+# -- the evaluator --------------------------------------------------------------------------------
+
+
+def run_outputs(candidate: Candidate, batches: Sequence[Batch]) -> list[dict[str, np.ndarray]]:
+    """The candidate's final outputs for every batch, in order."""
+    return [candidate.run(feeds) for feeds in batches]
+
+
+def reference_outputs(
+    model: onnx.ModelProto, batches: Sequence[Batch], threads: int | None = None
+) -> list[dict[str, np.ndarray]]:
+    """FP32 outputs of the unmodified model on ONNX Runtime, per batch: the reference of every metric.
+
+    Run node for node (no graph optimisations), like the emulations it is compared with.
+    """
+    candidate = OnnxCandidate(model, threads=threads, optimize=False)
+    try:
+        return run_outputs(candidate, batches)
+    finally:
+        candidate.close()
+
+
+def output_metrics(
+    candidate: Candidate, batches: Sequence[Batch], reference: Sequence[Mapping[str, np.ndarray]]
+) -> dict[str, dict[str, float]]:
+    """Run every batch and accumulate each final output's metrics over all of them (float64 sums,
+    so the result does not depend on batching; see :mod:`trtq.precision.metrics`)."""
+    from trtq.precision.metrics import MetricAccumulator
+
+    acc: dict[str, MetricAccumulator] = {}
+    for feeds, ref in zip(batches, reference, strict=True):
+        actual = candidate.run(feeds)
+        for name, value in ref.items():
+            if name not in actual:
+                raise InputError(f"the built model has no output '{name}'")
+            acc.setdefault(name, MetricAccumulator()).update(actual[name], value)
+    return {name: a.result() for name, a in acc.items()}
+
+
+class Evaluator:
+    """``evaluator(pins) -> EvalResult``: one build + run + judgement (no caching here).
+
+    Args:
+        build: makes a runnable candidate from a pin set (:class:`EmulatedBuild` by default).
+        batches: the data, a sequence of ``{input name: array}``, run in order.
+        criterion: a :class:`MetricCriterion` or :class:`CheckCommand`.
+        reference: FP32 outputs per batch; computed from ``model`` if omitted.
+        model: the FP32 model (needed when ``reference`` is omitted and the criterion needs outputs).
+    """
+
+    def __init__(
+        self,
+        build: Build,
+        batches: Iterable[Batch],
+        criterion: Criterion,
+        *,
+        reference: Sequence[Mapping[str, np.ndarray]] | None = None,
+        model: onnx.ModelProto | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.build = build
+        self.batches = list(batches)
+        self.criterion = criterion
+        if criterion.needs_outputs and reference is None:
+            if model is None:
+                raise ValueError("Evaluator needs the FP32 model or reference outputs")
+            reference = reference_outputs(model, self.batches, threads=threads)
+        self.reference = reference
+
+    @property
+    def backend_label(self) -> str:
+        return getattr(self.build, "backend_label", type(self.build).__name__)
+
+    def __call__(self, pins: frozenset[str]) -> EvalResult:
+        pins = frozenset(pins)
+        start = time.perf_counter()
+        candidate = self.build(pins)
+        try:
+            if self.criterion.needs_model_file:
+                with tempfile.TemporaryDirectory(prefix="trtq-bisect-") as tmp:
+                    path = Path(tmp) / "candidate.onnx"
+                    candidate.save(path)
+                    metric, passed, note = self.criterion.judge_file(path, pins)
+                return EvalResult(pins, passed, metric, time.perf_counter() - start, {}, note)
+            outputs = output_metrics(candidate, self.batches, self.reference or [])
+        finally:
+            candidate.close()
+        metric, passed = self.criterion.judge(outputs)
+        return EvalResult(pins, passed, metric, time.perf_counter() - start, outputs)

@@ -1,0 +1,236 @@
+"""Write the Q/DQ ONNX model that TensorRT 11 (explicit quantization) and ONNX Runtime both run.
+
+Placement is :mod:`trtq.precision.emulate`'s ``explicit`` rule on the folded model:
+QuantizeLinear -> DequantizeLinear on the activation inputs of Conv/ConvTranspose/Gemm/MatMul
+and on the residual inputs of Adds fused into them; per-tensor activation scales from the
+calibration (``scale = amax / 127``); weights stored as INT8 initializers with a per-output-channel
+DequantizeLinear (``axis``); zero-points are INT8 zeros everywhere; outputs are not quantized.
+Pinned nodes are left unquantized (FP32). The model is raised to opset 13 (per-axis
+DequantizeLinear) with ONNX's version converter when it is older.
+
+With ``fp16=True`` every node that is not pinned, not a Q/DQ and not shape plumbing computes in
+FP16 (its float inputs and outputs typed FP16, weights stored in FP16); Casts are inserted where
+an FP16 tensor meets an FP32 one (pinned nodes, Q/DQ, graph inputs and outputs, which stay
+FP32). This is the strongly typed form TensorRT 11 builds without precision flags.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from trtq._core.errors import InputError
+from trtq.precision import qdq
+from trtq.precision.emulate import EmulationConfig, folded, plan_emulation, prune_initializers
+
+logger = logging.getLogger(__name__)
+
+_ZP = "__trtq_zero_point"
+QDQ_OPSET = 13
+
+
+def export_qdq(
+    model: onnx.ModelProto,
+    amax: Mapping[str, float],
+    pins: Iterable[str] = (),
+    *,
+    fp16: bool = False,
+) -> onnx.ModelProto:
+    """Q/DQ model of ``model`` with activation ranges ``amax`` (tensor -> amax); ``pins`` stay FP32.
+
+    With ``fp16=True`` and an empty ``amax`` the result is the FP16 model alone (no Q/DQ).
+    The result passes ``onnx.checker`` and runs in ONNX Runtime.
+    """
+    if not amax and not fp16:
+        raise InputError("Q/DQ export needs a calibration cache (amax per tensor)")
+    base = _at_least_opset(folded(model), QDQ_OPSET)
+    precision = ("fp16+int8" if amax else "fp16") if fp16 else "int8"
+    config = EmulationConfig(precision, "explicit", frozenset(pins))
+    plan = plan_emulation(base, config, amax or None)
+    out = onnx.ModelProto()
+    out.CopyFrom(plan.model)
+    graph = out.graph
+    inits = {i.name: i for i in graph.initializer}
+    new_inits: list[onnx.TensorProto] = [qdq.zero_point(_ZP)]
+    made: dict[str, str] = {}
+    plan_of_node = {n: lp for lp in plan.layers for n in lp.layer.nodes}
+    nodes: list[onnx.NodeProto] = []
+    for idx, node in enumerate(graph.node):
+        lp = plan_of_node.get(idx)
+        if lp is not None and lp.int8:
+            for pos, t in enumerate(node.input):
+                w = lp.weights.get((idx, pos))
+                if w is not None and w[0] == "int8":
+                    node.input[pos] = _weight_dq(t, w[1], inits, made, new_inits, nodes)
+                elif (idx, pos) in lp.quant_edges:
+                    node.input[pos] = _activation_qdq(t, plan.amax[t], made, new_inits, nodes)
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(new_inits)
+    if fp16:
+        _to_fp16(out, {n.name for n in nodes if n.name in config.pins})
+    prune_initializers(out)
+    out.producer_name = "trtq"
+    onnx.checker.check_model(out)
+    return out
+
+
+def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if current >= opset:
+        return model
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, opset)
+    except Exception as exc:
+        raise InputError(
+            f"cannot raise the model from opset {current} to {opset} for Q/DQ export: {exc}"
+        ) from exc
+    del converted.metadata_props[:]
+    converted.metadata_props.extend(model.metadata_props)
+    return converted
+
+
+def _activation_qdq(
+    t: str, amax: float, made: dict[str, str], inits: list[onnx.TensorProto], nodes: list[onnx.NodeProto]
+) -> str:
+    key = f"act:{t}"
+    if key not in made:
+        scale = f"{t}_scale"
+        inits.append(qdq.scalar_scale(scale, amax))
+        dst = f"{t}_DequantizeLinear"
+        nodes.extend(qdq.qdq_pair(t, dst, scale, _ZP, f"{t}_QDQ"))
+        made[key] = dst
+    return made[key]
+
+
+def _weight_dq(
+    name: str,
+    axis: int | None,
+    inits: Mapping[str, onnx.TensorProto],
+    made: dict[str, str],
+    new_inits: list[onnx.TensorProto],
+    nodes: list[onnx.NodeProto],
+) -> str:
+    key = f"w:{name}:{axis}"
+    if key not in made:
+        w = numpy_helper.to_array(inits[name]).astype(np.float32)
+        q, scale = qdq.quantize_weight(w, axis)
+        q_name, s_name, z_name = f"{name}_int8", f"{name}_scale", f"{name}_zero_point"
+        new_inits += [
+            numpy_helper.from_array(q, q_name),
+            numpy_helper.from_array(scale, s_name),
+            numpy_helper.from_array(np.zeros(scale.shape, np.int8), z_name),
+        ]
+        dst = f"{name}_DequantizeLinear"
+        attrs = {} if axis is None else {"axis": axis}
+        nodes.append(
+            helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [dst], name=f"{name}_DQ", **attrs)
+        )
+        made[key] = dst
+    return made[key]
+
+
+# -- FP16 ----------------------------------------------------------------------------------------
+_KEEP_FP32 = frozenset({"QuantizeLinear", "DequantizeLinear", "Shape", "Size", "Cast", "Constant"})
+
+
+def _float_type_params(node: onnx.NodeProto, opset: int) -> tuple[set[int], set[int]]:
+    """Input and output positions whose type is the node's float type parameter (per its schema)."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain or "")
+    except Exception:
+        return set(), set()
+    float_params = {
+        c.type_param_str for c in schema.type_constraints if "tensor(float16)" in c.allowed_type_strs
+    }
+
+    def positions(formals, count: int) -> set[int]:
+        pos: set[int] = set()
+        for i in range(count):
+            f = formals[min(i, len(formals) - 1)] if formals else None
+            if f is not None and f.type_str in float_params:
+                pos.add(i)
+        return pos
+
+    return positions(schema.inputs, len(node.input)), positions(schema.outputs, len(node.output))
+
+
+def _to_fp16(model: onnx.ModelProto, pinned: set[str]) -> None:
+    graph = model.graph
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), QDQ_OPSET)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
+    }
+    for init in graph.initializer:
+        types[init.name] = init.data_type
+    inits = {i.name: i for i in graph.initializer}
+    converted: dict[int, tuple[set[int], set[int]]] = {}
+    for idx, node in enumerate(graph.node):
+        if node.name in pinned or node.op_type in _KEEP_FP32:
+            continue
+        ins, outs = _float_type_params(node, opset)
+        ins = {p for p in ins if node.input[p]}
+        outs = {p for p in outs if node.output[p]}
+        typed = [types.get(node.input[p]) for p in ins] + [types.get(node.output[p]) for p in outs]
+        if outs and all(t == TensorProto.FLOAT for t in typed):
+            converted[idx] = (ins, outs)
+    half_name: dict[str, str] = {}  # fp32 tensor -> its fp16 twin
+    produced_half: set[str] = set()
+    for idx, (_ins, outs) in converted.items():
+        for p in outs:
+            produced_half.add(graph.node[idx].output[p])
+    new_inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    graph_outputs = {o.name for o in graph.output}
+    needs_fp32: set[str] = set(graph_outputs)
+    for idx, node in enumerate(graph.node):
+        ins = converted.get(idx, (set(), set()))[0]
+        for p, t in enumerate(node.input):
+            if t in produced_half and p not in ins:
+                needs_fp32.add(t)
+    for idx, node in enumerate(graph.node):
+        if idx not in converted:
+            nodes.append(node)
+            continue
+        ins, outs = converted[idx]
+        for p in ins:
+            t = node.input[p]
+            if t in produced_half:
+                node.input[p] = f"{t}__fp16"
+            elif t in inits:
+                if t not in half_name:
+                    half_name[t] = f"{t}__fp16"
+                    with np.errstate(over="ignore"):
+                        arr = numpy_helper.to_array(inits[t]).astype(np.float16)
+                    new_inits.append(numpy_helper.from_array(arr, half_name[t]))
+                node.input[p] = half_name[t]
+            else:
+                if t not in half_name:
+                    half_name[t] = f"{t}__fp16"
+                    nodes.append(
+                        helper.make_node(
+                            "Cast", [t], [half_name[t]], name=f"{t}__to_fp16", to=TensorProto.FLOAT16
+                        )
+                    )
+                node.input[p] = half_name[t]
+        nodes.append(node)
+        for p in outs:
+            o = node.output[p]
+            node.output[p] = f"{o}__fp16"
+            if o in needs_fp32:
+                nodes.append(
+                    helper.make_node("Cast", [f"{o}__fp16"], [o], name=f"{o}__to_fp32", to=TensorProto.FLOAT)
+                )
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(new_inits)
+    del graph.value_info[:]

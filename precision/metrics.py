@@ -1,0 +1,221 @@
+"""Error metrics between an emulated (or engine) tensor and its FP32 reference.
+
+All sums are taken in float64 over every element (batches accumulate exactly through
+:class:`MetricAccumulator`, so a tensor's metrics do not depend on how the data was batched):
+
+- ``max_abs``  = max |a - r|
+- ``mean_abs`` = mean |a - r|
+- ``rel_l2``   = ||a - r||_2 / ||r||_2   (0 when both are zero, inf when only r is zero)
+- ``cosine``   = <a, r> / (||a|| ||r||)  (1 when both are all zeros, 0 when one is)
+- ``sqnr_db``  = 10 log10(||r||^2 / ||a - r||^2)  (inf when a == r)
+- ``nonfinite`` = fraction of elements where ``a`` or ``r`` is NaN/Inf and they differ.
+
+Any non-finite element makes the tensor the worst possible: the error metrics become inf and
+``cosine``/``sqnr_db`` NaN (written as null in JSON), and :meth:`Metric.badness` ranks it above
+every finite error. Non-finite values are never averaged away.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from trtq._core.errors import InputError
+
+try:  # one pass over the data in compiled code; numpy fallback below
+    from numba import njit
+except ImportError:  # pragma: no cover - numba is a dependency of trtq
+    njit = None
+
+METRIC_KEYS = ("max_abs", "mean_abs", "rel_l2", "cosine", "sqnr_db", "nonfinite")
+
+
+class MetricAccumulator:
+    """Sufficient statistics of (actual, reference) pairs; :meth:`result` gives the metrics."""
+
+    __slots__ = ("n", "bad", "sum_abs", "max_abs", "sum_d2", "sum_r2", "sum_a2", "sum_ar")
+
+    def __init__(self) -> None:
+        self.n = self.bad = 0
+        self.sum_abs = self.max_abs = self.sum_d2 = self.sum_r2 = self.sum_a2 = self.sum_ar = 0.0
+
+    def update(self, actual: np.ndarray, reference: np.ndarray) -> MetricAccumulator:
+        a = np.asarray(actual)
+        r = np.asarray(reference)
+        if a.shape != r.shape:
+            raise InputError(f"shape mismatch: actual {a.shape} vs reference {r.shape}")
+        if _stats_kernel is not None and a.dtype == r.dtype and a.dtype in (np.float32, np.float64):
+            bad, s_abs, m_abs, s_d2, s_r2, s_a2, s_ar = _stats_kernel(
+                np.ascontiguousarray(a).ravel(), np.ascontiguousarray(r).ravel()
+            )
+            self.n += a.size
+            self.bad += bad
+            self.sum_abs += s_abs
+            self.max_abs = max(self.max_abs, m_abs)
+            self.sum_d2 += s_d2
+            self.sum_r2 += s_r2
+            self.sum_a2 += s_a2
+            self.sum_ar += s_ar
+            return self
+        a = a.astype(np.float64, copy=False).ravel()
+        r = r.astype(np.float64, copy=False).ravel()
+        self.n += a.size
+        finite = np.isfinite(a) & np.isfinite(r)
+        if not finite.all():
+            with np.errstate(invalid="ignore"):
+                same = a == r  # inf == inf counts as a match; NaN never does
+            self.bad += int(np.count_nonzero(~finite & ~same))
+            a, r = a[finite], r[finite]
+        if a.size:
+            d = a - r
+            ad = np.abs(d)
+            self.sum_abs += float(ad.sum())
+            self.max_abs = max(self.max_abs, float(ad.max()))
+            self.sum_d2 += float(np.dot(d, d))
+            self.sum_r2 += float(np.dot(r, r))
+            self.sum_a2 += float(np.dot(a, a))
+            self.sum_ar += float(np.dot(a, r))
+        return self
+
+    def result(self) -> dict[str, float]:
+        if self.n == 0:
+            return {k: math.nan for k in METRIC_KEYS}
+        nonfinite = self.bad / self.n
+        if self.bad:
+            return {
+                "max_abs": math.inf,
+                "mean_abs": math.inf,
+                "rel_l2": math.inf,
+                "cosine": math.nan,
+                "sqnr_db": math.nan,
+                "nonfinite": nonfinite,
+            }
+        if self.sum_r2 > 0:
+            rel = math.sqrt(self.sum_d2 / self.sum_r2)
+        else:
+            rel = 0.0 if self.sum_d2 == 0 else math.inf
+        if self.sum_a2 > 0 and self.sum_r2 > 0:
+            cos = self.sum_ar / math.sqrt(self.sum_a2 * self.sum_r2)
+            cos = max(-1.0, min(1.0, cos))
+        else:
+            cos = 1.0 if self.sum_a2 == self.sum_r2 == 0 else 0.0
+        if self.sum_d2 == 0:
+            sqnr = math.inf
+        elif self.sum_r2 == 0:
+            sqnr = -math.inf
+        else:
+            sqnr = 10.0 * math.log10(self.sum_r2 / self.sum_d2)
+        return {
+            "max_abs": self.max_abs,
+            "mean_abs": self.sum_abs / self.n,
+            "rel_l2": rel,
+            "cosine": cos,
+            "sqnr_db": sqnr,
+            "nonfinite": nonfinite,
+        }
+
+
+def _make_kernel():
+    if njit is None:
+        return None
+
+    @njit(cache=True, nogil=True)
+    def stats(a, r):  # pragma: no cover - compiled
+        bad = 0
+        s_abs = 0.0
+        m_abs = 0.0
+        s_d2 = 0.0
+        s_r2 = 0.0
+        s_a2 = 0.0
+        s_ar = 0.0
+        for i in range(a.size):
+            x = np.float64(a[i])
+            y = np.float64(r[i])
+            if not (np.isfinite(x) and np.isfinite(y)):
+                if not (x == y):
+                    bad += 1
+                continue
+            d = x - y
+            ad = abs(d)
+            s_abs += ad
+            if ad > m_abs:
+                m_abs = ad
+            s_d2 += d * d
+            s_r2 += y * y
+            s_a2 += x * x
+            s_ar += x * y
+        return bad, s_abs, m_abs, s_d2, s_r2, s_a2, s_ar
+
+    return stats
+
+
+_stats_kernel = _make_kernel()
+
+
+def tensor_metrics(actual: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Metrics of one tensor pair (keys: max_abs, mean_abs, rel_l2, cosine, sqnr_db, nonfinite)."""
+    return MetricAccumulator().update(actual, reference).result()
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A criterion over :func:`tensor_metrics` results.
+
+    ``key`` is the field read; ``higher_is_better`` its direction. :meth:`badness` maps any
+    result to one number where larger is worse, non-finite tensors being +inf.
+    """
+
+    name: str
+    key: str
+    higher_is_better: bool
+
+    def value(self, metrics: Mapping[str, float]) -> float:
+        return float(metrics[self.key])
+
+    def badness(self, metrics: Mapping[str, float]) -> float:
+        if metrics.get("nonfinite", 0.0) and self.key != "nonfinite":
+            return math.inf
+        v = self.value(metrics)
+        if math.isnan(v):
+            return math.inf
+        return -v if self.higher_is_better else v
+
+    def passes(self, metrics: Mapping[str, float], threshold: float) -> bool:
+        """True when the tensor meets ``threshold`` (cosine >= t, rel_l2 <= t, ...); NaN/Inf fail."""
+        if metrics.get("nonfinite", 0.0) and self.key != "nonfinite":
+            return False
+        v = self.value(metrics)
+        if math.isnan(v):
+            return False
+        return v >= threshold if self.higher_is_better else v <= threshold
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric) -> Metric:
+    METRICS[metric.name] = metric
+    return metric
+
+
+for _m in (
+    Metric("cosine", "cosine", True),
+    Metric("rel-l2", "rel_l2", False),
+    Metric("max-abs", "max_abs", False),
+    Metric("mean-abs", "mean_abs", False),
+    Metric("sqnr", "sqnr_db", True),
+    Metric("nonfinite", "nonfinite", False),
+):
+    register_metric(_m)
+
+
+def get_metric(name: str) -> Metric:
+    """The registered metric ``name`` (``cosine``, ``rel-l2``, ``max-abs``, ``mean-abs``, ``sqnr``,
+    ``nonfinite``); the underscore spellings (``rel_l2``, ``sqnr_db``) are accepted too."""
+    for m in METRICS.values():
+        if name in (m.name, m.key):
+            return m
+    raise InputError(f"unknown metric '{name}'; choose one of: {', '.join(METRICS)}")

@@ -1,0 +1,59 @@
+"""``ranked`` (default): sensitivity order, shortest passing prefix, then verified drops.
+
+1. Order the layers worst first by their layerwise sensitivity (each layer alone in reduced
+   precision with FP32 inputs, from ``precision compare``).
+2. Find the shortest prefix of that order that passes by exponential search (prefixes 1, 2, 4,
+   ... then bisection, :func:`gallop_prefix`): about ``2 log2 m + 1`` evaluations for a prefix
+   of length ``m``, so a good ranking (culprits first) costs little whatever N is. Its last
+   layer is proven needed: the prefix without it failed.
+3. Try to drop the other members, least sensitive first, one at a time; after two drops in a
+   row, gallop: drop 2, 4, ... layers at once while the smaller set keeps passing; after a
+   failed group go back to single layers. A drop is kept only if the smaller set passes (evaluated, never inferred); a
+   layer is kept only when unpinning it alone, from the set as it stood then, failed. A run of
+   ``r`` unneeded layers costs about ``log2 r + 2`` evaluations, a needed layer 1 (plus 1 when
+   it ends a run of drops, for the failed group).
+
+What is verified: the final set passes (it was evaluated), every dropped layer was dropped by a
+passing evaluation, and every kept layer failed when unpinned alone from a superset of the final
+set. Without monotonicity a kept layer might become droppable after later drops; re-testing all
+of them would double the cost in the common case, so it is not done.
+
+Cost with a good ranking (the culprits come first, ``m = k``): about ``2 log2 k + 1`` (prefix)
+``+ k - 1`` (drops) evaluations after the driver's two (nothing pinned, everything pinned).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+from trtq.precision.strategies import register_strategy
+from trtq.precision.strategies.base import GeneratorStrategy, gallop_prefix
+
+
+@register_strategy("ranked")
+class RankedStrategy(GeneratorStrategy):
+    """Shortest passing prefix of the sensitivity ranking, minimised by verified single drops."""
+
+    needs_ranking = True
+
+    def _search(self) -> Generator[frozenset[str], bool, None]:
+        order = self.space.ranked
+        k = yield from gallop_prefix(order)
+        kept = [layer.node for layer in order[:k]]  # most sensitive first
+        # The last layer of the prefix is needed: the prefix without it failed (in bisect_prefix).
+        pending = list(reversed(kept[:-1]))  # least sensitive first
+        chunk, streak, i = 1, 0, 0
+        while i < len(pending):
+            group = pending[i : i + chunk]
+            if (yield frozenset(kept) - set(group)):
+                for node in group:
+                    kept.remove(node)
+                i += len(group)
+                streak += 1
+                if streak >= 2:  # gallop only inside a run of unneeded layers
+                    chunk *= 2
+            else:
+                streak = 0
+                if len(group) == 1:
+                    i += 1  # needed: unpinning it alone failed
+                chunk = 1

@@ -1,0 +1,136 @@
+"""Assemble a self-contained HTML report from result dicts (docs/SCHEMA.md) with jinja2.
+
+The page has one summary block and then one section per result kind (compare, bisect, calib),
+each drawn by its registered builder (:mod:`trtq.reports.sections`) and template. Guarantees:
+
+- self-contained: CSS and the sorting script are inline, figures are PNG ``data:`` URIs, and a
+  Content-Security-Policy forbids every network request (``default-src 'none'``); the only
+  script allowed to run is the table sorter, by its SHA-256;
+- readable without JavaScript: all content is static HTML; the script only sorts tables;
+- every string taken from a result (model, node and tensor names, paths) is HTML-escaped by
+  jinja2's autoescape;
+- deterministic: no timestamps, sorted iteration, PNGs without metadata; the same inputs give
+  the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from trtq._core.atomic import atomic_write_text
+from trtq._core.errors import InputError
+from trtq.reports import bisect_section, calib_section, compare_section  # noqa: F401  (register sections)
+from trtq.reports.colours import LEVELS, MISSING_COLOUR, NONFINITE_COLOUR, PINNED_COLOUR, level_colours
+from trtq.reports.histograms import as_histograms
+from trtq.reports.sections import BuildInputs, known_kinds, sections_in_order
+from trtq.reports.summary import summary_cards
+
+SCHEMA_VERSION = 1
+_TEMPLATE_DIR = Path(__file__).parent  # templates ship as package data beside this file
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_TEMPLATE_DIR)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def validate_result(result: Any, where: str) -> dict[str, Any]:
+    """Check the envelope of one result (``kind``, ``schema``); raise :class:`InputError` naming
+    ``where`` otherwise. Fields inside are read leniently: missing ones show as "—"."""
+    if not isinstance(result, dict):
+        raise InputError(f"{where}: expected a JSON object with a 'kind', got {type(result).__name__}")
+    kind = result.get("kind")
+    if kind is None:
+        raise InputError(
+            f"{where}: not a trtq result (no 'kind'; expected one of {', '.join(known_kinds())})"
+        )
+    if kind not in known_kinds():
+        raise InputError(f"{where}: unknown result kind {kind!r}; expected one of {', '.join(known_kinds())}")
+    schema = result.get("schema", SCHEMA_VERSION)
+    if not isinstance(schema, int) or schema > SCHEMA_VERSION or schema < 1:
+        raise InputError(
+            f"{where}: result schema {schema!r} is not supported (this trtq reads schema {SCHEMA_VERSION})"
+        )
+    return result
+
+
+def _label(result: dict[str, Any], n: int) -> str:
+    model = Path(str((result.get("model") or {}).get("path") or "model")).name
+    return f"#{n} {result.get('kind')} · {model}"
+
+
+def _script() -> str:
+    return _environment().get_template("sort_table.js.j2").render().strip()
+
+
+def build_report(
+    results: list[dict[str, Any]],
+    *,
+    histograms: Mapping[str, Any] | str | os.PathLike | None = None,
+    title: str | None = None,
+) -> str:
+    """Return the HTML text of a report on ``results`` (dicts of kind calib/compare/bisect).
+
+    ``histograms`` maps tensor name -> ``(counts, upper)`` (see :mod:`trtq.reports.histograms`)
+    or is a path to the calibration ``.npz``; without it a calib result's own ``histograms``
+    path is used when that file exists. Raises :class:`InputError` for a result that is not a
+    trtq result.
+    """
+    if not isinstance(results, list | tuple) or not results:
+        raise InputError("no results to report on")
+    results = [validate_result(r, f"result {i + 1}") for i, r in enumerate(results)]
+    inputs = BuildInputs(list(results), as_histograms(histograms))
+    labels = [_label(r, i + 1) for i, r in enumerate(results)]
+    blocks = []
+    for section in sections_in_order():
+        mine = [r for r in results if r.get("kind") == section.kind]
+        if mine:
+            blocks.append(
+                {
+                    "kind": section.kind,
+                    "title": section.title,
+                    "template": section.template,
+                    "items": section.build(mine, inputs),
+                }
+            )
+    models = sorted({Path(str((r.get("model") or {}).get("path") or "")).name for r in results} - {""})
+    script = _script()
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    csp = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
+    env = _environment()
+    return env.get_template("report.html.j2").render(
+        title=title or ("trtq report — " + ", ".join(models) if models else "trtq report"),
+        csp=csp,
+        script=Markup(script),
+        levels=level_colours(),
+        n_levels=LEVELS,
+        nonfinite_colour=NONFINITE_COLOUR,
+        missing_colour=MISSING_COLOUR,
+        pinned_colour=PINNED_COLOUR,
+        cards=summary_cards(list(results), labels),
+        blocks=blocks,
+    )
+
+
+def write_report(
+    path: str | os.PathLike,
+    results: list[dict[str, Any]],
+    *,
+    histograms: Mapping[str, Any] | str | os.PathLike | None = None,
+    title: str | None = None,
+) -> None:
+    """Build the report and write it to ``path`` atomically (UTF-8)."""
+    atomic_write_text(path, build_report(results, histograms=histograms, title=title))

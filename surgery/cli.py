@@ -1,0 +1,278 @@
+"""``surgery``: find ONNX nodes TensorRT's parser rejects, and rewrite them with proven equivalents.
+
+Commands: ``check`` (report), ``fix`` (rewrite + verify + save), ``rules`` (list the rules).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import click
+
+from trtq._core.atomic import atomic_write_text
+from trtq._core.cli import (
+    _jsonable,
+    common_options,
+    echo_json,
+    progress_bar,
+    run_command,
+    setup_logging,
+    stderr_console,
+)
+from trtq._core.errors import CheckFailed, InputError, MissingDependencyError
+
+
+def _write_json(target: str | None, payload: dict) -> None:
+    if target is None:
+        return
+    if target == "-":
+        echo_json(payload)
+    else:
+        atomic_write_text(target, json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
+
+
+def _parse_shapes(specs: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for spec in specs:
+        name, sep, dims = spec.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise InputError(f"--shape {spec!r}: expected NAME:1x3x224x224") from None
+    return shapes
+
+
+def _trt_major(version: str) -> str:
+    major = version.split(".")[0]
+    if major != "10":
+        raise InputError(
+            f"--trt-version {version}: the built-in support table is TensorRT 10.x's; "
+            "for other versions install that TensorRT and use --tensorrt yes"
+        )
+    return version
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Find ONNX nodes TensorRT cannot parse, and rewrite them with proven equivalents.
+
+    \b
+    Examples:
+      surgery check model.onnx
+      surgery fix model.onnx -o model.trt.onnx
+      surgery rules
+    """
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "--trt-version", default="10.16", show_default=True, help="TensorRT version to check against (10.x)."
+)
+@click.option(
+    "--tensorrt",
+    "use_trt",
+    type=click.Choice(["auto", "yes", "no"]),
+    default="auto",
+    show_default=True,
+    help="Also ask an installed TensorRT parser (supports_model): auto = when importable.",
+)
+@click.option("--json", "json_out", metavar="OUT", help="Write the findings as JSON to OUT ('-' = stdout).")
+@common_options
+def check(model: str, trt_version: str, use_trt: str, json_out: str | None, quiet: bool, debug: bool) -> None:
+    """List every node TensorRT's ONNX parser would reject or restrict, with the rule that fixes it.
+
+    Exit code 0 when nothing is rejected (warnings allowed), 1 when some node is, 2 on bad input.
+
+    \b
+    Examples:
+      surgery check model.onnx
+      surgery check model.onnx --json findings.json
+      surgery check model.onnx --tensorrt yes      # use the installed parser too
+    """
+    setup_logging(debug, quiet)
+
+    def body() -> None:
+        from trtq._core.onnx_model import load_onnx
+        from trtq.surgery.check import check_model
+
+        _trt_major(trt_version)
+        proto = load_onnx(model)
+        use = use_trt == "yes" or (use_trt == "auto" and _tensorrt_importable())
+        try:
+            report = check_model(proto, name=model, use_tensorrt=use, model_path=model)
+        except MissingDependencyError as exc:
+            if use_trt == "yes":
+                raise
+            logging.getLogger(__name__).warning("%s; using the built-in support table only", exc)
+            use = False
+            report = check_model(proto, name=model, use_tensorrt=False, model_path=model)
+        report.trt_version = report.trt_version if use else f"{trt_version} (table of {report.trt_version})"
+        _write_json(json_out, report.to_dict())
+        if json_out != "-" and not quiet:
+            _print_findings(report)
+        if report.errors:
+            raise CheckFailed(f"{model}: {len(report.errors)} node(s) TensorRT's ONNX parser rejects")
+
+    run_command(body, debug=debug)
+
+
+def _tensorrt_importable() -> bool:
+    try:
+        from trtq._core.lazy import lazy_import
+
+        return hasattr(lazy_import("tensorrt"), "OnnxParser")  # not a stray namespace package
+    except Exception:
+        return False
+
+
+def _print_findings(report) -> None:
+    from rich.table import Table
+
+    console = stderr_console()
+    console.print(f"[bold]{report.model}[/] (opset {report.opset}) against {report.support_source}")
+    if not report.findings:
+        console.print("no findings: every node is supported")
+        return
+    table = Table(show_lines=False)
+    for col in ("severity", "op", "node", "where", "reason", "fix rule"):
+        table.add_column(col, overflow="fold")
+    for f in report.findings:
+        colour = "red" if f.severity == "error" else "yellow"
+        table.add_row(f"[{colour}]{f.severity}[/]", f.op_type, f.node, f.location, f.reason, f.rule or "-")
+    console.print(table)
+    console.print(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the fixed model.")
+@click.option("--inplace", is_flag=True, help="Overwrite MODEL itself (atomically).")
+@click.option(
+    "--rules",
+    "rule_list",
+    metavar="A,B",
+    help="Comma-separated rules to apply (default: all; see `surgery rules`).",
+)
+@click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="OP=PLUGIN[:VER]",
+    help="Map an op type to a TensorRT plugin (repeatable).",
+)
+@click.option("--no-verify", is_flag=True, help="Skip the ONNX Runtime comparison with the original.")
+@click.option(
+    "--shape",
+    "shapes",
+    multiple=True,
+    metavar="NAME:1x3x224x224",
+    help="Input shape for verification (repeatable).",
+)
+@click.option("--trials", default=3, show_default=True, help="Random input sets used for verification.")
+@click.option("--dry-run", is_flag=True, help="Rewrite and verify, write nothing.")
+@click.option("--json", "json_out", metavar="OUT", help="Write what changed as JSON to OUT ('-' = stdout).")
+@common_options
+def fix(
+    model: str,
+    output: str | None,
+    inplace: bool,
+    rule_list: str | None,
+    plugins: tuple[str, ...],
+    no_verify: bool,
+    shapes: tuple[str, ...],
+    trials: int,
+    dry_run: bool,
+    json_out: str | None,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Rewrite MODEL with the rules until nothing changes, verify it, and write it.
+
+    The output passes onnx.checker and shape inference, and gives the same outputs as MODEL in
+    ONNX Runtime on random inputs (integers exactly, floats within relative error 1e-5);
+    otherwise nothing is written. MODEL is never overwritten unless --inplace.
+
+    \b
+    Examples:
+      surgery fix model.onnx -o fixed.onnx
+      surgery fix model.onnx -o fixed.onnx --rules fold_constants,topk_split
+      surgery fix model.onnx -o fixed.onnx --plugin Det=DetPlugin_TRT:1
+      surgery fix model.onnx -o fixed.onnx --shape x:1x3x48x320 --json changes.json
+    """
+    setup_logging(debug, quiet)
+
+    def body() -> None:
+        from trtq.surgery.pipeline import fix_file
+        from trtq.surgery.rules.plugin_mapping import parse_plugin_specs
+
+        names = [r.strip() for r in rule_list.split(",") if r.strip()] if rule_list else None
+        mapping = parse_plugin_specs(plugins)
+        if mapping and names is not None and "plugin_mapping" not in names:
+            names.append("plugin_mapping")
+        with progress_bar(quiet, unit="passes") as progress:
+            report = fix_file(
+                model,
+                output,
+                rules=names,
+                plugins=mapping,
+                verify=not no_verify,
+                shapes=_parse_shapes(shapes),
+                trials=trials,
+                inplace=inplace,
+                dry_run=dry_run,
+                progress=progress,
+            )
+        _write_json(json_out, report.to_dict())
+        if json_out != "-" and not quiet:
+            _print_fix(report)
+
+    run_command(body, debug=debug)
+
+
+def _print_fix(report) -> None:
+    console = stderr_console()
+    changed = {r: n for r, n in report.fix.changes.items() if n}
+    if not changed:
+        console.print(f"{report.model}: no rule applies; model unchanged")
+    for rule, nodes in changed.items():
+        shown = ", ".join(nodes[:5]) + (f", ... ({len(nodes) - 5} more)" if len(nodes) > 5 else "")
+        console.print(f"{rule}: {len(nodes)} rewrite(s): {shown}")
+    if report.verify is not None:
+        worst = max((o.rel for o in report.verify.outputs), default=0.0)
+        console.print(
+            f"verified with ONNX Runtime on {report.verify.trials} input sets: max relative error {worst:.3g}"
+        )
+    for note in report.notes:
+        console.print(note)
+    if report.written:
+        console.print(f"wrote {report.output}")
+
+
+@main.command("rules")
+@click.option("--json", "json_out", metavar="OUT", help="Write the list as JSON to OUT ('-' = stdout).")
+def list_rules(json_out: str | None) -> None:
+    """List the rewrite rules in the order `fix` applies them.
+
+    \b
+    Examples:
+      surgery rules
+      surgery rules --json -
+    """
+    from trtq.surgery.rule import rule_class, rule_names
+
+    items = [
+        {"name": n, "summary": rule_class(n).summary, "verified": rule_class(n).verifiable}
+        for n in rule_names()
+    ]
+    _write_json(json_out, {"rules": items})
+    if json_out != "-":
+        for item in items:
+            click.echo(f"{item['name']:<24} {item['summary']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,161 @@
+"""Small helpers over onnx-graphsurgeon graphs shared by the rewrite rules."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+_RANDOM_OPS = frozenset(
+    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+)
+
+
+def constant_value(tensor: gs.Tensor | None) -> np.ndarray | None:
+    """The value of ``tensor`` when it is an initializer or the output of a ``Constant`` node."""
+    if tensor is None:
+        return None
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
+        attrs = tensor.inputs[0].attrs
+        if "value" in attrs and isinstance(attrs["value"], gs.Constant):
+            return np.asarray(attrs["value"].values)
+        for key, dtype in (("value_float", np.float32), ("value_int", np.int64)):
+            if key in attrs:
+                return np.asarray(attrs[key], dtype=dtype)
+        for key, dtype in (("value_floats", np.float32), ("value_ints", np.int64)):
+            if key in attrs:
+                return np.asarray(list(attrs[key]), dtype=dtype)
+    return None
+
+
+def is_omitted(tensor: gs.Tensor | None) -> bool:
+    """True for an absent optional input (graphsurgeon's empty Variable)."""
+    return tensor is None or (isinstance(tensor, gs.Variable) and tensor.name == "" and not tensor.inputs)
+
+
+def input_at(node: gs.Node, index: int) -> gs.Tensor | None:
+    """Input ``index`` of ``node`` or ``None`` when absent or omitted."""
+    if index >= len(node.inputs) or is_omitted(node.inputs[index]):
+        return None
+    return node.inputs[index]
+
+
+def producer(tensor: gs.Tensor) -> gs.Node | None:
+    """The node that produces ``tensor`` (``None`` for graph inputs and initializers)."""
+    return tensor.inputs[0] if tensor.inputs else None
+
+
+def single_consumer(tensor: gs.Tensor, graph: gs.Graph) -> bool:
+    """True when exactly one node reads ``tensor`` and it is not a graph output."""
+    return len(tensor.outputs) == 1 and tensor not in graph.outputs
+
+
+def node_names(graph: gs.Graph) -> set[str]:
+    return {n.name for n in graph.nodes}
+
+
+def find_node(graph: gs.Graph, name: str) -> gs.Node | None:
+    for node in graph.nodes:
+        if node.name == name:
+            return node
+    return None
+
+
+def nodes_present(graph: gs.Graph, names: tuple[str, ...]) -> list[gs.Node] | None:
+    """The nodes called ``names`` in order, or ``None`` if any is gone (a stale match)."""
+    by_name = {n.name: n for n in graph.nodes}
+    found = [by_name.get(n) for n in names]
+    return None if any(f is None for f in found) else found  # type: ignore[return-value]
+
+
+class NameMaker:
+    """Fresh tensor/node names that do not collide with anything in the graph."""
+
+    def __init__(self, graph: gs.Graph) -> None:
+        self.taken = set(graph.tensors().keys()) | node_names(graph)
+        self.counter = itertools.count()
+
+    def __call__(self, base: str) -> str:
+        name = base
+        while name in self.taken:
+            name = f"{base}_{next(self.counter)}"
+        self.taken.add(name)
+        return name
+
+
+def const(names: NameMaker, base: str, value: np.ndarray) -> gs.Constant:
+    """A new initializer with a fresh name."""
+    return gs.Constant(names(base), np.ascontiguousarray(value))
+
+
+def variable(names: NameMaker, base: str, dtype=None, shape=None) -> gs.Variable:
+    return gs.Variable(names(base), dtype=dtype, shape=shape)
+
+
+def add_node(
+    graph: gs.Graph, names: NameMaker, op: str, inputs, outputs, attrs=None, base=None, domain=None
+) -> gs.Node:
+    node = gs.Node(
+        op=op, name=names(base or op), attrs=attrs or {}, inputs=list(inputs), outputs=list(outputs)
+    )
+    if domain:
+        node.domain = domain
+    graph.nodes.append(node)
+    return node
+
+
+def replace_tensor(graph: gs.Graph, old: gs.Tensor, new: gs.Tensor) -> None:
+    """Make every consumer of ``old`` (and the graph outputs) read ``new`` instead."""
+    for consumer in list(old.outputs):
+        for i, t in enumerate(consumer.inputs):
+            if t is old:
+                consumer.inputs[i] = new
+    graph.outputs = [new if t is old else t for t in graph.outputs]
+
+
+def reroute_output(graph: gs.Graph, old: gs.Tensor, new_producer_out: gs.Tensor, names: NameMaker) -> None:
+    """Let the tensor ``old`` (whose producer is being removed) be computed from ``new_producer_out``.
+
+    Graph outputs keep their names: if ``old`` is a graph output, an Identity writes it.
+    """
+    if old in graph.outputs:
+        old.inputs.clear()
+        add_node(graph, names, "Identity", [new_producer_out], [old], base=f"{old.name}_identity")
+    else:
+        replace_tensor(graph, old, new_producer_out)
+
+
+def opset(graph: gs.Graph) -> int:
+    return int(graph.opset)
+
+
+def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give every unnamed node of the main graph a unique name ``<OpType>_<index>`` (in place).
+
+    ``surgery check`` and ``surgery fix`` refer to nodes by name, so both name them the same way.
+    """
+    taken = {n.name for n in model.graph.node if n.name}
+    for idx, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{idx}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+    return model
+
+
+def is_random(node: gs.Node) -> bool:
+    return node.op in _RANDOM_OPS
+
+
+def set_io(items, new: list) -> None:
+    """Replace the contents of a node's ``inputs``/``outputs`` (graphsurgeon's synchronized
+    lists do not support slice assignment)."""
+    new = list(new)
+    items.clear()
+    items.extend(new)

@@ -1,0 +1,112 @@
+"""``surgery fix`` end to end: load, rewrite, verify with ONNX Runtime, save atomically.
+
+Steps, in order: load the model (one-line errors for bad files or missing external data); make
+sure ONNX Runtime can run the original (else there is nothing to verify against); rewrite with the
+verifiable rules to a fixed point; compare outputs with the original on random inputs
+(:mod:`trtq.surgery.verify`), refusing to write if any output changed; then apply the rules
+ONNX Runtime cannot run (plugin mapping); validate with ``onnx.checker`` and shape inference;
+save with :func:`trtq._core.onnx_model.save_onnx` (atomic). Nothing is written on any failure.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trtq._core.errors import CheckFailed, InputError
+from trtq._core.onnx_model import load_onnx, save_onnx
+from trtq._core.progress import ProgressFn, null_progress
+from trtq.surgery.fix import FixResult, fix_model, validate
+from trtq.surgery.rule import make_rules
+from trtq.surgery.verify import VerifyResult, verify_models
+
+
+@dataclass
+class FixReport:
+    model: str
+    output: str | None
+    fix: FixResult
+    verify: VerifyResult | None = None
+    written: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "surgery-fix",
+            "schema": 1,
+            "model": self.model,
+            "output": self.output,
+            "written": self.written,
+            **self.fix.to_dict(),
+            "verify": None if self.verify is None else self.verify.to_dict(),
+            "unverified_rules": self.fix.unverifiable,
+            "notes": self.notes,
+        }
+
+
+def fix_file(
+    model_path: str | os.PathLike,
+    output: str | os.PathLike | None,
+    *,
+    rules: list[str] | None = None,
+    plugins: dict[str, tuple[str, str]] | None = None,
+    verify: bool = True,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    trials: int = 3,
+    inplace: bool = False,
+    dry_run: bool = False,
+    progress: ProgressFn = null_progress,
+) -> FixReport:
+    """Fix ``model_path`` and write ``output`` (or the input itself with ``inplace``)."""
+    src = Path(model_path)
+    if inplace:
+        if output is not None and Path(output).resolve() != src.resolve():
+            raise InputError("--inplace and -o name different files; give one of them")
+        output = src
+    elif output is None and not dry_run:
+        raise InputError("no output: give -o OUT.onnx, or --inplace to overwrite the input")
+    elif (
+        output is not None
+        and src.exists()
+        and Path(output).exists()
+        and Path(output).resolve() == src.resolve()
+    ):
+        raise InputError(f"{output}: refusing to overwrite the input; use --inplace")
+    model = load_onnx(src)
+    try:  # the output must pass these; a model that does not pass them to begin with is bad input
+        validate(model, what=str(src))
+    except CheckFailed as exc:
+        raise InputError(str(exc)) from exc
+    selected = make_rules(rules, plugins=plugins or {})
+    plain = [r for r in selected if r.verifiable]
+    later = [r for r in selected if not r.verifiable]
+    if verify:
+        # Fail early, with one line, on a model ONNX Runtime cannot run.
+        verify_models(model, model, shapes=shapes, trials=1, name=str(src))
+    result = fix_model(model, plain, progress=progress)
+    report = FixReport(str(src), None if output is None else str(output), result)
+    if verify and result.changed:
+        report.verify = verify_models(model, result.model, shapes=shapes, trials=trials, name=str(src))
+        if not report.verify.ok:
+            worst = report.verify.worst()
+            raise CheckFailed(
+                f"{src}: rewritten model changes output {worst.name!r} (relative error {worst.rel:.3g}); nothing written"
+            )
+    elif not verify:
+        report.notes.append("verification skipped (--no-verify)")
+    if later:
+        extra = fix_model(result.model, later, progress=progress)
+        for name, nodes in extra.changes.items():
+            result.changes[name] = nodes
+        result.model = extra.model
+        result.unverifiable = extra.unverifiable
+        if extra.unverifiable:
+            report.notes.append(
+                f"{', '.join(extra.unverifiable)}: plugin nodes cannot run in ONNX Runtime; not verified"
+            )
+    validate(result.model)
+    if output is not None and not dry_run:
+        save_onnx(result.model, output)
+        report.written = True
+    return report

@@ -1,0 +1,108 @@
+"""The rewrite-rule protocol and its registry.
+
+A rule is a small class in ``trtq/surgery/rules/<name>.py``, registered with
+:func:`register_rule`. ``match(graph)`` only reads the onnx-graphsurgeon graph and returns
+:class:`Match` objects; ``apply(graph, match)`` rewrites one match in place and returns whether it
+changed anything. Applying a rule to its own output finds nothing more to do (idempotent), and a
+match whose nodes are gone (an earlier rewrite consumed them) is skipped by ``apply``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import onnx_graphsurgeon as gs
+
+from trtq._core.errors import InputError
+
+
+@dataclass(frozen=True)
+class Match:
+    """One place a rule can rewrite.
+
+    ``nodes`` are the names of the nodes the rewrite replaces; ``nodes[0]`` is the node that
+    ``surgery check`` reports. ``reason`` says, in one line, why the pattern matters for TensorRT.
+    ``data`` carries what ``apply`` needs (values computed during matching).
+    """
+
+    rule: str
+    nodes: tuple[str, ...]
+    op_type: str
+    reason: str
+    data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+class Rule:
+    """Base class of rewrite rules: subclasses set ``name``/``summary`` and implement the two hooks.
+
+    ``reports`` says whether ``surgery check`` lists this rule's matches on their own (a pattern
+    worth fixing even though the parser accepts it, e.g. a decomposed LayerNorm that overflows in
+    FP16). Rules with ``reports = False`` are only named as the fix for findings of the support table.
+    ``order`` sets the position in a fix pass (lower runs first).
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    reports: ClassVar[bool] = False
+    order: ClassVar[int] = 50
+    #: False for rules whose result ONNX Runtime cannot run (TensorRT plugin nodes).
+    verifiable: ClassVar[bool] = True
+    #: Keyword options of the constructor that :func:`make_rules` passes through.
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def match(self, graph: gs.Graph) -> list[Match]:
+        raise NotImplementedError
+
+    def apply(self, graph: gs.Graph, match: Match) -> bool:
+        raise NotImplementedError
+
+    def _match(self, nodes: list[gs.Node] | tuple[gs.Node, ...], reason: str, **data: Any) -> Match:
+        return Match(self.name, tuple(n.name for n in nodes), nodes[0].op, reason, dict(data))
+
+
+_REGISTRY: dict[str, type[Rule]] = {}
+
+
+def register_rule(cls: type[Rule]) -> type[Rule]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"rule {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_builtin_rules() -> None:
+    import trtq.surgery.rules  # noqa: F401  (imports every rule module, which registers it)
+
+
+def rule_names() -> list[str]:
+    """Registered rule names in fix order."""
+    _load_builtin_rules()
+    return [c.name for c in sorted(_REGISTRY.values(), key=lambda c: (c.order, c.name))]
+
+
+def rule_class(name: str) -> type[Rule]:
+    """The class registered as ``name``; an unknown name raises :class:`InputError` listing the choices."""
+    _load_builtin_rules()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InputError(f"unknown rule {name!r}; choices: {', '.join(rule_names())}") from None
+
+
+def make_rules(names: list[str] | None = None, **options: Any) -> list[Rule]:
+    """Instantiate rules (all when ``names`` is None) in fix order.
+
+    ``options`` are passed to rules whose constructor accepts them by keyword (e.g. ``plugins``).
+    """
+    wanted = rule_names() if names is None else [rule_class(n).name for n in names]
+    rules = []
+    for name in rule_names():
+        if name in wanted:
+            cls = _REGISTRY[name]
+            accepted = getattr(cls, "options", ())
+            rules.append(cls(**{k: v for k, v in options.items() if k in accepted}))
+    return rules

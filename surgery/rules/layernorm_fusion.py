@@ -1,0 +1,171 @@
+"""Decomposed LayerNorm -> ``LayerNormalization`` (opset >= 17).
+
+Pattern (what PyTorch/Paddle exports for ``LayerNorm`` before opset 17)::
+
+    m = ReduceMean(x, axes)        d = Sub(x, m)          p = Pow(d, 2) | Mul(d, d)
+    v = ReduceMean(p, axes)        s = Sqrt(Add(v, eps))  n = Div(d, s)
+    y = Add(Mul(n, gamma), beta)   (the affine Mul/Add optional)
+
+``axes`` must be the trailing axes of x (rank known). TensorRT imports ``LayerNormalization`` as
+one normalization layer that accumulates in FP32, while the decomposed form squares activations
+in FP16 when FP16 is on, the classic overflow of transformer/SVTR models in FP16.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from trtq.surgery.graph_util import constant_value, nodes_present
+from trtq.surgery.rule import Match, Rule, register_rule
+
+
+def _only_user(t: gs.Tensor, graph: gs.Graph) -> gs.Node | None:
+    return t.outputs[0] if len(t.outputs) == 1 and t not in graph.outputs else None
+
+
+def _reduce_axes(node: gs.Node) -> list[int] | None:
+    if node.op != "ReduceMean" or not int(node.attrs.get("keepdims", 1)):
+        return None
+    if "axes" in node.attrs:
+        return [int(a) for a in node.attrs["axes"]]
+    if len(node.inputs) > 1:
+        v = constant_value(node.inputs[1])
+        return None if v is None else [int(a) for a in v.reshape(-1)]
+    return None
+
+
+def _other(node: gs.Node, t: gs.Tensor) -> gs.Tensor | None:
+    ins = list(node.inputs)
+    if len(ins) != 2:
+        return None
+    return ins[1] if ins[0] is t else (ins[0] if ins[1] is t else None)
+
+
+def find_layernorm(mean: gs.Node, graph: gs.Graph) -> dict | None:
+    """Return the pattern's nodes and parameters starting at its first ReduceMean, or None."""
+    axes = _reduce_axes(mean)
+    x = mean.inputs[0] if mean.inputs else None
+    if axes is None or x is None or x.shape is None:
+        return None
+    rank = len(x.shape)
+    norm = sorted(a % rank for a in axes)
+    if norm != list(range(rank - len(norm), rank)):
+        return None
+    sub = _only_user(mean.outputs[0], graph)
+    if sub is None or sub.op != "Sub" or sub.inputs[0] is not x or sub.inputs[1] is not mean.outputs[0]:
+        return None
+    d = sub.outputs[0]
+    distinct = list({id(n): n for n in d.outputs}.values())
+    if len(distinct) != 2 or d in graph.outputs:
+        return None
+    users = {n.op: n for n in distinct}
+    sq = users.get("Pow") or users.get("Mul")
+    div = users.get("Div")
+    if sq is None or div is None or div.inputs[0] is not d:
+        return None
+    if sq.op == "Pow":
+        e = constant_value(sq.inputs[1])
+        if sq.inputs[0] is not d or e is None or e.size != 1 or float(e.reshape(-1)[0]) != 2.0:
+            return None
+    elif not (sq.inputs[0] is d and sq.inputs[1] is d):
+        return None
+    var = _only_user(sq.outputs[0], graph)
+    if var is None or _reduce_axes(var) is None or sorted(a % rank for a in _reduce_axes(var)) != norm:
+        return None
+    add_eps = _only_user(var.outputs[0], graph)
+    if add_eps is None or add_eps.op != "Add":
+        return None
+    eps = constant_value(_other(add_eps, var.outputs[0]))
+    if eps is None or eps.size != 1:
+        return None
+    sqrt = _only_user(add_eps.outputs[0], graph)
+    if sqrt is None or sqrt.op != "Sqrt" or _only_user(sqrt.outputs[0], graph) is not div:
+        return None
+    nodes = [mean, sub, sq, var, add_eps, sqrt, div]
+    out = div.outputs[0]
+    norm_shape = x.shape[rank - len(norm) :]
+    if not all(isinstance(s, int) for s in norm_shape):
+        return None
+    dtype = np.dtype(x.dtype) if x.dtype is not None else np.dtype(np.float32)
+    gamma = np.ones(norm_shape, dtype)
+    beta = np.zeros(norm_shape, dtype)
+    mul = _only_user(out, graph)
+    if mul is not None and mul.op == "Mul":
+        g = constant_value(_other(mul, out))
+        if g is not None and _fits(g, norm_shape, rank):
+            gamma = np.broadcast_to(
+                g.reshape(g.shape[-len(norm_shape) :] if g.ndim else ()), norm_shape
+            ).astype(dtype)
+            nodes.append(mul)
+            out = mul.outputs[0]
+            add = _only_user(out, graph)
+            if add is not None and add.op == "Add":
+                b = constant_value(_other(add, out))
+                if b is not None and _fits(b, norm_shape, rank):
+                    beta = np.broadcast_to(
+                        b.reshape(b.shape[-len(norm_shape) :] if b.ndim else ()), norm_shape
+                    ).astype(dtype)
+                    nodes.append(add)
+                    out = add.outputs[0]
+    return {"nodes": nodes, "x": x, "out": out, "axis": rank - len(norm), "eps": float(eps.reshape(-1)[0]),
+            "gamma": np.ascontiguousarray(gamma), "beta": np.ascontiguousarray(beta)}  # fmt: skip
+
+
+def _fits(v: np.ndarray, norm_shape, rank: int) -> bool:
+    """True when ``v`` broadcasts over only the normalized (trailing) axes."""
+    if v.ndim > rank:
+        return False
+    lead = v.shape[: max(0, v.ndim - len(norm_shape))]
+    if any(s != 1 for s in lead):
+        return False
+    tail = v.shape[max(0, v.ndim - len(norm_shape)) :]
+    try:
+        np.broadcast_shapes(tail, tuple(norm_shape))
+    except ValueError:
+        return False
+    return np.broadcast_shapes(tail, tuple(norm_shape)) == tuple(norm_shape)
+
+
+@register_rule
+class LayerNormFusion(Rule):
+    name = "layernorm_fusion"
+    summary = "decomposed LayerNorm (ReduceMean..Sqrt/Div..Mul/Add) -> LayerNormalization (opset >= 17)"
+    reports = True
+    order = 90
+
+    def match(self, graph: gs.Graph) -> list[Match]:
+        if graph.opset < 17:
+            return []
+        out = []
+        for node in graph.nodes:
+            if node.op == "ReduceMean":
+                found = find_layernorm(node, graph)
+                if found is not None:
+                    out.append(self._match(found["nodes"], "decomposed LayerNorm: its Pow/ReduceMean overflow in FP16; "
+                                           "LayerNormalization is one layer"))  # fmt: skip
+        return out
+
+    def apply(self, graph: gs.Graph, match: Match) -> bool:
+        found_nodes = nodes_present(graph, match.nodes)
+        if found_nodes is None:
+            return False
+        found = find_layernorm(found_nodes[0], graph)
+        if found is None or [n.name for n in found["nodes"]] != list(match.nodes):
+            return False
+        last = found["nodes"][-1]
+        out = found["out"]
+        last.outputs.clear()
+        ln = gs.Node(
+            "LayerNormalization",
+            name=f"{found_nodes[0].name}_layernorm",
+            attrs={"axis": found["axis"], "epsilon": found["eps"]},
+            inputs=[
+                found["x"],
+                gs.Constant(f"{out.name}_gamma", found["gamma"]),
+                gs.Constant(f"{out.name}_beta", found["beta"]),
+            ],
+            outputs=[out],
+        )
+        graph.nodes.append(ln)
+        return True

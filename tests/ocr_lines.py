@@ -1,0 +1,86 @@
+"""Reading printed text with the PP-OCRv4 rec model: the user-visible check of INT8 accuracy.
+
+Shared by the real-model tests and ``benchmarks/bisect.py``. The page is scikit-image's
+``page.png``; its text lines are cropped, resized to height 48 and normalised as PaddleOCR does;
+the model's CTC output is decoded greedily with the dictionary stored in its metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+
+# Text lines of skimage's page.png: (first row, last row, first column, last column).
+PAGE_LINES = [(5, 42, 0, 300), (45, 66, 0, 384), (64, 86, 0, 384), (82, 103, 0, 384)]
+
+
+def rec_chars(model: onnx.ModelProto) -> list[str]:
+    """The OCR dictionary in the rec model's metadata ("character", one entry per line)."""
+    return {p.key: p.value for p in model.metadata_props}["character"].splitlines()
+
+
+def ctc_decode(prob: np.ndarray, chars: list[str]) -> str:
+    """Greedy CTC: argmax per time step, collapse repeats, drop the blank (class 0); the class
+    after the dictionary is a space."""
+    out, prev = [], -1
+    for i in prob.argmax(-1)[0]:
+        if i != prev and i != 0:
+            out.append(chars[i - 1] if i - 1 < len(chars) else " ")
+        prev = i
+    return "".join(out)
+
+
+def text_line(page: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """A grayscale page crop resized to height 48 (width by aspect), BGR, (x/255 - 0.5) / 0.5, NCHW."""
+    r0, r1, c0, c1 = box
+    crop = page[r0:r1, c0:c1]
+    width = int(round(crop.shape[1] * 48 / crop.shape[0]))
+    bgr = cv2.cvtColor(cv2.resize(crop, (width, 48), interpolation=cv2.INTER_LINEAR), cv2.COLOR_GRAY2BGR)
+    return ((bgr.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None].copy()
+
+
+def page_batches(lines: int = len(PAGE_LINES)) -> list[dict[str, np.ndarray]]:
+    """One batch per text line of skimage's page.png, for the rec model's input ``x``."""
+    from skimage import data
+
+    page = data.page()
+    return [{"x": text_line(page, box)} for box in PAGE_LINES[:lines]]
+
+
+# A stand-alone check for `precision bisect --check`: exit 0 when the candidate reads every line
+# exactly as FP32 did. ONNX Runtime's optimisations are off to keep the Q/DQ rounding points.
+CHECK_SCRIPT = """\
+import json, sys
+import numpy as np, onnxruntime as ort
+model, folder = sys.argv[1], sys.argv[2]
+ref = json.load(open(folder + "/expected.json", encoding="utf-8"))
+opts = ort.SessionOptions(); opts.intra_op_num_threads = 2
+opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+chars = ref["chars"]
+def decode(prob):
+    out, prev = [], -1
+    for i in prob.argmax(-1)[0]:
+        if i != prev and i != 0:
+            out.append(chars[i - 1] if i - 1 < len(chars) else " ")
+        prev = i
+    return "".join(out)
+got = [decode(session.run(None, {"x": np.load(f"{folder}/line{i}.npy")})[0]) for i in range(len(ref["texts"]))]
+sys.exit(0 if got == ref["texts"] else 1)
+"""
+
+
+def write_text_check(
+    folder: Path, batches: list[dict[str, np.ndarray]], chars: list[str], texts: list[str]
+) -> str:
+    """Write the check script and its data into ``folder``; return the --check command line."""
+    for i, b in enumerate(batches):
+        np.save(folder / f"line{i}.npy", b["x"])
+    (folder / "expected.json").write_text(json.dumps({"chars": chars, "texts": texts}), encoding="utf-8")
+    (folder / "check.py").write_text(CHECK_SCRIPT, encoding="utf-8")
+    return f"{sys.executable} {folder / 'check.py'} {{model}} {folder}"

@@ -1,0 +1,83 @@
+"""Tiny ONNX models and helpers for the precision tests, built with onnx.helper (no files, no downloads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 13
+IR_VERSION = 8
+
+
+def make_model(nodes, inputs, outputs, inits, opset: int = OPSET) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "tiny", inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
+    onnx.checker.check_model(model)
+    return model
+
+
+def vi(name: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def conv_relu_model(
+    cin: int = 3, cout: int = 4, k: int = 3, seed: int = 0, bias: bool = True
+) -> onnx.ModelProto:
+    """x -> Conv(+bias) -> Relu -> y (one fused TensorRT layer)."""
+    rs = np.random.RandomState(seed)
+    w = (rs.randn(cout, cin, k, k) * 0.3).astype(np.float32)
+    w[1] *= 8.0  # channels of very different ranges: per-channel scales matter
+    inits = {"w": w}
+    conv_in = ["x", "w"]
+    if bias:
+        inits["b"] = rs.randn(cout).astype(np.float32)
+        conv_in.append("b")
+    nodes = [
+        helper.make_node("Conv", conv_in, ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    return make_model(nodes, [vi("x", [1, cin, 8, 8])], [vi("y", [1, cout, 8 - k + 1, 8 - k + 1])], inits)
+
+
+def two_conv_model(seed: int = 1) -> onnx.ModelProto:
+    """c1 = Conv(x); r1 = Relu(c1); c2 = Conv(r1); s = Add(c2, r1); y = Relu(s) (a residual block)."""
+    rs = np.random.RandomState(seed)
+    inits = {
+        "w1": (rs.randn(4, 3, 1, 1) * 0.5).astype(np.float32),
+        "b1": rs.randn(4).astype(np.float32) * 0.1,
+        "w2": (rs.randn(4, 4, 1, 1) * 0.5).astype(np.float32),
+        "b2": rs.randn(4).astype(np.float32) * 0.1,
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2"),
+        helper.make_node("Add", ["c2", "r1"], ["s"], name="add"),
+        helper.make_node("Relu", ["s"], ["y"], name="relu2"),
+    ]
+    return make_model(nodes, [vi("x", [1, 3, 6, 6])], [vi("y", [1, 4, 6, 6])], inits)
+
+
+def run_ort(model: onnx.ModelProto, feeds: dict, names=None) -> dict:
+    """Run with ONNX Runtime, graph optimisations off, optionally fetching extra tensors."""
+    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+
+    names = list(names) if names else [o.name for o in model.graph.output]
+    with OnnxRuntimeBackend(model, mark=names, optimize=False, threads=1) as b:
+        return b.run(feeds, names)
+
+
+def minmax_amax(model: onnx.ModelProto, batches) -> dict[str, float]:
+    """Max |x| per float tensor over FP32 runs: a simple calibration for tests."""
+    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+
+    amax: dict[str, float] = {}
+    with OnnxRuntimeBackend(model, mark="all", threads=1) as b:
+        names = b.marked
+        for feeds in batches:
+            for k, v in b.run(feeds, names).items():
+                amax[k] = max(amax.get(k, 0.0), float(np.abs(v).max()))
+    return amax

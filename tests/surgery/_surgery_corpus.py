@@ -1,0 +1,330 @@
+"""A corpus of tiny ONNX models, one per pattern TensorRT's ONNX parser rejects or restricts.
+
+Each :class:`Case` builds its model with ``onnx.helper`` (nothing committed), names the node
+``surgery check`` must report, the rule that must fix it, and edge-case inputs on top of the random
+ones used by the verifier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[], onnx.ModelProto]
+    anchor: str  # node name check reports
+    rule: str
+    edge: Callable[[], list[dict[str, np.ndarray]]] = field(default=lambda: [])
+    plugins: dict[str, tuple[str, str]] | None = None
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17, functions=(), extra_opsets=()):
+    graph = h.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    opsets = [h.make_opsetid("", opset), *extra_opsets]
+    model = h.make_model(graph, opset_imports=opsets, functions=list(functions))
+    model.ir_version = 8 if opset < 19 else 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def _vi(name, elem, shape):
+    return h.make_tensor_value_info(name, elem, shape)
+
+
+def _init(name, arr):
+    return nh.from_array(np.asarray(arr), name)
+
+
+def _f32(*shape, seed=0, scale=1.0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+# --- fold_constants -------------------------------------------------------------------------
+
+
+def reduce_axes_computed():
+    """ReduceSum whose axes come from Add(const, const): TensorRT wants an initializer."""
+    nodes = [
+        h.make_node("Add", ["a0", "a1"], ["axes"], name="axes_add"),
+        h.make_node("ReduceSum", ["x", "axes"], ["y"], name="reduce", keepdims=0),
+    ]
+    return _model(nodes, [_vi("x", T.FLOAT, [2, 3, 4])], [_vi("y", T.FLOAT, [2, 3])],
+                  [_init("a0", np.array([1], np.int64)), _init("a1", np.array([1], np.int64))])  # fmt: skip
+
+
+def cumsum_axis_from_shape():
+    """CumSum axis = Size(Shape(x)) - 1 on a statically shaped x: a shape subgraph to fold."""
+    nodes = [
+        h.make_node("Shape", ["x"], ["s"], name="shape"),
+        h.make_node("Size", ["s"], ["rank"], name="size"),
+        h.make_node("Sub", ["rank", "one"], ["axis"], name="last_axis"),
+        h.make_node("CumSum", ["x", "axis"], ["y"], name="cumsum"),
+    ]
+    return _model(
+        nodes, [_vi("x", T.FLOAT, [2, 5])], [_vi("y", T.FLOAT, [2, 5])], [_init("one", np.array(1, np.int64))]
+    )
+
+
+# --- double_to_float --------------------------------------------------------------------------
+
+
+def double_compute():
+    nodes = [
+        h.make_node("Cast", ["x"], ["xd"], name="to_double", to=T.DOUBLE),
+        h.make_node("Mul", ["xd", "k"], ["m"], name="mul_double"),
+        h.make_node("Add", ["m", "b"], ["a"], name="add_double"),
+        h.make_node("Cast", ["a"], ["y"], name="to_float", to=T.FLOAT),
+    ]
+    return _model(nodes, [_vi("x", T.FLOAT, [4, 6])], [_vi("y", T.FLOAT, [4, 6])],
+                  [_init("k", np.array(0.5, np.float64)), _init("b", np.linspace(-1, 1, 6))])  # fmt: skip
+
+
+# --- dequantize_bias ------------------------------------------------------------------------
+
+
+def conv_int32_bias():
+    """Q/DQ Conv with an INT32 bias through DequantizeLinear (what quantizers emit)."""
+    w = np.random.default_rng(1).integers(-50, 50, (4, 3, 3, 3)).astype(np.int8)
+    bias = np.array([100, -200, 300, 7], np.int32)
+    nodes = [
+        h.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="q_x"),
+        h.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dq_x"),
+        h.make_node("DequantizeLinear", ["w", "ws"], ["wd"], name="dq_w", axis=0),
+        h.make_node("DequantizeLinear", ["b", "bs"], ["bd"], name="dq_bias", axis=0),
+        h.make_node("Conv", ["xd", "wd", "bd"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+    ]
+    ws = np.array([0.01, 0.02, 0.015, 0.03], np.float32)
+    inits = [_init("xs", np.array(0.05, np.float32)), _init("xz", np.array(0, np.int8)), _init("w", w),
+             _init("ws", ws), _init("b", bias), _init("bs", (0.05 * ws).astype(np.float32))]  # fmt: skip
+    return _model(
+        nodes, [_vi("x", T.FLOAT, [1, 3, 6, 6])], [_vi("y", T.FLOAT, [1, 4, 6, 6])], inits, opset=13
+    )
+
+
+def gemm_fake_quant_bias():
+    """Gemm whose bias goes through QuantizeLinear -> DequantizeLinear of a float constant."""
+    nodes = [
+        h.make_node("QuantizeLinear", ["bf", "bs", "bz"], ["bq"], name="q_bias"),
+        h.make_node("DequantizeLinear", ["bq", "bs", "bz"], ["bd"], name="dq_bias"),
+        h.make_node("Gemm", ["x", "w", "bd"], ["y"], name="gemm"),
+    ]
+    inits = [_init("bf", np.array([0.3, -1.27, 0.004, 2.0], np.float32)), _init("bs", np.array(0.01, np.float32)),
+             _init("bz", np.array(3, np.int8)), _init("w", _f32(5, 4, seed=2))]  # fmt: skip
+    return _model(nodes, [_vi("x", T.FLOAT, [3, 5])], [_vi("y", T.FLOAT, [3, 4])], inits, opset=13)
+
+
+# --- sequence_to_concat ---------------------------------------------------------------------
+
+
+def _sequence(new_axis: int, axis: int, out_shape):
+    nodes = [
+        h.make_node("Relu", ["a"], ["ra"], name="relu"),
+        h.make_node("SequenceConstruct", ["ra", "b", "c"], ["seq"], name="seq_construct"),
+        h.make_node("ConcatFromSequence", ["seq"], ["y"], name="concat_seq", axis=axis, new_axis=new_axis),
+    ]
+    ins = [_vi(n, T.FLOAT, [2, 3]) for n in ("a", "b", "c")]
+    return _model(nodes, ins, [_vi("y", T.FLOAT, out_shape)])
+
+
+def sequence_concat():
+    return _sequence(0, 1, [2, 9])
+
+
+def sequence_stack():
+    return _sequence(1, -1, [2, 3, 3])
+
+
+# --- integer ops ------------------------------------------------------------------------------
+
+
+def conv_integer():
+    w = np.random.default_rng(3).integers(0, 256, (4, 3, 3, 3)).astype(np.uint8)
+    nodes = [h.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], name="conv_int", pads=[1, 1, 1, 1])]
+    inits = [_init("w", w), _init("xz", np.array(128, np.uint8)), _init("wz", np.array(120, np.uint8))]
+    return _model(
+        nodes, [_vi("x", T.UINT8, [1, 3, 5, 5])], [_vi("y", T.INT32, [1, 4, 5, 5])], inits, opset=13
+    )
+
+
+def _uint8_edges(name, shape):
+    return lambda: [{name: np.full(shape, 255, np.uint8)}, {name: np.zeros(shape, np.uint8)}]
+
+
+def matmul_integer():
+    # uint8 B: ONNX Runtime's x86 u8*s8 kernel saturates int16 pair sums, so an int8 B would make
+    # the *reference* inexact (its output differs from the ONNX formula at a = 255).
+    b = np.random.default_rng(4).integers(0, 256, (16, 6)).astype(np.uint8)
+    nodes = [h.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"], name="matmul_int")]
+    inits = [
+        _init("b", b),
+        _init("az", np.array(7, np.uint8)),
+        _init("bz", np.arange(6, dtype=np.uint8) + 120),
+    ]
+    return _model(nodes, [_vi("a", T.UINT8, [3, 16])], [_vi("y", T.INT32, [3, 6])], inits, opset=13)
+
+
+# --- resize_constant_scales -----------------------------------------------------------------
+
+
+def resize_computed_sizes():
+    """sizes = Concat(Shape(x)[0:2], [16, 24]) with a dynamic batch: cannot fold, can be scales."""
+    nodes = [
+        h.make_node("Shape", ["x"], ["s"], name="shape"),
+        h.make_node("Slice", ["s", "zero", "two"], ["nc"], name="slice_nc"),
+        h.make_node("Concat", ["nc", "hw"], ["sizes"], name="sizes", axis=0),
+        h.make_node("Resize", ["x", "", "", "sizes"], ["y"], name="resize", mode="nearest"),
+    ]
+    inits = [_init("zero", np.array([0], np.int64)), _init("two", np.array([2], np.int64)),
+             _init("hw", np.array([16, 24], np.int64))]  # fmt: skip
+    return _model(
+        nodes, [_vi("x", T.FLOAT, ["N", 3, 8, 8])], [_vi("y", T.FLOAT, ["N", 3, 16, 24])], inits, opset=13
+    )
+
+
+# --- scatternd_reduction --------------------------------------------------------------------
+
+
+def scatternd_add():
+    nodes = [h.make_node("ScatterND", ["x", "idx", "u"], ["y"], name="scatter_add", reduction="add")]
+    inits = [_init("idx", np.array([[0, 1], [2, 3], [1, 0]], np.int64))]
+    return _model(
+        nodes,
+        [_vi("x", T.FLOAT, [3, 4]), _vi("u", T.FLOAT, [3])],
+        [_vi("y", T.FLOAT, [3, 4])],
+        inits,
+        opset=16,
+    )
+
+
+# --- topk_split -----------------------------------------------------------------------------
+
+
+def topk_large():
+    nodes = [h.make_node("TopK", ["x", "k"], ["v", "i"], name="topk", axis=1)]
+    return _model(nodes, [_vi("x", T.FLOAT, [2, 9000])], [_vi("v", T.FLOAT, [2, 5000]), _vi("i", T.INT64, [2, 5000])],
+                  [_init("k", np.array([5000], np.int64))])  # fmt: skip
+
+
+def _topk_edges():
+    rng = np.random.default_rng(5)
+    ties = rng.integers(0, 5, (2, 9000)).astype(np.float32)  # heavy ties: order by index
+    return [{"x": ties}, {"x": np.zeros((2, 9000), np.float32)}, {"x": _f32(2, 9000, seed=6, scale=1e30)}]
+
+
+# --- if_constant_branch ---------------------------------------------------------------------
+
+
+def if_constant_condition():
+    """An If on a constant True whose else branch uses a sequence op TensorRT rejects."""
+    then_g = h.make_graph(
+        [h.make_node("Add", ["x", "x"], ["t"], name="then_add")], "then", [], [_vi("t", T.FLOAT, [2, 3])]
+    )
+    else_nodes = [
+        h.make_node("SequenceConstruct", ["x", "x"], ["sq"], name="else_seq"),
+        h.make_node("SequenceAt", ["sq", "zero_i"], ["e"], name="else_at"),
+    ]
+    else_g = h.make_graph(else_nodes, "else", [], [_vi("e", T.FLOAT, [2, 3])],
+                          initializer=[_init("zero_i", np.array(0, np.int64))])  # fmt: skip
+    nodes = [
+        h.make_node("Constant", [], ["cond"], name="cond", value=nh.from_array(np.array(True))),
+        h.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_g, else_branch=else_g),
+    ]
+    return _model(nodes, [_vi("x", T.FLOAT, [2, 3])], [_vi("y", T.FLOAT, [2, 3])])
+
+
+# --- inline_local_functions -----------------------------------------------------------------
+
+
+def function_with_matmulinteger():
+    """A local function whose body uses MatMulInteger (rejected) called from the main graph."""
+    body = [h.make_node("MatMulInteger", ["A", "B"], ["Y"], name="fn_mmi")]
+    fn = h.make_function("custom.fns", "IntLinear", ["A", "B"], ["Y"], body, [h.make_opsetid("", 13)])
+    nodes = [h.make_node("IntLinear", ["a", "b"], ["y"], name="call_int_linear", domain="custom.fns")]
+    b = np.random.default_rng(7).integers(0, 256, (12, 5)).astype(np.uint8)
+    return _model(nodes, [_vi("a", T.UINT8, [4, 12])], [_vi("y", T.INT32, [4, 5])], [_init("b", b)], opset=13,
+                  functions=[fn], extra_opsets=[h.make_opsetid("custom.fns", 1)])  # fmt: skip
+
+
+# --- layernorm_fusion -----------------------------------------------------------------------
+
+
+def layernorm_decomposed():
+    nodes = [
+        h.make_node("ReduceMean", ["x"], ["m"], name="ln_mean", axes=[-1]),
+        h.make_node("Sub", ["x", "m"], ["d"], name="ln_sub"),
+        h.make_node("Pow", ["d", "two"], ["p"], name="ln_pow"),
+        h.make_node("ReduceMean", ["p"], ["v"], name="ln_var", axes=[-1]),
+        h.make_node("Add", ["v", "eps"], ["ve"], name="ln_add_eps"),
+        h.make_node("Sqrt", ["ve"], ["s"], name="ln_sqrt"),
+        h.make_node("Div", ["d", "s"], ["n"], name="ln_div"),
+        h.make_node("Mul", ["n", "gamma"], ["g"], name="ln_scale"),
+        h.make_node("Add", ["g", "beta"], ["y"], name="ln_shift"),
+    ]
+    inits = [_init("two", np.array(2.0, np.float32)), _init("eps", np.array(1e-5, np.float32)),
+             _init("gamma", _f32(16, seed=8)), _init("beta", _f32(16, seed=9))]  # fmt: skip
+    return _model(nodes, [_vi("x", T.FLOAT, [2, 5, 16])], [_vi("y", T.FLOAT, [2, 5, 16])], inits, opset=17)
+
+
+def _ln_edges():
+    const_rows = np.ones((2, 5, 16), np.float32) * 3.0  # zero variance
+    return [{"x": const_rows}, {"x": _f32(2, 5, 16, seed=10, scale=100.0)}]
+
+
+# --- pow_square_to_mul ----------------------------------------------------------------------
+
+
+def pow_square():
+    nodes = [h.make_node("Pow", ["x", "two"], ["y"], name="square")]
+    return _model(
+        nodes,
+        [_vi("x", T.FLOAT, [3, 7])],
+        [_vi("y", T.FLOAT, [3, 7])],
+        [_init("two", np.array(2.0, np.float32))],
+    )
+
+
+def _pow_edges():
+    return [{"x": np.array([[-3.0, -0.0, 0.0, 1e19, -1e19, 1e-30, np.inf]] * 3, np.float32)}]
+
+
+# --- plugin_mapping -------------------------------------------------------------------------
+
+
+def det_op():
+    """Det is not supported by TensorRT's parser; the user maps it to a plugin."""
+    nodes = [h.make_node("Det", ["x"], ["y"], name="det")]
+    return _model(nodes, [_vi("x", T.FLOAT, [4, 3, 3])], [_vi("y", T.FLOAT, [4])], opset=13)
+
+
+CASES: list[Case] = [
+    Case("reduce_axes_computed", reduce_axes_computed, "reduce", "fold_constants"),
+    Case("cumsum_axis_from_shape", cumsum_axis_from_shape, "cumsum", "fold_constants"),
+    Case("double_compute", double_compute, "mul_double", "double_to_float",
+         lambda: [{"x": np.full((4, 6), 1e4, np.float32)}, {"x": -_f32(4, 6, seed=11)}]),
+    Case("conv_int32_bias", conv_int32_bias, "dq_bias", "dequantize_bias"),
+    Case("gemm_fake_quant_bias", gemm_fake_quant_bias, "dq_bias", "dequantize_bias"),
+    Case("sequence_concat", sequence_concat, "concat_seq", "sequence_to_concat"),
+    Case("sequence_stack", sequence_stack, "concat_seq", "sequence_to_concat"),
+    Case("conv_integer", conv_integer, "conv_int", "convinteger_to_float", _uint8_edges("x", (1, 3, 5, 5))),
+    Case("matmul_integer", matmul_integer, "matmul_int", "matmulinteger_to_float", _uint8_edges("a", (3, 16))),
+    Case("resize_computed_sizes", resize_computed_sizes, "resize", "resize_constant_scales",
+         lambda: [{"x": _f32(3, 3, 8, 8, seed=12)}]),
+    Case("scatternd_add", scatternd_add, "scatter_add", "scatternd_reduction",
+         lambda: [{"x": np.zeros((3, 4), np.float32), "u": np.array([1e30, -1e30, 0.5], np.float32)}]),
+    Case("topk_large", topk_large, "topk", "topk_split", _topk_edges),
+    Case("if_constant_condition", if_constant_condition, "else_seq", "if_constant_branch"),
+    Case("function_with_matmulinteger", function_with_matmulinteger, "fn_mmi", "inline_local_functions",
+         _uint8_edges("a", (4, 12))),
+    Case("layernorm_decomposed", layernorm_decomposed, "ln_mean", "layernorm_fusion", _ln_edges),
+    Case("pow_square", pow_square, "square", "pow_square_to_mul", _pow_edges),
+    Case("det_plugin", det_op, "det", "plugin_mapping", plugins={"Det": ("DetPlugin_TRT", "1")}),
+]  # fmt: skip
