@@ -61,6 +61,28 @@ def _output_option(fn):
     )(fn)
 
 
+def _json_flag(fn):
+    """``--json``: the same as ``-o json`` (print JSON on stdout), for show / diff / list."""
+
+    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.meta["trtq_json"] = True
+
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        callback=set_json,
+        help="Print JSON on stdout (same as -o json).",
+    )(fn)
+
+
+def _want_json(output: str) -> bool:
+    ctx = click.get_current_context(silent=True)
+    return output == "json" or bool(ctx and ctx.meta.get("trtq_json"))
+
+
 @main.command("run", epilog=EPILOG_RUN)
 @click.argument("model", required=False, type=click.Path(dir_okay=False))
 @click.option("--cache", "cache_path", type=click.Path(dir_okay=False), help="Calibration cache to write.")
@@ -303,6 +325,7 @@ def _run_tensorrt(opts: dict, model_path: str, dataset: Any, batch_size: int, ca
 @main.command("show")
 @click.argument("cache", type=click.Path(dir_okay=False))
 @_output_option
+@_json_flag
 @common_options
 def show_cmd(cache: str, output: str, quiet: bool, debug: bool) -> None:
     """Print the tensors of a calibration CACHE with their scale and amax (= scale * 127).
@@ -321,7 +344,7 @@ def show_cmd(cache: str, output: str, quiet: bool, debug: bool) -> None:
         rows = [
             {"tensor": n, "scale": s, "amax": s * 127.0, "hex": c._hex.get(n)} for n, s in c.scales.items()
         ]
-        if output == "json":
+        if _want_json(output):
             echo_json(
                 {"path": cache, "trt_version": c.trt_version, "algorithm": c.algorithm, "tensors": rows}
             )
@@ -349,6 +372,7 @@ def _stdout_console():
 @click.argument("b", type=click.Path(dir_okay=False))
 @click.option("--top", type=int, default=30, show_default=True, help="Rows to print, largest ratio first.")
 @_output_option
+@_json_flag
 @common_options
 def diff_cmd(a: str, b: str, top: int, output: str, quiet: bool, debug: bool) -> None:
     """Compare two caches tensor by tensor: amax in each and their ratio B/A.
@@ -391,7 +415,7 @@ def diff_cmd(a: str, b: str, top: int, output: str, quiet: bool, debug: bool) ->
             "max_abs_log2_ratio": max((r["log2_ratio"] for r in common), default=0.0),
         }
         rows.sort(key=lambda r: -(r["log2_ratio"] if r["log2_ratio"] is not None else math.inf))
-        if output == "json":
+        if _want_json(output):
             echo_json({**summary, "tensors": rows})
             return
         from rich.table import Table
@@ -514,6 +538,7 @@ def compute_cmd(
 
 @main.command("list")
 @_output_option
+@_json_flag
 @common_options
 def list_cmd(output: str, quiet: bool, debug: bool) -> None:
     """List calibration methods (CPU) and TensorRT calibrators (built-in and plugged in)."""
@@ -534,7 +559,7 @@ def list_cmd(output: str, quiet: bool, debug: bool) -> None:
         from trtq.calib.tensorrt import list_calibrators
 
         calibrators = list_calibrators()
-        if output == "json":
+        if _want_json(output):
             echo_json({"methods": methods, "tensorrt_calibrators": calibrators})
             return
         con = _stdout_console()

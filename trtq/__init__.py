@@ -7,3 +7,22 @@ errors, lazy imports, atomic writes, config and ONNX loading.
 """
 
 __version__ = "0.1.0"
+
+
+def _add_source_checkout_path() -> None:
+    # In a source checkout the concept folders (calib/, precision/, ...) sit beside trtq/ and are
+    # mapped into this namespace by pyproject.toml at install time. When `trtq` is imported
+    # straight from the checkout (e.g. `python -m pytest` from the repository root puts the
+    # checkout first on sys.path), search the root too so that `trtq.calib` still resolves.
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    if not os.path.isdir(os.path.join(here, "calib")) and os.path.isfile(
+        os.path.join(root, "calib", "cache.py")
+    ):
+        if root not in __path__:
+            __path__.append(root)
+
+
+_add_source_checkout_path()

@@ -265,3 +265,12 @@ def test_list_shows_methods(tmp_path):
     assert r.returncode == 0, r.stderr
     names = {m["name"] for m in json.loads(r.stdout)["methods"]}
     assert names >= {"entropy2", "minmax", "percentile", "mse"}
+
+
+def test_json_flag_is_the_same_as_output_json(det_run):
+    _, cache = det_run
+    flag = _calib("show", str(cache), "--json")
+    option = _calib("show", str(cache), "-o", "json")
+    assert flag.exit_code == option.exit_code == 0
+    assert json.loads(flag.output) == json.loads(option.output)
+    assert len(json.loads(flag.output)["tensors"]) > 300
