@@ -159,11 +159,12 @@ def _setting(opts: dict, config: dict, key: str, default: Any, cfg_key: str | No
 
 
 def _run(opts: dict[str, Any]) -> None:
+    from trtq._core.onnx_model import model_summary
     from trtq.calib.cache import DEFAULT_TRT_VERSION, write_cache
     from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
     from trtq.calib.methods import get_method
     from trtq.calib.run import calibrate, histogram_path_for
-    from trtq.calib.summary import calib_document, data_info, model_info
+    from trtq.calib.summary import calib_document, data_info
     from trtq.datasets.cli_options import dataset_from_options
     from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
 
@@ -259,7 +260,9 @@ def _run(opts: dict[str, Any]) -> None:
     }
     doc = calib_document(
         result,
-        model=model_info(proto, model_path, len(result.sites)),
+        model=model_summary(
+            proto, model_path, shapes={s.name: s.shape for s in specs}, tensors=len(result.sites)
+        ),
         data=data_info(opts.get("data") or config.get("data"), stats.used, list(stats.skipped_files)),
         settings=settings,
         cache_path=str(cache_path),

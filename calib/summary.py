@@ -6,35 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-import onnx
-
 import trtq
 from trtq.calib.run import CalibrationResult
-
-
-def model_info(model: onnx.ModelProto, path: str | os.PathLike | None, tensors: int) -> dict[str, Any]:
-    inits = {i.name for i in model.graph.initializer}
-    inputs = []
-    for i in model.graph.input:
-        if i.name in inits:
-            continue
-        dims = [
-            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-            for d in i.type.tensor_type.shape.dim
-        ]
-        inputs.append(
-            {
-                "name": i.name,
-                "shape": dims,
-                "dtype": onnx.TensorProto.DataType.Name(i.type.tensor_type.elem_type).lower(),
-            }
-        )
-    return {
-        "path": str(path) if path else None,
-        "inputs": inputs,
-        "nodes": len(model.graph.node),
-        "tensors": tensors,
-    }
 
 
 def data_info(path: str | os.PathLike | None, used: int, skipped: list[tuple[str, str]]) -> dict[str, Any]:

@@ -336,7 +336,12 @@ def _compare(opts: dict[str, Any]) -> None:
         [i.to_dict() for i in fp16_range_check(proto, amax, observed)] if any(c.fp16 for c in configs) else []
     )
     result = CompareResult(
-        model_info(proto, opts["model"]), data, backend_label, runs, fp16, round(elapsed, 3)
+        model_info(proto, opts["model"], shapes={i.name: i.shape for i in dataset.inputs}),
+        data,
+        backend_label,
+        runs,
+        fp16,
+        round(elapsed, 3),
     )
     doc = _jsonable(result.to_dict())
     if opts.get("json_path"):

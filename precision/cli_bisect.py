@@ -322,7 +322,8 @@ def _bisect(opts: dict[str, Any]) -> None:
     result.settings["data_options"] = {
         k: _plain(opts.get(k)) for k in _DATA_FLAGS if opts.get(k) not in (None, ())
     }
-    doc = result.to_json(model=model_info(proto, model_path), data=data)
+    shapes = {name: tuple(a.shape) for name, a in batches[0].items()} if batches else None
+    doc = result.to_json(model=model_info(proto, model_path, shapes=shapes), data=data)
     write_pins(pins_path, doc)
     _write_json(opts.get("json_path"), doc)
     if opts.get("report_path"):

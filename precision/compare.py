@@ -149,24 +149,16 @@ class CompareResult:
         return d
 
 
-def model_info(model: onnx.ModelProto, path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The ``model`` block of SCHEMA.md."""
-    from trtq._core.onnx_model import float_tensors
+def model_info(
+    model: onnx.ModelProto,
+    path: str | os.PathLike | None = None,
+    *,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+) -> dict[str, Any]:
+    """The ``model`` block of SCHEMA.md (see :func:`trtq._core.onnx_model.model_summary`)."""
+    from trtq._core.onnx_model import model_summary
 
-    inits = {i.name for i in model.graph.initializer}
-    inputs = []
-    for i in model.graph.input:
-        if i.name in inits:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim]
-        dtype = str(onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
-        inputs.append({"name": i.name, "shape": dims, "dtype": dtype})
-    return {
-        "path": str(path) if path is not None else "",
-        "inputs": inputs,
-        "nodes": len(model.graph.node),
-        "tensors": len(float_tensors(model)),
-    }
+    return model_summary(model, path, shapes=shapes)
 
 
 def _as_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:

@@ -58,6 +58,7 @@ def test_det_cache_covers_every_float_tensor_with_finite_positive_scales(det_run
     assert all(math.isfinite(s) and s > 0 for s in c.scales.values())
     doc = json.loads((out / "det.json").read_text())
     assert doc["kind"] == "calib" and doc["data"]["images_used"] == 4
+    assert doc["model"]["inputs"] == [{"name": "x", "shape": [1, 3, 320, 320], "dtype": "float32"}]  # as run
     assert doc["coverage"]["total"] == len(expected)
     t = {r["name"]: r for r in doc["tensors"]}
     for r in t.values():

@@ -123,3 +123,35 @@ def float_tensors(model: onnx.ModelProto) -> list[TensorSite]:
             if out and out not in const and types.get(out) in FLOAT_TYPES:
                 sites.append(TensorSite(out, node.name or f"{node.op_type}_{idx}", node.op_type, idx))
     return sites
+
+
+def model_summary(
+    model: onnx.ModelProto,
+    path: str | os.PathLike | None = None,
+    *,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    tensors: int | None = None,
+) -> dict:
+    """The ``model`` block of docs/SCHEMA.md: path, inputs (name, shape, dtype), nodes, tensors.
+
+    ``shapes`` are the static input shapes actually run (from ``--shape`` or the data); without
+    them a dynamic dimension is reported as -1. ``tensors`` defaults to the number of float
+    activations (:func:`float_tensors`).
+    """
+    inits = {i.name for i in model.graph.initializer}
+    inputs = []
+    for i in model.graph.input:
+        if i.name in inits:
+            continue
+        if shapes and i.name in shapes:
+            dims = [int(d) for d in shapes[i.name]]
+        else:
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim]
+        dtype = str(onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+        inputs.append({"name": i.name, "shape": dims, "dtype": dtype})
+    return {
+        "path": str(path) if path is not None else "",
+        "inputs": inputs,
+        "nodes": len(model.graph.node),
+        "tensors": len(float_tensors(model)) if tensors is None else tensors,
+    }
