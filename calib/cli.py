@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -164,7 +163,8 @@ def _run(opts: dict[str, Any]) -> None:
     from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
     from trtq.calib.methods import get_method
     from trtq.calib.run import calibrate, histogram_path_for
-    from trtq.calib.summary import calib_document, data_info
+    from trtq.calib.summary import calib_document
+    from trtq.datasets import default_batch_size
     from trtq.datasets.cli_options import dataset_from_options
     from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
 
@@ -193,10 +193,7 @@ def _run(opts: dict[str, Any]) -> None:
     proto = load_onnx(model_path)
     with OnnxRuntimeBackend(proto) as probe:
         model_inputs = probe.inputs()
-    static_batch = (
-        model_inputs[0].shape[0] if model_inputs and isinstance(model_inputs[0].shape[0], int) else None
-    )
-    batch_size = int(_setting(opts, config, "batch_size", static_batch or 1))
+    batch_size = int(_setting(opts, config, "batch_size", default_batch_size(model_inputs)))
     dataset, specs = dataset_from_options(model_inputs, batch_size, opts, config, config_path=config_path)
 
     if backend_name == "tensorrt":
@@ -263,17 +260,16 @@ def _run(opts: dict[str, Any]) -> None:
         model=model_summary(
             proto, model_path, shapes={s.name: s.shape for s in specs}, tensors=len(result.sites)
         ),
-        data=data_info(opts.get("data") or config.get("data"), stats.used, list(stats.skipped_files)),
+        data=stats.to_dict(opts.get("data") or config.get("data")),
         settings=settings,
         cache_path=str(cache_path),
         histogram_path=str(hist_path),
         with_all_methods=bool(opts.get("json_path") or opts.get("report_path")),
     )
     if opts.get("json_path"):
-        from trtq._core.atomic import atomic_write_text
-        from trtq._core.cli import _jsonable
+        from trtq._core.jsonio import write_json
 
-        atomic_write_text(opts["json_path"], json.dumps(_jsonable(doc), indent=2, allow_nan=False))
+        write_json(opts["json_path"], doc)
     if opts.get("report_path"):
         _write_report(opts["report_path"], doc, str(hist_path))
     summary = {
@@ -300,10 +296,8 @@ def _run(opts: dict[str, Any]) -> None:
 
 
 def _write_report(path: str, doc: dict, histograms: Any) -> None:
-    try:
-        from trtq.reports import write_report
-    except ImportError as exc:  # pragma: no cover - reports ship with trtq
-        raise TrtqError(f"HTML reports are unavailable: {exc}") from exc
+    from trtq.reports import write_report
+
     write_report(path, [doc], histograms=histograms)
 
 

@@ -31,7 +31,6 @@ from trtq._core.errors import InputError
 from trtq.calib import _kernels
 
 FORMAT_VERSION = 1
-_CHUNK = 1 << 30
 DEFAULT_BINS = 2048
 
 
@@ -101,10 +100,7 @@ class HistogramSet:
         flat = np.ravel(array)
         if flat.dtype != np.float32:
             flat = flat.astype(np.float32)
-        for start in range(0, max(flat.size, 1), _CHUNK):
-            self.upper[i] = _kernels.accumulate_abs(
-                flat[start : start + _CHUNK], self.counts[i], self.upper[i], self._stats[i]
-            )
+        self.upper[i] = _kernels.accumulate_abs(flat, self.counts[i], self.upper[i], self._stats[i])
 
     # -- combining -----------------------------------------------------------------------------
     def merge(self, other: HistogramSet) -> HistogramSet:

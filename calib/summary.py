@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import trtq
 from trtq.calib.run import CalibrationResult
-
-
-def data_info(path: str | os.PathLike | None, used: int, skipped: list[tuple[str, str]]) -> dict[str, Any]:
-    return {
-        "path": str(path) if path else None,
-        "images_used": used,
-        "images_skipped": len(skipped),
-        "skipped": [{"file": f, "reason": r} for f, r in skipped],
-    }
 
 
 def calib_document(

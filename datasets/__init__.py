@@ -16,7 +16,7 @@ from trtq.datasets.batching import DatasetStats
 from trtq.datasets.dataset import Dataset
 from trtq.datasets.folder import open_dataset
 from trtq.datasets.image_folder import IMAGE_EXTENSIONS, ImageGeometry, image_geometry
-from trtq.datasets.input_spec import InputSpec, parse_shape_arg, resolve_input_specs
+from trtq.datasets.input_spec import InputSpec, default_batch_size, parse_shape_arg, resolve_input_specs
 from trtq.datasets.iterable import IterableDataset, from_iterable
 from trtq.datasets.preprocess import PRESETS, PreprocessSpec
 from trtq.datasets.tensor_folder import TENSOR_EXTENSIONS
@@ -26,6 +26,7 @@ __all__ = [
     "PRESETS",
     "TENSOR_EXTENSIONS",
     "Dataset",
+    "default_batch_size",
     "DatasetStats",
     "ImageGeometry",
     "InputSpec",

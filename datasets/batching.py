@@ -36,6 +36,15 @@ class DatasetStats:
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     dropped: int = 0
 
+    def to_dict(self, path: str | None) -> dict:
+        """The ``data`` block of docs/SCHEMA.md for a dataset read from ``path``."""
+        return {
+            "path": str(path) if path else None,
+            "images_used": self.used,
+            "images_skipped": len(self.skipped_files),
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped_files],
+        }
+
 
 def split_samples(arrays: Mapping[str, np.ndarray], inputs: Sequence[InputSpec]) -> list[Sample]:
     """Split arrays keyed by input name into samples; raises :class:`BadFile` if they do not fit.

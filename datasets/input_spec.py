@@ -71,6 +71,12 @@ def _example(info: TensorInfo, batch: int) -> str:
     return f"--shape {info.name}:{'x'.join(dims)}"
 
 
+def default_batch_size(inputs: Sequence[TensorInfo]) -> int:
+    """The model's static batch dimension (of its first input), else 1."""
+    first = inputs[0].shape[0] if inputs and inputs[0].shape else None
+    return first if isinstance(first, int) and first > 0 else 1
+
+
 def resolve_input_specs(
     inputs: Sequence[TensorInfo],
     shapes: Mapping[str, Sequence[int]] | None = None,

@@ -6,7 +6,6 @@ Commands are thin: parse flags, build an :class:`~trtq.precision.emulate.Emulati
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -14,9 +13,10 @@ from typing import Any
 
 import click
 
-from trtq._core.cli import _jsonable, common_options, progress_bar, run_command, setup_logging, stderr_console
+from trtq._core.cli import common_options, progress_bar, run_command, setup_logging, stderr_console
 from trtq._core.config import find_config, resolve_path
 from trtq._core.errors import InputError, MissingDependencyError
+from trtq._core.jsonio import to_jsonable, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +228,7 @@ def _configs(precision: str, placement: str, pins: frozenset[str]):
 
 def _model_and_data(opts: dict[str, Any]):
     from trtq._core.onnx_model import load_onnx
+    from trtq.datasets import default_batch_size
     from trtq.datasets.cli_options import dataset_from_options
     from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
 
@@ -235,8 +236,7 @@ def _model_and_data(opts: dict[str, Any]):
     proto = load_onnx(opts["model"])
     with OnnxRuntimeBackend(proto, optimize=False) as probe:
         inputs = probe.inputs()
-    first = inputs[0].shape[0] if inputs and inputs[0].shape else None
-    batch_size = opts.get("batch_size") or (first if isinstance(first, int) else 1)
+    batch_size = opts.get("batch_size") or default_batch_size(inputs)
     dataset, _ = dataset_from_options(inputs, batch_size, opts, config, config_path=config_path)
     data_path = opts.get("data") or resolve_path(config.get("data"), config_path)
     return proto, dataset, batch_size, data_path
@@ -326,12 +326,7 @@ def _compare(opts: dict[str, Any]) -> None:
         )
     elapsed = time.perf_counter() - t0
     stats = dataset.stats
-    data = {
-        "path": str(data_path) if data_path else None,
-        "images_used": stats.used,
-        "images_skipped": stats.skipped,
-        "skipped": [{"file": f, "reason": r} for f, r in stats.skipped_files],
-    }
+    data = stats.to_dict(data_path)
     fp16 = (
         [i.to_dict() for i in fp16_range_check(proto, amax, observed)] if any(c.fp16 for c in configs) else []
     )
@@ -343,23 +338,12 @@ def _compare(opts: dict[str, Any]) -> None:
         fp16,
         round(elapsed, 3),
     )
-    doc = _jsonable(result.to_dict())
+    doc = to_jsonable(result.to_dict())
     if opts.get("json_path"):
-        text = json.dumps(doc, indent=2, allow_nan=False)
-        if opts["json_path"] == "-":
-            click.echo(text)
-        else:
-            from trtq._core.atomic import atomic_write_text
-
-            atomic_write_text(opts["json_path"], text + "\n")
+        write_json(opts["json_path"], doc)
     if opts.get("report_path"):
-        try:
-            from trtq.reports import write_report
-        except ImportError:
-            try:
-                from trtq.reports.build import write_report
-            except ImportError as exc:
-                raise MissingDependencyError(f"--report needs trtq.reports ({exc})") from exc
+        from trtq.reports import write_report
+
         write_report(opts["report_path"], [doc])
     if not quiet:
         _print_tables(result, opts["top"], opts["metric"])

@@ -7,16 +7,16 @@ Thin layer over :func:`trtq.precision.bisect.run_bisect` and :mod:`trtq.precisio
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import click
 
-from trtq._core.cli import common_options, echo_json, progress_bar, run_command, setup_logging, stderr_console
+from trtq._core.cli import common_options, progress_bar, run_command, setup_logging, stderr_console
 from trtq._core.config import find_config, resolve_path
-from trtq._core.errors import CheckFailed, InputError, TrtqError
+from trtq._core.errors import CheckFailed, InputError
+from trtq._core.jsonio import write_json
 
 EPILOG_BISECT = """\b
 Examples:
@@ -204,23 +204,18 @@ def _pick(opts: dict, config: dict, key: str, default: Any) -> Any:
 
 def _load_data(proto, opts: dict, config: dict, config_path, quiet: bool):
     """Open --data for the model and read every batch into memory (bisect runs them many times)."""
+    from trtq.datasets import default_batch_size
     from trtq.datasets.cli_options import dataset_from_options
     from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
 
     with OnnxRuntimeBackend(proto, optimize=False) as probe:
         inputs = probe.inputs()
-    static = inputs[0].shape[0] if inputs and isinstance(inputs[0].shape[0], int) else None
-    batch_size = int(_pick(opts, config, "batch_size", static or 1))
+    batch_size = int(_pick(opts, config, "batch_size", default_batch_size(inputs)))
     dataset, _ = dataset_from_options(inputs, batch_size, opts, config, config_path=config_path)
     with progress_bar(quiet, unit="img") as progress:
         batches = list(dataset.batches(batch_size, progress=progress))
     stats = dataset.stats
-    data = {
-        "path": str(opts.get("data") or resolve_path(config.get("data"), config_path) or ""),
-        "images_used": stats.used,
-        "images_skipped": len(stats.skipped_files),
-        "skipped": [{"file": f, "reason": r} for f, r in stats.skipped_files],
-    }
+    data = stats.to_dict(opts.get("data") or resolve_path(config.get("data"), config_path))
     return batches, data, batch_size
 
 
@@ -256,22 +251,13 @@ def _criterion(opts: dict, settings: dict | None = None):
 
 
 def _write_json(path: str | None, doc: dict) -> None:
-    if not path:
-        return
-    if path == "-":
-        echo_json(doc)
-        return
-    from trtq._core.atomic import atomic_write_text
-    from trtq._core.cli import _jsonable
-
-    atomic_write_text(path, json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n")
+    if path:
+        write_json(path, doc)
 
 
 def _write_report(path: str, doc: dict) -> None:
-    try:
-        from trtq.reports import write_report
-    except ImportError as exc:
-        raise TrtqError(f"--report needs trtq.reports, which cannot be imported: {exc}") from exc
+    from trtq.reports import write_report
+
     write_report(path, [doc])
 
 

@@ -30,17 +30,15 @@ from typing import Any
 
 import onnx
 
-from trtq._core.atomic import atomic_write_text
 from trtq._core.errors import InputError
+from trtq._core.jsonio import write_json
 
 PRECISIONS = ("fp16", "int8", "fp16+int8")
 
 
 def write_pins(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
     """Write a bisect document atomically as indented JSON (NaN/Inf as null)."""
-    from trtq._core.cli import _jsonable  # the one JSON-cleaning rule of trtq (no click import at use)
-
-    atomic_write_text(path, json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n")
+    write_json(path, doc)
 
 
 def _read_json(p: Path) -> Any:

@@ -5,31 +5,24 @@ Commands: ``check`` (report), ``fix`` (rewrite + verify + save), ``rules`` (list
 
 from __future__ import annotations
 
-import json
 import logging
 
 import click
 
-from trtq._core.atomic import atomic_write_text
 from trtq._core.cli import (
-    _jsonable,
     common_options,
-    echo_json,
     progress_bar,
     run_command,
     setup_logging,
     stderr_console,
 )
 from trtq._core.errors import CheckFailed, InputError, MissingDependencyError
+from trtq._core.jsonio import write_json
 
 
 def _write_json(target: str | None, payload: dict) -> None:
-    if target is None:
-        return
-    if target == "-":
-        echo_json(payload)
-    else:
-        atomic_write_text(target, json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
+    if target is not None:
+        write_json(target, payload)
 
 
 def _parse_shapes(specs: tuple[str, ...]) -> dict[str, tuple[int, ...]]:

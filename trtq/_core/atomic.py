@@ -14,11 +14,17 @@ from pathlib import Path
 from typing import IO
 
 
-def _umask_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give: 0o666 minus the process umask."""
+def _plain_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives: 0o666 minus the process umask.
+
+    Read once at import: ``os.umask`` can only be read by setting it, which is process-wide.
+    """
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
+
+
+_FILE_MODE = _plain_file_mode()
 
 
 @contextlib.contextmanager
@@ -33,7 +39,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files; outputs are meant to be shared
+    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600 files; outputs are meant to be shared
     try:
         with os.fdopen(
             fd, mode, encoding=None if "b" in mode else encoding, newline=None if "b" in mode else ""
@@ -68,7 +74,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
     os.close(fd)
-    os.chmod(tmp, _umask_mode())
+    os.chmod(tmp, _FILE_MODE)
     try:
         yield Path(tmp)
         os.replace(tmp, target)

@@ -7,7 +7,6 @@ Only CLI modules (``*/cli.py`` and this one) import click and rich. A command bo
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -53,25 +52,9 @@ def run_command(body: Callable[[], T], *, debug: bool = False) -> T:
 
 def echo_json(obj: Any) -> None:
     """Print ``obj`` as indented JSON on stdout (NaN/Inf written as null)."""
-    click.echo(json.dumps(_jsonable(obj), indent=2, allow_nan=False))
+    from trtq._core.jsonio import dumps
 
-
-def _jsonable(obj: Any) -> Any:
-    import math
-
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+    click.echo(dumps(obj))
 
 
 def stderr_console(quiet: bool = False):
