@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from trtq._core.errors import InputError, TrtqError
-from trtq._core.onnx_model import float_tensors, load_onnx
+from trtq._core.onnx_model import float_tensors, load_onnx, np_dtype
 from trtq.precision.backends import register_backend
 from trtq.precision.backends.base import Backend, TensorInfo
 
@@ -93,23 +93,8 @@ class OnnxRuntimeBackend(Backend):
             where = self.source or "model"
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InputError(f"{where}: ONNX Runtime cannot load it: {msg}") from exc
-        self._inputs = [
-            TensorInfo(
-                i.name,
-                tuple(_dim(d) for d in i.type.tensor_type.shape.dim),
-                _np_dtype(i.type.tensor_type.elem_type),
-            )
-            for i in proto.graph.input
-            if i.name not in {init.name for init in proto.graph.initializer}
-        ]
-        self._outputs = [
-            TensorInfo(
-                o.name,
-                tuple(_dim(d) for d in o.type.tensor_type.shape.dim),
-                _np_dtype(o.type.tensor_type.elem_type),
-            )
-            for o in proto.graph.output
-        ]
+        self._inputs = model_inputs(proto)
+        self._outputs = [_info(o) for o in proto.graph.output]
         self._fetchable = {o.name for o in self.session.get_outputs()}
 
     def _inputs_impl(self) -> list[TensorInfo]:
@@ -133,8 +118,12 @@ class OnnxRuntimeBackend(Backend):
         self.session = None  # type: ignore[assignment]
 
 
-def _np_dtype(elem_type: int) -> np.dtype:
-    try:
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
-    except Exception:
-        return np.dtype(np.float32)
+def _info(vi: onnx.ValueInfoProto) -> TensorInfo:
+    tt = vi.type.tensor_type
+    return TensorInfo(vi.name, tuple(_dim(d) for d in tt.shape.dim), np_dtype(tt.elem_type))
+
+
+def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
+    """The model's real inputs (initializers excluded) as declared, without creating a session."""
+    inits = {i.name for i in model.graph.initializer}
+    return [_info(i) for i in model.graph.input if i.name not in inits]

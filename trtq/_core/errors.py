@@ -30,3 +30,10 @@ class CheckFailed(TrtqError):
     """The tool ran correctly but the result failed the user's criterion. Exit code 1."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when the message is empty
+    (for one-line errors wrapping third-party exceptions)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

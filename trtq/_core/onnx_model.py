@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
@@ -24,7 +25,7 @@ FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProt
 # Ops whose output is data-independent metadata or random: never "computed from data" in the
 # calibration sense, or never foldable.
 _SHAPE_OPS = {"Shape", "Size"}
-_RANDOM_OPS = {
+RANDOM_OPS = {
     "RandomNormal",
     "RandomUniform",
     "RandomNormalLike",
@@ -32,6 +33,25 @@ _RANDOM_OPS = {
     "Multinomial",
     "Bernoulli",
 }
+
+
+def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+    """ONNX element type of every tensor whose type is declared or found by shape inference."""
+    graph = model.graph
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    except Exception:  # a model shape inference cannot handle keeps its declared types
+        inferred = graph
+    vis = list(inferred.value_info) + list(inferred.input) + list(inferred.output)
+    return {vi.name: vi.type.tensor_type.elem_type for vi in vis if vi.type.HasField("tensor_type")}
+
+
+def np_dtype(elem_type: int) -> np.dtype:
+    """numpy dtype of an ONNX element type (float32 for types numpy has no match for)."""
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:
+        return np.dtype(np.float32)
 
 
 def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True) -> onnx.ModelProto:
@@ -89,7 +109,7 @@ def constant_tensors(graph: onnx.GraphProto) -> set[str]:
     const = {i.name for i in graph.initializer}
     const.add("")  # an omitted optional input
     for node in graph.node:
-        if node.op_type in _RANDOM_OPS:
+        if node.op_type in RANDOM_OPS:
             continue
         if node.op_type in ("Constant", *_SHAPE_OPS) or all(i in const for i in node.input):
             const.update(o for o in node.output if o)
@@ -103,15 +123,7 @@ def float_tensors(model: onnx.ModelProto) -> list[TensorSite]:
     types and ONNX shape inference; a tensor whose type cannot be inferred is skipped.
     """
     graph = model.graph
-    types: dict[str, int] = {}
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-        vis = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
-    except Exception:
-        vis = list(graph.value_info) + list(graph.input) + list(graph.output)
-    for vi in vis:
-        if vi.type.HasField("tensor_type"):
-            types[vi.name] = vi.type.tensor_type.elem_type
+    types = tensor_types(model)
     const = constant_tensors(graph)
     inits = {i.name for i in graph.initializer}
     sites: list[TensorSite] = []
