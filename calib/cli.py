@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from trtq._core.cli import common_options, echo_json, progress_bar, run_command, setup_logging, stderr_console
-from trtq._core.config import find_config, resolve_path
+from trtq._core.config import find_config, resolve_path, setting
 from trtq._core.errors import InputError, TrtqError
 
 EPILOG_RUN = """\b
@@ -150,13 +150,6 @@ def run_cmd(**opts: Any) -> None:
     run_command(lambda: _run(opts), debug=opts["debug"])
 
 
-def _setting(opts: dict, config: dict, key: str, default: Any, cfg_key: str | None = None) -> Any:
-    value = opts.get(key)
-    if value is not None:
-        return value
-    return config.get(cfg_key or key.replace("_", "-"), config.get(cfg_key or key, default))
-
-
 def _run(opts: dict[str, Any]) -> None:
     from trtq._core.onnx_model import model_summary
     from trtq.calib.cache import DEFAULT_TRT_VERSION, write_cache
@@ -166,7 +159,7 @@ def _run(opts: dict[str, Any]) -> None:
     from trtq.calib.summary import calib_document
     from trtq.datasets import default_batch_size
     from trtq.datasets.cli_options import dataset_from_options
-    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+    from trtq.precision.backends.onnxruntime import model_inputs as declared_inputs
 
     config, config_path = find_config()
     model_path = opts.get("model") or resolve_path(config.get("model"), config_path)
@@ -178,22 +171,21 @@ def _run(opts: dict[str, Any]) -> None:
     cache_path = opts.get("cache_path") or resolve_path(config.get("cache"), config_path)
     if not cache_path:
         raise InputError('no cache file given: pass --cache FILE (or set cache = "..." in [tool.trtq])')
-    method = _setting(opts, config, "method", "entropy2")
+    method = setting(opts, config, "method", "entropy2")
     get_method(method)
     params = {}
     if method == "percentile":
-        params["percentile"] = float(_setting(opts, config, "percentile", 99.99))
-    num_bins = int(_setting(opts, config, "num_bins", DEFAULT_BINS))
-    trt_version = str(_setting(opts, config, "trt_version", DEFAULT_TRT_VERSION))
-    backend_name = _setting(opts, config, "backend", "onnxruntime")
+        params["percentile"] = float(setting(opts, config, "percentile", 99.99))
+    num_bins = int(setting(opts, config, "num_bins", DEFAULT_BINS))
+    trt_version = str(setting(opts, config, "trt_version", DEFAULT_TRT_VERSION))
+    backend_name = setting(opts, config, "backend", "onnxruntime")
     hist_path = opts.get("hist_path") or str(histogram_path_for(cache_path))
 
     from trtq._core.onnx_model import load_onnx
 
     proto = load_onnx(model_path)
-    with OnnxRuntimeBackend(proto) as probe:
-        model_inputs = probe.inputs()
-    batch_size = int(_setting(opts, config, "batch_size", default_batch_size(model_inputs)))
+    model_inputs = declared_inputs(proto)  # the session is opened once, by calibrate()
+    batch_size = int(setting(opts, config, "batch_size", default_batch_size(model_inputs)))
     dataset, specs = dataset_from_options(model_inputs, batch_size, opts, config, config_path=config_path)
 
     if backend_name == "tensorrt":

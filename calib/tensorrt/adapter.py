@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from trtq._core.atomic import atomic_write_bytes
-from trtq._core.errors import InputError, TrtqError
+from trtq._core.errors import InputError, TrtqError, first_line
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.calib.cache import encode_trt_version, parse_cache
 from trtq.calib.tensorrt.device_buffers import BufferSpec, DeviceBuffers
@@ -46,8 +46,7 @@ class CalibrationBatchError(TrtqError):
     """A batch could not be fed to TensorRT; ``batch_index`` is 0-based."""
 
     def __init__(self, batch_index: int, cause: BaseException) -> None:
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        super().__init__(f"calibration batch {batch_index} failed: {first}")
+        super().__init__(f"calibration batch {batch_index} failed: {first_line(cause)}")
         self.batch_index = batch_index
         self.exit_code = getattr(cause, "exit_code", 1)
 

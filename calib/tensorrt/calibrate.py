@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from trtq._core.errors import InputError, TrtqError
-from trtq._core.onnx_model import load_onnx
+from trtq._core.onnx_model import load_onnx, np_dtype
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.calib.cache import read_cache
 from trtq.calib.tensorrt.device_buffers import BufferSpec
@@ -32,7 +32,7 @@ from trtq.calib.tensorrt.trt_import import (
     require_gpu,
     targets,
     trt_major,
-    trt_version,
+    trt_version_string,
 )
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,11 @@ log = logging.getLogger(__name__)
 def onnx_input_dtypes(model: onnx.ModelProto) -> dict[str, np.dtype]:
     """Graph inputs (initializers excluded) -> numpy dtype; the TensorRT network inputs match them."""
     inits = {i.name for i in model.graph.initializer}
-    out = {}
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
-        try:
-            out[inp.name] = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type))
-        except Exception:
-            out[inp.name] = np.dtype(np.float32)
-    return out
+    return {
+        inp.name: np_dtype(inp.type.tensor_type.elem_type)
+        for inp in model.graph.input
+        if inp.name not in inits
+    }
 
 
 def _batches(
@@ -106,7 +102,7 @@ def calibrate_with_tensorrt(
     from trtq.precision.backends.tensorrt_build import BuildSettings, build_engine, shapes_tuple
 
     trt = import_tensorrt()
-    running = ".".join(str(v) for v in trt_version(trt))
+    running = trt_version_string(trt)
     if trt_major(trt) >= 11:
         raise InputError(
             f"TensorRT {trt.__version__} has no INT8 calibrators; make the cache with `calib run --backend onnxruntime` "

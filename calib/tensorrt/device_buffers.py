@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from trtq._core.errors import InputError, TrtqError
-from trtq.calib.tensorrt.trt_import import import_cudart
+from trtq.calib.tensorrt.trt_import import _error_name, import_cudart
 
 
 class CudaError(TrtqError):
@@ -44,12 +44,7 @@ def cuda_check(cudart: ModuleType, call: str, result: Any) -> Any:
     else:
         err, values = result, ()
     if int(err) != 0:
-        try:
-            _, raw = cudart.cudaGetErrorName(err)
-            name = raw.decode() if isinstance(raw, bytes) else str(raw)
-        except Exception:  # pragma: no cover - the runtime itself is broken
-            name = getattr(err, "name", str(err))
-        raise CudaError(call, int(err), name)
+        raise CudaError(call, int(err), _error_name(cudart, err))
     if not values:
         return None
     return values[0] if len(values) == 1 else values

@@ -14,7 +14,7 @@ from typing import Any
 
 from trtq._core.errors import InputError, MissingDependencyError
 from trtq.calib.tensorrt.adapter import CalibratorAdapter
-from trtq.calib.tensorrt.trt_import import CPU_HINT
+from trtq.calib.tensorrt.trt_import import CPU_HINT, trt_version_string
 
 
 @functools.cache
@@ -43,5 +43,5 @@ def calibrator_class(trt: ModuleType, adapter: type[CalibratorAdapter]) -> type:
 
 def make_calibrator(trt: ModuleType, adapter: type[CalibratorAdapter], *args: Any, **kwargs: Any) -> Any:
     """Instantiate ``adapter`` on its TensorRT base, passing the running TensorRT version."""
-    kwargs.setdefault("trt_version", ".".join(str(trt.__version__).split(".")[:3]))
+    kwargs.setdefault("trt_version", trt_version_string(trt))
     return calibrator_class(trt, adapter)(*args, **kwargs)

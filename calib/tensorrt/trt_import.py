@@ -69,6 +69,11 @@ def trt_version(trt: ModuleType) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
+def trt_version_string(trt: ModuleType) -> str:
+    """The running TensorRT as ``"major.minor.patch"``: ``"10.16.1.11"`` -> ``"10.16.1"``."""
+    return ".".join(str(v) for v in trt_version(trt))
+
+
 def trt_major(trt: ModuleType) -> int:
     """The major version that picks the build path: 10 (implicit INT8) or 11 (explicit Q/DQ)."""
     return trt_version(trt)[0]
@@ -102,4 +107,4 @@ def _error_name(cudart: ModuleType, err: object) -> str:
         status, name = cudart.cudaGetErrorName(err)
         return name.decode() if isinstance(name, bytes) else str(name)
     except Exception:  # pragma: no cover - a broken runtime
-        return str(err)
+        return getattr(err, "name", str(err))

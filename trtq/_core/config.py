@@ -53,3 +53,12 @@ def resolve_path(value: str | None, config_path: Path | None) -> str | None:
         return value
     p = Path(value)
     return str(p if p.is_absolute() else (config_path.parent / p))
+
+
+def setting(flags: dict[str, Any], config: dict[str, Any], key: str, default: Any = None) -> Any:
+    """``flags[key]`` if given (not None), else the config's ``key`` (spelled with ``-`` or
+    ``_``), else ``default``: the defaults < config file < flags rule."""
+    value = flags.get(key)
+    if value is not None:
+        return value
+    return config.get(key.replace("_", "-"), config.get(key, default))
