@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import os
 import shutil
@@ -53,10 +52,11 @@ ctc_decode, page_batches, rec_chars, write_text_check = (
 )
 
 
-from trtq._core.onnx_model import load_onnx, save_onnx  # noqa: E402
+from trtq._core.jsonio import write_json  # noqa: E402
+from trtq._core.onnx_model import load_onnx  # noqa: E402
 from trtq.calib.run import calibrate  # noqa: E402
 from trtq.datasets import PRESETS, PreprocessSpec, open_dataset, resolve_input_specs  # noqa: E402
-from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend  # noqa: E402
+from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend, model_inputs  # noqa: E402
 from trtq.precision.bisect import run_bisect  # noqa: E402
 from trtq.precision.evaluate import CheckCommand, metric_criterion  # noqa: E402
 
@@ -78,8 +78,7 @@ PLANTED = {
 def image_batches(key: str, folder: Path, count: int):
     model = load_onnx(real_model_path(key))
     shape, preset = IMAGE_MODELS[key]
-    with OnnxRuntimeBackend(model) as probe:
-        specs = resolve_input_specs(probe.inputs(), {"x": shape}, 1)
+    specs = resolve_input_specs(model_inputs(model), {"x": shape}, 1)
     dataset = open_dataset(folder, specs, PreprocessSpec(**PRESETS[preset].fields), limit=count)
     return model, list(dataset.batches(1))
 
@@ -137,16 +136,10 @@ def main() -> None:
             if key == "planted":
                 for name, (make, precision, placement) in PLANTED.items():
                     model, batches, amax = make()
-                    for strategy in STRATEGIES:
-                        start = time.perf_counter()
-                        result = run_bisect(
-                            model, batches, precision=precision, strategy=strategy, amax=amax,
-                            placement=placement, threads=threads,
-                        )  # fmt: skip
-                        rows.append(
-                            _result_row(f"{name} ({precision}, cosine>=0.999)", strategy, result, start)
-                        )
-                        print(_row(rows[-1]), flush=True)
+                    _strategy_rows(
+                        rows, f"{name} ({precision}, cosine>=0.999)", model, batches,
+                        precision=precision, amax=amax, placement=placement, threads=threads,
+                    )  # fmt: skip
                 continue
             if key == "lcnet-outlier":
                 model, batches = image_batches("lcnet", images, args.images)
@@ -154,14 +147,11 @@ def main() -> None:
                     model, calibrate(model, batches, method="entropy2").amax
                 )
                 label = f"lcnet, int8, {ruined} amax x300, cosine>=0.9 ({len(batches)} images)"
-                for strategy in STRATEGIES:
-                    start = time.perf_counter()
-                    result = run_bisect(
-                        model, batches, precision="int8", criterion=metric_criterion("cosine", 0.9),
-                        strategy=strategy, max_evals=args.max_evals, amax=amax, threads=threads,
-                    )  # fmt: skip
-                    rows.append(_result_row(label, strategy, result, start))
-                    print(_row(rows[-1]) + f"  (culprit: {reader})", flush=True)
+                _strategy_rows(
+                    rows, label, model, batches, note=f"  (culprit: {reader})", precision="int8",
+                    criterion=metric_criterion("cosine", 0.9), max_evals=args.max_evals, amax=amax,
+                    threads=threads,
+                )  # fmt: skip
                 continue
             if key == "rec":
                 model, batches, check, texts = rec_setup(tmp)
@@ -178,41 +168,44 @@ def main() -> None:
                 ]
             amax = calibrate(model, batches, method="entropy2").amax
             for criterion, label in runs:
-                for strategy in STRATEGIES:
-                    start = time.perf_counter()
-                    result = run_bisect(
-                        model, batches, precision="int8", criterion=criterion, strategy=strategy,
-                        max_evals=args.max_evals, amax=amax, threads=threads,
-                    )  # fmt: skip
-                    rows.append(_result_row(label, strategy, result, start))
-                    print(_row(rows[-1]), flush=True)
+                _strategy_rows(
+                    rows, label, model, batches, precision="int8", criterion=criterion,
+                    max_evals=args.max_evals, amax=amax, threads=threads,
+                )  # fmt: skip
             if key == "rec":
                 ranked = next(r for r in rows if r["model"] == runs[0][1] and r["strategy"] == "ranked")
-                _show_text(model, batches, amax, ranked["pins"], texts, tmp)
+                _show_text(model, batches, amax, ranked["pins"], texts)
     print()
     print(table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2), encoding="utf-8")
+        write_json(args.json, rows)  # Infinity/NaN as null
 
 
-def _show_text(model, batches, amax, pins, texts, tmp: Path) -> None:
+def _show_text(model, batches, amax, pins, texts) -> None:
     """Print what the user sees: the rec model's text in FP32, in INT8, and INT8 with the pins."""
     from trtq.precision.bisect import model_layers
     from trtq.precision.emulate import EmulationConfig, emulate
+    from trtq.precision.strategies import SearchSpace
 
-    chars = {p.key: p.value for p in model.metadata_props}["character"].splitlines()
-    members = {layer.node: layer.members for layer in model_layers(model)}
-    nodes = frozenset(m for p in pins for m in members[p])
+    chars = rec_chars(model)
+    nodes = SearchSpace(tuple(model_layers(model))).nodes_of(frozenset(pins))
     for label, pinset in (("int8", frozenset()), (f"int8 + {len(pins)} pins", nodes)):
         emulated = emulate(model, EmulationConfig("int8", pins=pinset), amax)
-        path = tmp / "shown.onnx"
-        save_onnx(emulated, path)
-        with OnnxRuntimeBackend(path, optimize=False) as backend:
+        with OnnxRuntimeBackend(emulated, optimize=False) as backend:
             got = [ctc_decode(backend.run(b)[backend.outputs()[0].name], chars) for b in batches]
         print(
             f"  rec text, {label}: {got[0]!r} ... ({sum(g == t for g, t in zip(got, texts, strict=True))}/{len(texts)} lines equal FP32)"
         )
     print(f"  rec text, fp32: {texts[0]!r}")
+
+
+def _strategy_rows(rows: list[dict], label: str, model, batches, note: str = "", **kwargs) -> None:
+    """Run bisect with every strategy (``kwargs`` as run_bisect takes them); add and print a row each."""
+    for strategy in STRATEGIES:
+        start = time.perf_counter()
+        result = run_bisect(model, batches, strategy=strategy, **kwargs)
+        rows.append(_result_row(label, strategy, result, start))
+        print(_row(rows[-1]) + note, flush=True)
 
 
 def _result_row(label: str, strategy: str, result, start: float) -> dict:

@@ -26,14 +26,16 @@ SHAPES = {"det": "x:1x3x640x640", "rec": "x:1x3x48x320", "cls": "x:1x3x48x192", 
 
 def timed(cmd: list[str]) -> tuple[float, float, int]:
     """Run ``cmd``; return (wall seconds, the child's own peak RSS in MB, exit code)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)  # this child's rusage, not a maximum over all children
-    wall = time.perf_counter() - t0
-    code = os.waitstatus_to_exitcode(status)
-    if code not in (0, 1):
-        err = proc.stderr.read().strip().splitlines() if proc.stderr else []
-        print(f"  {cmd[0]} failed ({code}): {err[-1:]}", file=sys.stderr)
+    with tempfile.TemporaryFile() as err_file:  # a pipe nobody reads would block a chatty child
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_file)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's rusage, not a maximum over all children
+        wall = time.perf_counter() - t0
+        proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait
+        if code not in (0, 1):
+            err_file.seek(0)
+            err = err_file.read().decode(errors="replace").strip().splitlines()
+            print(f"  {cmd[0]} failed ({code}): {err[-1:]}", file=sys.stderr)
     return wall, usage.ru_maxrss / 1024.0, code
 
 

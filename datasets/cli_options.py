@@ -42,7 +42,7 @@ from trtq._core.errors import InputError
 from trtq.datasets.dataset import Dataset
 from trtq.datasets.folder import open_dataset
 from trtq.datasets.input_spec import InputSpec, parse_shape_arg, resolve_input_specs
-from trtq.datasets.preprocess import COLORS, LAYOUTS, PRESETS, PreprocessSpec
+from trtq.datasets.preprocess import COLORS, LAYOUTS, PRESETS, PreprocessSpec, get_preset, parse_number
 from trtq.datasets.resize import RESIZERS
 from trtq.precision.backends.base import TensorInfo
 
@@ -81,11 +81,7 @@ class Number(click.ParamType):
         if isinstance(value, float):
             return value
         try:
-            text = str(value)
-            if "/" in text:
-                num, den = text.split("/", 1)
-                return float(num) / float(den)
-            return float(text)
+            return parse_number(str(value))
         except (ValueError, ZeroDivisionError):
             self.fail(f"{value!r} is not a number or fraction like 1/255", param, ctx)
 
@@ -207,11 +203,7 @@ def preprocess_from(
     given = False
     for preset, explicit in ((cfg.get("preset"), cfg), (options.get("preset"), options)):
         if preset is not None:
-            if preset not in PRESETS:
-                raise InputError(
-                    f"unknown preprocessing preset '{preset}'; choose one of: {', '.join(PRESETS)}"
-                )
-            values.update(PRESETS[preset].fields)
+            values.update(get_preset(preset).fields)
             given = True
         for key in PREPROCESS_KEYS:
             if explicit.get(key) is not None:

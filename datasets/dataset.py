@@ -98,9 +98,7 @@ class Dataset:
         total once, then advanced by 1 per sample the consumer has taken. Raises
         :class:`InputError` at the end if no full batch could be made.
         """
-        bs = _batch_size(batch_size, self.inputs)
-        if prefetch < 0:
-            raise InputError(f"prefetch must be >= 0, got {prefetch}")
+        bs = _batch_size(batch_size, self.inputs, prefetch)
         if workers is None:
             workers = self.workers if self.workers is not None else default_workers()
         if workers < 0:
@@ -153,8 +151,11 @@ class Dataset:
         return InputError(f"no usable {self.kind} in {self.root}")
 
 
-def _batch_size(batch_size: int | None, inputs: Sequence[InputSpec]) -> int:
+def _batch_size(batch_size: int | None, inputs: Sequence[InputSpec], prefetch: int = 0) -> int:
+    """The batch size asked for (default: the inputs' batch dim), after checking it and ``prefetch``."""
     bs = inputs[0].shape[0] if batch_size is None else int(batch_size)
     if bs < 1:
         raise InputError(f"batch size must be at least 1, got {batch_size}")
+    if prefetch < 0:
+        raise InputError(f"prefetch must be >= 0, got {prefetch}")
     return bs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +24,30 @@ def list_files(root: Path, extensions: Sequence[str]) -> list[Path]:
     sorted by their path relative to ``root``. Hidden files and folders (name starting with
     ".", e.g. macOS ``._x.jpg``) are left out; symlinked folders are not followed (no loops)."""
     exts = {e.lower() for e in extensions}
-    found = []
+    return _sorted(root, [path for _, path in _walk(root, exts)])
+
+
+def files_by_kind(root: Path, kinds: Sequence[type]) -> dict[type, list[Path]]:
+    """:func:`list_files` for each kind's ``extensions``, from one walk of ``root``."""
+    kind_of = {e.lower(): cls for cls in kinds for e in cls.extensions}
+    found: dict[type, list[Path]] = {cls: [] for cls in kinds}
+    for ext, path in _walk(root, set(kind_of)):
+        found[kind_of[ext]].append(path)
+    return {cls: _sorted(root, files) for cls, files in found.items()}
+
+
+def _walk(root: Path, exts: set[str]) -> Iterator[tuple[str, Path]]:
+    """(lower-case extension, path) of the files under ``root`` with one of ``exts``."""
     for folder, dirs, names in os.walk(root):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in names:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in exts:
-                found.append(Path(folder) / name)
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+            ext = os.path.splitext(name)[1].lower()
+            if not name.startswith(".") and ext in exts:
+                yield ext, Path(folder) / name
+
+
+def _sorted(root: Path, files: list[Path]) -> list[Path]:
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
 def open_dataset(
@@ -62,8 +79,7 @@ def open_dataset(
         raise InputError(f"limit must be at least 1, got {limit}")
     if not inputs:
         raise InputError("the model has no inputs to feed")
-    found = {cls: list_files(root, cls.extensions) for cls in FOLDER_KINDS}
-    found = {cls: files for cls, files in found.items() if files}
+    found = {cls: files for cls, files in files_by_kind(root, FOLDER_KINDS).items() if files}
     if not found:
         looked = ", ".join(e for cls in FOLDER_KINDS for e in cls.extensions)
         raise InputError(f"no images or tensors found in {root} (looked for {looked}, in all subfolders)")

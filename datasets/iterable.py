@@ -19,6 +19,7 @@ from trtq._core.errors import InputError
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.datasets.bad_file import BadFile
 from trtq.datasets.batching import DatasetStats, Sample, assemble, split_samples
+from trtq.datasets.dataset import _batch_size
 from trtq.datasets.input_spec import InputSpec
 from trtq.datasets.prefetch import read_ahead
 
@@ -64,12 +65,7 @@ class IterableDataset:
         The iterable is read on one background thread, at most ``prefetch`` items ahead
         (0: in the calling thread); ``workers`` is accepted for interface compatibility and unused.
         """
-        bs = self.inputs[0].shape[0] if batch_size is None else int(batch_size)
-        if bs < 1:
-            raise InputError(f"batch size must be at least 1, got {batch_size}")
-        if prefetch < 0:
-            raise InputError(f"prefetch must be >= 0, got {prefetch}")
-        return self._batches(bs, prefetch, progress)
+        return self._batches(_batch_size(batch_size, self.inputs, prefetch), prefetch, progress)
 
     def _batches(self, bs: int, prefetch: int, progress: ProgressFn) -> Iterator[dict[str, np.ndarray]]:
         self._stats = DatasetStats()

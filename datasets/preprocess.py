@@ -79,9 +79,7 @@ class PreprocessSpec:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> PreprocessSpec:
         """The named preset (see :data:`PRESETS`), with ``overrides`` applied on top."""
-        if name not in PRESETS:
-            raise InputError(f"unknown preprocessing preset '{name}'; choose one of: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name].fields, **overrides})
+        return cls(**{**get_preset(name).fields, **overrides})
 
     @staticmethod
     def preset_names() -> list[str]:
@@ -111,6 +109,13 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {}
+
+
+def get_preset(name: str) -> Preset:
+    """The registered preset ``name``; an unknown name is an :class:`InputError` listing them."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preprocessing preset '{name}'; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]
 
 
 def register_preset(name: str, doc: str, **fields: Any) -> Preset:
@@ -179,14 +184,19 @@ def to_sample(
     return np.ascontiguousarray(x, dtype=dtype)
 
 
+def parse_number(value: Any) -> float:
+    """``float(value)``, where a string may also be a fraction such as ``"1/255"``. Raises
+    ``TypeError``/``ValueError``/``ZeroDivisionError`` as ``float`` and ``/`` do."""
+    if isinstance(value, str) and "/" in value:
+        num, den = value.split("/", 1)
+        return float(num) / float(den)
+    return float(value)
+
+
 def _finite(name: str, value: Any) -> float:
     """A finite float; strings may be fractions such as ``"1/255"``."""
     try:
-        if isinstance(value, str) and "/" in value:
-            num, den = value.split("/", 1)
-            v = float(num) / float(den)
-        else:
-            v = float(value)
+        v = parse_number(value)
     except (TypeError, ValueError, ZeroDivisionError) as exc:
         raise InputError(f"{name} must be a number, got {value!r}") from exc
     if not math.isfinite(v):

@@ -105,9 +105,12 @@ class TensorFolder:
                     arrays = {s.name: npz[s.name] for s in self.inputs}
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
             raise BadFile(f"cannot read the arrays ({exc})") from exc
-        for spec in self.inputs:  # one-sample files stay whole; batches are sliced to the chunk
+        # one-sample files stay whole; batches are sliced to the chunk. A memory-mapped .npy is
+        # copied into memory; .npz arrays already are in memory.
+        to_array = np.array if chunk.path.suffix.lower() == ".npy" else np.asarray
+        for spec in self.inputs:
             a = arrays[spec.name]
-            arrays[spec.name] = np.array(a[chunk.start : chunk.stop] if a.ndim == len(spec.shape) else a)
+            arrays[spec.name] = to_array(a[chunk.start : chunk.stop] if a.ndim == len(spec.shape) else a)
         return split_samples(arrays, self.inputs)
 
     def _count(self, path: Path) -> int:

@@ -27,7 +27,6 @@ from typing import Any
 import onnx
 
 from trtq._core.errors import InputError
-from trtq._core.onnx_model import float_tensors
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.precision.evaluate import (
     CheckCommand,
@@ -250,7 +249,7 @@ def search(
             verdict = "budget-exhausted"
             best = everything
     final = evals.cache.get(best)
-    by_node = {layer.node: layer for layer in space.layers}
+    by_node = space.by_node
     return BisectResult(
         verdict=verdict,
         pins=sorted((by_node[n] for n in best), key=lambda layer: layer.index),
@@ -271,30 +270,25 @@ def search(
 def model_layers(model: onnx.ModelProto) -> list[Layer]:
     """The layers bisect may pin, in topological order: TensorRT's layers as the emulation sees them.
 
-    The model is folded as TensorRT's builder folds it (constants, BatchNorm into Conv) and its
-    nodes grouped into fused layers (:func:`trtq.precision.emulation_fusion.find_layers`): a
-    Conv with its bias Add and activation is one layer, pinned as a whole. Without the emulation
-    modules every node producing a float activation is its own layer.
+    The model is folded as TensorRT's builder folds it (constants, BatchNorm into Conv; a model
+    already folded is taken as it is) and its nodes grouped into fused layers
+    (:func:`trtq.precision.emulation_fusion.find_layers`): a Conv with its bias Add and activation
+    is one layer, pinned as a whole.
     """
-    try:
-        from trtq.precision.emulation_fusion import find_layers, node_name
-        from trtq.precision.fold import fold_model
-    except ImportError:  # pragma: no cover - the emulation ships with trtq
-        return _node_layers(model)
-    folded = fold_model(model)
-    graph = find_layers(folded)
+    from trtq.precision.emulate import folded
+    from trtq.precision.emulation_fusion import find_layers, node_name
+
+    model = folded(model)
     layers = []
-    for fused in graph.layers:
+    for fused in find_layers(model).layers:
         if not fused.outputs:
             continue
-        members = tuple(node_name(folded, i) for i in fused.nodes)
-        head = fused.anchor if fused.anchor is not None else fused.nodes[-1]
-        node = folded.graph.node[head]
+        members = tuple(node_name(model, i) for i in fused.nodes)
         layers.append(
             Layer(
-                node_name(folded, head),
+                node_name(model, fused.head),
                 fused.outputs[0],
-                node.op_type,
+                model.graph.node[fused.head].op_type,
                 max(fused.nodes),
                 fused.outputs,
                 None,
@@ -302,21 +296,6 @@ def model_layers(model: onnx.ModelProto) -> list[Layer]:
             )
         )
     return layers
-
-
-def _node_layers(model: onnx.ModelProto) -> list[Layer]:
-    layers: dict[str, Layer] = {}
-    for site in float_tensors(model):
-        if site.node is None:
-            continue
-        layer = layers.get(site.node)
-        if layer is None:
-            layers[site.node] = Layer(site.node, site.name, site.op_type or "", site.index, (site.name,))
-        else:
-            layers[site.node] = Layer(
-                layer.node, layer.tensor, layer.op_type, layer.index, (*layer.outputs, site.name)
-            )
-    return sorted(layers.values(), key=lambda layer: layer.index)
 
 
 def rank_layers(layers: Sequence[Layer], scores: Sequence[Any]) -> SearchSpace:
@@ -373,9 +352,14 @@ def run_bisect(
         )
     criterion = criterion or metric_criterion("cosine")
     batches = list(batches)
-    build = make_build(backend, model, precision, placement=placement, amax=amax, threads=threads)
+    from trtq.precision.emulate import folded
+
+    base = folded(model)  # folded once; the FP32 reference runs the model as given
+    # The emulation takes the folded model as it is; other builds (TensorRT) get the model as given.
+    build_model = base if backend == "onnxruntime" else model
+    build = make_build(backend, build_model, precision, placement=placement, amax=amax, threads=threads)
     evaluator = Evaluator(build, batches, criterion, model=model, threads=threads)
-    layers = model_layers(model)
+    layers = model_layers(base)
     ranking_s = 0.0
     if get_strategy(strategy).needs_ranking:
         from trtq.precision.compare import layerwise_sensitivity
@@ -383,7 +367,7 @@ def run_bisect(
 
         t0 = time.perf_counter()
         scores = layerwise_sensitivity(
-            model, batches, EmulationConfig(precision, placement), amax=amax, progress=progress
+            base, batches, EmulationConfig(precision, placement), amax=amax, progress=progress
         )
         space = rank_layers(layers, scores)
         ranking_s = time.perf_counter() - t0

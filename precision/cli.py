@@ -14,9 +14,11 @@ from typing import Any
 import click
 
 from trtq._core.cli import common_options, progress_bar, run_command, setup_logging, stderr_console
-from trtq._core.config import find_config, resolve_path
+from trtq._core.config import find_config
 from trtq._core.errors import InputError, MissingDependencyError
 from trtq._core.jsonio import to_jsonable, write_json
+from trtq.datasets.cli_options import data_options
+from trtq.precision.cli_bisect import add_commands
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +40,6 @@ def main() -> None:
     INT8 Q/DQ with TensorRT's placement); with TensorRT and a GPU, --backend tensorrt compares real
     engines.
     """
-
-
-def _data_options(fn):
-    from trtq.datasets.cli_options import data_options
-
-    return data_options(fn)
 
 
 COMPARE_EPILOG = """\b
@@ -137,7 +133,7 @@ Without --cache, INT8 ranges are calibrated on the same data first (entropy2).
     help="Write an HTML report here.",
 )
 @common_options
-@_data_options
+@data_options
 def compare_command(**opts: Any) -> None:
     """Per-layer error of MODEL in FP16/INT8 against FP32, every float tensor matched by name.
 
@@ -189,24 +185,7 @@ def export_command(**opts: Any) -> None:
     run_command(lambda: _export(opts), debug=opts["debug"])
 
 
-def _register_bisect(group: click.Group) -> None:
-    try:
-        from trtq.precision.cli_bisect import add_commands
-    except ImportError:
-        add_commands = None
-    if add_commands is not None:
-        add_commands(group)
-        return
-    try:
-        from trtq.precision.cli_bisect import bisect, pin
-    except ImportError as exc:  # the bisect commands are optional until that module exists
-        logger.debug("precision bisect/pin not available: %s", exc)
-        return
-    group.add_command(bisect)
-    group.add_command(pin)
-
-
-_register_bisect(main)
+add_commands(main)
 
 
 # -- bodies -----------------------------------------------------------------------------------
@@ -226,45 +205,19 @@ def _configs(precision: str, placement: str, pins: frozenset[str]):
     return [EmulationConfig(n, placement, pins) for n in names]
 
 
-def _model_and_data(opts: dict[str, Any]):
-    from trtq._core.onnx_model import load_onnx
-    from trtq.datasets import default_batch_size
-    from trtq.datasets.cli_options import dataset_from_options
-    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
-
-    config, config_path = find_config()
-    proto = load_onnx(opts["model"])
-    with OnnxRuntimeBackend(proto, optimize=False) as probe:
-        inputs = probe.inputs()
-    batch_size = opts.get("batch_size") or default_batch_size(inputs)
-    dataset, _ = dataset_from_options(inputs, batch_size, opts, config, config_path=config_path)
-    data_path = opts.get("data") or resolve_path(config.get("data"), config_path)
-    return proto, dataset, batch_size, data_path
-
-
-def _amax_for(
-    opts: dict[str, Any], proto, dataset, batch_size: int, need: bool, quiet: bool
-) -> dict[str, float] | None:
+def _amax_for(opts: dict[str, Any], proto, dataset, batch_size: int, need: bool, quiet: bool):
     if not need:
         return None
-    if opts.get("cache_path"):
-        from trtq.calib.cache import read_cache
+    from trtq.precision.cli_common import read_or_calibrate
 
-        return read_cache(opts["cache_path"]).amax()
-    try:
-        from trtq.calib.run import calibrate
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"INT8 without --cache needs trtq.calib to calibrate ({exc}); pass --cache FILE"
-        ) from exc
-    with progress_bar(quiet, unit="img") as progress:
-        progress(0, total=len(dataset), description=f"calibrating ({opts.get('calib_method') or 'entropy2'})")
-        result = calibrate(
-            proto,
-            dataset.batches(batch_size, progress=progress),
-            method=opts.get("calib_method") or "entropy2",
-        )
-    return dict(result.amax)
+    return read_or_calibrate(
+        proto,
+        opts.get("cache_path"),
+        opts.get("calib_method") or "entropy2",
+        quiet,
+        len(dataset),
+        lambda progress: dataset.batches(batch_size, progress=progress),
+    )
 
 
 def _engine_factory(opts: dict[str, Any], model_path: str, amax: dict[str, float] | None):
@@ -294,14 +247,19 @@ def _engine_factory(opts: dict[str, Any], model_path: str, amax: dict[str, float
 
 
 def _compare(opts: dict[str, Any]) -> None:
-    from trtq.precision.compare import CompareResult, compare_runs, model_info
+    from trtq._core.onnx_model import load_onnx, model_summary
+    from trtq.precision.cli_common import open_data
+    from trtq.precision.compare import CompareResult, compare_runs
+    from trtq.precision.emulate import folded
     from trtq.precision.fp16_range import fp16_range_check
     from trtq.precision.metrics import get_metric
 
     quiet = opts["quiet"] or opts.get("json_path") == "-"
     get_metric(opts["metric"])
     pins = load_pins(opts.get("pins_path"))
-    proto, dataset, batch_size, data_path = _model_and_data(opts)
+    config, config_path = find_config()
+    proto = load_onnx(opts["model"])
+    dataset, batch_size, data_path = open_data(proto, opts, config, config_path, opts.get("batch_size"))
     configs = _configs(opts["precision_name"], opts["placement"], pins)
     amax = _amax_for(opts, proto, dataset, batch_size, any(c.int8 for c in configs), quiet)
     modes = ("graphwise", "layerwise") if opts["mode"] == "both" else (opts["mode"],)
@@ -313,9 +271,10 @@ def _compare(opts: dict[str, Any]) -> None:
         factory = _engine_factory(opts, opts["model"], amax)
         backend_label = "tensorrt"
     t0 = time.perf_counter()
+    base = folded(proto)  # folded once: compare_runs and the FP16 range check take it as it is
     with progress_bar(quiet, unit="batch") as progress:
         runs, observed = compare_runs(
-            proto,
+            base,
             dataset.batches(batch_size),
             configs,
             amax=amax,
@@ -328,10 +287,10 @@ def _compare(opts: dict[str, Any]) -> None:
     stats = dataset.stats
     data = stats.to_dict(data_path)
     fp16 = (
-        [i.to_dict() for i in fp16_range_check(proto, amax, observed)] if any(c.fp16 for c in configs) else []
+        [i.to_dict() for i in fp16_range_check(base, amax, observed)] if any(c.fp16 for c in configs) else []
     )
     result = CompareResult(
-        model_info(proto, opts["model"], shapes={i.name: i.shape for i in dataset.inputs}),
+        model_summary(proto, opts["model"], shapes={i.name: i.shape for i in dataset.inputs}),
         data,
         backend_label,
         runs,
@@ -369,8 +328,9 @@ def _print_tables(result, top: int, metric: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from trtq.precision.metrics import METRIC_KEYS as keys
+
     console = Console(width=None if sys.stdout.isatty() else 200)
-    keys = ("max_abs", "mean_abs", "rel_l2", "cosine", "sqnr_db", "nonfinite")
     for run in result.runs:
         where = f", {run.placement} placement" if run.placement else ""
         title = f"{run.precision} {run.mode}{where}: worst {min(top, len(run.layers))} of {len(run.layers)} by {metric}"

@@ -14,9 +14,11 @@ from typing import Any
 import click
 
 from trtq._core.cli import common_options, progress_bar, run_command, setup_logging, stderr_console
-from trtq._core.config import find_config, resolve_path
+from trtq._core.config import find_config, resolve_path, setting
 from trtq._core.errors import CheckFailed, InputError
 from trtq._core.jsonio import write_json
+from trtq.datasets.cli_options import data_options
+from trtq.precision.evaluate import BISECT_METRICS
 
 EPILOG_BISECT = """\b
 Examples:
@@ -56,15 +58,7 @@ default to those recorded in pins.json. Exit code 1 when either result fails the
 """
 
 
-def _data_options(fn):
-    from trtq.datasets.cli_options import data_options
-
-    return data_options(fn)
-
-
 def _criterion_options(fn):
-    from trtq.precision.evaluate import BISECT_METRICS
-
     opts = [
         click.option(
             "--metric",
@@ -138,7 +132,7 @@ def _criterion_options(fn):
 @click.option("--json", "json_path", default=None, help="Also write the result JSON here ('-' = stdout).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="HTML report.")
 @common_options
-@_data_options
+@data_options
 def bisect_command(**opts: Any) -> None:
     """Find the smallest set of layers to keep in FP32 so MODEL passes in FP16/INT8.
 
@@ -175,7 +169,7 @@ def bisect_command(**opts: Any) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads.")
 @click.option("--json", "json_path", default=None, help="Write the result as JSON here ('-' = stdout).")
 @common_options
-@_data_options
+@data_options
 def pin_command(**opts: Any) -> None:
     """Apply pins.json to MODEL: write the ONNX with those layers in FP32, evaluate it once more."""
     setup_logging(opts["debug"], opts["quiet"])
@@ -195,44 +189,27 @@ _DATA_FLAGS = ("data", "limit", "shuffle", "seed", "strict", "shape", "preset", 
 _DATA_FLAGS += ("mean", "std", "layout", "pad_value", "crop_fraction")
 
 
-def _pick(opts: dict, config: dict, key: str, default: Any) -> Any:
-    value = opts.get(key)
-    if value is not None:
-        return value
-    return config.get(key.replace("_", "-"), config.get(key, default))
-
-
 def _load_data(proto, opts: dict, config: dict, config_path, quiet: bool):
     """Open --data for the model and read every batch into memory (bisect runs them many times)."""
-    from trtq.datasets import default_batch_size
-    from trtq.datasets.cli_options import dataset_from_options
-    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+    from trtq.precision.cli_common import open_data
 
-    with OnnxRuntimeBackend(proto, optimize=False) as probe:
-        inputs = probe.inputs()
-    batch_size = int(_pick(opts, config, "batch_size", default_batch_size(inputs)))
-    dataset, _ = dataset_from_options(inputs, batch_size, opts, config, config_path=config_path)
+    dataset, batch_size, data_path = open_data(
+        proto, opts, config, config_path, setting(opts, config, "batch_size")
+    )
     with progress_bar(quiet, unit="img") as progress:
         batches = list(dataset.batches(batch_size, progress=progress))
     stats = dataset.stats
-    data = stats.to_dict(opts.get("data") or resolve_path(config.get("data"), config_path))
+    data = stats.to_dict(data_path)
     return batches, data, batch_size
 
 
 def _amax(proto, batches, precision: str, cache_path: str | None, method: str, quiet: bool):
     if "int8" not in precision:
         return None
-    if cache_path:
-        from trtq.calib.cache import read_cache
+    from trtq.precision.cli_common import read_or_calibrate
 
-        return read_cache(cache_path).amax()
-    from trtq.calib.run import calibrate
-
-    with progress_bar(quiet, unit="img") as progress:
-        progress(
-            0, total=sum(len(next(iter(b.values()))) for b in batches), description=f"calibrating ({method})"
-        )
-        return calibrate(proto, batches, method=method, progress=progress).amax
+    total = sum(len(next(iter(b.values()))) for b in batches)
+    return read_or_calibrate(proto, cache_path, method, quiet, total, batches)
 
 
 def _criterion(opts: dict, settings: dict | None = None):
@@ -262,9 +239,8 @@ def _write_report(path: str, doc: dict) -> None:
 
 
 def _bisect(opts: dict[str, Any]) -> None:
-    from trtq._core.onnx_model import load_onnx
+    from trtq._core.onnx_model import load_onnx, model_summary
     from trtq.precision.bisect import DEFAULT_MAX_EVALS, run_bisect
-    from trtq.precision.compare import model_info
     from trtq.precision.pins import write_pins
     from trtq.precision.strategies import get_strategy
 
@@ -278,7 +254,7 @@ def _bisect(opts: dict[str, Any]) -> None:
     pins_path = opts.get("pins_path")
     if not pins_path:
         raise InputError("no output file: give -o pins.json")
-    precision = _pick(opts, config, "precision_name", None) or config.get("precision") or "int8"
+    precision = opts.get("precision_name") or config.get("precision") or "int8"
     strategy = opts.get("strategy") or "ranked"
     get_strategy(strategy)  # unknown names fail before any work
     criterion = _criterion(opts)
@@ -309,7 +285,7 @@ def _bisect(opts: dict[str, Any]) -> None:
         k: _plain(opts.get(k)) for k in _DATA_FLAGS if opts.get(k) not in (None, ())
     }
     shapes = {name: tuple(a.shape) for name, a in batches[0].items()} if batches else None
-    doc = result.to_json(model=model_info(proto, model_path, shapes=shapes), data=data)
+    doc = result.to_json(model=model_summary(proto, model_path, shapes=shapes), data=data)
     write_pins(pins_path, doc)
     _write_json(opts.get("json_path"), doc)
     if opts.get("report_path"):
@@ -357,6 +333,7 @@ def _pin(opts: dict[str, Any]) -> None:
     import time
 
     from trtq._core.onnx_model import load_onnx, save_onnx
+    from trtq.precision.bisect import _fmt
     from trtq.precision.emulate import folded
     from trtq.precision.evaluate import EmulatedBuild, Evaluator, OnnxCandidate
     from trtq.precision.pins import apply_pins, check_nodes_exist, pinned_nodes, read_pins
@@ -366,8 +343,9 @@ def _pin(opts: dict[str, Any]) -> None:
     precision = opts.get("precision_name") or settings.get("precision") or "int8"
     quiet = opts["quiet"] or opts.get("json_path") == "-"
     proto = load_onnx(opts["model"])
+    base = folded(proto)  # folded once: the pins check, the export and the emulation take it as it is
     nodes = pinned_nodes(doc)
-    check_nodes_exist(folded(proto), nodes, source=str(opts["pins_file"]))
+    check_nodes_exist(base, nodes, source=str(opts["pins_file"]))
     config, config_path = find_config()
     data_opts = dict(settings.get("data_options") or {})
     if "shape" in data_opts:
@@ -386,7 +364,7 @@ def _pin(opts: dict[str, Any]) -> None:
         )
     method = opts.get("calib_method") or settings.get("calib_method") or "entropy2"
     amax = _amax(proto, batches, precision, cache_path, method, quiet)
-    applied = apply_pins(proto, nodes, precision=precision, amax=amax)
+    applied = apply_pins(base, nodes, precision=precision, amax=amax)
     save_onnx(applied, opts["out_path"])
     criterion = _criterion(opts, settings)
 
@@ -403,7 +381,7 @@ def _pin(opts: dict[str, Any]) -> None:
     # The same pins through the TensorRT emulation: ONNX Runtime's CPU provider runs most FP16 ops
     # through FP32 kernels between Casts, so for FP16 the written model alone is optimistic.
     emulated = Evaluator(
-        EmulatedBuild(proto, precision, placement=settings.get("placement") or "explicit", amax=amax),
+        EmulatedBuild(base, precision, placement=settings.get("placement") or "explicit", amax=amax),
         batches,
         criterion,
         reference=evaluate.reference,
@@ -441,7 +419,3 @@ def _pin(opts: dict[str, Any]) -> None:
             f"the pinned model fails {criterion.describe()} "
             f"(written model: {_fmt(result.metric)}, emulation: {_fmt(emulated.metric)})"
         )
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.6g}"

@@ -149,18 +149,6 @@ class CompareResult:
         return d
 
 
-def model_info(
-    model: onnx.ModelProto,
-    path: str | os.PathLike | None = None,
-    *,
-    shapes: dict[str, tuple[int, ...]] | None = None,
-) -> dict[str, Any]:
-    """The ``model`` block of SCHEMA.md (see :func:`trtq._core.onnx_model.model_summary`)."""
-    from trtq._core.onnx_model import model_summary
-
-    return model_summary(model, path, shapes=shapes)
-
-
 def _as_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     return model if isinstance(model, onnx.ModelProto) else load_onnx(Path(model))
 
@@ -216,9 +204,10 @@ def compare_runs(
     sites = _sites(plans[0])
     names = [s[2] for s in sites]
     output_names = [o.name for o in base.graph.output]
-    compare_names = [n for n in names if n not in _graph_inputs(base)]
+    graph_inputs = {i.name for i in base.graph.input}
+    compare_names = [n for n in names if n not in graph_inputs]
 
-    sessions: list[tuple[str, int, Any]] = []  # (mode, config index, session)
+    sessions: list[tuple[int, Any]] = []  # (config index, graphwise session)
     lw_maps: list[dict[str, str]] = []
     ref_session = None
     try:
@@ -231,11 +220,9 @@ def compare_runs(
         if "graphwise" in modes:
             for k, plan in enumerate(plans):
                 if engine_factory is not None:
-                    sessions.append(
-                        ("graphwise", k, _EngineSession(engine_factory(plan.config, compare_names)))
-                    )
+                    sessions.append((k, _EngineSession(engine_factory(plan.config, compare_names))))
                 else:
-                    sessions.append(("graphwise", k, _Session(apply_plan(plan), compare_names, threads)))
+                    sessions.append((k, _Session(apply_plan(plan), compare_names, threads)))
 
         acc_g = [{n: MetricAccumulator() for n in compare_names} for _ in plans]
         acc_l = [{o: MetricAccumulator() for o in m} for m in lw_maps]
@@ -253,7 +240,7 @@ def compare_runs(
             for k, mapping in enumerate(lw_maps):
                 for orig, copy in mapping.items():
                     acc_l[k][orig].update(ref[copy], ref[orig])
-            for _mode, k, session in sessions:
+            for k, session in sessions:
                 got = session.run(feeds)
                 for n in compare_names:
                     if n in got:
@@ -266,7 +253,7 @@ def compare_runs(
     finally:
         if ref_session is not None:
             ref_session.close()
-        for _m, _k, s in sessions:
+        for _k, s in sessions:
             s.close()
 
     runs: list[CompareRun] = []
@@ -275,26 +262,20 @@ def compare_runs(
         placement = cfg.placement if cfg.int8 else None
         for mode in modes:
             if mode == "graphwise":
-                measured = {n for n in compare_names if acc_g[k][n].n}
                 recs = [
                     TensorRecord(idx, node, op, n, node in cfg.pins, acc_g[k][n].result())
                     for idx, node, n, op in sites
-                    if n in measured
+                    if n in acc_g[k] and acc_g[k][n].n
                 ]
-                outs = [r for r in recs if r.tensor in output_names]
             else:
                 recs = _layerwise_records(plan, acc_l[k])
-                outs = [r for r in recs if r.tensor in output_names]
+            outs = [r for r in recs if r.tensor in output_names]
             runs.append(
                 CompareRun(
                     cfg.precision, mode, placement, sorted(cfg.pins), recs, outs, list(plan.missing_amax)
                 )
             )
     return runs, observed
-
-
-def _graph_inputs(model: onnx.ModelProto) -> set[str]:
-    return {i.name for i in model.graph.input}
 
 
 def _sites(plan: EmulationPlan) -> list[tuple[int, str, str, str]]:
@@ -314,26 +295,29 @@ def _layerwise_records(plan: EmulationPlan, acc: Mapping[str, MetricAccumulator]
             continue
         layer = lp.layer
         pin = plan.pin_node(layer)
-        anchor = layer.anchor if layer.anchor is not None else layer.nodes[-1]
         fused = tuple(node_name(model, n) for n in layer.nodes)
         for o in layer.outputs:
             if o in acc and acc[o].n:
                 idx = plan.graph.producer[o]
                 recs.append(
-                    TensorRecord(idx, pin, model.graph.node[anchor].op_type, o, False, acc[o].result(), fused)
+                    TensorRecord(
+                        idx, pin, model.graph.node[layer.head].op_type, o, False, acc[o].result(), fused
+                    )
                 )
     recs.sort(key=lambda r: r.index)
     return recs
 
 
 class _EngineSession:
+    """A backend (a TensorRT engine) fetching its marked tensors and its outputs."""
+
     def __init__(self, backend: Any) -> None:
         self.backend = backend
-        self.names = list(getattr(backend, "marked", []))
+        outs = [t.name for t in backend.outputs()]
+        self.names = list(dict.fromkeys(list(getattr(backend, "marked", [])) + outs))
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = [t.name for t in self.backend.outputs()]
-        return self.backend.run(feeds, list(dict.fromkeys(self.names + outs)))
+        return self.backend.run(feeds, self.names)
 
     def close(self) -> None:
         self.backend.close()

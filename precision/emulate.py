@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import onnx
@@ -136,9 +137,14 @@ class EmulationPlan:
     amax: Mapping[str, float]
     missing_amax: tuple[str, ...] = ()
 
+    @cached_property
+    def plan_of_node(self) -> dict[int, LayerPlan]:
+        """Node index -> the plan of the layer holding it (nodes outside every layer are absent)."""
+        return {n: lp for lp in self.layers for n in lp.layer.nodes}
+
     def pin_node(self, layer: Layer) -> str:
         """The node to pin to keep ``layer`` in FP32: its Conv/Gemm/MatMul, else its last node."""
-        return node_name(self.model, layer.anchor if layer.anchor is not None else layer.nodes[-1])
+        return node_name(self.model, layer.head)
 
 
 def folded(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -240,7 +246,6 @@ class _Builder:
     """Emits helper nodes and initializers once per derived value."""
 
     def __init__(self, model: onnx.ModelProto, amax: Mapping[str, float]) -> None:
-        self.model = model
         self.amax = amax
         self.inits = {i.name: i for i in model.graph.initializer}
         self.nodes: list[onnx.NodeProto] = []
@@ -294,7 +299,7 @@ def apply_plan(plan: EmulationPlan) -> onnx.ModelProto:
     out.CopyFrom(plan.model)
     graph = out.graph
     b = _Builder(out, plan.amax)
-    plan_of_node = {n: lp for lp in plan.layers for n in lp.layer.nodes}
+    plan_of_node = plan.plan_of_node
     rounded_at_producer = {t for lp in plan.layers if lp.fp16 for t in lp.layer.outputs}
     acts = plan.graph.activations
     new_nodes: list[onnx.NodeProto] = []

@@ -45,6 +45,7 @@ POINTWISE = frozenset(
         "Sin", "Cos",
     }
 )  # fmt: skip
+_FUSIBLE = POINTWISE | ANCHORS
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class Layer:
     outputs: tuple[str, ...]
     internal: frozenset[str] = field(default_factory=frozenset)
 
+    @property
+    def head(self) -> int:
+        """The node that names the layer (and is pinned to keep it in FP32): its anchor, else its last node."""
+        return self.anchor if self.anchor is not None else self.nodes[-1]
+
 
 @dataclass(frozen=True)
 class LayerGraph:
@@ -71,15 +77,7 @@ class LayerGraph:
 
     layers: tuple[Layer, ...]
     activations: frozenset[str]  # float activation tensors (see trtq._core.onnx_model.float_tensors)
-    layer_of_node: dict[int, int]
     producer: dict[str, int]  # tensor -> node index
-    consumers: dict[str, tuple[int, ...]]  # tensor -> node indices
-
-    def layer_of_tensor(self, tensor: str) -> Layer | None:
-        node = self.producer.get(tensor)
-        if node is None or node not in self.layer_of_node:
-            return None
-        return self.layers[self.layer_of_node[node]]
 
 
 def node_name(model: onnx.ModelProto, index: int) -> str:
@@ -123,7 +121,7 @@ def find_layers(model: onnx.ModelProto, pins: Iterable[str] = ()) -> LayerGraph:
         return i
 
     def fusible(i: int) -> bool:
-        return i in is_layer and i not in pinned and graph.node[i].op_type in (POINTWISE | ANCHORS)
+        return i in is_layer and i not in pinned and graph.node[i].op_type in _FUSIBLE
 
     def creates_cycle(group: set[int]) -> bool:
         # A path leaving the group and re-entering it: search forward from outside successors,
@@ -176,7 +174,6 @@ def find_layers(model: onnx.ModelProto, pins: Iterable[str] = ()) -> LayerGraph:
     for i in layer_nodes:
         groups[find(i)].append(i)
     layers: list[Layer] = []
-    layer_of_node: dict[int, int] = {}
     for lid, root in enumerate(sorted(groups, key=lambda r: max(groups[r]))):
         nodes = tuple(sorted(groups[root]))
         node_set = set(nodes)
@@ -192,12 +189,4 @@ def find_layers(model: onnx.ModelProto, pins: Iterable[str] = ()) -> LayerGraph:
                     outs.append(o)
         layer_internal = frozenset(o for n in nodes for o in graph.node[n].output if o in internal)
         layers.append(Layer(lid, nodes, anchor, tuple(ins), tuple(outs), layer_internal))
-        for n in nodes:
-            layer_of_node[n] = lid
-    return LayerGraph(
-        layers=tuple(layers),
-        activations=activations,
-        layer_of_node=layer_of_node,
-        producer=producer,
-        consumers={k: tuple(v) for k, v in consumers.items()},
-    )
+    return LayerGraph(layers=tuple(layers), activations=activations, producer=producer)

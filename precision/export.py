@@ -25,11 +25,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from trtq._core.errors import InputError
 from trtq.precision import qdq
-from trtq.precision.emulate import EmulationConfig, folded, plan_emulation, prune_initializers
+from trtq.precision.emulate import _ZP, EmulationConfig, folded, plan_emulation, prune_initializers
 
 logger = logging.getLogger(__name__)
 
-_ZP = "__trtq_zero_point"
 QDQ_OPSET = 13
 
 
@@ -57,7 +56,7 @@ def export_qdq(
     inits = {i.name: i for i in graph.initializer}
     new_inits: list[onnx.TensorProto] = [qdq.zero_point(_ZP)]
     made: dict[str, str] = {}
-    plan_of_node = {n: lp for lp in plan.layers for n in lp.layer.nodes}
+    plan_of_node = plan.plan_of_node
     nodes: list[onnx.NodeProto] = []
     for idx, node in enumerate(graph.node):
         lp = plan_of_node.get(idx)
@@ -73,15 +72,20 @@ def export_qdq(
     graph.node.extend(nodes)
     graph.initializer.extend(new_inits)
     if fp16:
-        _to_fp16(out, {n.name for n in nodes if n.name in config.pins})
+        _to_fp16(out, config.pins)
     prune_initializers(out)
     out.producer_name = "trtq"
     onnx.checker.check_model(out)
     return out
 
 
+def _opset(model: onnx.ModelProto, default: int) -> int:
+    """The model's default-domain opset (``default`` when it declares none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default)
+
+
 def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    current = _opset(model, opset)
     if current >= opset:
         return model
     from onnx import version_converter
@@ -126,7 +130,7 @@ def _weight_dq(
         new_inits += [
             numpy_helper.from_array(q, q_name),
             numpy_helper.from_array(scale, s_name),
-            numpy_helper.from_array(np.zeros(scale.shape, np.int8), z_name),
+            qdq.zero_point(z_name, scale.shape),
         ]
         dst = f"{name}_DequantizeLinear"
         attrs = {} if axis is None else {"axis": axis}
@@ -164,7 +168,7 @@ def _float_type_params(node: onnx.NodeProto, opset: int) -> tuple[set[int], set[
 
 def _to_fp16(model: onnx.ModelProto, pinned: set[str]) -> None:
     graph = model.graph
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), QDQ_OPSET)
+    opset = _opset(model, QDQ_OPSET)
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     types = {
         v.name: v.type.tensor_type.elem_type

@@ -21,6 +21,7 @@ from onnx import numpy_helper
 
 from trtq._core.onnx_model import float_tensors
 from trtq.precision.emulate import folded
+from trtq.precision.emulation_fusion import node_name
 from trtq.precision.qdq import FP16_MAX
 
 _FLOAT = (
@@ -73,7 +74,7 @@ def fp16_range_check(
     consumer: dict[str, str] = {}
     for idx, node in enumerate(m.graph.node):
         for i in node.input:
-            consumer.setdefault(i, node.name or f"{node.op_type}_{idx}")
+            consumer.setdefault(i, node_name(m, idx))
     issues: list[RangeIssue] = []
     for name, value in _constants(m):
         if value.size:
@@ -85,10 +86,9 @@ def fp16_range_check(
     ranges: dict[str, float] = {}
     for source in (amax or {}), (observed or {}):
         for name, value in source.items():
-            if name in producers and np.isfinite(value):
-                ranges[name] = max(ranges.get(name, 0.0), float(value))
-            elif name in producers:
-                ranges[name] = float("inf")
+            if name in producers:
+                value = float(value) if np.isfinite(value) else float("inf")
+                ranges[name] = max(ranges.get(name, 0.0), value)
     for name, value in ranges.items():
         if value > limit:
             issues.append(RangeIssue("activation", name, producers[name], value))

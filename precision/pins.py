@@ -32,8 +32,8 @@ import onnx
 
 from trtq._core.errors import InputError
 from trtq._core.jsonio import write_json
-
-PRECISIONS = ("fp16", "int8", "fp16+int8")
+from trtq.precision.emulate import PRECISIONS
+from trtq.precision.emulation_fusion import node_name
 
 
 def write_pins(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
@@ -110,7 +110,7 @@ def check_nodes_exist(model: onnx.ModelProto, nodes: Iterable[str], source: str 
 
     Unnamed ONNX nodes are known as ``<op_type>_<index>`` (as :func:`float_tensors` names them).
     """
-    names = {n.name or f"{n.op_type}_{i}" for i, n in enumerate(model.graph.node)}
+    names = {node_name(model, i) for i in range(len(model.graph.node))}
     missing = [n for n in nodes if n not in names]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

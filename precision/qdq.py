@@ -66,12 +66,6 @@ def fake_quantize_weight(w: np.ndarray, axis: int | None) -> np.ndarray:
     return (q.astype(np.float32) * scale.reshape(shape)).astype(np.float32)
 
 
-def fake_quantize_activation(x: np.ndarray, amax: float) -> np.ndarray:
-    """Per-tensor INT8 round trip of ``x`` with ``scale = amax / 127`` (numpy reference)."""
-    scale = np.float32(amax / 127.0)
-    return (np.clip(np.rint(np.asarray(x, np.float32) / scale), -128, 127) * scale).astype(np.float32)
-
-
 def activation_scale(amax: float) -> float:
     """Per-tensor scale ``amax / 127`` as float32 (the value a TensorRT cache stores)."""
     return float(np.float32(np.float32(amax) / np.float32(127.0)))

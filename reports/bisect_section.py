@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from trtq.reports.figures import new_figure, png_data_uri, style
+from trtq.reports.metrics import as_float, format_number
 from trtq.reports.sections import BuildInputs, register_section
 
 # Metrics whose values span decades and are plotted on a log axis.
@@ -24,26 +25,18 @@ _VERDICT_TEXT = {
     "cannot-pass": "fails even with every layer pinned",
     "budget-exhausted": "evaluation budget exhausted before a passing set was found",
 }
-_VERDICT_GOOD = {"found": True, "already-passes": True, "cannot-pass": False, "budget-exhausted": False}
-
-
-def _num(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+VERDICT_GOOD = {"found": True, "already-passes": True, "cannot-pass": False, "budget-exhausted": False}
 
 
 def _fmt(value: Any) -> str:
-    v = _num(value)
-    return "—" if math.isnan(v) else f"{v:.5g}"
+    return format_number(value, ".5g")
 
 
 def trace_plot(trace: list[dict[str, Any]], metric: str, threshold: float | None) -> str:
     """PNG data URI of the search trace (see the module docstring)."""
-    evals = np.array([_num(t.get("eval", i)) for i, t in enumerate(trace)])
-    values = np.array([_num(t.get("metric")) for t in trace])
-    sizes = np.array([_num(t.get("set_size")) for t in trace])
+    evals = np.array([as_float(t.get("eval", i)) for i, t in enumerate(trace)])
+    values = np.array([as_float(t.get("metric")) for t in trace])
+    sizes = np.array([as_float(t.get("set_size")) for t in trace])
     passed = np.array([bool(t.get("passed")) for t in trace])
     cached = np.array([bool(t.get("cached")) for t in trace])
     with style():
@@ -107,7 +100,7 @@ def trace_plot(trace: list[dict[str, Any]], metric: str, threshold: float | None
 def build_one(result: dict[str, Any]) -> dict[str, Any]:
     settings = result.get("settings") or {}
     metric = str(settings.get("metric") or "metric")
-    threshold = _num(settings.get("threshold"))
+    threshold = as_float(settings.get("threshold"))
     trace = [t for t in result.get("trace") or [] if isinstance(t, dict)]
     verdict = str(result.get("verdict") or "unknown")
     pins = [
@@ -116,8 +109,8 @@ def build_one(result: dict[str, Any]) -> dict[str, Any]:
             "tensor": str(p.get("tensor", "")),
             "op_type": str(p.get("op_type", "")),
             "error": _fmt(p.get("layerwise_error")),
-            "v": f"{_num(p.get('layerwise_error')):.6g}"
-            if math.isfinite(_num(p.get("layerwise_error")))
+            "v": f"{as_float(p.get('layerwise_error')):.6g}"
+            if math.isfinite(as_float(p.get("layerwise_error")))
             else "",
         }
         for p in result.get("pins") or []
@@ -133,14 +126,14 @@ def build_one(result: dict[str, Any]) -> dict[str, Any]:
         "max_evals": settings.get("max_evals"),
         "verdict": verdict,
         "verdict_text": _VERDICT_TEXT.get(verdict, verdict),
-        "good": _VERDICT_GOOD.get(verdict, False),
+        "good": VERDICT_GOOD.get(verdict, False),
         "baseline": _fmt(result.get("baseline_metric")),
         "final": _fmt(result.get("final_metric")),
         "all_pinned": _fmt(result.get("all_pinned_metric")),
         "pins": pins,
         "evals": len(trace),
         "cached": sum(bool(t.get("cached")) for t in trace),
-        "time_s": f"{sum(_num(t.get('time_s')) for t in trace if math.isfinite(_num(t.get('time_s')))):.1f}",
+        "time_s": f"{sum(as_float(t.get('time_s')) for t in trace if math.isfinite(as_float(t.get('time_s')))):.1f}",
         "plot": trace_plot(trace, metric, None if math.isnan(threshold) else threshold) if trace else None,
         "trace": [
             {

@@ -28,7 +28,7 @@ from markupsafe import Markup
 from trtq._core.atomic import atomic_write_text
 from trtq._core.errors import InputError
 from trtq.reports import bisect_section, calib_section, compare_section  # noqa: F401  (register sections)
-from trtq.reports.colours import LEVELS, MISSING_COLOUR, NONFINITE_COLOUR, PINNED_COLOUR, level_colours
+from trtq.reports.colours import MISSING_COLOUR, NONFINITE_COLOUR, PINNED_COLOUR, level_colours
 from trtq.reports.histograms import as_histograms
 from trtq.reports.sections import BuildInputs, known_kinds, sections_in_order
 from trtq.reports.summary import summary_cards
@@ -72,10 +72,6 @@ def _label(result: dict[str, Any], n: int) -> str:
     return f"#{n} {result.get('kind')} · {model}"
 
 
-def _script() -> str:
-    return _environment().get_template("sort_table.js.j2").render().strip()
-
-
 def build_report(
     results: list[dict[str, Any]],
     *,
@@ -92,7 +88,7 @@ def build_report(
     if not isinstance(results, list | tuple) or not results:
         raise InputError("no results to report on")
     results = [validate_result(r, f"result {i + 1}") for i, r in enumerate(results)]
-    inputs = BuildInputs(list(results), as_histograms(histograms))
+    inputs = BuildInputs(results, as_histograms(histograms))
     labels = [_label(r, i + 1) for i, r in enumerate(results)]
     blocks = []
     for section in sections_in_order():
@@ -107,20 +103,19 @@ def build_report(
                 }
             )
     models = sorted({Path(str((r.get("model") or {}).get("path") or "")).name for r in results} - {""})
-    script = _script()
+    env = _environment()
+    script = env.get_template("sort_table.js.j2").render().strip()
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     csp = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
-    env = _environment()
     return env.get_template("report.html.j2").render(
         title=title or ("trtq report — " + ", ".join(models) if models else "trtq report"),
         csp=csp,
         script=Markup(script),
         levels=level_colours(),
-        n_levels=LEVELS,
         nonfinite_colour=NONFINITE_COLOUR,
         missing_colour=MISSING_COLOUR,
         pinned_colour=PINNED_COLOUR,
-        cards=summary_cards(list(results), labels),
+        cards=summary_cards(results, labels),
         blocks=blocks,
     )
 

@@ -21,6 +21,7 @@ from matplotlib.ticker import LogLocator, NullFormatter
 from trtq._core.errors import InputError
 from trtq.reports.figures import new_figure, png_data_uri, style
 from trtq.reports.histograms import Histogram, load_npz, quantisation_estimate
+from trtq.reports.metrics import as_float, format_number
 from trtq.reports.sections import BuildInputs, register_section
 
 logger = logging.getLogger(__name__)
@@ -35,17 +36,6 @@ METHOD_STYLE: dict[str, tuple[str, str]] = {
     "mse": ("#ff7f0e", ":"),
 }
 _OTHER_STYLE = ("#7b8794", "-")
-
-
-def _num(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _fmt(value: float, spec: str = ".4g") -> str:
-    return "—" if math.isnan(value) else format(value, spec)
 
 
 def histogram_plot(counts: np.ndarray, upper: float, thresholds: dict[str, float], chosen: str) -> str:
@@ -106,13 +96,13 @@ def build_one(result: dict[str, Any], inputs: BuildInputs) -> dict[str, Any]:
     rows = []
     for t in tensors:
         name = str(t.get("name", ""))
-        amax = _num(t.get("amax"))
-        max_abs = _num(t.get("max_abs"))
+        amax = as_float(t.get("amax"))
+        max_abs = as_float(t.get("max_abs"))
         hist = hists.get(name)
         sqnr, clipped = (
             quantisation_estimate(hist[0], hist[1], amax) if hist is not None else (math.nan, math.nan)
         )
-        by_method = {str(k): _num(v) for k, v in (t.get("amax_by_method") or {}).items()}
+        by_method = {str(k): as_float(v) for k, v in (t.get("amax_by_method") or {}).items()}
         rows.append(
             {
                 "name": name,
@@ -120,7 +110,7 @@ def build_one(result: dict[str, Any], inputs: BuildInputs) -> dict[str, Any]:
                 "op_type": str(t.get("op_type") or ""),
                 "index": t.get("index", ""),
                 "amax": amax,
-                "scale": _num(t.get("scale")),
+                "scale": as_float(t.get("scale")),
                 "max_abs": max_abs,
                 "ratio": max_abs / amax if amax > 0 else math.nan,
                 "sqnr": sqnr,
@@ -156,16 +146,15 @@ def build_one(result: dict[str, Any], inputs: BuildInputs) -> dict[str, Any]:
     def view(r: Any) -> dict[str, Any]:
         return {
             "name": r["name"],
-            "node": r["node"],
             "op_type": r["op_type"],
-            "amax": _fmt(r["amax"]),
-            "scale": _fmt(r["scale"], ".4e"),
-            "max_abs": _fmt(r["max_abs"]),
-            "ratio": _fmt(r["ratio"], ".3g"),
-            "sqnr": "∞" if r["sqnr"] == math.inf else _fmt(r["sqnr"], ".1f"),
+            "amax": format_number(r["amax"]),
+            "scale": format_number(r["scale"], ".4e"),
+            "max_abs": format_number(r["max_abs"]),
+            "ratio": format_number(r["ratio"], ".3g"),
+            "sqnr": "∞" if r["sqnr"] == math.inf else format_number(r["sqnr"], ".1f"),
             "sqnr_v": "" if math.isnan(r["sqnr"]) else f"{-r['sqnr']:.4g}",
             "clipped": "—" if math.isnan(r["clipped"]) else f"{r['clipped']:.3%}",
-            "methods": [_fmt(r["by_method"].get(m, math.nan)) for m in methods],
+            "methods": [format_number(r["by_method"].get(m, math.nan)) for m in methods],
             "plot": None,
         }
 
@@ -203,8 +192,8 @@ def build_one(result: dict[str, Any], inputs: BuildInputs) -> dict[str, Any]:
         "worst": worst,
         "hist_n": HIST_N,
         "all": [view(r) for _, r in df.iterrows()],
-        "time_s": _fmt(_num(result.get("time_s")), ".1f"),
-        "images_per_s": _fmt(_num(result.get("images_per_s")), ".1f"),
+        "time_s": format_number(result.get("time_s"), ".1f"),
+        "images_per_s": format_number(result.get("images_per_s"), ".1f"),
     }
 
 

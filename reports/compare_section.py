@@ -12,7 +12,7 @@ from typing import Any
 
 from trtq.reports.colours import DARK_FROM, LogScale
 from trtq.reports.layer_grid import LayerGrid, build_grid
-from trtq.reports.metrics import HEATMAP_METRICS, METRICS, OUTPUT_METRICS, TABLE_METRICS
+from trtq.reports.metrics import HEATMAP_METRICS, METRICS, OUTPUT_METRICS, TABLE_METRICS, as_float
 from trtq.reports.overview import overview_strip
 from trtq.reports.sections import BuildInputs, register_section
 
@@ -28,25 +28,32 @@ class _Cells:
     """Text, CSS class and sort value of every metric cell, computed once per metric array.
 
     The sort value (``data-v``) is the error magnitude, so larger is worse for every metric;
-    NaN/Inf cells sort first (``1e308``) and cells without a value last (empty).
+    NaN/Inf cells sort first (``1e308``) and cells without a value last (empty). With ``rows``,
+    only those layers' cells are made (others are never asked for).
     """
 
     def __init__(
-        self, grid: LayerGrid, scales: dict[str, LogScale], keys: tuple[str, ...], *, short: bool
+        self,
+        grid: LayerGrid,
+        scales: dict[str, LogScale],
+        keys: tuple[str, ...],
+        *,
+        short: bool,
+        rows: list[int] | None = None,
     ) -> None:
         self.grid = grid
-        nonfinite = grid.is_nonfinite()
-        self.cells: dict[str, list[list[dict[str, str]]]] = {}
+        n, r = grid.shape
+        wanted = range(n) if rows is None else rows
+        present, pinned, frac = grid.present.tolist(), grid.pinned.tolist(), grid.nonfinite.tolist()
+        bad = grid.is_nonfinite().tolist()
+        self.cells: dict[str, dict[int, list[dict[str, str]]]] = {}
         for key in keys:
             metric = METRICS[key]
             err_arr = metric.error(grid.values[key])
-            n, r = err_arr.shape
             values, err = grid.values[key].tolist(), err_arr.tolist()
             levels = scales[key].level(err_arr).tolist()
-            present, pinned, frac = grid.present.tolist(), grid.pinned.tolist(), grid.nonfinite.tolist()
-            bad = nonfinite.tolist()
-            table = []
-            for i in range(n):
+            table = {}
+            for i in wanted:
                 row = []
                 for j in range(r):
                     pin = " pin" if pinned[i][j] else ""
@@ -68,20 +75,12 @@ class _Cells:
                                 "v": f"{err[i][j]:.6g}",
                             }
                         )
-                table.append(row)
+                table[i] = row
             self.cells[key] = table
 
     def row(self, i: int, keys: tuple[str, ...]) -> list[dict[str, str]]:
         """Cells of layer ``i``: for each run, one per metric in ``keys``."""
         return [self.cells[key][i][j] for j in range(self.grid.shape[1]) for key in keys]
-
-
-def _metric_text(key: str, value: Any) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "—"
-    return METRICS[key].format(v)
 
 
 def _outputs(grid: LayerGrid) -> list[dict[str, Any]]:
@@ -93,7 +92,7 @@ def _outputs(grid: LayerGrid) -> list[dict[str, Any]]:
                 {
                     "run": run.label,
                     "tensor": str(out.get("tensor", "")),
-                    "metrics": [_metric_text(k, out.get(k)) for k in OUTPUT_METRICS],
+                    "metrics": [METRICS[k].format(as_float(out.get(k))) for k in OUTPUT_METRICS],
                     "nonfinite": f"{float(nonfinite):.1%}" if nonfinite else "0",
                     "bad": bool(nonfinite),
                 }
@@ -133,20 +132,17 @@ def build_group(results: list[dict[str, Any]], inputs: BuildInputs) -> dict[str,
     }
     grid = build_grid(results, extra_pins)
     n_layers, n_runs = grid.shape
-    scales = {key: LogScale.fit(grid.errors(key)) for key in HEATMAP_METRICS}
-    for key in TABLE_METRICS:
-        scales.setdefault(key, LogScale.fit(grid.errors(key)))
+    scales = {key: LogScale.fit(grid.errors(key)) for key in dict.fromkeys(HEATMAP_METRICS + TABLE_METRICS)}
     worst = grid.worst(WORST_N)
     worst_pos = [int(p) for p in worst["pos"]]
     pinned_rows = grid.pinned_rows()
 
     heat_cells = _Cells(grid, scales, HEATMAP_METRICS, short=True)
-    table_cells = _Cells(grid, scales, TABLE_METRICS, short=False)
+    table_cells = _Cells(grid, scales, TABLE_METRICS, short=False, rows=worst_pos)
 
     def row(i: int, metrics: tuple[str, ...], cells: _Cells) -> dict[str, Any]:
         layer = grid.layers[i]
         return {
-            "pos": i,
             "index": layer.index,
             "op_type": layer.op_type,
             "node": layer.node,
@@ -155,7 +151,8 @@ def build_group(results: list[dict[str, Any]], inputs: BuildInputs) -> dict[str,
             "cells": cells.row(i, metrics),
         }
 
-    nonfinite_layers = {run.label: int(grid.is_nonfinite()[:, j].sum()) for j, run in enumerate(grid.runs)}
+    nonfinite = grid.is_nonfinite()
+    nonfinite_layers = {run.label: int(nonfinite[:, j].sum()) for j, run in enumerate(grid.runs)}
     return {
         "model": path,
         "backends": sorted({run.backend for run in grid.runs if run.backend}),

@@ -38,9 +38,9 @@ STYLE = {
 
 
 def new_figure(width_px: int, height_px: int) -> Figure:
-    """A blank figure of the given size in pixels (at :data:`DPI`), white background."""
-    with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, facecolor="white")
+    """A blank figure of the given size in pixels (at :data:`DPI`), white background; make and draw it
+    inside :func:`style`."""
+    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI, facecolor="white")
     FigureCanvasAgg(fig)
     return fig
 
@@ -51,10 +51,10 @@ def style():
 
 
 def png_bytes(fig: Figure) -> bytes:
-    """Render ``fig`` to PNG bytes with no metadata, so equal figures give equal bytes."""
+    """Render ``fig`` to PNG bytes with no metadata, so equal figures give equal bytes (call inside
+    :func:`style`, as the drawing was)."""
     buf = io.BytesIO()
-    with matplotlib.rc_context(STYLE):
-        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, facecolor="white")
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, facecolor="white")
     return buf.getvalue()
 
 

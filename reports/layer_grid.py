@@ -8,14 +8,13 @@ guarantees within each run. A layer absent from a run has no value in that run's
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from trtq.reports.metrics import METRICS, RANK_METRIC
+from trtq.reports.metrics import METRICS, RANK_METRIC, as_float
 
 _PRECISION_LABEL = {"fp16": "FP16", "int8": "INT8", "fp16+int8": "FP16+INT8", "fp32": "FP32"}
 
@@ -33,10 +32,6 @@ class Run:
     """One run (column group) of the grid."""
 
     label: str
-    precision: str
-    mode: str
-    placement: str | None
-    pins: list[str]
     outputs: list[dict[str, Any]]
     backend: str
 
@@ -112,15 +107,6 @@ class LayerGrid:
         return df.head(n)
 
 
-def _float(value: Any) -> float:
-    if value is None:
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def run_label(run: dict[str, Any]) -> str:
     """Short column label: ``FP16``, ``INT8 implicit``, ``INT8 explicit + 4 pins``, ``… layerwise``."""
     precision = str(run.get("precision") or "?")
@@ -145,10 +131,6 @@ def build_grid(results: list[dict[str, Any]], extra_pins: set[str] | None = None
             runs.append(
                 Run(
                     label=run_label(run),
-                    precision=str(run.get("precision") or "?"),
-                    mode=str(run.get("mode") or ""),
-                    placement=run.get("placement"),
-                    pins=[str(p) for p in run.get("pins") or []],
                     outputs=list(run.get("outputs") or []),
                     backend=str(result.get("backend") or ""),
                 )
@@ -171,8 +153,7 @@ def build_grid(results: list[dict[str, Any]], extra_pins: set[str] | None = None
                     str(layer.get("op_type") or ""),
                     key[1],
                 )
-    keys = list(order)
-    keys = [k for _, k in sorted(enumerate(keys), key=lambda p: (order[p[1]].index, p[0]))]
+    keys = sorted(order, key=lambda k: order[k].index)  # stable: ties keep first-seen order
     row = {k: i for i, k in enumerate(keys)}
     n, r = len(keys), len(runs)
     values = {key: np.full((n, r), np.nan) for key in METRICS}
@@ -185,8 +166,8 @@ def build_grid(results: list[dict[str, Any]], extra_pins: set[str] | None = None
             i = row[(str(layer.get("node", "")), str(layer.get("tensor", "")))]
             present[i, j] = True
             for key in METRICS:
-                values[key][i, j] = _float(layer.get(key))
-            nonfinite[i, j] = _float(layer.get("nonfinite", 0.0))
+                values[key][i, j] = as_float(layer.get(key))
+            nonfinite[i, j] = as_float(layer.get("nonfinite", 0.0))
             pinned[i, j] = bool(layer.get("pinned")) or str(layer.get("node", "")) in pin_set
     for arr in values.values():
         arr[~np.isfinite(arr)] = np.nan

@@ -15,8 +15,23 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+
+def as_float(value: Any) -> float:
+    """``float(value)``, or NaN where ``value`` is missing or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def format_number(value: Any, spec: str = ".4g") -> str:
+    """``value`` formatted with ``spec``, or "—" where it is missing, NaN or not a number."""
+    v = as_float(value)
+    return "—" if math.isnan(v) else format(v, spec)
 
 
 def _identity_abs(v: np.ndarray) -> np.ndarray:
@@ -37,7 +52,6 @@ class Metric:
 
     key: str
     label: str
-    larger_is_worse: bool
     error_label: str
     to_error: Callable[[np.ndarray], np.ndarray] = _identity_abs
     fmt: str = "{:.3g}"
@@ -58,11 +72,11 @@ class Metric:
 METRICS: dict[str, Metric] = {
     m.key: m
     for m in (
-        Metric("rel_l2", "rel L2", True, "rel L2"),
-        Metric("cosine", "cosine", False, "1 − cosine", _one_minus, "{:.5f}"),
-        Metric("sqnr_db", "SQNR dB", False, "noise/signal power", _db_to_noise_ratio, "{:.1f}"),
-        Metric("max_abs", "max |Δ|", True, "max |Δ|"),
-        Metric("mean_abs", "mean |Δ|", True, "mean |Δ|"),
+        Metric("rel_l2", "rel L2", "rel L2"),
+        Metric("cosine", "cosine", "1 − cosine", _one_minus, "{:.5f}"),
+        Metric("sqnr_db", "SQNR dB", "noise/signal power", _db_to_noise_ratio, "{:.1f}"),
+        Metric("max_abs", "max |Δ|", "max |Δ|"),
+        Metric("mean_abs", "mean |Δ|", "mean |Δ|"),
     )
 }
 

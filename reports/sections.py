@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from trtq._core.errors import InputError
-
 
 @dataclass(frozen=True)
 class BuildInputs:
@@ -46,15 +44,6 @@ def register_section(kind: str, *, title: str, template: str, order: int) -> Cal
         return fn
 
     return deco
-
-
-def get_section(kind: str) -> Section:
-    try:
-        return _SECTIONS[kind]
-    except KeyError:
-        raise InputError(
-            f"unknown result kind {kind!r}; expected one of {', '.join(sorted(_SECTIONS))}"
-        ) from None
 
 
 def known_kinds() -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trtq.reports.bisect_section import VERDICT_GOOD
 from trtq.reports.layer_grid import run_label
 
 
@@ -56,7 +57,7 @@ def _criterion(result: dict[str, Any]) -> tuple[str, str, bool | None]:
         text = (
             f"{verdict}: {n} layer{'s' if n != 1 else ''} pinned to FP32" if verdict == "found" else verdict
         )
-        return crit, text, verdict in ("found", "already-passes")
+        return crit, text, VERDICT_GOOD.get(verdict, False)
     if kind == "calib":
         cov = result.get("coverage") or {}
         return (

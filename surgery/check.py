@@ -65,7 +65,7 @@ def table_findings(model: onnx.ModelProto) -> list[Finding]:
     scope = Scope(opset)
     scope.learn(model.graph)
     scope.io = {v.name for v in list(model.graph.input) + list(model.graph.output)}
-    _walk_graph(model.graph, scope, "graph", functions, findings)
+    _walk_nodes(model.graph.node, scope, "graph", functions, findings)
     for (domain, name), fn in functions.items():
         fscope = Scope(opset)
         _walk_nodes(fn.node, fscope, f"function {domain}.{name}", functions, findings, learn_from=fn)
@@ -76,12 +76,6 @@ def table_findings(model: onnx.ModelProto) -> list[Finding]:
             sev, why = _type_issue(elem)
             findings.append(Finding(kind, vi.name, f"graph {kind} {why}", sev))
     return findings
-
-
-def _walk_graph(
-    graph: onnx.GraphProto, scope: Scope, location: str, functions, findings: list[Finding]
-) -> None:
-    _walk_nodes(graph.node, scope, location, functions, findings)
 
 
 def _walk_nodes(
@@ -97,7 +91,7 @@ def _walk_nodes(
             findings.append(Finding(node.op_type, name, reason, severity, location))
         for a in node.attribute:  # If then/else_branch, Loop/Scan body
             if a.type == onnx.AttributeProto.GRAPH:
-                _walk_graph(a.g, scope.child(a.g), f"{location}/{name}.{a.name}", functions, findings)
+                _walk_nodes(a.g.node, scope.child(a.g), f"{location}/{name}.{a.name}", functions, findings)
 
 
 def _type_issue(elem: int) -> tuple[str, str]:

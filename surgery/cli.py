@@ -25,19 +25,6 @@ def _write_json(target: str | None, payload: dict) -> None:
         write_json(target, payload)
 
 
-def _parse_shapes(specs: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for spec in specs:
-        name, sep, dims = spec.rpartition(":")
-        try:
-            if not sep or not name:
-                raise ValueError
-            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            raise InputError(f"--shape {spec!r}: expected NAME:1x3x224x224") from None
-    return shapes
-
-
 def _trt_major(version: str) -> str:
     major = version.split(".")[0]
     if major != "10":
@@ -204,6 +191,11 @@ def fix(
 
         names = [r.strip() for r in rule_list.split(",") if r.strip()] if rule_list else None
         mapping = parse_plugin_specs(plugins)
+        shape_map = {}
+        if shapes:  # trtq.datasets imports OpenCV: load it only when --shape is given
+            from trtq.datasets.cli_options import shapes_from
+
+            shape_map = shapes_from(shapes, "--shape")
         if mapping and names is not None and "plugin_mapping" not in names:
             names.append("plugin_mapping")
         with progress_bar(quiet, unit="passes") as progress:
@@ -213,7 +205,7 @@ def fix(
                 rules=names,
                 plugins=mapping,
                 verify=not no_verify,
-                shapes=_parse_shapes(shapes),
+                shapes=shape_map,
                 trials=trials,
                 inplace=inplace,
                 dry_run=dry_run,

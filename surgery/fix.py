@@ -48,10 +48,12 @@ class FixResult:
 
 
 def import_graph(model: onnx.ModelProto) -> gs.Graph:
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
+    """Import ``model`` (not modified) with shapes inferred and every node named."""
+    work = infer(model)  # a new model, unless inference failed
+    if work is model:
+        work = _copy(model)
     ensure_node_names(work)
-    return gs.import_onnx(infer(work))
+    return gs.import_onnx(work)
 
 
 def export_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:

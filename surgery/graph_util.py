@@ -8,9 +8,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-_RANDOM_OPS = frozenset(
-    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-)
+from trtq._core.onnx_model import RANDOM_OPS
 
 
 def constant_value(tensor: gs.Tensor | None) -> np.ndarray | None:
@@ -47,11 +45,6 @@ def input_at(node: gs.Node, index: int) -> gs.Tensor | None:
 def producer(tensor: gs.Tensor) -> gs.Node | None:
     """The node that produces ``tensor`` (``None`` for graph inputs and initializers)."""
     return tensor.inputs[0] if tensor.inputs else None
-
-
-def single_consumer(tensor: gs.Tensor, graph: gs.Graph) -> bool:
-    """True when exactly one node reads ``tensor`` and it is not a graph output."""
-    return len(tensor.outputs) == 1 and tensor not in graph.outputs
 
 
 def node_names(graph: gs.Graph) -> set[str]:
@@ -92,10 +85,6 @@ def const(names: NameMaker, base: str, value: np.ndarray) -> gs.Constant:
     return gs.Constant(names(base), np.ascontiguousarray(value))
 
 
-def variable(names: NameMaker, base: str, dtype=None, shape=None) -> gs.Variable:
-    return gs.Variable(names(base), dtype=dtype, shape=shape)
-
-
 def add_node(
     graph: gs.Graph, names: NameMaker, op: str, inputs, outputs, attrs=None, base=None, domain=None
 ) -> gs.Node:
@@ -106,31 +95,6 @@ def add_node(
         node.domain = domain
     graph.nodes.append(node)
     return node
-
-
-def replace_tensor(graph: gs.Graph, old: gs.Tensor, new: gs.Tensor) -> None:
-    """Make every consumer of ``old`` (and the graph outputs) read ``new`` instead."""
-    for consumer in list(old.outputs):
-        for i, t in enumerate(consumer.inputs):
-            if t is old:
-                consumer.inputs[i] = new
-    graph.outputs = [new if t is old else t for t in graph.outputs]
-
-
-def reroute_output(graph: gs.Graph, old: gs.Tensor, new_producer_out: gs.Tensor, names: NameMaker) -> None:
-    """Let the tensor ``old`` (whose producer is being removed) be computed from ``new_producer_out``.
-
-    Graph outputs keep their names: if ``old`` is a graph output, an Identity writes it.
-    """
-    if old in graph.outputs:
-        old.inputs.clear()
-        add_node(graph, names, "Identity", [new_producer_out], [old], base=f"{old.name}_identity")
-    else:
-        replace_tensor(graph, old, new_producer_out)
-
-
-def opset(graph: gs.Graph) -> int:
-    return int(graph.opset)
 
 
 def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -150,7 +114,7 @@ def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def is_random(node: gs.Node) -> bool:
-    return node.op in _RANDOM_OPS
+    return node.op in RANDOM_OPS
 
 
 def set_io(items, new: list) -> None:

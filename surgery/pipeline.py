@@ -19,7 +19,7 @@ from trtq._core.onnx_model import load_onnx, save_onnx
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.surgery.fix import FixResult, fix_model, validate
 from trtq.surgery.rule import make_rules
-from trtq.surgery.verify import VerifyResult, verify_models
+from trtq.surgery.verify import VerifyResult, check_runs, verify_models
 
 
 @dataclass
@@ -80,14 +80,16 @@ def fix_file(
         raise InputError(str(exc)) from exc
     selected = make_rules(rules, plugins=plugins or {})
     plain = [r for r in selected if r.verifiable]
-    later = [r for r in selected if not r.verifiable]
-    if verify:
-        # Fail early, with one line, on a model ONNX Runtime cannot run.
-        verify_models(model, model, shapes=shapes, trials=1, name=str(src))
+    # Plugin mapping is the only rule ONNX Runtime cannot check; without plugins it has nothing to do.
+    later = [r for r in selected if not r.verifiable] if plugins else []
+    # Fail early, with one line, on a model ONNX Runtime cannot run; keep its session as the reference.
+    reference = check_runs(model, shapes=shapes, name=str(src)) if verify else None
     result = fix_model(model, plain, progress=progress)
     report = FixReport(str(src), None if output is None else str(output), result)
     if verify and result.changed:
-        report.verify = verify_models(model, result.model, shapes=shapes, trials=trials, name=str(src))
+        report.verify = verify_models(
+            model, result.model, shapes=shapes, trials=trials, name=str(src), reference=reference
+        )
         if not report.verify.ok:
             worst = report.verify.worst()
             raise CheckFailed(
@@ -97,15 +99,14 @@ def fix_file(
         report.notes.append("verification skipped (--no-verify)")
     if later:
         extra = fix_model(result.model, later, progress=progress)
-        for name, nodes in extra.changes.items():
-            result.changes[name] = nodes
+        result.changes.update(extra.changes)
         result.model = extra.model
         result.unverifiable = extra.unverifiable
         if extra.unverifiable:
             report.notes.append(
                 f"{', '.join(extra.unverifiable)}: plugin nodes cannot run in ONNX Runtime; not verified"
             )
-    validate(result.model)
+    # fix_model has validated result.model (onnx.checker and strict shape inference)
     if output is not None and not dry_run:
         save_onnx(result.model, output)
         report.written = True

@@ -8,9 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-_RANDOM_OPS = frozenset(
-    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
-)
+from trtq._core.onnx_model import RANDOM_OPS
 
 
 @dataclass
@@ -60,7 +58,7 @@ class Scope:
                     self.consts[node.output[0]] = value
                     self.resolvable.add(node.output[0])
             elif (
-                node.op_type not in _RANDOM_OPS
+                node.op_type not in RANDOM_OPS
                 and node.op_type not in ("Shape", "Size")
                 and all(i in self.resolvable for i in node.input)
             ):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from trtq._core.errors import InputError
+from trtq._core.errors import InputError, first_line
 
 DEFAULT_RTOL = 1e-5
 DEFAULT_DIM = 1  # value for a symbolic batch dimension (axis 0)
@@ -62,8 +62,7 @@ def _session(model: onnx.ModelProto, what: str):
     try:
         return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{what}: ONNX Runtime cannot load it: {msg}") from exc
+        raise InputError(f"{what}: ONNX Runtime cannot load it: {first_line(exc)}") from exc
 
 
 def input_shapes(
@@ -73,6 +72,9 @@ def input_shapes(
     ``DEFAULT_DIM`` on axis 0 and ``DEFAULT_SPATIAL`` elsewhere."""
     overrides = dict(overrides or {})
     inits = {i.name for i in model.graph.initializer}
+    feeds = [i.name for i in model.graph.input if i.name not in inits]
+    if "" in overrides and len(feeds) == 1:  # --shape DIMS without a name: the only input
+        overrides.setdefault(feeds[0], overrides.pop(""))
     shapes = {}
     for inp in model.graph.input:
         if inp.name in inits:
@@ -121,8 +123,20 @@ def run(session, feeds: Mapping[str, np.ndarray], what: str) -> list[np.ndarray]
     try:
         return session.run(None, dict(feeds))
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{what}: ONNX Runtime cannot run it: {msg}") from exc
+        raise InputError(f"{what}: ONNX Runtime cannot run it: {first_line(exc)}") from exc
+
+
+def check_runs(
+    model: onnx.ModelProto, *, shapes: Mapping[str, tuple[int, ...]] | None = None, name: str = "model"
+):
+    """Load ``model`` in ONNX Runtime and run it once on trial-0 inputs; return the session.
+
+    Raises :class:`InputError` with one line when it cannot load or run, or ``shapes`` names
+    unknown inputs (nothing to verify a rewrite against).
+    """
+    session = _session(model, name)
+    run(session, make_inputs(model, input_shapes(model, shapes), 0), name)
+    return session
 
 
 def compare_outputs(name: str, a: np.ndarray, b: np.ndarray, rtol: float = DEFAULT_RTOL) -> OutputDiff:
@@ -159,9 +173,13 @@ def verify_models(
     rtol: float = DEFAULT_RTOL,
     name: str = "model",
     feeds_list: list[dict[str, np.ndarray]] | None = None,
+    reference=None,
 ) -> VerifyResult:
-    """Run both models on the same inputs and compare every output (by position and name)."""
-    ref = _session(original, name)
+    """Run both models on the same inputs and compare every output (by position and name).
+
+    ``reference``: an ONNX Runtime session of ``original`` already open (see :func:`check_runs`).
+    """
+    ref = _session(original, name) if reference is None else reference
     new = _session(rewritten, f"{name} (rewritten)")
     concrete = input_shapes(original, shapes)
     if feeds_list is None:

@@ -5,13 +5,14 @@ and returns numpy arrays keyed by output name. Which extra (non-graph-output) te
 fetched is fixed when the backend is created (``mark=``), because both ONNX Runtime sessions and
 TensorRT engines decide their outputs at build time.
 
-Subclasses implement ``_inputs_impl``, ``_outputs_impl``, ``_run_impl`` (and optionally
-``_close_impl``); the public methods check state and inputs once, here.
+Subclasses set ``_inputs``/``_outputs`` (or override ``_inputs_impl``/``_outputs_impl``) and
+``_fetchable`` (the names ``run`` may return; ``None``: not checked), implement ``_run_impl`` (and
+optionally ``_close_impl``); the public methods check state, inputs and outputs once, here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -37,6 +38,9 @@ class Backend:
     """Base class of all backends. Use as a context manager or call :meth:`close`."""
 
     name: ClassVar[str] = "base"
+    _inputs: Sequence[TensorInfo] = ()
+    _outputs: Sequence[TensorInfo] = ()
+    _fetchable: Collection[str] | None = None  # names run() may return; None: not checked
 
     def __enter__(self) -> Backend:
         return self
@@ -48,33 +52,36 @@ class Backend:
         self._close_impl()
 
     def inputs(self) -> list[TensorInfo]:
-        return self._inputs_impl()
+        return list(self._inputs_impl())
 
     def outputs(self) -> list[TensorInfo]:
         """The model's own outputs (not the extra marked tensors)."""
-        return self._outputs_impl()
+        return list(self._outputs_impl())
 
     def run(
         self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         """Run one batch. ``outputs=None`` returns the model's own outputs."""
-        expected = {t.name: t for t in self.inputs()}
+        expected = {t.name: t for t in self._inputs_impl()}
         missing = [n for n in expected if n not in feeds]
         if missing:
             raise InputError(f"missing input(s) {missing}; the model expects {list(expected)}")
         extra = [n for n in feeds if n not in expected]
         if extra:
             raise InputError(f"unknown input(s) {extra}; the model expects {list(expected)}")
-        return self._run_impl(
-            feeds, list(outputs) if outputs is not None else [t.name for t in self.outputs()]
-        )
+        names = list(outputs) if outputs is not None else [t.name for t in self._outputs_impl()]
+        if self._fetchable is not None:
+            unknown = [n for n in names if n not in self._fetchable]
+            if unknown:
+                raise InputError(f"tensor(s) {unknown[:5]} were not marked when the backend was created")
+        return self._run_impl(feeds, names)
 
     # -- hooks ---------------------------------------------------------------------------------
-    def _inputs_impl(self) -> list[TensorInfo]:
-        raise NotImplementedError
+    def _inputs_impl(self) -> Sequence[TensorInfo]:
+        return self._inputs
 
-    def _outputs_impl(self) -> list[TensorInfo]:
-        raise NotImplementedError
+    def _outputs_impl(self) -> Sequence[TensorInfo]:
+        return self._outputs
 
     def _run_impl(self, feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from trtq._core.errors import InputError, TrtqError
-from trtq._core.onnx_model import float_tensors, load_onnx, np_dtype
+from trtq._core.errors import InputError, TrtqError, first_line
+from trtq._core.onnx_model import float_tensors, load_onnx, np_dtype, tensor_types
 from trtq.precision.backends import register_backend
 from trtq.precision.backends.base import Backend, TensorInfo
 
@@ -27,18 +27,16 @@ def _dim(d: onnx.TensorShapeProto.Dimension) -> int | str | None:
     return d.dim_param or None
 
 
-def mark_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    """Return a copy of ``model`` whose graph outputs also include ``names`` (types inferred)."""
+def mark_outputs(
+    model: onnx.ModelProto, names: Sequence[str], types: Mapping[str, int] | None = None
+) -> onnx.ModelProto:
+    """Return a copy of ``model`` whose graph outputs also include ``names``; their element types
+    come from ``types`` (default: :func:`~trtq._core.onnx_model.tensor_types`), FLOAT if unknown."""
+    if types is None:
+        types = tensor_types(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     existing = {o.name for o in out.graph.output}
-    types: dict[str, int] = {}
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-        for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-            types[vi.name] = vi.type.tensor_type.elem_type
-    except Exception:
-        pass
     for name in names:
         if name in existing:
             continue
@@ -76,9 +74,10 @@ class OnnxRuntimeBackend(Backend):
         proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
         self.source = None if isinstance(model, onnx.ModelProto) else Path(model)
         self.model = proto
-        marked = [t.name for t in float_tensors(proto)] if mark == "all" else list(mark)
+        types = tensor_types(proto) if mark else None  # one shape inference for choosing and marking
+        marked = [t.name for t in float_tensors(proto, types)] if mark == "all" else list(mark)
         self.marked = marked
-        run_model = mark_outputs(proto, marked) if marked else proto
+        run_model = mark_outputs(proto, marked, types=types) if marked else proto
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
@@ -91,27 +90,16 @@ class OnnxRuntimeBackend(Backend):
             )
         except Exception as exc:  # ORT raises its own exception types for unsupported models
             where = self.source or "model"
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{where}: ONNX Runtime cannot load it: {msg}") from exc
+            raise InputError(f"{where}: ONNX Runtime cannot load it: {first_line(exc)}") from exc
         self._inputs = model_inputs(proto)
         self._outputs = [_info(o) for o in proto.graph.output]
         self._fetchable = {o.name for o in self.session.get_outputs()}
 
-    def _inputs_impl(self) -> list[TensorInfo]:
-        return list(self._inputs)
-
-    def _outputs_impl(self) -> list[TensorInfo]:
-        return list(self._outputs)
-
     def _run_impl(self, feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        unknown = [n for n in outputs if n not in self._fetchable]
-        if unknown:
-            raise InputError(f"tensor(s) {unknown[:5]} were not marked when the backend was created")
         try:
             values = self.session.run(outputs, dict(feeds))
         except Exception as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TrtqError(f"ONNX Runtime failed to run the model: {msg}") from exc
+            raise TrtqError(f"ONNX Runtime failed to run the model: {first_line(exc)}") from exc
         return dict(zip(outputs, values, strict=True))
 
     def _close_impl(self) -> None:

@@ -14,6 +14,7 @@ engine is a debugging view of the model, not the deployed engine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -23,8 +24,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trtq._core.errors import InputError, TrtqError
-from trtq._core.onnx_model import load_onnx, save_onnx
+from trtq._core.errors import InputError, TrtqError, first_line
+from trtq._core.onnx_model import load_onnx, np_dtype, save_onnx
 from trtq.calib.tensorrt.trt_import import import_tensorrt, require_gpu
 from trtq.precision.backends import register_backend
 from trtq.precision.backends.base import Backend, TensorInfo
@@ -44,13 +45,6 @@ PRECISIONS: dict[str, tuple[bool, bool]] = {
     "int8": (False, True),
     "fp16+int8": (True, True),
 }
-
-
-def _onnx_dtype(elem_type: int) -> np.dtype:
-    try:
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
-    except Exception:
-        return np.dtype(np.float32)
 
 
 @register_backend("tensorrt")
@@ -93,7 +87,10 @@ class TensorRTBackend(Backend):
         self.trt = import_tensorrt()
         require_gpu()
         fp16, int8 = PRECISIONS[precision]
-        proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model, load_external_data=False)
+        if isinstance(model, onnx.ModelProto):
+            proto, model_file = model, None
+        else:
+            proto, model_file = load_onnx(model, load_external_data=False), Path(model)
         self.model = proto
         self.precision = precision
         settings = BuildSettings(
@@ -107,11 +104,14 @@ class TensorRTBackend(Backend):
             engine_path=Path(engine_path) if engine_path else None,
             workspace_bytes=workspace_bytes,
         )
-        with tempfile.TemporaryDirectory(prefix="trtq-trt-") as tmp:
-            path = Path(model) if not isinstance(model, onnx.ModelProto) else Path(tmp) / "model.onnx"
-            if isinstance(model, onnx.ModelProto):
-                save_onnx(model, path)
-            self.built = build_engine(self.trt, path, settings, calibrator=calibrator, int8_cache=int8_cache)
+        with contextlib.ExitStack() as stack:
+            if model_file is None:  # TensorRT parses a file: write the ModelProto to a temporary one
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="trtq-trt-"))
+                model_file = Path(tmp) / "model.onnx"
+                save_onnx(proto, model_file)
+            self.built = build_engine(
+                self.trt, model_file, settings, calibrator=calibrator, int8_cache=int8_cache
+            )
         self.engine, self._runtime = deserialize(self.trt, self.built.engine_bytes)
         self.layers: list[LayerPrecision] = parse_engine_information(
             engine_information(self.trt, self.engine)
@@ -124,13 +124,13 @@ class TensorRTBackend(Backend):
         inits = {i.name for i in proto.graph.initializer}
         self._inputs = [
             TensorInfo(
-                i.name, tuple(self.built.shapes.get(i.name, ())), _onnx_dtype(i.type.tensor_type.elem_type)
+                i.name, tuple(self.built.shapes.get(i.name, ())), np_dtype(i.type.tensor_type.elem_type)
             )
             for i in proto.graph.input
             if i.name not in inits
         ]
         self._outputs = [
-            TensorInfo(o.name, (), _onnx_dtype(o.type.tensor_type.elem_type)) for o in proto.graph.output
+            TensorInfo(o.name, (), np_dtype(o.type.tensor_type.elem_type)) for o in proto.graph.output
         ]
         self._fetchable = {o.name for o in proto.graph.output} | set(self.marked)
 
@@ -138,22 +138,12 @@ class TensorRTBackend(Backend):
         """Per engine layer: name, layer type, precision actually used, ONNX nodes it came from."""
         return [info.as_dict() for info in self.layers]
 
-    def _inputs_impl(self) -> list[TensorInfo]:
-        return list(self._inputs)
-
-    def _outputs_impl(self) -> list[TensorInfo]:
-        return list(self._outputs)
-
     def _run_impl(self, feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        unknown = [n for n in outputs if n not in self._fetchable]
-        if unknown:
-            raise InputError(f"tensor(s) {unknown[:5]} were not marked when the backend was created")
         feed = {t.name: np.ascontiguousarray(feeds[t.name], dtype=t.dtype) for t in self._inputs}
         try:
             result = self._runner.infer(feed)
         except Exception as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TrtqError(f"TensorRT failed to run the engine: {msg}") from exc
+            raise TrtqError(f"TensorRT failed to run the engine: {first_line(exc)}") from exc
         return {n: np.asarray(result[n]) for n in outputs}
 
     def _close_impl(self) -> None:

@@ -108,9 +108,7 @@ def _node_outputs(model_path: Path) -> dict[str, list[str]]:
 
 
 def _build_failed(model_path: Path, logger: Any) -> TrtqError:
-    reason = (
-        logger.errors[-1].strip().splitlines()[0] if logger.errors else "no reason given (run with --debug)"
-    )
+    reason = logger.last_error("no reason given (run with --debug)").strip().splitlines()[0]
     return TrtqError(f"{model_path}: TensorRT could not build the engine: {reason}")
 
 
@@ -120,7 +118,7 @@ def _create(factory: Callable[[Any], Any], logger: Any, what: str) -> Any:
     try:
         return factory(logger)
     except TypeError as exc:
-        reason = logger.errors[-1] if logger.errors else str(exc)
+        reason = logger.last_error(str(exc))
         raise MissingDependencyError(f"TensorRT could not create a {what} ({reason}); {CPU_HINT}") from exc
 
 
@@ -278,8 +276,9 @@ def deserialize(trt: ModuleType, engine_bytes: bytes) -> Any:
     runtime = _create(trt.Runtime, logger, "runtime")
     engine = runtime.deserialize_cuda_engine(engine_bytes)
     if engine is None:
-        reason = logger.errors[-1] if logger.errors else "no reason given"
-        raise TrtqError(f"TensorRT could not load the engine it built: {reason}")
+        raise TrtqError(
+            f"TensorRT could not load the engine it built: {logger.last_error('no reason given')}"
+        )
     return engine, runtime
 
 

@@ -52,11 +52,16 @@ def _logger_class(trt: ModuleType) -> type:
             else:
                 log.debug("TensorRT: %s", msg)
 
+        def last_error(self, default: str = "") -> str:
+            """The last error TensorRT logged, or ``default`` when there was none."""
+            return self.errors[-1] if self.errors else default
+
     return TrtLogger
 
 
 def make_logger(trt: ModuleType) -> Any:
-    """A ``trt.ILogger`` that forwards to Python logging and collects errors in ``.errors``."""
+    """A ``trt.ILogger`` that forwards to Python logging and collects errors in ``.errors``
+    (the last one: ``.last_error(default)``)."""
     return _logger_class(trt)()
 
 
@@ -72,9 +77,7 @@ def parse_onnx(trt: ModuleType, network: Any, logger: Any, path: str | os.PathLi
         return parser
     errors = [parser.get_error(i) for i in range(parser.num_errors)]
     if not errors:
-        raise InputError(
-            f"{path}: TensorRT's ONNX parser failed: {'; '.join(logger.errors[-1:]) or 'no reason given'}"
-        )
+        raise InputError(f"{path}: TensorRT's ONNX parser failed: {logger.last_error() or 'no reason given'}")
     parser_error = errors[0]
     node, op = parser_error.node_name(), parser_error.node_operator()
     where = f"node '{node}' ({op})" if node or op else "the model"
@@ -169,6 +172,10 @@ def _layer_type_names(trt: ModuleType, names: Iterable[str]) -> set:
     return {getattr(trt.LayerType, n) for n in names if hasattr(trt.LayerType, n)}
 
 
+def _float_types(trt: ModuleType) -> set:
+    return {getattr(trt.DataType, n) for n in _FLOAT_TYPES if hasattr(trt.DataType, n)}
+
+
 def markable_tensors(trt: ModuleType, network: Any) -> MarkResult:
     """Every float activation TensorRT can make an output, in layer order.
 
@@ -176,10 +183,16 @@ def markable_tensors(trt: ModuleType, network: Any) -> MarkResult:
     conditional bodies (between the boundary layers, in the parser's layer order), shape
     tensors, outputs of constant/shape layers, and non-float tensors.
     """
+    return _markable(trt, network)[0]
+
+
+def _markable(trt: ModuleType, network: Any) -> tuple[MarkResult, dict[str, Any]]:
+    """:func:`markable_tensors`, and the markable tensors by name."""
     starts, ends = _layer_type_names(trt, _BODY_START), _layer_type_names(trt, _BODY_END)
     not_act = _layer_type_names(trt, _NOT_ACTIVATIONS)
-    floats = {getattr(trt.DataType, n) for n in _FLOAT_TYPES if hasattr(trt.DataType, n)}
+    floats = _float_types(trt)
     result = MarkResult()
+    by_name = {}
     depth = 0
     for li in range(network.num_layers):
         layer = network.get_layer(li)
@@ -208,36 +221,31 @@ def markable_tensors(trt: ModuleType, network: Any) -> MarkResult:
                 result.skipped[tensor.name] = reason
             else:
                 result.marked.append(tensor.name)
-    return result
+                by_name[tensor.name] = tensor
+    return result, by_name
 
 
 def mark_outputs(trt: ModuleType, network: Any, names: Sequence[str] | str) -> MarkResult:
     """Make ``names`` (or ``"all"``) network outputs; a requested tensor that cannot be marked is an error."""
-    candidates = markable_tensors(trt, network)
+    candidates, by_name = _markable(trt, network)
     if names == "all":
         wanted = list(candidates.marked)
     else:
         wanted = list(names)
         bad = {
-            n: candidates.skipped.get(n, "no such tensor in the TensorRT network")
+            n: reason
             for n in wanted
-            if n not in candidates.marked
+            if n not in by_name
+            and (reason := candidates.skipped.get(n, "no such tensor in the TensorRT network"))
+            != "already an output"
         }
-        bad = {n: r for n, r in bad.items() if r != "already an output"}
         if bad:
             name, reason = next(iter(bad.items()))
             raise InputError(
                 f"cannot mark tensor '{name}' as an output: {reason}"
                 + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else "")
             )
-        wanted = [n for n in wanted if n in candidates.marked]
-    by_name = {}
-    for li in range(network.num_layers):
-        layer = network.get_layer(li)
-        for oi in range(layer.num_outputs):
-            tensor = layer.get_output(oi)
-            if tensor is not None:
-                by_name[tensor.name] = tensor
+        wanted = [n for n in wanted if n in by_name]
     for name in wanted:
         network.mark_output(by_name[name])
     return MarkResult(marked=wanted, skipped=candidates.skipped)
@@ -256,8 +264,7 @@ def pin_layers(
     layer names; a pin that matches no layer (e.g. folded away) is logged.
     """
     pin_set = set(pins)
-    pinned_tensors = {t for p in pins for t in node_outputs.get(p, ())}
-    floats = {getattr(trt.DataType, n) for n in _FLOAT_TYPES if hasattr(trt.DataType, n)}
+    floats = _float_types(trt)
     matched_pins: set[str] = set()
     pinned_layers = []
     for li in range(network.num_layers):
@@ -275,9 +282,7 @@ def pin_layers(
             None,
         )
         hit = by_name or by_tensor
-        if hit is None and not any(
-            tensor is not None and tensor.name in pinned_tensors for tensor in outputs
-        ):
+        if hit is None:
             continue
         if not outputs or not all(tensor is not None and tensor.dtype in floats for tensor in outputs):
             continue  # integer/shape layers have no float precision to pin
@@ -285,8 +290,7 @@ def pin_layers(
         for i in range(layer.num_outputs):
             layer.set_output_type(i, trt.float32)
         pinned_layers.append(layer.name)
-        if hit:
-            matched_pins.add(hit)
+        matched_pins.add(hit)
     for p in sorted(pin_set - matched_pins):
         log.warning("pin '%s' matches no TensorRT layer (folded away or renamed); it has no effect", p)
     return pinned_layers

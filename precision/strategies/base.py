@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import ClassVar, Protocol
 
 
@@ -64,9 +65,14 @@ class SearchSpace:
     def __len__(self) -> int:
         return len(self.layers)
 
+    @cached_property
+    def by_node(self) -> dict[str, Layer]:
+        """Layer id -> layer."""
+        return {layer.node: layer for layer in self.layers}
+
     def nodes_of(self, layer_ids: frozenset[str]) -> frozenset[str]:
         """The ONNX node names to keep in FP32 for a set of layer ids."""
-        by_id = {layer.node: layer for layer in self.layers}
+        by_id = self.by_node
         return frozenset(member for lid in layer_ids for member in by_id[lid].members)
 
 
@@ -153,7 +159,9 @@ class GeneratorStrategy(Strategy):
             self._note_pass(self._pending)
 
 
-def bisect_prefix(order: Sequence[Layer]) -> Generator[frozenset[str], bool, int]:
+def bisect_prefix(
+    order: Sequence[Layer], lo: int = 0, hi: int | None = None
+) -> Generator[frozenset[str], bool, int]:
     """Binary-search the shortest passing prefix of ``order``; return its length ``k``.
 
     Invariant: the prefix of length ``lo`` fails and the one of length ``hi`` passes (``lo = 0``
@@ -161,9 +169,11 @@ def bisect_prefix(order: Sequence[Layer]) -> Generator[frozenset[str], bool, int
     so the answer is backed by two evaluations: prefix ``k`` passes and prefix ``k - 1`` fails.
     This holds whether or not the pass/fail pattern is monotone in ``k``; monotonicity only
     decides whether ``k`` is the *shortest* passing prefix or just *a* boundary. Costs at most
-    ``ceil(log2(len(order)))`` evaluations.
+    ``ceil(log2(len(order)))`` evaluations. ``lo`` and ``hi`` narrow the search to prefixes
+    already known to fail and to pass.
     """
-    lo, hi = 0, len(order)
+    if hi is None:
+        hi = len(order)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if (yield prefix(order, mid)):
@@ -190,13 +200,7 @@ def gallop_prefix(order: Sequence[Layer]) -> Generator[frozenset[str], bool, int
             break
         lo = probe
         probe *= 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if (yield prefix(order, mid)):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return (yield from bisect_prefix(order, lo, hi))
 
 
 def prefix(order: Sequence[Layer], k: int) -> frozenset[str]:

@@ -55,7 +55,7 @@ class ConvIntegerToFloat(Rule):
         wf = to_float_minus_zp(graph, names, w, wzp, wshape)
         out = node.outputs[0]
         conv_out = gs.Variable(names(f"{out.name}_float"), dtype=np.float32)
-        attrs = {k: v for k, v in node.attrs.items()}
+        attrs = dict(node.attrs)
         add_node(graph, names, "Conv", [xf, wf], [conv_out], attrs, base=f"{node.name}_float")
         node.outputs.clear()
         round_cast_int32(graph, names, conv_out, out)

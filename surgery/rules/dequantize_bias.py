@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import constant_value, input_at, nodes_present, producer, set_io
+from trtq.surgery.graph_util import NameMaker, constant_value, input_at, nodes_present, producer, set_io
 from trtq.surgery.rule import Match, Rule, register_rule
 
 _BIAS_USERS = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
@@ -109,7 +109,7 @@ class DequantizeBias(Rule):
         out = dq.outputs[0]
         if out in graph.outputs:
             return False
-        bias = gs.Constant(f"{out.name}_value", value[0])
+        bias = gs.Constant(NameMaker(graph)(f"{out.name}_value"), value[0])  # (const() makes 0-d 1-d)
         for user in list(out.outputs):
             set_io(user.inputs, [bias if t is out else t for t in user.inputs])
         dq.outputs.clear()

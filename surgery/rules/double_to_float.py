@@ -61,6 +61,10 @@ class DoubleToFloat(Rule):
                 for n in graph.nodes if _node_is_double(n) and not _boundary_cast(n, graph)]  # fmt: skip
 
     def apply(self, graph: gs.Graph, match: Match) -> bool:
+        # One apply converts the whole graph; the pass's other matches find their node done.
+        anchor = find_node(graph, match.nodes[0])
+        if anchor is None or not _node_is_double(anchor) or _boundary_cast(anchor, graph):
+            return True
         names = NameMaker(graph)
         for inp in list(graph.inputs):
             if _is_double(inp) and any(_node_is_double(c) for c in inp.outputs):
@@ -79,6 +83,7 @@ class DoubleToFloat(Rule):
                 set_io(producer.outputs, [inner if t is out else t for t in producer.outputs])
                 add_node(graph, names, "Cast", [inner], [out], {"to": _DOUBLE})
         changed = False
+        floats: dict[int, gs.Constant] = {}  # id(DOUBLE initializer) -> its FLOAT copy, shared by all users
         for node in list(graph.nodes):
             if node.op == "Cast" and node.attrs.get("to") == _DOUBLE and not _boundary_cast(node, graph):
                 node.attrs["to"] = _FLOAT
@@ -90,11 +95,12 @@ class DoubleToFloat(Rule):
                     changed = True
             for i, t in enumerate(node.inputs):
                 if isinstance(t, gs.Constant) and t.values.dtype == np.float64:
-                    node.inputs[i] = gs.Constant(t.name + "_float", t.values.astype(np.float32))
+                    if id(t) not in floats:  # not const(): it would make a 0-d value 1-d
+                        floats[id(t)] = gs.Constant(names(t.name + "_float"), t.values.astype(np.float32))
+                    node.inputs[i] = floats[id(t)]
                     changed = True
             for t in node.outputs:
                 if _is_double(t) and t not in graph.outputs:
                     t.dtype = np.float32
                     changed = True
-        anchor = find_node(graph, match.nodes[0])
-        return changed or anchor is None or not _node_is_double(anchor) or _boundary_cast(anchor, graph)
+        return changed or not _node_is_double(anchor) or _boundary_cast(anchor, graph)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import constant_value, is_omitted, is_random
+from trtq.surgery.graph_util import constant_value, find_node, is_omitted, is_random
 from trtq.surgery.rule import Match, Rule, register_rule
 
 _NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "Constant", "If", "Loop", "Scan"})
@@ -79,7 +79,7 @@ class FoldConstants(Rule):
 
     def apply(self, graph: gs.Graph, match: Match) -> bool:
         name = match.nodes[0]
-        if not any(n.name == name for n in graph.nodes):
+        if find_node(graph, name) is None:
             return True  # folded by this pass's fold
         if name in self._left:
             return False

@@ -11,6 +11,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx.inliner import inline_selected_functions
 
+from trtq.surgery.graph_util import find_node
 from trtq.surgery.rule import Match, Rule, register_rule
 
 
@@ -43,7 +44,7 @@ class InlineLocalFunctions(Rule):
         ]  # fmt: skip
 
     def apply(self, graph: gs.Graph, match: Match) -> bool:
-        if not any(n.name == match.nodes[0] for n in graph.nodes):
+        if find_node(graph, match.nodes[0]) is None:
             return False
         model = gs.export_onnx(graph, do_type_check=False)
         model = inline_selected_functions(model, [match.data["key"]])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import constant_value, nodes_present
+from trtq.surgery.graph_util import NameMaker, add_node, const, constant_value, nodes_present
 from trtq.surgery.rule import Match, Rule, register_rule
 
 
@@ -71,7 +71,8 @@ def find_layernorm(mean: gs.Node, graph: gs.Graph) -> dict | None:
     elif not (sq.inputs[0] is d and sq.inputs[1] is d):
         return None
     var = _only_user(sq.outputs[0], graph)
-    if var is None or _reduce_axes(var) is None or sorted(a % rank for a in _reduce_axes(var)) != norm:
+    var_axes = None if var is None else _reduce_axes(var)
+    if var_axes is None or sorted(a % rank for a in var_axes) != norm:
         return None
     add_eps = _only_user(var.outputs[0], graph)
     if add_eps is None or add_eps.op != "Add":
@@ -92,24 +93,29 @@ def find_layernorm(mean: gs.Node, graph: gs.Graph) -> dict | None:
     beta = np.zeros(norm_shape, dtype)
     mul = _only_user(out, graph)
     if mul is not None and mul.op == "Mul":
-        g = constant_value(_other(mul, out))
-        if g is not None and _fits(g, norm_shape, rank):
-            gamma = np.broadcast_to(
-                g.reshape(g.shape[-len(norm_shape) :] if g.ndim else ()), norm_shape
-            ).astype(dtype)
+        g = _affine(mul, out, norm_shape, rank, dtype)
+        if g is not None:
+            gamma = g
             nodes.append(mul)
             out = mul.outputs[0]
             add = _only_user(out, graph)
             if add is not None and add.op == "Add":
-                b = constant_value(_other(add, out))
-                if b is not None and _fits(b, norm_shape, rank):
-                    beta = np.broadcast_to(
-                        b.reshape(b.shape[-len(norm_shape) :] if b.ndim else ()), norm_shape
-                    ).astype(dtype)
+                b = _affine(add, out, norm_shape, rank, dtype)
+                if b is not None:
+                    beta = b
                     nodes.append(add)
                     out = add.outputs[0]
     return {"nodes": nodes, "x": x, "out": out, "axis": rank - len(norm), "eps": float(eps.reshape(-1)[0]),
             "gamma": np.ascontiguousarray(gamma), "beta": np.ascontiguousarray(beta)}  # fmt: skip
+
+
+def _affine(node: gs.Node, t: gs.Tensor, norm_shape, rank: int, dtype) -> np.ndarray | None:
+    """The constant other input of ``node`` (the affine Mul/Add after ``t``) broadcast to
+    ``norm_shape``, or ``None`` when it is not constant or not per normalized element."""
+    v = constant_value(_other(node, t))
+    if v is None or not _fits(v, norm_shape, rank):
+        return None
+    return np.broadcast_to(v.reshape(v.shape[-len(norm_shape) :] if v.ndim else ()), norm_shape).astype(dtype)
 
 
 def _fits(v: np.ndarray, norm_shape, rank: int) -> bool:
@@ -121,10 +127,9 @@ def _fits(v: np.ndarray, norm_shape, rank: int) -> bool:
         return False
     tail = v.shape[max(0, v.ndim - len(norm_shape)) :]
     try:
-        np.broadcast_shapes(tail, tuple(norm_shape))
+        return np.broadcast_shapes(tail, tuple(norm_shape)) == tuple(norm_shape)
     except ValueError:
         return False
-    return np.broadcast_shapes(tail, tuple(norm_shape)) == tuple(norm_shape)
 
 
 @register_rule
@@ -156,16 +161,18 @@ class LayerNormFusion(Rule):
         last = found["nodes"][-1]
         out = found["out"]
         last.outputs.clear()
-        ln = gs.Node(
+        names = NameMaker(graph)
+        add_node(
+            graph,
+            names,
             "LayerNormalization",
-            name=f"{found_nodes[0].name}_layernorm",
-            attrs={"axis": found["axis"], "epsilon": found["eps"]},
-            inputs=[
+            [
                 found["x"],
-                gs.Constant(f"{out.name}_gamma", found["gamma"]),
-                gs.Constant(f"{out.name}_beta", found["beta"]),
+                const(names, f"{out.name}_gamma", found["gamma"]),
+                const(names, f"{out.name}_beta", found["beta"]),
             ],
-            outputs=[out],
+            [out],
+            {"axis": found["axis"], "epsilon": found["eps"]},
+            base=f"{found_nodes[0].name}_layernorm",
         )
-        graph.nodes.append(ln)
         return True

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import constant_value, input_at, nodes_present, set_io
+from trtq.surgery.graph_util import NameMaker, const, constant_value, input_at, nodes_present, set_io
 from trtq.surgery.rule import Match, Rule, register_rule
 
 
@@ -74,5 +74,5 @@ class ResizeConstantScales(Rule):
         if scales is None:
             return False
         roi = node.inputs[1] if len(node.inputs) > 1 else gs.Variable.empty()
-        set_io(node.inputs, [node.inputs[0], roi, gs.Constant(f"{node.name}_scales", scales)])
+        set_io(node.inputs, [node.inputs[0], roi, const(NameMaker(graph), f"{node.name}_scales", scales)])
         return True

@@ -33,9 +33,11 @@ class TopKSplit(Rule):
     order = 80
 
     def match(self, graph: gs.Graph) -> list[Match]:
+        if graph.opset < 11:
+            return []
         out = []
         for node in graph.nodes:
-            if node.op != "TopK" or graph.opset < 11 or int(node.attrs.get("sorted", 1)) != 1:
+            if node.op != "TopK" or int(node.attrs.get("sorted", 1)) != 1:
                 continue
             k = constant_value(node.inputs[1])
             if k is None or k.size != 1 or node.inputs[0].dtype is None:

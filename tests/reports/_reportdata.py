@@ -4,10 +4,11 @@
 FP32 reference with every float activation fetched; a crude FP16 emulation (weights rounded to
 FP16, a Cast round trip after every activation); a crude implicit INT8 emulation (a Q/DQ pair
 with the FP32 min/max scale after every activation); and a ranked bisect over the INT8 layers
-whose trace is real evaluations. From the same activations it collects 2048-bin |x| histograms
-and four thresholds per tensor (entropy2, minmax, percentile, mse), saved in the ``.npz`` format
-of docs/SCHEMA.md. These emulations are deliberately naive (they are test inputs for the
-report, not trtq's emulator), but every number in them was measured.
+whose trace is real evaluations. From the same activations trtq's own calibration
+(:class:`trtq.calib.histogram.HistogramSet`, :mod:`trtq.calib.run`, :mod:`trtq.calib.summary`)
+collects the 2048-bin |x| histograms, saves them as ``.npz`` and computes four thresholds per
+tensor (entropy2, minmax, percentile, mse). The emulations are deliberately naive (they are test
+inputs for the report, not trtq's emulator), but every number in them was measured.
 
 ``synthetic_compare`` builds a compare result of any size from a seeded random generator, for
 the size test of a 3,000-layer model.
@@ -24,8 +25,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from trtq._core.onnx_model import float_tensors, load_onnx
+from trtq._core.jsonio import to_jsonable
+from trtq._core.onnx_model import TensorSite, float_tensors, load_onnx, model_summary
+from trtq.calib.histogram import HistogramSet
+from trtq.calib.run import CalibrationResult, result_from_histograms
+from trtq.calib.summary import calib_document
 from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+from trtq.precision.metrics import tensor_metrics
 
 NUM_BINS = 2048
 HTML_BAD = "<img src=x onerror=alert(1)>"
@@ -34,33 +40,7 @@ HTML_BAD = "<img src=x onerror=alert(1)>"
 # ----------------------------------------------------------------------------- metrics
 def layer_metrics(ref: np.ndarray, out: np.ndarray) -> dict[str, float | None]:
     """SCHEMA.md's per-tensor metrics of ``out`` against the FP32 ``ref`` (null = not finite)."""
-    r = ref.astype(np.float64).ravel()
-    o = out.astype(np.float64).ravel()
-    bad = ~np.isfinite(o)
-    frac = float(bad.mean()) if o.size else 0.0
-    if frac > 0:
-        return {
-            "max_abs": None,
-            "mean_abs": None,
-            "rel_l2": None,
-            "cosine": None,
-            "sqnr_db": None,
-            "nonfinite": frac,
-        }
-    d = o - r
-    nr, nd, no = np.linalg.norm(r), np.linalg.norm(d), np.linalg.norm(o)
-
-    def fin(x: float) -> float | None:
-        return float(x) if math.isfinite(x) else None
-
-    return {
-        "max_abs": fin(np.abs(d).max() if d.size else 0.0),
-        "mean_abs": fin(np.abs(d).mean() if d.size else 0.0),
-        "rel_l2": fin(nd / nr) if nr > 0 else (0.0 if nd == 0 else None),
-        "cosine": fin(float(r @ o) / (nr * no)) if nr > 0 and no > 0 else (1.0 if nd == 0 else None),
-        "sqnr_db": fin(20 * math.log10(nr / nd)) if nd > 0 and nr > 0 else None,
-        "nonfinite": 0.0,
-    }
+    return to_jsonable(tensor_metrics(out, ref))
 
 
 # ----------------------------------------------------------------------------- emulations
@@ -128,53 +108,19 @@ def run_all(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[st
 
 
 # ----------------------------------------------------------------------------- calibration
-def histogram(x: np.ndarray) -> tuple[np.ndarray, float, int]:
-    a = np.abs(x.astype(np.float64).ravel())
-    finite = np.isfinite(a)
-    a = a[finite]
-    upper = float(a.max()) if a.size and a.max() > 0 else 1.0
-    counts, _ = np.histogram(a, bins=NUM_BINS, range=(0.0, upper))
-    return counts.astype(np.int64), upper, int((~finite).sum())
+CALIB_SETTINGS = {"method": "entropy2", "trt_version": "10.16.1", "num_bins": NUM_BINS, "percentile": 99.99}
 
 
-def entropy_amax(counts: np.ndarray, upper: float, levels: int = 128, stride: int = 8) -> float:
-    """KL-divergence threshold (Migacz's procedure, coarse candidate stride)."""
-    c = counts.astype(np.float64)
-    best, best_i = math.inf, c.size
-    for i in range(levels, c.size + 1, stride):
-        p = c[:i].copy()
-        p[-1] += c[i:].sum()
-        nonzero = c[:i] > 0
-        idx = (np.arange(i) * levels) // i
-        q_sum = np.bincount(idx, weights=c[:i], minlength=levels)
-        q_cnt = np.bincount(idx, weights=nonzero.astype(np.float64), minlength=levels)
-        q = np.where(nonzero, q_sum[idx] / np.maximum(q_cnt[idx], 1), 0.0)
-        if p.sum() == 0 or q.sum() == 0:
-            continue
-        pn, qn = p / p.sum(), q / q.sum()
-        m = pn > 0
-        kl = float(np.sum(pn[m] * np.log(pn[m] / np.maximum(qn[m], 1e-12))))
-        if kl < best:
-            best, best_i = kl, i
-    return best_i * upper / c.size
-
-
-def mse_amax(counts: np.ndarray, upper: float) -> float:
-    c = counts.astype(np.float64)
-    centres = (np.arange(c.size) + 0.5) * upper / c.size
-    best, best_a = math.inf, upper
-    for i in range(16, c.size + 1, 16):
-        a = i * upper / c.size
-        clip = centres > a
-        err = c[~clip].sum() * (a / 127) ** 2 / 12 + (c[clip] * (centres[clip] - a) ** 2).sum()
-        if err < best:
-            best, best_a = err, a
-    return best_a
-
-
-def percentile_amax(counts: np.ndarray, upper: float, pct: float = 99.99) -> float:
-    cdf = np.cumsum(counts) / max(1, counts.sum())
-    return float((np.searchsorted(cdf, pct / 100.0) + 1) * upper / counts.size)
+def calib_result(
+    hs: HistogramSet, sites: list[TensorSite], by_method: dict[str, dict[str, float]], seconds: float
+) -> CalibrationResult:
+    """trtq's calibration result for histograms ``hs`` whose every-method thresholds are known
+    (given as the result's cache of :meth:`CalibrationResult.amax_by_method`, so that repeated
+    tensors are not computed again)."""
+    method = CALIB_SETTINGS["method"]
+    return CalibrationResult(
+        hs, sites, method, {"percentile": 99.99}, by_method[method], seconds, _by_method=by_method
+    )
 
 
 # ----------------------------------------------------------------------------- producers
@@ -186,15 +132,6 @@ def load_images(image_dir: Path, hw: tuple[int, int], n: int = 4) -> np.ndarray:
         img = cv2.resize(img, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR).astype(np.float32)
         batch.append(((img / 255.0 - 0.5) / 0.5).transpose(2, 0, 1))
     return np.stack(batch)
-
-
-def _model_block(model: onnx.ModelProto, path: Path, shape: list[int], n_tensors: int) -> dict:
-    return {
-        "path": str(path),
-        "inputs": [{"name": model.graph.input[0].name, "shape": shape, "dtype": "float32"}],
-        "nodes": len(model.graph.node),
-        "tensors": n_tensors,
-    }
 
 
 def synthetic_compare(n_layers: int, *, seed: int = 0, names: str = "/blocks.{b}/{op}_{i}") -> dict:
@@ -340,76 +277,45 @@ def synthetic_calib(
     n_tensors: int, out_dir: Path, *, seed: int = 0, names: str = "t{i}", distinct: int = 64
 ) -> dict:
     """A calib result with its histogram .npz: per tensor 4096 draws from a Laplace (heavy tail)
-    or rectified Gaussian of random scale; thresholds computed from the 2048-bin histogram.
+    or rectified Gaussian of random scale; thresholds computed by trtq from the 2048-bin histogram.
     Only ``distinct`` tensors are drawn; the rest repeat them under their own names."""
     rng = np.random.default_rng(seed)
-    rows, counts_all, uppers, maxes = [], [], [], []
-    stats = []
+    draws = []
     for i in range(min(n_tensors, distinct)):
         scale = float(np.exp(rng.normal(0, 1.5)))
-        x = rng.laplace(0, scale, 4096) if i % 2 else np.maximum(rng.normal(0, scale, 4096), 0)
-        counts, upper, _ = histogram(x)
-        amax = {
-            "entropy2": entropy_amax(counts, upper),
-            "minmax": float(np.abs(x).max()),
-            "percentile": percentile_amax(counts, upper),
-            "mse": mse_amax(counts, upper),
-        }
-        stats.append((counts, upper, amax))
-    for i in range(n_tensors):
-        counts, upper, amax = stats[i % len(stats)]
-        name = names.format(i=i)
-        rows.append(
-            {
-                "name": name,
-                "node": f"node_{i}",
-                "op_type": "Relu" if i % 2 == 0 else "Conv",
-                "index": i,
-                "amax": amax["entropy2"],
-                "scale": amax["entropy2"] / 127,
-                "max_abs": amax["minmax"],
-                "amax_by_method": amax,
-            }
-        )
-        counts_all.append(counts)
-        uppers.append(upper)
-        maxes.append(amax["minmax"])
+        draws.append(rng.laplace(0, scale, 4096) if i % 2 else np.maximum(rng.normal(0, scale, 4096), 0))
+    # thresholds of the distinct draws, computed once; the repeats share them
+    drawn = HistogramSet([f"d{i}" for i in range(len(draws))], NUM_BINS)
+    drawn.collect({f"d{i}": x for i, x in enumerate(draws)})
+    drawn_amax = result_from_histograms(
+        drawn, method=CALIB_SETTINGS["method"], percentile=99.99
+    ).amax_by_method()
+    tensor_names = [names.format(i=i) for i in range(n_tensors)]
+    hs = HistogramSet(tensor_names, NUM_BINS)
+    hs.collect({name: draws[i % len(draws)] for i, name in enumerate(tensor_names)}, samples=16)
+    by_method = {
+        m: {name: v[f"d{i % len(draws)}"] for i, name in enumerate(tensor_names)}
+        for m, v in drawn_amax.items()
+    }
+    sites = [
+        TensorSite(name, f"node_{i}", "Relu" if i % 2 == 0 else "Conv", i)
+        for i, name in enumerate(tensor_names)
+    ]
     npz = out_dir / f"hist_{n_tensors}_{seed}.npz"
-    np.savez(
-        npz,
-        names=np.array([r["name"] for r in rows]),
-        counts=np.stack(counts_all),
-        upper=np.array(uppers),
-        max_abs=np.array(maxes),
-        nonfinite=np.zeros(n_tensors, np.int64),
-        num_bins=NUM_BINS,
-        format=1,
-    )
-    return {
-        "kind": "calib",
-        "schema": 1,
-        "trtq_version": "0.1.0",
-        "model": {
+    hs.save(npz)
+    return calib_document(
+        calib_result(hs, sites, by_method, seconds=2.5),
+        model={
             "path": f"models/synthetic_{n_tensors}.onnx",
             "inputs": [{"name": "x", "shape": [1, 3, 224, 224], "dtype": "float32"}],
             "nodes": n_tensors,
             "tensors": n_tensors + 1,
         },
-        "data": {"path": "images/", "images_used": 16, "images_skipped": 0, "skipped": []},
-        "settings": {
-            "method": "entropy2",
-            "batch_size": 8,
-            "trt_version": "10.16.1",
-            "num_bins": NUM_BINS,
-            "percentile": 99.99,
-        },
-        "cache": str(out_dir / "calib.cache"),
-        "histograms": str(npz),
-        "coverage": {"calibrated": n_tensors, "total": n_tensors + 1},
-        "tensors": rows,
-        "time_s": 2.5,
-        "images_per_s": 6.4,
-    }
+        data={"path": "images/", "images_used": 16, "images_skipped": 0, "skipped": []},
+        settings={**CALIB_SETTINGS, "batch_size": 8},
+        cache_path=str(out_dir / "calib.cache"),
+        histogram_path=str(npz),
+    )
 
 
 def real_results_for(path: Path, image_dir: Path, out_dir: Path) -> dict:
@@ -422,66 +328,28 @@ def real_results_for(path: Path, image_dir: Path, out_dir: Path) -> dict:
     outputs = [o.name for o in model.graph.output]
     ref = run_all(model, feeds, names)
 
-    # calibration statistics from the FP32 activations
-    hists = {n: histogram(ref[n]) for n in names}
-    amax_by = {}
-    for n, (counts, upper, _) in hists.items():
-        amax_by[n] = {
-            "entropy2": entropy_amax(counts, upper),
-            "minmax": float(np.abs(ref[n]).max()),
-            "percentile": percentile_amax(counts, upper),
-            "mse": mse_amax(counts, upper),
-        }
+    # calibration statistics from the FP32 activations, by trtq's own calibration
+    hs = HistogramSet(names, NUM_BINS)
+    hs.collect({n: ref[n] for n in names}, samples=int(x.shape[0]))
     npz = out_dir / "calib_hist.npz"
-    np.savez(
-        npz,
-        names=np.array(names),
-        counts=np.stack([hists[n][0] for n in names]),
-        upper=np.array([hists[n][1] for n in names]),
-        max_abs=np.array([float(np.abs(ref[n]).max()) for n in names]),
-        nonfinite=np.array([hists[n][2] for n in names], dtype=np.int64),
-        num_bins=NUM_BINS,
-        format=1,
-    )
-    model_block = _model_block(model, path, [4, 3, 48, 192], len(names) + 1)
+    hs.save(npz)
+    calib_run = result_from_histograms(hs, model, method=CALIB_SETTINGS["method"], percentile=99.99)
+    calib_run.seconds = 1.0
+    model_block = model_summary(model, path, shapes={model.graph.input[0].name: x.shape})
     data_block = {
         "path": "skimage samples",
         "images_used": int(x.shape[0]),
         "images_skipped": 0,
         "skipped": [],
     }
-    calib = {
-        "kind": "calib",
-        "schema": 1,
-        "trtq_version": "0.1.0",
-        "model": model_block,
-        "data": data_block,
-        "settings": {
-            "method": "entropy2",
-            "batch_size": 4,
-            "trt_version": "10.16.1",
-            "num_bins": NUM_BINS,
-            "percentile": 99.99,
-        },
-        "cache": str(out_dir / "calib.cache"),
-        "histograms": str(npz),
-        "coverage": {"calibrated": len(names), "total": len(names) + 1},
-        "tensors": [
-            {
-                "name": s.name,
-                "node": s.node,
-                "op_type": s.op_type,
-                "index": s.index,
-                "amax": amax_by[s.name]["entropy2"],
-                "scale": amax_by[s.name]["entropy2"] / 127,
-                "max_abs": amax_by[s.name]["minmax"],
-                "amax_by_method": amax_by[s.name],
-            }
-            for s in sites
-        ],
-        "time_s": 1.0,
-        "images_per_s": 4.0,
-    }
+    calib = calib_document(
+        calib_run,
+        model=model_block,
+        data=data_block,
+        settings={**CALIB_SETTINGS, "batch_size": 4},
+        cache_path=str(out_dir / "calib.cache"),
+        histogram_path=str(npz),
+    )
 
     def layers_of(values: dict[str, np.ndarray], pins: set[str]) -> list[dict]:
         return [
@@ -499,7 +367,7 @@ def real_results_for(path: Path, image_dir: Path, out_dir: Path) -> dict:
     def outputs_of(values: dict[str, np.ndarray]) -> list[dict]:
         return [{"tensor": o, **layer_metrics(ref[o], values[o])} for o in outputs]
 
-    minmax = {n: amax_by[n]["minmax"] for n in names}
+    minmax = {n: hs.max_abs(n) for n in names}
     fp16 = run_all(fp16_model(model, set(names)), feeds, names)
     int8 = run_all(int8_model(model, minmax, set(names)), feeds, names)
     int8_layers = layers_of(int8, set())

@@ -116,14 +116,16 @@ def constant_tensors(graph: onnx.GraphProto) -> set[str]:
     return const
 
 
-def float_tensors(model: onnx.ModelProto) -> list[TensorSite]:
+def float_tensors(model: onnx.ModelProto, types: dict[str, int] | None = None) -> list[TensorSite]:
     """Every float tensor TensorRT would see as an activation, in topological order.
 
-    Graph inputs come first, then node outputs. Element types come from the model's declared
-    types and ONNX shape inference; a tensor whose type cannot be inferred is skipped.
+    Graph inputs come first, then node outputs. Element types come from ``types`` (default:
+    :func:`tensor_types`, i.e. declared types and ONNX shape inference); a tensor whose type
+    cannot be inferred is skipped.
     """
     graph = model.graph
-    types = tensor_types(model)
+    if types is None:
+        types = tensor_types(model)
     const = constant_tensors(graph)
     inits = {i.name for i in graph.initializer}
     sites: list[TensorSite] = []
