@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from trtq._core.cli import common_options, echo_json, progress_bar, run_command, setup_logging, stderr_console
-from trtq._core.config import find_config, resolve_path, setting
+from trtq._core.config import find_config, model_from, resolve_path, setting
 from trtq._core.errors import InputError, TrtqError
 
 EPILOG_RUN = """\b
@@ -162,12 +162,9 @@ def _run(opts: dict[str, Any]) -> None:
     from trtq.precision.backends.onnxruntime import model_inputs as declared_inputs
 
     config, config_path = find_config()
-    model_path = opts.get("model") or resolve_path(config.get("model"), config_path)
-    if not model_path:
-        raise InputError(
-            "no model given: pass MODEL (calib run model.onnx --data DIR --cache FILE) "
-            'or set model = "path.onnx" under [tool.trtq] in ./pyproject.toml or in ./trtq.toml'
-        )
+    model_path = model_from(
+        opts.get("model"), config, config_path, "calib run model.onnx --data DIR --cache FILE"
+    )
     cache_path = opts.get("cache_path") or resolve_path(config.get("cache"), config_path)
     if not cache_path:
         raise InputError('no cache file given: pass --cache FILE (or set cache = "..." in [tool.trtq])')

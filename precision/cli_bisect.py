@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from trtq._core.cli import common_options, progress_bar, run_command, setup_logging, stderr_console
-from trtq._core.config import find_config, resolve_path, setting
+from trtq._core.config import find_config, model_from, resolve_path, setting
 from trtq._core.errors import CheckFailed, InputError
 from trtq._core.jsonio import write_json
 from trtq.datasets.cli_options import data_options
@@ -245,12 +245,9 @@ def _bisect(opts: dict[str, Any]) -> None:
     from trtq.precision.strategies import get_strategy
 
     config, config_path = find_config()
-    model_path = opts.get("model") or resolve_path(config.get("model"), config_path)
-    if not model_path:
-        raise InputError(
-            "no model given: pass MODEL (precision bisect model.onnx --data DIR -o pins.json) "
-            'or set model = "path.onnx" under [tool.trtq]'
-        )
+    model_path = model_from(
+        opts.get("model"), config, config_path, "precision bisect model.onnx --data DIR -o pins.json"
+    )
     pins_path = opts.get("pins_path")
     if not pins_path:
         raise InputError("no output file: give -o pins.json")

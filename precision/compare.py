@@ -154,11 +154,12 @@ def _as_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
 
 
 class _Session:
-    """An ONNX Runtime session over ``model`` fetching ``names`` (thin wrapper over the backend).
+    """A backend and the tensors fetched from it on every batch.
 
-    Graph optimisations are off: ONNX Runtime's Q/DQ propagation and Conv/Add fusions would move
-    or merge the rounding points the emulation placed (measured: up to 0.1 on PP-OCR cls's
-    softmax output), and the unoptimised CPU run is no slower on these models.
+    Emulated models run on ONNX Runtime with graph optimisations off: its Q/DQ propagation and
+    Conv/Add fusions would move or merge the rounding points the emulation placed (measured: up
+    to 0.1 on PP-OCR cls's softmax output), and the unoptimised CPU run is no slower on these
+    models. A TensorRT engine (:meth:`of_engine`) fetches its marked tensors and its outputs.
     """
 
     def __init__(self, model: onnx.ModelProto, names: Sequence[str], threads: int | None) -> None:
@@ -166,6 +167,14 @@ class _Session:
 
         self.names = list(dict.fromkeys(names))
         self.backend = OnnxRuntimeBackend(model, mark=self.names, threads=threads, optimize=False)
+
+    @classmethod
+    def of_engine(cls, backend: Any) -> _Session:
+        session = cls.__new__(cls)
+        session.backend = backend
+        outs = [t.name for t in backend.outputs()]
+        session.names = list(dict.fromkeys([*getattr(backend, "marked", []), *outs]))
+        return session
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.backend.run(feeds, self.names)
@@ -220,7 +229,7 @@ def compare_runs(
         if "graphwise" in modes:
             for k, plan in enumerate(plans):
                 if engine_factory is not None:
-                    sessions.append((k, _EngineSession(engine_factory(plan.config, compare_names))))
+                    sessions.append((k, _Session.of_engine(engine_factory(plan.config, compare_names))))
                 else:
                     sessions.append((k, _Session(apply_plan(plan), compare_names, threads)))
 
@@ -306,21 +315,6 @@ def _layerwise_records(plan: EmulationPlan, acc: Mapping[str, MetricAccumulator]
                 )
     recs.sort(key=lambda r: r.index)
     return recs
-
-
-class _EngineSession:
-    """A backend (a TensorRT engine) fetching its marked tensors and its outputs."""
-
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-        outs = [t.name for t in backend.outputs()]
-        self.names = list(dict.fromkeys(list(getattr(backend, "marked", [])) + outs))
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.backend.run(feeds, self.names)
-
-    def close(self) -> None:
-        self.backend.close()
 
 
 def compare(

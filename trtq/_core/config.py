@@ -62,3 +62,15 @@ def setting(flags: dict[str, Any], config: dict[str, Any], key: str, default: An
     if value is not None:
         return value
     return config.get(key.replace("_", "-"), config.get(key, default))
+
+
+def model_from(flag: str | None, config: dict[str, Any], config_path: Path | None, usage: str) -> str:
+    """The model path: the command-line argument, else ``model`` of the config file (relative to
+    that file); neither raises :class:`InputError` showing ``usage``, an example command."""
+    model = flag or resolve_path(config.get("model"), config_path)
+    if not model:
+        raise InputError(
+            f'no model given: pass MODEL ({usage}) or set model = "path.onnx" '
+            "under [tool.trtq] in ./pyproject.toml or in ./trtq.toml"
+        )
+    return model
