@@ -12,6 +12,7 @@ Rows:
   the end of the first batch to the end of the last), total s (with model setup and thresholds),
   peak RSS;
 - entropy2 thresholds for all tensors from the histograms (s, total);
+- the histogram pass alone on one image's tensors: trtq's kernel vs numpy abs + bincount;
 - ONNX Runtime's create_calibrator(Entropy, num_bins=2048) + collect_data + compute_data on 8.
 """
 
@@ -152,7 +153,45 @@ def worker_ort(model: str, files: list[str]) -> dict:
     }
 
 
-WORKERS = {"infer": worker_infer, "trtq": worker_trtq, "ort": worker_ort}
+def worker_hist(model: str, files: list[str]) -> dict:
+    """The histogram pass alone on one image's tensors (every float tensor, as calibrate sees
+    them), best of 5: trtq's kernel on a 2-thread pool vs numpy (``abs`` + ``bincount`` with the
+    same bin index), the baseline the issue measured."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trtq._core.onnx_model import float_tensors, load_onnx
+    from trtq.calib.histogram import HistogramSet
+    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+
+    proto = load_onnx(model)
+    names = [t.name for t in float_tensors(proto) if t.node]
+    with OnnxRuntimeBackend(proto, mark=names) as be:
+        outs = be.run({"x": np.load(files[0])}, names)
+    values = sum(a.size for a in outs.values())
+
+    def numpy_pass() -> None:
+        for a in outs.values():
+            x = np.abs(a.ravel())
+            top = float(x.max())
+            upper = 2.0 ** np.floor(np.log2(top)) * 2 if top > 0 else 1.0
+            np.bincount((x * (2048 / upper)).astype(np.int64), minlength=2048)
+
+    def best(fn, reps: int = 5) -> float:
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        HistogramSet(names).collect(outs, executor=pool)  # JIT warm-up
+        ours = best(lambda: HistogramSet(names).collect(outs, executor=pool))
+    theirs = best(numpy_pass, reps=2)
+    return {"values": values, "trtq_s": ours, "numpy_s": theirs, "peak_rss_mb": peak_rss_mb()}
+
+
+WORKERS = {"infer": worker_infer, "trtq": worker_trtq, "ort": worker_ort, "hist": worker_hist}
 
 
 def run_worker(kind: str, model: str, files: list[Path], **kw) -> dict:
@@ -201,6 +240,27 @@ def main() -> None:
     marked = run_worker("infer", model, files[:8], mark_all=True)
     rows.append(
         ("inference, every tensor an output", 8, marked["s_per_image"], None, marked["peak_rss_mb"], "")
+    )
+    hist = run_worker("hist", model, files[:1])
+    rows.append(
+        (
+            "histogram pass alone: trtq kernel, thread pool",
+            1,
+            hist["trtq_s"],
+            None,
+            hist["peak_rss_mb"],
+            f"{hist['values'] / hist['trtq_s'] / 1e9:.2f} G values/s; {hist['values'] / 1e6:.0f} M values/image",
+        )
+    )
+    rows.append(
+        (
+            "histogram pass alone: numpy abs + bincount",
+            1,
+            hist["numpy_s"],
+            None,
+            hist["peak_rss_mb"],
+            f"{hist['values'] / hist['numpy_s'] / 1e9:.2f} G values/s; trtq {hist['numpy_s'] / hist['trtq_s']:.1f}x faster",
+        )
     )
     ours = {}
     for n in sizes:

@@ -58,6 +58,7 @@ class TraceEntry:
     time_s: float
     cached: bool
     phase: str = "search"
+    stopped_early: bool = False
 
 
 @dataclass
@@ -140,6 +141,7 @@ class BisectResult:
                     "time_s": t.time_s,
                     "cached": t.cached,
                     "phase": t.phase,
+                    "stopped_early": t.stopped_early,
                 }
                 for t in self.trace
             ],
@@ -183,6 +185,7 @@ class CachedEvaluations:
             time_s=0.0 if cached else result.time_s,
             cached=cached,
             phase=phase,
+            stopped_early=result.stopped_early,
         )
         self.trace.append(entry)
         log.info(
@@ -191,7 +194,7 @@ class CachedEvaluations:
             phase,
             entry.set_size,
             _fmt(entry.metric),
-            "pass" if entry.passed else "fail",
+            "pass" if entry.passed else ("fail (stopped early)" if entry.stopped_early else "fail"),
             entry.time_s,
             " (cached)" if cached else "",
         )
@@ -335,6 +338,7 @@ def run_bisect(
     placement: str = "explicit",
     backend: str = "onnxruntime",
     threads: int | None = None,
+    early_stop: bool = True,
     progress: ProgressFn = null_progress,
 ) -> BisectResult:
     """Find the smallest set of layers of ``model`` to keep in FP32 so it passes ``criterion``.
@@ -343,7 +347,9 @@ def run_bisect(
     (``scale = amax / 127``); ``criterion`` defaults to cosine >= 0.999 on every output. The
     ``ranked`` and ``linear`` strategies first compute the layerwise sensitivity ranking
     (:func:`trtq.precision.compare.layerwise_sensitivity`) with the same settings; its wall time
-    is ``ranking_s`` (included in ``wall_s``).
+    is ``ranking_s`` (included in ``wall_s``). ``early_stop`` lets an evaluation that can no
+    longer pass skip its remaining batches (:class:`~trtq.precision.evaluate.Evaluator`); the
+    answers do not change, failing rows of the trace then show the best metric still possible.
     """
     start = time.perf_counter()
     if "int8" in precision and not amax:
@@ -358,7 +364,7 @@ def run_bisect(
     # The emulation takes the folded model as it is; other builds (TensorRT) get the model as given.
     build_model = base if backend == "onnxruntime" else model
     build = make_build(backend, build_model, precision, placement=placement, amax=amax, threads=threads)
-    evaluator = Evaluator(build, batches, criterion, model=model, threads=threads)
+    evaluator = Evaluator(build, batches, criterion, model=model, threads=threads, early_stop=early_stop)
     layers = model_layers(base)
     ranking_s = 0.0
     if get_strategy(strategy).needs_ranking:

@@ -127,6 +127,13 @@ def _criterion_options(fn):
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads.")
 @click.option(
+    "--full-evals",
+    is_flag=True,
+    default=None,
+    help="Run every batch even when an evaluation can no longer pass (default: stop it early; "
+    "the trace then shows the best metric it could still reach).",
+)
+@click.option(
     "-o", "--output", "pins_path", type=click.Path(dir_okay=False), default=None, help="pins.json to write."
 )
 @click.option("--json", "json_path", default=None, help="Also write the result JSON here ('-' = stdout).")
@@ -273,6 +280,7 @@ def _bisect(opts: dict[str, Any]) -> None:
             placement=opts.get("placement") or "explicit",
             backend=opts.get("backend") or "onnxruntime",
             threads=opts.get("threads"),
+            early_stop=not opts.get("full_evals"),
             progress=progress,
         )
     result.settings["batch_size"] = batch_size
@@ -304,10 +312,17 @@ def _print_result(result, pins_path: str) -> None:
     trace = Table(title="evaluations", title_justify="left", show_edge=False)
     for column in ("#", "phase", "pinned", "metric", "result", "time s"):
         trace.add_column(column, justify="right" if column not in ("phase", "result") else "left")
+    bound = ""  # a stopped-early row shows the best metric it could still have reached
+    if result.settings.get("metric"):
+        from trtq.precision.metrics import get_metric
+
+        bound = "≤ " if get_metric(result.settings["metric"]).higher_is_better else "≥ "
     for t in result.trace:
         metric = "n/a" if t.metric is None or math.isnan(t.metric) else f"{t.metric:.6g}"
+        if t.stopped_early:
+            metric = bound + metric
         verdict = ("[green]pass[/green]" if t.passed else "[red]fail[/red]") + (
-            " (cached)" if t.cached else ""
+            " (cached)" if t.cached else " (stopped early)" if t.stopped_early else ""
         )
         trace.add_row(str(t.eval), t.phase, str(t.set_size), metric, verdict, f"{t.time_s:.2f}")
     console.print(trace)
@@ -373,7 +388,10 @@ def _pin(opts: dict[str, Any]) -> None:
             return OnnxCandidate(applied, threads=opts.get("threads"), optimize=False)
 
     start = time.perf_counter()
-    evaluate = Evaluator(_Saved(), batches, criterion, model=proto, threads=opts.get("threads"))
+    # early_stop=False: the metric printed for the applied model is its real value, never a bound
+    evaluate = Evaluator(
+        _Saved(), batches, criterion, model=proto, threads=opts.get("threads"), early_stop=False
+    )
     result = evaluate(frozenset(nodes))
     # The same pins through the TensorRT emulation: ONNX Runtime's CPU provider runs most FP16 ops
     # through FP32 kernels between Casts, so for FP16 the written model alone is optimistic.
@@ -383,6 +401,7 @@ def _pin(opts: dict[str, Any]) -> None:
         criterion,
         reference=evaluate.reference,
         model=proto,
+        early_stop=False,
     )(frozenset(nodes))
     passed = result.passed and emulated.passed
     summary = {

@@ -33,13 +33,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 import onnx
 
 from trtq._core.errors import InputError
 from trtq._core.onnx_model import save_onnx
+
+if TYPE_CHECKING:
+    from trtq.precision.metrics import MetricAccumulator
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,9 @@ class EvalResult:
     command); ``outputs`` holds every metric of every final output (see
     :func:`trtq.precision.metrics.tensor_metrics`); ``time_s`` is wall time in seconds for build +
     run + judge; ``note`` is free text (e.g. the tail of a check command's output).
+    ``stopped_early``: the evaluation ended before the last batch because no rest of the data
+    could make it pass; ``metric`` and ``outputs`` are then the most favourable values still
+    possible (:meth:`~trtq.precision.metrics.MetricAccumulator.bound`), which fail.
     """
 
     pins: frozenset[str]
@@ -62,6 +68,7 @@ class EvalResult:
     time_s: float
     outputs: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     note: str = ""
+    stopped_early: bool = False
 
 
 # -- criteria -------------------------------------------------------------------------------------
@@ -378,20 +385,29 @@ def reference_outputs(
 
 
 def output_metrics(
-    candidate: Candidate, batches: Sequence[Batch], reference: Sequence[Mapping[str, np.ndarray]]
-) -> dict[str, dict[str, float]]:
-    """Run every batch and accumulate each final output's metrics over all of them (float64 sums,
-    so the result does not depend on batching; see :mod:`trtq.precision.metrics`)."""
+    candidate: Candidate,
+    batches: Sequence[Batch],
+    reference: Sequence[Mapping[str, np.ndarray]],
+    stop: Callable[[Mapping[str, MetricAccumulator], int], bool] | None = None,
+) -> tuple[dict[str, dict[str, float]], int]:
+    """Run the batches in order and accumulate each final output's metrics over them (float64
+    sums, so the result does not depend on batching; see :mod:`trtq.precision.metrics`).
+
+    ``stop(accumulators, i)`` is asked after batch ``i`` (0-based); when it says True the
+    remaining batches are skipped. Returns the metrics and the number of batches run.
+    """
     from trtq.precision.metrics import MetricAccumulator
 
     acc: dict[str, MetricAccumulator] = {}
-    for feeds, ref in zip(batches, reference, strict=True):
+    for i, (feeds, ref) in enumerate(zip(batches, reference, strict=True)):
         actual = candidate.run(feeds)
         for name, value in ref.items():
             if name not in actual:
                 raise InputError(f"the built model has no output '{name}'")
             acc.setdefault(name, MetricAccumulator()).update(actual[name], value)
-    return {name: a.result() for name, a in acc.items()}
+        if stop is not None and i + 1 < len(batches) and stop(acc, i):
+            return {name: a.result() for name, a in acc.items()}, i + 1
+    return {name: a.result() for name, a in acc.items()}, len(batches)
 
 
 class Evaluator:
@@ -403,6 +419,10 @@ class Evaluator:
         criterion: a :class:`MetricCriterion` or :class:`CheckCommand`.
         reference: FP32 outputs per batch; computed from ``model`` if omitted.
         model: the FP32 model (needed when ``reference`` is omitted and the criterion needs outputs).
+        early_stop: with a metric criterion, stop running a candidate as soon as no rest of the
+            data could make it pass (the reference's remaining energy bounds the final metric,
+            see :meth:`~trtq.precision.metrics.MetricAccumulator.bound`). Passing candidates
+            always run every batch, and the pass/fail answers are the same as without it.
     """
 
     def __init__(
@@ -414,6 +434,7 @@ class Evaluator:
         reference: Sequence[Mapping[str, np.ndarray]] | None = None,
         model: onnx.ModelProto | None = None,
         threads: int | None = None,
+        early_stop: bool = True,
     ) -> None:
         self.build = build
         self.batches = list(batches)
@@ -423,6 +444,8 @@ class Evaluator:
                 raise ValueError("Evaluator needs the FP32 model or reference outputs")
             reference = reference_outputs(model, self.batches, threads=threads)
         self.reference = reference
+        self._rest = _remaining_energy(reference) if early_stop and reference else None
+        self._bounds: dict[str, dict[str, float]] = {}
 
     @property
     def backend_label(self) -> str:
@@ -439,8 +462,29 @@ class Evaluator:
                     candidate.save(path)
                     metric, passed, note = self.criterion.judge_file(path, pins)
                 return EvalResult(pins, passed, metric, time.perf_counter() - start, {}, note)
-            outputs = output_metrics(candidate, self.batches, self.reference or [])
+            outputs, ran = output_metrics(candidate, self.batches, self.reference or [], self._stop)
         finally:
             candidate.close()
+        if ran < len(self.batches):
+            metric, passed = self.criterion.judge(self._bounds)
+            note = f"stopped after {ran} of {len(self.batches)} batches: cannot pass"
+            return EvalResult(pins, passed, metric, time.perf_counter() - start, self._bounds, note, True)
         metric, passed = self.criterion.judge(outputs)
         return EvalResult(pins, passed, metric, time.perf_counter() - start, outputs)
+
+    def _stop(self, accs: Mapping[str, MetricAccumulator], i: int) -> bool:
+        """True when the batches after ``i`` cannot make the candidate pass; keeps the bounds."""
+        if self._rest is None:
+            return False
+        self._bounds = {name: a.bound(*self._rest[name][i]) for name, a in accs.items()}
+        return not self.criterion.judge(self._bounds)[1]
+
+
+def _remaining_energy(reference: Sequence[Mapping[str, np.ndarray]]) -> dict[str, list[tuple[float, int]]]:
+    """Per output, after each batch: (sum of r^2, element count) of the batches still to come."""
+    out: dict[str, list[tuple[float, int]]] = {}
+    for name in reference[0]:
+        energy = [float(np.dot(r, r)) for r in (np.asarray(b[name], np.float64).ravel() for b in reference)]
+        sizes = [int(np.size(b[name])) for b in reference]
+        out[name] = [(sum(energy[i + 1 :]), sum(sizes[i + 1 :])) for i in range(len(reference))]
+    return out

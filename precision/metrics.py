@@ -117,6 +117,45 @@ class MetricAccumulator:
             "nonfinite": nonfinite,
         }
 
+    def bound(self, rest_r2: float, rest_n: int) -> dict[str, float]:
+        """The most favourable final metrics once ``rest_n`` more elements, whose reference has
+        energy ``rest_r2`` (sum of r^2, float64), are added, whatever the actual values are.
+
+        Every error metric can only grow (``max_abs``, ``mean_abs`` over the final count, and
+        ``rel_l2`` over the final reference energy); ``sqnr_db`` can only fall. For ``cosine``, the
+        final actual vector lies in the span of the part seen so far and the unseen coordinates,
+        so the cosine is at most the norm of the reference's projection onto that span over the
+        reference's norm: ``sqrt((s_ar^2 / s_a2 + R) / (s_r2 + R))`` with ``R = rest_r2``. A
+        result that fails a threshold here fails it for every possible rest of the data; this is
+        what lets an evaluation stop early. With nothing left, this is :meth:`result` except
+        that ``cosine`` is replaced by its absolute value.
+        """
+        n = self.n + rest_n
+        if n == 0:
+            return {k: math.nan for k in METRIC_KEYS}
+        if self.bad:
+            out = self.result()
+            out["nonfinite"] = self.bad / n
+            return out
+        total_r2 = self.sum_r2 + rest_r2
+        if total_r2 > 0:
+            rel = math.sqrt(self.sum_d2 / total_r2)
+            sqnr = math.inf if self.sum_d2 == 0 else 10.0 * math.log10(total_r2 / self.sum_d2)
+            seen = self.sum_ar**2 / self.sum_a2 if self.sum_a2 > 0 else 0.0
+            cos = min(1.0, math.sqrt(min(seen, self.sum_r2) + rest_r2) / math.sqrt(total_r2))
+        else:  # the reference is all zeros: only an all-zero actual matches it
+            rel = 0.0 if self.sum_d2 == 0 else math.inf
+            sqnr = math.inf if self.sum_d2 == 0 else -math.inf
+            cos = 1.0 if self.sum_a2 == 0 else 0.0
+        return {
+            "max_abs": self.max_abs,
+            "mean_abs": self.sum_abs / n,
+            "rel_l2": rel,
+            "cosine": cos,
+            "sqnr_db": sqnr,
+            "nonfinite": 0.0,
+        }
+
 
 def _make_kernel():
     if njit is None:

@@ -2,8 +2,9 @@
 
 The trace plot shows, per evaluation (x, in the order the search ran them), the model-level
 metric of the candidate pin set (left axis; green = passed the criterion, red = failed, hollow =
-answered from the evaluation cache) and the size of that pin set (right axis, grey steps). The
-criterion's threshold is the dashed line.
+answered from the evaluation cache, a triangle = stopped early: the best value it could still have
+reached, already failing) and the size of that pin set (right axis, grey steps). The criterion's
+threshold is the dashed line.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from trtq.reports.sections import BuildInputs, register_section
 
 # Metrics whose values span decades and are plotted on a log axis.
 _LOG_METRICS = {"rel-l2", "max-abs"}
+# Metrics where larger is better: a stopped-early value is an upper bound ("at most").
+_HIGHER_IS_BETTER = {"cosine", "sqnr"}
 _VERDICT_TEXT = {
     "found": "found a pin set that passes",
     "already-passes": "passes without any pin",
@@ -39,6 +42,7 @@ def trace_plot(trace: list[dict[str, Any]], metric: str, threshold: float | None
     sizes = np.array([as_float(t.get("set_size")) for t in trace])
     passed = np.array([bool(t.get("passed")) for t in trace])
     cached = np.array([bool(t.get("cached")) for t in trace])
+    early = np.array([bool(t.get("stopped_early")) for t in trace])
     with style():
         fig = new_figure(1320, 340)
         ax = fig.add_axes([0.065, 0.15, 0.86, 0.72])
@@ -50,20 +54,32 @@ def trace_plot(trace: list[dict[str, Any]], metric: str, threshold: float | None
         ax.set_zorder(size_ax.get_zorder() + 1)
         ax.patch.set_visible(False)
         ax.plot(evals, values, color="#3e4c59", linewidth=0.8, zorder=2)
-        for ok, colour in ((True, "#2e7d32"), (False, "#c62828")):
-            for hollow in (False, True):
-                sel = (passed == ok) & (cached == hollow) & np.isfinite(values)
-                if sel.any():
-                    ax.scatter(
-                        evals[sel],
-                        values[sel],
-                        s=34,
-                        zorder=3,
-                        linewidths=1.4,
-                        facecolors="none" if hollow else colour,
-                        edgecolors=colour,
-                        label=("passed" if ok else "failed") + (" (cached)" if hollow else ""),
-                    )
+        groups = [  # (which evaluations, marker style, legend label)
+            (
+                (passed == ok) & (cached == hollow) & ~early,
+                {
+                    "s": 34,
+                    "linewidths": 1.4,
+                    "facecolors": "none" if hollow else colour,
+                    "edgecolors": colour,
+                },
+                ("passed" if ok else "failed") + (" (cached)" if hollow else ""),
+            )
+            for ok, colour in ((True, "#2e7d32"), (False, "#c62828"))
+            for hollow in (False, True)
+        ]
+        early_marker = "v" if metric in _HIGHER_IS_BETTER else "^"
+        groups.append(
+            (
+                early,
+                {"s": 40, "marker": early_marker, "color": "#c62828"},
+                "failed, stopped early (best possible)",
+            )
+        )
+        for which, marker_style, label in groups:
+            sel = which & np.isfinite(values)
+            if sel.any():
+                ax.scatter(evals[sel], values[sel], zorder=3, label=label, **marker_style)
         missing = ~np.isfinite(values)
         if missing.any():
             ax.scatter(
@@ -139,8 +155,10 @@ def build_one(result: dict[str, Any]) -> dict[str, Any]:
             {
                 "eval": t.get("eval", i),
                 "set_size": t.get("set_size", ""),
-                "metric": _fmt(t.get("metric")),
+                "metric": (("≤ " if metric in _HIGHER_IS_BETTER else "≥ ") if t.get("stopped_early") else "")
+                + _fmt(t.get("metric")),
                 "passed": bool(t.get("passed")),
+                "early": bool(t.get("stopped_early")),
                 "cached": bool(t.get("cached")),
                 "time_s": _fmt(t.get("time_s")),
             }

@@ -2,10 +2,10 @@
 
 1. Order the layers worst first by their layerwise sensitivity (each layer alone in reduced
    precision with FP32 inputs, from ``precision compare``).
-2. Find the shortest prefix of that order that passes by exponential search (prefixes 1, 2, 4,
-   ... then bisection, :func:`gallop_prefix`): about ``2 log2 m + 1`` evaluations for a prefix
-   of length ``m``, so a good ranking (culprits first) costs little whatever N is. Its last
-   layer is proven needed: the prefix without it failed.
+2. Find the shortest prefix of that order that passes: the worst layer alone first (one
+   evaluation when it is the only culprit), then bisection over the lengths
+   (:func:`probe_first_prefix`): at most ``1 + ceil(log2 N)`` evaluations. Its last layer is
+   proven needed: the prefix without it failed.
 3. Try to drop the other members, least sensitive first, one at a time; after two drops in a
    row, gallop: drop 2, 4, ... layers at once while the smaller set keeps passing; after a
    failed group go back to single layers. A drop is kept only if the smaller set passes (evaluated, never inferred); a
@@ -18,8 +18,10 @@ passing evaluation, and every kept layer failed when unpinned alone from a super
 set. Without monotonicity a kept layer might become droppable after later drops; re-testing all
 of them would double the cost in the common case, so it is not done.
 
-Cost with a good ranking (the culprits come first, ``m = k``): about ``2 log2 k + 1`` (prefix)
-``+ k - 1`` (drops) evaluations after the driver's two (nothing pinned, everything pinned).
+Cost after the driver's two evaluations (nothing pinned, everything pinned): at most
+``1 + ceil(log2 N)`` for the prefix, plus about ``m - 1`` for the drops of a prefix of length
+``m``: within issue 5's ``ceil(log2 N) + 2k + 2`` whenever the ranking puts the ``k`` needed
+layers among the first ``2k - 1`` or so.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Generator
 
 from trtq.precision.strategies import register_strategy
-from trtq.precision.strategies.base import GeneratorStrategy, gallop_prefix
+from trtq.precision.strategies.base import GeneratorStrategy, probe_first_prefix
 
 
 @register_strategy("ranked")
@@ -38,7 +40,7 @@ class RankedStrategy(GeneratorStrategy):
 
     def _search(self) -> Generator[frozenset[str], bool, None]:
         order = self.space.ranked
-        k = yield from gallop_prefix(order)
+        k = yield from probe_first_prefix(order)
         kept = [layer.node for layer in order[:k]]  # most sensitive first
         # The last layer of the prefix is needed: the prefix without it failed (in bisect_prefix).
         pending = list(reversed(kept[:-1]))  # least sensitive first

@@ -30,6 +30,37 @@ def test_counts_equal_numpy_binning_with_power_of_two_range(dtype):
     assert h.max_abs == pytest.approx(amax) and h.total == x.size
 
 
+@pytest.mark.parametrize(
+    "case", ["growth-mid-chunk", "nan-and-inf", "tiny-values", "bins-not-power-of-two", "zero-runs"]
+)
+def test_kernel_fast_and_fallback_paths_agree_with_numpy(case):
+    """The kernel bins whole L1-sized chunks without per-value tests and falls back to one value
+    at a time where a chunk leaves the range, holds NaN/Inf, or the bins are not a power of
+    two; every path must give numpy's counts."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(50_001).astype(np.float32)
+    bins = 2048
+    if case == "growth-mid-chunk":  # sorted: the range grows inside chunks, again and again
+        x = np.sort(np.abs(x) * 10.0 ** np.linspace(-3, 3, x.size)).astype(np.float32)
+    elif case == "nan-and-inf":
+        x[rng.integers(0, x.size, 40)] = np.nan
+        x[rng.integers(0, x.size, 7)] = -np.inf
+    elif case == "tiny-values":  # bins / upper is far beyond float32's range: float64 path
+        x = (x * np.float32(1e-38)).astype(np.float32)
+    elif case == "bins-not-power-of-two":
+        bins = 1000
+    else:
+        x[5000:20000] = 0.0
+    hs = HistogramSet(["t"], bins)
+    for part in np.array_split(x, 3):
+        hs.collect({"t": part})
+    h = hs["t"]
+    finite = x[np.isfinite(x)]
+    np.testing.assert_array_equal(h.counts, _numpy_reference(finite, h.upper, bins))
+    assert h.max_abs == float(np.abs(finite).max())
+    assert h.nonfinite == x.size - finite.size
+
+
 def test_batch_order_and_batching_do_not_change_the_histogram():
     rng = np.random.default_rng(2)
     batches = [rng.laplace(size=5000).astype(np.float32) * s for s in (0.01, 1, 100, 3, 1e4, 0.5)]

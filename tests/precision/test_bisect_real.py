@@ -83,3 +83,30 @@ def test_bisect_reaches_the_cosine_criterion_on_real_models(
     evaluate = Evaluator(EmulatedBuild(model, "int8", amax=amax), batches, criterion, model=model)
     nodes = frozenset(m for layer in result.pins for m in layer.members)
     assert evaluate(nodes).passed and not evaluate(frozenset()).passed
+
+
+def test_early_stop_gives_the_same_answers_on_a_real_model(real_models, image_dir):
+    """An evaluation that stops once no rest of the data can make it pass answers like a full
+    one, runs fewer batches, and reports a metric no worse than the one the full run measures."""
+    from trtq.precision.bisect import model_layers
+    from trtq.precision.emulate import folded
+
+    model, batches = _image_batches(real_models["lcnet"], image_dir, (1, 3, 224, 224), "imagenet", limit=8)
+    amax = calibrate(model, batches, method="entropy2").amax
+    layers = [layer.node for layer in model_layers(folded(model))]
+    criterion = metric_criterion("cosine", 0.995)
+    build = EmulatedBuild(model, "int8", amax=amax)
+    full = Evaluator(build, batches, criterion, model=model, early_stop=False)
+    early = Evaluator(build, batches, criterion, reference=full.reference, early_stop=True)
+    stopped = 0
+    for pins in (frozenset(), frozenset(layers[:5]), frozenset(layers[-5:]), frozenset(layers)):
+        a, b = full(pins), early(pins)
+        assert a.passed == b.passed
+        assert not a.stopped_early
+        if b.stopped_early:
+            stopped += 1
+            assert not b.passed and b.metric >= a.metric  # the best still possible, and failing
+            assert b.metric < 0.995
+        else:
+            assert b.metric == a.metric
+    assert stopped >= 1

@@ -63,13 +63,15 @@ def test_ranked_finds_planted_culprits_exactly(ranking):
     assert oracle.rule(frozenset(result.pin_nodes))
 
 
-def test_ranked_cost_with_a_perfect_ranking_does_not_grow_with_n():
-    """2 (nothing, everything) + prefix search 1, 2, 4 (pass), 3 (pass) + (k - 1) failed drops."""
-    for n in (16, 1000):
+def test_ranked_prefix_search_costs_one_probe_plus_a_bisection():
+    """2 (nothing, everything) + the worst layer alone (fails) + bisection over lengths 1..N
+    (ceil(log2(N - 1)) evaluations) + (k - 1) failed drops: within issue 5's bound."""
+    for n in (16, 49, 1000):
         space = make_space(n, [10, 2, 7])
         oracle = Oracle(needs("n10", "n2", "n7"))
         result = search(space, oracle, "ranked")
-        assert result.evaluations == 2 + 4 + 2
+        assert result.evaluations == 2 + 1 + math.ceil(math.log2(n - 1)) + 2
+        assert result.evaluations <= bound(n, 3)
         assert result.pin_nodes == ["n2", "n7", "n10"]
     result = search(make_space(1000, [5]), Oracle(needs("n5")), "ranked")
     assert result.evaluations == 3  # the worst layer alone passes: one evaluation after the driver's two

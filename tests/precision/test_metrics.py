@@ -100,3 +100,33 @@ def test_compiled_and_numpy_paths_agree(rng):
     slow, fast = tensor_metrics(a, r), tensor_metrics(a.astype(np.float32), r.astype(np.float32))
     for k in slow:
         assert slow[k] == pytest.approx(fast[k], rel=1e-9)
+
+
+def test_bound_is_never_beaten_by_any_rest_of_the_data():
+    """MetricAccumulator.bound: the most favourable final metrics given the reference energy
+    still to come. No completion may beat it, and the best completion (the rest of the actual
+    equal to a multiple of the rest of the reference) reaches the cosine bound."""
+
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n1, n2 = (int(v) for v in rng.integers(1, 40, 2))
+        r1, r2 = rng.standard_normal(n1), rng.standard_normal(n2) * rng.uniform(0, 3)
+        a1 = r1 + rng.standard_normal(n1) * rng.uniform(0, 2)
+        b = MetricAccumulator().update(a1, r1).bound(float(r2 @ r2), n2)
+        for a2 in (r2 * rng.uniform(0, 5), rng.standard_normal(n2), -r2, np.zeros(n2)):
+            full = MetricAccumulator().update(np.concatenate([a1, a2]), np.concatenate([r1, r2])).result()
+            assert full["cosine"] <= b["cosine"] + 1e-12
+            assert full["rel_l2"] >= b["rel_l2"] - 1e-12 and full["sqnr_db"] <= b["sqnr_db"] + 1e-9
+            assert full["max_abs"] >= b["max_abs"] and full["mean_abs"] >= b["mean_abs"] - 1e-12
+    r1 = rng.standard_normal(20)
+    a1, r2 = r1 + rng.standard_normal(20) * 0.3, rng.standard_normal(30)
+    b = MetricAccumulator().update(a1, r1).bound(float(r2 @ r2), 30)
+    best = max(
+        MetricAccumulator()
+        .update(np.concatenate([a1, lam * r2]), np.concatenate([r1, r2]))
+        .result()["cosine"]
+        for lam in np.linspace(0, 5, 2001)
+    )
+    assert best == pytest.approx(b["cosine"], abs=1e-6)
+    bad = MetricAccumulator().update(np.array([np.nan, 1.0]), np.array([1.0, 1.0]))
+    assert bad.bound(10.0, 5)["rel_l2"] == float("inf")  # a NaN seen can never be undone
