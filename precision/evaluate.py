@@ -314,7 +314,7 @@ class TensorRTBuild:
     backend_label: str = "tensorrt"
 
     def __post_init__(self) -> None:
-        from trtq.calib.tensorrt.trt_import import import_tensorrt, require_gpu
+        from trtq._core.trt_import import import_tensorrt, require_gpu
         from trtq.precision.backends import get_backend
 
         import_tensorrt()  # fail now, with the backend's one-line message, not after the ranking

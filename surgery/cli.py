@@ -102,9 +102,9 @@ def check(model: str, trt_version: str, use_trt: str, json_out: str | None, quie
 
 def _tensorrt_importable() -> bool:
     try:
-        from trtq._core.lazy import lazy_import
+        from trtq._core.trt_import import import_tensorrt
 
-        return hasattr(lazy_import("tensorrt"), "OnnxParser")  # not a stray namespace package
+        return hasattr(import_tensorrt(), "OnnxParser")
     except Exception:
         return False
 

@@ -14,8 +14,10 @@ import os
 import onnx
 
 from trtq._core.errors import MissingDependencyError
-from trtq._core.lazy import lazy_import
+from trtq._core.trt_import import import_tensorrt
 from trtq.surgery.findings import Finding
+
+TABLE_HINT = "leave out `--tensorrt yes` to check against the built-in support table"
 
 #: What this module calls on ``tensorrt.OnnxParser`` (TensorRT >= 10 ``_v2`` API, the only one in 11)
 PARSER_API_V2 = ("supports_model_v2", "num_subgraphs", "get_subgraph_nodes", "is_subgraph_supported",
@@ -64,7 +66,7 @@ def tensorrt_findings(
     model: onnx.ModelProto, model_path: str | os.PathLike | None = None
 ) -> tuple[list[Finding], str]:
     """Findings from the installed parser (main-graph nodes in unsupported subgraphs) and its version."""
-    trt = lazy_import("tensorrt", purpose="surgery check --tensorrt")
+    trt = import_tensorrt(hint=TABLE_HINT)  # "tensorrt" or the bare "tensorrt_bindings" wheel
     if not hasattr(trt, "OnnxParser"):
         raise MissingDependencyError(
             f"'tensorrt' at {getattr(trt, '__path__', '?')} is not TensorRT (no OnnxParser); install 'trtq[trt]'"

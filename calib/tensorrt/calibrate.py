@@ -22,11 +22,7 @@ import onnx
 from trtq._core.errors import InputError, TrtqError
 from trtq._core.onnx_model import load_onnx, np_dtype
 from trtq._core.progress import ProgressFn, null_progress
-from trtq.calib.cache import read_cache
-from trtq.calib.tensorrt.device_buffers import BufferSpec
-from trtq.calib.tensorrt.factory import make_calibrator
-from trtq.calib.tensorrt.registry import get_calibrator
-from trtq.calib.tensorrt.trt_import import (
+from trtq._core.trt_import import (
     CPU_HINT,
     import_tensorrt,
     require_gpu,
@@ -34,6 +30,10 @@ from trtq.calib.tensorrt.trt_import import (
     trt_major,
     trt_version_string,
 )
+from trtq.calib.cache import read_cache
+from trtq.calib.tensorrt.device_buffers import BufferSpec
+from trtq.calib.tensorrt.factory import make_calibrator
+from trtq.calib.tensorrt.registry import get_calibrator
 
 log = logging.getLogger(__name__)
 

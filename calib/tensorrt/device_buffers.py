@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from trtq._core.errors import InputError, TrtqError
-from trtq.calib.tensorrt.trt_import import _error_name, import_cudart
+from trtq._core.trt_import import _error_name, import_cudart
 
 
 class CudaError(TrtqError):

@@ -13,8 +13,8 @@ from types import ModuleType
 from typing import Any
 
 from trtq._core.errors import InputError, MissingDependencyError
+from trtq._core.trt_import import CPU_HINT, trt_version_string
 from trtq.calib.tensorrt.adapter import CalibratorAdapter
-from trtq.calib.tensorrt.trt_import import CPU_HINT, trt_version_string
 
 
 @functools.cache

@@ -26,7 +26,7 @@ import onnx
 
 from trtq._core.errors import InputError, TrtqError, first_line
 from trtq._core.onnx_model import load_onnx, np_dtype, save_onnx
-from trtq.calib.tensorrt.trt_import import import_tensorrt, require_gpu
+from trtq._core.trt_import import import_tensorrt, require_gpu
 from trtq.precision.backends import register_backend
 from trtq.precision.backends.base import Backend, TensorInfo
 from trtq.precision.backends.tensorrt_build import (

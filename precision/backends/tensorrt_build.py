@@ -29,11 +29,11 @@ from typing import Any
 from trtq._core.atomic import atomic_write_bytes
 from trtq._core.errors import InputError, MissingDependencyError, TrtqError
 from trtq._core.onnx_model import load_onnx, save_onnx
+from trtq._core.trt_import import CPU_HINT, targets, trt_major
 from trtq.calib.cache import read_cache
 from trtq.calib.tensorrt.device_buffers import BufferSpec
 from trtq.calib.tensorrt.factory import make_calibrator
 from trtq.calib.tensorrt.registry import calibrator_for_algorithm
-from trtq.calib.tensorrt.trt_import import CPU_HINT, targets, trt_major
 from trtq.precision.backends.tensorrt_network import (
     MarkResult,
     NetworkInput,

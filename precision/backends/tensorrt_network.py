@@ -1,7 +1,7 @@
 """TensorRT network definition steps shared by engine builds and calibration runs.
 
 Each function takes the ``tensorrt`` module it works against (imported by
-:func:`trtq.calib.tensorrt.trt_import.import_tensorrt`), so nothing here imports TensorRT.
+:func:`trtq._core.trt_import.import_tensorrt`), so nothing here imports TensorRT.
 
 Conventions: the ONNX parser names network tensors after their ONNX tensor names and layers
 after their ONNX node names (a node that becomes several layers gives layers whose names start
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from trtq._core.errors import InputError
-from trtq.calib.tensorrt.trt_import import targets
+from trtq._core.trt_import import targets
 
 log = logging.getLogger(__name__)
 

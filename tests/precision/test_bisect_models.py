@@ -201,7 +201,7 @@ def test_tensorrt_build_passes_pins_to_the_tensorrt_backend(monkeypatch, outlier
         def close(self):
             pass
 
-    from trtq.calib.tensorrt import trt_import
+    from trtq._core import trt_import
 
     monkeypatch.setattr(trt_import, "import_tensorrt", lambda: None)
     monkeypatch.setattr(trt_import, "require_gpu", lambda: 0)

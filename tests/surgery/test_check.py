@@ -198,9 +198,11 @@ def test_tensorrt_parser_verdict_is_merged(monkeypatch, v2):
 
 def test_tensorrt_path_without_tensorrt(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))  # a namespace-like impostor
+    monkeypatch.setitem(sys.modules, "tensorrt_bindings", None)  # and no bare bindings wheel
     nodes = [h.make_node("Relu", ["x"], ["y"], name="relu")]
-    with pytest.raises(MissingDependencyError):
+    with pytest.raises(MissingDependencyError, match="built-in support table") as err:
         check_model(_model(nodes, [_vi("x")], [_vi("y")]), use_tensorrt=True)
+    assert "--backend" not in str(err.value)  # surgery has no backend flag: the hint is its own
 
 
 @pytest.mark.parametrize("major", [10, 11])

@@ -12,9 +12,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from trtq._core.errors import MissingDependencyError
+from trtq._core.trt_import import import_tensorrt, require_gpu
 from trtq.calib.tensorrt import calibrate_with_tensorrt
 from trtq.calib.tensorrt.device_buffers import BufferSpec, CudaError, DeviceBuffers
-from trtq.calib.tensorrt.trt_import import import_tensorrt, require_gpu
 from trtq.precision.backends import get_backend
 
 
@@ -107,7 +107,7 @@ def test_message_in_a_plain_interpreter():
     import sys
 
     code = (
-        "from trtq.calib.tensorrt.trt_import import import_tensorrt\n"
+        "from trtq._core.trt_import import import_tensorrt\n"
         "try:\n    import_tensorrt()\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
     )
     out = subprocess.run(

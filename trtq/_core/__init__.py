@@ -1,1 +1,1 @@
-"""Small shared helpers: errors, lazy imports, atomic writes, config, ONNX loading, progress."""
+"""Small shared helpers: errors, TensorRT imports, atomic writes, config, ONNX loading, progress."""

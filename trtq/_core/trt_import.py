@@ -1,6 +1,7 @@
 """The one place where TensorRT and the CUDA runtime are imported, with one-line errors.
 
-Every TensorRT command goes through :func:`import_tensorrt` and :func:`require_gpu`. Without
+Every TensorRT command (calibrators, the TensorRT backend, ``surgery check --tensorrt``) goes
+through :func:`import_tensorrt`, and those that run on the GPU through :func:`require_gpu`. Without
 TensorRT, without cuda-python, or without a GPU they raise :class:`MissingDependencyError` whose
 message says what is missing and that ``--backend onnxruntime`` works on the CPU.
 
@@ -39,8 +40,11 @@ CPU_HINT = "use `--backend onnxruntime` (CPU), which needs neither"
 _MODULE_NAMES = ("tensorrt", "tensorrt_bindings")
 
 
-def import_tensorrt() -> ModuleType:
-    """Import TensorRT's Python module or raise :class:`MissingDependencyError` (one line)."""
+def import_tensorrt(hint: str = CPU_HINT) -> ModuleType:
+    """Import TensorRT's Python module or raise :class:`MissingDependencyError` (one line).
+
+    ``hint`` ends the message: what the user can do instead (default: the CPU backend).
+    """
     reasons = []
     for name in _MODULE_NAMES:
         try:
@@ -58,7 +62,7 @@ def import_tensorrt() -> ModuleType:
         reasons.append(f"'{name}' on sys.path is not TensorRT")
     raise MissingDependencyError(
         f"TensorRT is not available ({reasons[0]}); install TensorRT 10.x or 11.x with "
-        f"`pip install 'trtq[trt]'` on a machine with an NVIDIA GPU, or {CPU_HINT}"
+        f"`pip install 'trtq[trt]'` on a machine with an NVIDIA GPU, or {hint}"
     )
 
 
