@@ -135,7 +135,8 @@ def calibrate(
     start = time.perf_counter()
     n_batches = 0
     with (
-        OnnxRuntimeBackend(proto, mark=output_names) as backend,
+        # spin=False: between runs the histogram threads need the cores ORT's workers would spin on
+        OnnxRuntimeBackend(proto, mark=output_names, spin=False) as backend,
         ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool,
     ):
         for batch in batches:

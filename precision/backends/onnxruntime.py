@@ -55,6 +55,9 @@ class OnnxRuntimeBackend(Backend):
         mark: extra tensors to make fetchable: a list of names, or ``"all"`` for every float
             activation.
         threads: intra-op threads (default: ONNX Runtime's choice, all cores).
+        spin: let ONNX Runtime's idle worker threads spin after a run (its default, best for
+            back-to-back runs). ``False`` when other threads work between runs: calibration's
+            histogram pool ran 2.8x slower beside spinning workers on a 16-core machine.
         optimize: let ONNX Runtime fuse and optimise (``True``). Set ``False`` to run the graph
             node for node, e.g. when comparing emulations that must not be refused.
     """
@@ -68,6 +71,7 @@ class OnnxRuntimeBackend(Backend):
         mark: Sequence[str] | str = (),
         threads: int | None = None,
         optimize: bool = True,
+        spin: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -82,6 +86,8 @@ class OnnxRuntimeBackend(Backend):
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if not optimize:
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
