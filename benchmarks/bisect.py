@@ -1,12 +1,14 @@
 """Benchmark: `precision bisect` strategies side by side on real models, in one run.
 
-For each model and each strategy (ranked, contiguous = Polygraphy `debug precision` style,
-linear): the verdict, evaluations used, layers pinned (k of N), the final metric and the wall
-time (ranked/linear include the layerwise sensitivity ranking they need, shown separately).
+For each model and each strategy (ranked, prefix = ranked without minimising, contiguous =
+Polygraphy `debug precision` style, linear): the verdict, evaluations used, layers pinned (k of
+N), the final metric and the wall time (ranked/prefix/linear include the layerwise sensitivity
+ranking they need, shown separately).
 Few layers to pin: PP-LCNet INT8 with one activation scale ruined (x300, as calibration
 outliers do), and the four synthetic models with a planted culprit.
 The ranked targets of issue 5 are checked in the last columns: evaluations <= ceil(log2 N) +
-2k + 2, pinned set no larger than contiguous's, wall time below contiguous's.
+2k + 2, pinned set no larger than contiguous's, wall time below contiguous's (the same checks are
+shown for prefix, which is ranked without its drop phase).
 
 Models (DESIGN.md section 6, fetched with pip by tests/conftest.py): PP-OCRv4 det (INT8), PP-OCR
 cls (INT8), PP-LCNet orientation (INT8) with cosine >= 0.999 on every output against FP32;
@@ -60,7 +62,7 @@ from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend, model_inputs
 from trtq.precision.bisect import run_bisect  # noqa: E402
 from trtq.precision.evaluate import CheckCommand, metric_criterion  # noqa: E402
 
-STRATEGIES = ("ranked", "contiguous", "linear")
+STRATEGIES = ("ranked", "prefix", "contiguous", "linear")
 IMAGE_MODELS = {  # key -> (input shape, preprocessing preset)
     "det": ((1, 3, 320, 320), "paddleocr"),
     "cls": ((1, 3, 48, 192), "paddleocr-rec"),
@@ -232,14 +234,15 @@ def _row(r: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown table with the ranked targets checked against contiguous of the same model."""
+    """Markdown table with the ranked targets checked against contiguous of the same model (and the
+    same checks on ``prefix``, ranked without its drop phase, for comparison)."""
     lines = [
-        "| model | strategy | verdict | evaluations | pinned k / N | final metric | wall s (ranking s) | ranked targets |",
+        "| model | strategy | verdict | evaluations | pinned k / N | final metric | wall s (ranking s) | issue 5 targets |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         targets = ""
-        if r["strategy"] == "ranked":
+        if r["strategy"] in ("ranked", "prefix"):
             contiguous = next(
                 (c for c in rows if c["model"] == r["model"] and c["strategy"] == "contiguous"), None
             )

@@ -107,7 +107,11 @@ def _criterion_options(fn):
     default=None,
     help="INT8 placement emulated: explicit (TensorRT 11 / Q-DQ, default) or implicit (TensorRT 10, pessimistic).",
 )
-@click.option("--strategy", default=None, help="Search strategy: ranked (default), contiguous, linear.")
+@click.option(
+    "--strategy",
+    default=None,
+    help="Search strategy: ranked (default), prefix (ranked without minimising: quick), contiguous, linear.",
+)
 @_criterion_options
 @click.option("--max-evals", type=click.IntRange(min=2), default=None, help="Evaluation budget (default 64).")
 @click.option(

@@ -26,6 +26,7 @@ _BUILTIN = {
     "ranked": "trtq.precision.strategies.ranked",
     "contiguous": "trtq.precision.strategies.contiguous",
     "linear": "trtq.precision.strategies.linear",
+    "prefix": "trtq.precision.strategies.prefix",
 }
 _REGISTERED: dict[str, type[Strategy]] = {}
 

@@ -88,7 +88,7 @@ def _random_rule(rng: random.Random, names: list[str]):
     return rule
 
 
-@pytest.mark.parametrize("strategy", ["ranked", "contiguous", "linear"])
+@pytest.mark.parametrize("strategy", ["ranked", "contiguous", "linear", "prefix"])
 @pytest.mark.parametrize("seed", range(12))
 def test_every_claim_is_verified_even_without_monotonicity(strategy, seed):
     rng = random.Random(seed)
@@ -182,8 +182,21 @@ def test_trace_rows_match_the_evaluations():
     assert len(doc["trace"]) == len(result.trace)
 
 
+def test_prefix_is_ranked_without_the_drop_phase():
+    """prefix returns ranked's passing prefix as it is: the same evaluations up to there, and
+    never more than 2 + 1 + ceil(log2(N - 1)) in all, however many layers the prefix holds."""
+    for n in (16, 49, 1000):
+        space = make_space(n, [10, 2, 30 % n, 7])  # n30 (n16: n14) is not needed
+        oracle = Oracle(needs("n10", "n2", "n7"))
+        quick = search(space, oracle, "prefix")
+        assert quick.pin_nodes == sorted(["n2", "n7", "n10", f"n{30 % n}"], key=lambda s: int(s[1:]))
+        assert quick.evaluations == len(oracle.calls) <= 2 + 1 + math.ceil(math.log2(n - 1))
+        full = search(space, Oracle(needs("n10", "n2", "n7")), "ranked")
+        assert full.pin_nodes == ["n2", "n7", "n10"] and full.evaluations > quick.evaluations
+
+
 def test_registry_lists_strategies_and_rejects_unknown_names():
-    assert {"ranked", "contiguous", "linear"} <= set(available_strategies())
+    assert {"ranked", "contiguous", "linear", "prefix"} <= set(available_strategies())
     with pytest.raises(InputError, match="ranked"):
         get_strategy("nope")
 
