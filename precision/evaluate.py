@@ -481,10 +481,14 @@ class Evaluator:
 
 
 def _remaining_energy(reference: Sequence[Mapping[str, np.ndarray]]) -> dict[str, list[tuple[float, int]]]:
-    """Per output, after each batch: (sum of r^2, element count) of the batches still to come."""
+    """Per output, after each batch: (sum of r^2, element count) of the batches still to come.
+
+    Non-finite reference values are left out of the energy, as the metrics leave them out of
+    their sums (an Inf matched exactly is not an error)."""
     out: dict[str, list[tuple[float, int]]] = {}
     for name in reference[0]:
-        energy = [float(np.dot(r, r)) for r in (np.asarray(b[name], np.float64).ravel() for b in reference)]
+        flat = (np.asarray(b[name], np.float64).ravel() for b in reference)
+        energy = [float(np.dot(r, r)) for r in (f[np.isfinite(f)] for f in flat)]
         sizes = [int(np.size(b[name])) for b in reference]
         out[name] = [(sum(energy[i + 1 :]), sum(sizes[i + 1 :])) for i in range(len(reference))]
     return out

@@ -230,3 +230,35 @@ def test_progress_announces_the_budget_then_advances_once_per_evaluation():
     result = search(make_space(16, [3]), oracle, "ranked", max_evals=20, progress=progress)
     assert calls[0] == (0, 20, "bisect (ranked)")
     assert sum(a for a, _, _ in calls[1:]) == result.evaluations == len(oracle.calls)
+
+
+def test_early_stop_with_matched_infinities_in_the_reference():
+    """A reference Inf that the candidate matches exactly is not an error (the metrics leave it
+    out of their sums), so the bound on the data still to come leaves it out too: a candidate
+    that matches passes, and one already hopeless after its first batch still stops early."""
+    import numpy as np
+
+    from trtq.precision.evaluate import Evaluator, metric_criterion
+
+    reference = [{"y": np.array([3.0, 4.0], np.float32)}, {"y": np.array([1.0, np.inf, 2.0], np.float32)}]
+
+    class ReplayCandidate:  # named fake: returns the given outputs, batch by batch
+        def __init__(self, outputs):
+            self.outputs = outputs
+
+        def run(self, feeds):
+            return self.outputs[int(feeds["i"][0])]
+
+        def close(self):
+            pass
+
+    wrong_first = [{"y": np.array([4.0, -3.0], np.float32)}, reference[1]]  # cosine 0 on batch 0
+    batches = [{"i": np.array([0])}, {"i": np.array([1])}]
+    criterion = metric_criterion("cosine", 0.999)
+    same = Evaluator(lambda pins: ReplayCandidate(reference), batches, criterion, reference=reference)
+    result = same(frozenset())
+    assert result.passed and not result.stopped_early and result.metric == 1.0
+    bad = Evaluator(lambda pins: ReplayCandidate(wrong_first), batches, criterion, reference=reference)
+    result = bad(frozenset())
+    assert not result.passed and result.stopped_early
+    assert 0.0 <= result.metric < 0.999  # the best still possible: batch 1 could add at most 5^2
