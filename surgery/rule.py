@@ -2,9 +2,11 @@
 
 A rule is a small class in ``trtq/surgery/rules/<name>.py``, registered with
 :func:`register_rule`. ``match(graph)`` only reads the onnx-graphsurgeon graph and returns
-:class:`Match` objects; ``apply(graph, match)`` rewrites one match in place and returns whether it
-changed anything. Applying a rule to its own output finds nothing more to do (idempotent), and a
-match whose nodes are gone (an earlier rewrite consumed them) is skipped by ``apply``.
+:class:`Match` objects; ``rewrite(graph, nodes, match)`` rewrites one match in place and returns
+whether it changed anything. ``apply(graph, match)``, which the fix pass calls, looks the match's
+nodes up and skips a match whose nodes are gone (an earlier rewrite consumed them); rules whose
+rewrite is graph-wide override ``apply`` itself. Applying a rule to its own output finds nothing
+more to do (idempotent).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, ClassVar
 import onnx_graphsurgeon as gs
 
 from trtq._core.errors import InputError
+from trtq.surgery.graph_util import nodes_present
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,7 @@ class Match:
 
     ``nodes`` are the names of the nodes the rewrite replaces; ``nodes[0]`` is the node that
     ``surgery check`` reports. ``reason`` says, in one line, why the pattern matters for TensorRT.
-    ``data`` carries what ``apply`` needs (values computed during matching).
+    ``data`` carries what ``rewrite`` needs (values computed during matching).
     """
 
     rule: str
@@ -34,7 +37,8 @@ class Match:
 
 
 class Rule:
-    """Base class of rewrite rules: subclasses set ``name``/``summary`` and implement the two hooks.
+    """Base class of rewrite rules: subclasses set ``name``/``summary`` and implement ``match`` and
+    ``rewrite`` (or ``apply``).
 
     ``reports`` says whether ``surgery check`` lists this rule's matches on their own (a pattern
     worth fixing even though the parser accepts it, e.g. a decomposed LayerNorm that overflows in
@@ -55,6 +59,12 @@ class Rule:
         raise NotImplementedError
 
     def apply(self, graph: gs.Graph, match: Match) -> bool:
+        """Rewrite ``match`` if its nodes are all still in ``graph`` (else: False, nothing done)."""
+        nodes = nodes_present(graph, match.nodes)
+        return False if nodes is None else self.rewrite(graph, nodes, match)
+
+    def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
+        """Rewrite one match whose nodes are ``found`` (in ``match.nodes`` order)."""
         raise NotImplementedError
 
     def _match(self, nodes: list[gs.Node] | tuple[gs.Node, ...], reason: str, **data: Any) -> Match:

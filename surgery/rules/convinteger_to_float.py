@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import NameMaker, add_node, constant_value, input_at, nodes_present
+from trtq.surgery.graph_util import NameMaker, add_node, constant_value, input_at
 from trtq.surgery.rule import Match, Rule, register_rule
 from trtq.surgery.rules._integer_ops import (
     EXACT_MAX_TERMS,
@@ -42,10 +42,7 @@ class ConvIntegerToFloat(Rule):
             out.append(self._match([node], "ConvInteger is not supported by TensorRT's ONNX parser"))
         return out
 
-    def apply(self, graph: gs.Graph, match: Match) -> bool:
-        found = nodes_present(graph, match.nodes)
-        if found is None:
-            return False
+    def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
         (node,) = found
         names = NameMaker(graph)
         w = input_at(node, 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import NameMaker, constant_value, input_at, nodes_present, producer, set_io
+from trtq.surgery.graph_util import NameMaker, constant_value, input_at, producer, set_io
 from trtq.surgery.rule import Match, Rule, register_rule
 
 _BIAS_USERS = {"Conv": 2, "ConvTranspose": 2, "Gemm": 2}
@@ -98,10 +98,7 @@ class DequantizeBias(Rule):
                 )
         return out
 
-    def apply(self, graph: gs.Graph, match: Match) -> bool:
-        found = nodes_present(graph, match.nodes)
-        if found is None:
-            return False
+    def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
         dq = found[0]
         value = _bias_value(dq)
         if value is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import NameMaker, add_node, constant_value, nodes_present
+from trtq.surgery.graph_util import NameMaker, add_node, constant_value
 from trtq.surgery.rule import Match, Rule, register_rule
 
 
@@ -31,10 +31,7 @@ class IfConstantBranch(Rule):
                 )
         return out
 
-    def apply(self, graph: gs.Graph, match: Match) -> bool:
-        found = nodes_present(graph, match.nodes)
-        if found is None:
-            return False
+    def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
         (node,) = found
         body: gs.Graph = node.attrs[match.data["branch"]]
         names = NameMaker(graph)

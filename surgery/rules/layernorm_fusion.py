@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import NameMaker, add_node, const, constant_value, nodes_present
+from trtq.surgery.graph_util import NameMaker, add_node, const, constant_value
 from trtq.surgery.rule import Match, Rule, register_rule
 
 
@@ -151,10 +151,7 @@ class LayerNormFusion(Rule):
                                            "LayerNormalization is one layer"))  # fmt: skip
         return out
 
-    def apply(self, graph: gs.Graph, match: Match) -> bool:
-        found_nodes = nodes_present(graph, match.nodes)
-        if found_nodes is None:
-            return False
+    def rewrite(self, graph: gs.Graph, found_nodes: list[gs.Node], match: Match) -> bool:
         found = find_layernorm(found_nodes[0], graph)
         if found is None or [n.name for n in found["nodes"]] != list(match.nodes):
             return False

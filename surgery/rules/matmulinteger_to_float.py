@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import NameMaker, add_node, nodes_present
+from trtq.surgery.graph_util import NameMaker, add_node
 from trtq.surgery.rule import Match, Rule, register_rule
 from trtq.surgery.rules._integer_ops import (
     EXACT_MAX_TERMS,
@@ -50,10 +50,7 @@ class MatMulIntegerToFloat(Rule):
             out.append(self._match([node], "MatMulInteger is not supported by TensorRT's ONNX parser"))
         return out
 
-    def apply(self, graph: gs.Graph, match: Match) -> bool:
-        found = nodes_present(graph, match.nodes)
-        if found is None:
-            return False
+    def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
         (node,) = found
         names = NameMaker(graph)
         af = to_float_minus_zp(graph, names, node.inputs[0], zero_point_value(node, 2).reshape(()))

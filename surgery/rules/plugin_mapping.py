@@ -14,7 +14,6 @@ from collections.abc import Mapping
 import onnx_graphsurgeon as gs
 
 from trtq._core.errors import InputError
-from trtq.surgery.graph_util import nodes_present
 from trtq.surgery.rule import Match, Rule, register_rule
 
 PLUGIN_DOMAIN = "trt.plugins"
@@ -50,10 +49,7 @@ class PluginMapping(Rule):
             if n.op in self.plugins and (n.domain or "") != PLUGIN_DOMAIN
         ]
 
-    def apply(self, graph: gs.Graph, match: Match) -> bool:
-        found = nodes_present(graph, match.nodes)
-        if found is None:
-            return False
+    def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
         node = found[0]
         plugin, version = self.plugins[node.op]
         node.op = plugin

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import constant_value, nodes_present, set_io
+from trtq.surgery.graph_util import constant_value, set_io
 from trtq.surgery.rule import Match, Rule, register_rule
 
 
@@ -31,9 +31,8 @@ class PowSquareToMul(Rule):
         return [self._match([n], "Pow(x, 2): a general power layer where Mul(x, x) is exact")
                 for n in graph.nodes if _is_square(n)]  # fmt: skip
 
-    def apply(self, graph: gs.Graph, match: Match) -> bool:
-        found = nodes_present(graph, match.nodes)
-        if found is None or not _is_square(found[0]):
+    def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
+        if not _is_square(found[0]):
             return False
         node = found[0]
         x = node.inputs[0]

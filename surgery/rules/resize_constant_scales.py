@@ -14,7 +14,7 @@ import math
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import NameMaker, const, constant_value, input_at, nodes_present, set_io
+from trtq.surgery.graph_util import NameMaker, const, constant_value, input_at, set_io
 from trtq.surgery.rule import Match, Rule, register_rule
 
 
@@ -65,10 +65,7 @@ class ResizeConstantScales(Rule):
             if n.op == "Resize" and _computed(n) and constant_scales(n) is not None
         ]
 
-    def apply(self, graph: gs.Graph, match: Match) -> bool:
-        found = nodes_present(graph, match.nodes)
-        if found is None:
-            return False
+    def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
         (node,) = found
         scales = constant_scales(node)
         if scales is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import NameMaker, add_node, constant_value, nodes_present
+from trtq.surgery.graph_util import NameMaker, add_node, constant_value
 from trtq.surgery.rule import Match, Rule, register_rule
 
 _OPS = {"add": "Add", "mul": "Mul", "max": "Max", "min": "Min"}
@@ -39,10 +39,7 @@ class ScatterNDReduction(Rule):
                 )
         return out
 
-    def apply(self, graph: gs.Graph, match: Match) -> bool:
-        found = nodes_present(graph, match.nodes)
-        if found is None:
-            return False
+    def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
         (node,) = found
         names = NameMaker(graph)
         data, indices, updates = node.inputs[:3]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import NameMaker, add_node, const, nodes_present, producer
+from trtq.surgery.graph_util import NameMaker, add_node, const, producer
 from trtq.surgery.rule import Match, Rule, register_rule
 
 
@@ -31,10 +31,7 @@ class SequenceToConcat(Rule):
             out.append(self._match([node, src], "sequence ops are not supported by TensorRT's ONNX parser"))
         return out
 
-    def apply(self, graph: gs.Graph, match: Match) -> bool:
-        found = nodes_present(graph, match.nodes)
-        if found is None:
-            return False
+    def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
         cfs, sc = found
         names = NameMaker(graph)
         axis = int(cfs.attrs["axis"])

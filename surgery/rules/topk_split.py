@@ -14,7 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from trtq.surgery import support_table
-from trtq.surgery.graph_util import NameMaker, add_node, const, constant_value, nodes_present
+from trtq.surgery.graph_util import NameMaker, add_node, const, constant_value
 from trtq.surgery.rule import Match, Rule, register_rule
 
 
@@ -46,10 +46,7 @@ class TopKSplit(Rule):
                 out.append(self._match([node], f"K = {int(k.reshape(-1)[0])} exceeds TensorRT's TopK limit"))
         return out
 
-    def apply(self, graph: gs.Graph, match: Match) -> bool:
-        found = nodes_present(graph, match.nodes)
-        if found is None:
-            return False
+    def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
         (node,) = found
         names = NameMaker(graph)
         limit = support_table.TOPK_MAX_K
