@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
-import onnx
+
+if TYPE_CHECKING:
+    import onnx
 
 # Text lines of skimage's page.png: (first row, last row, first column, last column).
 PAGE_LINES = [(5, 42, 0, 300), (45, 66, 0, 384), (64, 86, 0, 384), (82, 103, 0, 384)]
@@ -37,6 +39,8 @@ def ctc_decode(prob: np.ndarray, chars: list[str]) -> str:
 
 def text_line(page: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """A grayscale page crop resized to height 48 (width by aspect), BGR, (x/255 - 0.5) / 0.5, NCHW."""
+    import cv2  # here, not at the top: the check script imports this module once per evaluation
+
     r0, r1, c0, c1 = box
     crop = page[r0:r1, c0:c1]
     width = int(round(crop.shape[1] * 48 / crop.shape[0]))
@@ -54,23 +58,19 @@ def page_batches(lines: int = len(PAGE_LINES)) -> list[dict[str, np.ndarray]]:
 
 # A stand-alone check for `precision bisect --check`: exit 0 when the candidate reads every line
 # exactly as FP32 did. ONNX Runtime's optimisations are off to keep the Q/DQ rounding points.
+# It decodes with this module's ctc_decode (its folder is put on sys.path by write_text_check).
 CHECK_SCRIPT = """\
 import json, sys
+sys.path.insert(0, {tests_dir!r})
 import numpy as np, onnxruntime as ort
+from ocr_lines import ctc_decode
 model, folder = sys.argv[1], sys.argv[2]
 ref = json.load(open(folder + "/expected.json", encoding="utf-8"))
 opts = ort.SessionOptions(); opts.intra_op_num_threads = 2
 opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
 session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-chars = ref["chars"]
-def decode(prob):
-    out, prev = [], -1
-    for i in prob.argmax(-1)[0]:
-        if i != prev and i != 0:
-            out.append(chars[i - 1] if i - 1 < len(chars) else " ")
-        prev = i
-    return "".join(out)
-got = [decode(session.run(None, {"x": np.load(f"{folder}/line{i}.npy")})[0]) for i in range(len(ref["texts"]))]
+got = [ctc_decode(session.run(None, {{"x": np.load(f"{{folder}}/line{{i}}.npy")}})[0], ref["chars"])
+       for i in range(len(ref["texts"]))]
 sys.exit(0 if got == ref["texts"] else 1)
 """
 
@@ -82,5 +82,6 @@ def write_text_check(
     for i, b in enumerate(batches):
         np.save(folder / f"line{i}.npy", b["x"])
     (folder / "expected.json").write_text(json.dumps({"chars": chars, "texts": texts}), encoding="utf-8")
-    (folder / "check.py").write_text(CHECK_SCRIPT, encoding="utf-8")
+    script = CHECK_SCRIPT.format(tests_dir=str(Path(__file__).resolve().parent))
+    (folder / "check.py").write_text(script, encoding="utf-8")
     return f"{sys.executable} {folder / 'check.py'} {{model}} {folder}"
