@@ -27,23 +27,17 @@ def _calib(*args: str, cwd: Path | None = None):
         return runner.invoke(main, list(args), catch_exceptions=False)
 
 
+def _run_det(models, image_dir: Path, *args: str):
+    """``calib run`` on PP-OCRv4 det at 320x320 with the test images, plus ``args``."""
+    return _calib("run", str(models["det"]), "--data", str(image_dir), *DET_SHAPE, *args)
+
+
 @pytest.fixture(scope="module")
 def det_run(real_models, image_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("det")
     cache = out / "det.cache"
-    res = _calib(
-        "run",
-        str(real_models["det"]),
-        "--data",
-        str(image_dir),
-        "--limit",
-        "4",
-        *DET_SHAPE,
-        "--cache",
-        str(cache),
-        "--json",
-        str(out / "det.json"),
-        "-q",
+    res = _run_det(
+        real_models, image_dir, "--limit", "4", "--cache", str(cache), "--json", str(out / "det.json"), "-q"
     )
     assert res.exit_code == 0, res.output
     return out, cache
@@ -72,8 +66,7 @@ def test_second_run_and_shuffled_order_are_bit_identical(det_run, real_models, i
     _, cache = det_run
     again = tmp_path / "again.cache"
     shuffled = tmp_path / "shuffled.cache"
-    base = ["run", str(real_models["det"]), "--data", str(image_dir), *DET_SHAPE, "-q"]
-    assert _calib(*base, "--limit", "4", "--cache", str(again)).exit_code == 0
+    assert _run_det(real_models, image_dir, "-q", "--limit", "4", "--cache", str(again)).exit_code == 0
     assert again.read_bytes() == cache.read_bytes()
     # The same 4 images in another order: histograms are order-independent, so is the cache.
     files = sorted(p.name for p in image_dir.iterdir())[:4]
@@ -81,10 +74,8 @@ def test_second_run_and_shuffled_order_are_bit_identical(det_run, real_models, i
     sub.mkdir()
     for f in files:
         shutil.copy(image_dir / f, sub / f)
-    assert (
-        _calib(*base[:3], str(sub), *base[4:], "--shuffle", "--seed", "7", "--cache", str(shuffled)).exit_code
-        == 0
-    )
+    shuffled_run = _run_det(real_models, sub, "-q", "--shuffle", "--seed", "7", "--cache", str(shuffled))
+    assert shuffled_run.exit_code == 0
     assert shuffled.read_bytes() == cache.read_bytes()
 
 
@@ -122,18 +113,9 @@ def test_shards_merge_and_resume_equal_one_run(det_run, real_models, image_dir, 
     assert merged.read_bytes() == cache.read_bytes()
     # resume: 2 images first, then continue to 4 with --resume
     resumed = tmp_path / "resumed.cache"
-    base = [
-        "run",
-        str(real_models["det"]),
-        "--data",
-        str(image_dir),
-        *DET_SHAPE,
-        "-q",
-        "--cache",
-        str(resumed),
-    ]
-    assert _calib(*base, "--limit", "2").exit_code == 0
-    assert _calib(*base, "--limit", "4", "--resume").exit_code == 0
+    assert _run_det(real_models, image_dir, "-q", "--cache", str(resumed), "--limit", "2").exit_code == 0
+    resume = _run_det(real_models, image_dir, "-q", "--cache", str(resumed), "--limit", "4", "--resume")
+    assert resume.exit_code == 0
     assert resumed.read_bytes() == cache.read_bytes()
 
 
@@ -147,20 +129,7 @@ def test_compute_other_method_from_histograms_equals_running_it(det_run, real_mo
         ).exit_code
         == 0
     )
-    r = _calib(
-        "run",
-        str(real_models["det"]),
-        "--data",
-        str(image_dir),
-        "--limit",
-        "4",
-        *DET_SHAPE,
-        "-q",
-        "--method",
-        "minmax",
-        "--cache",
-        str(direct),
-    )
+    r = _run_det(real_models, image_dir, "--limit", "4", "-q", "--method", "minmax", "--cache", str(direct))
     assert r.exit_code == 0
     assert from_hist.read_bytes() == direct.read_bytes()
     assert read_cache(direct).algorithm == "MinMaxCalibration"
