@@ -388,13 +388,14 @@ def output_metrics(
     candidate: Candidate,
     batches: Sequence[Batch],
     reference: Sequence[Mapping[str, np.ndarray]],
-    stop: Callable[[Mapping[str, MetricAccumulator], int], bool] | None = None,
+    stop: Callable[[Mapping[str, MetricAccumulator], int], dict[str, dict[str, float]] | None] | None = None,
 ) -> tuple[dict[str, dict[str, float]], int]:
     """Run the batches in order and accumulate each final output's metrics over them (float64
     sums, so the result does not depend on batching; see :mod:`trtq.precision.metrics`).
 
-    ``stop(accumulators, i)`` is asked after batch ``i`` (0-based); when it says True the
-    remaining batches are skipped. Returns the metrics and the number of batches run.
+    ``stop(accumulators, i)`` is asked after every batch ``i`` but the last (0-based); when it
+    returns metrics instead of None, the remaining batches are skipped and those metrics are
+    returned. Returns the metrics and the number of batches run.
     """
     from trtq.precision.metrics import MetricAccumulator
 
@@ -405,8 +406,10 @@ def output_metrics(
             if name not in actual:
                 raise InputError(f"the built model has no output '{name}'")
             acc.setdefault(name, MetricAccumulator()).update(actual[name], value)
-        if stop is not None and i + 1 < len(batches) and stop(acc, i):
-            return {name: a.result() for name, a in acc.items()}, i + 1
+        if stop is not None and i + 1 < len(batches):
+            final = stop(acc, i)
+            if final is not None:
+                return final, i + 1
     return {name: a.result() for name, a in acc.items()}, len(batches)
 
 
@@ -445,7 +448,6 @@ class Evaluator:
             reference = reference_outputs(model, self.batches, threads=threads)
         self.reference = reference
         self._rest = _remaining_energy(reference) if early_stop and reference else None
-        self._bounds: dict[str, dict[str, float]] = {}
 
     @property
     def backend_label(self) -> str:
@@ -462,22 +464,19 @@ class Evaluator:
                     candidate.save(path)
                     metric, passed, note = self.criterion.judge_file(path, pins)
                 return EvalResult(pins, passed, metric, time.perf_counter() - start, {}, note)
-            outputs, ran = output_metrics(candidate, self.batches, self.reference or [], self._stop)
+            stop = self._hopeless if self._rest is not None else None
+            outputs, ran = output_metrics(candidate, self.batches, self.reference or [], stop)
         finally:
             candidate.close()
-        if ran < len(self.batches):
-            metric, passed = self.criterion.judge(self._bounds)
-            note = f"stopped after {ran} of {len(self.batches)} batches: cannot pass"
-            return EvalResult(pins, passed, metric, time.perf_counter() - start, self._bounds, note, True)
         metric, passed = self.criterion.judge(outputs)
-        return EvalResult(pins, passed, metric, time.perf_counter() - start, outputs)
+        stopped = ran < len(self.batches)
+        note = f"stopped after {ran} of {len(self.batches)} batches: cannot pass" if stopped else ""
+        return EvalResult(pins, passed, metric, time.perf_counter() - start, outputs, note, stopped)
 
-    def _stop(self, accs: Mapping[str, MetricAccumulator], i: int) -> bool:
-        """True when the batches after ``i`` cannot make the candidate pass; keeps the bounds."""
-        if self._rest is None:
-            return False
-        self._bounds = {name: a.bound(*self._rest[name][i]) for name, a in accs.items()}
-        return not self.criterion.judge(self._bounds)[1]
+    def _hopeless(self, accs: Mapping[str, MetricAccumulator], i: int) -> dict[str, dict[str, float]] | None:
+        """The bounds after batch ``i`` when even the best rest of the data cannot pass, else None."""
+        bounds = {name: a.bound(*self._rest[name][i]) for name, a in accs.items()}
+        return None if self.criterion.judge(bounds)[1] else bounds
 
 
 def _remaining_energy(reference: Sequence[Mapping[str, np.ndarray]]) -> dict[str, list[tuple[float, int]]]:
