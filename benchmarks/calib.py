@@ -155,7 +155,7 @@ def worker_ort(model: str, files: list[str]) -> dict:
 
 def worker_hist(model: str, files: list[str]) -> dict:
     """The histogram pass alone on one image's tensors (every float tensor, as calibrate sees
-    them), best of 5: trtq's kernel on a 2-thread pool vs numpy (``abs`` + ``bincount`` with the
+    them), best of 5: trtq's kernel on a pool of one thread per core vs numpy (``abs`` + ``bincount`` with the
     same bin index), the baseline the issue measured."""
     from concurrent.futures import ThreadPoolExecutor
 

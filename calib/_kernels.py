@@ -166,8 +166,9 @@ def accumulate_abs(values, counts, upper, stats):  # pragma: no cover - compiled
             stats[0] = max(stats[0], np.float64(max_as_float[0]))
             pending += k - s
         if k < e:  # out of range, NaN/Inf, no range yet, or nbins not a power of two
-            _flush(local, counts)
-            pending = 0
+            if pending:  # the slow path may merge bins: counts must hold everything so far
+                _flush(local, counts)
+                pending = 0
             upper = _slow_chunk(values[k:e], counts, upper, stats)
         elif pending >= _FLUSH:
             _flush(local, counts)
