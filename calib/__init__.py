@@ -4,24 +4,36 @@ Collect per-tensor histograms of |x| (:mod:`.histogram`), turn them into thresho
 registered method (:mod:`.methods`), write TensorRT's calibration cache (:mod:`.cache`).
 :func:`calibrate` runs the CPU pipeline on ONNX Runtime; :mod:`.tensorrt` holds TensorRT's own
 calibrators for GPU builds.
+
+The names below are attributes of this package, imported on first use, so that ``calib show``
+or ``--help`` does not load numba and ONNX.
 """
 
-from trtq.calib.cache import CalibrationCache, parse_cache, read_cache, write_cache
-from trtq.calib.histogram import HistogramSet
-from trtq.calib.methods import available_methods, get_method, register_method
-from trtq.calib.run import CalibrationResult, calibrate, compute_amax, result_from_histograms
+from __future__ import annotations
 
-__all__ = [
-    "CalibrationCache",
-    "CalibrationResult",
-    "HistogramSet",
-    "available_methods",
-    "calibrate",
-    "compute_amax",
-    "get_method",
-    "parse_cache",
-    "read_cache",
-    "register_method",
-    "result_from_histograms",
-    "write_cache",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CalibrationCache": "trtq.calib.cache",
+    "parse_cache": "trtq.calib.cache",
+    "read_cache": "trtq.calib.cache",
+    "write_cache": "trtq.calib.cache",
+    "HistogramSet": "trtq.calib.histogram",
+    "available_methods": "trtq.calib.methods",
+    "get_method": "trtq.calib.methods",
+    "register_method": "trtq.calib.methods",
+    "CalibrationResult": "trtq.calib.run",
+    "calibrate": "trtq.calib.run",
+    "compute_amax": "trtq.calib.run",
+    "result_from_histograms": "trtq.calib.run",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trtq.calib' has no attribute '{name}'")
+    return getattr(importlib.import_module(module), name)

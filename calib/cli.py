@@ -12,6 +12,7 @@ import click
 from trtq._core.cli import common_options, echo_json, progress_bar, run_command, setup_logging, stderr_console
 from trtq._core.config import find_config, model_from, resolve_path, setting
 from trtq._core.errors import InputError, TrtqError
+from trtq.calib.cache import ALGORITHMS, DEFAULT_TRT_VERSION
 
 EPILOG_RUN = """\b
 Examples:
@@ -96,13 +97,13 @@ def _want_json(output: str) -> bool:
     help="Images per batch (default: the model's static batch, else 1).",
 )
 @click.option("--num-bins", type=int, default=None, help="Histogram bins per tensor (default 2048).")
-@click.option("--trt-version", default=None, help="TensorRT version the cache is for (default 10.16.1).")
+@click.option(
+    "--trt-version", default=None, help=f"TensorRT version the cache is for (default {DEFAULT_TRT_VERSION})."
+)
 @click.option(
     "--cache-algorithm",
     default=None,
-    type=click.Choice(
-        ["EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration"]
-    ),
+    type=click.Choice(list(ALGORITHMS)),
     help="Cache header algorithm: must match the TensorRT calibrator that reads the cache.",
 )
 @click.option(
@@ -152,7 +153,7 @@ def run_cmd(**opts: Any) -> None:
 
 def _run(opts: dict[str, Any]) -> None:
     from trtq._core.onnx_model import model_summary
-    from trtq.calib.cache import DEFAULT_TRT_VERSION, write_cache
+    from trtq.calib.cache import write_cache
     from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
     from trtq.calib.methods import get_method
     from trtq.calib.run import calibrate, histogram_path_for
@@ -169,10 +170,8 @@ def _run(opts: dict[str, Any]) -> None:
     if not cache_path:
         raise InputError('no cache file given: pass --cache FILE (or set cache = "..." in [tool.trtq])')
     method = setting(opts, config, "method", "entropy2")
-    get_method(method)
-    params = {}
-    if method == "percentile":
-        params["percentile"] = float(setting(opts, config, "percentile", 99.99))
+    # the method's own parameters (e.g. percentile), from flags or config; unset ones keep its default
+    params = {k: v for k in get_method(method).params if (v := setting(opts, config, k)) is not None}
     num_bins = int(setting(opts, config, "num_bins", DEFAULT_BINS))
     trt_version = str(setting(opts, config, "trt_version", DEFAULT_TRT_VERSION))
     backend_name = setting(opts, config, "backend", "onnxruntime")
@@ -436,7 +435,7 @@ def diff_cmd(a: str, b: str, top: int, output: str, quiet: bool, debug: bool) ->
 )
 @click.option("--method", default="entropy2", show_default=True)
 @click.option("--percentile", type=float, default=None)
-@click.option("--trt-version", default="10.16.1", show_default=True)
+@click.option("--trt-version", default=DEFAULT_TRT_VERSION, show_default=True)
 @common_options
 def merge_cmd(
     histograms: tuple[str, ...],
@@ -477,8 +476,7 @@ def _write_cache_from(
     from trtq.calib.cache import write_cache
     from trtq.calib.run import result_from_histograms
 
-    params = {"percentile": percentile} if (method == "percentile" and percentile is not None) else {}
-    result = result_from_histograms(hs, method=method, **params)
+    result = result_from_histograms(hs, method=method, percentile=percentile)  # unused by other methods
     cache = result.cache(trt_version, algorithm)
     write_cache(cache_path, cache)
     return cache
@@ -489,7 +487,7 @@ def _write_cache_from(
 @click.option("--cache", "cache_path", required=True, type=click.Path(dir_okay=False), help="Cache to write.")
 @click.option("--method", default="entropy2", show_default=True, help="entropy2, minmax, percentile or mse.")
 @click.option("--percentile", type=float, default=None, help="For --method percentile (default 99.99).")
-@click.option("--trt-version", default="10.16.1", show_default=True)
+@click.option("--trt-version", default=DEFAULT_TRT_VERSION, show_default=True)
 @click.option("--cache-algorithm", default=None, help="Cache header algorithm (default: the method's).")
 @common_options
 def compute_cmd(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TypeVar
 
-from trtq._core.errors import MissingDependencyError
+from trtq._core.errors import MissingDependencyError, first_line
 
 F = TypeVar("F", bound=Callable)
 
@@ -49,11 +49,8 @@ def import_tensorrt(hint: str = CPU_HINT) -> ModuleType:
     for name in _MODULE_NAMES:
         try:
             module = importlib.import_module(name)
-        except ImportError as exc:
-            reasons.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            continue
-        except OSError as exc:  # the bindings found, the native libnvinfer not
-            reasons.append(str(exc).splitlines()[0])
+        except (ImportError, OSError) as exc:  # OSError: the bindings found, libnvinfer not
+            reasons.append(first_line(exc))
             continue
         # A folder named "tensorrt" on sys.path (e.g. a test folder) imports as an empty
         # namespace package; only a module with a version is TensorRT.
