@@ -7,27 +7,35 @@
 - :func:`verify_models` compares two models' outputs on the same inputs.
 """
 
-from trtq.surgery.check import check_model
-from trtq.surgery.findings import CheckReport, Finding
-from trtq.surgery.fix import FixResult, fix_model
-from trtq.surgery.pipeline import FixReport, fix_file
-from trtq.surgery.rule import Match, Rule, make_rules, register_rule, rule_class, rule_names
-from trtq.surgery.verify import VerifyResult, verify_models
+from __future__ import annotations
 
-__all__ = [
-    "CheckReport",
-    "Finding",
-    "FixReport",
-    "FixResult",
-    "Match",
-    "Rule",
-    "VerifyResult",
-    "check_model",
-    "fix_file",
-    "fix_model",
-    "make_rules",
-    "register_rule",
-    "rule_class",
-    "rule_names",
-    "verify_models",
-]
+import importlib
+from typing import Any
+
+# Imported on first use, so that `surgery --help` does not load onnx and onnx-graphsurgeon.
+_EXPORTS = {
+    "check_model": "trtq.surgery.check",
+    "CheckReport": "trtq.surgery.findings",
+    "Finding": "trtq.surgery.findings",
+    "FixResult": "trtq.surgery.fix",
+    "fix_model": "trtq.surgery.fix",
+    "FixReport": "trtq.surgery.pipeline",
+    "fix_file": "trtq.surgery.pipeline",
+    "Match": "trtq.surgery.rule",
+    "Rule": "trtq.surgery.rule",
+    "make_rules": "trtq.surgery.rule",
+    "register_rule": "trtq.surgery.rule",
+    "rule_class": "trtq.surgery.rule",
+    "rule_names": "trtq.surgery.rule",
+    "VerifyResult": "trtq.surgery.verify",
+    "verify_models": "trtq.surgery.verify",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trtq.surgery' has no attribute '{name}'")
+    return getattr(importlib.import_module(module), name)

@@ -196,8 +196,6 @@ def fix(
             from trtq.datasets.cli_options import shapes_from
 
             shape_map = shapes_from(shapes, "--shape")
-        if mapping and names is not None and "plugin_mapping" not in names:
-            names.append("plugin_mapping")
         with progress_bar(quiet, unit="passes") as progress:
             report = fix_file(
                 model,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import onnx
 import onnx_graphsurgeon as gs
 
-from trtq._core.errors import CheckFailed
+from trtq._core.errors import CheckFailed, first_line
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.surgery.check import infer
 from trtq.surgery.graph_util import ensure_node_names
@@ -85,11 +85,11 @@ def validate(model: onnx.ModelProto, what: str = "rewritten model") -> None:
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise CheckFailed(f"{what} fails onnx.checker: {str(exc).strip().splitlines()[0]}") from exc
+        raise CheckFailed(f"{what} fails onnx.checker: {first_line(exc)}") from exc
     try:
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as exc:
-        raise CheckFailed(f"{what} fails shape inference: {str(exc).strip().splitlines()[0]}") from exc
+        raise CheckFailed(f"{what} fails shape inference: {first_line(exc)}") from exc
 
 
 def fix_model(

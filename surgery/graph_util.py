@@ -123,3 +123,11 @@ def set_io(items, new: list) -> None:
     new = list(new)
     items.clear()
     items.extend(new)
+
+
+def is_square(node: gs.Node) -> bool:
+    """``node`` is ``Pow(x, 2)`` with a constant exponent of exactly 2."""
+    if node.op != "Pow" or len(node.inputs) != 2:
+        return False
+    e = constant_value(node.inputs[1])
+    return e is not None and e.size == 1 and float(e.reshape(-1)[0]) == 2.0

@@ -78,6 +78,8 @@ def fix_file(
         validate(model, what=str(src))
     except CheckFailed as exc:
         raise InputError(str(exc)) from exc
+    if plugins and rules is not None and "plugin_mapping" not in rules:
+        rules = [*rules, "plugin_mapping"]  # plugins given: they are applied whatever rules were chosen
     selected = make_rules(rules, plugins=plugins or {})
     plain = [r for r in selected if r.verifiable]
     # Plugin mapping is the only rule ONNX Runtime cannot check; without plugins it has nothing to do.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import NameMaker, add_node, const, constant_value
+from trtq.surgery.graph_util import NameMaker, add_node, const, constant_value, is_square
 from trtq.surgery.rule import Match, Rule, register_rule
 
 
@@ -65,8 +65,7 @@ def find_layernorm(mean: gs.Node, graph: gs.Graph) -> dict | None:
     if sq is None or div is None or div.inputs[0] is not d:
         return None
     if sq.op == "Pow":
-        e = constant_value(sq.inputs[1])
-        if sq.inputs[0] is not d or e is None or e.size != 1 or float(e.reshape(-1)[0]) != 2.0:
+        if sq.inputs[0] is not d or not is_square(sq):
             return None
     elif not (sq.inputs[0] is d and sq.inputs[1] is d):
         return None

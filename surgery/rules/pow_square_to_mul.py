@@ -9,15 +9,8 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import constant_value, set_io
+from trtq.surgery.graph_util import is_square, set_io
 from trtq.surgery.rule import Match, Rule, register_rule
-
-
-def _is_square(node: gs.Node) -> bool:
-    if node.op != "Pow" or len(node.inputs) != 2:
-        return False
-    e = constant_value(node.inputs[1])
-    return e is not None and e.size == 1 and float(e.reshape(-1)[0]) == 2.0
 
 
 @register_rule
@@ -29,10 +22,10 @@ class PowSquareToMul(Rule):
 
     def match(self, graph: gs.Graph) -> list[Match]:
         return [self._match([n], "Pow(x, 2): a general power layer where Mul(x, x) is exact")
-                for n in graph.nodes if _is_square(n)]  # fmt: skip
+                for n in graph.nodes if is_square(n)]  # fmt: skip
 
     def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
-        if not _is_square(found[0]):
+        if not is_square(found[0]):
             return False
         node = found[0]
         x = node.inputs[0]
