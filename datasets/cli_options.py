@@ -49,14 +49,6 @@ from trtq.precision.backends.base import TensorInfo
 PREPROCESS_KEYS = ("resize", "color", "scale", "mean", "std", "layout", "dtype", "pad_value", "crop_fraction")
 DATA_KEYS = ("data", "shape", "limit", "shuffle", "seed", "strict", "workers")
 
-DATA_HELP_EPILOG = """\b
-Data examples:
-  --data imgs/ --preset imagenet               images, ImageNet normalisation
-  --data imgs/ --shape x:1x3x640x640 --preset paddleocr
-  --data imgs/ --resize letterbox --pad-value 114 --mean 0.5 --std 0.5
-  --data tensors/                              .npy (one input) or .npz (one array per input)
-"""
-
 
 class FloatList(click.ParamType):
     """``a,b,c`` → tuple of floats."""

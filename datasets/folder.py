@@ -19,16 +19,11 @@ from trtq.datasets.tensor_folder import TensorFolder
 FOLDER_KINDS: list[type] = [ImageFolder, TensorFolder]
 
 
-def list_files(root: Path, extensions: Sequence[str]) -> list[Path]:
-    """Files under ``root`` (recursive) whose extension is in ``extensions`` (case-insensitive),
-    sorted by their path relative to ``root``. Hidden files and folders (name starting with
-    ".", e.g. macOS ``._x.jpg``) are left out; symlinked folders are not followed (no loops)."""
-    exts = {e.lower() for e in extensions}
-    return _sorted(root, [path for _, path in _walk(root, exts)])
-
-
 def files_by_kind(root: Path, kinds: Sequence[type]) -> dict[type, list[Path]]:
-    """:func:`list_files` for each kind's ``extensions``, from one walk of ``root``."""
+    """Files under ``root`` (recursive) by folder kind, from one walk: those whose extension
+    (case-insensitive) is one of the kind's ``extensions``, sorted by their path relative to
+    ``root``. Hidden files and folders (name starting with ".", e.g. macOS ``._x.jpg``) are left
+    out; symlinked folders are not followed (no loops)."""
     kind_of = {e.lower(): cls for cls in kinds for e in cls.extensions}
     found: dict[type, list[Path]] = {cls: [] for cls in kinds}
     for ext, path in _walk(root, set(kind_of)):

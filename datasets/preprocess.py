@@ -81,10 +81,6 @@ class PreprocessSpec:
         """The named preset (see :data:`PRESETS`), with ``overrides`` applied on top."""
         return cls(**{**get_preset(name).fields, **overrides})
 
-    @staticmethod
-    def preset_names() -> list[str]:
-        return list(PRESETS)
-
     def replace(self, **changes: Any) -> PreprocessSpec:
         return dataclasses.replace(self, **changes)
 

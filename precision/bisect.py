@@ -40,7 +40,6 @@ from trtq.precision.strategies import Layer, SearchSpace, get_strategy
 
 log = logging.getLogger(__name__)
 
-VERDICTS = ("found", "already-passes", "cannot-pass", "budget-exhausted")
 DEFAULT_MAX_EVALS = 64
 
 EvaluateFn = Callable[[frozenset[str]], EvalResult]

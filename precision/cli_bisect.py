@@ -17,7 +17,7 @@ from trtq._core.cli import common_options, progress_bar, run_command, setup_logg
 from trtq._core.config import find_config, model_from, resolve_path, setting
 from trtq._core.errors import CheckFailed, InputError
 from trtq._core.jsonio import write_json
-from trtq.datasets.cli_options import data_options
+from trtq.datasets.cli_options import DATA_KEYS, PREPROCESS_KEYS, data_options
 from trtq.precision.evaluate import BISECT_METRICS
 
 EPILOG_BISECT = """\b
@@ -196,8 +196,9 @@ def add_commands(group: click.Group) -> None:
 # -- bodies ---------------------------------------------------------------------------------------
 
 
-_DATA_FLAGS = ("data", "limit", "shuffle", "seed", "strict", "shape", "preset", "resize", "color", "scale")
-_DATA_FLAGS += ("mean", "std", "layout", "pad_value", "crop_fraction")
+# The data flags recorded in pins.json so that `precision pin` reads the same data (not workers,
+# which only sets decode threads, nor dtype, which the model decides).
+_DATA_FLAGS = tuple(k for k in (*DATA_KEYS, "preset", *PREPROCESS_KEYS) if k not in ("workers", "dtype"))
 
 
 def _load_data(proto, opts: dict, config: dict, config_path, quiet: bool):

@@ -97,10 +97,6 @@ class EmulationConfig:
     def int8(self) -> bool:
         return "int8" in self.precision
 
-    def describe(self) -> str:
-        text = self.precision + (f" ({self.placement} INT8 placement)" if self.int8 else "")
-        return text + (f", {len(self.pins)} pinned" if self.pins else "")
-
 
 @dataclass(frozen=True)
 class LayerPlan:

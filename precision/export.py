@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtq._core.errors import InputError
+from trtq._core.onnx_model import tensor_types
 from trtq.precision import qdq
 from trtq.precision.emulate import _ZP, EmulationConfig, folded, plan_emulation, prune_initializers
 
@@ -169,11 +170,7 @@ def _float_type_params(node: onnx.NodeProto, opset: int) -> tuple[set[int], set[
 def _to_fp16(model: onnx.ModelProto, pinned: set[str]) -> None:
     graph = model.graph
     opset = _opset(model, QDQ_OPSET)
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    types = {
-        v.name: v.type.tensor_type.elem_type
-        for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
-    }
+    types = tensor_types(model)
     for init in graph.initializer:
         types[init.name] = init.data_type
     inits = {i.name: i for i in graph.initializer}

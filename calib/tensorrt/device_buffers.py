@@ -113,11 +113,6 @@ class DeviceBuffers:
     def closed(self) -> bool:
         return not self._finalizer.alive
 
-    def pointer(self, name: str) -> int:
-        """The device address of ``name``'s buffer."""
-        self._check_open()
-        return self._ptrs[name]
-
     # -- copies ------------------------------------------------------------------------------
     def upload(self, batch: Mapping[str, np.ndarray], names: Sequence[str] | None = None) -> list[int]:
         """Copy one batch to the device; return the pointers in the order of ``names``.

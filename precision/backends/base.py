@@ -29,10 +29,6 @@ class TensorInfo:
     shape: tuple[int | str | None, ...]
     dtype: np.dtype
 
-    @property
-    def is_static(self) -> bool:
-        return all(isinstance(d, int) and d > 0 for d in self.shape)
-
 
 class Backend:
     """Base class of all backends. Use as a context manager or call :meth:`close`."""

@@ -15,6 +15,7 @@ engine is a debugging view of the model, not the deployed engine.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -113,9 +114,6 @@ class TensorRTBackend(Backend):
                 self.trt, model_file, settings, calibrator=calibrator, int8_cache=int8_cache
             )
         self.engine, self._runtime = deserialize(self.trt, self.built.engine_bytes)
-        self.layers: list[LayerPrecision] = parse_engine_information(
-            engine_information(self.trt, self.engine)
-        )
         self.marked = list(self.built.marks.marked)
         from polygraphy.backend.trt import TrtRunner  # reuse Polygraphy's buffers and execution
 
@@ -133,6 +131,12 @@ class TensorRTBackend(Backend):
             TensorInfo(o.name, (), np_dtype(o.type.tensor_type.elem_type)) for o in proto.graph.output
         ]
         self._fetchable = {o.name for o in proto.graph.output} | set(self.marked)
+
+    @functools.cached_property
+    def layers(self) -> list[LayerPrecision]:
+        """Per engine layer, from TensorRT's engine inspector; read on first use (each read asks
+        the inspector for the whole engine)."""
+        return parse_engine_information(engine_information(self.trt, self.engine))
 
     def layer_precisions(self) -> list[dict]:
         """Per engine layer: name, layer type, precision actually used, ONNX nodes it came from."""
