@@ -209,8 +209,10 @@ def compare_runs(
     if not configs:
         raise InputError("nothing to compare: no precision given")
     base = folded(_as_model(model))
-    plans: list[EmulationPlan] = [plan_emulation(base, c, amax) for c in configs]
-    sites = _sites(plans[0])
+    first = plan_emulation(base, configs[0], amax)
+    tensors = first.graph.sites
+    plans: list[EmulationPlan] = [first] + [plan_emulation(base, c, amax, sites=tensors) for c in configs[1:]]
+    sites = [(s.index, s.node or "", s.name, s.op_type or "") for s in tensors]
     names = [s[2] for s in sites]
     output_names = [o.name for o in base.graph.output]
     graph_inputs = {i.name for i in base.graph.input}
@@ -285,13 +287,6 @@ def compare_runs(
                 )
             )
     return runs, observed
-
-
-def _sites(plan: EmulationPlan) -> list[tuple[int, str, str, str]]:
-    """(index, node, tensor, op_type) for every float activation, topological order."""
-    from trtq._core.onnx_model import float_tensors
-
-    return [(s.index, s.node or "", s.name, s.op_type or "") for s in float_tensors(plan.model)]
 
 
 def _layerwise_records(plan: EmulationPlan, acc: Mapping[str, MetricAccumulator]) -> list[TensorRecord]:

@@ -40,7 +40,7 @@ float summation order).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -49,6 +49,7 @@ import onnx
 from onnx import numpy_helper
 
 from trtq._core.errors import InputError
+from trtq._core.onnx_model import TensorSite
 from trtq.precision import qdq
 from trtq.precision.emulation_fusion import ANCHORS, Layer, LayerGraph, find_layers, node_name
 from trtq.precision.fold import fold_model, is_folded
@@ -149,9 +150,16 @@ def folded(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def plan_emulation(
-    model: onnx.ModelProto, config: EmulationConfig, amax: Mapping[str, float] | None = None
+    model: onnx.ModelProto,
+    config: EmulationConfig,
+    amax: Mapping[str, float] | None = None,
+    *,
+    sites: Sequence[TensorSite] | None = None,
 ) -> EmulationPlan:
-    """Decide, layer by layer, what the TensorRT build would run in which precision."""
+    """Decide, layer by layer, what the TensorRT build would run in which precision.
+
+    ``sites``: the folded model's float tensors if the caller has them (see :func:`find_layers`).
+    """
     if config.int8 and not amax:
         raise InputError("INT8 emulation needs activation ranges: pass a calibration cache (amax per tensor)")
     amax = dict(amax or {})
@@ -160,7 +168,7 @@ def plan_emulation(
     unknown = sorted(set(config.pins) - names)
     if unknown:
         raise InputError(f"pinned node(s) not in the model: {', '.join(unknown[:5])}")
-    lg = find_layers(model, config.pins)
+    lg = find_layers(model, config.pins, sites=sites)
     nodes = model.graph.node
     float_inits = {
         i.name: i
@@ -225,7 +233,11 @@ def _wants_int8(node: onnx.NodeProto, pos: int, layer: Layer, placement: str) ->
 
 
 def emulate(
-    model: onnx.ModelProto, config: EmulationConfig, amax: Mapping[str, float] | None = None
+    model: onnx.ModelProto,
+    config: EmulationConfig,
+    amax: Mapping[str, float] | None = None,
+    *,
+    sites: Sequence[TensorSite] | None = None,
 ) -> onnx.ModelProto:
     """An ONNX Runtime model emulating the TensorRT build described by ``config``.
 
@@ -235,7 +247,7 @@ def emulate(
     (``OnnxRuntimeBackend(..., optimize=False)``): its Q/DQ propagation and Conv/Add fusions move
     the rounding points (measured up to 0.1 on PP-OCR cls's softmax output).
     """
-    return apply_plan(plan_emulation(model, config, amax))
+    return apply_plan(plan_emulation(model, config, amax, sites=sites))
 
 
 class _Builder:

@@ -29,12 +29,12 @@ assume. The rules here are the common case for Conv/MatMul networks, not a guara
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import onnx
 
-from trtq._core.onnx_model import float_tensors
+from trtq._core.onnx_model import TensorSite, float_tensors
 
 ANCHORS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 POINTWISE = frozenset(
@@ -78,6 +78,7 @@ class LayerGraph:
     layers: tuple[Layer, ...]
     activations: frozenset[str]  # float activation tensors (see trtq._core.onnx_model.float_tensors)
     producer: dict[str, int]  # tensor -> node index
+    sites: tuple[TensorSite, ...] = ()  # the float tensors themselves, topological order
 
 
 def node_name(model: onnx.ModelProto, index: int) -> str:
@@ -86,15 +87,19 @@ def node_name(model: onnx.ModelProto, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
-def find_layers(model: onnx.ModelProto, pins: Iterable[str] = ()) -> LayerGraph:
+def find_layers(
+    model: onnx.ModelProto, pins: Iterable[str] = (), *, sites: Sequence[TensorSite] | None = None
+) -> LayerGraph:
     """Group the nodes of a folded, topologically sorted ``model`` into TensorRT layers.
 
     Only nodes producing at least one float activation form layers; shape computations and
-    constant subgraphs are not layers (TensorRT folds them).
+    constant subgraphs are not layers (TensorRT folds them). ``sites``: the model's
+    :func:`~trtq._core.onnx_model.float_tensors`, when the caller already has them (they need
+    shape inference, and only the pins change between the evaluations of a search).
     """
     graph = model.graph
     pins = set(pins)
-    sites = float_tensors(model)
+    sites = tuple(float_tensors(model) if sites is None else sites)
     activations = frozenset(s.name for s in sites)
     producer: dict[str, int] = {}
     consumers: dict[str, list[int]] = defaultdict(list)
@@ -189,4 +194,4 @@ def find_layers(model: onnx.ModelProto, pins: Iterable[str] = ()) -> LayerGraph:
                     outs.append(o)
         layer_internal = frozenset(o for n in nodes for o in graph.node[n].output if o in internal)
         layers.append(Layer(lid, nodes, anchor, tuple(ins), tuple(outs), layer_internal))
-    return LayerGraph(layers=tuple(layers), activations=activations, producer=producer)
+    return LayerGraph(layers=tuple(layers), activations=activations, producer=producer, sites=sites)

@@ -258,17 +258,21 @@ class EmulatedBuild:
     backend_label: str = "onnxruntime (emulated)"
 
     def __post_init__(self) -> None:
+        from trtq._core.onnx_model import float_tensors
         from trtq.precision.emulate import EmulationConfig, folded
 
         EmulationConfig(precision=self.precision, placement=self.placement)  # bad names fail here, once
         self.model = folded(self.model)  # fold once, not at every evaluation
+        self._sites = float_tensors(self.model)  # its shape inference too: only the pins change
 
     def __call__(self, pins: frozenset[str]) -> Candidate:
         from trtq.precision.emulate import EmulationConfig, emulate
 
         config = EmulationConfig(precision=self.precision, placement=self.placement, pins=frozenset(pins))
         # Graph optimisations off: ONNX Runtime's Q/DQ and Conv/Add fusions move the rounding points.
-        return OnnxCandidate(emulate(self.model, config, self.amax), threads=self.threads, optimize=False)
+        return OnnxCandidate(
+            emulate(self.model, config, self.amax, sites=self._sites), threads=self.threads, optimize=False
+        )
 
 
 class BackendCandidate:
