@@ -27,6 +27,7 @@ from trtq._core.errors import InputError
 from trtq._core.onnx_model import tensor_types
 from trtq.precision import qdq
 from trtq.precision.emulate import _ZP, EmulationConfig, folded, plan_emulation, prune_initializers
+from trtq.precision.emulation_fusion import node_name
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def export_qdq(
     made: dict[str, str] = {}
     plan_of_node = plan.plan_of_node
     nodes: list[onnx.NodeProto] = []
+    kept_fp32: set[int] = set()  # positions in the new node list of the pinned nodes
     for idx, node in enumerate(graph.node):
         lp = plan_of_node.get(idx)
         if lp is not None and lp.int8:
@@ -68,12 +70,14 @@ def export_qdq(
                     node.input[pos] = _weight_dq(t, w[1], inits, made, new_inits, nodes)
                 elif (idx, pos) in lp.quant_edges:
                     node.input[pos] = _activation_qdq(t, plan.amax[t], made, new_inits, nodes)
+        if node_name(plan.model, idx) in config.pins:  # by index: an unnamed node is pinned as Op_idx
+            kept_fp32.add(len(nodes))
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(new_inits)
     if fp16:
-        _to_fp16(out, config.pins)
+        _to_fp16(out, kept_fp32)
     prune_initializers(out)
     out.producer_name = "trtq"
     onnx.checker.check_model(out)
@@ -167,7 +171,8 @@ def _float_type_params(node: onnx.NodeProto, opset: int) -> tuple[set[int], set[
     return positions(schema.inputs, len(node.input)), positions(schema.outputs, len(node.output))
 
 
-def _to_fp16(model: onnx.ModelProto, pinned: set[str]) -> None:
+def _to_fp16(model: onnx.ModelProto, pinned: set[int]) -> None:
+    """Turn every float node into FP16 except those at the positions ``pinned`` and _KEEP_FP32 ops."""
     graph = model.graph
     opset = _opset(model, QDQ_OPSET)
     types = tensor_types(model)
@@ -176,7 +181,7 @@ def _to_fp16(model: onnx.ModelProto, pinned: set[str]) -> None:
     inits = {i.name: i for i in graph.initializer}
     converted: dict[int, tuple[set[int], set[int]]] = {}
     for idx, node in enumerate(graph.node):
-        if node.name in pinned or node.op_type in _KEEP_FP32:
+        if idx in pinned or node.op_type in _KEEP_FP32:
             continue
         ins, outs = _float_type_params(node, opset)
         ins = {p for p in ins if node.input[p]}

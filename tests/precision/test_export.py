@@ -90,3 +90,28 @@ def test_old_opset_is_raised_for_per_channel_dequantize(rng):
 def test_export_without_ranges_fails_with_one_line(two_conv):
     with pytest.raises(InputError, match="calibration cache"):
         export_qdq(two_conv, {})
+
+
+def test_fp16_export_keeps_an_unnamed_pinned_node_in_fp32():
+    """Pins name unnamed nodes ``<op_type>_<index>`` (as bisect reports them); the FP16 export
+    must honour those too, not only nodes that have a name."""
+    from onnx import TensorProto
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    weight = nh.from_array(np.random.default_rng(0).random((4, 3, 3, 3), dtype=np.float32), "w")
+    nodes = [h.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]), h.make_node("Relu", ["y"], ["z"])]
+    graph = h.make_graph(
+        nodes,
+        "unnamed",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [h.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [weight],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    types = {}
+    for pins in ([], ["Conv_0"]):
+        out = export_qdq(model, {}, pins=pins, fp16=True)
+        conv = next(n for n in out.graph.node if n.op_type == "Conv")
+        types[tuple(pins)] = {i.name: i.data_type for i in out.graph.initializer}[conv.input[1]]
+    assert types[()] == TensorProto.FLOAT16 and types[("Conv_0",)] == TensorProto.FLOAT
