@@ -53,19 +53,23 @@ def split_samples(arrays: Mapping[str, np.ndarray], inputs: Sequence[InputSpec])
     one with rank one less is a single sample. Non-batch dims must match the input exactly.
     All inputs must hold the same number of samples.
     """
-    counts = {spec.name: sample_count(spec, arrays[spec.name]) for spec in inputs}
-    if len(set(counts.values())) > 1:
-        raise BadFile(f"inputs hold different numbers of samples: {counts}")
-    n = next(iter(counts.values()))
+    n = common_count(
+        {
+            s.name: count_from_shape(s, tuple(arrays[s.name].shape), np.dtype(arrays[s.name].dtype))
+            for s in inputs
+        }
+    )
     batched = {s.name: arrays[s.name].ndim == len(s.shape) for s in inputs}
     return [
         {s.name: arrays[s.name][i] if batched[s.name] else arrays[s.name] for s in inputs} for i in range(n)
     ]
 
 
-def sample_count(spec: InputSpec, array: np.ndarray) -> int:
-    """Samples in ``array`` for input ``spec`` (see :func:`split_samples`); :class:`BadFile` if none fit."""
-    return count_from_shape(spec, tuple(array.shape), np.dtype(array.dtype))
+def common_count(counts: Mapping[str, int]) -> int:
+    """The one sample count of all inputs (input name -> count); :class:`BadFile` if they differ."""
+    if len(set(counts.values())) > 1:
+        raise BadFile(f"inputs hold different numbers of samples: {dict(counts)}")
+    return next(iter(counts.values()))
 
 
 def count_from_shape(spec: InputSpec, shape: tuple[int, ...], dtype: np.dtype) -> int:

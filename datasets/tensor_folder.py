@@ -22,7 +22,7 @@ import numpy as np
 
 from trtq._core.errors import InputError
 from trtq.datasets.bad_file import BadFile
-from trtq.datasets.batching import Sample, count_from_shape, split_samples
+from trtq.datasets.batching import Sample, common_count, count_from_shape, split_samples
 from trtq.datasets.input_spec import InputSpec
 
 logger = logging.getLogger(__name__)
@@ -120,10 +120,7 @@ class TensorFolder:
             if path.suffix.lower() == ".npy"
             else _npz_headers(path, self.inputs)
         )
-        counts = {s.name: count_from_shape(s, *headers[s.name]) for s in self.inputs}
-        if len(set(counts.values())) > 1:
-            raise BadFile(f"inputs hold different numbers of samples: {counts}")
-        n = next(iter(counts.values()))
+        n = common_count({s.name: count_from_shape(s, *headers[s.name]) for s in self.inputs})
         if n == 0:
             raise BadFile("holds no samples (axis 0 has size 0)")
         return n

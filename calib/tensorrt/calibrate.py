@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from trtq._core.errors import InputError, TrtqError
-from trtq._core.onnx_model import load_onnx, np_dtype
+from trtq._core.onnx_model import load_onnx
 from trtq._core.progress import ProgressFn, null_progress
 from trtq._core.trt_import import (
     CPU_HINT,
@@ -34,18 +33,9 @@ from trtq.calib.cache import read_cache
 from trtq.calib.tensorrt.device_buffers import BufferSpec
 from trtq.calib.tensorrt.factory import make_calibrator
 from trtq.calib.tensorrt.registry import get_calibrator
+from trtq.precision.backends.onnxruntime import model_inputs
 
 log = logging.getLogger(__name__)
-
-
-def onnx_input_dtypes(model: onnx.ModelProto) -> dict[str, np.dtype]:
-    """Graph inputs (initializers excluded) -> numpy dtype; the TensorRT network inputs match them."""
-    inits = {i.name for i in model.graph.initializer}
-    return {
-        inp.name: np_dtype(inp.type.tensor_type.elem_type)
-        for inp in model.graph.input
-        if inp.name not in inits
-    }
 
 
 def _batches(
@@ -115,7 +105,8 @@ def calibrate_with_tensorrt(
             "TensorRT %s is running; the cache header will name it, not %s", running, trt_version_hint
         )
     model_file = Path(model_path)
-    dtypes = onnx_input_dtypes(load_onnx(model_file, load_external_data=False))
+    # the TensorRT network's inputs have the ONNX graph inputs' dtypes
+    dtypes = {t.name: t.dtype for t in model_inputs(load_onnx(model_file, load_external_data=False))}
     cache_file = Path(cache_path)
     reused = reuse_cache and cache_file.is_file()
 
