@@ -58,9 +58,9 @@ from trtq._core.jsonio import write_json  # noqa: E402
 from trtq._core.onnx_model import load_onnx  # noqa: E402
 from trtq.calib.run import calibrate  # noqa: E402
 from trtq.datasets import PRESETS, PreprocessSpec, open_dataset, resolve_input_specs  # noqa: E402
-from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend, model_inputs  # noqa: E402
 from trtq.precision.bisect import run_bisect  # noqa: E402
 from trtq.precision.evaluate import CheckCommand, metric_criterion  # noqa: E402
+from trtq.runtime.onnxruntime import OnnxRuntimeRunner, model_inputs  # noqa: E402
 
 STRATEGIES = ("ranked", "prefix", "contiguous", "linear")
 IMAGE_MODELS = {  # key -> (input shape, preprocessing preset)
@@ -104,7 +104,7 @@ def rec_setup(workdir: Path):
     model = load_onnx(real_model_path("rec"))
     chars = rec_chars(model)
     batches = page_batches()
-    with OnnxRuntimeBackend(model) as backend:
+    with OnnxRuntimeRunner(model) as backend:
         texts = [ctc_decode(backend.run(b)[backend.outputs()[0].name], chars) for b in batches]
     check = CheckCommand(write_text_check(workdir, batches, chars, texts))
     return model, batches, check, texts
@@ -193,7 +193,7 @@ def _show_text(model, batches, amax, pins, texts) -> None:
     nodes = SearchSpace(tuple(model_layers(model))).nodes_of(frozenset(pins))
     for label, pinset in (("int8", frozenset()), (f"int8 + {len(pins)} pins", nodes)):
         emulated = emulate(model, EmulationConfig("int8", pins=pinset), amax)
-        with OnnxRuntimeBackend(emulated, optimize=False) as backend:
+        with OnnxRuntimeRunner(emulated, optimize=False) as backend:
             got = [ctc_decode(backend.run(b)[backend.outputs()[0].name], chars) for b in batches]
         print(
             f"  rec text, {label}: {got[0]!r} ... ({sum(g == t for g, t in zip(got, texts, strict=True))}/{len(texts)} lines equal FP32)"

@@ -77,11 +77,11 @@ def peak_rss_mb() -> float:
 # ---- workers (each runs in a fresh process) ------------------------------------------------
 def worker_infer(model: str, files: list[str], mark_all: bool) -> dict:
     from trtq._core.onnx_model import float_tensors, load_onnx
-    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
     proto = load_onnx(model)
     names = [t.name for t in float_tensors(proto) if t.node] if mark_all else None
-    with OnnxRuntimeBackend(proto, mark=names or ()) as be:
+    with OnnxRuntimeRunner(proto, mark=names or ()) as be:
         be.run({"x": np.load(files[0])}, names)  # warm-up
         t0 = time.perf_counter()
         for f in files:
@@ -161,11 +161,11 @@ def worker_hist(model: str, files: list[str]) -> dict:
 
     from trtq._core.onnx_model import float_tensors, load_onnx
     from trtq.calib.histogram import HistogramSet
-    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
     proto = load_onnx(model)
     names = [t.name for t in float_tensors(proto) if t.node]
-    with OnnxRuntimeBackend(proto, mark=names) as be:
+    with OnnxRuntimeRunner(proto, mark=names) as be:
         outs = be.run({"x": np.load(files[0])}, names)
     values = sum(a.size for a in outs.values())
 

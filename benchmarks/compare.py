@@ -62,10 +62,10 @@ def _batches(folder: Path, size: int) -> list[dict[str, np.ndarray]]:
 
 
 def _plain(model: onnx.ModelProto, batches, threads: int, optimize: bool = False) -> float:
-    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
     t0 = time.perf_counter()
-    with OnnxRuntimeBackend(model, threads=threads, optimize=optimize) as b:
+    with OnnxRuntimeRunner(model, threads=threads, optimize=optimize) as b:
         for feeds in batches:
             b.run(feeds)
     return time.perf_counter() - t0

@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from trtq._core.cli import common_options, echo_json, progress_bar, run_command, setup_logging, stderr_console
+from trtq._core.cli import (
+    backend_option,
+    common_options,
+    echo_json,
+    progress_bar,
+    run_command,
+    setup_logging,
+    stderr_console,
+)
 from trtq._core.config import find_config, model_from, resolve_path, setting
 from trtq._core.errors import InputError, TrtqError
 from trtq.calib.cache import ALGORITHMS, DEFAULT_TRT_VERSION
@@ -116,11 +124,9 @@ def _want_json(output: str) -> bool:
 @click.option(
     "--resume", is_flag=True, help="Continue from the saved histograms: skip the samples already collected."
 )
-@click.option(
-    "--backend",
-    type=click.Choice(["onnxruntime", "tensorrt"]),
+@backend_option(
+    "onnxruntime: CPU (default). tensorrt: TensorRT's own calibrator on a GPU.",
     default=None,
-    help="onnxruntime: CPU (default). tensorrt: TensorRT's own calibrator on a GPU.",
 )
 @click.option(
     "--calibrator",
@@ -160,7 +166,7 @@ def _run(opts: dict[str, Any]) -> None:
     from trtq.calib.summary import calib_document
     from trtq.datasets import default_batch_size
     from trtq.datasets.cli_options import dataset_from_options
-    from trtq.precision.backends.onnxruntime import model_inputs as declared_inputs
+    from trtq.runtime.onnxruntime import model_inputs as declared_inputs
 
     config, config_path = find_config()
     model_path = model_from(
@@ -184,7 +190,9 @@ def _run(opts: dict[str, Any]) -> None:
     batch_size = int(setting(opts, config, "batch_size", default_batch_size(model_inputs)))
     dataset, specs = dataset_from_options(model_inputs, batch_size, opts, config, config_path=config_path)
 
-    if backend_name == "tensorrt":
+    from trtq.runtime import get_backend
+
+    if get_backend(backend_name).native_calibration:
         _run_tensorrt(opts, model_path, dataset, batch_size, cache_path)
         return
 
@@ -225,6 +233,7 @@ def _run(opts: dict[str, Any]) -> None:
                 histograms=histograms,
                 threads=opts.get("threads"),
                 on_batch=on_batch,
+                backend=backend_name,
             )
         except KeyboardInterrupt:
             raise TrtqError("interrupted; rerun with --resume to continue from the last checkpoint") from None

@@ -102,6 +102,7 @@ def calibrate(
     threads: int | None = None,
     progress: ProgressFn = null_progress,
     on_batch: object = None,
+    backend: str = "onnxruntime",
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``batches`` (dicts of input name -> array, batch dim first).
 
@@ -115,13 +116,20 @@ def calibrate(
             report progress from their data loader pass ``null_progress``).
         on_batch: optional callable ``(histograms, batch_index)`` after every batch, e.g. to
             checkpoint the histograms.
+        backend: the backend (registry name) whose FP32 activations are histogrammed. Backends
+            that calibrate natively (TensorRT 10) go through :func:`trtq.calib.tensorrt.calibrate_with_tensorrt`.
 
     Returns:
         A :class:`CalibrationResult`; ``amax`` holds a threshold for every float tensor.
     """
-    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+    from trtq.runtime import get_backend
 
     get_method(method)  # fail on a bad name before any work
+    backend_cls = get_backend(backend)
+    if backend_cls.native_calibration:
+        raise InputError(
+            f"backend '{backend}' calibrates INT8 itself: use calibrate_with_tensorrt (calib run --backend {backend})"
+        )
     params = dict(params or {})
     proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
     sites = model_sites(proto)
@@ -135,12 +143,11 @@ def calibrate(
     start = time.perf_counter()
     n_batches = 0
     with (
-        # spin=False: between runs the histogram threads need the cores ORT's workers would spin on
-        OnnxRuntimeBackend(proto, mark=output_names, spin=False) as backend,
+        backend_cls.build(proto, mark=output_names) as runner,
         ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool,
     ):
         for batch in batches:
-            outs = backend.run(batch, output_names)
+            outs = runner.run(batch, output_names)
             for n in input_names:
                 if n in batch:
                     outs[n] = batch[n]

@@ -44,7 +44,7 @@ from trtq.datasets.folder import open_dataset
 from trtq.datasets.input_spec import InputSpec, parse_shape_arg, resolve_input_specs
 from trtq.datasets.preprocess import COLORS, LAYOUTS, PRESETS, PreprocessSpec, get_preset, parse_number
 from trtq.datasets.resize import RESIZERS
-from trtq.precision.backends.base import TensorInfo
+from trtq.runtime.runner import TensorInfo
 
 PREPROCESS_KEYS = ("resize", "color", "scale", "mean", "std", "layout", "dtype", "pad_value", "crop_fraction")
 DATA_KEYS = ("data", "shape", "limit", "shuffle", "seed", "strict", "workers")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trtq._core.errors import InputError
-from trtq.precision.backends.base import TensorInfo
+from trtq.runtime.runner import TensorInfo
 
 SHAPE_SYNTAX = "NAME:DIMS, e.g. --shape x:1x3x640x640 (batch dim included)"
 

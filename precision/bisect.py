@@ -33,7 +33,6 @@ from trtq.precision.evaluate import (
     Criterion,
     EvalResult,
     Evaluator,
-    make_build,
     metric_criterion,
 )
 from trtq.precision.strategies import Layer, SearchSpace, get_strategy
@@ -357,12 +356,13 @@ def run_bisect(
         )
     criterion = criterion or metric_criterion("cosine")
     batches = list(batches)
+    from trtq.precision.builds import ModelBuild
     from trtq.precision.emulate import folded
+    from trtq.runtime.build import BuildSpec
 
     base = folded(model)  # folded once; the FP32 reference runs the model as given
-    # The emulation takes the folded model as it is; other builds (TensorRT) get the model as given.
-    build_model = base if backend == "onnxruntime" else model
-    build = make_build(backend, build_model, precision, placement=placement, amax=amax, threads=threads)
+    spec = BuildSpec(precision, placement, amax=amax)
+    build = ModelBuild(backend, model, spec, threads=threads)
     evaluator = Evaluator(build, batches, criterion, model=model, threads=threads, early_stop=early_stop)
     layers = model_layers(base)
     ranking_s = 0.0

@@ -13,9 +13,16 @@ from typing import Any
 
 import click
 
-from trtq._core.cli import common_options, progress_bar, run_command, setup_logging, stderr_console
+from trtq._core.cli import (
+    backend_option,
+    common_options,
+    progress_bar,
+    run_command,
+    setup_logging,
+    stderr_console,
+)
 from trtq._core.config import find_config
-from trtq._core.errors import InputError, MissingDependencyError
+from trtq._core.errors import InputError
 from trtq._core.jsonio import to_jsonable, write_json
 from trtq.datasets.cli_options import data_options
 from trtq.precision.cli_bisect import add_commands
@@ -112,13 +119,7 @@ Without --cache, INT8 ranges are calibrated on the same data first (entropy2).
     help="Samples per batch (default: the model's static batch, else 1).",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads.")
-@click.option(
-    "--backend",
-    type=click.Choice(["onnxruntime", "tensorrt"]),
-    default="onnxruntime",
-    show_default=True,
-    help="onnxruntime: TensorRT emulated on CPU; tensorrt: real engines (needs TensorRT and a GPU).",
-)
+@backend_option("onnxruntime: TensorRT emulated on CPU; tensorrt: real engines (needs TensorRT and a GPU).")
 @click.option(
     "--json",
     "json_path",
@@ -220,39 +221,15 @@ def _amax_for(opts: dict[str, Any], proto, dataset, batch_size: int, need: bool,
     )
 
 
-def _engine_factory(opts: dict[str, Any], model_path: str, amax: dict[str, float] | None):
-    """A factory of TensorRT engines with every compared tensor marked (needs TensorRT + GPU)."""
-    from trtq.precision.backends import get_backend
-
-    try:
-        backend_cls = get_backend("tensorrt")
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"--backend tensorrt needs TensorRT 10/11 and an NVIDIA GPU ({exc}); --backend onnxruntime works without them"
-        ) from exc
-    cache_path = opts.get("cache_path")
-
-    def make(config, names):
-        return backend_cls(
-            model_path,
-            mark=list(names),
-            precision=config.precision,
-            int8_cache=cache_path if config.int8 else None,
-            pins=sorted(config.pins),
-        )
-
-    if amax and not cache_path:
-        raise InputError("--backend tensorrt with INT8 needs --cache (the engine reads the TensorRT cache)")
-    return make
-
-
 def _compare(opts: dict[str, Any]) -> None:
     from trtq._core.onnx_model import load_onnx, model_summary
+    from trtq.precision.builds import describe_backend
     from trtq.precision.cli_common import open_data
     from trtq.precision.compare import CompareResult, compare_runs
     from trtq.precision.emulate import folded
     from trtq.precision.fp16_range import fp16_range_check
     from trtq.precision.metrics import get_metric
+    from trtq.runtime import get_backend
 
     quiet = opts["quiet"] or opts.get("json_path") == "-"
     get_metric(opts["metric"])
@@ -263,13 +240,9 @@ def _compare(opts: dict[str, Any]) -> None:
     configs = _configs(opts["precision_name"], opts["placement"], pins)
     amax = _amax_for(opts, proto, dataset, batch_size, any(c.int8 for c in configs), quiet)
     modes = ("graphwise", "layerwise") if opts["mode"] == "both" else (opts["mode"],)
-    factory = None
-    backend_label = "onnxruntime (emulated)"
-    if opts["backend"] == "tensorrt":
-        if modes != ("graphwise",):
-            raise InputError("--backend tensorrt compares whole engines: use --mode graphwise")
-        factory = _engine_factory(opts, opts["model"], amax)
-        backend_label = "tensorrt"
+    backend_label = describe_backend(opts["backend"])
+    if not get_backend(opts["backend"]).emulated_precision and modes != ("graphwise",):
+        raise InputError(f"--backend {opts['backend']} compares whole builds: use --mode graphwise")
     t0 = time.perf_counter()
     base = folded(proto)  # folded once: compare_runs and the FP16 range check take it as it is
     with progress_bar(quiet, unit="batch") as progress:
@@ -281,7 +254,8 @@ def _compare(opts: dict[str, Any]) -> None:
             modes=modes,
             progress=progress,
             threads=opts.get("threads"),
-            engine_factory=factory,
+            backend=opts["backend"],
+            cache_path=opts.get("cache_path"),
         )
     elapsed = time.perf_counter() - t0
     stats = dataset.stats

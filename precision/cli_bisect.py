@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from trtq._core.cli import common_options, progress_bar, run_command, setup_logging, stderr_console
+from trtq._core.cli import (
+    backend_option,
+    common_options,
+    progress_bar,
+    run_command,
+    setup_logging,
+    stderr_console,
+)
 from trtq._core.config import find_config, model_from, resolve_path, setting
 from trtq._core.errors import CheckFailed, InputError
 from trtq._core.jsonio import write_json
@@ -123,11 +130,9 @@ def _criterion_options(fn):
     help="Without --cache: calibrate on --data with this method (default entropy2).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per batch.")
-@click.option(
-    "--backend",
-    type=click.Choice(["onnxruntime", "tensorrt"]),
+@backend_option(
+    "onnxruntime: TensorRT emulated on CPU (default); tensorrt: real engines (TensorRT + GPU).",
     default=None,
-    help="onnxruntime: TensorRT emulated on CPU (default); tensorrt: real engines (TensorRT + GPU).",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads.")
 @click.option(
@@ -351,9 +356,11 @@ def _pin(opts: dict[str, Any]) -> None:
 
     from trtq._core.onnx_model import load_onnx, save_onnx
     from trtq.precision.bisect import _fmt
+    from trtq.precision.builds import ModelBuild, onnx_candidate
     from trtq.precision.emulate import folded
-    from trtq.precision.evaluate import EmulatedBuild, Evaluator, OnnxCandidate
+    from trtq.precision.evaluate import Evaluator
     from trtq.precision.pins import apply_pins, check_nodes_exist, pinned_nodes, read_pins
+    from trtq.runtime.build import BuildSpec
 
     doc = read_pins(opts["pins_file"])
     settings = doc.get("settings") or {}
@@ -388,9 +395,9 @@ def _pin(opts: dict[str, Any]) -> None:
     class _Saved:  # the evaluator's build: the applied model as written
         backend_label = "onnxruntime"
 
-        def __call__(self, pins: frozenset[str]) -> OnnxCandidate:
+        def __call__(self, pins: frozenset[str]):
             # the Q/DQ graph as written: ONNX Runtime's QDQ fusions change the numerics
-            return OnnxCandidate(applied, threads=opts.get("threads"), optimize=False)
+            return onnx_candidate(applied, threads=opts.get("threads"))
 
     start = time.perf_counter()
     # early_stop=False: the metric printed for the applied model is its real value, never a bound
@@ -401,7 +408,9 @@ def _pin(opts: dict[str, Any]) -> None:
     # The same pins through the TensorRT emulation: ONNX Runtime's CPU provider runs most FP16 ops
     # through FP32 kernels between Casts, so for FP16 the written model alone is optimistic.
     emulated = Evaluator(
-        EmulatedBuild(base, precision, placement=settings.get("placement") or "explicit", amax=amax),
+        ModelBuild(
+            "onnxruntime", base, BuildSpec(precision, settings.get("placement") or "explicit", amax=amax)
+        ),
         batches,
         criterion,
         reference=evaluate.reference,

@@ -17,10 +17,10 @@ def open_data(proto: onnx.ModelProto, opts: dict, config: dict, config_path, bat
     and the data path (for the ``data`` block). Returns ``(dataset, batch_size, data_path)``."""
     from trtq.datasets import default_batch_size
     from trtq.datasets.cli_options import dataset_from_options
-    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
     # A session, not just the declared inputs: a model ONNX Runtime cannot load fails here, before any work.
-    with OnnxRuntimeBackend(proto, optimize=False) as probe:
+    with OnnxRuntimeRunner(proto, optimize=False) as probe:
         inputs = probe.inputs()
     batch_size = int(batch_size if batch_size is not None else default_batch_size(inputs))
     dataset, _ = dataset_from_options(inputs, batch_size, opts, config, config_path=config_path)

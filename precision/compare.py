@@ -8,7 +8,7 @@
   a reduced-precision copy of every changed layer
   (:func:`trtq.precision.emulate.build_layerwise_model`); that run also gives the FP32 reference.
 
-ONNX Runtime runs these models with its graph optimisations off (see ``_Session``). Metrics
+ONNX Runtime runs these models with its graph optimisations off (see ``_reference``). Metrics
 accumulate over all batches (see :mod:`trtq.precision.metrics`); the FP32 reference is
 the folded model, so that folding itself (which TensorRT also does) is not counted as error.
 """
@@ -32,12 +32,13 @@ from trtq._core.progress import ProgressFn, null_progress
 from trtq.precision.emulate import (
     EmulationConfig,
     EmulationPlan,
-    apply_plan,
     build_layerwise_model,
     folded,
     plan_emulation,
 )
 from trtq.precision.metrics import METRIC_KEYS, MetricAccumulator, get_metric
+from trtq.runtime.build import BuildSpec
+from trtq.runtime.runner import Runner
 
 logger = logging.getLogger(__name__)
 
@@ -153,34 +154,14 @@ def _as_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     return model if isinstance(model, onnx.ModelProto) else load_onnx(Path(model))
 
 
-class _Session:
-    """A backend and the tensors fetched from it on every batch.
+def _reference(model: onnx.ModelProto, names: Sequence[str], threads: int | None) -> Runner:
+    """The FP32 reference: ONNX Runtime, node for node, with ``names`` fetchable. It runs without
+    graph optimisations, like the emulations it is compared with (ONNX Runtime's Q/DQ propagation
+    and Conv/Add fusions would move the rounding points the emulation placed; measured: up to 0.1
+    on PP-OCR cls's softmax output), and the unoptimised CPU run is no slower on these models."""
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
-    Emulated models run on ONNX Runtime with graph optimisations off: its Q/DQ propagation and
-    Conv/Add fusions would move or merge the rounding points the emulation placed (measured: up
-    to 0.1 on PP-OCR cls's softmax output), and the unoptimised CPU run is no slower on these
-    models. A TensorRT engine (:meth:`of_engine`) fetches its marked tensors and its outputs.
-    """
-
-    def __init__(self, model: onnx.ModelProto, names: Sequence[str], threads: int | None) -> None:
-        from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
-
-        self.names = list(dict.fromkeys(names))
-        self.backend = OnnxRuntimeBackend(model, mark=self.names, threads=threads, optimize=False)
-
-    @classmethod
-    def of_engine(cls, backend: Any) -> _Session:
-        session = cls.__new__(cls)
-        session.backend = backend
-        outs = [t.name for t in backend.outputs()]
-        session.names = list(dict.fromkeys([*getattr(backend, "marked", []), *outs]))
-        return session
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.backend.run(feeds, self.names)
-
-    def close(self) -> None:
-        self.backend.close()
+    return OnnxRuntimeRunner(model, mark=list(dict.fromkeys(names)), threads=threads, optimize=False)
 
 
 def compare_runs(
@@ -192,7 +173,8 @@ def compare_runs(
     modes: Sequence[str] = ("graphwise",),
     progress: ProgressFn = null_progress,
     threads: int | None = None,
-    engine_factory: Any = None,
+    backend: str = "onnxruntime",
+    cache_path: str | os.PathLike | None = None,
 ) -> tuple[list[CompareRun], dict[str, float]]:
     """Compare several precisions and views over one pass through ``batches``.
 
@@ -200,8 +182,9 @@ def compare_runs(
     (configs x modes, in that order) and the largest |value| seen per FP32 activation (used by
     the FP16 range check at no extra cost).
 
-    ``engine_factory(config, names)`` -> backend, when given, replaces the ONNX Runtime emulation
-    in the graphwise view (the TensorRT backend: a real engine with ``names`` marked).
+    ``backend`` names the backend that builds each config for the graphwise view (the default
+    emulates TensorRT on ONNX Runtime; ``tensorrt`` builds real engines with the compared tensors
+    marked, INT8 from ``cache_path``); the FP32 reference always runs on ONNX Runtime.
     """
     for mode in modes:
         if mode not in MODES:
@@ -218,22 +201,20 @@ def compare_runs(
     graph_inputs = {i.name for i in base.graph.input}
     compare_names = [n for n in names if n not in graph_inputs]
 
-    sessions: list[tuple[int, Any]] = []  # (config index, graphwise session)
+    sessions: list[tuple[int, Runner]] = []  # (config index, graphwise runner)
     lw_maps: list[dict[str, str]] = []
     ref_session = None
     try:
         if "layerwise" in modes:
             lw_model, lw_maps = build_layerwise_model(plans)
             fetch = names + [v for m in lw_maps for v in m.values()]
-            ref_session = _Session(lw_model, fetch, threads)
+            ref_session = _reference(lw_model, fetch, threads)
         else:
-            ref_session = _Session(base, names, threads)
+            ref_session = _reference(base, names, threads)
+            fetch = names
         if "graphwise" in modes:
             for k, plan in enumerate(plans):
-                if engine_factory is not None:
-                    sessions.append((k, _Session.of_engine(engine_factory(plan.config, compare_names))))
-                else:
-                    sessions.append((k, _Session(apply_plan(plan), compare_names, threads)))
+                sessions.append((k, _graphwise_runner(backend, plan, compare_names, cache_path, threads)))
 
         acc_g = [{n: MetricAccumulator() for n in compare_names} for _ in plans]
         acc_l = [{o: MetricAccumulator() for o in m} for m in lw_maps]
@@ -242,7 +223,7 @@ def compare_runs(
         progress(0, total=len(batch_list) if batch_list is not None else None, description="comparing")
         seen = 0
         for feeds in batches:
-            ref = ref_session.run(feeds)
+            ref = ref_session.run(feeds, fetch)
             for n in names:
                 v = ref[n]
                 if v.size and np.issubdtype(v.dtype, np.floating):
@@ -252,7 +233,7 @@ def compare_runs(
                 for orig, copy in mapping.items():
                     acc_l[k][orig].update(ref[copy], ref[orig])
             for k, session in sessions:
-                got = session.run(feeds)
+                got = session.run(feeds, _fetchable(session, compare_names))
                 for n in compare_names:
                     if n in got:
                         acc_g[k][n].update(got[n], ref[n])
@@ -287,6 +268,30 @@ def compare_runs(
                 )
             )
     return runs, observed
+
+
+def _graphwise_runner(
+    backend: str,
+    plan: EmulationPlan,
+    names: Sequence[str],
+    cache_path: str | os.PathLike | None,
+    threads: int | None,
+) -> Runner:
+    """The candidate for one config: the backend's build of the plan's folded model with ``names``
+    marked (the emulation plans it again from the same folded model and tensors: the same plan)."""
+    from trtq.precision.builds import build_runner
+
+    cfg = plan.config
+    spec = BuildSpec(cfg.precision, cfg.placement, cfg.pins, amax=plan.amax, cache_path=cache_path)
+    return build_runner(backend, plan.model, spec, mark=list(names), threads=threads)
+
+
+def _fetchable(runner: Runner, names: Sequence[str]) -> list[str]:
+    """The compared tensors a runner can return (an engine may have fused some away) and its outputs."""
+    marked = getattr(runner, "marked", None)
+    outs = [t.name for t in runner.outputs()]
+    keep = names if marked is None else [n for n in names if n in set(marked)]
+    return list(dict.fromkeys([*keep, *outs]))
 
 
 def _layerwise_records(plan: EmulationPlan, acc: Mapping[str, MetricAccumulator]) -> list[TensorRecord]:

@@ -244,7 +244,7 @@ def emulate(
     ``amax`` maps tensor name -> amax (calibration-cache scale * 127); required for INT8.
     Activations of the folded model keep their names (see the module docstring for the rules).
     Run the result with ONNX Runtime's graph optimisations off
-    (``OnnxRuntimeBackend(..., optimize=False)``): its Q/DQ propagation and Conv/Add fusions move
+    (``OnnxRuntimeRunner(..., optimize=False)``): its Q/DQ propagation and Conv/Add fusions move
     the rounding points (measured up to 0.1 on PP-OCR cls's softmax output).
     """
     return apply_plan(plan_emulation(model, config, amax, sites=sites))

@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 
 from trtq._core.errors import InputError
-from trtq._core.onnx_model import save_onnx
+from trtq.precision.builds import Candidate, onnx_candidate
 
 if TYPE_CHECKING:
     from trtq.precision.metrics import MetricAccumulator
@@ -193,177 +193,13 @@ class CheckCommand(Criterion):
 # -- builds ---------------------------------------------------------------------------------------
 
 
-class Candidate(Protocol):
-    """A built model: runs batches, and can be written as an ONNX file for a check command."""
-
-    def run(self, feeds: Batch) -> dict[str, np.ndarray]: ...
-
-    def save(self, path: Path) -> None: ...
-
-    def close(self) -> None: ...
-
-
 class Build(Protocol):
-    """Builds the model with ``pins`` (ONNX node names) kept in FP32."""
+    """Builds the model with ``pins`` (ONNX node names) kept in FP32 (e.g.
+    :class:`trtq.precision.builds.ModelBuild`)."""
 
     backend_label: str
 
     def __call__(self, pins: frozenset[str]) -> Candidate: ...
-
-
-class OnnxCandidate:
-    """An ONNX model in memory; the ONNX Runtime session is created on the first ``run``.
-
-    ``optimize=False`` runs the graph node for node. Use it for Q/DQ models: ONNX Runtime's
-    optimiser fuses Q/DQ around MatMul/Conv into its own integer kernels, whose numerics differ
-    from the Q/DQ semantics TensorRT implements (seen: cosine 0.93 instead of 0.9998 on a small
-    MLP with per-channel MatMul weights).
-    """
-
-    def __init__(self, model: onnx.ModelProto, threads: int | None = None, *, optimize: bool = True) -> None:
-        self.model = model
-        self.threads = threads
-        self.optimize = optimize
-        self._backend = None
-
-    def run(self, feeds: Batch) -> dict[str, np.ndarray]:
-        if self._backend is None:
-            from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
-
-            self._backend = OnnxRuntimeBackend(self.model, threads=self.threads, optimize=self.optimize)
-        return self._backend.run(feeds)
-
-    def save(self, path: Path) -> None:
-        save_onnx(self.model, path)
-
-    def close(self) -> None:
-        if self._backend is not None:
-            self._backend.close()
-            self._backend = None
-
-
-@dataclass
-class EmulatedBuild:
-    """TensorRT's FP16/INT8 build emulated on ONNX Runtime (:mod:`trtq.precision.emulate`).
-
-    ``precision`` is ``fp16``, ``int8`` or ``fp16+int8``; ``placement`` ``explicit`` or
-    ``implicit`` (see the emulation's docstring); ``amax`` the calibrated per-tensor ranges (INT8).
-    """
-
-    model: onnx.ModelProto
-    precision: str
-    placement: str = "explicit"
-    amax: Mapping[str, float] | None = None
-    threads: int | None = None
-    backend_label: str = "onnxruntime (emulated)"
-
-    def __post_init__(self) -> None:
-        from trtq._core.onnx_model import float_tensors
-        from trtq.precision.emulate import EmulationConfig, folded
-
-        EmulationConfig(precision=self.precision, placement=self.placement)  # bad names fail here, once
-        self.model = folded(self.model)  # fold once, not at every evaluation
-        self._sites = float_tensors(self.model)  # its shape inference too: only the pins change
-
-    def __call__(self, pins: frozenset[str]) -> Candidate:
-        from trtq.precision.emulate import EmulationConfig, emulate
-
-        config = EmulationConfig(precision=self.precision, placement=self.placement, pins=frozenset(pins))
-        # Graph optimisations off: ONNX Runtime's Q/DQ and Conv/Add fusions move the rounding points.
-        return OnnxCandidate(
-            emulate(self.model, config, self.amax, sites=self._sites), threads=self.threads, optimize=False
-        )
-
-
-class BackendCandidate:
-    """A model running on a :class:`~trtq.precision.backends.base.Backend` (e.g. a TensorRT engine).
-
-    ``save`` writes ``source`` (the ONNX the engine was built from): a check command gets that file
-    and the pin list (``{pins}``) and builds what it needs itself.
-    """
-
-    def __init__(self, backend, source: onnx.ModelProto) -> None:
-        self.backend = backend
-        self.source = source
-
-    def run(self, feeds: Batch) -> dict[str, np.ndarray]:
-        return self.backend.run(feeds)
-
-    def save(self, path: Path) -> None:
-        save_onnx(self.source, path)
-
-    def close(self) -> None:
-        self.backend.close()
-
-
-@dataclass
-class TensorRTBuild:
-    """A real TensorRT engine per evaluation, through the ``tensorrt`` backend.
-
-    TensorRT 10: FP16/INT8 builder flags, the calibration cache, and the pinned nodes' layers set
-    to FP32 with ``OBEY_PRECISION_CONSTRAINTS``; TensorRT 11: strongly typed build of the Q/DQ
-    model (see :mod:`trtq.precision.backends.tensorrt`). ``amax`` is written to a temporary
-    calibration cache when no ``cache_path`` is given. Needs TensorRT, cuda-python and a GPU.
-    ``placement`` is TensorRT's own choice here and is only recorded. (The ``ranked`` strategy's
-    layerwise ranking still comes from the CPU emulation: it only orders the candidates.)
-    """
-
-    model: onnx.ModelProto
-    precision: str
-    placement: str = "explicit"
-    amax: Mapping[str, float] | None = None
-    threads: int | None = None
-    cache_path: str | None = None
-    shapes: Mapping[str, Sequence[int]] | None = None
-    backend_label: str = "tensorrt"
-
-    def __post_init__(self) -> None:
-        from trtq._core.trt_import import import_tensorrt, require_gpu
-        from trtq.precision.backends import get_backend
-
-        import_tensorrt()  # fail now, with the backend's one-line message, not after the ranking
-        require_gpu()
-        self._backend_cls = get_backend("tensorrt")
-        self._tmp = None
-        if "int8" in self.precision and self.cache_path is None and self.amax:
-            from trtq.calib.cache import CalibrationCache, write_cache
-
-            self._tmp = tempfile.TemporaryDirectory(prefix="trtq-bisect-trt-")
-            self.cache_path = str(Path(self._tmp.name) / "calib.cache")
-            write_cache(self.cache_path, CalibrationCache.from_amax(self.amax))
-
-    def __call__(self, pins: frozenset[str]) -> Candidate:
-        backend = self._backend_cls(
-            self.model,
-            precision=self.precision,
-            int8_cache=self.cache_path if "int8" in self.precision else None,
-            pins=tuple(sorted(pins)),
-            constraints="obey",
-            shapes=self.shapes,
-        )
-        return BackendCandidate(backend, self.model)
-
-
-_BUILDS: dict[str, Callable[..., Build]] = {"onnxruntime": EmulatedBuild, "tensorrt": TensorRTBuild}
-
-
-def register_build(name: str) -> Callable[[Callable[..., Build]], Callable[..., Build]]:
-    """Register a build factory for ``--backend name`` (same arguments as :class:`EmulatedBuild`)."""
-
-    def deco(factory: Callable[..., Build]) -> Callable[..., Build]:
-        _BUILDS[name] = factory
-        return factory
-
-    return deco
-
-
-def make_build(backend: str, model: onnx.ModelProto, precision: str, **kwargs) -> Build:
-    """The build registered for ``backend`` (``onnxruntime`` emulation, ``tensorrt`` engines)."""
-    if backend not in _BUILDS:
-        raise InputError(
-            f"unknown backend '{backend}' for bisect; choose one of: {', '.join(sorted(_BUILDS))}"
-        )
-    return _BUILDS[backend](model, precision, **kwargs)
 
 
 # -- the evaluator --------------------------------------------------------------------------------
@@ -381,7 +217,7 @@ def reference_outputs(
 
     Run node for node (no graph optimisations), like the emulations it is compared with.
     """
-    candidate = OnnxCandidate(model, threads=threads, optimize=False)
+    candidate = onnx_candidate(model, threads=threads)
     try:
         return run_outputs(candidate, batches)
     finally:
@@ -421,7 +257,7 @@ class Evaluator:
     """``evaluator(pins) -> EvalResult``: one build + run + judgement (no caching here).
 
     Args:
-        build: makes a runnable candidate from a pin set (:class:`EmulatedBuild` by default).
+        build: makes a runnable candidate from a pin set (a :class:`~trtq.precision.builds.ModelBuild`).
         batches: the data, a sequence of ``{input name: array}``, run in order.
         criterion: a :class:`MetricCriterion` or :class:`CheckCommand`.
         reference: FP32 outputs per batch; computed from ``model`` if omitted.

@@ -1,7 +1,7 @@
 """trtq: INT8 calibration and precision debugging for NVIDIA TensorRT.
 
 The package is one namespace over five concept folders (see ARCHITECTURE.md):
-``trtq.datasets`` → ``trtq.precision.backends`` → ``trtq.calib`` → ``trtq.precision`` →
+``trtq.datasets`` → ``trtq.runtime`` → ``trtq.calib`` → ``trtq.precision`` →
 ``trtq.reports``, with ``trtq.surgery`` beside them. ``trtq._core`` holds what they share:
 errors, TensorRT imports, atomic writes, config and ONNX loading.
 """

@@ -33,7 +33,7 @@ from trtq.calib.cache import read_cache
 from trtq.calib.tensorrt.device_buffers import BufferSpec
 from trtq.calib.tensorrt.factory import make_calibrator
 from trtq.calib.tensorrt.registry import get_calibrator
-from trtq.precision.backends.onnxruntime import model_inputs
+from trtq.runtime.onnxruntime import model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def calibrate_with_tensorrt(
     ``batch_size``, ``batches``, ``cache``, ``reused_cache``, ``tensors`` (``[{name, scale,
     amax}]``, scale = amax / 127) and ``time_s``.
     """
-    from trtq.precision.backends.tensorrt_build import BuildSettings, build_engine, shapes_tuple
+    from trtq.runtime.tensorrt_build import BuildSettings, build_engine, shapes_tuple
 
     trt = import_tensorrt()
     running = trt_version_string(trt)

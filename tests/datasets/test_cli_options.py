@@ -15,7 +15,7 @@ from trtq._core.config import find_config
 from trtq._core.errors import InputError
 from trtq.datasets import PreprocessSpec
 from trtq.datasets.cli_options import data_options, dataset_from_options, preprocess_from, shapes_from
-from trtq.precision.backends.base import TensorInfo
+from trtq.runtime.runner import TensorInfo
 
 DYNAMIC = [TensorInfo("x", ("N", 3, "H", "W"), np.dtype(np.float32))]
 

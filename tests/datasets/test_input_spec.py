@@ -7,8 +7,8 @@ import pytest
 
 from trtq._core.errors import InputError
 from trtq.datasets import InputSpec, image_geometry, parse_shape_arg, resolve_input_specs
-from trtq.precision.backends.base import TensorInfo
-from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+from trtq.runtime.onnxruntime import OnnxRuntimeRunner
+from trtq.runtime.runner import TensorInfo
 
 F32 = np.dtype(np.float32)
 
@@ -89,7 +89,7 @@ def test_image_geometry_infers_layout():
 
 
 def test_real_det_model_needs_shape(real_models):
-    with OnnxRuntimeBackend(real_models["det"], threads=1) as backend:
+    with OnnxRuntimeRunner(real_models["det"], threads=1) as backend:
         inputs = backend.inputs()
     with pytest.raises(InputError) as err:
         resolve_input_specs(inputs, None, 1)
@@ -100,6 +100,6 @@ def test_real_det_model_needs_shape(real_models):
 
 
 def test_real_lcnet_shape_is_inferred(real_models):
-    with OnnxRuntimeBackend(real_models["lcnet"], threads=1) as backend:
+    with OnnxRuntimeRunner(real_models["lcnet"], threads=1) as backend:
         specs = resolve_input_specs(backend.inputs(), None, 3)
     assert specs == [InputSpec("x", (3, 3, 224, 224), F32)]

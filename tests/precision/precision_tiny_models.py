@@ -63,19 +63,19 @@ def two_conv_model(seed: int = 1) -> onnx.ModelProto:
 
 def run_ort(model: onnx.ModelProto, feeds: dict, names=None) -> dict:
     """Run with ONNX Runtime, graph optimisations off, optionally fetching extra tensors."""
-    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
     names = list(names) if names else [o.name for o in model.graph.output]
-    with OnnxRuntimeBackend(model, mark=names, optimize=False, threads=1) as b:
+    with OnnxRuntimeRunner(model, mark=names, optimize=False, threads=1) as b:
         return b.run(feeds, names)
 
 
 def minmax_amax(model: onnx.ModelProto, batches) -> dict[str, float]:
     """Max |x| per float tensor over FP32 runs: a simple calibration for tests."""
-    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
     amax: dict[str, float] = {}
-    with OnnxRuntimeBackend(model, mark="all", threads=1) as b:
+    with OnnxRuntimeRunner(model, mark="all", threads=1) as b:
         names = b.marked
         for feeds in batches:
             for k, v in b.run(feeds, names).items():

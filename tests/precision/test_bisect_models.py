@@ -23,14 +23,18 @@ from test_bisect_planted import (  # noqa: F401 (fixtures)
 
 from trtq._core.errors import InputError
 from trtq.precision.bisect import model_layers, run_bisect
+from trtq.precision.builds import ModelBuild
 from trtq.precision.evaluate import (
     CheckCommand,
-    EmulatedBuild,
     Evaluator,
-    TensorRTBuild,
-    make_build,
     metric_criterion,
 )
+from trtq.runtime.build import BuildSpec
+
+
+def emulated(model, precision, placement="explicit", amax=None):
+    return ModelBuild("onnxruntime", model, BuildSpec(precision, placement, amax=amax))
+
 
 PLANTED = [
     # fixture, precision, placement, the exact minimal pin set
@@ -54,7 +58,7 @@ def test_ranked_finds_the_planted_culprit_exactly(request, fixture, precision, p
     assert result.evaluations <= _bound(result.layers, len(culprits))
     # The claim holds when checked independently: the set passes, and unpinning any member fails.
     evaluate = Evaluator(
-        EmulatedBuild(model, precision, placement=placement, amax=amax),
+        emulated(model, precision, placement=placement, amax=amax),
         batches,
         metric_criterion("cosine"),
         model=model,
@@ -100,9 +104,9 @@ def test_check_command_decides_and_receives_the_model(tmp_path, overflow_output_
     """A user check that runs the candidate ONNX itself: finite outputs within 1% of FP32."""
     model, batches, _ = overflow_output_model
     np.save(tmp_path / "x.npy", batches[0]["x"])
-    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
-    with OnnxRuntimeBackend(model) as backend:
+    with OnnxRuntimeRunner(model) as backend:
         np.save(tmp_path / "y.npy", backend.run(batches[0])["y"])
     script = tmp_path / "check.py"
     script.write_text(
@@ -123,7 +127,7 @@ def test_check_command_decides_and_receives_the_model(tmp_path, overflow_output_
     assert result.pin_nodes == ["head"]
     assert result.settings["metric"] == "check" and result.settings["check"] == check.command
     assert all(t.metric is None for t in result.trace)
-    evaluate = Evaluator(EmulatedBuild(model, "fp16"), batches, check)
+    evaluate = Evaluator(emulated(model, "fp16"), batches, check)
     failed = evaluate(frozenset())
     assert not failed.passed and failed.note.startswith("exit 3")
 
@@ -145,7 +149,7 @@ def test_metric_criteria_judge_the_worst_output_in_the_right_direction(
 ):
     model, batches, amax = outlier_scale_model
     evaluate = Evaluator(
-        EmulatedBuild(model, "int8", amax=amax), batches, metric_criterion(metric, threshold), model=model
+        emulated(model, "int8", amax=amax), batches, metric_criterion(metric, threshold), model=model
     )
     result = evaluate(frozenset({"fc3", "act3"}))
     assert result.passed is passes
@@ -160,7 +164,7 @@ def test_nonfinite_outputs_fail_every_metric(overflow_output_model):
     model, batches, _ = overflow_output_model
     for metric in ("cosine", "rel-l2", "max-abs", "sqnr"):
         result = Evaluator(
-            EmulatedBuild(model, "fp16"),
+            emulated(model, "fp16"),
             batches,
             metric_criterion(metric, 1e9 if metric != "cosine" else -1.0),
             model=model,
@@ -179,34 +183,31 @@ def test_unknown_metric_and_int8_without_ranges_are_user_errors(overflow_output_
     with pytest.raises(InputError, match="calib"):
         run_bisect(model, batches, precision="int8")
     with pytest.raises(InputError, match="onnxruntime"):
-        make_build("nope", model, "fp16")
+        ModelBuild("nope", model, BuildSpec("fp16"))
 
 
 def test_tensorrt_build_passes_pins_to_the_tensorrt_backend(monkeypatch, outlier_scale_model):
-    """A named fake of the TensorRT backend records what the build asks for; the real backend's
+    """A named fake of the TensorRT runner's constructor records what the build asks for; the real
     constructor is checked to accept exactly those keywords (API shape only: no engine here)."""
-    from trtq.precision import backends
-    from trtq.precision.backends.tensorrt import TensorRTBackend
+    from trtq.calib.cache import read_cache
+    from trtq.runtime.tensorrt import TensorRTRunner
 
     model, batches, amax = outlier_scale_model
+    accepted = inspect.signature(TensorRTRunner.__init__).parameters
     created = []
 
-    class FakeTensorRTBackend:
-        def __init__(self, model, **kwargs):
-            created.append(kwargs)
+    def fake_tensorrt_init(self, model, **kwargs):
+        # the build's temporary cache exists only while the engine is built: read it now
+        created.append({**kwargs, "cache_amax": read_cache(kwargs["int8_cache"]).amax()})
+        self._inputs, self._outputs = [], []
 
-        def run(self, feeds):
-            return {"y": np.zeros((feeds["x"].shape[0], 8), np.float32)}
-
-        def close(self):
-            pass
-
-    from trtq._core import trt_import
-
-    monkeypatch.setattr(trt_import, "import_tensorrt", lambda: None)
-    monkeypatch.setattr(trt_import, "require_gpu", lambda: 0)
-    monkeypatch.setattr(backends, "get_backend", lambda name: FakeTensorRTBackend)
-    build = TensorRTBuild(model, "int8", amax=amax)
+    monkeypatch.setattr(TensorRTRunner, "__init__", fake_tensorrt_init)
+    monkeypatch.setattr(TensorRTRunner, "require", classmethod(lambda cls: None))
+    monkeypatch.setattr(
+        TensorRTRunner, "run", lambda self, feeds: {"y": np.zeros((feeds["x"].shape[0], 8), np.float32)}
+    )
+    monkeypatch.setattr(TensorRTRunner, "_close_impl", lambda self: None)
+    build = ModelBuild("tensorrt", model, BuildSpec("int8", amax=amax))
     candidate = build(frozenset({"fc3", "act3"}))
     assert candidate.run(batches[0])["y"].shape == (16, 8)
     kwargs = created[0]
@@ -215,11 +216,8 @@ def test_tensorrt_build_passes_pins_to_the_tensorrt_backend(monkeypatch, outlier
         and kwargs["precision"] == "int8"
         and kwargs["constraints"] == "obey"
     )
-    from trtq.calib.cache import read_cache
-
-    assert read_cache(kwargs["int8_cache"]).amax()["r2"] == pytest.approx(amax["r2"], rel=1e-6)
-    accepted = inspect.signature(TensorRTBackend.__init__).parameters
-    assert set(kwargs) <= set(accepted)
+    assert kwargs["cache_amax"]["r2"] == pytest.approx(amax["r2"], rel=1e-6)
+    assert set(kwargs) - {"cache_amax"} <= set(accepted)
 
 
 def test_tensorrt_build_without_tensorrt_fails_at_once_with_one_line(outlier_scale_model):
@@ -233,5 +231,5 @@ def test_tensorrt_build_without_tensorrt_fails_at_once_with_one_line(outlier_sca
     else:  # pragma: no cover - a machine with TensorRT
         pytest.skip("TensorRT is installed here")
     with pytest.raises(MissingDependencyError, match="--backend onnxruntime") as info:
-        make_build("tensorrt", model, "int8", amax=amax)
+        ModelBuild("tensorrt", model, BuildSpec("int8", amax=amax))
     assert "\n" not in str(info.value)

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
+from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
 
 def _model(nodes, inputs, outputs, inits) -> onnx.ModelProto:
@@ -33,7 +33,7 @@ def _batches(rng: np.random.Generator, n: int, width: int, count: int = 4) -> li
 def minmax_amax(model: onnx.ModelProto, batches) -> dict[str, float]:
     """max |x| of every float tensor over ``batches`` (graph inputs included)."""
     amax: dict[str, float] = {}
-    with OnnxRuntimeBackend(model, mark="all") as backend:
+    with OnnxRuntimeRunner(model, mark="all") as backend:
         names = backend.marked
         for feeds in batches:
             values = dict(backend.run(feeds, names))
@@ -198,7 +198,7 @@ def test_overflow_models_exceed_fp16_range_only_where_planted(overflow_output_mo
 
 def test_outlier_scale_crushes_ordinary_values_to_zero(outlier_scale_model):
     model, batches, amax = outlier_scale_model
-    with OnnxRuntimeBackend(model, mark=["r2"]) as backend:
+    with OnnxRuntimeRunner(model, mark=["r2"]) as backend:
         r2 = np.concatenate([backend.run(b, ["r2"])["r2"] for b in batches])
     step = amax["r2"] / 127
     assert np.mean(np.abs(r2) < step / 2) > 0.95  # they round to 0 on the ruined grid

@@ -13,16 +13,18 @@ from ocr_lines import ctc_decode, page_batches, rec_chars, write_text_check
 from trtq._core.onnx_model import load_onnx
 from trtq.calib.run import calibrate
 from trtq.datasets import PRESETS, PreprocessSpec, open_dataset, resolve_input_specs
-from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
 from trtq.precision.bisect import run_bisect
-from trtq.precision.evaluate import CheckCommand, EmulatedBuild, Evaluator, OnnxCandidate, metric_criterion
+from trtq.precision.builds import Candidate, ModelBuild, onnx_candidate
+from trtq.precision.evaluate import CheckCommand, Evaluator, metric_criterion
 from trtq.precision.pins import apply_pins
+from trtq.runtime.build import BuildSpec
+from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
 pytestmark = pytest.mark.slow
 
 
 def read_text(model, batches, chars) -> list[str]:
-    candidate = model if isinstance(model, OnnxCandidate) else OnnxCandidate(model, optimize=False)
+    candidate = model if isinstance(model, Candidate) else onnx_candidate(model)
     try:
         return [ctc_decode(next(iter(candidate.run(b).values())), chars) for b in batches]
     finally:
@@ -36,7 +38,9 @@ def test_rec_int8_text_restored_by_bisect_with_a_text_check(real_models, tmp_pat
     texts = read_text(model, batches, chars)
     assert texts[0] == "Region-based segmentation"  # the FP32 model reads the page
     amax = calibrate(model, batches, method="entropy2").amax
-    broken = read_text(EmulatedBuild(model, "int8", amax=amax)(frozenset()), batches, chars)
+    broken = read_text(
+        ModelBuild("onnxruntime", model, BuildSpec("int8", amax=amax))(frozenset()), batches, chars
+    )
     assert broken != texts  # INT8 as TensorRT would run it loses the text
 
     check = CheckCommand(write_text_check(tmp_path, batches, chars, texts))
@@ -46,14 +50,19 @@ def test_rec_int8_text_restored_by_bisect_with_a_text_check(real_models, tmp_pat
     k, n = len(result.pins), result.layers
     assert 0 < k < n // 4
     nodes = [m for layer in result.pins for m in layer.members]
-    assert read_text(EmulatedBuild(model, "int8", amax=amax)(frozenset(nodes)), batches, chars) == texts
+    assert (
+        read_text(
+            ModelBuild("onnxruntime", model, BuildSpec("int8", amax=amax))(frozenset(nodes)), batches, chars
+        )
+        == texts
+    )
     # The deployable Q/DQ model with those layers in FP32 reads the same text as FP32.
     assert read_text(apply_pins(model, nodes, precision="int8", amax=amax), batches, chars) == texts
 
 
 def _image_batches(path, image_dir, shape, preset, limit=4):
     model = load_onnx(path)
-    with OnnxRuntimeBackend(model) as probe:
+    with OnnxRuntimeRunner(model) as probe:
         specs = resolve_input_specs(probe.inputs(), {"x": shape}, 1)
     dataset = open_dataset(image_dir, specs, PreprocessSpec(**PRESETS[preset].fields), limit=limit)
     return model, list(dataset.batches(1))
@@ -80,7 +89,9 @@ def test_bisect_reaches_the_cosine_criterion_on_real_models(
     assert result.baseline_metric < threshold <= result.final_metric
     assert len(result.pins) < result.layers
     # Re-evaluated from scratch, the reported set passes and nothing pinned fails.
-    evaluate = Evaluator(EmulatedBuild(model, "int8", amax=amax), batches, criterion, model=model)
+    evaluate = Evaluator(
+        ModelBuild("onnxruntime", model, BuildSpec("int8", amax=amax)), batches, criterion, model=model
+    )
     nodes = frozenset(m for layer in result.pins for m in layer.members)
     assert evaluate(nodes).passed and not evaluate(frozenset()).passed
 
@@ -95,7 +106,7 @@ def test_early_stop_gives_the_same_answers_on_a_real_model(real_models, image_di
     amax = calibrate(model, batches, method="entropy2").amax
     layers = [layer.node for layer in model_layers(folded(model))]
     criterion = metric_criterion("cosine", 0.995)
-    build = EmulatedBuild(model, "int8", amax=amax)
+    build = ModelBuild("onnxruntime", model, BuildSpec("int8", amax=amax))
     full = Evaluator(build, batches, criterion, model=model, early_stop=False)
     early = Evaluator(build, batches, criterion, reference=full.reference, early_stop=True)
     stopped = 0

@@ -109,8 +109,8 @@ def _ctc_text(model: onnx.ModelProto, probs: np.ndarray) -> str:
 @pytest.mark.slow
 def test_rec_int8_worst_layers_pinned_restore_the_text(real_models, image_dir):
     from trtq.calib.run import calibrate
-    from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
     from trtq.precision.compare import layerwise_sensitivity
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
     model = folded(onnx.load(real_models["rec"]))
     crops = _rec_crops(image_dir)
@@ -118,7 +118,7 @@ def test_rec_int8_worst_layers_pinned_restore_the_text(real_models, image_dir):
     out_name = model.graph.output[0].name
 
     def texts(m: onnx.ModelProto) -> list[str]:
-        with OnnxRuntimeBackend(m, optimize=False, threads=1) as b:
+        with OnnxRuntimeRunner(m, optimize=False, threads=1) as b:
             return [_ctc_text(model, b.run(c)[out_name]) for c in crops]
 
     def match(got: list[str]) -> float:

@@ -13,7 +13,8 @@ from test_bisect_planted import outlier_scale_model, overflow_output_model  # no
 
 from trtq._core.errors import InputError
 from trtq.precision.bisect import run_bisect
-from trtq.precision.evaluate import EmulatedBuild, Evaluator, OnnxCandidate, metric_criterion
+from trtq.precision.builds import ModelBuild, onnx_candidate
+from trtq.precision.evaluate import Evaluator, metric_criterion
 from trtq.precision.pins import (
     apply_pins,
     check_nodes_exist,
@@ -22,6 +23,7 @@ from trtq.precision.pins import (
     tensorrt_constraints,
     write_pins,
 )
+from trtq.runtime.build import BuildSpec
 
 
 @pytest.fixture
@@ -81,7 +83,7 @@ def test_missing_file_and_foreign_nodes_are_reported(tmp_path, outlier_scale_mod
 
 
 def _run(model: onnx.ModelProto, batches) -> np.ndarray:
-    candidate = OnnxCandidate(model, optimize=False)
+    candidate = onnx_candidate(model)
     try:
         return np.concatenate([candidate.run(b)["y"] for b in batches])
     finally:
@@ -101,7 +103,7 @@ def test_applied_int8_model_keeps_pinned_nodes_unquantized_and_matches_bisect(
     head = next(n for n in applied.graph.node if n.name == "head")
     assert all(producers.get(i) == "DequantizeLinear" for i in head.input)  # the rest stays INT8
     evaluate = Evaluator(
-        lambda pins: OnnxCandidate(applied, optimize=False), batches, metric_criterion("cosine"), model=model
+        lambda pins: onnx_candidate(applied), batches, metric_criterion("cosine"), model=model
     )
     result = evaluate(frozenset(nodes))
     assert result.passed and result.metric == pytest.approx(outlier_doc["final_metric"], abs=1e-4)
@@ -144,7 +146,7 @@ def test_emulation_agrees_with_the_applied_model(outlier_doc, outlier_scale_mode
     """What bisect measured (emulation) is what the deployed Q/DQ model computes, output for output."""
     model, batches, amax = outlier_scale_model
     nodes = frozenset(pinned_nodes(outlier_doc))
-    emulated = EmulatedBuild(model, "int8", amax=amax)(nodes)
+    emulated = ModelBuild("onnxruntime", model, BuildSpec("int8", amax=amax))(nodes)
     try:
         y_emulated = np.concatenate([emulated.run(b)["y"] for b in batches])
     finally:

@@ -30,8 +30,8 @@ from trtq._core.onnx_model import TensorSite, float_tensors, load_onnx, model_su
 from trtq.calib.histogram import HistogramSet
 from trtq.calib.run import CalibrationResult, result_from_histograms
 from trtq.calib.summary import calib_document
-from trtq.precision.backends.onnxruntime import OnnxRuntimeBackend
 from trtq.precision.metrics import tensor_metrics
+from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
 NUM_BINS = 2048
 HTML_BAD = "<img src=x onerror=alert(1)>"
@@ -103,7 +103,7 @@ def int8_model(model: onnx.ModelProto, amax: dict[str, float], sites: set[str]) 
 
 
 def run_all(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
-    with OnnxRuntimeBackend(model, mark=names, threads=1, optimize=False) as backend:
+    with OnnxRuntimeRunner(model, mark=names, threads=1, optimize=False) as backend:
         return backend.run(feeds, names)
 
 

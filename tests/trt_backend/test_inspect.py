@@ -9,7 +9,7 @@ import json
 import pytest
 
 from trtq._core.errors import TrtqError
-from trtq.precision.backends.tensorrt_inspect import datatype_of, parse_engine_information
+from trtq.runtime.tensorrt_inspect import datatype_of, parse_engine_information
 
 
 @pytest.mark.parametrize(

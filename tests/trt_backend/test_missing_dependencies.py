@@ -15,7 +15,7 @@ from trtq._core.errors import MissingDependencyError
 from trtq._core.trt_import import import_tensorrt, require_gpu
 from trtq.calib.tensorrt import calibrate_with_tensorrt
 from trtq.calib.tensorrt.device_buffers import BufferSpec, CudaError, DeviceBuffers
-from trtq.precision.backends import get_backend
+from trtq.runtime import get_backend
 
 
 def _has_real_tensorrt() -> bool:

@@ -8,7 +8,7 @@ import enum
 import logging
 from types import SimpleNamespace
 
-from trtq.precision.backends.tensorrt_network import mark_outputs, markable_tensors, pin_layers
+from trtq.runtime.tensorrt_network import mark_outputs, markable_tensors, pin_layers
 
 LayerType = enum.Enum(
     "LayerType",

@@ -32,15 +32,16 @@ from trtq.calib.tensorrt.adapter import CalibrationBatchError  # noqa: E402
 from trtq.calib.tensorrt.builtin import BUILTIN, Entropy2Calibrator, LegacyCalibrator  # noqa: E402
 from trtq.calib.tensorrt.device_buffers import BufferSpec  # noqa: E402
 from trtq.calib.tensorrt.factory import calibrator_class, make_calibrator  # noqa: E402
-from trtq.precision.backends import tensorrt_build  # noqa: E402
-from trtq.precision.backends.tensorrt_network import make_logger  # noqa: E402
+from trtq.runtime import tensorrt_build  # noqa: E402
+from trtq.runtime.tensorrt_network import make_logger  # noqa: E402
 
 MAJOR = int(os.environ.get("TRTQ_TRT_MAJOR", "0"))
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = [
     REPO / "trtq" / "_core" / "trt_import.py",
     *sorted((REPO / "calib" / "tensorrt").glob("*.py")),
-    *sorted((REPO / "precision" / "backends").glob("tensorrt*.py")),
+    *sorted((REPO / "trtq" / "runtime").glob("tensorrt*.py")),
+    REPO / "precision" / "builds.py",
 ]  # surgery/trt_capability.py picks the parser API by hasattr: tests/surgery/test_check.py checks both
 # Local variable names that hold TensorRT objects, and their classes (the code keeps to them).
 TYPED_NAMES = {
@@ -476,8 +477,10 @@ def test_tensorrt11_has_no_calibrators_and_says_so(tmp_path):
     with pytest.raises(InputError, match="needs a calibration cache"):
         tensorrt_build.build_engine(trt, model, tensorrt_build.BuildSettings(int8=True))
     # FP16 goes through the typed ONNX export, then reaches the real (stubbed) Builder
+    from trtq.precision.builds import TOOLS
+
     with pytest.raises(MissingDependencyError, match="could not create a builder"):
-        tensorrt_build.build_engine(trt, model, tensorrt_build.BuildSettings(fp16=True))
+        tensorrt_build.build_engine(trt, model, tensorrt_build.BuildSettings(fp16=True), tools=TOOLS)
 
 
 def _gpu_present() -> bool:
@@ -492,7 +495,7 @@ def _gpu_present() -> bool:
 @needs10
 @pytest.mark.skipif(_gpu_present(), reason="checks the no-GPU message")
 def test_with_tensorrt10_but_no_gpu_commands_say_so(tmp_path):
-    from trtq.precision.backends.tensorrt import TensorRTBackend
+    from trtq.runtime.tensorrt import TensorRTRunner
 
     model = _tiny_model(tmp_path / "m.onnx")
     batches = [{"x": np.ones((2, 3), np.float32)}]
@@ -500,4 +503,4 @@ def test_with_tensorrt10_but_no_gpu_commands_say_so(tmp_path):
         calibrate_with_tensorrt(model, batches, tmp_path / "c.cache", batch_size=2)
     assert "\n" not in str(info.value) and not (tmp_path / "c.cache").exists()
     with pytest.raises(MissingDependencyError, match="--backend onnxruntime"):
-        TensorRTBackend(model, precision="int8", int8_cache=tmp_path / "c.cache")
+        TensorRTRunner(model, precision="int8", int8_cache=tmp_path / "c.cache")

@@ -117,3 +117,26 @@ def progress_bar(quiet: bool = False, unit: str = "items") -> Iterator[ProgressF
                 bar.advance(task_id, advance)
 
         yield update
+
+
+class BackendName(click.ParamType):
+    """A backend name, checked against the registry (built-ins and ``trtq.backends`` entry points)
+    when the command runs, so that ``--help`` imports no backend."""
+
+    name = "backend"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        from trtq.runtime import available_backends
+
+        choices = available_backends()
+        if value not in choices:
+            self.fail(f"unknown backend {value!r}; choose one of: {', '.join(choices)}", param, ctx)
+        return value
+
+
+def backend_option(help_text: str, default: str | None = "onnxruntime") -> Callable[[Callable], Callable]:
+    """``--backend NAME``, resolved through :mod:`trtq.runtime`'s registry. ``default=None`` lets
+    the config file decide (defaults < config < flags)."""
+    return click.option(
+        "--backend", type=BackendName(), default=default, show_default=default is not None, help=help_text
+    )

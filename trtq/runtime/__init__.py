@@ -11,22 +11,22 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 
 from trtq._core.errors import InputError
-from trtq.precision.backends.base import Backend, TensorInfo
+from trtq.runtime.runner import Runner, TensorInfo
 
-__all__ = ["Backend", "TensorInfo", "register_backend", "get_backend", "available_backends"]
+__all__ = ["Runner", "TensorInfo", "register_backend", "get_backend", "available_backends"]
 
 # name -> "module:attr" (imported lazily so that tensorrt is never imported unless asked for)
 _BUILTIN = {
-    "onnxruntime": "trtq.precision.backends.onnxruntime:OnnxRuntimeBackend",
-    "tensorrt": "trtq.precision.backends.tensorrt:TensorRTBackend",
+    "onnxruntime": "trtq.runtime.onnxruntime:OnnxRuntimeRunner",
+    "tensorrt": "trtq.runtime.tensorrt:TensorRTRunner",
 }
-_REGISTERED: dict[str, type[Backend]] = {}
+_REGISTERED: dict[str, type[Runner]] = {}
 
 
-def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
+def register_backend(name: str) -> Callable[[type[Runner]], type[Runner]]:
     """Class decorator registering a backend under ``name``."""
 
-    def deco(cls: type[Backend]) -> type[Backend]:
+    def deco(cls: type[Runner]) -> type[Runner]:
         _REGISTERED[name] = cls
         return cls
 
@@ -39,7 +39,7 @@ def available_backends() -> list[str]:
     return sorted(names)
 
 
-def get_backend(name: str) -> type[Backend]:
+def get_backend(name: str) -> type[Runner]:
     """Return the backend class called ``name``; unknown names list the choices."""
     if name in _REGISTERED:
         return _REGISTERED[name]

@@ -3,13 +3,13 @@ TensorRT 11 (strongly typed, INT8 through a Q/DQ ONNX). The path is picked from
 ``tensorrt.__version__`` through :data:`BUILD_PATHS`.
 
 TensorRT 10.x: FP16/INT8 builder flags; INT8 scales from a live calibrator or an existing cache
-(a cache-only calibrator of the cache's algorithm); pinned layers kept in FP32 with
+(a cache-only calibrator of the cache's algorithm, made by ``BuildTools.cache_calibrator``); pinned layers kept in FP32 with
 ``layer.precision``/``set_output_type`` and OBEY_ (default) or PREFER_PRECISION_CONSTRAINTS;
 dynamic inputs get one profile at the given shapes, also used as the calibration profile.
 
 TensorRT 11.x: no precision flags, calibrators or ``layer.precision``. FP16 and INT8 go through
-``trtq.precision.export.export_qdq(model, amax, pins, fp16=)`` (amax from the calibration cache;
-pinned nodes stay unquantized and FP32) and a STRONGLY_TYPED network.
+``BuildTools.typed_model`` (trtq's own: the Q/DQ export of :mod:`trtq.precision.export`, amax from
+the calibration cache; pinned nodes stay unquantized and FP32) and a STRONGLY_TYPED network.
 
 Both: optional mark-all/mark-some outputs, timing cache read and written back, DETAILED
 profiling verbosity for the engine inspector, engine written atomically.
@@ -30,11 +30,8 @@ from trtq._core.atomic import atomic_write_bytes
 from trtq._core.errors import InputError, MissingDependencyError, TrtqError
 from trtq._core.onnx_model import load_onnx, save_onnx
 from trtq._core.trt_import import CPU_HINT, targets, trt_major
-from trtq.calib.cache import read_cache
-from trtq.calib.tensorrt.device_buffers import BufferSpec
-from trtq.calib.tensorrt.factory import make_calibrator
-from trtq.calib.tensorrt.registry import calibrator_for_algorithm
-from trtq.precision.backends.tensorrt_network import (
+from trtq.runtime.build import BuildSpec, BuildTools
+from trtq.runtime.tensorrt_network import (
     MarkResult,
     NetworkInput,
     add_fixed_profile,
@@ -160,8 +157,10 @@ def build_trt10(
     *,
     calibrator: Any = None,
     int8_cache: Path | None = None,
+    tools: BuildTools | None = None,
 ) -> BuiltEngine:
-    """TensorRT 10.x: weakly typed build with precision flags, calibrator/cache and pins."""
+    """TensorRT 10.x: weakly typed build with precision flags, calibrator/cache and pins.
+    Without a live ``calibrator``, ``tools.cache_calibrator`` makes one that reads ``int8_cache``."""
     logger, builder, network, _parser, config, inputs, shapes, marks, profile = _start(
         trt, model_path, settings, strongly_typed=False
     )
@@ -172,18 +171,9 @@ def build_trt10(
         if calibrator is None:
             if int8_cache is None:
                 raise InputError("INT8 needs a calibration cache (--cache) or a calibrator with data")
-            cache = read_cache(int8_cache)
-            specs = [BufferSpec(i.name, shapes[i.name], i.dtype) for i in inputs]
-            batch = shapes[inputs[0].name][0] if inputs and shapes[inputs[0].name] else 1
-            calibrator = make_calibrator(
-                trt,
-                calibrator_for_algorithm(cache.algorithm),
-                None,
-                batch_size=batch,
-                inputs=specs,
-                cache_path=int8_cache,
-                read_cache=True,
-            )
+            if tools is None:
+                raise InputError("INT8 from a calibration cache needs build tools to read it (internal)")
+            calibrator = tools.cache_calibrator(trt, int8_cache, inputs, shapes)
         config.int8_calibrator = calibrator
         if profile is not None:
             config.set_calibration_profile(profile)
@@ -213,10 +203,11 @@ def build_trt11(
     *,
     calibrator: Any = None,
     int8_cache: Path | None = None,
+    tools: BuildTools | None = None,
 ) -> BuiltEngine:
     """TensorRT 11.x: strongly typed build. FP16 and INT8 are written into the ONNX first by
-    ``export_qdq`` (INT8 Q/DQ from the cache's amax; FP16 as typed tensors with Casts); pinned
-    nodes stay FP32 there, so no precision constraint is needed."""
+    ``tools.typed_model`` (INT8 Q/DQ from the cache's amax; FP16 as typed tensors with Casts);
+    pinned nodes stay FP32 there, so no precision constraint is needed."""
     if calibrator is not None:
         raise InputError(
             f"TensorRT {trt.__version__} has no calibrators: calibrate with `calib run` ({CPU_HINT}) and pass the cache"
@@ -226,10 +217,13 @@ def build_trt11(
     with tempfile.TemporaryDirectory(prefix="trtq-qdq-") as tmp:
         parse_path = model_path
         if settings.int8 or settings.fp16:
-            from trtq.precision.export import export_qdq  # the same Q/DQ export as the CPU emulation
-
-            amax = read_cache(int8_cache).amax() if settings.int8 else {}
-            typed = export_qdq(load_onnx(model_path), amax, list(settings.pins), fp16=settings.fp16)
+            if tools is None:
+                raise InputError(
+                    "a strongly typed FP16/INT8 build needs build tools to type the model (internal)"
+                )
+            precision = "+".join(p for p, on in (("fp16", settings.fp16), ("int8", settings.int8)) if on)
+            spec = BuildSpec(precision, pins=frozenset(settings.pins), cache_path=int8_cache)
+            typed = tools.typed_model(load_onnx(model_path), spec)
             parse_path = Path(tmp) / f"{model_path.stem}.typed.onnx"
             save_onnx(typed, parse_path)
         logger, builder, network, _parser, config, inputs, shapes, marks, _profile = _start(
@@ -260,6 +254,7 @@ def build_engine(
     *,
     calibrator: Any = None,
     int8_cache: str | os.PathLike | None = None,
+    tools: BuildTools | None = None,
 ) -> BuiltEngine:
     """Build ``model_path`` with the path for the running TensorRT (see the module docstring)."""
     path = Path(model_path)
@@ -268,7 +263,7 @@ def build_engine(
     cache = Path(int8_cache) if int8_cache is not None else None
     if cache is not None and not cache.is_file():
         raise InputError(f"{cache}: no such calibration cache")
-    return build_path_for(trt)(trt, path, settings, calibrator=calibrator, int8_cache=cache)
+    return build_path_for(trt)(trt, path, settings, calibrator=calibrator, int8_cache=cache, tools=tools)
 
 
 def deserialize(trt: ModuleType, engine_bytes: bytes) -> Any:

@@ -17,8 +17,9 @@ import onnx
 
 from trtq._core.errors import InputError, TrtqError, first_line
 from trtq._core.onnx_model import float_tensors, load_onnx, np_dtype, tensor_types
-from trtq.precision.backends import register_backend
-from trtq.precision.backends.base import Backend, TensorInfo
+from trtq.runtime import register_backend
+from trtq.runtime.build import BuildSpec, BuildTools
+from trtq.runtime.runner import Runner, TensorInfo
 
 
 def _dim(d: onnx.TensorShapeProto.Dimension) -> int | str | None:
@@ -47,7 +48,7 @@ def mark_outputs(
 
 
 @register_backend("onnxruntime")
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeRunner(Runner):
     """Run an ONNX model with ONNX Runtime on the CPU.
 
     Args:
@@ -57,12 +58,15 @@ class OnnxRuntimeBackend(Backend):
         threads: intra-op threads (default: ONNX Runtime's choice, all cores).
         spin: let ONNX Runtime's idle worker threads spin after a run (its default, best for
             back-to-back runs). ``False`` when other threads work between runs: calibration's
-            histogram pool ran 2.8x slower beside spinning workers on a 16-core machine.
+            histogram pool ran 2.8x slower beside spinning workers on a 16-core machine. Default:
+            spin only when no extra tensor is marked (a caller that marks tensors works on them
+            between runs).
         optimize: let ONNX Runtime fuse and optimise (``True``). Set ``False`` to run the graph
             node for node, e.g. when comparing emulations that must not be refused.
     """
 
     name = "onnxruntime"
+    emulated_precision = True
 
     def __init__(
         self,
@@ -71,9 +75,12 @@ class OnnxRuntimeBackend(Backend):
         mark: Sequence[str] | str = (),
         threads: int | None = None,
         optimize: bool = True,
-        spin: bool = True,
+        spin: bool | None = None,
     ) -> None:
         import onnxruntime as ort
+
+        if spin is None:
+            spin = not mark
 
         proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
         self.source = None if isinstance(model, onnx.ModelProto) else Path(model)
@@ -100,6 +107,29 @@ class OnnxRuntimeBackend(Backend):
         self._inputs = model_inputs(proto)
         self._outputs = [_info(o) for o in proto.graph.output]
         self._fetchable = {o.name for o in self.session.get_outputs()}
+
+    @classmethod
+    def build(
+        cls,
+        model: str | os.PathLike | onnx.ModelProto,
+        spec: BuildSpec | None = None,
+        tools: BuildTools | None = None,
+        *,
+        mark: Sequence[str] | str = (),
+        threads: int | None = None,
+    ) -> OnnxRuntimeRunner:
+        """FP32 as given (graph optimisations on); FP16/INT8/pins emulated by ``tools.emulate``
+        and run node for node: ONNX Runtime's Q/DQ propagation and Conv/Add fusions would move the
+        rounding points the emulation placed."""
+        spec = spec or BuildSpec()
+        if spec.precision == "fp32" and not spec.pins:
+            return cls(model, mark=mark, threads=threads)
+        if tools is None:
+            raise InputError(
+                f"{spec.precision} on ONNX Runtime is emulated: build tools are needed (internal)"
+            )
+        proto = model if isinstance(model, onnx.ModelProto) else load_onnx(model)
+        return cls(tools.emulate(proto, spec), mark=mark, threads=threads, optimize=False)
 
     def _run_impl(self, feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         try:

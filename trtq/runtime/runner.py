@@ -12,13 +12,16 @@ optionally ``_close_impl``); the public methods check state, inputs and outputs 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import onnx
 
 from trtq._core.errors import InputError
+from trtq.runtime.build import BuildSpec, BuildTools
 
 
 @dataclass(frozen=True)
@@ -30,15 +33,50 @@ class TensorInfo:
     dtype: np.dtype
 
 
-class Backend:
-    """Base class of all backends. Use as a context manager or call :meth:`close`."""
+class Runner:
+    """Base class of all backends. Use as a context manager or call :meth:`close`.
+
+    A backend is a Runner subclass registered by name (:func:`trtq.runtime.register_backend` or
+    the ``trtq.backends`` entry-point group). :meth:`build` is its build step: every command that
+    takes ``--backend NAME`` builds through it.
+    """
 
     name: ClassVar[str] = "base"
+    #: True when the backend calibrates INT8 itself from a data stream (TensorRT 10's
+    #: calibrators); others are calibrated by trtq's histograms of their FP32 activations.
+    native_calibration: ClassVar[bool] = False
+    #: True when FP16/INT8 builds are emulated (rounding written into the ONNX it runs), not native.
+    emulated_precision: ClassVar[bool] = False
     _inputs: Sequence[TensorInfo] = ()
     _outputs: Sequence[TensorInfo] = ()
     _fetchable: Collection[str] | None = None  # names run() may return; None: not checked
 
-    def __enter__(self) -> Backend:
+    @classmethod
+    def require(cls) -> None:
+        """Raise :class:`~trtq._core.errors.MissingDependencyError` (one line) when this backend
+        cannot run here; called before long work (e.g. bisect's ranking) so it fails at once."""
+
+    @classmethod
+    def build(
+        cls,
+        model: str | os.PathLike | onnx.ModelProto,
+        spec: BuildSpec | None = None,
+        tools: BuildTools | None = None,
+        *,
+        mark: Sequence[str] | str = (),
+        threads: int | None = None,
+    ) -> Runner:
+        """Build ``model`` as ``spec`` says and return a runner for it (default: FP32 only).
+
+        ``mark`` names extra tensors ``run`` may return (``"all"``: every float activation);
+        ``tools`` carries the precision transforms of the rooms above (see :mod:`trtq.runtime.build`).
+        """
+        spec = spec or BuildSpec()
+        if spec.precision != "fp32" or spec.pins:
+            raise InputError(f"backend '{cls.name}' builds FP32 only, not {spec.precision}")
+        return cls(model, mark=mark)  # type: ignore[call-arg]
+
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -2,11 +2,11 @@
 
 Needs TensorRT 10.x or 11.x, cuda-python and an NVIDIA GPU; without any of them, creating the
 backend raises one line naming what is missing and pointing to ``--backend onnxruntime``.
-Building follows :mod:`trtq.precision.backends.tensorrt_build` (TensorRT 10: precision flags,
+Building follows :mod:`trtq.runtime.tensorrt_build` (TensorRT 10: precision flags,
 calibrator or cache, FP32 pins with precision constraints; TensorRT 11: strongly typed, INT8 via
 Q/DQ ONNX). Inference reuses Polygraphy's ``TrtRunner``. After the build,
-:attr:`TensorRTBackend.layers` tells which precision each engine layer actually ran in (engine
-inspector, see :mod:`trtq.precision.backends.tensorrt_inspect`).
+:attr:`TensorRTRunner.layers` tells which precision each engine layer actually ran in (engine
+inspector, see :mod:`trtq.runtime.tensorrt_inspect`).
 
 Marking outputs changes TensorRT's fusions (a marked tensor must survive), so a ``mark="all"``
 engine is a debugging view of the model, not the deployed engine.
@@ -28,16 +28,17 @@ import onnx
 from trtq._core.errors import InputError, TrtqError, first_line
 from trtq._core.onnx_model import load_onnx, np_dtype, save_onnx
 from trtq._core.trt_import import import_tensorrt, require_gpu
-from trtq.precision.backends import register_backend
-from trtq.precision.backends.base import Backend, TensorInfo
-from trtq.precision.backends.tensorrt_build import (
+from trtq.runtime import register_backend
+from trtq.runtime.build import BuildSpec, BuildTools
+from trtq.runtime.runner import Runner, TensorInfo
+from trtq.runtime.tensorrt_build import (
     BuildSettings,
     build_engine,
     deserialize,
     engine_information,
     shapes_tuple,
 )
-from trtq.precision.backends.tensorrt_inspect import LayerPrecision, parse_engine_information
+from trtq.runtime.tensorrt_inspect import LayerPrecision, parse_engine_information
 
 # precision name -> (fp16 flag, int8 flag)
 PRECISIONS: dict[str, tuple[bool, bool]] = {
@@ -49,7 +50,7 @@ PRECISIONS: dict[str, tuple[bool, bool]] = {
 
 
 @register_backend("tensorrt")
-class TensorRTBackend(Backend):
+class TensorRTRunner(Runner):
     """Run an ONNX model as a TensorRT engine.
 
     Args:
@@ -64,9 +65,11 @@ class TensorRTBackend(Backend):
         timing_cache: a timing-cache file, read if present and written back.
         engine_path: also save the engine there (atomically).
         workspace_bytes: cap on the builder's workspace pool, in bytes.
+        tools: the model transforms for FP16/INT8 from a cache (see :mod:`trtq.runtime.build`).
     """
 
     name = "tensorrt"
+    native_calibration = True
 
     def __init__(
         self,
@@ -82,6 +85,7 @@ class TensorRTBackend(Backend):
         timing_cache: str | os.PathLike | None = None,
         engine_path: str | os.PathLike | None = None,
         workspace_bytes: int | None = None,
+        tools: BuildTools | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
@@ -111,7 +115,7 @@ class TensorRTBackend(Backend):
                 model_file = Path(tmp) / "model.onnx"
                 save_onnx(proto, model_file)
             self.built = build_engine(
-                self.trt, model_file, settings, calibrator=calibrator, int8_cache=int8_cache
+                self.trt, model_file, settings, calibrator=calibrator, int8_cache=int8_cache, tools=tools
             )
         self.engine, self._runtime = deserialize(self.trt, self.built.engine_bytes)
         self.marked = list(self.built.marks.marked)
@@ -131,6 +135,44 @@ class TensorRTBackend(Backend):
             TensorInfo(o.name, (), np_dtype(o.type.tensor_type.elem_type)) for o in proto.graph.output
         ]
         self._fetchable = {o.name for o in proto.graph.output} | set(self.marked)
+
+    @classmethod
+    def require(cls) -> None:
+        import_tensorrt()
+        require_gpu()
+
+    @classmethod
+    def build(
+        cls,
+        model: str | os.PathLike | onnx.ModelProto,
+        spec: BuildSpec | None = None,
+        tools: BuildTools | None = None,
+        *,
+        mark: Sequence[str] | str = (),
+        threads: int | None = None,
+    ) -> TensorRTRunner:
+        """A real engine: TensorRT 10 with flags, the cache and pins under precision constraints;
+        TensorRT 11 strongly typed from ``tools.typed_model``. ``spec.amax`` without a cache is
+        written to a temporary cache first. ``threads`` does not apply."""
+        spec = spec or BuildSpec()
+        cache = spec.cache_path if spec.int8 else None
+        with contextlib.ExitStack() as stack:
+            if spec.int8 and cache is None and spec.amax:
+                if tools is None or not hasattr(tools, "write_cache"):
+                    raise InputError("INT8 on TensorRT needs a calibration cache (--cache)")
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="trtq-trt-cache-"))
+                cache = Path(tmp) / "calib.cache"
+                tools.write_cache(cache, spec.amax)
+            return cls(
+                model,
+                mark=mark,
+                precision=spec.precision,
+                int8_cache=cache,
+                pins=tuple(sorted(spec.pins)),
+                constraints=spec.constraints,
+                shapes=spec.shapes,
+                tools=tools,
+            )
 
     @functools.cached_property
     def layers(self) -> list[LayerPrecision]:

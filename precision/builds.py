@@ -1,0 +1,178 @@
+"""How precision reaches a backend: trtq's :class:`~trtq.runtime.build.BuildTools`, and one build
+per (backend, model, spec) that bisect, compare and pin reuse with different pins.
+
+:class:`PrecisionTools` gives every backend the same three transforms: the CPU emulation of a
+TensorRT FP16/INT8 build (:mod:`trtq.precision.emulate`), the strongly typed Q/DQ + Cast model
+(:mod:`trtq.precision.export`), and a TensorRT 10 calibrator that reads a cache
+(:mod:`trtq.calib.tensorrt`). The folded model and its float tensors are computed once per model,
+not at every evaluation: only the pins change between them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from trtq._core.onnx_model import save_onnx
+from trtq.runtime import get_backend
+from trtq.runtime.build import BuildSpec
+from trtq.runtime.runner import Runner
+
+
+class PrecisionTools:
+    """trtq's build tools (see :class:`trtq.runtime.build.BuildTools`)."""
+
+    #: Folded models remembered (the most recent ones; bisect and compare use one or two).
+    KEEP = 4
+
+    def __init__(self) -> None:
+        self._prepared: OrderedDict[int, tuple[onnx.ModelProto, onnx.ModelProto, Any]] = OrderedDict()
+
+    def _folded(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, Any]:
+        """``model`` folded in FP32 and its float tensors, computed once per model object."""
+        from trtq._core.onnx_model import float_tensors
+        from trtq.precision.emulate import folded
+
+        hit = self._prepared.get(id(model))
+        if hit is None or hit[0] is not model:
+            base = folded(model)
+            hit = (model, base, float_tensors(base))
+            self._prepared[id(model)] = hit
+            while len(self._prepared) > self.KEEP:
+                self._prepared.popitem(last=False)
+        self._prepared.move_to_end(id(model))
+        return hit[1], hit[2]
+
+    def emulate(self, model: onnx.ModelProto, spec: BuildSpec) -> onnx.ModelProto:
+        from trtq.precision.emulate import EmulationConfig, emulate
+
+        if spec.precision == "fp32":
+            return model  # pins alone change nothing in FP32
+        config = EmulationConfig(spec.precision, spec.placement, spec.pins)
+        base, sites = self._folded(model)
+        return emulate(base, config, self._amax(spec), sites=sites)
+
+    def typed_model(self, model: onnx.ModelProto, spec: BuildSpec) -> onnx.ModelProto:
+        from trtq.precision.export import export_qdq
+
+        return export_qdq(model, self._amax(spec) if spec.int8 else {}, sorted(spec.pins), fp16=spec.fp16)
+
+    def cache_calibrator(
+        self,
+        trt: Any,
+        cache_path: str | os.PathLike,
+        inputs: Sequence[Any],
+        shapes: Mapping[str, Sequence[int]],
+    ) -> Any:
+        from trtq.calib.cache import read_cache
+        from trtq.calib.tensorrt.device_buffers import BufferSpec
+        from trtq.calib.tensorrt.factory import make_calibrator
+        from trtq.calib.tensorrt.registry import calibrator_for_algorithm
+
+        cache = read_cache(cache_path)
+        specs = [BufferSpec(i.name, tuple(shapes[i.name]), i.dtype) for i in inputs]
+        batch = shapes[inputs[0].name][0] if inputs and shapes[inputs[0].name] else 1
+        adapter = calibrator_for_algorithm(cache.algorithm)
+        return make_calibrator(
+            trt, adapter, None, batch_size=batch, inputs=specs, cache_path=cache_path, read_cache=True
+        )
+
+    def write_cache(self, path: str | os.PathLike, amax: Mapping[str, float]) -> None:
+        from trtq.calib.cache import CalibrationCache, write_cache
+
+        write_cache(path, CalibrationCache.from_amax(amax))
+
+    @staticmethod
+    def _amax(spec: BuildSpec) -> dict[str, float] | None:
+        if spec.amax:
+            return dict(spec.amax)
+        if spec.cache_path is not None:
+            from trtq.calib.cache import read_cache
+
+            return read_cache(spec.cache_path).amax()
+        return None
+
+
+#: The one instance commands share (it only memoises folded models).
+TOOLS = PrecisionTools()
+
+
+def describe_backend(name: str) -> str:
+    """The backend's name as results record it: ``onnxruntime (emulated)`` where FP16/INT8 are
+    emulated, the plain name where the backend builds them natively."""
+    return f"{name} (emulated)" if get_backend(name).emulated_precision else name
+
+
+def build_runner(
+    backend: str,
+    model: str | os.PathLike | onnx.ModelProto,
+    spec: BuildSpec | None = None,
+    *,
+    mark: Sequence[str] | str = (),
+    threads: int | None = None,
+) -> Runner:
+    """Build ``model`` on the backend registered as ``backend`` (entry points included)."""
+    return get_backend(backend).build(model, spec or BuildSpec(), TOOLS, mark=mark, threads=threads)
+
+
+@dataclass
+class Candidate:
+    """A built model and the ONNX it came from (what a ``--check`` command is given)."""
+
+    runner: Runner
+    source: onnx.ModelProto
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        return self.runner.run(feeds)
+
+    def save(self, path: Path) -> None:
+        save_onnx(self.source, path)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def onnx_candidate(model: onnx.ModelProto, threads: int | None = None) -> Candidate:
+    """``model`` as it is, run node for node on ONNX Runtime (no graph optimisations: its Q/DQ
+    fusions into integer kernels change the numbers TensorRT's Q/DQ semantics give)."""
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
+
+    return Candidate(OnnxRuntimeRunner(model, threads=threads, optimize=False), model)
+
+
+@dataclass
+class ModelBuild:
+    """Builds ``model`` on ``backend`` per pin set: ``build(pins)`` -> :class:`Candidate`.
+
+    ``spec`` holds everything but the pins. The source written for a check command is the model
+    the backend was given; for the emulation that is the emulated ONNX (what ONNX Runtime ran).
+    """
+
+    backend: str
+    model: onnx.ModelProto
+    spec: BuildSpec
+    threads: int | None = None
+    _cls: type[Runner] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._cls = get_backend(self.backend)
+        self._cls.require()  # fail now, with the backend's one-line message, not after the ranking
+        self.spec = BuildSpec(**{**self.spec.__dict__})  # validated once, before any evaluation
+        if self.spec.precision != "fp32" and self._cls.emulated_precision:
+            TOOLS._folded(self.model)  # fold once, not at every evaluation
+
+    @property
+    def backend_label(self) -> str:
+        return describe_backend(self.backend)
+
+    def __call__(self, pins: frozenset[str]) -> Candidate:
+        spec = self.spec.with_pins(pins)
+        runner = self._cls.build(self.model, spec, TOOLS, threads=self.threads)
+        source = getattr(runner, "model", None)
+        return Candidate(runner, source if isinstance(source, onnx.ModelProto) else self.model)

@@ -1,0 +1,87 @@
+"""The build step: what a backend is asked to build, and the model transforms it may need.
+
+A backend turns ``(model, BuildSpec)`` into a :class:`~trtq.runtime.runner.Runner` through its
+``build`` class method (Polygraphy's loader → runner split: the spec is the loader's settings, the
+runner runs what was built). ``BuildSpec`` says *what* to build; *how* precision is written into
+an ONNX model (the FP16/INT8 emulation, the Q/DQ + Cast export for strongly typed TensorRT, a
+TensorRT calibrator made from a cache) belongs to the rooms above this one, which hand those
+transforms to the backend as a :class:`BuildTools` object. The runtime never imports calib or
+precision.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import onnx
+
+from trtq._core.errors import InputError
+
+#: Precision names every backend understands: FP32 only, FP16 where allowed, INT8 where allowed
+#: (weights and activations at the layers the placement quantizes), both.
+PRECISIONS = ("fp32", "fp16", "int8", "fp16+int8")
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What to build.
+
+    ``precision`` is one of :data:`PRECISIONS`; ``placement`` (``explicit`` | ``implicit``) says
+    where INT8 is placed when the backend emulates it; ``pins`` are ONNX node names kept in FP32;
+    ``amax`` the per-tensor INT8 ranges (amax, not scale: scale = amax / 127) and ``cache_path`` a
+    TensorRT calibration cache holding them; ``shapes`` full input shapes for dynamic dims;
+    ``constraints`` ``obey`` | ``prefer`` (TensorRT 10 precision constraints for the pins).
+    """
+
+    precision: str = "fp32"
+    placement: str = "explicit"
+    pins: frozenset[str] = frozenset()
+    amax: Mapping[str, float] | None = field(default=None, compare=False, hash=False)
+    cache_path: str | os.PathLike | None = None
+    shapes: Mapping[str, Sequence[int]] | None = field(default=None, compare=False, hash=False)
+    constraints: str = "obey"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"unknown precision '{self.precision}'; choose one of: {', '.join(PRECISIONS)}")
+        object.__setattr__(self, "pins", frozenset(self.pins))
+
+    @property
+    def fp16(self) -> bool:
+        return "fp16" in self.precision
+
+    @property
+    def int8(self) -> bool:
+        return "int8" in self.precision
+
+    def with_pins(self, pins: frozenset[str] | Sequence[str]) -> BuildSpec:
+        """The same spec with other FP32 pins (what bisect varies between evaluations)."""
+        from dataclasses import replace
+
+        return replace(self, pins=frozenset(pins))
+
+
+class BuildTools(Protocol):
+    """Model transforms a backend may need, supplied by the rooms above the runtime.
+
+    ``emulate`` returns the model with FP16 rounding and INT8 Q/DQ placed as TensorRT would build
+    it (for backends that run ONNX as given, e.g. ONNX Runtime). ``typed_model`` returns the
+    strongly typed model (Q/DQ + FP16 Casts, pins in FP32) that TensorRT 11 builds.
+    ``cache_calibrator(trt, cache_path, inputs, shapes)`` returns a TensorRT 10 calibrator that
+    only reads ``cache_path``.
+    """
+
+    def emulate(self, model: onnx.ModelProto, spec: BuildSpec) -> onnx.ModelProto: ...
+
+    def typed_model(self, model: onnx.ModelProto, spec: BuildSpec) -> onnx.ModelProto: ...
+
+    def cache_calibrator(
+        self,
+        trt: Any,
+        cache_path: str | os.PathLike,
+        inputs: Sequence[Any],
+        shapes: Mapping[str, Sequence[int]],
+    ) -> Any: ...
