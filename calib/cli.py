@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,7 +16,7 @@ from trtq._core.cli import (
     stderr_console,
 )
 from trtq._core.config import find_config, model_from, resolve_path, setting
-from trtq._core.errors import InputError, TrtqError
+from trtq._core.errors import InputError
 from trtq.calib.cache import ALGORITHMS, DEFAULT_TRT_VERSION
 
 EPILOG_RUN = """\b
@@ -159,10 +156,10 @@ def run_cmd(**opts: Any) -> None:
 
 def _run(opts: dict[str, Any]) -> None:
     from trtq._core.onnx_model import model_summary
-    from trtq.calib.cache import write_cache
-    from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
+    from trtq.calib.histogram import DEFAULT_BINS
     from trtq.calib.methods import get_method
-    from trtq.calib.run import calibrate, histogram_path_for
+    from trtq.calib.resumable import calibrate_dataset
+    from trtq.calib.run import histogram_path_for
     from trtq.calib.summary import calib_document
     from trtq.datasets import default_batch_size
     from trtq.datasets.cli_options import dataset_from_options
@@ -196,54 +193,26 @@ def _run(opts: dict[str, Any]) -> None:
         _run_tensorrt(opts, model_path, dataset, batch_size, cache_path)
         return
 
-    histograms = None
-    skip = 0
-    if opts.get("resume") and Path(hist_path).exists():
-        histograms = HistogramSet.load(hist_path)
-        files = [str(f) for f in getattr(dataset, "files", [])]
-        if histograms.sources and files[: len(histograms.sources)] != histograms.sources:
-            raise InputError(
-                f"{hist_path}: --resume needs the same data in the same order; the saved histograms came from other files"
-            )
-        skip = histograms.samples // batch_size
-    elif opts.get("resume"):
-        raise InputError(f"{hist_path}: nothing to resume from (no histogram file)")
-
-    console = stderr_console(opts["quiet"])
-    checkpoint_every = 25
-
-    def on_batch(hs: HistogramSet, n: int) -> None:
-        if n % checkpoint_every == 0:
-            hs.save(hist_path)
-
     with progress_bar(opts["quiet"] or opts["output"] == "json", unit="img") as progress:
-        progress(0, total=len(dataset), description="calibrating")
-        batches = dataset.batches(batch_size, progress=progress)
-        if skip:
-            progress(0, description=f"skipping {skip * batch_size} samples already collected")
-            batches = itertools.islice(batches, skip, None)
-        t0 = time.perf_counter()
-        try:
-            result = calibrate(
-                proto,
-                batches,
-                method=method,
-                num_bins=num_bins,
-                params=params,
-                histograms=histograms,
-                threads=opts.get("threads"),
-                on_batch=on_batch,
-                backend=backend_name,
-            )
-        except KeyboardInterrupt:
-            raise TrtqError("interrupted; rerun with --resume to continue from the last checkpoint") from None
+        run = calibrate_dataset(
+            proto,
+            dataset,
+            cache_path,
+            batch_size=batch_size,
+            method=method,
+            params=params,
+            num_bins=num_bins,
+            trt_version=trt_version,
+            cache_algorithm=opts.get("cache_algorithm") or config.get("cache_algorithm"),
+            backend=backend_name,
+            threads=opts.get("threads"),
+            resume=bool(opts.get("resume")),
+            histogram_path=hist_path,
+            progress=progress,
+        )
+    result, cache = run.result, run.cache
     stats = dataset.stats
-    files = [str(f) for f in getattr(dataset, "files", [])]
-    result.histograms.sources = files[: result.histograms.samples]
-    result.seconds = time.perf_counter() - t0
-    cache = result.cache(trt_version, opts.get("cache_algorithm") or config.get("cache_algorithm"))
-    write_cache(cache_path, cache)
-    result.histograms.save(hist_path)
+    console = stderr_console(opts["quiet"])
 
     settings = {
         "method": method,

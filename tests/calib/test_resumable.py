@@ -1,0 +1,69 @@
+"""`calibrate_dataset`: the library's resumable calibration, on PP-OCRv4 det and real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trtq._core.errors import InputError, TrtqError
+from trtq._core.onnx_model import load_onnx
+from trtq.calib.cache import read_cache
+from trtq.calib.histogram import HistogramSet
+from trtq.calib.resumable import calibrate_dataset
+from trtq.datasets.folder import open_dataset
+from trtq.datasets.input_spec import InputSpec
+from trtq.datasets.preprocess import PreprocessSpec
+
+pytestmark = pytest.mark.slow
+
+
+def _dataset(image_dir, limit=None):
+    spec = InputSpec("x", (1, 3, 160, 160), np.float32)
+    return open_dataset(image_dir, [spec], PreprocessSpec.preset("paddleocr"), limit=limit)
+
+
+class _StopAfter:
+    """The dataset, interrupted (as by Ctrl-C) after ``n`` batches."""
+
+    def __init__(self, dataset, n: int) -> None:
+        self.dataset, self.n = dataset, n
+        self.files = dataset.files
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batches(self, batch_size, progress=None):
+        for i, batch in enumerate(self.dataset.batches(batch_size)):
+            if i == self.n:
+                raise KeyboardInterrupt
+            yield batch
+
+
+def test_interrupted_calibration_resumes_to_the_one_pass_result(real_models, image_dir, tmp_path):
+    model = load_onnx(real_models["det"])
+    whole = calibrate_dataset(model, _dataset(image_dir, 4), tmp_path / "whole.cache", batch_size=1)
+
+    cache = tmp_path / "resumed.cache"
+    with pytest.raises(TrtqError, match="--resume"):
+        calibrate_dataset(
+            model, _StopAfter(_dataset(image_dir, 4), 3), cache, batch_size=1, checkpoint_every=2
+        )
+    saved = HistogramSet.load(str(cache) + ".hist.npz")
+    assert saved.samples == 2 and not cache.exists()  # the checkpoint, and no half-written cache
+    resumed = calibrate_dataset(model, _dataset(image_dir, 4), cache, batch_size=1, resume=True)
+    assert resumed.resumed_samples == 2
+    assert read_cache(cache).scales == read_cache(tmp_path / "whole.cache").scales
+    assert resumed.result.histograms.samples == whole.result.histograms.samples == 4
+
+
+def test_resume_refuses_other_files_and_a_missing_checkpoint(real_models, image_dir, tmp_path):
+    model = load_onnx(real_models["det"])
+    cache = tmp_path / "c.cache"
+    with pytest.raises(InputError, match="nothing to resume"):
+        calibrate_dataset(model, _dataset(image_dir, 2), cache, batch_size=1, resume=True)
+    calibrate_dataset(model, _dataset(image_dir, 2), cache, batch_size=1)
+    hs = HistogramSet.load(str(cache) + ".hist.npz")
+    hs.sources = ["elsewhere/a.png", "elsewhere/b.png"]
+    hs.save(str(cache) + ".hist.npz")
+    with pytest.raises(InputError, match="same data in the same order"):
+        calibrate_dataset(model, _dataset(image_dir, 4), cache, batch_size=1, resume=True)
