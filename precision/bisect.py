@@ -338,6 +338,7 @@ def run_bisect(
     threads: int | None = None,
     early_stop: bool = True,
     progress: ProgressFn = null_progress,
+    sources: Mapping[str, Any] | None = None,
 ) -> BisectResult:
     """Find the smallest set of layers of ``model`` to keep in FP32 so it passes ``criterion``.
 
@@ -348,6 +349,11 @@ def run_bisect(
     is ``ranking_s`` (included in ``wall_s``). ``early_stop`` lets an evaluation that can no
     longer pass skip its remaining batches (:class:`~trtq.precision.evaluate.Evaluator`); the
     answers do not change, failing rows of the trace then show the best metric still possible.
+
+    The result's ``settings`` record everything ``precision pin`` needs to replay the search's
+    answer: precision, placement, criterion, batch size, the INT8 ranges (``amax``) and
+    ``sources`` (where the caller got its data and ranges, e.g. ``cache``, ``calib_method``,
+    ``data_options``; recorded as given).
     """
     start = time.perf_counter()
     if "int8" in precision and not amax:
@@ -389,6 +395,10 @@ def run_bisect(
     }
     if isinstance(criterion, CheckCommand):
         result.settings["check"] = criterion.command
+    first = next(iter(batches[0].values()), None) if batches else None
+    result.settings["batch_size"] = int(first.shape[0]) if first is not None and first.ndim else None
+    result.settings["amax"] = {k: float(v) for k, v in amax.items()} if amax and "int8" in precision else None
+    result.settings.update(sources or {})
     result.criterion = criterion.describe()
     result.backend = evaluator.backend_label
     result.ranking_s = ranking_s

@@ -292,13 +292,14 @@ def _bisect(opts: dict[str, Any]) -> None:
             threads=opts.get("threads"),
             early_stop=not opts.get("full_evals"),
             progress=progress,
+            sources={
+                "cache": str(Path(cache_path).resolve()) if cache_path else None,
+                "calib_method": None if cache_path or "int8" not in precision else method,
+                "data_options": {
+                    k: _plain(opts.get(k)) for k in _DATA_FLAGS if opts.get(k) not in (None, ())
+                },
+            },
         )
-    result.settings["batch_size"] = batch_size
-    result.settings["cache"] = str(Path(cache_path).resolve()) if cache_path else None
-    result.settings["calib_method"] = None if cache_path or "int8" not in precision else method
-    result.settings["data_options"] = {
-        k: _plain(opts.get(k)) for k in _DATA_FLAGS if opts.get(k) not in (None, ())
-    }
     shapes = {name: tuple(a.shape) for name, a in batches[0].items()} if batches else None
     doc = result.to_json(model=model_summary(proto, model_path, shapes=shapes), data=data)
     write_pins(pins_path, doc)
@@ -352,24 +353,17 @@ def _print_result(result, pins_path: str) -> None:
 
 
 def _pin(opts: dict[str, Any]) -> None:
-    import time
-
     from trtq._core.onnx_model import load_onnx, save_onnx
     from trtq.precision.bisect import _fmt
-    from trtq.precision.builds import ModelBuild, onnx_candidate
-    from trtq.precision.emulate import folded
-    from trtq.precision.evaluate import Evaluator
-    from trtq.precision.pins import apply_pins, check_nodes_exist, pinned_nodes, read_pins
-    from trtq.runtime.build import BuildSpec
+    from trtq.precision.pins import pinned_nodes, read_pins
+    from trtq.precision.verify_pins import verify_pins
 
     doc = read_pins(opts["pins_file"])
     settings = doc.get("settings") or {}
     precision = opts.get("precision_name") or settings.get("precision") or "int8"
     quiet = opts["quiet"] or opts.get("json_path") == "-"
     proto = load_onnx(opts["model"])
-    base = folded(proto)  # folded once: the pins check, the export and the emulation take it as it is
     nodes = pinned_nodes(doc)
-    check_nodes_exist(base, nodes, source=str(opts["pins_file"]))
     config, config_path = find_config()
     data_opts = dict(settings.get("data_options") or {})
     if "shape" in data_opts:
@@ -387,52 +381,29 @@ def _pin(opts: dict[str, Any]) -> None:
             f"{opts['pins_file']} names the calibration cache {cache_path}, which is gone: give --cache"
         )
     method = opts.get("calib_method") or settings.get("calib_method") or "entropy2"
-    amax = _amax(proto, batches, precision, cache_path, method, quiet)
-    applied = apply_pins(base, nodes, precision=precision, amax=amax)
-    save_onnx(applied, opts["out_path"])
+    if not cache_path and "int8" in precision and settings.get("amax"):
+        amax = settings["amax"]  # the ranges the bisect ran with, recorded in pins.json
+    else:
+        amax = _amax(proto, batches, precision, cache_path, method, quiet)
     criterion = _criterion(opts, settings)
-
-    class _Saved:  # the evaluator's build: the applied model as written
-        backend_label = "onnxruntime"
-
-        def __call__(self, pins: frozenset[str]):
-            # the Q/DQ graph as written: ONNX Runtime's QDQ fusions change the numerics
-            return onnx_candidate(applied, threads=opts.get("threads"))
-
-    start = time.perf_counter()
-    # early_stop=False: the metric printed for the applied model is its real value, never a bound
-    evaluate = Evaluator(
-        _Saved(), batches, criterion, model=proto, threads=opts.get("threads"), early_stop=False
-    )
-    result = evaluate(frozenset(nodes))
-    # The same pins through the TensorRT emulation: ONNX Runtime's CPU provider runs most FP16 ops
-    # through FP32 kernels between Casts, so for FP16 the written model alone is optimistic.
-    emulated = Evaluator(
-        ModelBuild(
-            "onnxruntime", base, BuildSpec(precision, settings.get("placement") or "explicit", amax=amax)
-        ),
+    check = verify_pins(
+        proto,
+        nodes,
         batches,
         criterion,
-        reference=evaluate.reference,
-        model=proto,
-        early_stop=False,
-    )(frozenset(nodes))
-    passed = result.passed and emulated.passed
+        precision=precision,
+        placement=settings.get("placement") or "explicit",
+        amax=amax,
+        threads=opts.get("threads"),
+        source=str(opts["pins_file"]),
+    )
+    save_onnx(check.model, opts["out_path"])
+    result, emulated, passed = check.applied, check.emulated, check.passed
     summary = {
         "output": str(opts["out_path"]),
-        "precision": precision,
         "pinned_layers": len(doc.get("pins") or []),
-        "pinned_nodes": len(nodes),
-        "criterion": criterion.describe(),
-        "metric": result.metric,
-        "passed": passed,
-        "applied_passed": result.passed,
-        "emulated_metric": emulated.metric,
-        "emulated_passed": emulated.passed,
+        **check.to_dict(),
         "bisect_metric": doc.get("final_metric"),
-        "outputs": {k: dict(v) for k, v in result.outputs.items()},
-        "note": result.note,
-        "time_s": time.perf_counter() - start,
     }
     _write_json(opts.get("json_path"), summary)
     if not quiet:

@@ -150,3 +150,34 @@ def test_help_shows_examples():
         result = _invoke(command, "--help")
         assert result.exit_code == 0 and "Examples:" in result.output
     assert "{model}" in _invoke("bisect", "--help").output
+
+
+def test_pins_made_through_the_python_api_replay_in_precision_pin(tmp_path, outlier_scale_model):
+    """run_bisect records its own settings (batch size, INT8 ranges): its document, written with
+    write_pins and no CLI in between, is enough for `precision pin` with only --data."""
+    from trtq.precision.bisect import run_bisect
+    from trtq.precision.pins import write_pins
+    from trtq.precision.verify_pins import verify_pins
+
+    model_path, data, _cache = _setup(tmp_path, outlier_scale_model)
+    model, batches, amax = outlier_scale_model
+    result = run_bisect(model, batches, precision="int8", amax=amax)
+    doc = result.to_json()
+    assert doc["settings"]["batch_size"] == 16
+    assert doc["settings"]["amax"]["r2"] == pytest.approx(amax["r2"])
+    pins = tmp_path / "api-pins.json"
+    write_pins(pins, doc)
+
+    out = tmp_path / "pinned.onnx"
+    replay = _invoke("pin", model_path, "--pins", pins, "--data", data, "-o", out, "--json", "-")
+    assert replay.exit_code == 0, replay.output
+    summary = json.loads(replay.stdout)
+    assert summary["passed"] and summary["metric"] == pytest.approx(doc["final_metric"], abs=1e-4)
+
+    # the library call the command makes gives the same answer
+    nodes = [m for p in doc["pins"] for m in p["members"]]
+    from trtq.precision.evaluate import metric_criterion
+
+    check = verify_pins(model, nodes, batches, metric_criterion("cosine"), precision="int8", amax=amax)
+    assert check.passed and check.applied.metric == pytest.approx(summary["metric"], abs=1e-6)
+    assert check.emulated.metric == pytest.approx(summary["emulated_metric"], abs=1e-6)
