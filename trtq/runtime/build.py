@@ -71,7 +71,8 @@ class BuildTools(Protocol):
     it (for backends that run ONNX as given, e.g. ONNX Runtime). ``typed_model`` returns the
     strongly typed model (Q/DQ + FP16 Casts, pins in FP32) that TensorRT 11 builds.
     ``cache_calibrator(trt, cache_path, inputs, shapes)`` returns a TensorRT 10 calibrator that
-    only reads ``cache_path``.
+    only reads ``cache_path``; ``write_cache(path, amax)`` writes ranges as a TensorRT cache (for
+    builds given ``amax`` without a cache).
     """
 
     def emulate(self, model: onnx.ModelProto, spec: BuildSpec) -> onnx.ModelProto: ...
@@ -85,3 +86,5 @@ class BuildTools(Protocol):
         inputs: Sequence[Any],
         shapes: Mapping[str, Sequence[int]],
     ) -> Any: ...
+
+    def write_cache(self, path: str | os.PathLike, amax: Mapping[str, float]) -> None: ...

@@ -158,7 +158,7 @@ class TensorRTRunner(Runner):
         cache = spec.cache_path if spec.int8 else None
         with contextlib.ExitStack() as stack:
             if spec.int8 and cache is None and spec.amax:
-                if tools is None or not hasattr(tools, "write_cache"):
+                if tools is None:
                     raise InputError("INT8 on TensorRT needs a calibration cache (--cache)")
                 tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="trtq-trt-cache-"))
                 cache = Path(tmp) / "calib.cache"
