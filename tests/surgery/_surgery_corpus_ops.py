@@ -1,0 +1,102 @@
+"""Corpus for the operator-lowering rules: one tiny ONNX model per operator TensorRT's parser
+rejects and an exact rewrite lowers, with edge-case inputs (extremes, ties, saturation, empty
+selections, negative values, zeros) on top of the verifier's random ones.
+
+Same :class:`Case` as ``_surgery_corpus.py``; ``test_rules_corpus_ops.py`` runs the proofs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from _surgery_corpus import Case
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=18):
+    graph = h.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+    model.ir_version = 8 if opset < 19 else 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def _vi(name, elem, shape):
+    return h.make_tensor_value_info(name, elem, shape)
+
+
+def _init(name, arr):
+    return nh.from_array(np.asarray(arr), name)
+
+
+def _f32(*shape, seed=0, scale=1.0):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
+
+
+def _ints(dtype, shape, seed):
+    """Integers over the type's whole range, its extremes included."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+    flat = x.reshape(-1)
+    extremes = np.array([info.min, info.max, 0, -1 if info.min < 0 else 1, info.min + 1, info.max - 1], dtype)
+    flat[: min(flat.size, extremes.size)] = extremes[: flat.size]
+    return x
+
+
+# --- bitwise -------------------------------------------------------------------------------------
+
+_BIT_ELEMS = {np.int8: T.INT8, np.uint8: T.UINT8, np.int32: T.INT32, np.int64: T.INT64}
+
+
+def _bitwise_not(dtype):
+    def build():
+        nodes = [h.make_node("BitwiseNot", ["x"], ["y"], name="bitnot")]
+        e = _BIT_ELEMS[dtype]
+        return _model(nodes, [_vi("x", e, [4, 6])], [_vi("y", e, [4, 6])])
+
+    return build
+
+
+def _bitwise(op, dtype):
+    def build():
+        nodes = [h.make_node(op, ["a", "b"], ["y"], name="bitop")]
+        e = _BIT_ELEMS[dtype]
+        return _model(nodes, [_vi("a", e, [3, 1, 5]), _vi("b", e, [4, 5])], [_vi("y", e, [3, 4, 5])])
+
+    return build
+
+
+def _bit_edges(dtype, names, shapes):
+    def edges():
+        out = [{n: _ints(dtype, s, seed=i) for i, (n, s) in enumerate(zip(names, shapes, strict=True))}]
+        info = np.iinfo(dtype)
+        for value in (info.min, info.max, 0):
+            out.append({n: np.full(s, value, dtype) for n, s in zip(names, shapes, strict=True)})
+        return out
+
+    return edges
+
+
+_BIN = (["a", "b"], [(3, 1, 5), (4, 5)])
+
+
+CASES: list[Case] = [
+    Case("bitwise_not_int32", _bitwise_not(np.int32), "bitnot", "bitwise_not_arith",
+         _bit_edges(np.int32, ["x"], [(4, 6)])),
+    Case("bitwise_not_int8", _bitwise_not(np.int8), "bitnot", "bitwise_not_arith",
+         _bit_edges(np.int8, ["x"], [(4, 6)])),
+    Case("bitwise_not_uint8", _bitwise_not(np.uint8), "bitnot", "bitwise_not_arith",
+         _bit_edges(np.uint8, ["x"], [(4, 6)])),
+    Case("bitwise_not_int64", _bitwise_not(np.int64), "bitnot", "bitwise_not_arith",
+         _bit_edges(np.int64, ["x"], [(4, 6)])),
+    Case("bitwise_and_int32", _bitwise("BitwiseAnd", np.int32), "bitop", "bitwise_to_bits",
+         _bit_edges(np.int32, *_BIN)),
+    Case("bitwise_or_int8", _bitwise("BitwiseOr", np.int8), "bitop", "bitwise_to_bits", _bit_edges(np.int8, *_BIN)),
+    Case("bitwise_xor_int64", _bitwise("BitwiseXor", np.int64), "bitop", "bitwise_to_bits",
+         _bit_edges(np.int64, *_BIN)),
+    Case("bitwise_and_uint8", _bitwise("BitwiseAnd", np.uint8), "bitop", "bitwise_to_bits",
+         _bit_edges(np.uint8, *_BIN)),
+]  # fmt: skip
