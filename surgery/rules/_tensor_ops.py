@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 
 from trtq.surgery.graph_util import NameMaker, add_node, const
 
+
 def onnx_type(dtype) -> int:
     """The ONNX element type of a numpy dtype (for ``Cast``'s ``to``)."""
     return int(onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
@@ -79,7 +80,9 @@ class Builder:
 
     def _axes(self, op_type: str, x: gs.Tensor, axes: Sequence[int], dtype, attrs: dict, out, as_input: bool):
         if as_input:
-            return self.op(op_type, [x, self.const("axes", np.array(list(axes), np.int64))], dtype, attrs, out)
+            return self.op(
+                op_type, [x, self.const("axes", np.array(list(axes), np.int64))], dtype, attrs, out
+            )
         return self.op(op_type, [x], dtype, {"axes": list(axes), **attrs}, out)
 
     def unsqueeze(self, x: gs.Tensor, axes: Sequence[int], out: gs.Tensor | None = None) -> gs.Tensor:
@@ -95,7 +98,9 @@ class Builder:
         return self._axes(op_type, x, axes, x.dtype, {"keepdims": keepdims}, out, as_input)
 
     def reshape(self, x: gs.Tensor, shape: Sequence[int], out: gs.Tensor | None = None) -> gs.Tensor:
-        return self.op("Reshape", [x, self.const("shape", np.array(list(shape), np.int64))], x.dtype, None, out)
+        return self.op(
+            "Reshape", [x, self.const("shape", np.array(list(shape), np.int64))], x.dtype, None, out
+        )
 
     def transpose(self, x: gs.Tensor, perm: Sequence[int], out: gs.Tensor | None = None) -> gs.Tensor:
         return self.op("Transpose", [x], x.dtype, {"perm": list(perm)}, out)
