@@ -100,3 +100,44 @@ CASES: list[Case] = [
     Case("bitwise_and_uint8", _bitwise("BitwiseAnd", np.uint8), "bitop", "bitwise_to_bits",
          _bit_edges(np.uint8, *_BIN)),
 ]  # fmt: skip
+
+
+# --- bitshift ------------------------------------------------------------------------------------
+
+
+def _bitshift(direction, shift_const):
+    def build():
+        node = h.make_node("BitShift", ["x", "s"], ["y"], name="shift", direction=direction)
+        if shift_const:
+            inits = [_init("s", np.array([0, 1, 3, 7, 8, 200], np.uint8))]
+            return _model([node], [_vi("x", T.UINT8, [4, 6])], [_vi("y", T.UINT8, [4, 6])], inits)
+        return _model(
+            [node], [_vi("x", T.UINT8, [4, 6]), _vi("s", T.UINT8, [4, 6])], [_vi("y", T.UINT8, [4, 6])]
+        )
+
+    return build
+
+
+def _shift_edges():
+    every = np.arange(256, dtype=np.uint8)
+    return [
+        {"x": np.full((4, 6), 255, np.uint8), "s": np.arange(24, dtype=np.uint8).reshape(4, 6)},
+        {"x": _ints(np.uint8, (4, 6), 3), "s": np.array([0, 7, 8, 9, 255, 128] * 4, np.uint8).reshape(4, 6)},
+        {"x": every[:24].reshape(4, 6) + 200, "s": np.full((4, 6), 1, np.uint8)},
+    ] + [{"x": every.reshape(-1)[k * 24 : k * 24 + 24].reshape(4, 6), "s": np.full((4, 6), k % 9, np.uint8)}
+         for k in range(10)]  # fmt: skip
+
+
+def _shift_const_edges():
+    return [
+        {"x": np.full((4, 6), 255, np.uint8)},
+        {"x": np.zeros((4, 6), np.uint8)},
+        {"x": _ints(np.uint8, (4, 6), 4)},
+    ]
+
+
+CASES += [
+    Case("bitshift_left_uint8", _bitshift("LEFT", False), "shift", "bitshift_uint8", _shift_edges),
+    Case("bitshift_right_uint8", _bitshift("RIGHT", False), "shift", "bitshift_uint8", _shift_edges),
+    Case("bitshift_left_const_shift", _bitshift("LEFT", True), "shift", "bitshift_uint8", _shift_const_edges),
+]
