@@ -141,3 +141,39 @@ CASES += [
     Case("bitshift_right_uint8", _bitshift("RIGHT", False), "shift", "bitshift_uint8", _shift_edges),
     Case("bitshift_left_const_shift", _bitshift("LEFT", True), "shift", "bitshift_uint8", _shift_const_edges),
 ]
+
+
+# --- optional ------------------------------------------------------------------------------------
+
+
+def optional_present():
+    """Optional(x) read by OptionalHasElement and OptionalGetElement: presence known statically."""
+    nodes = [
+        h.make_node("Optional", ["x"], ["o"], name="opt"),
+        h.make_node("OptionalHasElement", ["o"], ["has"], name="has"),
+        h.make_node("OptionalGetElement", ["o"], ["e"], name="get"),
+        h.make_node("Relu", ["e"], ["y"], name="relu"),
+    ]
+    return _model(nodes, [_vi("x", T.FLOAT, [2, 3])], [_vi("has", T.BOOL, []), _vi("y", T.FLOAT, [2, 3])])
+
+
+def optional_empty():
+    """An empty Optional (type attribute only) and an omitted input: both have no element."""
+    elem = h.make_tensor_type_proto(T.FLOAT, [2])
+    nodes = [
+        h.make_node("Optional", [], ["o"], name="opt_empty", type=elem),
+        h.make_node("OptionalHasElement", ["o"], ["has"], name="has_empty"),
+        h.make_node("OptionalHasElement", [], ["none"], name="has_omitted"),
+        h.make_node("And", ["has", "none"], ["both"], name="and"),
+        h.make_node("Not", ["both"], ["y"], name="not"),
+    ]
+    return _model(nodes, [], [_vi("y", T.BOOL, [])])
+
+
+CASES += [
+    Case("optional_present", optional_present, "opt", "optional_static",
+         lambda: [{"x": np.array([[-1.0, 0.0, np.inf], [np.nan, -0.0, 3e38]], np.float32)}]),
+    Case("optional_present_get", optional_present, "get", "optional_static"),
+    Case("optional_empty", optional_empty, "opt_empty", "optional_static"),
+    Case("optional_has_omitted", optional_empty, "has_omitted", "optional_static"),
+]  # fmt: skip
