@@ -177,3 +177,68 @@ CASES += [
     Case("optional_empty", optional_empty, "opt_empty", "optional_static"),
     Case("optional_has_omitted", optional_empty, "has_omitted", "optional_static"),
 ]  # fmt: skip
+
+
+# --- sequences -----------------------------------------------------------------------------------
+
+
+def sequence_chain():
+    """SplitToSequence -> SequenceErase -> SequenceInsert, read by SequenceAt, SequenceLength and
+    ConcatFromSequence (new_axis=1)."""
+    nodes = [
+        h.make_node("SplitToSequence", ["x"], ["s0"], name="split", axis=1, keepdims=0),
+        h.make_node("SequenceErase", ["s0", "zero"], ["s1"], name="erase"),
+        h.make_node("SequenceInsert", ["s1", "t", "one"], ["s2"], name="insert"),
+        h.make_node("SequenceAt", ["s2", "minus_one"], ["last"], name="seq_at"),
+        h.make_node("SequenceLength", ["s2"], ["n"], name="seq_len"),
+        h.make_node("ConcatFromSequence", ["s2"], ["stack"], name="concat", axis=0, new_axis=1),
+    ]
+    inits = [_init("zero", np.array(0, np.int64)), _init("one", np.array(1, np.int64)),
+             _init("minus_one", np.array(-1, np.int64))]  # fmt: skip
+    return _model(nodes, [_vi("x", T.FLOAT, [3, 4]), _vi("t", T.FLOAT, [3])],
+                  [_vi("last", T.FLOAT, [3]), _vi("n", T.INT64, []), _vi("stack", T.FLOAT, [4, 3])], inits)  # fmt: skip
+
+
+def sequence_split_sizes():
+    """SplitToSequence with split sizes, appended to (no position), concatenated back on axis 1."""
+    nodes = [
+        h.make_node("SplitToSequence", ["x", "sizes"], ["s0"], name="split", axis=1),
+        h.make_node("SequenceInsert", ["s0", "t"], ["s1"], name="append"),
+        h.make_node("ConcatFromSequence", ["s1"], ["y"], name="concat", axis=1),
+    ]
+    return _model(nodes, [_vi("x", T.INT64, [2, 7]), _vi("t", T.INT64, [2, 3])], [_vi("y", T.INT64, [2, 10])],
+                  [_init("sizes", np.array([2, 5], np.int64))])  # fmt: skip
+
+
+def sequence_split_scalar():
+    """SplitToSequence in chunks of 2 along axis 0 of a [5, 2] tensor: the last chunk is shorter."""
+    nodes = [
+        h.make_node("SplitToSequence", ["x", "two"], ["s"], name="split"),
+        h.make_node("SequenceAt", ["s", "two"], ["y"], name="seq_at"),
+    ]
+    return _model(
+        nodes, [_vi("x", T.FLOAT, [5, 2])], [_vi("y", T.FLOAT, [1, 2])], [_init("two", np.array(2, np.int64))]
+    )
+
+
+def sequence_from_empty():
+    """SequenceEmpty, then two inserts (append, then at position 0), concatenated."""
+    nodes = [
+        h.make_node("SequenceEmpty", [], ["s0"], name="empty", dtype=T.FLOAT),
+        h.make_node("SequenceInsert", ["s0", "a"], ["s1"], name="append"),
+        h.make_node("SequenceInsert", ["s1", "b", "zero"], ["s2"], name="prepend"),
+        h.make_node("ConcatFromSequence", ["s2"], ["y"], name="concat", axis=0),
+    ]
+    return _model(nodes, [_vi("a", T.FLOAT, [2, 3]), _vi("b", T.FLOAT, [1, 3])], [_vi("y", T.FLOAT, [3, 3])],
+                  [_init("zero", np.array(0, np.int64))])  # fmt: skip
+
+
+CASES += [
+    Case("sequence_at_after_split_erase_insert", sequence_chain, "seq_at", "sequence_at_static"),
+    Case("sequence_length_static", sequence_chain, "seq_len", "sequence_length_static"),
+    Case("concat_from_split_erase_insert", sequence_chain, "concat", "concat_from_static_sequence"),
+    Case("split_to_sequence_sizes", sequence_split_sizes, "split", "concat_from_static_sequence",
+         lambda: [{"x": np.full((2, 7), np.iinfo(np.int64).min), "t": np.full((2, 3), np.iinfo(np.int64).max)}]),
+    Case("split_to_sequence_chunks", sequence_split_scalar, "split", "sequence_at_static"),
+    Case("sequence_empty_inserts", sequence_from_empty, "empty", "concat_from_static_sequence"),
+]  # fmt: skip
