@@ -242,3 +242,89 @@ CASES += [
     Case("split_to_sequence_chunks", sequence_split_scalar, "split", "sequence_at_static"),
     Case("sequence_empty_inserts", sequence_from_empty, "empty", "concat_from_static_sequence"),
 ]  # fmt: skip
+
+
+# --- MaxUnpool / MaxPool indices -----------------------------------------------------------------
+
+
+def maxunpool_constant_indices():
+    """MaxUnpool with constant duplicate-free indices (over the whole output, as MaxPool gives)."""
+    idx = np.random.default_rng(20).permutation(32)[:8].reshape(1, 2, 2, 2).astype(np.int64)
+    nodes = [h.make_node("MaxUnpool", ["x", "i"], ["y"], name="unpool", kernel_shape=[2, 2], strides=[2, 2])]
+    return _model(
+        nodes,
+        [_vi("x", T.FLOAT, [1, 2, 2, 2])],
+        [_vi("y", T.FLOAT, [1, 2, 4, 4])],
+        [_init("i", idx)],
+        opset=11,
+    )
+
+
+def maxpool_unpool():
+    """SegNet: MaxPool's indices place decoder features back with MaxUnpool (odd width: floor mode
+    drops the last column, output_shape restores it)."""
+    nodes = [
+        h.make_node("MaxPool", ["x"], ["p", "i"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        h.make_node("Mul", ["p", "scale"], ["z"], name="decode"),
+        h.make_node(
+            "MaxUnpool", ["z", "i", "out_shape"], ["y"], name="unpool", kernel_shape=[2, 2], strides=[2, 2]
+        ),
+    ]
+    inits = [_init("scale", np.array(-2.0, np.float32)), _init("out_shape", np.array([2, 3, 6, 7], np.int64))]
+    return _model(
+        nodes, [_vi("x", T.FLOAT, [2, 3, 6, 7])], [_vi("y", T.FLOAT, [2, 3, 6, 7])], inits, opset=13
+    )
+
+
+def maxpool_indices_output():
+    """MaxPool whose Indices are a graph output."""
+    nodes = [h.make_node("MaxPool", ["x"], ["p", "i"], name="pool", kernel_shape=[3, 2], strides=[3, 2])]
+    return _model(nodes, [_vi("x", T.FLOAT, [1, 2, 7, 4])],
+                  [_vi("p", T.FLOAT, [1, 2, 2, 2]), _vi("i", T.INT64, [1, 2, 2, 2])], opset=13)  # fmt: skip
+
+
+def _pool_edges(shape):
+    rng = np.random.default_rng(21)
+    return lambda: [
+        {"x": rng.integers(0, 3, shape).astype(np.float32)},  # ties inside windows
+        {"x": np.full(shape, 1.5, np.float32)},  # every element ties
+        {"x": -np.abs(_f32(*shape, seed=22)) - 1.0},  # all negative
+        {"x": _f32(*shape, seed=23, scale=1e30)},
+    ]
+
+
+# --- AffineGrid ----------------------------------------------------------------------------------
+
+
+def _affine_grid(size, align):
+    def build():
+        spatial = len(size) - 2
+        nodes = [h.make_node("AffineGrid", ["theta", "size"], ["grid"], name="affine", align_corners=align)]
+        return _model(nodes, [_vi("theta", T.FLOAT, [size[0], spatial, spatial + 1])],
+                      [_vi("grid", T.FLOAT, [size[0], *size[2:], spatial])],
+                      [_init("size", np.array(size, np.int64))], opset=20)  # fmt: skip
+
+    return build
+
+
+def _theta_edges(n, spatial):
+    eye = np.concatenate([np.eye(spatial), np.zeros((spatial, 1))], 1)
+    return lambda: [
+        {"theta": np.repeat(eye[None], n, 0).astype(np.float32)},
+        {"theta": _f32(n, spatial, spatial + 1, seed=24, scale=1e4)},
+        {"theta": np.zeros((n, spatial, spatial + 1), np.float32)},
+    ]
+
+
+CASES += [
+    Case("maxunpool_constant_indices", maxunpool_constant_indices, "unpool", "maxunpool_scatter",
+         lambda: [{"x": np.array([-np.inf, np.inf, -0.0, 0, 1e38, -1e38, 1, -1], np.float32).reshape(1, 2, 2, 2)}]),
+    Case("maxpool_unpool", maxpool_unpool, "unpool", "maxunpool_scatter", _pool_edges((2, 3, 6, 7))),
+    Case("maxpool_indices_for_unpool", maxpool_unpool, "pool", "maxpool_indices_argmax", _pool_edges((2, 3, 6, 7))),
+    Case("maxpool_indices_output", maxpool_indices_output, "pool", "maxpool_indices_argmax",
+         _pool_edges((1, 2, 7, 4))),
+    Case("affine_grid_2d", _affine_grid([2, 3, 4, 5], 0), "affine", "affine_grid_matmul", _theta_edges(2, 2)),
+    Case("affine_grid_2d_align_corners", _affine_grid([1, 1, 3, 2], 1), "affine", "affine_grid_matmul",
+         _theta_edges(1, 2)),
+    Case("affine_grid_3d", _affine_grid([2, 1, 3, 4, 5], 1), "affine", "affine_grid_matmul", _theta_edges(2, 3)),
+]  # fmt: skip
