@@ -328,3 +328,50 @@ CASES += [
          _theta_edges(1, 2)),
     Case("affine_grid_3d", _affine_grid([2, 1, 3, 4, 5], 1), "affine", "affine_grid_matmul", _theta_edges(2, 3)),
 ]  # fmt: skip
+
+
+# --- CenterCropPad / Compress --------------------------------------------------------------------
+
+
+def _center_crop_pad(shape, target, axes, out_shape, elem=T.FLOAT):
+    def build():
+        kw = {"axes": axes} if axes is not None else {}
+        nodes = [h.make_node("CenterCropPad", ["x", "target"], ["y"], name="crop_pad", **kw)]
+        return _model(nodes, [_vi("x", elem, shape)], [_vi("y", elem, out_shape)],
+                      [_init("target", np.array(target, np.int64))])  # fmt: skip
+
+    return build
+
+
+def _compress(shape, condition, axis, out_shape, dynamic=False):
+    def build():
+        kw = {"axis": axis} if axis is not None else {}
+        nodes = [h.make_node("Compress", ["x", "cond"], ["y"], name="compress", **kw)]
+        ins = [_vi("x", T.FLOAT, shape)]
+        inits = []
+        if dynamic:
+            ins.append(_vi("cond", T.BOOL, [len(condition)]))
+        else:
+            inits.append(_init("cond", np.array(condition, bool)))
+        return _model(nodes, ins, [_vi("y", T.FLOAT, out_shape)], inits)
+
+    return build
+
+
+CASES += [
+    Case("center_crop_pad_mixed", _center_crop_pad([3, 5, 4], [6, 2], [0, 1], [6, 2, 4]), "crop_pad",
+         "center_crop_pad_slice", lambda: [{"x": _f32(3, 5, 4, seed=30, scale=1e30)}]),
+    Case("center_crop_pad_all_axes_odd", _center_crop_pad([2, 7, 6], [1, 4, 9], None, [1, 4, 9]), "crop_pad",
+         "center_crop_pad_slice"),
+    Case("center_crop_int32", _center_crop_pad([1, 8, 8], [5, 5], [-2, -1], [1, 5, 5], T.INT32), "crop_pad",
+         "center_crop_pad_slice", lambda: [{"x": _ints(np.int32, (1, 8, 8), 31)}]),
+    Case("compress_axis_short_condition", _compress([4, 5], [False, True, True], 1, [4, 2]), "compress",
+         "compress_to_gather"),
+    Case("compress_flattened", _compress([4, 5], [True, False, False, True, True, False, True], None, [4]),
+         "compress", "compress_to_gather"),
+    Case("compress_empty_selection", _compress([4, 5], [False] * 4, 0, [0, 5]), "compress", "compress_to_gather"),
+    Case("compress_dynamic_condition", _compress([4, 5], [True] * 5, 1, [4, "k"], dynamic=True), "compress",
+         "compress_to_gather",
+         lambda: [{"cond": np.zeros(5, bool)}, {"cond": np.ones(5, bool)},
+                  {"cond": np.array([True, False, False, False, True])}]),
+]  # fmt: skip
