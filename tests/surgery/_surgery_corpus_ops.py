@@ -375,3 +375,29 @@ CASES += [
          lambda: [{"cond": np.zeros(5, bool)}, {"cond": np.ones(5, bool)},
                   {"cond": np.array([True, False, False, False, True])}]),
 ]  # fmt: skip
+
+
+# --- Col2Im --------------------------------------------------------------------------------------
+
+
+def _col2im(n, c, image, block, cols, **attrs):
+    def build():
+        k = int(np.prod(block))
+        nodes = [h.make_node("Col2Im", ["x", "image", "block"], ["y"], name="col2im", **attrs)]
+        return _model(nodes, [_vi("x", T.FLOAT, [n, c * k, cols])], [_vi("y", T.FLOAT, [n, c, *image])],
+                      [_init("image", np.array(image, np.int64)), _init("block", np.array(block, np.int64))])  # fmt: skip
+
+    return build
+
+
+def _col2im_edges(shape):
+    return lambda: [{"x": _f32(*shape, seed=32, scale=1e20)}, {"x": np.ones(shape, np.float32)},
+                    {"x": np.full(shape, -3.0, np.float32)}]  # fmt: skip
+
+
+CASES += [
+    Case("col2im_overlapping", _col2im(2, 3, [5, 5], [2, 2], 16), "col2im", "col2im_gather", _col2im_edges((2, 12, 16))),
+    Case("col2im_strided_padded_dilated", _col2im(1, 2, [6, 7], [3, 2], 6, strides=[2, 3], pads=[1, 0, 1, 2],
+                                                  dilations=[2, 1]), "col2im", "col2im_gather",
+         _col2im_edges((1, 12, 6))),
+]  # fmt: skip
