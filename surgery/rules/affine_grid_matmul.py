@@ -8,7 +8,7 @@ with ``x`` running along the last axis. The rule computes that base grid once
 ``Reshape(MatMul(base, Transpose(theta, [0, 2, 1])), [N, *spatial, 2 or 3])``: the same products
 and sums as the operator, so it is exact up to float rounding (relative 1e-5; coordinates differ
 from a float32 computation by at most an ulp). Fires on FP32 ``theta`` and a constant ``size`` of
-length 4 (2D) or 5 (3D), except ``align_corners=1`` with a spatial size of 1, where the spec's
+length 4 (2D) or 5 (3D) (on TensorRT, with TF32 off: TF32 MatMul keeps 10 mantissa bits), except ``align_corners=1`` with a spatial size of 1, where the spec's
 ``2/(s - 1)`` is undefined and implementations differ (ONNX Runtime gives 1, the reference -1).
 """
 

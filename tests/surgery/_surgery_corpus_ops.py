@@ -401,3 +401,50 @@ CASES += [
                                                   dilations=[2, 1]), "col2im", "col2im_gather",
          _col2im_edges((1, 12, 6))),
 ]  # fmt: skip
+
+
+# --- DFT -----------------------------------------------------------------------------------------
+
+
+def _dft(shape, out_shape, opset=17, length=None, axis=None, **attrs):
+    def build():
+        inputs, inits = ["x"], []
+        if length is not None:
+            inputs.append("length")
+            inits.append(_init("length", np.array(length, np.int64)))
+        if opset >= 20 and axis is not None:
+            inputs += ["", "axis"] if length is None else ["axis"]
+            inits.append(_init("axis", np.array(axis, np.int64)))
+        elif axis is not None:
+            attrs["axis"] = axis
+        nodes = [h.make_node("DFT", inputs, ["y"], name="dft", **attrs)]
+        return _model(nodes, [_vi("x", T.FLOAT, shape)], [_vi("y", T.FLOAT, out_shape)], inits, opset=opset)
+
+    return build
+
+
+def dft_model(shape, out_shape, **kw) -> onnx.ModelProto:
+    return _dft(shape, out_shape, **kw)()
+
+
+def _dft_edges(shape):
+    impulse = np.zeros(shape, np.float32)
+    impulse[(0,) * len(shape)] = 1.0
+    return lambda: [
+        {"x": impulse},
+        {"x": np.ones(shape, np.float32)},
+        {"x": _f32(*shape, seed=33, scale=1e10)},
+    ]
+
+
+CASES += [
+    Case("dft_real_forward", _dft([2, 16, 1], [2, 16, 2]), "dft", "dft_matmul", _dft_edges((2, 16, 1))),
+    Case("dft_real_onesided_padded", _dft([2, 12, 1], [2, 11, 2], length=20, onesided=1), "dft", "dft_matmul",
+         _dft_edges((2, 12, 1))),
+    Case("dft_complex_inverse_truncated", _dft([3, 10, 2], [3, 7, 2], length=7, inverse=1), "dft", "dft_matmul",
+         _dft_edges((3, 10, 2))),
+    Case("dft_opset20_axis", _dft([2, 5, 8, 2], [2, 5, 8, 2], opset=20, axis=-2), "dft", "dft_matmul",
+         _dft_edges((2, 5, 8, 2))),
+    Case("dft_opset20_first_axis", _dft([6, 4, 2], [6, 4, 2], opset=20, axis=0), "dft", "dft_matmul",
+         _dft_edges((6, 4, 2))),
+]  # fmt: skip
