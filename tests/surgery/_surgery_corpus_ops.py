@@ -448,3 +448,64 @@ CASES += [
     Case("dft_opset20_first_axis", _dft([6, 4, 2], [6, 4, 2], opset=20, axis=0), "dft", "dft_matmul",
          _dft_edges((6, 4, 2))),
 ]  # fmt: skip
+
+
+# --- losses --------------------------------------------------------------------------------------
+
+
+def _loss(op, shape, reduction, weight=False, ignore=None, log_prob=False, opset=13, tdtype=T.INT64):
+    def build():
+        n, c, *rest = shape
+        attrs = {"reduction": reduction}
+        if ignore is not None:
+            attrs["ignore_index"] = ignore
+        outs = ["loss", "log_prob"] if log_prob else ["loss"]
+        nodes = [h.make_node(op, ["x", "t", "w"] if weight else ["x", "t"], outs, name="loss", **attrs)]
+        inits = [_init("w", np.linspace(0.25, 2.0, c).astype(np.float32))] if weight else []
+        loss_shape = [n, *rest] if reduction == "none" else []
+        outputs = [_vi("loss", T.FLOAT, loss_shape)] + ([_vi("log_prob", T.FLOAT, shape)] if log_prob else [])
+        return _model(
+            nodes, [_vi("x", T.FLOAT, shape), _vi("t", tdtype, [n, *rest])], outputs, inits, opset=opset
+        )
+
+    return build
+
+
+def _loss_edges(shape, ignore, tdtype=np.int64, log_input=True):
+    n, c, *rest = shape
+    tshape = (n, *rest)
+    x = -np.abs(_f32(*shape, seed=34)) if log_input else _f32(*shape, seed=34, scale=30.0)
+    edges = [
+        {"x": x, "t": np.zeros(tshape, tdtype)},
+        {"x": x, "t": np.full(tshape, c - 1, tdtype)},
+        {
+            "x": np.zeros(shape, np.float32),
+            "t": np.arange(int(np.prod(tshape))).reshape(tshape).astype(tdtype) % c,
+        },
+    ]
+    if ignore is not None:
+        edges.append({"x": x, "t": np.full(tshape, ignore, tdtype)})  # every element ignored: mean is NaN
+        mixed = np.arange(int(np.prod(tshape))).reshape(tshape).astype(tdtype) % c
+        mixed.reshape(-1)[::2] = ignore
+        x_inf = x.copy()
+        x_inf[:, 0] = -np.inf  # ignored elements gather class 0: -inf must not leak into the loss
+        edges.append({"x": x_inf, "t": mixed})
+    return lambda: edges
+
+
+CASES += [
+    Case("nll_mean_weight_ignore_negative", _loss("NegativeLogLikelihoodLoss", [4, 8], "mean", True, -100),
+         "loss", "nll_loss_decompose", _loss_edges((4, 8), -100)),
+    Case("nll_sum_spatial_ignore_in_range", _loss("NegativeLogLikelihoodLoss", [2, 8, 3, 2], "sum", False, 3),
+         "loss", "nll_loss_decompose", _loss_edges((2, 8, 3, 2), 3)),
+    Case("nll_none_weight_int32", _loss("NegativeLogLikelihoodLoss", [3, 8, 5], "none", True, tdtype=T.INT32),
+         "loss", "nll_loss_decompose", _loss_edges((3, 8, 5), None, np.int32)),
+    Case("nll_mean_plain_opset12", _loss("NegativeLogLikelihoodLoss", [5, 8], "mean", opset=12), "loss",
+         "nll_loss_decompose", _loss_edges((5, 8), None)),
+    Case("sce_mean_weight_ignore_log_prob", _loss("SoftmaxCrossEntropyLoss", [4, 8, 3], "mean", True, 0, True),
+         "loss", "softmax_cross_entropy_decompose", _loss_edges((4, 8, 3), 0, log_input=False)),
+    Case("sce_none", _loss("SoftmaxCrossEntropyLoss", [6, 8], "none"), "loss", "softmax_cross_entropy_decompose",
+         _loss_edges((6, 8), None, log_input=False)),
+    Case("sce_sum_ignore_opset12", _loss("SoftmaxCrossEntropyLoss", [4, 8], "sum", False, -1, opset=12), "loss",
+         "softmax_cross_entropy_decompose", _loss_edges((4, 8), -1, log_input=False)),
+]  # fmt: skip
