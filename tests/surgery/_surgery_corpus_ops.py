@@ -509,3 +509,40 @@ CASES += [
     Case("sce_sum_ignore_opset12", _loss("SoftmaxCrossEntropyLoss", [4, 8], "sum", False, -1, opset=12), "loss",
          "softmax_cross_entropy_decompose", _loss_edges((4, 8), -1, log_input=False)),
 ]  # fmt: skip
+
+
+# --- constant inputs: fold_constants evaluates the op -------------------------------------------
+
+
+def mel_weight_matrix():
+    """MelWeightMatrix (all inputs constant, as in every spectrogram front end) applied to a
+    power spectrum with MatMul."""
+    nodes = [
+        h.make_node("MelWeightMatrix", ["bins", "dft_len", "rate", "low", "high"], ["mel"], name="mel"),
+        h.make_node("MatMul", ["x", "mel"], ["y"], name="apply_mel"),
+    ]
+    inits = [_init("bins", np.array(6, np.int64)), _init("dft_len", np.array(16, np.int64)),
+             _init("rate", np.array(8000, np.int64)), _init("low", np.array(0.0, np.float32)),
+             _init("high", np.array(4000.0, np.float32))]  # fmt: skip
+    return _model(nodes, [_vi("x", T.FLOAT, [3, 9])], [_vi("y", T.FLOAT, [3, 6])], inits)
+
+
+def unique_constant():
+    """Unique of a constant label table (all four outputs), used to index the input."""
+    table = np.array([[3, 1], [3, 1], [0, 2], [5, 1]], np.int64)
+    nodes = [
+        h.make_node("Unique", ["table"], ["u", "first", "inverse", "counts"], name="unique", sorted=1, axis=0),
+        h.make_node("Gather", ["x", "inverse"], ["y"], name="by_inverse", axis=0),
+        h.make_node("Gather", ["x", "first"], ["z"], name="by_first", axis=0),
+        h.make_node("Unsqueeze", ["counts", "one"], ["counts2"], name="unsq"),
+        h.make_node("Concat", ["u", "counts2"], ["uc"], name="concat", axis=1),
+    ]
+    inits = [_init("table", table), _init("one", np.array([1], np.int64))]
+    return _model(nodes, [_vi("x", T.FLOAT, [6, 2])],
+                  [_vi("y", T.FLOAT, [4, 2]), _vi("z", T.FLOAT, [3, 2]), _vi("uc", T.INT64, [3, 3])], inits)  # fmt: skip
+
+
+CASES += [
+    Case("mel_weight_matrix_constant", mel_weight_matrix, "mel", "fold_constants"),
+    Case("unique_constant", unique_constant, "unique", "fold_constants"),
+]
