@@ -531,7 +531,9 @@ def unique_constant():
     """Unique of a constant label table (all four outputs), used to index the input."""
     table = np.array([[3, 1], [3, 1], [0, 2], [5, 1]], np.int64)
     nodes = [
-        h.make_node("Unique", ["table"], ["u", "first", "inverse", "counts"], name="unique", sorted=1, axis=0),
+        h.make_node(
+            "Unique", ["table"], ["u", "first", "inverse", "counts"], name="unique", sorted=1, axis=0
+        ),
         h.make_node("Gather", ["x", "inverse"], ["y"], name="by_inverse", axis=0),
         h.make_node("Gather", ["x", "first"], ["z"], name="by_first", axis=0),
         h.make_node("Unsqueeze", ["counts", "one"], ["counts2"], name="unsq"),
@@ -546,3 +548,36 @@ CASES += [
     Case("mel_weight_matrix_constant", mel_weight_matrix, "mel", "fold_constants"),
     Case("unique_constant", unique_constant, "unique", "fold_constants"),
 ]
+
+
+# --- SequenceMap ---------------------------------------------------------------------------------
+
+
+def sequence_map():
+    """SequenceMap over a split and a constructed sequence with an extra tensor input; the body's
+    tensor names shadow outer ones ('t', 'x'); the results are concatenated."""
+    body = h.make_graph(
+        [
+            h.make_node("Mul", ["x", "t"], ["m"], name="body_mul"),
+            h.make_node("Add", ["m", "s"], ["o"], name="body_add"),
+        ],
+        "body",
+        [_vi("x", T.FLOAT, [2, 1]), _vi("s", T.FLOAT, [2, 1]), _vi("t", T.FLOAT, [2, 1])],
+        [_vi("o", T.FLOAT, [2, 1])],
+    )
+    nodes = [
+        h.make_node("SplitToSequence", ["x"], ["xs"], name="split", axis=1),
+        h.make_node("SequenceConstruct", ["a", "a", "b"], ["ss"], name="construct"),
+        h.make_node("SequenceMap", ["xs", "ss", "t"], ["os"], name="seq_map", body=body),
+        h.make_node("ConcatFromSequence", ["os"], ["y"], name="concat", axis=1),
+    ]
+    ins = [
+        _vi("x", T.FLOAT, [2, 3]),
+        _vi("a", T.FLOAT, [2, 1]),
+        _vi("b", T.FLOAT, [2, 1]),
+        _vi("t", T.FLOAT, [2, 1]),
+    ]
+    return _model(nodes, ins, [_vi("y", T.FLOAT, [2, 3])], opset=17)
+
+
+CASES += [Case("sequence_map_unrolled", sequence_map, "seq_map", "sequence_map_unroll")]
