@@ -103,3 +103,69 @@ def test_dft_rewrite_is_within_1e6_of_a_float64_fft(length: int):
     truth = np.fft.fft(x[..., 0].astype(np.float64), axis=1)
     truth = np.stack([truth.real, truth.imag], -1)
     assert np.abs(ours - truth).max() / np.abs(truth).max() <= 1e-6
+
+
+def _one_node(op, inputs, outputs, inits=(), opset=18, **attrs) -> onnx.ModelProto:
+    from onnx import helper as h
+
+    graph = h.make_graph([h.make_node(op, [i[0] for i in inputs] + [n for n, _ in inits], ["y"], name="n", **attrs)],
+                         "g", [h.make_tensor_value_info(n, e, s) for n, e, s in inputs], [outputs],
+                         initializer=[onnx.numpy_helper.from_array(v, n) for n, v in inits])  # fmt: skip
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+    model.ir_version = 9
+    return model
+
+
+def _outside_conditions():
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    y = h.make_tensor_value_info("y", T.UNDEFINED, None)
+    i64 = np.int64
+    return {
+        # UINT32 is not a TensorRT type: BitShift/BitwiseNot there cannot be lowered.
+        "bitshift_uint8": _one_node(
+            "BitShift", [("x", T.UINT32, [3]), ("s", T.UINT32, [3])], y, direction="LEFT"
+        ),
+        "bitwise_not_arith": _one_node("BitwiseNot", [("x", T.UINT32, [3])], y),
+        "bitwise_to_bits": _one_node("BitwiseAnd", [("a", T.INT16, [3]), ("b", T.INT16, [3])], y),
+        # Indices from a graph input may repeat: the order of duplicate writes is unspecified.
+        "maxunpool_scatter": _one_node(
+            "MaxUnpool",
+            [("x", T.FLOAT, [1, 1, 2, 2]), ("i", T.INT64, [1, 1, 2, 2])],
+            y,
+            kernel_shape=[2, 2],
+            strides=[2, 2],
+        ),
+        # align_corners=1 with a spatial size of 1: 2/(s - 1) is undefined, implementations differ.
+        "affine_grid_matmul": _one_node(
+            "AffineGrid",
+            [("t", T.FLOAT, [1, 2, 3])],
+            y,
+            [("size", np.array([1, 1, 1, 4], i64))],
+            opset=20,
+            align_corners=1,
+        ),
+        # onesided complex input: the spec defines no result.
+        "dft_matmul": _one_node("DFT", [("x", T.FLOAT, [1, 8, 2])], y, opset=17, onesided=1),
+        # inconsistent column count (Col2Im would reject it at run time).
+        "col2im_gather": _one_node(
+            "Col2Im",
+            [("x", T.FLOAT, [1, 4, 5])],
+            y,
+            [("image", np.array([3, 3], i64)), ("block", np.array([2, 2], i64))],
+        ),
+        # a size that is only known at run time.
+        "center_crop_pad_slice": _one_node(
+            "CenterCropPad", [("x", T.FLOAT, [3, "w"]), ("s", T.INT64, [2])], y
+        ),
+    }
+
+
+@pytest.mark.parametrize("rule", sorted(_outside_conditions()))
+def test_rule_does_not_fire_outside_its_conditions(rule: str):
+    model = _outside_conditions()[rule]
+    result = fix_model(model, make_rules([rule]), check=False)
+    assert not result.changes[rule]
+    report = check_model(model)
+    assert report.findings and all(f.rule != rule for f in report.findings)
