@@ -17,7 +17,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from trtq.surgery.graph_util import constant_value, input_at, producer
-from trtq.surgery.rules._tensor_ops import Builder
+from trtq.surgery.rules._tensor_ops import Builder, static_shape
 
 PRODUCERS = ("SequenceConstruct", "SequenceEmpty", "SplitToSequence", "SequenceInsert", "SequenceErase")
 
@@ -31,6 +31,17 @@ class Element:
     start: int = 0
     stop: int = 0
     squeeze: bool = False
+
+    def shape(self) -> tuple[int, ...] | None:
+        """The element's static shape, or None."""
+        full = static_shape(self.tensor)
+        if full is None or self.axis is None:
+            return full
+        dims = list(full)
+        dims[self.axis] = self.stop - self.start
+        if self.squeeze:
+            del dims[self.axis]
+        return tuple(dims)
 
     def build(self, b: Builder, out: gs.Tensor | None = None) -> gs.Tensor:
         """The element as a tensor (``out`` when given: written by a new node)."""

@@ -581,3 +581,20 @@ def sequence_map():
 
 
 CASES += [Case("sequence_map_unrolled", sequence_map, "seq_map", "sequence_map_unroll")]
+
+
+def sequence_at_runtime_position():
+    """SequenceAt with a run-time position (negative values count from the end) over a tensor
+    split into equal parts."""
+    nodes = [
+        h.make_node("SplitToSequence", ["x"], ["s"], name="split", axis=0, keepdims=0),
+        h.make_node("SequenceAt", ["s", "pos"], ["y"], name="seq_at"),
+    ]
+    # 8 parts: the verifier's random integers are 0..7
+    return _model(nodes, [_vi("x", T.FLOAT, [8, 3]), _vi("pos", T.INT64, [])], [_vi("y", T.FLOAT, [3])])
+
+
+CASES += [
+    Case("sequence_at_runtime_position", sequence_at_runtime_position, "seq_at", "sequence_at_static",
+         lambda: [{"pos": np.array(p, np.int64)} for p in (-8, -1, 0, 7)]),
+]  # fmt: skip
