@@ -28,7 +28,7 @@ from trtq.surgery.rules._tensor_ops import Builder, detach, np_dtype
 @register_rule
 class SequenceAtStatic(Rule):
     name = "sequence_at_static"
-    summary = "SequenceAt(constant position) on a static sequence -> Identity / Slice of the element"
+    summary = "SequenceAt on a static sequence -> the element (constant position) / Gather of the stack"
     order = 45
     rewrites: ClassVar[tuple[str, ...]] = ("SequenceAt", *PRODUCERS)
 
@@ -42,15 +42,13 @@ class SequenceAtStatic(Rule):
             pos = constant_value(node.inputs[1])
             if elements is None or (pos is not None and pos.size != 1):
                 continue
-            if pos is None:
-                if _stackable(elements):
-                    out.append(self._match([node, *removable(chain, graph)],
-                                           "sequence ops are not supported by TensorRT's ONNX parser", index=None))  # fmt: skip
+            index = None if pos is None else int(pos.reshape(-1)[0])
+            if index is None and not _stackable(elements):
                 continue
-            index = int(pos.reshape(-1)[0])
-            index = index + len(elements) if index < 0 else index
-            if not 0 <= index < len(elements):
-                continue
+            if index is not None:
+                index = index + len(elements) if index < 0 else index
+                if not 0 <= index < len(elements):
+                    continue
             out.append(self._match([node, *removable(chain, graph)],
                                    "sequence ops are not supported by TensorRT's ONNX parser", index=index))  # fmt: skip
         return out
