@@ -63,17 +63,12 @@ class Builder:
         dtype=None,
         attrs: dict | None = None,
         out: gs.Tensor | None = None,
-        outputs: int = 1,
     ) -> gs.Tensor:
-        """One node; its (first) output is ``out`` when given, else a new tensor of ``dtype``."""
-        if out is not None:
-            outs = [out]
-        else:
-            outs = [
-                gs.Variable(self.names(f"{self.base}_{op_type.lower()}"), dtype=dtype) for _ in range(outputs)
-            ]
-        add_node(self.graph, self.names, op_type, inputs, outs, attrs, base=f"{self.base}_{op_type}")
-        return outs[0] if outputs == 1 else outs  # type: ignore[return-value]
+        """One node; its output is ``out`` when given, else a new tensor of ``dtype``."""
+        if out is None:
+            out = gs.Variable(self.names(f"{self.base}_{op_type.lower()}"), dtype=dtype)
+        add_node(self.graph, self.names, op_type, inputs, [out], attrs, base=f"{self.base}_{op_type}")
+        return out
 
     def cast(self, x: gs.Tensor, dtype, out: gs.Tensor | None = None) -> gs.Tensor:
         return self.op("Cast", [x], np.dtype(dtype), {"to": onnx_type(dtype)}, out)
