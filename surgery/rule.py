@@ -54,6 +54,8 @@ class Rule:
     verifiable: ClassVar[bool] = True
     #: Keyword options of the constructor that :func:`make_rules` passes through.
     options: ClassVar[tuple[str, ...]] = ()
+    #: The op types whose nodes this rule rewrites away (the per-op status table reads it).
+    rewrites: ClassVar[tuple[str, ...]] = ()
 
     def match(self, graph: gs.Graph) -> list[Match]:
         raise NotImplementedError
