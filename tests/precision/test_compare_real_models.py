@@ -59,7 +59,7 @@ def test_graphwise_and_layerwise_on_real_models(real_models, image_dir, key):
     runs, observed = compare_runs(
         model, batches, configs, amax=amax, modes=("graphwise", "layerwise"), threads=1
     )
-    sites = [s.name for s in float_tensors(folded(model)) if s.node is not None]
+    sites = [s.name for s in float_tensors(folded(model)) if s.producer is not None]
     for run in runs:
         if run.mode == "graphwise":
             assert run.outputs, f"{key} {run.precision}: no output metrics"
