@@ -11,8 +11,8 @@ import onnx
 import pytest
 
 from trtq._core.onnx_model import float_tensors
+from trtq._core.tensors import TensorInfo
 from trtq.datasets.folder import open_dataset
-from trtq.datasets.input_spec import InputSpec
 from trtq.datasets.preprocess import PRESETS, PreprocessSpec
 from trtq.precision.compare import compare_runs
 from trtq.precision.emulate import EmulationConfig, emulate, folded
@@ -30,7 +30,7 @@ SETUP = {
 def _batches(image_dir: Path, key: str, limit: int = 4) -> list[dict[str, np.ndarray]]:
     shape, preset = SETUP[key]
     spec = PreprocessSpec(**PRESETS[preset].fields)
-    ds = open_dataset(image_dir, [InputSpec("x", shape, np.float32)], spec, limit=limit, workers=0)
+    ds = open_dataset(image_dir, [TensorInfo("x", shape, np.float32)], spec, limit=limit, workers=0)
     return list(ds.batches(1))
 
 
