@@ -26,7 +26,7 @@ import onnx
 from onnx import numpy_helper
 
 from trtq._core.onnx_fold import fold_constants
-from trtq._core.onnx_model import export_graph
+from trtq._core.onnx_model import export_graph, tensor_ranks
 
 _CONV_OPS = ("Conv", "ConvTranspose")
 
@@ -55,15 +55,6 @@ def _cleanup(model: onnx.ModelProto) -> onnx.ModelProto:
     return export_graph(gs.import_onnx(model).cleanup().toposort(), model)
 
 
-def _ranks(model: onnx.ModelProto) -> dict[str, int]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:
-        return {}
-    vis = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
-    return {v.name: len(v.type.tensor_type.shape.dim) for v in vis if v.type.tensor_type.HasField("shape")}
-
-
 def _fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -77,7 +68,7 @@ def _fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
         for i in n.input:
             consumers[i] += 1
     graph_outputs = {o.name for o in graph.output}
-    ranks = _ranks(model)
+    ranks = tensor_ranks(model)
     used_names = set(inits) | {o for n in graph.node for o in n.output} | {n.name for n in graph.node}
 
     def fresh(base: str) -> str:

@@ -43,15 +43,25 @@ RANDOM_OPS = {
 }
 
 
-def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
-    """ONNX element type of every tensor whose type is declared or found by shape inference."""
-    graph = model.graph
+def _inferred_value_infos(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Declared and shape-inferred value infos (only the declared ones when inference fails)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
     except Exception:  # a model shape inference cannot handle keeps its declared types
-        inferred = graph
-    vis = list(inferred.value_info) + list(inferred.input) + list(inferred.output)
+        inferred = model.graph
+    return list(inferred.value_info) + list(inferred.input) + list(inferred.output)
+
+
+def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+    """ONNX element type of every tensor whose type is declared or found by shape inference."""
+    vis = _inferred_value_infos(model)
     return {vi.name: vi.type.tensor_type.elem_type for vi in vis if vi.type.HasField("tensor_type")}
+
+
+def tensor_ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Rank of every tensor whose shape is declared or found by shape inference."""
+    vis = _inferred_value_infos(model)
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in vis if v.type.tensor_type.HasField("shape")}
 
 
 def np_dtype(elem_type: int) -> np.dtype:
