@@ -55,12 +55,12 @@ ctc_decode, page_batches, rec_chars, write_text_check = (
 
 
 from trtq._core.jsonio import write_json  # noqa: E402
-from trtq._core.onnx_model import load_onnx  # noqa: E402
+from trtq._core.onnx_model import load_onnx, real_inputs  # noqa: E402
 from trtq.calib.run import calibrate  # noqa: E402
 from trtq.datasets import PRESETS, PreprocessSpec, open_dataset, resolve_input_specs  # noqa: E402
 from trtq.precision.bisect import run_bisect  # noqa: E402
 from trtq.precision.evaluate import CheckCommand, metric_criterion  # noqa: E402
-from trtq.runtime.onnxruntime import OnnxRuntimeRunner, model_inputs  # noqa: E402
+from trtq.runtime.onnxruntime import OnnxRuntimeRunner  # noqa: E402
 
 STRATEGIES = ("ranked", "prefix", "contiguous", "linear")
 IMAGE_MODELS = {  # key -> (input shape, preprocessing preset)
@@ -80,7 +80,7 @@ PLANTED = {
 def image_batches(key: str, folder: Path, count: int):
     model = load_onnx(real_model_path(key))
     shape, preset = IMAGE_MODELS[key]
-    specs = resolve_input_specs(model_inputs(model), {"x": shape}, 1)
+    specs = resolve_input_specs(real_inputs(model), {"x": shape}, 1)
     dataset = open_dataset(folder, specs, PreprocessSpec(**PRESETS[preset].fields), limit=count)
     return model, list(dataset.batches(1))
 

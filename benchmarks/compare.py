@@ -52,12 +52,12 @@ def _images(n: int, folder: Path) -> Path:
 
 
 def _batches(folder: Path, size: int) -> list[dict[str, np.ndarray]]:
+    from trtq._core.tensors import TensorInfo
     from trtq.datasets.folder import open_dataset
-    from trtq.datasets.input_spec import InputSpec
     from trtq.datasets.preprocess import PRESETS, PreprocessSpec
 
     spec = PreprocessSpec(**PRESETS["paddleocr"].fields)
-    ds = open_dataset(folder, [InputSpec("x", (1, 3, size, size), np.float32)], spec, workers=0)
+    ds = open_dataset(folder, [TensorInfo("x", (1, 3, size, size), np.float32)], spec, workers=0)
     return list(ds.batches(1))
 
 

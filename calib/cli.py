@@ -155,7 +155,7 @@ def run_cmd(**opts: Any) -> None:
 
 
 def _run(opts: dict[str, Any]) -> None:
-    from trtq._core.onnx_model import model_summary
+    from trtq._core.onnx_model import model_summary, real_inputs
     from trtq.calib.histogram import DEFAULT_BINS
     from trtq.calib.methods import get_method
     from trtq.calib.resumable import calibrate_dataset
@@ -163,7 +163,6 @@ def _run(opts: dict[str, Any]) -> None:
     from trtq.calib.summary import calib_document
     from trtq.datasets import default_batch_size
     from trtq.datasets.cli_options import dataset_from_options
-    from trtq.runtime.onnxruntime import model_inputs as declared_inputs
 
     config, config_path = find_config()
     model_path = model_from(
@@ -183,7 +182,7 @@ def _run(opts: dict[str, Any]) -> None:
     from trtq._core.onnx_model import load_onnx
 
     proto = load_onnx(model_path)
-    model_inputs = declared_inputs(proto)  # the session is opened once, by calibrate()
+    model_inputs = real_inputs(proto)  # the session is opened once, by calibrate()
     batch_size = int(setting(opts, config, "batch_size", default_batch_size(model_inputs)))
     dataset, specs = dataset_from_options(model_inputs, batch_size, opts, config, config_path=config_path)
 

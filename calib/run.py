@@ -20,8 +20,9 @@ import numpy as np
 import onnx
 
 from trtq._core.errors import InputError
-from trtq._core.onnx_model import TensorSite, float_tensors, load_onnx
+from trtq._core.onnx_model import float_tensors, load_onnx
 from trtq._core.progress import ProgressFn, null_progress
+from trtq._core.tensors import TensorInfo
 from trtq.calib.cache import DEFAULT_TRT_VERSION, CalibrationCache
 from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
 from trtq.calib.methods import available_methods, get_method
@@ -54,7 +55,7 @@ class CalibrationResult:
     """What a calibration produced: histograms, the chosen thresholds, and run statistics."""
 
     histograms: HistogramSet
-    sites: list[TensorSite]
+    sites: list[TensorInfo]  # the calibrated float tensors (float_tensors: with their producers)
     method: str
     params: dict[str, object]
     amax: dict[str, float]
@@ -84,7 +85,7 @@ class CalibrationResult:
         return self._by_method
 
 
-def model_sites(model: onnx.ModelProto) -> list[TensorSite]:
+def model_sites(model: onnx.ModelProto) -> list[TensorInfo]:
     sites = float_tensors(model)
     if not sites:
         raise InputError("the model has no float tensors to calibrate")
@@ -138,8 +139,8 @@ def calibrate(
     for n in names:
         if n not in hs:
             hs._add_name(n)
-    input_names = [s.name for s in sites if s.node is None]
-    output_names = [s.name for s in sites if s.node is not None]
+    input_names = [s.name for s in sites if s.producer is None]
+    output_names = [s.name for s in sites if s.producer is not None]
     start = time.perf_counter()
     n_batches = 0
     with (
@@ -175,7 +176,7 @@ def result_from_histograms(
     sites = (
         model_sites(model if isinstance(model, onnx.ModelProto) else load_onnx(model))
         if model
-        else [TensorSite(n, None, None, i) for i, n in enumerate(histograms.names)]
+        else [TensorInfo(n) for n in histograms.names]
     )
     return CalibrationResult(
         histograms, sites, method, dict(params), compute_amax(histograms, method, **params)

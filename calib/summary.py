@@ -27,12 +27,13 @@ def calib_document(
         if site.name not in hs:
             continue
         amax = result.amax[site.name]
+        where = site.producer
         tensors.append(
             {
                 "name": site.name,
-                "node": site.node,
-                "op_type": site.op_type,
-                "index": site.index,
+                "node": where.node if where else None,
+                "op_type": where.op_type if where else None,
+                "index": where.index if where else -1,
                 "amax": amax,
                 "scale": amax / 127.0,
                 "max_abs": hs.max_abs(site.name),

@@ -12,11 +12,12 @@ The CLI options (``--data``, ``--shape``, ``--preset``, ...) live in
 :mod:`trtq.datasets.cli_options`, the only module here that imports click.
 """
 
+from trtq._core.tensors import TensorInfo
 from trtq.datasets.batching import DatasetStats
 from trtq.datasets.dataset import Dataset
 from trtq.datasets.folder import open_dataset
 from trtq.datasets.image_folder import IMAGE_EXTENSIONS, ImageGeometry, image_geometry
-from trtq.datasets.input_spec import InputSpec, default_batch_size, parse_shape_arg, resolve_input_specs
+from trtq.datasets.input_spec import default_batch_size, parse_shape_arg, resolve_input_specs, static_inputs
 from trtq.datasets.iterable import IterableDataset, from_iterable
 from trtq.datasets.preprocess import PRESETS, PreprocessSpec
 from trtq.datasets.tensor_folder import TENSOR_EXTENSIONS
@@ -29,7 +30,6 @@ __all__ = [
     "default_batch_size",
     "DatasetStats",
     "ImageGeometry",
-    "InputSpec",
     "IterableDataset",
     "PreprocessSpec",
     "from_iterable",
@@ -37,4 +37,6 @@ __all__ = [
     "open_dataset",
     "parse_shape_arg",
     "resolve_input_specs",
+    "static_inputs",
+    "TensorInfo",
 ]

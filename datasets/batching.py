@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trtq._core.progress import ProgressFn
+from trtq._core.tensors import TensorInfo
 from trtq.datasets.bad_file import BadFile
-from trtq.datasets.input_spec import InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class DatasetStats:
         }
 
 
-def split_samples(arrays: Mapping[str, np.ndarray], inputs: Sequence[InputSpec]) -> list[Sample]:
+def split_samples(arrays: Mapping[str, np.ndarray], inputs: Sequence[TensorInfo]) -> list[Sample]:
     """Split arrays keyed by input name into samples; raises :class:`BadFile` if they do not fit.
 
     An array whose rank equals the input's rank is a batch of samples along axis 0 (any count);
@@ -72,7 +72,7 @@ def common_count(counts: Mapping[str, int]) -> int:
     return next(iter(counts.values()))
 
 
-def count_from_shape(spec: InputSpec, shape: tuple[int, ...], dtype: np.dtype) -> int:
+def count_from_shape(spec: TensorInfo, shape: tuple[int, ...], dtype: np.dtype) -> int:
     if dtype.kind not in "biuf":
         raise BadFile(f"array '{spec.name}' has dtype {dtype}, expected numbers")
     sample = spec.sample_shape
@@ -89,7 +89,7 @@ def count_from_shape(spec: InputSpec, shape: tuple[int, ...], dtype: np.dtype) -
 
 def assemble(
     samples: Iterable[Sample],
-    inputs: Sequence[InputSpec],
+    inputs: Sequence[TensorInfo],
     batch_size: int,
     stats: DatasetStats,
     progress: ProgressFn,

@@ -39,12 +39,12 @@ import click
 
 from trtq._core.config import resolve_path
 from trtq._core.errors import InputError
+from trtq._core.tensors import TensorInfo
 from trtq.datasets.dataset import Dataset
 from trtq.datasets.folder import open_dataset
-from trtq.datasets.input_spec import InputSpec, parse_shape_arg, resolve_input_specs
+from trtq.datasets.input_spec import parse_shape_arg, resolve_input_specs
 from trtq.datasets.preprocess import COLORS, LAYOUTS, PRESETS, PreprocessSpec, get_preset, parse_number
 from trtq.datasets.resize import RESIZERS
-from trtq.runtime.runner import TensorInfo
 
 PREPROCESS_KEYS = ("resize", "color", "scale", "mean", "std", "layout", "dtype", "pad_value", "crop_fraction")
 DATA_KEYS = ("data", "shape", "limit", "shuffle", "seed", "strict", "workers")
@@ -211,7 +211,7 @@ def dataset_from_options(
     config: Mapping[str, Any],
     *,
     config_path: Path | None = None,
-) -> tuple[Dataset, list[InputSpec]]:
+) -> tuple[Dataset, list[TensorInfo]]:
     """Open the dataset the flags and config describe, for a model with ``model_inputs``.
 
     ``options`` are the click parameters of :func:`data_options` (``None`` = not given),

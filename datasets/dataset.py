@@ -12,9 +12,10 @@ import numpy as np
 
 from trtq._core.errors import InputError
 from trtq._core.progress import ProgressFn, null_progress
+from trtq._core.tensors import TensorInfo
 from trtq.datasets.bad_file import BadFile
 from trtq.datasets.batching import DatasetStats, Sample, assemble
-from trtq.datasets.input_spec import InputSpec
+from trtq.datasets.input_spec import static_inputs
 from trtq.datasets.prefetch import default_workers, ordered_map
 
 logger = logging.getLogger(__name__)
@@ -46,13 +47,13 @@ class Dataset:
         self,
         root: Path,
         source: Source,
-        inputs: Sequence[InputSpec],
+        inputs: Sequence[TensorInfo],
         *,
         strict: bool = False,
         workers: int | None = None,
     ) -> None:
         self.root = Path(root)
-        self.inputs = list(inputs)
+        self.inputs = static_inputs(inputs)
         self.strict = strict
         self.workers = workers
         self._source = source
@@ -151,7 +152,7 @@ class Dataset:
         return InputError(f"no usable {self.kind} in {self.root}")
 
 
-def _batch_size(batch_size: int | None, inputs: Sequence[InputSpec], prefetch: int = 0) -> int:
+def _batch_size(batch_size: int | None, inputs: Sequence[TensorInfo], prefetch: int = 0) -> int:
     """The batch size asked for (default: the inputs' batch dim), after checking it and ``prefetch``."""
     bs = inputs[0].shape[0] if batch_size is None else int(batch_size)
     if bs < 1:

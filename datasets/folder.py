@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from trtq._core.errors import InputError
+from trtq._core.tensors import TensorInfo
 from trtq.datasets.dataset import Dataset
 from trtq.datasets.image_folder import ImageFolder
-from trtq.datasets.input_spec import InputSpec
+from trtq.datasets.input_spec import static_inputs
 from trtq.datasets.preprocess import PreprocessSpec
 from trtq.datasets.tensor_folder import TensorFolder
 
@@ -47,7 +49,7 @@ def _sorted(root: Path, files: list[Path]) -> list[Path]:
 
 def open_dataset(
     path: str | os.PathLike,
-    inputs: Sequence[InputSpec],
+    inputs: Sequence[TensorInfo],
     preprocess: PreprocessSpec | None = None,
     *,
     limit: int | None = None,
@@ -74,6 +76,7 @@ def open_dataset(
         raise InputError(f"limit must be at least 1, got {limit}")
     if not inputs:
         raise InputError("the model has no inputs to feed")
+    inputs = static_inputs(inputs)
     found = {cls: files for cls, files in files_by_kind(root, FOLDER_KINDS).items() if files}
     if not found:
         looked = ", ".join(e for cls in FOLDER_KINDS for e in cls.extensions)
@@ -85,6 +88,6 @@ def open_dataset(
     if shuffle:
         files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))]
     if preprocess is not None and preprocess.dtype is not None:
-        inputs = [InputSpec(s.name, s.shape, np.dtype(preprocess.dtype)) for s in inputs]
+        inputs = [replace(s, dtype=np.dtype(preprocess.dtype)) for s in inputs]
     source = cls.from_files(files, inputs, preprocess, limit)
     return Dataset(root, source, inputs, strict=strict, workers=workers)

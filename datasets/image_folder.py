@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from trtq._core.errors import InputError
+from trtq._core.tensors import TensorInfo
 from trtq.datasets.bad_file import BadFile
 from trtq.datasets.batching import Sample
 from trtq.datasets.decode import decode_image
-from trtq.datasets.input_spec import InputSpec
 from trtq.datasets.preprocess import PreprocessSpec, to_sample
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -28,7 +28,7 @@ class ImageGeometry:
     layout: str
 
 
-def image_geometry(spec: InputSpec, layout: str | None = None) -> ImageGeometry:
+def image_geometry(spec: TensorInfo, layout: str | None = None) -> ImageGeometry:
     """Read H, W, C from a 4-D input; ``layout=None`` infers it from the dim of size 1 or 3
     (dim 1 is preferred: NCHW)."""
     if len(spec.shape) != 4:
@@ -61,7 +61,7 @@ class ImageFolder:
     extensions = IMAGE_EXTENSIONS
 
     def __init__(
-        self, files: Sequence[Path], inputs: Sequence[InputSpec], preprocess: PreprocessSpec
+        self, files: Sequence[Path], inputs: Sequence[TensorInfo], preprocess: PreprocessSpec
     ) -> None:
         if len(inputs) != 1:
             raise InputError(
@@ -79,7 +79,7 @@ class ImageFolder:
     def from_files(
         cls,
         files: Sequence[Path],
-        inputs: Sequence[InputSpec],
+        inputs: Sequence[TensorInfo],
         preprocess: PreprocessSpec | None,
         limit: int | None,
     ) -> ImageFolder:

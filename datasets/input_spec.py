@@ -9,37 +9,23 @@ batch dim is dynamic).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-
-import numpy as np
+from collections.abc import Iterable, Mapping, Sequence
 
 from trtq._core.errors import InputError
-from trtq.runtime.runner import TensorInfo
+from trtq._core.tensors import TensorInfo, is_static_dim
 
 SHAPE_SYNTAX = "NAME:DIMS, e.g. --shape x:1x3x640x640 (batch dim included)"
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """One model input with a fully static shape (batch dim included) and its numpy dtype."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
-        object.__setattr__(self, "dtype", np.dtype(self.dtype))
-        if not self.shape or any(d <= 0 for d in self.shape):
-            raise InputError(
-                f"input '{self.name}': shape {self.shape} must have a batch dim and positive sizes"
-            )
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        """The shape of one sample (the batch dim removed)."""
-        return self.shape[1:]
+def static_inputs(inputs: Iterable[TensorInfo]) -> list[TensorInfo]:
+    """``inputs`` as a list, checked to be what a dataset can fill: every shape fully static,
+    batch dim included, all sizes positive (else :class:`InputError` naming the input)."""
+    out = list(inputs)
+    for t in out:
+        shape = t.shape or ()
+        if not shape or any(not isinstance(d, int) or d <= 0 for d in shape):
+            raise InputError(f"input '{t.name}': shape {t.shape} must have a batch dim and positive sizes")
+    return out
 
 
 def parse_shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
@@ -62,8 +48,8 @@ def parse_shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def _is_dynamic(dim: object) -> bool:
-    return not (isinstance(dim, int | np.integer) and dim > 0)
+def _is_dynamic(dim: object) -> bool:  # 0 too: no input can be fed a zero-size dim
+    return not (is_static_dim(dim) and dim > 0)
 
 
 def _example(info: TensorInfo, batch: int) -> str:
@@ -81,7 +67,7 @@ def resolve_input_specs(
     inputs: Sequence[TensorInfo],
     shapes: Mapping[str, Sequence[int]] | None = None,
     batch_size: int | None = None,
-) -> list[InputSpec]:
+) -> list[TensorInfo]:
     """Make every model input static, from the model's shapes, ``shapes`` and ``batch_size``.
 
     - a shape in ``shapes`` must have the input's rank and agree with its static dims;
@@ -138,5 +124,5 @@ def resolve_input_specs(
                 f"input '{info.name}' {tuple(info.shape)} has dynamic dim(s) {what}: give its shape with "
                 f"{_example(info, dims[0] or 1)} (replace each D<i> with a size); syntax {SHAPE_SYNTAX}"
             )
-        specs.append(InputSpec(info.name, tuple(int(d) for d in dims), info.dtype))  # type: ignore[arg-type]
-    return specs
+        specs.append(TensorInfo(info.name, tuple(int(d) for d in dims), info.dtype))  # type: ignore[arg-type]
+    return static_inputs(specs)

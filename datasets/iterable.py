@@ -17,10 +17,11 @@ import numpy as np
 
 from trtq._core.errors import InputError
 from trtq._core.progress import ProgressFn, null_progress
+from trtq._core.tensors import TensorInfo
 from trtq.datasets.bad_file import BadFile
 from trtq.datasets.batching import DatasetStats, Sample, assemble, split_samples
 from trtq.datasets.dataset import _batch_size
-from trtq.datasets.input_spec import InputSpec
+from trtq.datasets.input_spec import static_inputs
 from trtq.datasets.prefetch import read_ahead
 
 
@@ -30,9 +31,9 @@ class IterableDataset:
     kind = "iterable"
 
     def __init__(
-        self, iterable: Iterable[Mapping[str, Any]], inputs: Sequence[InputSpec], length: int | None = None
+        self, iterable: Iterable[Mapping[str, Any]], inputs: Sequence[TensorInfo], length: int | None = None
     ):
-        self.inputs = list(inputs)
+        self.inputs = static_inputs(inputs)
         self._iterable = iterable
         self._length = length
         self._stats = DatasetStats()
@@ -102,10 +103,10 @@ class IterableDataset:
 
 
 def from_iterable(
-    iterable: Iterable[Mapping[str, Any]], inputs: Sequence[InputSpec], *, length: int | None = None
+    iterable: Iterable[Mapping[str, Any]], inputs: Sequence[TensorInfo], *, length: int | None = None
 ) -> IterableDataset:
     """Wrap an iterable of ``{input_name: array}`` dicts (one sample or a batch each; see the
     module docstring). ``length`` (samples), if known, sizes progress bars and ``len()``."""
     if not inputs:
-        raise InputError("from_iterable needs at least one InputSpec")
+        raise InputError("from_iterable needs at least one input")
     return IterableDataset(iterable, inputs, length)

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from trtq._core.errors import InputError
+from trtq._core.tensors import TensorInfo
 from trtq.datasets.bad_file import BadFile
 from trtq.datasets.batching import Sample, common_count, count_from_shape, split_samples
-from trtq.datasets.input_spec import InputSpec
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class TensorFolder:
     noun = "tensor"
     extensions = TENSOR_EXTENSIONS
 
-    def __init__(self, files: Sequence[Path], inputs: Sequence[InputSpec], limit: int | None = None) -> None:
+    def __init__(self, files: Sequence[Path], inputs: Sequence[TensorInfo], limit: int | None = None) -> None:
         self.inputs = list(inputs)
         npy = [f for f in files if f.suffix.lower() == ".npy"]
         if npy and len(self.inputs) != 1:
@@ -72,7 +72,7 @@ class TensorFolder:
 
     @classmethod
     def from_files(
-        cls, files: Sequence[Path], inputs: Sequence[InputSpec], preprocess: object, limit: int | None
+        cls, files: Sequence[Path], inputs: Sequence[TensorInfo], preprocess: object, limit: int | None
     ) -> TensorFolder:
         """``limit`` counts samples; ``preprocess`` does not apply to tensors."""
         if preprocess is not None:
@@ -139,7 +139,7 @@ def _npy_header(path: Path, name: str) -> dict[str, tuple[tuple[int, ...], np.dt
     return {name: (shape, dtype)}
 
 
-def _npz_headers(path: Path, inputs: Sequence[InputSpec]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def _npz_headers(path: Path, inputs: Sequence[TensorInfo]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     try:
         with zipfile.ZipFile(path) as zf:
             members = {n[:-4]: n for n in zf.namelist() if n.endswith(".npy")}

@@ -277,17 +277,19 @@ def model_layers(model: onnx.ModelProto) -> list[Layer]:
     is one layer, pinned as a whole.
     """
     from trtq.precision.emulate import folded
-    from trtq.precision.emulation_fusion import find_layers, node_name
+    from trtq.precision.emulation_fusion import find_layers
 
     model = folded(model)
     layers = []
-    for fused in find_layers(model).layers:
+    found = find_layers(model)
+    names = found.node_names
+    for fused in found.layers:
         if not fused.outputs:
             continue
-        members = tuple(node_name(model, i) for i in fused.nodes)
+        members = tuple(names[i] for i in fused.nodes)
         layers.append(
             Layer(
-                node_name(model, fused.head),
+                names[fused.head],
                 fused.outputs[0],
                 model.graph.node[fused.head].op_type,
                 max(fused.nodes),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,12 +71,11 @@ class PrecisionTools:
         shapes: Mapping[str, Sequence[int]],
     ) -> Any:
         from trtq.calib.cache import read_cache
-        from trtq.calib.tensorrt.device_buffers import BufferSpec
         from trtq.calib.tensorrt.factory import make_calibrator
         from trtq.calib.tensorrt.registry import calibrator_for_algorithm
 
         cache = read_cache(cache_path)
-        specs = [BufferSpec(i.name, tuple(shapes[i.name]), i.dtype) for i in inputs]
+        specs = [replace(i, shape=tuple(shapes[i.name])) for i in inputs]
         batch = shapes[inputs[0].name][0] if inputs and shapes[inputs[0].name] else 1
         adapter = calibrator_for_algorithm(cache.algorithm)
         return make_calibrator(

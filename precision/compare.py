@@ -195,11 +195,15 @@ def compare_runs(
     first = plan_emulation(base, configs[0], amax)
     tensors = first.graph.sites
     plans: list[EmulationPlan] = [first] + [plan_emulation(base, c, amax, sites=tensors) for c in configs[1:]]
-    sites = [(s.index, s.node or "", s.name, s.op_type or "") for s in tensors]
+    sites = [
+        (s.producer.index, s.producer.node, s.name, s.producer.op_type)
+        if s.producer
+        else (-1, "", s.name, "")
+        for s in tensors
+    ]
     names = [s[2] for s in sites]
     output_names = [o.name for o in base.graph.output]
-    graph_inputs = {i.name for i in base.graph.input}
-    compare_names = [n for n in names if n not in graph_inputs]
+    compare_names = [s.name for s in tensors if s.producer is not None]  # graph inputs are fed, not compared
 
     sessions: list[tuple[int, Runner]] = []  # (config index, graphwise runner)
     lw_maps: list[dict[str, str]] = []
@@ -295,8 +299,6 @@ def _fetchable(runner: Runner, names: Sequence[str]) -> list[str]:
 
 
 def _layerwise_records(plan: EmulationPlan, acc: Mapping[str, MetricAccumulator]) -> list[TensorRecord]:
-    from trtq.precision.emulation_fusion import node_name
-
     model = plan.model
     recs: list[TensorRecord] = []
     for lp in plan.layers:
@@ -304,7 +306,7 @@ def _layerwise_records(plan: EmulationPlan, acc: Mapping[str, MetricAccumulator]
             continue
         layer = lp.layer
         pin = plan.pin_node(layer)
-        fused = tuple(node_name(model, n) for n in layer.nodes)
+        fused = tuple(plan.graph.node_names[n] for n in layer.nodes)
         for o in layer.outputs:
             if o in acc and acc[o].n:
                 idx = plan.graph.producer[o]

@@ -49,9 +49,10 @@ import onnx
 from onnx import numpy_helper
 
 from trtq._core.errors import InputError
-from trtq._core.onnx_model import TensorSite
+from trtq._core.onnx_model import node_names
+from trtq._core.tensors import TensorInfo
 from trtq.precision import qdq
-from trtq.precision.emulation_fusion import ANCHORS, Layer, LayerGraph, find_layers, node_name
+from trtq.precision.emulation_fusion import ANCHORS, Layer, LayerGraph, find_layers
 from trtq.precision.fold import fold_model, is_folded
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class EmulationPlan:
 
     def pin_node(self, layer: Layer) -> str:
         """The node to pin to keep ``layer`` in FP32: its Conv/Gemm/MatMul, else its last node."""
-        return node_name(self.model, layer.head)
+        return self.graph.node_names[layer.head]
 
 
 def folded(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -154,7 +155,7 @@ def plan_emulation(
     config: EmulationConfig,
     amax: Mapping[str, float] | None = None,
     *,
-    sites: Sequence[TensorSite] | None = None,
+    sites: Sequence[TensorInfo] | None = None,
 ) -> EmulationPlan:
     """Decide, layer by layer, what the TensorRT build would run in which precision.
 
@@ -164,8 +165,7 @@ def plan_emulation(
         raise InputError("INT8 emulation needs activation ranges: pass a calibration cache (amax per tensor)")
     amax = dict(amax or {})
     model = folded(model)
-    names = {node_name(model, i) for i in range(len(model.graph.node))}
-    unknown = sorted(set(config.pins) - names)
+    unknown = sorted(set(config.pins) - set(node_names(model)))
     if unknown:
         raise InputError(f"pinned node(s) not in the model: {', '.join(unknown[:5])}")
     lg = find_layers(model, config.pins, sites=sites)
@@ -178,7 +178,7 @@ def plan_emulation(
     missing: set[str] = set()
     plans: list[LayerPlan] = []
     for layer in lg.layers:
-        if any(node_name(model, n) in config.pins for n in layer.nodes):
+        if any(lg.node_names[n] in config.pins for n in layer.nodes):
             plans.append(LayerPlan(layer, pinned=True, fp16=False))
             continue
         quant: set[tuple[int, int]] = set()
@@ -237,7 +237,7 @@ def emulate(
     config: EmulationConfig,
     amax: Mapping[str, float] | None = None,
     *,
-    sites: Sequence[TensorSite] | None = None,
+    sites: Sequence[TensorInfo] | None = None,
 ) -> onnx.ModelProto:
     """An ONNX Runtime model emulating the TensorRT build described by ``config``.
 
@@ -363,7 +363,7 @@ def build_layerwise_model(plans: Iterable[EmulationPlan]) -> tuple[onnx.ModelPro
             for idx in lp.layer.nodes:
                 node = onnx.NodeProto()
                 node.CopyFrom(originals[idx])
-                node.name = (node.name or f"{node.op_type}_{idx}") + suffix
+                node.name = plan.graph.node_names[idx] + suffix
                 for pos, t in enumerate(node.input):
                     if t in lp.layer.internal:
                         node.input[pos] = t + suffix

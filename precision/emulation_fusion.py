@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from trtq._core.onnx_model import TensorSite, float_tensors
+from trtq._core.onnx_model import float_tensors, node_names
+from trtq._core.tensors import TensorInfo
 
 ANCHORS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 POINTWISE = frozenset(
@@ -78,17 +79,12 @@ class LayerGraph:
     layers: tuple[Layer, ...]
     activations: frozenset[str]  # float activation tensors (see trtq._core.onnx_model.float_tensors)
     producer: dict[str, int]  # tensor -> node index
-    sites: tuple[TensorSite, ...] = ()  # the float tensors themselves, topological order
-
-
-def node_name(model: onnx.ModelProto, index: int) -> str:
-    """The node's name, or ``<op_type>_<index>`` for unnamed nodes (as float_tensors names them)."""
-    node = model.graph.node[index]
-    return node.name or f"{node.op_type}_{index}"
+    sites: tuple[TensorInfo, ...] = ()  # the float tensors themselves, topological order
+    node_names: tuple[str, ...] = ()  # every node's name (trtq._core.onnx_model.node_names), by index
 
 
 def find_layers(
-    model: onnx.ModelProto, pins: Iterable[str] = (), *, sites: Sequence[TensorSite] | None = None
+    model: onnx.ModelProto, pins: Iterable[str] = (), *, sites: Sequence[TensorInfo] | None = None
 ) -> LayerGraph:
     """Group the nodes of a folded, topologically sorted ``model`` into TensorRT layers.
 
@@ -113,7 +109,8 @@ def find_layers(
     graph_outputs = {o.name for o in graph.output}
     layer_nodes = sorted({producer[s.name] for s in sites if s.name in producer})
     is_layer = set(layer_nodes)
-    pinned = {i for i in layer_nodes if node_name(model, i) in pins}
+    names = tuple(node_names(model))
+    pinned = {i for i in layer_nodes if names[i] in pins}
 
     parent = {i: i for i in layer_nodes}
     members: dict[int, set[int]] = {i: {i} for i in layer_nodes}
@@ -194,4 +191,6 @@ def find_layers(
                     outs.append(o)
         layer_internal = frozenset(o for n in nodes for o in graph.node[n].output if o in internal)
         layers.append(Layer(lid, nodes, anchor, tuple(ins), tuple(outs), layer_internal))
-    return LayerGraph(layers=tuple(layers), activations=activations, producer=producer, sites=sites)
+    return LayerGraph(
+        layers=tuple(layers), activations=activations, producer=producer, sites=sites, node_names=names
+    )

@@ -24,10 +24,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtq._core.errors import InputError
-from trtq._core.onnx_model import tensor_types
+from trtq._core.onnx_model import keep_metadata, tensor_types
 from trtq.precision import qdq
 from trtq.precision.emulate import _ZP, EmulationConfig, folded, plan_emulation, prune_initializers
-from trtq.precision.emulation_fusion import node_name
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ def export_qdq(
                     node.input[pos] = _weight_dq(t, w[1], inits, made, new_inits, nodes)
                 elif (idx, pos) in lp.quant_edges:
                     node.input[pos] = _activation_qdq(t, plan.amax[t], made, new_inits, nodes)
-        if node_name(plan.model, idx) in config.pins:  # by index: an unnamed node is pinned as Op_idx
+        if plan.graph.node_names[idx] in config.pins:  # by index: an unnamed node is pinned as Op_idx
             kept_fp32.add(len(nodes))
         nodes.append(node)
     del graph.node[:]
@@ -101,9 +100,7 @@ def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
         raise InputError(
             f"cannot raise the model from opset {current} to {opset} for Q/DQ export: {exc}"
         ) from exc
-    del converted.metadata_props[:]
-    converted.metadata_props.extend(model.metadata_props)
-    return converted
+    return keep_metadata(converted, model)
 
 
 def _activation_qdq(

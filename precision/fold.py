@@ -2,7 +2,8 @@
 
 Passes, in this order (each returns a new model; the input is never modified):
 
-1. ``fold_constants`` (onnx-graphsurgeon): every subgraph computable from initializers and
+1. :func:`trtq._core.onnx_fold.fold_constants` (onnx-graphsurgeon, with trtq's one exclusion
+   list: random ops, Q/DQ, control flow): every subgraph computable from initializers and
    ``Constant`` nodes becomes an initializer. PaddlePaddle exports (PP-OCR) keep their weights in
    ``Constant`` nodes; after this pass they are ordinary initializers.
 2. BatchNormalization after a Conv / ConvTranspose whose output feeds only that BatchNorm is
@@ -18,14 +19,14 @@ Conv's own pre-BatchNorm output disappears, as it does in a TensorRT engine.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-logger = logging.getLogger(__name__)
+from trtq._core.onnx_fold import fold_constants
+from trtq._core.onnx_model import export_graph, tensor_ranks
 
 _CONV_OPS = ("Conv", "ConvTranspose")
 
@@ -45,41 +46,13 @@ def is_folded(model: onnx.ModelProto) -> bool:
 def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnx_graphsurgeon as gs
 
-    graph = gs.import_onnx(model)
-    try:
-        graph.fold_constants(error_ok=True)
-    except Exception as exc:  # graphsurgeon evaluates subgraphs with ONNX Runtime; keep going
-        logger.debug("fold_constants failed (%s); continuing with Constant nodes lifted only", exc)
-    graph.cleanup().toposort()
-    out = gs.export_onnx(graph, do_type_check=False)
-    return _keep_metadata(model, out)
+    return export_graph(fold_constants(gs.import_onnx(model)).toposort(), model)
 
 
 def _cleanup(model: onnx.ModelProto) -> onnx.ModelProto:
     import onnx_graphsurgeon as gs
 
-    graph = gs.import_onnx(model)
-    graph.cleanup().toposort()
-    return _keep_metadata(model, gs.export_onnx(graph, do_type_check=False))
-
-
-def _keep_metadata(src: onnx.ModelProto, dst: onnx.ModelProto) -> onnx.ModelProto:
-    dst.ir_version = src.ir_version
-    del dst.opset_import[:]
-    dst.opset_import.extend(src.opset_import)
-    del dst.metadata_props[:]
-    dst.metadata_props.extend(src.metadata_props)
-    dst.producer_name = src.producer_name
-    return dst
-
-
-def _ranks(model: onnx.ModelProto) -> dict[str, int]:
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:
-        return {}
-    vis = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
-    return {v.name: len(v.type.tensor_type.shape.dim) for v in vis if v.type.tensor_type.HasField("shape")}
+    return export_graph(gs.import_onnx(model).cleanup().toposort(), model)
 
 
 def _fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -95,7 +68,7 @@ def _fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
         for i in n.input:
             consumers[i] += 1
     graph_outputs = {o.name for o in graph.output}
-    ranks = _ranks(model)
+    ranks = tensor_ranks(model)
     used_names = set(inits) | {o for n in graph.node for o in n.output} | {n.name for n in graph.node}
 
     def fresh(base: str) -> str:

@@ -19,9 +19,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from trtq._core.onnx_model import float_tensors
+from trtq._core.onnx_model import float_tensors, node_names
 from trtq.precision.emulate import folded
-from trtq.precision.emulation_fusion import node_name
 from trtq.precision.qdq import FP16_MAX
 
 _FLOAT = (
@@ -72,9 +71,9 @@ def fp16_range_check(
     """
     m = folded(model) if fold else model
     consumer: dict[str, str] = {}
-    for idx, node in enumerate(m.graph.node):
+    for node, name in zip(m.graph.node, node_names(m), strict=True):
         for i in node.input:
-            consumer.setdefault(i, node_name(m, idx))
+            consumer.setdefault(i, name)
     issues: list[RangeIssue] = []
     for name, value in _constants(m):
         if value.size:
@@ -82,7 +81,7 @@ def fp16_range_check(
                 big = float(np.nanmax(np.abs(value.astype(np.float64))))
             if big > limit:
                 issues.append(RangeIssue("initializer", name, consumer.get(name), big))
-    producers = {s.name: s.node for s in float_tensors(m)}
+    producers = {s.name: s.producer.node if s.producer else None for s in float_tensors(m)}
     ranges: dict[str, float] = {}
     for source in (amax or {}), (observed or {}):
         for name, value in source.items():

@@ -32,8 +32,8 @@ import onnx
 
 from trtq._core.errors import InputError
 from trtq._core.jsonio import write_json
+from trtq._core.onnx_model import node_names
 from trtq.precision.emulate import PRECISIONS
-from trtq.precision.emulation_fusion import node_name
 
 
 def write_pins(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
@@ -108,9 +108,9 @@ def tensorrt_constraints(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 def check_nodes_exist(model: onnx.ModelProto, nodes: Iterable[str], source: str = "model") -> None:
     """Raise :class:`InputError` naming the first pinned node the model does not have.
 
-    Unnamed ONNX nodes are known as ``<op_type>_<index>`` (as :func:`float_tensors` names them).
+    Unnamed ONNX nodes are known as ``<op_type>_<index>`` (:func:`~trtq._core.onnx_model.node_names`).
     """
-    names = {node_name(model, i) for i in range(len(model.graph.node))}
+    names = set(node_names(model))
     missing = [n for n in nodes if n not in names]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""

@@ -20,9 +20,9 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
 
+from trtq._core.onnx_model import ensure_node_names, node_names
 from trtq.surgery import support_table as table
 from trtq.surgery.findings import CheckReport, Finding
-from trtq.surgery.graph_util import ensure_node_names
 from trtq.surgery.restrictions import checks_for
 from trtq.surgery.rule import Rule, make_rules
 from trtq.surgery.scope import Scope
@@ -85,8 +85,7 @@ def _walk_nodes(
         fake = onnx.GraphProto()
         fake.node.extend(learn_from.node)
         scope.learn(fake)
-    for idx, node in enumerate(nodes):
-        name = node.name or f"{node.op_type}_{idx}"
+    for node, name in zip(nodes, node_names(nodes), strict=True):
         for severity, reason in node_issues(node, scope, functions):
             findings.append(Finding(node.op_type, name, reason, severity, location))
         for a in node.attribute:  # If then/else_branch, Loop/Scan body

@@ -17,9 +17,9 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from trtq._core.errors import CheckFailed, first_line
+from trtq._core.onnx_model import ensure_node_names, export_graph
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.surgery.check import infer
-from trtq.surgery.graph_util import ensure_node_names
 from trtq.surgery.rule import Rule
 
 log = logging.getLogger(__name__)
@@ -58,23 +58,7 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
 
 def export_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     """Export ``graph`` keeping ``like``'s IR version, producer, metadata and extra opset imports."""
-    graph.cleanup().toposort()
-    out = gs.export_onnx(graph, do_type_check=False)
-    out.ir_version = like.ir_version
-    out.producer_name = like.producer_name or out.producer_name
-    out.producer_version = like.producer_version
-    out.model_version = like.model_version
-    out.doc_string = like.doc_string
-    del out.metadata_props[:]
-    out.metadata_props.extend(like.metadata_props)
-    domains = {o.domain for o in out.opset_import}
-    for op in like.opset_import:
-        if op.domain not in domains and op.domain not in ("", "ai.onnx"):
-            out.opset_import.append(op)
-            domains.add(op.domain)
-    used = {n.domain for n in out.graph.node} | {f.domain for f in out.functions}
-    for domain in sorted(used - domains - {"", "ai.onnx"}):
-        out.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+    out = export_graph(graph.cleanup().toposort(), like)
     # gs writes inferred value_info; drop it so stale shapes never survive a rewrite.
     del out.graph.value_info[:]
     return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 
 from trtq._core.onnx_model import RANDOM_OPS
@@ -95,22 +94,6 @@ def add_node(
         node.domain = domain
     graph.nodes.append(node)
     return node
-
-
-def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Give every unnamed node of the main graph a unique name ``<OpType>_<index>`` (in place).
-
-    ``surgery check`` and ``surgery fix`` refer to nodes by name, so both name them the same way.
-    """
-    taken = {n.name for n in model.graph.node if n.name}
-    for idx, node in enumerate(model.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{idx}"
-            while name in taken:
-                name += "_"
-            node.name = name
-            taken.add(name)
-    return model
 
 
 def is_random(node: gs.Node) -> bool:

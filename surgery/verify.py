@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from trtq._core.errors import InputError, first_line
+from trtq._core.onnx_model import real_inputs
 
 DEFAULT_RTOL = 1e-5
 DEFAULT_DIM = 1  # value for a symbolic batch dimension (axis 0)
@@ -71,24 +72,18 @@ def input_shapes(
     """Concrete input shapes: ``overrides`` first, then static dims; symbolic dims become
     ``DEFAULT_DIM`` on axis 0 and ``DEFAULT_SPATIAL`` elsewhere."""
     overrides = dict(overrides or {})
-    inits = {i.name for i in model.graph.initializer}
-    feeds = [i.name for i in model.graph.input if i.name not in inits]
+    feeds = real_inputs(model)
     if "" in overrides and len(feeds) == 1:  # --shape DIMS without a name: the only input
-        overrides.setdefault(feeds[0], overrides.pop(""))
+        overrides.setdefault(feeds[0].name, overrides.pop(""))
     shapes = {}
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
+    for inp in feeds:
         if inp.name in overrides:
             shapes[inp.name] = tuple(overrides.pop(inp.name))
             continue
-        dims = []
-        for axis, d in enumerate(inp.type.tensor_type.shape.dim):
-            if d.HasField("dim_value") and d.dim_value > 0:
-                dims.append(int(d.dim_value))
-            else:
-                dims.append(DEFAULT_DIM if axis == 0 else DEFAULT_SPATIAL)
-        shapes[inp.name] = tuple(dims)
+        shapes[inp.name] = tuple(
+            d if isinstance(d, int) else DEFAULT_DIM if axis == 0 else DEFAULT_SPATIAL
+            for axis, d in enumerate(inp.shape)
+        )
     if overrides:
         raise InputError(f"--shape names unknown input(s) {sorted(overrides)}; inputs: {sorted(shapes)}")
     return shapes
@@ -100,10 +95,10 @@ def make_inputs(
     """Inputs for one trial: 0 normal, 1 uniform [0, 1), 2 zeros, then normal again with new seeds."""
     rng = np.random.default_rng(seed + trial)
     feeds = {}
-    for inp in model.graph.input:
+    for inp in real_inputs(model):
         if inp.name not in shapes:
             continue
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type))
+        dtype = inp.dtype
         shape = shapes[inp.name]
         if dtype == np.bool_:
             value = rng.random(shape) < 0.5

@@ -12,12 +12,11 @@ Nothing here imports TensorRT at import time. Public API:
 
 from trtq.calib.tensorrt.adapter import CalibrationBatchError, CalibratorAdapter
 from trtq.calib.tensorrt.calibrate import calibrate_with_tensorrt
-from trtq.calib.tensorrt.device_buffers import BufferSpec, CudaError, DeviceBuffers
+from trtq.calib.tensorrt.device_buffers import CudaError, DeviceBuffers
 from trtq.calib.tensorrt.factory import calibrator_class, make_calibrator
 from trtq.calib.tensorrt.registry import get_calibrator, list_calibrators, register_calibrator
 
 __all__ = [
-    "BufferSpec",
     "CalibrationBatchError",
     "CalibratorAdapter",
     "CudaError",

@@ -34,12 +34,13 @@ import numpy as np
 from trtq._core.atomic import atomic_write_bytes
 from trtq._core.errors import InputError, TrtqError, first_line
 from trtq._core.progress import ProgressFn, null_progress
+from trtq._core.tensors import TensorInfo
 from trtq.calib.cache import encode_trt_version, parse_cache
-from trtq.calib.tensorrt.device_buffers import BufferSpec, DeviceBuffers
+from trtq.calib.tensorrt.device_buffers import DeviceBuffers
 
 log = logging.getLogger(__name__)
 
-BuffersFactory = Callable[[Sequence[BufferSpec]], Any]
+BuffersFactory = Callable[[Sequence[TensorInfo]], Any]
 
 
 class CalibrationBatchError(TrtqError):
@@ -82,7 +83,7 @@ class CalibratorAdapter:
         batches: Iterable[Mapping[str, np.ndarray]] | None,
         *,
         batch_size: int,
-        inputs: Sequence[BufferSpec],
+        inputs: Sequence[TensorInfo],
         cache_path: str | os.PathLike | None = None,
         read_cache: bool = False,
         trt_version: str | None = None,

@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from trtq._core.errors import InputError, TrtqError
-from trtq._core.onnx_model import load_onnx
+from trtq._core.onnx_model import load_onnx, real_inputs
 from trtq._core.progress import ProgressFn, null_progress
+from trtq._core.tensors import TensorInfo
 from trtq._core.trt_import import (
     CPU_HINT,
     import_tensorrt,
@@ -30,10 +31,8 @@ from trtq._core.trt_import import (
     trt_version_string,
 )
 from trtq.calib.cache import read_cache
-from trtq.calib.tensorrt.device_buffers import BufferSpec
 from trtq.calib.tensorrt.factory import make_calibrator
 from trtq.calib.tensorrt.registry import get_calibrator
-from trtq.runtime.onnxruntime import model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ def calibrate_with_tensorrt(
         )
     model_file = Path(model_path)
     # the TensorRT network's inputs have the ONNX graph inputs' dtypes
-    dtypes = {t.name: t.dtype for t in model_inputs(load_onnx(model_file, load_external_data=False))}
+    dtypes = {t.name: t.dtype for t in real_inputs(load_onnx(model_file, load_external_data=False))}
     cache_file = Path(cache_path)
     reused = reuse_cache and cache_file.is_file()
 
@@ -119,7 +118,7 @@ def calibrate_with_tensorrt(
     if missing:
         raise InputError(f"batches have no array for model input(s) {missing}; they have {sorted(first)}")
     shapes = {n: tuple(int(d) for d in np.shape(first[n])) for n in dtypes}
-    specs = [BufferSpec(n, shapes[n], dtypes[n]) for n in dtypes]
+    specs = [TensorInfo(n, shapes[n], dtypes[n]) for n in dtypes]
 
     start = time.perf_counter()
     calib = make_calibrator(

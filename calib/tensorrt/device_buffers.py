@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from trtq._core.errors import InputError, TrtqError
+from trtq._core.tensors import TensorInfo
 from trtq._core.trt_import import _error_name, import_cudart
 
 
@@ -50,19 +50,6 @@ def cuda_check(cudart: ModuleType, call: str, result: Any) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-@dataclass(frozen=True)
-class BufferSpec:
-    """One network input: ``shape`` is the full batch shape (batch dimension first)."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
-
-
 def _release(cudart: ModuleType, pointers: dict[str, int], stream_box: list) -> None:
     """Free every allocation and the stream; safe to call twice (the containers are emptied)."""
     for ptr in list(pointers.values()):
@@ -76,11 +63,12 @@ class DeviceBuffers:
     """One device allocation per input, reused for every batch. A context manager.
 
     Args:
-        specs: the inputs, each with its batch shape and the network's dtype.
+        specs: the inputs (:class:`~trtq._core.tensors.TensorInfo`), each with its full batch
+            shape (batch dimension first) and the network's dtype.
         cudart: the CUDA runtime module (default: ``cuda.bindings.runtime``).
     """
 
-    def __init__(self, specs: Sequence[BufferSpec], *, cudart: ModuleType | None = None) -> None:
+    def __init__(self, specs: Sequence[TensorInfo], *, cudart: ModuleType | None = None) -> None:
         self._rt = cudart or import_cudart()
         self.specs = {s.name: s for s in specs}
         self._ptrs: dict[str, int] = {}

@@ -2,19 +2,19 @@
 
 Inputs that TensorRT wants as build-time constants (Reshape shapes, Unsqueeze/Squeeze axes,
 Resize scales, TopK K, ...) are often computed by small subgraphs of constants and ``Shape`` of
-static dimensions; folding turns them into initializers. Q/DQ nodes are never folded (that would
-dequantize INT8 weights), nor random ops. ``Constant`` nodes become initializers as a side effect,
-which does not change any value.
+static dimensions; folding turns them into initializers. The fold is trtq's one constant-folding
+pass, :func:`trtq._core.onnx_fold.fold_constants`, with its one exclusion list
+(:data:`~trtq._core.onnx_fold.NEVER_FOLD`: Q/DQ, random ops, control flow). ``Constant`` nodes
+become initializers as a side effect, which does not change any value.
 """
 
 from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import constant_value, find_node, is_omitted, is_random
+from trtq._core.onnx_fold import NEVER_FOLD, fold_constants
+from trtq.surgery.graph_util import constant_value, find_node, is_omitted
 from trtq.surgery.rule import Match, Rule, register_rule
-
-_NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "Constant", "If", "Loop", "Scan"})
 
 
 def _static(tensor: gs.Tensor) -> bool:
@@ -30,7 +30,7 @@ def foldable_nodes(graph: gs.Graph) -> list[gs.Node]:
         if node.op == "Constant":
             const.update(id(t) for t in node.outputs)
             continue
-        if node.op in _NEVER_FOLD or is_random(node):
+        if node.op in NEVER_FOLD:
             continue
         if node.op in ("Shape", "Size"):
             ok = bool(node.inputs) and _static(node.inputs[0])
@@ -44,18 +44,6 @@ def foldable_nodes(graph: gs.Graph) -> list[gs.Node]:
             if not any(t in graph.outputs for t in node.outputs):
                 found.append(node)
     return found
-
-
-def fold(graph: gs.Graph) -> gs.Graph:
-    """Fold every constant subgraph of ``graph`` in place (Q/DQ, random and control-flow nodes
-    excluded) and remove what became unused. ``Constant`` nodes become initializers."""
-    graph.fold_constants(
-        fold_shapes=True,
-        recurse_subgraphs=False,
-        error_ok=True,
-        should_exclude_node=lambda n: n.op in _NEVER_FOLD or is_random(n),
-    )
-    return graph.cleanup()
 
 
 @register_rule
@@ -83,6 +71,6 @@ class FoldConstants(Rule):
             return True  # folded by this pass's fold
         if name in self._left:
             return False
-        fold(graph)
+        fold_constants(graph)
         self._left = {n.name for n in foldable_nodes(graph)}
         return name not in self._left

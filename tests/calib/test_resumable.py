@@ -7,18 +7,18 @@ import pytest
 
 from trtq._core.errors import InputError, TrtqError
 from trtq._core.onnx_model import load_onnx
+from trtq._core.tensors import TensorInfo
 from trtq.calib.cache import read_cache
 from trtq.calib.histogram import HistogramSet
 from trtq.calib.resumable import calibrate_dataset
 from trtq.datasets.folder import open_dataset
-from trtq.datasets.input_spec import InputSpec
 from trtq.datasets.preprocess import PreprocessSpec
 
 pytestmark = pytest.mark.slow
 
 
 def _dataset(image_dir, limit=None):
-    spec = InputSpec("x", (1, 3, 160, 160), np.float32)
+    spec = TensorInfo("x", (1, 3, 160, 160), np.dtype(np.float32))
     return open_dataset(image_dir, [spec], PreprocessSpec.preset("paddleocr"), limit=limit)
 
 

@@ -7,14 +7,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from trtq.datasets import InputSpec
+from trtq.datasets import TensorInfo
 
 
 def image_input(
     h: int = 32, w: int = 32, c: int = 3, batch: int = 1, layout: str = "NCHW", dtype=np.float32
-) -> InputSpec:
+) -> TensorInfo:
     shape = (batch, c, h, w) if layout == "NCHW" else (batch, h, w, c)
-    return InputSpec("x", shape, np.dtype(dtype))
+    return TensorInfo("x", shape, np.dtype(dtype))
 
 
 def write_image(path: Path, image: np.ndarray) -> Path:

@@ -11,7 +11,7 @@ from ds_helpers import image_input, write_image
 
 import trtq.datasets.image_folder as image_folder_module
 from trtq._core.errors import InputError
-from trtq.datasets import InputSpec, PreprocessSpec, open_dataset
+from trtq.datasets import PreprocessSpec, TensorInfo, open_dataset
 
 IMAGENET = PreprocessSpec.preset("imagenet")
 
@@ -150,7 +150,7 @@ def test_all_bad_or_too_few(tmp_path, color_folder):
 
 
 def test_model_input_errors(color_folder):
-    two = [image_input(), InputSpec("scale", (1, 2), np.float32)]
+    two = [image_input(), TensorInfo("scale", (1, 2), np.float32)]
     with pytest.raises(InputError, match="one input.*npz"):
         open_dataset(color_folder, two)
     with pytest.raises(InputError, match="3 values.*1 channel"):

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from trtq._core.errors import InputError
-from trtq.datasets import InputSpec, image_geometry, parse_shape_arg, resolve_input_specs
+from trtq.datasets import TensorInfo, image_geometry, parse_shape_arg, resolve_input_specs
 from trtq.runtime.onnxruntime import OnnxRuntimeRunner
-from trtq.runtime.runner import TensorInfo
 
 F32 = np.dtype(np.float32)
 
@@ -38,7 +37,7 @@ def test_parse_shape_arg_errors_show_syntax(text):
 
 def test_static_model_needs_nothing_and_dynamic_batch_takes_batch_size():
     specs = resolve_input_specs([info("x", "N", 3, 224, 224)], None, 8)
-    assert specs == [InputSpec("x", (8, 3, 224, 224), F32)]
+    assert specs == [TensorInfo("x", (8, 3, 224, 224), F32)]
     assert resolve_input_specs([info("x", None, 3, 224, 224)], None, None)[0].shape == (1, 3, 224, 224)
 
 
@@ -78,14 +77,14 @@ def test_shape_errors(inputs, shapes, batch, words):
 
 
 def test_image_geometry_infers_layout():
-    g = image_geometry(InputSpec("x", (1, 3, 48, 192), F32))
+    g = image_geometry(TensorInfo("x", (1, 3, 48, 192), F32))
     assert (g.height, g.width, g.channels, g.layout) == (48, 192, 3, "NCHW")
-    g = image_geometry(InputSpec("x", (1, 48, 192, 1), F32))
+    g = image_geometry(TensorInfo("x", (1, 48, 192, 1), F32))
     assert (g.height, g.width, g.channels, g.layout) == (48, 192, 1, "NHWC")
     with pytest.raises(InputError, match="channel"):
-        image_geometry(InputSpec("x", (1, 5, 48, 48), F32))
+        image_geometry(TensorInfo("x", (1, 5, 48, 48), F32))
     with pytest.raises(InputError, match="4-D"):
-        image_geometry(InputSpec("x", (1, 10), F32))
+        image_geometry(TensorInfo("x", (1, 10), F32))
 
 
 def test_real_det_model_needs_shape(real_models):
@@ -96,10 +95,10 @@ def test_real_det_model_needs_shape(real_models):
     msg = str(err.value)
     assert "'x'" in msg and "dim(s) 2" in msg and ", 3 (" in msg and "--shape x:1x3xD2xD3" in msg
     specs = resolve_input_specs(inputs, dict([parse_shape_arg("x:1x3x640x640")]), 4)
-    assert specs == [InputSpec("x", (4, 3, 640, 640), F32)]
+    assert specs == [TensorInfo("x", (4, 3, 640, 640), F32)]
 
 
 def test_real_lcnet_shape_is_inferred(real_models):
     with OnnxRuntimeRunner(real_models["lcnet"], threads=1) as backend:
         specs = resolve_input_specs(backend.inputs(), None, 3)
-    assert specs == [InputSpec("x", (3, 3, 224, 224), F32)]
+    assert specs == [TensorInfo("x", (3, 3, 224, 224), F32)]

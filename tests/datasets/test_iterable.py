@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from trtq._core.errors import InputError
-from trtq.datasets import InputSpec, from_iterable
+from trtq.datasets import TensorInfo, from_iterable
 
-A = InputSpec("a", (2, 3), np.float32)
-B = InputSpec("b", (2, 2, 2), np.float16)
+A = TensorInfo("a", (2, 3), np.float32)
+B = TensorInfo("b", (2, 2, 2), np.float16)
 
 
 def test_samples_and_batches_are_rebatched_in_order():

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from trtq._core.errors import InputError
-from trtq.datasets import InputSpec, PreprocessSpec, open_dataset
+from trtq.datasets import PreprocessSpec, TensorInfo, open_dataset
 
-X = InputSpec("x", (1, 3, 4, 4), np.float32)
-A = InputSpec("a", (1, 2, 3), np.float32)
-B = InputSpec("b", (1, 5), np.int64)
+X = TensorInfo("x", (1, 3, 4, 4), np.float32)
+A = TensorInfo("a", (1, 2, 3), np.float32)
+B = TensorInfo("b", (1, 5), np.int64)
 
 
 def test_npy_single_samples_and_batches_in_file_order(tmp_path):
@@ -99,7 +99,7 @@ def test_preprocess_is_ignored_for_tensors_with_a_warning(tmp_path, caplog):
 def test_streaming_memory_does_not_grow_with_the_folder(tmp_path):
     import tracemalloc
 
-    spec = InputSpec("x", (4, 3, 128, 128), np.float32)  # one sample = 196 KB
+    spec = TensorInfo("x", (4, 3, 128, 128), np.float32)  # one sample = 196 KB
     for i in range(100):  # 19.6 MB on disk in total
         np.save(tmp_path / f"{i:03d}.npy", np.full((3, 128, 128), i, np.float32))
     ds = open_dataset(tmp_path, [spec])

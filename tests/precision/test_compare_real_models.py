@@ -11,8 +11,8 @@ import onnx
 import pytest
 
 from trtq._core.onnx_model import float_tensors
+from trtq._core.tensors import TensorInfo
 from trtq.datasets.folder import open_dataset
-from trtq.datasets.input_spec import InputSpec
 from trtq.datasets.preprocess import PRESETS, PreprocessSpec
 from trtq.precision.compare import compare_runs
 from trtq.precision.emulate import EmulationConfig, emulate, folded
@@ -30,7 +30,7 @@ SETUP = {
 def _batches(image_dir: Path, key: str, limit: int = 4) -> list[dict[str, np.ndarray]]:
     shape, preset = SETUP[key]
     spec = PreprocessSpec(**PRESETS[preset].fields)
-    ds = open_dataset(image_dir, [InputSpec("x", shape, np.float32)], spec, limit=limit, workers=0)
+    ds = open_dataset(image_dir, [TensorInfo("x", shape, np.float32)], spec, limit=limit, workers=0)
     return list(ds.batches(1))
 
 
@@ -59,7 +59,7 @@ def test_graphwise_and_layerwise_on_real_models(real_models, image_dir, key):
     runs, observed = compare_runs(
         model, batches, configs, amax=amax, modes=("graphwise", "layerwise"), threads=1
     )
-    sites = [s.name for s in float_tensors(folded(model)) if s.node is not None]
+    sites = [s.name for s in float_tensors(folded(model)) if s.producer is not None]
     for run in runs:
         if run.mode == "graphwise":
             assert run.outputs, f"{key} {run.precision}: no output metrics"

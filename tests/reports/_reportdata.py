@@ -26,7 +26,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtq._core.jsonio import to_jsonable
-from trtq._core.onnx_model import TensorSite, float_tensors, load_onnx, model_summary
+from trtq._core.onnx_model import float_tensors, load_onnx, model_summary
+from trtq._core.tensors import Producer, TensorInfo
 from trtq.calib.histogram import HistogramSet
 from trtq.calib.run import CalibrationResult, result_from_histograms
 from trtq.calib.summary import calib_document
@@ -112,7 +113,7 @@ CALIB_SETTINGS = {"method": "entropy2", "trt_version": "10.16.1", "num_bins": NU
 
 
 def calib_result(
-    hs: HistogramSet, sites: list[TensorSite], by_method: dict[str, dict[str, float]], seconds: float
+    hs: HistogramSet, sites: list[TensorInfo], by_method: dict[str, dict[str, float]], seconds: float
 ) -> CalibrationResult:
     """trtq's calibration result for histograms ``hs`` whose every-method thresholds are known
     (given as the result's cache of :meth:`CalibrationResult.amax_by_method`, so that repeated
@@ -298,7 +299,7 @@ def synthetic_calib(
         for m, v in drawn_amax.items()
     }
     sites = [
-        TensorSite(name, f"node_{i}", "Relu" if i % 2 == 0 else "Conv", i)
+        TensorInfo(name, producer=Producer(f"node_{i}", "Relu" if i % 2 == 0 else "Conv", i))
         for i, name in enumerate(tensor_names)
     ]
     npz = out_dir / f"hist_{n_tensors}_{seed}.npz"
@@ -323,7 +324,7 @@ def real_results_for(path: Path, image_dir: Path, out_dir: Path) -> dict:
     model = load_onnx(path)
     x = load_images(image_dir, (48, 192))
     feeds = {model.graph.input[0].name: x}
-    sites = [s for s in float_tensors(model) if s.node is not None]
+    sites = [s for s in float_tensors(model) if s.producer is not None]
     names = [s.name for s in sites]
     outputs = [o.name for o in model.graph.output]
     ref = run_all(model, feeds, names)
@@ -354,11 +355,11 @@ def real_results_for(path: Path, image_dir: Path, out_dir: Path) -> dict:
     def layers_of(values: dict[str, np.ndarray], pins: set[str]) -> list[dict]:
         return [
             {
-                "index": s.index,
-                "node": s.node,
-                "op_type": s.op_type,
+                "index": s.producer.index,
+                "node": s.producer.node,
+                "op_type": s.producer.op_type,
                 "tensor": s.name,
-                "pinned": s.node in pins,
+                "pinned": s.producer.node in pins,
                 **layer_metrics(ref[s.name], values[s.name]),
             }
             for s in sites
@@ -374,7 +375,9 @@ def real_results_for(path: Path, image_dir: Path, out_dir: Path) -> dict:
 
     # ranked bisect on output cosine: pin the k worst INT8 layers (binary search on k)
     ranked = sorted(int8_layers, key=lambda r: -(r["rel_l2"] if r["rel_l2"] is not None else math.inf))
-    node_tensors = {s.node: [t.name for t in sites if t.node == s.node] for s in sites}
+    node_tensors = {
+        s.producer.node: [t.name for t in sites if t.producer.node == s.producer.node] for s in sites
+    }
     cache: dict[int, float] = {}
     trace = []
 

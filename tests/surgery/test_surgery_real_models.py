@@ -78,12 +78,12 @@ def test_folding_paddle_constant_nodes_keeps_outputs(real_models, image_dir):
     initializers, and the model still computes the same maps on real images."""
     import onnx
 
+    from trtq._core.onnx_fold import fold_constants
     from trtq.surgery.fix import export_model, import_graph, validate
-    from trtq.surgery.rules.fold_constants import fold
 
     original = onnx.load(str(real_models["det"]))
     assert sum(n.op_type == "Constant" for n in original.graph.node) == 342
-    folded = export_model(fold(import_graph(original)), original)
+    folded = export_model(fold_constants(import_graph(original)), original)
     validate(folded)
     assert not [n for n in folded.graph.node if n.op_type == "Constant"]
     assert len(folded.graph.initializer) == 342

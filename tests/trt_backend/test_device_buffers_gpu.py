@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from trtq._core.tensors import TensorInfo
 from trtq.calib.tensorrt.adapter import CalibratorAdapter
 from trtq.calib.tensorrt.device_buffers import (
-    BufferSpec,
     CudaError,
     DeviceBuffers,
     cuda_check,
@@ -40,9 +40,9 @@ class PlainCalibrator(CalibratorAdapter):
 
 
 SPECS = [
-    BufferSpec("image", (4, 3, 32, 48), np.dtype(np.float32)),
-    BufferSpec("scale", (4, 2), np.dtype(np.float16)),
-    BufferSpec("ids", (4, 7), np.dtype(np.int64)),
+    TensorInfo("image", (4, 3, 32, 48), np.dtype(np.float32)),
+    TensorInfo("scale", (4, 2), np.dtype(np.float16)),
+    TensorInfo("ids", (4, 7), np.dtype(np.int64)),
 ]
 
 
@@ -114,7 +114,7 @@ def test_thousand_batches_do_not_leak_device_memory(cudart):
 
 def test_cuda_errors_become_exceptions_with_the_cuda_error_name(cudart):
     before, _ = free_device_memory(cudart)
-    huge = BufferSpec("huge", (1 << 20, 1 << 20, 1 << 10), np.dtype(np.float32))  # 4 PiB
+    huge = TensorInfo("huge", (1 << 20, 1 << 20, 1 << 10), np.dtype(np.float32))  # 4 PiB
     with pytest.raises(CudaError, match="cudaMalloc: cudaErrorMemoryAllocation") as info:
         DeviceBuffers([SPECS[0], huge], cudart=cudart)
     assert info.value.name == "cudaErrorMemoryAllocation"

@@ -12,9 +12,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from trtq._core.errors import MissingDependencyError
+from trtq._core.tensors import TensorInfo
 from trtq._core.trt_import import import_tensorrt, require_gpu
 from trtq.calib.tensorrt import calibrate_with_tensorrt
-from trtq.calib.tensorrt.device_buffers import BufferSpec, CudaError, DeviceBuffers
+from trtq.calib.tensorrt.device_buffers import CudaError, DeviceBuffers
 from trtq.runtime import get_backend
 
 
@@ -96,7 +97,7 @@ def test_no_gpu_is_named_with_the_cuda_error():
 @no_gpu
 def test_cuda_failure_becomes_cuda_error_with_its_name():
     with pytest.raises(CudaError, match=r"CUDA error in cudaStreamCreate: cudaError\w+ \(\d+\)") as info:
-        DeviceBuffers([BufferSpec("x", (1, 4), np.dtype(np.float32))])
+        DeviceBuffers([TensorInfo("x", (1, 4), np.dtype(np.float32))])
     assert info.value.name.startswith("cudaError") and info.value.code != 0
 
 

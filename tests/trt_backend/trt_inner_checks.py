@@ -26,11 +26,11 @@ trt = pytest.importorskip(
 )
 
 from trtq._core.errors import InputError, MissingDependencyError  # noqa: E402
+from trtq._core.tensors import TensorInfo  # noqa: E402
 from trtq.calib.cache import CalibrationCache, parse_cache, write_cache  # noqa: E402
 from trtq.calib.tensorrt import calibrate_with_tensorrt  # noqa: E402
 from trtq.calib.tensorrt.adapter import CalibrationBatchError  # noqa: E402
 from trtq.calib.tensorrt.builtin import BUILTIN, Entropy2Calibrator, LegacyCalibrator  # noqa: E402
-from trtq.calib.tensorrt.device_buffers import BufferSpec  # noqa: E402
 from trtq.calib.tensorrt.factory import calibrator_class, make_calibrator  # noqa: E402
 from trtq.runtime import tensorrt_build  # noqa: E402
 from trtq.runtime.tensorrt_network import make_logger  # noqa: E402
@@ -272,7 +272,7 @@ class HostBuffersFake:
         self.closed = True
 
 
-SPECS = [BufferSpec("x", (2, 3, 4, 4), np.dtype(np.float32)), BufferSpec("mask", (2, 4), np.dtype(np.int32))]
+SPECS = [TensorInfo("x", (2, 3, 4, 4), np.dtype(np.float32)), TensorInfo("mask", (2, 4), np.dtype(np.int32))]
 
 
 def _batches(n, fail_at=None):

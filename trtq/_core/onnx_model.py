@@ -1,6 +1,13 @@
-"""Loading, saving and inspecting ONNX models, with one-line errors for bad files.
+"""The one home of the ONNX facts trtq relies on: loading and saving (with one-line errors for bad
+files, and one way of keeping a source model's metadata), node names, real inputs, tensor types
+and the float activations TensorRT would calibrate. Constant folding lives in
+:mod:`trtq._core.onnx_fold`, the tensor metadata type in :mod:`trtq._core.tensors`.
 
-Tensor conventions used across trtq:
+Conventions used across trtq:
+- a node's name is its ``name``, or ``<op_type>_<index>`` when it has none (:func:`node_names`:
+  collision-safe, so pins, reports, ``surgery`` findings and rewrites all mean the same node);
+- a model's *real inputs* are its graph inputs that are not initializers (:func:`real_inputs`:
+  old exporters list every initializer as a graph input too);
 - a *float tensor* is a graph input or node output of type FLOAT, FLOAT16 or BFLOAT16 that is
   computed from the data (not only from initializers/Constant nodes: TensorRT folds those away,
   so they never become network tensors with activations);
@@ -11,7 +18,7 @@ Tensor conventions used across trtq:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +27,7 @@ from google.protobuf.message import DecodeError
 
 from trtq._core.atomic import atomic_path
 from trtq._core.errors import InputError
+from trtq._core.tensors import Producer, TensorInfo, is_static_dim
 
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
 # Ops whose output is data-independent metadata or random: never "computed from data" in the
@@ -35,15 +43,25 @@ RANDOM_OPS = {
 }
 
 
-def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
-    """ONNX element type of every tensor whose type is declared or found by shape inference."""
-    graph = model.graph
+def _inferred_value_infos(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Declared and shape-inferred value infos (only the declared ones when inference fails)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
     except Exception:  # a model shape inference cannot handle keeps its declared types
-        inferred = graph
-    vis = list(inferred.value_info) + list(inferred.input) + list(inferred.output)
+        inferred = model.graph
+    return list(inferred.value_info) + list(inferred.input) + list(inferred.output)
+
+
+def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+    """ONNX element type of every tensor whose type is declared or found by shape inference."""
+    vis = _inferred_value_infos(model)
     return {vi.name: vi.type.tensor_type.elem_type for vi in vis if vi.type.HasField("tensor_type")}
+
+
+def tensor_ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Rank of every tensor whose shape is declared or found by shape inference."""
+    vis = _inferred_value_infos(model)
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in vis if v.type.tensor_type.HasField("shape")}
 
 
 def np_dtype(elem_type: int) -> np.dtype:
@@ -52,6 +70,68 @@ def np_dtype(elem_type: int) -> np.dtype:
         return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
     except Exception:
         return np.dtype(np.float32)
+
+
+def node_names(
+    graph: onnx.ModelProto | onnx.GraphProto | onnx.FunctionProto | Sequence[onnx.NodeProto],
+) -> list[str]:
+    """The name of every node of ``graph`` (a model's main graph, a subgraph, a function body or
+    a list of nodes), by position.
+
+    A named node keeps its name; an unnamed one is ``<op_type>_<index>`` (``index``: its position
+    in ``graph.node``), with ``_`` appended while that collides with a name in the graph (a node
+    already called ``Relu_0``, or an earlier generated name). This is the one naming every room
+    uses: bisect pins, calibration and comparison reports, the FP16 export, ``surgery``
+    findings and rewrites. Names are not made unique among nodes that share an explicit name.
+    """
+    if isinstance(graph, onnx.ModelProto):
+        graph = graph.graph
+    nodes = graph.node if hasattr(graph, "node") else graph
+    taken = {n.name for n in nodes if n.name}
+    names = []
+    for idx, node in enumerate(nodes):
+        name = node.name
+        if not name:
+            name = f"{node.op_type}_{idx}"
+            while name in taken:
+                name += "_"
+            taken.add(name)
+        names.append(name)
+    return names
+
+
+def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Write :func:`node_names` into the unnamed nodes of the main graph (in place); returns ``model``."""
+    for node, name in zip(model.graph.node, node_names(model), strict=True):
+        node.name = name
+    return model
+
+
+def _dim(d: onnx.TensorShapeProto.Dimension) -> int | str | None:
+    if d.HasField("dim_value") and d.dim_value > 0:
+        return int(d.dim_value)
+    return d.dim_param or None
+
+
+def value_info(vi: onnx.ValueInfoProto) -> TensorInfo:
+    """A declared tensor as :class:`TensorInfo`: dims > 0 as ints, others as their ``dim_param``
+    name or ``None``; a tensor without a declared shape gets ``()``."""
+    tt = vi.type.tensor_type
+    return TensorInfo(vi.name, tuple(_dim(d) for d in tt.shape.dim), np_dtype(tt.elem_type))
+
+
+def _real_input_protos(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    inits = {i.name for i in graph.initializer}
+    return [i for i in graph.input if i.name not in inits]
+
+
+def real_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
+    """The inputs a caller must feed, as declared: graph inputs that are not initializers.
+
+    Exporters before IR version 4 (and some later ones) list every initializer as a graph input
+    too; those have a value already and are not fed.
+    """
+    return [value_info(i) for i in _real_input_protos(model.graph)]
 
 
 def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True) -> onnx.ModelProto:
@@ -90,14 +170,43 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike) -> None:
             onnx.save_model(model, str(tmp))
 
 
-@dataclass(frozen=True)
-class TensorSite:
-    """A float activation tensor and the node that produces it (``None`` for graph inputs)."""
+def keep_metadata(model: onnx.ModelProto, like: onnx.ModelProto) -> onnx.ModelProto:
+    """Give ``model`` (a rewrite of ``like``) ``like``'s metadata, in place; returns ``model``.
 
-    name: str
-    node: str | None
-    op_type: str | None
-    index: int  # topological position of the producing node; -1 for graph inputs
+    Kept: IR version (the writer's newer default could be one ONNX Runtime does not read yet),
+    producer name (unless ``like`` has none) and version, model version, doc string and
+    ``metadata_props``. Opset imports: ``model``'s own are kept (a rewrite may raise the default
+    domain's, e.g. for Q/DQ), ``like``'s other domains are added, and a domain used by a node or
+    function but imported nowhere is added at version 1. Every rewrite that writes a model uses
+    this (folding, ``surgery fix``, the Q/DQ export).
+    """
+    model.ir_version = like.ir_version
+    model.producer_name = like.producer_name or model.producer_name
+    model.producer_version = like.producer_version
+    model.model_version = like.model_version
+    model.doc_string = like.doc_string
+    del model.metadata_props[:]
+    model.metadata_props.extend(like.metadata_props)
+    domains = {o.domain or "" for o in model.opset_import}
+    if "ai.onnx" in domains:
+        domains.add("")
+    for op in like.opset_import:
+        domain = "" if op.domain in ("", "ai.onnx") else op.domain
+        if domain not in domains:
+            model.opset_import.append(op)
+            domains.add(domain)
+    used = {n.domain for n in model.graph.node} | {f.domain for f in model.functions}
+    for domain in sorted(used - domains - {"", "ai.onnx"}):
+        model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+    return model
+
+
+def export_graph(graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    """Export an onnx-graphsurgeon ``graph`` (as is: no cleanup) with ``like``'s metadata
+    (:func:`keep_metadata`)."""
+    import onnx_graphsurgeon as gs
+
+    return keep_metadata(gs.export_onnx(graph, do_type_check=False), like)
 
 
 def constant_tensors(graph: onnx.GraphProto) -> set[str]:
@@ -116,26 +225,26 @@ def constant_tensors(graph: onnx.GraphProto) -> set[str]:
     return const
 
 
-def float_tensors(model: onnx.ModelProto, types: dict[str, int] | None = None) -> list[TensorSite]:
+def float_tensors(model: onnx.ModelProto, types: dict[str, int] | None = None) -> list[TensorInfo]:
     """Every float tensor TensorRT would see as an activation, in topological order.
 
-    Graph inputs come first, then node outputs. Element types come from ``types`` (default:
-    :func:`tensor_types`, i.e. declared types and ONNX shape inference); a tensor whose type
-    cannot be inferred is skipped.
+    Graph inputs come first (their declared shape, no producer), then node outputs (shape
+    ``None``: only element types are inferred here; ``producer`` names the node as
+    :func:`node_names` does). Element types come from ``types`` (default: :func:`tensor_types`,
+    i.e. declared types and ONNX shape inference); a tensor whose type cannot be inferred is
+    skipped.
     """
     graph = model.graph
     if types is None:
         types = tensor_types(model)
     const = constant_tensors(graph)
-    inits = {i.name for i in graph.initializer}
-    sites: list[TensorSite] = []
-    for inp in graph.input:
-        if inp.name not in inits and inp.type.tensor_type.elem_type in FLOAT_TYPES:
-            sites.append(TensorSite(inp.name, None, None, -1))
+    sites = [value_info(i) for i in _real_input_protos(graph) if i.type.tensor_type.elem_type in FLOAT_TYPES]
+    names = node_names(graph)
     for idx, node in enumerate(graph.node):
         for out in node.output:
             if out and out not in const and types.get(out) in FLOAT_TYPES:
-                sites.append(TensorSite(out, node.name or f"{node.op_type}_{idx}", node.op_type, idx))
+                where = Producer(names[idx], node.op_type, idx)
+                sites.append(TensorInfo(out, None, np_dtype(types[out]), where))
     return sites
 
 
@@ -152,17 +261,13 @@ def model_summary(
     them a dynamic dimension is reported as -1. ``tensors`` defaults to the number of float
     activations (:func:`float_tensors`).
     """
-    inits = {i.name for i in model.graph.initializer}
     inputs = []
-    for i in model.graph.input:
-        if i.name in inits:
-            continue
-        if shapes and i.name in shapes:
-            dims = [int(d) for d in shapes[i.name]]
+    for info in real_inputs(model):
+        if shapes and info.name in shapes:
+            dims = [int(d) for d in shapes[info.name]]
         else:
-            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in i.type.tensor_type.shape.dim]
-        dtype = str(onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
-        inputs.append({"name": i.name, "shape": dims, "dtype": dtype})
+            dims = [d if is_static_dim(d) else -1 for d in info.shape or ()]
+        inputs.append({"name": info.name, "shape": dims, "dtype": str(info.dtype)})
     return {
         "path": str(path) if path is not None else "",
         "inputs": inputs,

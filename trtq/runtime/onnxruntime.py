@@ -16,16 +16,10 @@ import numpy as np
 import onnx
 
 from trtq._core.errors import InputError, TrtqError, first_line
-from trtq._core.onnx_model import float_tensors, load_onnx, np_dtype, tensor_types
+from trtq._core.onnx_model import float_tensors, load_onnx, real_inputs, tensor_types, value_info
 from trtq.runtime import register_backend
 from trtq.runtime.build import BuildSpec, BuildTools
-from trtq.runtime.runner import Runner, TensorInfo
-
-
-def _dim(d: onnx.TensorShapeProto.Dimension) -> int | str | None:
-    if d.HasField("dim_value") and d.dim_value > 0:
-        return int(d.dim_value)
-    return d.dim_param or None
+from trtq.runtime.runner import Runner
 
 
 def mark_outputs(
@@ -104,8 +98,8 @@ class OnnxRuntimeRunner(Runner):
         except Exception as exc:  # ORT raises its own exception types for unsupported models
             where = self.source or "model"
             raise InputError(f"{where}: ONNX Runtime cannot load it: {first_line(exc)}") from exc
-        self._inputs = model_inputs(proto)
-        self._outputs = [_info(o) for o in proto.graph.output]
+        self._inputs = real_inputs(proto)
+        self._outputs = [value_info(o) for o in proto.graph.output]
         self._fetchable = {o.name for o in self.session.get_outputs()}
 
     @classmethod
@@ -140,14 +134,3 @@ class OnnxRuntimeRunner(Runner):
 
     def _close_impl(self) -> None:
         self.session = None  # type: ignore[assignment]
-
-
-def _info(vi: onnx.ValueInfoProto) -> TensorInfo:
-    tt = vi.type.tensor_type
-    return TensorInfo(vi.name, tuple(_dim(d) for d in tt.shape.dim), np_dtype(tt.elem_type))
-
-
-def model_inputs(model: onnx.ModelProto) -> list[TensorInfo]:
-    """The model's real inputs (initializers excluded) as declared, without creating a session."""
-    inits = {i.name for i in model.graph.initializer}
-    return [_info(i) for i in model.graph.input if i.name not in inits]

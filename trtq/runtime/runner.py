@@ -14,23 +14,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import onnx
 
 from trtq._core.errors import InputError
+from trtq._core.tensors import TensorInfo  # the one tensor metadata type; re-exported here
 from trtq.runtime.build import BuildSpec, BuildTools
 
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """A model tensor: ``shape`` holds ints for static dims and ``None`` (or a name) for dynamic."""
-
-    name: str
-    shape: tuple[int | str | None, ...]
-    dtype: np.dtype
+__all__ = ["Runner", "TensorInfo"]
 
 
 class Runner:

@@ -19,6 +19,7 @@ import functools
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 import onnx
 
 from trtq._core.errors import InputError, TrtqError, first_line
-from trtq._core.onnx_model import load_onnx, np_dtype, save_onnx
+from trtq._core.onnx_model import load_onnx, np_dtype, real_inputs, save_onnx
 from trtq._core.trt_import import import_tensorrt, require_gpu
 from trtq.runtime import register_backend
 from trtq.runtime.build import BuildSpec, BuildTools
@@ -123,13 +124,8 @@ class TensorRTRunner(Runner):
 
         self._runner = TrtRunner(self.engine)
         self._runner.activate()
-        inits = {i.name for i in proto.graph.initializer}
         self._inputs = [
-            TensorInfo(
-                i.name, tuple(self.built.shapes.get(i.name, ())), np_dtype(i.type.tensor_type.elem_type)
-            )
-            for i in proto.graph.input
-            if i.name not in inits
+            replace(i, shape=tuple(self.built.shapes.get(i.name, ()))) for i in real_inputs(proto)
         ]
         self._outputs = [
             TensorInfo(o.name, (), np_dtype(o.type.tensor_type.elem_type)) for o in proto.graph.output

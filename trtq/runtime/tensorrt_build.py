@@ -29,11 +29,11 @@ from typing import Any
 from trtq._core.atomic import atomic_write_bytes
 from trtq._core.errors import InputError, MissingDependencyError, TrtqError
 from trtq._core.onnx_model import load_onnx, save_onnx
+from trtq._core.tensors import TensorInfo
 from trtq._core.trt_import import CPU_HINT, targets, trt_major
 from trtq.runtime.build import BuildSpec, BuildTools
 from trtq.runtime.tensorrt_network import (
     MarkResult,
-    NetworkInput,
     add_fixed_profile,
     make_logger,
     mark_outputs,
@@ -74,7 +74,7 @@ class BuiltEngine:
     engine_bytes: bytes
     trt_version: str
     build_path: str  # "tensorrt10-implicit" | "tensorrt11-explicit"
-    inputs: list[NetworkInput]
+    inputs: list[TensorInfo]
     shapes: dict[str, tuple[int, ...]]
     marks: MarkResult = field(default_factory=MarkResult)
     pinned_layers: list[str] = field(default_factory=list)

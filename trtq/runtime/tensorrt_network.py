@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from trtq._core.errors import InputError
+from trtq._core.tensors import TensorInfo
 from trtq._core.trt_import import targets
 
 log = logging.getLogger(__name__)
@@ -90,31 +91,20 @@ def parse_onnx(trt: ModuleType, network: Any, logger: Any, path: str | os.PathLi
     raise InputError(f"{Path(path)}: TensorRT cannot parse {where}: {desc}{more}")
 
 
-@dataclass(frozen=True)
-class NetworkInput:
-    """A network input: ``shape`` has -1 for dynamic dimensions; ``dtype`` is numpy's."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def is_dynamic(self) -> bool:
-        return any(d < 0 for d in self.shape)
-
-
-def network_inputs(trt: ModuleType, network: Any) -> list[NetworkInput]:
+def network_inputs(trt: ModuleType, network: Any) -> list[TensorInfo]:
+    """The network's inputs; ``shape`` has -1 for dynamic dimensions (TensorRT's convention),
+    ``dtype`` is numpy's."""
     out = []
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         out.append(
-            NetworkInput(tensor.name, tuple(int(d) for d in tensor.shape), np.dtype(trt.nptype(tensor.dtype)))
+            TensorInfo(tensor.name, tuple(int(d) for d in tensor.shape), np.dtype(trt.nptype(tensor.dtype)))
         )
     return out
 
 
 def resolve_shapes(
-    inputs: Sequence[NetworkInput], shapes: Mapping[str, Sequence[int]]
+    inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]]
 ) -> dict[str, tuple[int, ...]]:
     """The concrete shape of every input: its static shape, or ``shapes[name]`` where dynamic."""
     resolved = {}
@@ -142,7 +132,7 @@ def add_fixed_profile(
     trt: ModuleType,
     builder: Any,
     config: Any,
-    inputs: Sequence[NetworkInput],
+    inputs: Sequence[TensorInfo],
     shapes: Mapping[str, tuple[int, ...]],
 ) -> Any:
     """One optimization profile with MIN = OPT = MAX = ``shapes`` for the dynamic inputs.
