@@ -52,7 +52,6 @@ def main() -> None:
 # The argument groups of each command (trtq._core.args): one meaning per flag in every tool.
 RUN_GROUPS = (
     ModelArgs("calib run model.onnx --data DIR --cache FILE"),
-    DataArgs(),
     RangesArgs(
         "Calibration cache to write.",
         cache_required=True,
@@ -65,6 +64,7 @@ RUN_GROUPS = (
         "Histogram threads (default: all cores).",
     ),
     OutputArgs(report=True),
+    DataArgs(),  # last: its many flags close the help
 )
 LISTING = OutputArgs(json="Write JSON to PATH instead of the table; '-' = stdout.")
 CACHE_FROM_HISTOGRAMS = RangesArgs(
@@ -76,7 +76,6 @@ CACHE_FROM_HISTOGRAMS = RangesArgs(
 
 
 @main.command("run", epilog=EPILOG_RUN)
-@uses(*RUN_GROUPS)
 @click.option(
     "--histograms",
     "hist_path",
@@ -92,6 +91,7 @@ CACHE_FROM_HISTOGRAMS = RangesArgs(
     default=None,
     help="TensorRT calibrator name or package.module:Class (--backend tensorrt).",
 )
+@uses(*RUN_GROUPS)
 @common_options
 def run_cmd(**opts: Any) -> None:
     """Calibrate MODEL on a folder of images or tensors and write a TensorRT calibration cache.
@@ -112,7 +112,7 @@ def _run(opts: dict[str, Any]) -> None:
     from trtq.runtime import get_backend
     from trtq.runtime.onnxruntime import model_inputs as declared_inputs
 
-    model, data, ranges, runtime, out = resolve_groups(opts, *RUN_GROUPS)
+    model, ranges, runtime, out, data = resolve_groups(opts, *RUN_GROUPS)
     cache_path = ranges.cache
     num_bins = ranges.num_bins or DEFAULT_BINS
     hist_path = opts.get("hist_path") or str(histogram_path_for(cache_path))

@@ -68,13 +68,13 @@ Without --cache, INT8 ranges are calibrated on the same data first (--method, de
 
 COMPARE_GROUPS = (
     ModelArgs("precision compare model.onnx --data DIR"),
-    DataArgs(),
     RangesArgs(),
     RuntimeArgs(
         "onnxruntime: TensorRT emulated on CPU (default); tensorrt: real engines (needs TensorRT and a GPU).",
         "ONNX Runtime threads.",
     ),
     OutputArgs(report=True),
+    DataArgs(),  # last: its many flags close the help
 )
 EXPORT_GROUPS = (
     ModelArgs("precision export model.onnx --int8 --cache calib.cache -o out.onnx"),
@@ -84,7 +84,6 @@ EXPORT_GROUPS = (
 
 
 @main.command("compare", epilog=COMPARE_EPILOG)
-@uses(*COMPARE_GROUPS)
 @click.option(
     "--precision",
     "precision_name",
@@ -123,6 +122,7 @@ EXPORT_GROUPS = (
     show_default=True,
     help="Ranking metric: rel-l2, cosine, max-abs, mean-abs, sqnr.",
 )
+@uses(*COMPARE_GROUPS)
 @common_options
 def compare_command(**opts: Any) -> None:
     """Per-layer error of MODEL in FP16/INT8 against FP32, every float tensor matched by name.
@@ -143,7 +143,6 @@ Examples:
 
 
 @main.command("export", epilog=EXPORT_EPILOG)
-@uses(*EXPORT_GROUPS)
 @click.option("--int8", "int8", is_flag=True, help="Insert Q/DQ (TensorRT 11 explicit quantization).")
 @click.option(
     "--fp16", "fp16", is_flag=True, help="Compute the unpinned rest in FP16 (Casts at FP32 boundaries)."
@@ -155,6 +154,7 @@ Examples:
     default=None,
     help="pins.json or a JSON list of node names kept in FP32.",
 )
+@uses(*EXPORT_GROUPS)
 @common_options
 def export_command(**opts: Any) -> None:
     """Write MODEL as a Q/DQ ONNX (zero-point 0, per-channel weights, per-tensor activations).
@@ -195,7 +195,7 @@ def _compare(opts: dict[str, Any]) -> None:
     from trtq.precision.metrics import get_metric
     from trtq.runtime import get_backend
 
-    model, data, ranges, runtime, out = resolve_groups(opts, *COMPARE_GROUPS)
+    model, ranges, runtime, out, data = resolve_groups(opts, *COMPARE_GROUPS)
     quiet = opts["quiet"] or out.json_to_stdout
     get_metric(opts["metric"])
     pins = load_pins(opts.get("pins_path"))

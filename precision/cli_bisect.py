@@ -69,22 +69,22 @@ default to those recorded in pins.json (flags > pins.json > config file). Exit c
 
 BISECT_GROUPS = (
     ModelArgs("precision bisect model.onnx --data DIR -o pins.json"),
-    DataArgs(),
     RangesArgs(),
     RuntimeArgs(
         "onnxruntime: TensorRT emulated on CPU (default); tensorrt: real engines (TensorRT + GPU).",
         "ONNX Runtime threads.",
     ),
     OutputArgs("pins.json to write.", output_required="pins.json", report=True),
+    DataArgs(),  # last: its many flags close the help
 )
 PIN_GROUPS = (
     ModelArgs("precision pin model.onnx --pins pins.json -o pinned.onnx"),
-    DataArgs(),
     RangesArgs(
         method_help="Without a cache: calibrate on the data (default: as in pins.json, else entropy2)."
     ),
     RuntimeArgs(None, "ONNX Runtime threads."),
     OutputArgs("Pinned ONNX to write.", output_required="pinned.onnx"),
+    DataArgs(),  # last: its many flags close the help
 )
 
 
@@ -123,7 +123,6 @@ def _criterion_options(fn):
 
 
 @click.command("bisect", epilog=EPILOG_BISECT)
-@uses(*BISECT_GROUPS)
 @click.option(
     "--precision",
     "precision_name",
@@ -151,6 +150,7 @@ def _criterion_options(fn):
     help="Run every batch even when an evaluation can no longer pass (default: stop it early; "
     "the trace then shows the best metric it could still reach).",
 )
+@uses(*BISECT_GROUPS)
 @common_options
 def bisect_command(**opts: Any) -> None:
     """Find the smallest set of layers to keep in FP32 so MODEL passes in FP16/INT8.
@@ -163,7 +163,6 @@ def bisect_command(**opts: Any) -> None:
 
 
 @click.command("pin", epilog=EPILOG_PIN)
-@uses(*PIN_GROUPS)
 @click.option(
     "--pins", "pins_file", type=click.Path(dir_okay=False), required=True, help="pins.json from bisect."
 )
@@ -175,6 +174,7 @@ def bisect_command(**opts: Any) -> None:
     help="Default: the precision pins.json was made for.",
 )
 @_criterion_options
+@uses(*PIN_GROUPS)
 @common_options
 def pin_command(**opts: Any) -> None:
     """Apply pins.json to MODEL: write the ONNX with those layers in FP32, evaluate it once more."""
@@ -243,7 +243,7 @@ def _bisect(opts: dict[str, Any]) -> None:
     from trtq.precision.strategies import get_strategy
 
     config = find_config()
-    model, data, ranges, runtime, out = resolve_groups(opts, *BISECT_GROUPS, config=config)
+    model, ranges, runtime, out, data = resolve_groups(opts, *BISECT_GROUPS, config=config)
     precision = opts.get("precision_name") or config[0].get("precision") or "int8"
     strategy = opts.get("strategy") or "ranked"
     get_strategy(strategy)  # unknown names fail before any work
@@ -344,15 +344,16 @@ def _pin(opts: dict[str, Any]) -> None:
     if "shape" in merged:
         merged["shape"] = tuple(merged["shape"])
     config = find_config()
-    model, data, ranges, runtime, out = resolve_groups(merged, *PIN_GROUPS, config=config)
+    model, ranges, runtime, out, data = resolve_groups(merged, *PIN_GROUPS, config=config)
     out_path = out.output
     if not data.data:
         raise InputError(
             f"no data to evaluate the pinned model on: give --data DIR ({opts['pins_file']} records none)"
         )
-    if ranges.cache and not Path(ranges.cache).is_file() and not opts.get("cache"):
+    recorded_cache = settings.get("cache")
+    if recorded_cache and not opts.get("cache") and not Path(recorded_cache).is_file():
         raise InputError(
-            f"{opts['pins_file']} names the calibration cache {ranges.cache}, which is gone: give --cache"
+            f"{opts['pins_file']} names the calibration cache {recorded_cache}, which is gone: give --cache"
         )
     quiet = opts["quiet"] or out.json_to_stdout
     proto = load_onnx(model.path)

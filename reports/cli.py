@@ -52,7 +52,6 @@ BUILD_OUTPUT = OutputArgs(
 
 @main.command("build")
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@uses(BUILD_OUTPUT)
 @click.option(
     "--histograms",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -60,6 +59,7 @@ BUILD_OUTPUT = OutputArgs(
     help="Calibration histogram .npz (default: the one a calib result names).",
 )
 @click.option("--title", default=None, help="Report title (default: 'trtq report — <model names>').")
+@uses(BUILD_OUTPUT)
 @common_options
 def build_cmd(
     results: tuple[Path, ...],

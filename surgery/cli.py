@@ -50,7 +50,6 @@ def main() -> None:
 
 
 @main.command()
-@uses(*CHECK_GROUPS)
 @click.option(
     "--trt-version", default="10.16", show_default=True, help="TensorRT version to check against (10.x)."
 )
@@ -62,6 +61,7 @@ def main() -> None:
     show_default=True,
     help="Also ask an installed TensorRT parser (supports_model): auto = when importable.",
 )
+@uses(*CHECK_GROUPS)
 @common_options
 def check(trt_version: str, use_trt: str, quiet: bool, debug: bool, **opts) -> None:
     """List every node TensorRT's ONNX parser would reject or restrict, with the rule that fixes it.
@@ -131,7 +131,6 @@ def _print_findings(report) -> None:
 
 
 @main.command()
-@uses(*FIX_GROUPS)
 @click.option("--inplace", is_flag=True, help="Overwrite MODEL itself (atomically).")
 @click.option(
     "--rules",
@@ -156,6 +155,7 @@ def _print_findings(report) -> None:
 )
 @click.option("--trials", default=3, show_default=True, help="Random input sets used for verification.")
 @click.option("--dry-run", is_flag=True, help="Rewrite and verify, write nothing.")
+@uses(*FIX_GROUPS)
 @common_options
 def fix(
     inplace: bool,
