@@ -6,18 +6,17 @@ from typing import Any
 
 import click
 
+from trtq._core.args import ModelArgs, OutputArgs, RuntimeArgs, resolve_groups, uses
 from trtq._core.cli import (
-    backend_option,
     common_options,
-    echo_json,
     progress_bar,
     run_command,
     setup_logging,
     stderr_console,
 )
-from trtq._core.config import find_config, model_from, resolve_path, setting
-from trtq._core.errors import InputError
-from trtq.calib.cache import ALGORITHMS, DEFAULT_TRT_VERSION
+from trtq._core.jsonio import write_json
+from trtq.calib.cli_options import RangesArgs
+from trtq.datasets.cli_options import DataArgs
 
 EPILOG_RUN = """\b
 Examples:
@@ -25,6 +24,8 @@ Examples:
   calib run --data imgs/ --cache calib.cache            # model named in [tool.trtq] / trtq.toml
   calib run det.onnx --data imgs/ --cache c.cache --method percentile --percentile 99.9
   calib run det.onnx --data more/ --cache c.cache --resume   # add data to saved histograms
+  calib run det.onnx --data imgs/ --cache c.cache --json run.json --report run.html
+  calib run det.onnx --data imgs/ --cache c.cache --json - | jq .coverage   # result on stdout
   calib run det.onnx --data imgs/ --cache c.cache --backend tensorrt   # needs TensorRT + GPU
 
 The histograms are saved beside the cache (CACHE.hist.npz): `calib compute` re-derives
@@ -48,69 +49,33 @@ def main() -> None:
     """
 
 
-def _data_options(fn):
-    from trtq.datasets.cli_options import data_options
-
-    return data_options(fn)
-
-
-def _output_option(fn):
-    return click.option(
-        "-o",
-        "--output",
-        "output",
-        type=click.Choice(["table", "json"]),
-        default="table",
-        show_default=True,
-        help="How to print the result on stdout.",
-    )(fn)
-
-
-def _json_flag(fn):
-    """``--json``: the same as ``-o json`` (print JSON on stdout), for show / diff / list."""
-
-    def set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
-        if value:
-            ctx.meta["trtq_json"] = True
-
-    return click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        expose_value=False,
-        callback=set_json,
-        help="Print JSON on stdout (same as -o json).",
-    )(fn)
-
-
-def _want_json(output: str) -> bool:
-    ctx = click.get_current_context(silent=True)
-    return output == "json" or bool(ctx and ctx.meta.get("trtq_json"))
+# The argument groups of each command (trtq._core.args): one meaning per flag in every tool.
+RUN_GROUPS = (
+    ModelArgs("calib run model.onnx --data DIR --cache FILE"),
+    RangesArgs(
+        "Calibration cache to write.",
+        cache_required=True,
+        method_help="Threshold method: entropy2 (default), minmax, percentile, mse.",
+        cache_format=True,
+        num_bins=True,
+    ),
+    RuntimeArgs(
+        "onnxruntime: CPU (default). tensorrt: TensorRT's own calibrator on a GPU.",
+        "Histogram threads (default: all cores).",
+    ),
+    OutputArgs(report=True),
+    DataArgs(),  # last: its many flags close the help
+)
+LISTING = OutputArgs(json="Write JSON to PATH instead of the table; '-' = stdout.")
+CACHE_FROM_HISTOGRAMS = RangesArgs(
+    "Cache to write.",
+    cache_required=True,
+    method_help="Threshold method (default entropy2).",
+    cache_format=True,
+)
 
 
 @main.command("run", epilog=EPILOG_RUN)
-@click.argument("model", required=False, type=click.Path(dir_okay=False))
-@click.option("--cache", "cache_path", type=click.Path(dir_okay=False), help="Calibration cache to write.")
-@click.option("--method", default=None, help="Threshold method: entropy2 (default), minmax, percentile, mse.")
-@click.option(
-    "--percentile", type=float, default=None, help="Percentile for --method percentile (default 99.99)."
-)
-@click.option(
-    "--batch-size",
-    type=int,
-    default=None,
-    help="Images per batch (default: the model's static batch, else 1).",
-)
-@click.option("--num-bins", type=int, default=None, help="Histogram bins per tensor (default 2048).")
-@click.option(
-    "--trt-version", default=None, help=f"TensorRT version the cache is for (default {DEFAULT_TRT_VERSION})."
-)
-@click.option(
-    "--cache-algorithm",
-    default=None,
-    type=click.Choice(list(ALGORITHMS)),
-    help="Cache header algorithm: must match the TensorRT calibrator that reads the cache.",
-)
 @click.option(
     "--histograms",
     "hist_path",
@@ -121,29 +86,13 @@ def _want_json(output: str) -> bool:
 @click.option(
     "--resume", is_flag=True, help="Continue from the saved histograms: skip the samples already collected."
 )
-@backend_option(
-    "onnxruntime: CPU (default). tensorrt: TensorRT's own calibrator on a GPU.",
-    default=None,
-)
 @click.option(
     "--calibrator",
     default=None,
     help="TensorRT calibrator name or package.module:Class (--backend tensorrt).",
 )
-@click.option("--threads", type=int, default=None, help="Histogram threads (default: all cores).")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write the full result (docs/SCHEMA.md).",
-)
-@click.option(
-    "--report", "report_path", type=click.Path(dir_okay=False), default=None, help="Write an HTML report."
-)
-@_output_option
+@uses(*RUN_GROUPS)
 @common_options
-@_data_options
 def run_cmd(**opts: Any) -> None:
     """Calibrate MODEL on a folder of images or tensors and write a TensorRT calibration cache.
 
@@ -155,108 +104,78 @@ def run_cmd(**opts: Any) -> None:
 
 
 def _run(opts: dict[str, Any]) -> None:
-    from trtq._core.onnx_model import model_summary, real_inputs
+    from trtq._core.onnx_model import load_onnx, model_summary, real_inputs
     from trtq.calib.histogram import DEFAULT_BINS
-    from trtq.calib.methods import get_method
     from trtq.calib.resumable import calibrate_dataset
     from trtq.calib.run import histogram_path_for
     from trtq.calib.summary import calib_document
-    from trtq.datasets import default_batch_size
-    from trtq.datasets.cli_options import dataset_from_options
-
-    config, config_path = find_config()
-    model_path = model_from(
-        opts.get("model"), config, config_path, "calib run model.onnx --data DIR --cache FILE"
-    )
-    cache_path = opts.get("cache_path") or resolve_path(config.get("cache"), config_path)
-    if not cache_path:
-        raise InputError('no cache file given: pass --cache FILE (or set cache = "..." in [tool.trtq])')
-    method = setting(opts, config, "method", "entropy2")
-    # the method's own parameters (e.g. percentile), from flags or config; unset ones keep its default
-    params = {k: v for k in get_method(method).params if (v := setting(opts, config, k)) is not None}
-    num_bins = int(setting(opts, config, "num_bins", DEFAULT_BINS))
-    trt_version = str(setting(opts, config, "trt_version", DEFAULT_TRT_VERSION))
-    backend_name = setting(opts, config, "backend", "onnxruntime")
-    hist_path = opts.get("hist_path") or str(histogram_path_for(cache_path))
-
-    from trtq._core.onnx_model import load_onnx
-
-    proto = load_onnx(model_path)
-    model_inputs = real_inputs(proto)  # the session is opened once, by calibrate()
-    batch_size = int(setting(opts, config, "batch_size", default_batch_size(model_inputs)))
-    dataset, specs = dataset_from_options(model_inputs, batch_size, opts, config, config_path=config_path)
-
     from trtq.runtime import get_backend
 
-    if get_backend(backend_name).native_calibration:
-        _run_tensorrt(opts, model_path, dataset, batch_size, cache_path)
+    model, ranges, runtime, out, data = resolve_groups(opts, *RUN_GROUPS)
+    cache_path = ranges.cache
+    num_bins = ranges.num_bins or DEFAULT_BINS
+    hist_path = opts.get("hist_path") or str(histogram_path_for(cache_path))
+
+    proto = load_onnx(model.path)
+    model_inputs = real_inputs(proto)  # the session is opened once, by calibrate()
+    batch_size = data.batch_size_for(model_inputs)
+    dataset = data.open(model_inputs, batch_size)
+    quiet = opts["quiet"] or out.json_to_stdout
+
+    if get_backend(runtime.backend).native_calibration:
+        _run_tensorrt(opts, model.path, proto, dataset, batch_size, data.data, cache_path, out, quiet)
         return
 
-    with progress_bar(opts["quiet"] or opts["output"] == "json", unit="img") as progress:
+    with progress_bar(quiet, unit="img") as progress:
         run = calibrate_dataset(
             proto,
             dataset,
             cache_path,
             batch_size=batch_size,
-            method=method,
-            params=params,
+            method=ranges.method,
+            params=dict(ranges.params),
             num_bins=num_bins,
-            trt_version=trt_version,
-            cache_algorithm=opts.get("cache_algorithm") or config.get("cache_algorithm"),
-            backend=backend_name,
-            threads=opts.get("threads"),
+            trt_version=ranges.trt_version,
+            cache_algorithm=ranges.cache_algorithm,
+            backend=runtime.backend,
+            threads=runtime.threads,
             resume=bool(opts.get("resume")),
             histogram_path=hist_path,
             progress=progress,
         )
     result, cache = run.result, run.cache
     stats = dataset.stats
-    console = stderr_console(opts["quiet"])
-
     settings = {
-        "method": method,
+        "method": ranges.method,
         "batch_size": batch_size,
-        "trt_version": trt_version,
+        "trt_version": ranges.trt_version,
         "num_bins": num_bins,
-        **params,
+        **ranges.params,
     }
     doc = calib_document(
         result,
         model=model_summary(
-            proto, model_path, shapes={s.name: s.shape for s in specs}, tensors=len(result.sites)
+            proto, model.path, shapes={s.name: s.shape for s in dataset.inputs}, tensors=len(result.sites)
         ),
-        data=stats.to_dict(opts.get("data") or config.get("data")),
+        data=stats.to_dict(data.data),
         settings=settings,
         cache_path=str(cache_path),
         histogram_path=str(hist_path),
-        with_all_methods=bool(opts.get("json_path") or opts.get("report_path")),
+        with_all_methods=bool(out.json or out.report),
+        backend=runtime.backend,
+        created_by="calib run",
     )
-    if opts.get("json_path"):
-        from trtq._core.jsonio import write_json
-
-        write_json(opts["json_path"], doc)
-    if opts.get("report_path"):
-        _write_report(opts["report_path"], doc, str(hist_path))
-    summary = {
-        "cache": str(cache_path),
-        "histograms": str(hist_path),
-        "method": method,
-        "images_used": stats.used,
-        "images_skipped": len(stats.skipped_files),
-        "images_dropped": getattr(stats, "dropped", 0),
-        "tensors_calibrated": len(cache.scales),
-        "tensors_total": len(result.sites),
-        "seconds": round(result.seconds, 3),
-        "images_per_s": round(stats.used / result.seconds, 3) if result.seconds > 0 else None,
-    }
-    if opts["output"] == "json":
-        echo_json(summary)
-    elif not opts["quiet"]:
-        console.print(
+    out.write_json(doc)
+    if out.report:
+        _write_report(out.report, doc, str(hist_path))
+    if not quiet:
+        seconds = round(result.seconds, 3)
+        rate = round(stats.used / result.seconds, 3) if result.seconds > 0 else None
+        stderr_console().print(
             f"[green]wrote[/green] {cache_path} ({len(cache.scales)} tensors, {cache.header}); "
             f"histograms {hist_path}\n"
             f"images used {stats.used}, skipped {len(stats.skipped_files)}; "
-            f"{summary['seconds']} s, {summary['images_per_s']} images/s"
+            f"{seconds} s, {rate} images/s"
         )
 
 
@@ -266,10 +185,22 @@ def _write_report(path: str, doc: dict, histograms: Any) -> None:
     write_report(path, [doc], histograms=histograms)
 
 
-def _run_tensorrt(opts: dict, model_path: str, dataset: Any, batch_size: int, cache_path: str) -> None:
+def _run_tensorrt(
+    opts: dict,
+    model_path: str,
+    proto: Any,
+    dataset: Any,
+    batch_size: int,
+    data_path: str | None,
+    cache_path: str,
+    out: Any,
+    quiet: bool,
+) -> None:
+    from trtq._core.onnx_model import model_summary
+    from trtq._core.result import result_document
     from trtq.calib.tensorrt import calibrate_with_tensorrt
 
-    with progress_bar(opts["quiet"], unit="batch") as progress:
+    with progress_bar(quiet, unit="batch") as progress:
         summary = calibrate_with_tensorrt(
             model_path,
             dataset.batches(batch_size),
@@ -278,24 +209,33 @@ def _run_tensorrt(opts: dict, model_path: str, dataset: Any, batch_size: int, ca
             batch_size=batch_size,
             progress=progress,
         )
-    if opts["output"] == "json":
-        echo_json(summary)
-    elif not opts["quiet"]:
+    body = {k: v for k, v in summary.items() if k != "backend"}
+    model = model_summary(proto, model_path, shapes={s.name: s.shape for s in dataset.inputs})
+    out.write_json(
+        result_document(
+            "calib",
+            backend=summary.get("backend") or "tensorrt",
+            created_by="calib run",
+            model=model,
+            data=dataset.stats.to_dict(data_path),
+            **body,
+        )
+    )
+    if not quiet:
         stderr_console().print(f"[green]wrote[/green] {cache_path} with TensorRT's calibrator")
 
 
 @main.command("show")
 @click.argument("cache", type=click.Path(dir_okay=False))
-@_output_option
-@_json_flag
+@uses(LISTING)
 @common_options
-def show_cmd(cache: str, output: str, quiet: bool, debug: bool) -> None:
+def show_cmd(cache: str, json_path: str | None, quiet: bool, debug: bool) -> None:
     """Print the tensors of a calibration CACHE with their scale and amax (= scale * 127).
 
     \b
     Example:
       calib show calib.cache
-      calib show calib.cache -o json | jq '.tensors | length'
+      calib show calib.cache --json - | jq '.tensors | length'
     """
     setup_logging(debug, quiet)
 
@@ -306,9 +246,10 @@ def show_cmd(cache: str, output: str, quiet: bool, debug: bool) -> None:
         rows = [
             {"tensor": n, "scale": s, "amax": s * 127.0, "hex": c._hex.get(n)} for n, s in c.scales.items()
         ]
-        if _want_json(output):
-            echo_json(
-                {"path": cache, "trt_version": c.trt_version, "algorithm": c.algorithm, "tensors": rows}
+        if json_path:
+            write_json(
+                json_path,
+                {"path": cache, "trt_version": c.trt_version, "algorithm": c.algorithm, "tensors": rows},
             )
             return
         from rich.table import Table
@@ -333,15 +274,15 @@ def _stdout_console():
 @click.argument("a", type=click.Path(dir_okay=False))
 @click.argument("b", type=click.Path(dir_okay=False))
 @click.option("--top", type=int, default=30, show_default=True, help="Rows to print, largest ratio first.")
-@_output_option
-@_json_flag
+@uses(LISTING)
 @common_options
-def diff_cmd(a: str, b: str, top: int, output: str, quiet: bool, debug: bool) -> None:
+def diff_cmd(a: str, b: str, top: int, json_path: str | None, quiet: bool, debug: bool) -> None:
     """Compare two caches tensor by tensor: amax in each and their ratio B/A.
 
     \b
     Example:
       calib diff cpu.cache gpu.cache --top 20
+      calib diff cpu.cache gpu.cache --json diff.json
     """
     setup_logging(debug, quiet)
 
@@ -377,8 +318,8 @@ def diff_cmd(a: str, b: str, top: int, output: str, quiet: bool, debug: bool) ->
             "max_abs_log2_ratio": max((r["log2_ratio"] for r in common), default=0.0),
         }
         rows.sort(key=lambda r: -(r["log2_ratio"] if r["log2_ratio"] is not None else math.inf))
-        if _want_json(output):
-            echo_json({**summary, "tensors": rows})
+        if json_path:
+            write_json(json_path, {**summary, "tensors": rows})
             return
         from rich.table import Table
 
@@ -398,85 +339,62 @@ def diff_cmd(a: str, b: str, top: int, output: str, quiet: bool, debug: bool) ->
     run_command(body, debug=debug)
 
 
+MERGE_GROUPS = (
+    OutputArgs("Merged histogram file (.npz) to write.", output_required="merged.npz", json=None),
+    RangesArgs(
+        "Also write a cache from the merged histograms.",
+        method_help="Threshold method for --cache (default entropy2).",
+        cache_format=True,
+    ),
+)
+
+
 @main.command("merge")
 @click.argument("histograms", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option(
-    "-O", "--out", "out", required=True, type=click.Path(dir_okay=False), help="Merged histogram file (.npz)."
-)
-@click.option(
-    "--cache",
-    "cache_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Also write a cache from the merged histograms.",
-)
-@click.option("--method", default="entropy2", show_default=True)
-@click.option("--percentile", type=float, default=None)
-@click.option("--trt-version", default=DEFAULT_TRT_VERSION, show_default=True)
+@uses(*MERGE_GROUPS)
 @common_options
-def merge_cmd(
-    histograms: tuple[str, ...],
-    out: str,
-    cache_path: str | None,
-    method: str,
-    percentile: float | None,
-    trt_version: str,
-    quiet: bool,
-    debug: bool,
-) -> None:
+def merge_cmd(histograms: tuple[str, ...], quiet: bool, debug: bool, **opts: Any) -> None:
     """Merge the histograms of dataset shards exactly (counts add; ranges align by powers of two).
 
     \b
     Example:
-      calib merge shard0.cache.hist.npz shard1.cache.hist.npz -O all.npz --cache all.cache
+      calib merge shard0.cache.hist.npz shard1.cache.hist.npz -o all.npz --cache all.cache
     """
     setup_logging(debug, quiet)
 
     def body() -> None:
         from trtq.calib.histogram import HistogramSet
 
+        out, ranges = resolve_groups(opts, *MERGE_GROUPS)
         merged = HistogramSet.merged(HistogramSet.load(h) for h in histograms)
-        merged.save(out)
-        msg = f"merged {len(histograms)} files: {len(merged)} tensors, {merged.samples} samples -> {out}"
-        if cache_path:
-            _write_cache_from(merged, cache_path, method, percentile, trt_version, None)
-            msg += f"; cache {cache_path}"
+        merged.save(out.output)
+        msg = (
+            f"merged {len(histograms)} files: {len(merged)} tensors, {merged.samples} samples -> {out.output}"
+        )
+        if ranges.cache:
+            _write_cache_from(merged, ranges)
+            msg += f"; cache {ranges.cache}"
         if not quiet:
             stderr_console().print(msg)
 
     run_command(body, debug=debug)
 
 
-def _write_cache_from(
-    hs: Any, cache_path: str, method: str, percentile: float | None, trt_version: str, algorithm: str | None
-) -> Any:
+def _write_cache_from(hs: Any, ranges: Any) -> Any:
     from trtq.calib.cache import write_cache
     from trtq.calib.run import result_from_histograms
 
-    result = result_from_histograms(hs, method=method, percentile=percentile)  # unused by other methods
-    cache = result.cache(trt_version, algorithm)
-    write_cache(cache_path, cache)
+    result = result_from_histograms(hs, method=ranges.method, **ranges.params)
+    cache = result.cache(ranges.trt_version, ranges.cache_algorithm)
+    write_cache(ranges.cache, cache)
     return cache
 
 
 @main.command("compute")
 @click.argument("histograms", type=click.Path(dir_okay=False))
-@click.option("--cache", "cache_path", required=True, type=click.Path(dir_okay=False), help="Cache to write.")
-@click.option("--method", default="entropy2", show_default=True, help="entropy2, minmax, percentile or mse.")
-@click.option("--percentile", type=float, default=None, help="For --method percentile (default 99.99).")
-@click.option("--trt-version", default=DEFAULT_TRT_VERSION, show_default=True)
-@click.option("--cache-algorithm", default=None, help="Cache header algorithm (default: the method's).")
+@uses(CACHE_FROM_HISTOGRAMS)
 @common_options
-def compute_cmd(
-    histograms: str,
-    cache_path: str,
-    method: str,
-    percentile: float | None,
-    trt_version: str,
-    cache_algorithm: str | None,
-    quiet: bool,
-    debug: bool,
-) -> None:
+def compute_cmd(histograms: str, quiet: bool, debug: bool, **opts: Any) -> None:
     """Write a cache from saved HISTOGRAMS with any method, without running the model again.
 
     \b
@@ -488,20 +406,18 @@ def compute_cmd(
     def body() -> None:
         from trtq.calib.histogram import HistogramSet
 
-        cache = _write_cache_from(
-            HistogramSet.load(histograms), cache_path, method, percentile, trt_version, cache_algorithm
-        )
+        (ranges,) = resolve_groups(opts, CACHE_FROM_HISTOGRAMS)
+        cache = _write_cache_from(HistogramSet.load(histograms), ranges)
         if not quiet:
-            stderr_console().print(f"wrote {cache_path}: {len(cache.scales)} tensors, {cache.header}")
+            stderr_console().print(f"wrote {ranges.cache}: {len(cache.scales)} tensors, {cache.header}")
 
     run_command(body, debug=debug)
 
 
 @main.command("list")
-@_output_option
-@_json_flag
+@uses(LISTING)
 @common_options
-def list_cmd(output: str, quiet: bool, debug: bool) -> None:
+def list_cmd(json_path: str | None, quiet: bool, debug: bool) -> None:
     """List calibration methods (CPU) and TensorRT calibrators (built-in and plugged in)."""
     setup_logging(debug, quiet)
 
@@ -520,8 +436,8 @@ def list_cmd(output: str, quiet: bool, debug: bool) -> None:
         from trtq.calib.tensorrt import list_calibrators
 
         calibrators = list_calibrators()
-        if _want_json(output):
-            echo_json({"methods": methods, "tensorrt_calibrators": calibrators})
+        if json_path:
+            write_json(json_path, {"methods": methods, "tensorrt_calibrators": calibrators})
             return
         con = _stdout_console()
         con.print("[bold]Threshold methods[/bold] (calib run --method, CPU):")

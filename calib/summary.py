@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import trtq
+from trtq._core.result import result_document
 from trtq.calib.run import CalibrationResult
 
 
@@ -18,8 +18,11 @@ def calib_document(
     cache_path: str | None,
     histogram_path: str | None,
     with_all_methods: bool = True,
+    backend: str = "onnxruntime",
+    created_by: str | None = None,
 ) -> dict[str, Any]:
-    """Build the "calib" document; ``with_all_methods`` adds every method's amax per tensor."""
+    """Build the "calib" document; ``with_all_methods`` adds every method's amax per tensor.
+    ``backend`` is the backend the FP32 activations were collected on (the one actually run)."""
     by_method = result.amax_by_method() if with_all_methods else {result.method: result.amax}
     hs = result.histograms
     tensors = []
@@ -43,18 +46,17 @@ def calib_document(
         )
     seconds = result.seconds
     used = int(data.get("images_used", hs.samples))
-    return {
-        "kind": "calib",
-        "schema": 1,
-        "trtq_version": trtq.__version__,
-        "model": dict(model),
-        "data": dict(data),
-        "backend": "onnxruntime",
-        "settings": dict(settings),
-        "cache": cache_path,
-        "histograms": histogram_path,
-        "coverage": {"calibrated": len(hs.seen()), "total": len(result.sites)},
-        "tensors": tensors,
-        "time_s": seconds,
-        "images_per_s": (used / seconds) if seconds > 0 else None,
-    }
+    return result_document(
+        "calib",
+        backend=backend,
+        created_by=created_by,
+        model=dict(model),
+        data=dict(data),
+        settings=dict(settings),
+        cache=cache_path,
+        histograms=histogram_path,
+        coverage={"calibrated": len(hs.seen()), "total": len(result.sites)},
+        tensors=tensors,
+        time_s=seconds,
+        images_per_s=(used / seconds) if seconds > 0 else None,
+    )

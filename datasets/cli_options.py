@@ -1,4 +1,7 @@
-"""Command-line and config-file options for choosing data and preprocessing (a CLI module: uses click).
+"""The data argument group: flags and config keys for choosing data and preprocessing (a CLI module).
+
+:class:`DataArgs` is the ``data`` group of :mod:`trtq._core.args`: ``--data``, ``--batch-size``,
+``--shape``, ``--limit``, the preprocessing flags, and the config keys below.
 
 Precedence per setting: defaults < config file (``[tool.trtq]`` in ./pyproject.toml or
 ./trtq.toml) < flags. A flag left at ``None`` was not given. Config keys::
@@ -32,12 +35,14 @@ flags override ``--preset``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
-from trtq._core.config import resolve_path
+from trtq._core.args import ArgGroup
+from trtq._core.config import resolve_path, setting
 from trtq._core.errors import InputError
 from trtq._core.tensors import TensorInfo
 from trtq.datasets.dataset import Dataset
@@ -204,6 +209,97 @@ def preprocess_from(
     return PreprocessSpec(**values) if given else None
 
 
+@dataclass(frozen=True)
+class DataSettings:
+    """The data a command reads, resolved: defaults < config file < flags."""
+
+    data: str | None  # folder (a config value is relative to the config file); None = not given
+    shapes: Mapping[str, tuple[int, ...]]  # --shape: static input shapes, batch dim included
+    preprocess: PreprocessSpec | None  # None: the loader's defaults
+    batch_size: int | None  # None: the model's static batch, else 1
+    limit: int | None = None
+    shuffle: bool = False
+    seed: int = 0
+    strict: bool = False
+    workers: int | None = None
+    flags: Mapping[str, Any] = field(default_factory=dict)  # data flags given on the command line
+
+    def batch_size_for(self, model_inputs: Sequence[TensorInfo]) -> int:
+        from trtq.datasets import default_batch_size
+
+        return int(self.batch_size if self.batch_size is not None else default_batch_size(model_inputs))
+
+    def open(self, model_inputs: Sequence[TensorInfo], batch_size: int | None = None) -> Dataset:
+        """The dataset for a model with ``model_inputs``, batched by ``batch_size`` (default:
+        :meth:`batch_size_for`); ``dataset.inputs`` are the resolved static input specs."""
+        _quiet_opencv()
+        if not self.data:
+            raise InputError(
+                'no data folder: give --data DIR, or set data = "DIR" under [tool.trtq] in pyproject.toml or trtq.toml'
+            )
+        batch_size = self.batch_size_for(model_inputs) if batch_size is None else batch_size
+        specs = resolve_input_specs(model_inputs, dict(self.shapes), batch_size)
+        return open_dataset(
+            self.data,
+            specs,
+            self.preprocess,
+            limit=self.limit,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            strict=self.strict,
+            workers=self.workers,
+        )
+
+
+class DataArgs(ArgGroup):
+    """``--data``, ``--batch-size`` and the data/preprocessing flags of :func:`data_options`;
+    config keys ``data``, ``batch_size``, ``shape``, ``limit``, ... and ``[tool.trtq.preprocess]``."""
+
+    config_keys = (*DATA_KEYS, "batch_size", "preprocess")
+
+    def decorators(self) -> list[Callable[[Callable], Callable]]:
+        batch = click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Samples per batch (default: the model's static batch, else 1).",
+        )
+        return [batch, data_options]
+
+    def resolve(
+        self, opts: Mapping[str, Any], config: Mapping[str, Any], config_path: Path | None
+    ) -> DataSettings:
+        cfg_pre = config.get("preprocess") or {}
+        if not isinstance(cfg_pre, Mapping):
+            raise InputError("[tool.trtq] preprocess must be a table ([tool.trtq.preprocess])")
+
+        def pick(key: str, kind: type, default: Any) -> Any:
+            value = opts.get(key)
+            if value is None:
+                value = _typed(config, key, kind)
+            return default if value is None else value
+
+        batch_size = setting(opts, config, "batch_size")
+        given = (*DATA_KEYS, "preset", *PREPROCESS_KEYS)
+        return DataSettings(
+            data=opts.get("data") or resolve_path(_typed(config, "data", str), config_path),
+            shapes=shapes_from(opts.get("shape"), "--shape")
+            or shapes_from(config.get("shape"), "[tool.trtq]"),
+            preprocess=preprocess_from(opts, cfg_pre),
+            batch_size=None if batch_size is None else int(batch_size),
+            limit=pick("limit", int, None),
+            shuffle=pick("shuffle", bool, False),
+            seed=pick("seed", int, 0),
+            strict=pick("strict", bool, False),
+            workers=pick("workers", int, None),
+            flags={k: _plain(opts[k]) for k in given if opts.get(k) not in (None, ())},
+        )
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def dataset_from_options(
     model_inputs: Sequence[TensorInfo],
     batch_size: int,
@@ -212,41 +308,9 @@ def dataset_from_options(
     *,
     config_path: Path | None = None,
 ) -> tuple[Dataset, list[TensorInfo]]:
-    """Open the dataset the flags and config describe, for a model with ``model_inputs``.
-
-    ``options`` are the click parameters of :func:`data_options` (``None`` = not given),
-    ``config`` the ``[tool.trtq]`` table (``config_path`` resolves a relative ``data``).
-    Returns the dataset and the resolved static input specs it batches for.
-    """
-    _quiet_opencv()
-    cfg_pre = config.get("preprocess") or {}
-    if not isinstance(cfg_pre, Mapping):
-        raise InputError("[tool.trtq] preprocess must be a table ([tool.trtq.preprocess])")
-    data = options.get("data") or resolve_path(_typed(config, "data", str), config_path)
-    if not data:
-        raise InputError(
-            'no data folder: give --data DIR, or set data = "DIR" under [tool.trtq] in pyproject.toml or trtq.toml'
-        )
-    shapes = shapes_from(options.get("shape"), "--shape") or shapes_from(config.get("shape"), "[tool.trtq]")
-    specs = resolve_input_specs(model_inputs, shapes, batch_size)
-    preprocess = preprocess_from(options, cfg_pre)
-
-    def pick(key: str, kind: type, default: Any) -> Any:
-        value = options.get(key)
-        if value is None:
-            value = _typed(config, key, kind)
-        return default if value is None else value
-
-    dataset = open_dataset(
-        data,
-        specs,
-        preprocess,
-        limit=pick("limit", int, None),
-        shuffle=pick("shuffle", bool, False),
-        seed=pick("seed", int, 0),
-        strict=pick("strict", bool, False),
-        workers=pick("workers", int, None),
-    )
+    """Open the dataset the flags and config describe, for a model with ``model_inputs``
+    (:class:`DataArgs` in one call). Returns the dataset and its resolved static input specs."""
+    dataset = DataArgs().resolve(options, config, config_path).open(model_inputs, batch_size)
     return dataset, dataset.inputs
 
 

@@ -100,19 +100,26 @@ class BisectResult:
         return f"{k} of {n} layers in FP32 pass ({self.criterion}: {_fmt(self.final_metric)}) after {self.evaluations} evaluations"
 
     def to_json(
-        self, *, model: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None
+        self,
+        *,
+        model: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        created_by: str | None = None,
     ) -> dict[str, Any]:
-        """The ``kind = "bisect"`` document of docs/SCHEMA.md (also the pins.json format)."""
-        return {
-            "kind": "bisect",
-            "schema": 1,
-            "model": dict(model or {}),
-            "data": dict(data or {}),
-            "backend": self.backend,
-            "settings": dict(self.settings),
-            "verdict": self.verdict,
-            "summary": self.summary(),
-            "pins": [
+        """The ``kind = "bisect"`` document of docs/SCHEMA.md (also the pins.json format);
+        ``created_by`` names the command (default: the API)."""
+        from trtq._core.result import result_document
+
+        return result_document(
+            "bisect",
+            backend=self.backend,
+            created_by=created_by,
+            model=dict(model or {}),
+            data=dict(data or {}),
+            settings=dict(self.settings),
+            verdict=self.verdict,
+            summary=self.summary(),
+            pins=[
                 {
                     "node": layer.node,
                     "tensor": layer.tensor,
@@ -123,14 +130,14 @@ class BisectResult:
                 }
                 for layer in self.pins
             ],
-            "final_metric": self.final_metric,
-            "baseline_metric": self.baseline_metric,
-            "all_pinned_metric": self.all_pinned_metric,
-            "evaluations": self.evaluations,
-            "layers": self.layers,
-            "wall_s": self.wall_s,
-            "ranking_s": self.ranking_s,
-            "trace": [
+            final_metric=self.final_metric,
+            baseline_metric=self.baseline_metric,
+            all_pinned_metric=self.all_pinned_metric,
+            evaluations=self.evaluations,
+            layers=self.layers,
+            wall_s=self.wall_s,
+            ranking_s=self.ranking_s,
+            trace=[
                 {
                     "eval": t.eval,
                     "set_size": t.set_size,
@@ -143,7 +150,7 @@ class BisectResult:
                 }
                 for t in self.trace
             ],
-        }
+        )
 
 
 def _fmt(value: float | None) -> str:

@@ -13,18 +13,18 @@ from typing import Any
 
 import click
 
+from trtq._core.args import ModelArgs, OutputArgs, RuntimeArgs, resolve_groups, uses
 from trtq._core.cli import (
-    backend_option,
     common_options,
     progress_bar,
     run_command,
     setup_logging,
     stderr_console,
 )
-from trtq._core.config import find_config
 from trtq._core.errors import InputError
-from trtq._core.jsonio import to_jsonable, write_json
-from trtq.datasets.cli_options import data_options
+from trtq._core.jsonio import to_jsonable
+from trtq.calib.cli_options import RangesArgs
+from trtq.datasets.cli_options import DataArgs
 from trtq.precision.cli_bisect import add_commands
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ Examples:
   precision compare rec.onnx --data crops/ --precision int8 --cache calib.cache --mode layerwise
   precision export det.onnx --int8 --cache calib.cache --pins pins.json -o det.qdq.onnx
   precision bisect rec.onnx --data crops/ --precision int8 --cache calib.cache -o pins.json
+
+\b
+Flags mean the same in every command: -o FILE is the file the command makes, --json PATH|- the
+result document (docs/SCHEMA.md; - = stdout), --report FILE an HTML report, --cache the TensorRT
+calibration cache, --method the calibration method used without a cache.
 """,
 )
 def main() -> None:
@@ -58,12 +63,27 @@ Examples:
 
 \b
 --precision both = fp16 and int8, each against FP32, in one pass over the data.
-Without --cache, INT8 ranges are calibrated on the same data first (entropy2).
+Without --cache, INT8 ranges are calibrated on the same data first (--method, default entropy2).
 """
+
+COMPARE_GROUPS = (
+    ModelArgs("precision compare model.onnx --data DIR"),
+    RangesArgs(),
+    RuntimeArgs(
+        "onnxruntime: TensorRT emulated on CPU (default); tensorrt: real engines (needs TensorRT and a GPU).",
+        "ONNX Runtime threads.",
+    ),
+    OutputArgs(report=True),
+    DataArgs(),  # last: its many flags close the help
+)
+EXPORT_GROUPS = (
+    ModelArgs("precision export model.onnx --int8 --cache calib.cache -o out.onnx"),
+    RangesArgs("TensorRT calibration cache (required with --int8).", calibrate=False),
+    OutputArgs("ONNX file to write.", output_required="out.onnx", json=None),
+)
 
 
 @main.command("compare", epilog=COMPARE_EPILOG)
-@click.argument("model", type=click.Path(dir_okay=False))
 @click.option(
     "--precision",
     "precision_name",
@@ -87,16 +107,6 @@ Without --cache, INT8 ranges are calibrated on the same data first (entropy2).
     help="graphwise: whole model reduced (errors accumulate); layerwise: each layer alone with FP32 inputs.",
 )
 @click.option(
-    "--cache",
-    "cache_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="TensorRT INT8 calibration cache.",
-)
-@click.option(
-    "--calib-method", default="entropy2", show_default=True, help="Without --cache: method to calibrate with."
-)
-@click.option(
     "--pins",
     "pins_path",
     type=click.Path(dir_okay=False),
@@ -112,29 +122,8 @@ Without --cache, INT8 ranges are calibrated on the same data first (entropy2).
     show_default=True,
     help="Ranking metric: rel-l2, cosine, max-abs, mean-abs, sqnr.",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Samples per batch (default: the model's static batch, else 1).",
-)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads.")
-@backend_option("onnxruntime: TensorRT emulated on CPU; tensorrt: real engines (needs TensorRT and a GPU).")
-@click.option(
-    "--json",
-    "json_path",
-    default=None,
-    help="Write the full result (docs/SCHEMA.md, kind compare) here; '-' = stdout.",
-)
-@click.option(
-    "--report",
-    "report_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write an HTML report here.",
-)
+@uses(*COMPARE_GROUPS)
 @common_options
-@data_options
 def compare_command(**opts: Any) -> None:
     """Per-layer error of MODEL in FP16/INT8 against FP32, every float tensor matched by name.
 
@@ -154,17 +143,9 @@ Examples:
 
 
 @main.command("export", epilog=EXPORT_EPILOG)
-@click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--int8", "int8", is_flag=True, help="Insert Q/DQ (TensorRT 11 explicit quantization).")
 @click.option(
     "--fp16", "fp16", is_flag=True, help="Compute the unpinned rest in FP16 (Casts at FP32 boundaries)."
-)
-@click.option(
-    "--cache",
-    "cache_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="TensorRT calibration cache (required with --int8).",
 )
 @click.option(
     "--pins",
@@ -173,9 +154,7 @@ Examples:
     default=None,
     help="pins.json or a JSON list of node names kept in FP32.",
 )
-@click.option(
-    "-o", "--output", "out_path", type=click.Path(dir_okay=False), required=True, help="ONNX file to write."
-)
+@uses(*EXPORT_GROUPS)
 @common_options
 def export_command(**opts: Any) -> None:
     """Write MODEL as a Q/DQ ONNX (zero-point 0, per-channel weights, per-tensor activations).
@@ -206,43 +185,38 @@ def _configs(precision: str, placement: str, pins: frozenset[str]):
     return [EmulationConfig(n, placement, pins) for n in names]
 
 
-def _amax_for(opts: dict[str, Any], proto, dataset, batch_size: int, need: bool, quiet: bool):
-    if not need:
-        return None
-    from trtq.precision.cli_common import read_or_calibrate
-
-    return read_or_calibrate(
-        proto,
-        opts.get("cache_path"),
-        opts.get("calib_method") or "entropy2",
-        quiet,
-        len(dataset),
-        lambda progress: dataset.batches(batch_size, progress=progress),
-    )
-
-
 def _compare(opts: dict[str, Any]) -> None:
     from trtq._core.onnx_model import load_onnx, model_summary
     from trtq.precision.builds import describe_backend
-    from trtq.precision.cli_common import open_data
+    from trtq.precision.cli_common import open_data, read_or_calibrate
     from trtq.precision.compare import CompareResult, compare_runs
     from trtq.precision.emulate import folded
     from trtq.precision.fp16_range import fp16_range_check
     from trtq.precision.metrics import get_metric
     from trtq.runtime import get_backend
 
-    quiet = opts["quiet"] or opts.get("json_path") == "-"
+    model, ranges, runtime, out, data = resolve_groups(opts, *COMPARE_GROUPS)
+    quiet = opts["quiet"] or out.json_to_stdout
     get_metric(opts["metric"])
     pins = load_pins(opts.get("pins_path"))
-    config, config_path = find_config()
-    proto = load_onnx(opts["model"])
-    dataset, batch_size, data_path = open_data(proto, opts, config, config_path, opts.get("batch_size"))
+    proto = load_onnx(model.path)
+    dataset, batch_size = open_data(proto, data)
     configs = _configs(opts["precision_name"], opts["placement"], pins)
-    amax = _amax_for(opts, proto, dataset, batch_size, any(c.int8 for c in configs), quiet)
+    amax = None
+    if any(c.int8 for c in configs):
+        amax = read_or_calibrate(
+            proto,
+            ranges.cache,
+            ranges.method,
+            quiet,
+            len(dataset),
+            lambda progress: dataset.batches(batch_size, progress=progress),
+            ranges.params,
+        )
     modes = ("graphwise", "layerwise") if opts["mode"] == "both" else (opts["mode"],)
-    backend_label = describe_backend(opts["backend"])
-    if not get_backend(opts["backend"]).emulated_precision and modes != ("graphwise",):
-        raise InputError(f"--backend {opts['backend']} compares whole builds: use --mode graphwise")
+    backend_label = describe_backend(runtime.backend)
+    if not get_backend(runtime.backend).emulated_precision and modes != ("graphwise",):
+        raise InputError(f"--backend {runtime.backend} compares whole builds: use --mode graphwise")
     t0 = time.perf_counter()
     base = folded(proto)  # folded once: compare_runs and the FP16 range check take it as it is
     with progress_bar(quiet, unit="batch") as progress:
@@ -253,31 +227,28 @@ def _compare(opts: dict[str, Any]) -> None:
             amax=amax,
             modes=modes,
             progress=progress,
-            threads=opts.get("threads"),
-            backend=opts["backend"],
-            cache_path=opts.get("cache_path"),
+            threads=runtime.threads,
+            backend=runtime.backend,
+            cache_path=ranges.cache,
         )
     elapsed = time.perf_counter() - t0
-    stats = dataset.stats
-    data = stats.to_dict(data_path)
     fp16 = (
         [i.to_dict() for i in fp16_range_check(base, amax, observed)] if any(c.fp16 for c in configs) else []
     )
     result = CompareResult(
-        model_summary(proto, opts["model"], shapes={i.name: i.shape for i in dataset.inputs}),
-        data,
+        model_summary(proto, model.path, shapes={i.name: i.shape for i in dataset.inputs}),
+        dataset.stats.to_dict(data.data),
         backend_label,
         runs,
         fp16,
         round(elapsed, 3),
     )
-    doc = to_jsonable(result.to_dict())
-    if opts.get("json_path"):
-        write_json(opts["json_path"], doc)
-    if opts.get("report_path"):
+    doc = to_jsonable(result.to_dict(created_by="precision compare"))
+    out.write_json(doc)
+    if out.report:
         from trtq.reports import write_report
 
-        write_report(opts["report_path"], [doc])
+        write_report(out.report, [doc])
     if not quiet:
         _print_tables(result, opts["top"], opts["metric"])
 
@@ -351,17 +322,18 @@ def _export(opts: dict[str, Any]) -> None:
 
     if not opts["int8"] and not opts["fp16"]:
         raise InputError("nothing to export: give --int8 (with --cache) and/or --fp16")
-    if opts["int8"] and not opts.get("cache_path"):
+    model, ranges, out = resolve_groups(opts, *EXPORT_GROUPS)
+    if opts["int8"] and not ranges.cache:
         raise InputError("--int8 needs --cache FILE (a TensorRT calibration cache, e.g. from 'calib run')")
     pins = load_pins(opts.get("pins_path"))
-    proto = load_onnx(opts["model"])
-    amax = read_cache(opts["cache_path"]).amax() if opts["int8"] else {}
-    out = export_qdq(proto, amax, pins, fp16=opts["fp16"])
-    save_onnx(out, opts["out_path"])
+    proto = load_onnx(model.path)
+    amax = read_cache(ranges.cache).amax() if opts["int8"] else {}
+    qdq = export_qdq(proto, amax, pins, fp16=opts["fp16"])
+    save_onnx(qdq, out.output)
     if not opts["quiet"]:
-        q = sum(n.op_type == "QuantizeLinear" for n in out.graph.node)
-        dq = sum(n.op_type == "DequantizeLinear" for n in out.graph.node)
+        q = sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node)
+        dq = sum(n.op_type == "DequantizeLinear" for n in qdq.graph.node)
         stderr_console().print(
-            f"wrote {opts['out_path']}: {q} activation Q/DQ pairs, {dq - q} weight DequantizeLinear, "
+            f"wrote {out.output}: {q} activation Q/DQ pairs, {dq - q} weight DequantizeLinear, "
             f"{len(pins)} pinned node(s) in FP32{', rest FP16' if opts['fp16'] else ''}"
         )

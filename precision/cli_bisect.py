@@ -13,18 +13,18 @@ from typing import Any
 
 import click
 
+from trtq._core.args import ModelArgs, OutputArgs, RuntimeArgs, resolve_groups, uses
 from trtq._core.cli import (
-    backend_option,
     common_options,
     progress_bar,
     run_command,
     setup_logging,
     stderr_console,
 )
-from trtq._core.config import find_config, model_from, resolve_path, setting
+from trtq._core.config import find_config
 from trtq._core.errors import CheckFailed, InputError
-from trtq._core.jsonio import write_json
-from trtq.datasets.cli_options import DATA_KEYS, PREPROCESS_KEYS, data_options
+from trtq.calib.cli_options import RangesArgs
+from trtq.datasets.cli_options import DataArgs
 from trtq.precision.evaluate import BISECT_METRICS
 
 EPILOG_BISECT = """\b
@@ -35,6 +35,7 @@ Examples:
       --precision int8 --check 'python check_text.py {model}' -o pins.json --report bisect.html
   precision bisect model.onnx --data tensors/ --precision fp16 --metric rel-l2 --threshold 0.01 \\
       --strategy contiguous --max-evals 30 -o pins.json --json bisect.json
+  precision bisect model.onnx --data imgs/ --precision int8 --method percentile -o pins.json
 
 \b
 Criterion: --metric cosine|rel-l2|max-abs|sqnr with --threshold (default cosine >= 0.999 on
@@ -54,6 +55,7 @@ EPILOG_PIN = """\b
 Examples:
   precision pin det.onnx --pins pins.json -o det_pinned.onnx
   precision pin det.onnx --pins pins.json --cache calib.cache --data imgs/ -o det_pinned.onnx
+  precision pin det.onnx --pins pins.json -o det_pinned.onnx --json pin.json
 
 \b
 Writes a Q/DQ (INT8) / Cast (FP16) ONNX with the pinned layers left in FP32 (ONNX Runtime,
@@ -61,8 +63,29 @@ TensorRT 11), then runs it on the data against FP32 with the criterion bisect us
 same pins through the TensorRT emulation, and prints both results. For TensorRT 10 the pins are
 build-time precision constraints instead: the TensorRT backend sets the layers of the pinned
 nodes (pins.json "members") to FP32 with OBEY_PRECISION_CONSTRAINTS. Data, cache and settings
-default to those recorded in pins.json. Exit code 1 when either result fails the criterion.
+default to those recorded in pins.json (flags > pins.json > config file). Exit code 1 when either result fails the criterion.
 """
+
+
+BISECT_GROUPS = (
+    ModelArgs("precision bisect model.onnx --data DIR -o pins.json"),
+    RangesArgs(),
+    RuntimeArgs(
+        "onnxruntime: TensorRT emulated on CPU (default); tensorrt: real engines (TensorRT + GPU).",
+        "ONNX Runtime threads.",
+    ),
+    OutputArgs("pins.json to write.", output_required="pins.json", report=True),
+    DataArgs(),  # last: its many flags close the help
+)
+PIN_GROUPS = (
+    ModelArgs("precision pin model.onnx --pins pins.json -o pinned.onnx"),
+    RangesArgs(
+        method_help="Without a cache: calibrate on the data (default: as in pins.json, else entropy2)."
+    ),
+    RuntimeArgs(None, "ONNX Runtime threads."),
+    OutputArgs("Pinned ONNX to write.", output_required="pinned.onnx"),
+    DataArgs(),  # last: its many flags close the help
+)
 
 
 def _criterion_options(fn):
@@ -100,7 +123,6 @@ def _criterion_options(fn):
 
 
 @click.command("bisect", epilog=EPILOG_BISECT)
-@click.argument("model", required=False, type=click.Path(dir_okay=False))
 @click.option(
     "--precision",
     "precision_name",
@@ -122,33 +144,14 @@ def _criterion_options(fn):
 @_criterion_options
 @click.option("--max-evals", type=click.IntRange(min=2), default=None, help="Evaluation budget (default 64).")
 @click.option(
-    "--cache", "cache_path", type=click.Path(dir_okay=False), default=None, help="INT8 calibration cache."
-)
-@click.option(
-    "--calib-method",
-    default=None,
-    help="Without --cache: calibrate on --data with this method (default entropy2).",
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per batch.")
-@backend_option(
-    "onnxruntime: TensorRT emulated on CPU (default); tensorrt: real engines (TensorRT + GPU).",
-    default=None,
-)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads.")
-@click.option(
     "--full-evals",
     is_flag=True,
     default=None,
     help="Run every batch even when an evaluation can no longer pass (default: stop it early; "
     "the trace then shows the best metric it could still reach).",
 )
-@click.option(
-    "-o", "--output", "pins_path", type=click.Path(dir_okay=False), default=None, help="pins.json to write."
-)
-@click.option("--json", "json_path", default=None, help="Also write the result JSON here ('-' = stdout).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, help="HTML report.")
+@uses(*BISECT_GROUPS)
 @common_options
-@data_options
 def bisect_command(**opts: Any) -> None:
     """Find the smallest set of layers to keep in FP32 so MODEL passes in FP16/INT8.
 
@@ -160,12 +163,8 @@ def bisect_command(**opts: Any) -> None:
 
 
 @click.command("pin", epilog=EPILOG_PIN)
-@click.argument("model", type=click.Path(dir_okay=False))
 @click.option(
     "--pins", "pins_file", type=click.Path(dir_okay=False), required=True, help="pins.json from bisect."
-)
-@click.option(
-    "-o", "--output", "out_path", type=click.Path(dir_okay=False), required=True, help="Pinned ONNX to write."
 )
 @click.option(
     "--precision",
@@ -174,18 +173,9 @@ def bisect_command(**opts: Any) -> None:
     default=None,
     help="Default: the precision pins.json was made for.",
 )
-@click.option(
-    "--cache", "cache_path", type=click.Path(dir_okay=False), default=None, help="INT8 calibration cache."
-)
-@click.option(
-    "--calib-method", default=None, help="Without a cache: calibrate on the data (default entropy2)."
-)
 @_criterion_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per batch.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads.")
-@click.option("--json", "json_path", default=None, help="Write the result as JSON here ('-' = stdout).")
+@uses(*PIN_GROUPS)
 @common_options
-@data_options
 def pin_command(**opts: Any) -> None:
     """Apply pins.json to MODEL: write the ONNX with those layers in FP32, evaluate it once more."""
     setup_logging(opts["debug"], opts["quiet"])
@@ -201,32 +191,23 @@ def add_commands(group: click.Group) -> None:
 # -- bodies ---------------------------------------------------------------------------------------
 
 
-# The data flags recorded in pins.json so that `precision pin` reads the same data (not workers,
-# which only sets decode threads, nor dtype, which the model decides).
-_DATA_FLAGS = tuple(k for k in (*DATA_KEYS, "preset", *PREPROCESS_KEYS) if k not in ("workers", "dtype"))
-
-
-def _load_data(proto, opts: dict, config: dict, config_path, quiet: bool):
-    """Open --data for the model and read every batch into memory (bisect runs them many times)."""
+def _load_data(proto, data, quiet: bool):
+    """Open the data for the model and read every batch into memory (bisect runs them many times)."""
     from trtq.precision.cli_common import open_data
 
-    dataset, batch_size, data_path = open_data(
-        proto, opts, config, config_path, setting(opts, config, "batch_size")
-    )
+    dataset, batch_size = open_data(proto, data)
     with progress_bar(quiet, unit="img") as progress:
         batches = list(dataset.batches(batch_size, progress=progress))
-    stats = dataset.stats
-    data = stats.to_dict(data_path)
-    return batches, data, batch_size
+    return batches, dataset.stats.to_dict(data.data), batch_size
 
 
-def _amax(proto, batches, precision: str, cache_path: str | None, method: str, quiet: bool):
+def _amax(proto, batches, precision: str, ranges, quiet: bool):
     if "int8" not in precision:
         return None
     from trtq.precision.cli_common import read_or_calibrate
 
     total = sum(len(next(iter(b.values()))) for b in batches)
-    return read_or_calibrate(proto, cache_path, method, quiet, total, batches)
+    return read_or_calibrate(proto, ranges.cache, ranges.method, quiet, total, batches, ranges.params)
 
 
 def _criterion(opts: dict, settings: dict | None = None):
@@ -244,15 +225,15 @@ def _criterion(opts: dict, settings: dict | None = None):
     return metric_criterion(settings.get("metric") or "cosine", settings.get("threshold"))
 
 
-def _write_json(path: str | None, doc: dict) -> None:
-    if path:
-        write_json(path, doc)
-
-
 def _write_report(path: str, doc: dict) -> None:
     from trtq.reports import write_report
 
     write_report(path, [doc])
+
+
+# The data flags recorded in pins.json so that `precision pin` reads the same data (not workers,
+# which only sets decode threads, nor dtype, which the model decides).
+_NOT_RECORDED = ("workers", "dtype")
 
 
 def _bisect(opts: dict[str, Any]) -> None:
@@ -261,23 +242,16 @@ def _bisect(opts: dict[str, Any]) -> None:
     from trtq.precision.pins import write_pins
     from trtq.precision.strategies import get_strategy
 
-    config, config_path = find_config()
-    model_path = model_from(
-        opts.get("model"), config, config_path, "precision bisect model.onnx --data DIR -o pins.json"
-    )
-    pins_path = opts.get("pins_path")
-    if not pins_path:
-        raise InputError("no output file: give -o pins.json")
-    precision = opts.get("precision_name") or config.get("precision") or "int8"
+    config = find_config()
+    model, ranges, runtime, out, data = resolve_groups(opts, *BISECT_GROUPS, config=config)
+    precision = opts.get("precision_name") or config[0].get("precision") or "int8"
     strategy = opts.get("strategy") or "ranked"
     get_strategy(strategy)  # unknown names fail before any work
     criterion = _criterion(opts)
-    quiet = opts["quiet"] or opts.get("json_path") == "-"
-    proto = load_onnx(model_path)
-    batches, data, batch_size = _load_data(proto, opts, config, config_path, quiet)
-    cache_path = opts.get("cache_path") or resolve_path(config.get("cache"), config_path)
-    method = opts.get("calib_method") or "entropy2"
-    amax = _amax(proto, batches, precision, cache_path, method, quiet)
+    quiet = opts["quiet"] or out.json_to_stdout
+    proto = load_onnx(model.path)
+    batches, data_block, _ = _load_data(proto, data, quiet)
+    amax = _amax(proto, batches, precision, ranges, quiet)
     with progress_bar(quiet, unit="eval") as progress:
         result = run_bisect(
             proto,
@@ -288,32 +262,28 @@ def _bisect(opts: dict[str, Any]) -> None:
             max_evals=opts.get("max_evals") or DEFAULT_MAX_EVALS,
             amax=amax,
             placement=opts.get("placement") or "explicit",
-            backend=opts.get("backend") or "onnxruntime",
-            threads=opts.get("threads"),
+            backend=runtime.backend,
+            threads=runtime.threads,
             early_stop=not opts.get("full_evals"),
             progress=progress,
             sources={
-                "cache": str(Path(cache_path).resolve()) if cache_path else None,
-                "calib_method": None if cache_path or "int8" not in precision else method,
-                "data_options": {
-                    k: _plain(opts.get(k)) for k in _DATA_FLAGS if opts.get(k) not in (None, ())
-                },
+                "cache": str(Path(ranges.cache).resolve()) if ranges.cache else None,
+                "calib_method": None if ranges.cache or "int8" not in precision else ranges.method,
+                "data_options": {k: v for k, v in data.flags.items() if k not in _NOT_RECORDED},
             },
         )
     shapes = {name: tuple(a.shape) for name, a in batches[0].items()} if batches else None
-    doc = result.to_json(model=model_summary(proto, model_path, shapes=shapes), data=data)
-    write_pins(pins_path, doc)
-    _write_json(opts.get("json_path"), doc)
-    if opts.get("report_path"):
-        _write_report(opts["report_path"], doc)
+    doc = result.to_json(
+        model=model_summary(proto, model.path, shapes=shapes), data=data_block, created_by="precision bisect"
+    )
+    write_pins(out.output, doc)
+    out.write_json(doc)
+    if out.report:
+        _write_report(out.report, doc)
     if not quiet:
-        _print_result(result, pins_path)
+        _print_result(result, out.output)
     if result.verdict in ("cannot-pass", "budget-exhausted"):
         raise CheckFailed(result.summary())
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _print_result(result, pins_path: str) -> None:
@@ -353,7 +323,8 @@ def _print_result(result, pins_path: str) -> None:
 
 
 def _pin(opts: dict[str, Any]) -> None:
-    from trtq._core.onnx_model import load_onnx, save_onnx
+    from trtq._core.onnx_model import load_onnx, model_summary, save_onnx
+    from trtq._core.result import result_document
     from trtq.precision.bisect import _fmt
     from trtq.precision.pins import pinned_nodes, read_pins
     from trtq.precision.verify_pins import verify_pins
@@ -361,30 +332,37 @@ def _pin(opts: dict[str, Any]) -> None:
     doc = read_pins(opts["pins_file"])
     settings = doc.get("settings") or {}
     precision = opts.get("precision_name") or settings.get("precision") or "int8"
-    quiet = opts["quiet"] or opts.get("json_path") == "-"
-    proto = load_onnx(opts["model"])
-    nodes = pinned_nodes(doc)
-    config, config_path = find_config()
-    data_opts = dict(settings.get("data_options") or {})
-    if "shape" in data_opts:
-        data_opts["shape"] = tuple(data_opts["shape"])
-    merged = {**data_opts, **{k: v for k, v in opts.items() if v not in (None, ())}}
-    if not merged.get("data") and not config.get("data"):
+    given = {k: v for k, v in opts.items() if v not in (None, ())}
+    # what pins.json records stands between the config file and the flags
+    recorded = {
+        **(settings.get("data_options") or {}),
+        "batch_size": settings.get("batch_size"),
+        "cache": settings.get("cache"),
+        "method": settings.get("calib_method"),
+    }
+    merged = {**{k: v for k, v in recorded.items() if v is not None}, **given}
+    if "shape" in merged:
+        merged["shape"] = tuple(merged["shape"])
+    config = find_config()
+    model, ranges, runtime, out, data = resolve_groups(merged, *PIN_GROUPS, config=config)
+    out_path = out.output
+    if not data.data:
         raise InputError(
             f"no data to evaluate the pinned model on: give --data DIR ({opts['pins_file']} records none)"
         )
-    merged.setdefault("batch_size", settings.get("batch_size"))
-    batches, _, _ = _load_data(proto, merged, config, config_path, quiet)
-    cache_path = opts.get("cache_path") or settings.get("cache")
-    if cache_path and not Path(cache_path).is_file() and not opts.get("cache_path"):
+    recorded_cache = settings.get("cache")
+    if recorded_cache and not opts.get("cache") and not Path(recorded_cache).is_file():
         raise InputError(
-            f"{opts['pins_file']} names the calibration cache {cache_path}, which is gone: give --cache"
+            f"{opts['pins_file']} names the calibration cache {recorded_cache}, which is gone: give --cache"
         )
-    method = opts.get("calib_method") or settings.get("calib_method") or "entropy2"
-    if not cache_path and "int8" in precision and settings.get("amax"):
+    quiet = opts["quiet"] or out.json_to_stdout
+    proto = load_onnx(model.path)
+    nodes = pinned_nodes(doc)
+    batches, data_block, _ = _load_data(proto, data, quiet)
+    if not ranges.cache and "int8" in precision and settings.get("amax") and not opts.get("method"):
         amax = settings["amax"]  # the ranges the bisect ran with, recorded in pins.json
     else:
-        amax = _amax(proto, batches, precision, cache_path, method, quiet)
+        amax = _amax(proto, batches, precision, ranges, quiet)
     criterion = _criterion(opts, settings)
     check = verify_pins(
         proto,
@@ -394,21 +372,32 @@ def _pin(opts: dict[str, Any]) -> None:
         precision=precision,
         placement=settings.get("placement") or "explicit",
         amax=amax,
-        threads=opts.get("threads"),
+        threads=runtime.threads,
         source=str(opts["pins_file"]),
     )
-    save_onnx(check.model, opts["out_path"])
+    save_onnx(check.model, out_path)
     result, emulated, passed = check.applied, check.emulated, check.passed
-    summary = {
-        "output": str(opts["out_path"]),
-        "pinned_layers": len(doc.get("pins") or []),
-        **check.to_dict(),
-        "bisect_metric": doc.get("final_metric"),
-    }
-    _write_json(opts.get("json_path"), summary)
+    out.write_json(
+        result_document(
+            "pin",
+            backend="onnxruntime",  # the written model and the emulation both run on ONNX Runtime
+            created_by="precision pin",
+            model=model_summary(
+                proto,
+                model.path,
+                shapes={n: tuple(a.shape) for n, a in batches[0].items()} if batches else None,
+            ),
+            data=data_block,
+            pins=str(opts["pins_file"]),
+            output=str(out_path),
+            pinned_layers=len(doc.get("pins") or []),
+            **check.to_dict(),
+            bisect_metric=doc.get("final_metric"),
+        )
+    )
     if not quiet:
         console = stderr_console()
-        console.print(f"wrote {opts['out_path']}: {len(nodes)} node(s) in FP32, the rest {precision}")
+        console.print(f"wrote {out_path}: {len(nodes)} node(s) in FP32, the rest {precision}")
         for label, r in (("written model on ONNX Runtime", result), ("TensorRT emulation", emulated)):
             value = "n/a" if r.metric is None else f"{r.metric:.6g}"
             colour = "green" if r.passed else "red"

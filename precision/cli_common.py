@@ -3,29 +3,24 @@ model, and read the INT8 ranges from a calibration cache or calibrate them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import onnx
 
 from trtq._core.cli import progress_bar
-from trtq._core.config import resolve_path
 
 
-def open_data(proto: onnx.ModelProto, opts: dict, config: dict, config_path, batch_size: int | None = None):
-    """The dataset of ``opts`` for the model, its batch size (``batch_size`` or the model's default)
-    and the data path (for the ``data`` block). Returns ``(dataset, batch_size, data_path)``."""
-    from trtq.datasets import default_batch_size
-    from trtq.datasets.cli_options import dataset_from_options
+def open_data(proto: onnx.ModelProto, data: Any, batch_size: int | None = None):
+    """The dataset of ``data`` (:class:`~trtq.datasets.cli_options.DataSettings`) for the model,
+    and its batch size (``batch_size``, else the data's, else the model's default)."""
     from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
     # A session, not just the declared inputs: a model ONNX Runtime cannot load fails here, before any work.
     with OnnxRuntimeRunner(proto, optimize=False) as probe:
         inputs = probe.inputs()
-    batch_size = int(batch_size if batch_size is not None else default_batch_size(inputs))
-    dataset, _ = dataset_from_options(inputs, batch_size, opts, config, config_path=config_path)
-    data_path = opts.get("data") or resolve_path(config.get("data"), config_path)
-    return dataset, batch_size, data_path
+    batch_size = int(batch_size) if batch_size is not None else data.batch_size_for(inputs)
+    return data.open(inputs, batch_size), batch_size
 
 
 def read_or_calibrate(
@@ -35,8 +30,10 @@ def read_or_calibrate(
     quiet: bool,
     total: int | None,
     batches: Iterable[Any] | Callable[[Any], Iterable[Any]],
+    params: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
-    """The amax per tensor from ``cache_path``, else calibrated with ``method`` under a progress bar.
+    """The amax per tensor from ``cache_path``, else calibrated with ``method`` (and its
+    ``params``) under a progress bar.
 
     ``batches`` is the data, or a callable ``progress -> batches`` whose batches report the
     progress themselves (a data loader).
@@ -50,5 +47,5 @@ def read_or_calibrate(
     with progress_bar(quiet, unit="img") as progress:
         progress(0, total=total, description=f"calibrating ({method})")
         if callable(batches):
-            return dict(calibrate(proto, batches(progress), method=method).amax)
-        return dict(calibrate(proto, batches, method=method, progress=progress).amax)
+            return dict(calibrate(proto, batches(progress), method=method, params=params).amax)
+        return dict(calibrate(proto, batches, method=method, params=params, progress=progress).amax)

@@ -135,16 +135,19 @@ class CompareResult:
     fp16_range: list[dict[str, Any]] = field(default_factory=list)
     time_s: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        d = {
-            "kind": "compare",
-            "schema": 1,
-            "model": self.model,
-            "data": self.data,
-            "backend": self.backend,
-            "runs": [r.to_dict() for r in self.runs],
-            "fp16_range": self.fp16_range,
-        }
+    def to_dict(self, *, created_by: str | None = None) -> dict[str, Any]:
+        """The ``kind = "compare"`` document; ``created_by`` names the command (default: the API)."""
+        from trtq._core.result import result_document
+
+        d = result_document(
+            "compare",
+            backend=self.backend,
+            created_by=created_by,
+            model=self.model,
+            data=self.data,
+            runs=[r.to_dict() for r in self.runs],
+            fp16_range=self.fp16_range,
+        )
         if self.time_s is not None:
             d["time_s"] = self.time_s
         return d

@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from trtq._core.cli import common_options, echo_json, run_command, setup_logging
+from trtq._core.args import OutputArgs, resolve_groups, uses
+from trtq._core.cli import common_options, run_command, setup_logging
 from trtq._core.errors import InputError
 
 
@@ -42,16 +43,15 @@ def main() -> None:
     """Self-contained HTML reports of trtq results (calib, compare, bisect)."""
 
 
+BUILD_OUTPUT = OutputArgs(
+    "HTML file to write.",
+    output_required="report.html",
+    json="Write what was written as JSON to PATH; '-' = stdout.",
+)
+
+
 @main.command("build")
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "-o",
-    "--output",
-    "output",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="HTML file to write.",
-)
 @click.option(
     "--histograms",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -59,16 +59,15 @@ def main() -> None:
     help="Calibration histogram .npz (default: the one a calib result names).",
 )
 @click.option("--title", default=None, help="Report title (default: 'trtq report — <model names>').")
-@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON on stdout.")
+@uses(BUILD_OUTPUT)
 @common_options
 def build_cmd(
     results: tuple[Path, ...],
-    output: Path,
     histograms: Path | None,
     title: str | None,
-    as_json: bool,
     quiet: bool,
     debug: bool,
+    **opts: Any,
 ) -> None:
     """Build one HTML report from one or more saved JSON results.
 
@@ -87,12 +86,13 @@ def build_cmd(
     def body() -> None:
         from trtq.reports.build import write_report
 
+        (out,) = resolve_groups(opts, BUILD_OUTPUT)
+        output = Path(out.output)
         loaded = [load_result(p) for p in results]
         write_report(output, loaded, histograms=histograms, title=title)
         info = {"report": str(output), "bytes": output.stat().st_size, "results": [str(p) for p in results]}
-        if as_json:
-            echo_json(info)
-        elif not quiet:
+        out.write_json(info)
+        if not quiet and not out.json_to_stdout:
             click.echo(
                 f"wrote {output} ({info['bytes'] / 1e6:.2f} MB) from {len(results)} result(s)", err=True
             )

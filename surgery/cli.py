@@ -9,6 +9,7 @@ import logging
 
 import click
 
+from trtq._core.args import ModelArgs, OutputArgs, resolve_groups, uses
 from trtq._core.cli import (
     common_options,
     progress_bar,
@@ -17,12 +18,13 @@ from trtq._core.cli import (
     stderr_console,
 )
 from trtq._core.errors import CheckFailed, InputError, MissingDependencyError
-from trtq._core.jsonio import write_json
 
-
-def _write_json(target: str | None, payload: dict) -> None:
-    if target is not None:
-        write_json(target, payload)
+CHECK_GROUPS = (ModelArgs("surgery check model.onnx"), OutputArgs())
+FIX_GROUPS = (
+    ModelArgs("surgery fix model.onnx -o fixed.onnx"),
+    OutputArgs("Where to write the fixed model.", json="Write what changed as JSON to PATH ('-' = stdout)."),
+)
+RULES_OUTPUT = OutputArgs(json="Write the list as JSON to PATH ('-' = stdout).")
 
 
 def _trt_major(version: str) -> str:
@@ -48,7 +50,6 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
 @click.option(
     "--trt-version", default="10.16", show_default=True, help="TensorRT version to check against (10.x)."
 )
@@ -60,9 +61,9 @@ def main() -> None:
     show_default=True,
     help="Also ask an installed TensorRT parser (supports_model): auto = when importable.",
 )
-@click.option("--json", "json_out", metavar="OUT", help="Write the findings as JSON to OUT ('-' = stdout).")
+@uses(*CHECK_GROUPS)
 @common_options
-def check(model: str, trt_version: str, use_trt: str, json_out: str | None, quiet: bool, debug: bool) -> None:
+def check(trt_version: str, use_trt: str, quiet: bool, debug: bool, **opts) -> None:
     """List every node TensorRT's ONNX parser would reject or restrict, with the rule that fixes it.
 
     Exit code 0 when nothing is rejected (warnings allowed), 1 when some node is, 2 on bad input.
@@ -80,6 +81,8 @@ def check(model: str, trt_version: str, use_trt: str, json_out: str | None, quie
         from trtq.surgery.check import check_model
 
         _trt_major(trt_version)
+        model_args, out = resolve_groups(opts, *CHECK_GROUPS)
+        model = model_args.path
         proto = load_onnx(model)
         use = use_trt == "yes" or (use_trt == "auto" and _tensorrt_importable())
         try:
@@ -91,8 +94,8 @@ def check(model: str, trt_version: str, use_trt: str, json_out: str | None, quie
             use = False
             report = check_model(proto, name=model, use_tensorrt=False, model_path=model)
         report.trt_version = report.trt_version if use else f"{trt_version} (table of {report.trt_version})"
-        _write_json(json_out, report.to_dict())
-        if json_out != "-" and not quiet:
+        out.write_json(report.to_dict(created_by="surgery check"))
+        if not out.json_to_stdout and not quiet:
             _print_findings(report)
         if report.errors:
             raise CheckFailed(f"{model}: {len(report.errors)} node(s) TensorRT's ONNX parser rejects")
@@ -128,8 +131,6 @@ def _print_findings(report) -> None:
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the fixed model.")
 @click.option("--inplace", is_flag=True, help="Overwrite MODEL itself (atomically).")
 @click.option(
     "--rules",
@@ -154,11 +155,9 @@ def _print_findings(report) -> None:
 )
 @click.option("--trials", default=3, show_default=True, help="Random input sets used for verification.")
 @click.option("--dry-run", is_flag=True, help="Rewrite and verify, write nothing.")
-@click.option("--json", "json_out", metavar="OUT", help="Write what changed as JSON to OUT ('-' = stdout).")
+@uses(*FIX_GROUPS)
 @common_options
 def fix(
-    model: str,
-    output: str | None,
     inplace: bool,
     rule_list: str | None,
     plugins: tuple[str, ...],
@@ -166,9 +165,9 @@ def fix(
     shapes: tuple[str, ...],
     trials: int,
     dry_run: bool,
-    json_out: str | None,
     quiet: bool,
     debug: bool,
+    **opts,
 ) -> None:
     """Rewrite MODEL with the rules until nothing changes, verify it, and write it.
 
@@ -189,6 +188,7 @@ def fix(
         from trtq.surgery.pipeline import fix_file
         from trtq.surgery.rules.plugin_mapping import parse_plugin_specs
 
+        model_args, out = resolve_groups(opts, *FIX_GROUPS)
         names = [r.strip() for r in rule_list.split(",") if r.strip()] if rule_list else None
         mapping = parse_plugin_specs(plugins)
         shape_map = {}
@@ -198,8 +198,8 @@ def fix(
             shape_map = shapes_from(shapes, "--shape")
         with progress_bar(quiet, unit="passes") as progress:
             report = fix_file(
-                model,
-                output,
+                model_args.path,
+                out.output,
                 rules=names,
                 plugins=mapping,
                 verify=not no_verify,
@@ -209,8 +209,8 @@ def fix(
                 dry_run=dry_run,
                 progress=progress,
             )
-        _write_json(json_out, report.to_dict())
-        if json_out != "-" and not quiet:
+        out.write_json(report.to_dict(created_by="surgery fix"))
+        if not out.json_to_stdout and not quiet:
             _print_fix(report)
 
     run_command(body, debug=debug)
@@ -236,8 +236,8 @@ def _print_fix(report) -> None:
 
 
 @main.command("rules")
-@click.option("--json", "json_out", metavar="OUT", help="Write the list as JSON to OUT ('-' = stdout).")
-def list_rules(json_out: str | None) -> None:
+@uses(RULES_OUTPUT)
+def list_rules(**opts) -> None:
     """List the rewrite rules in the order `fix` applies them.
 
     \b
@@ -251,8 +251,9 @@ def list_rules(json_out: str | None) -> None:
         {"name": n, "summary": rule_class(n).summary, "verified": rule_class(n).verifiable}
         for n in rule_names()
     ]
-    _write_json(json_out, {"rules": items})
-    if json_out != "-":
+    (out,) = resolve_groups(opts, RULES_OUTPUT)
+    out.write_json({"rules": items})
+    if not out.json_to_stdout:
         for item in items:
             click.echo(f"{item['name']:<24} {item['summary']}")
 

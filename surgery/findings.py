@@ -47,15 +47,21 @@ class CheckReport:
     def warnings(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == "warning"]
 
-    def to_dict(self) -> dict:
-        return {
-            "kind": "surgery-check",
-            "schema": 1,
-            "model": self.model,
-            "trt_version": self.trt_version,
-            "support_source": self.support_source,
-            "opset": self.opset,
-            "errors": len(self.errors),
-            "warnings": len(self.warnings),
-            "findings": [f.to_dict() for f in self.findings],
-        }
+    def to_dict(self, *, created_by: str | None = None) -> dict:
+        """The ``kind = "surgery-check"`` document; ``backend`` is ``"tensorrt"`` when the installed
+        parser was asked (``"tensorrt <version>"``), else null (the built-in support table; no model is run)."""
+        from trtq._core.result import result_document
+
+        asked_trt = "supports_model" in self.support_source
+        return result_document(
+            "surgery-check",
+            backend=f"tensorrt {self.trt_version}" if asked_trt else None,
+            created_by=created_by,
+            model=self.model,
+            trt_version=self.trt_version,
+            support_source=self.support_source,
+            opset=self.opset,
+            errors=len(self.errors),
+            warnings=len(self.warnings),
+            findings=[f.to_dict() for f in self.findings],
+        )

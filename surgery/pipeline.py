@@ -31,18 +31,23 @@ class FixReport:
     written: bool = False
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        return {
-            "kind": "surgery-fix",
-            "schema": 1,
-            "model": self.model,
-            "output": self.output,
-            "written": self.written,
+    def to_dict(self, *, created_by: str | None = None) -> dict:
+        """The ``kind = "surgery-fix"`` document; ``backend`` is ``"onnxruntime"`` when the rewrite
+        was verified on it, else null."""
+        from trtq._core.result import result_document
+
+        return result_document(
+            "surgery-fix",
+            backend=None if self.verify is None else "onnxruntime",
+            created_by=created_by,
+            model=self.model,
+            output=self.output,
+            written=self.written,
             **self.fix.to_dict(),
-            "verify": None if self.verify is None else self.verify.to_dict(),
-            "unverified_rules": self.fix.unverifiable,
-            "notes": self.notes,
-        }
+            verify=None if self.verify is None else self.verify.to_dict(),
+            unverified_rules=self.fix.unverifiable,
+            notes=self.notes,
+        )
 
 
 def fix_file(

@@ -103,7 +103,7 @@ def test_shards_merge_and_resume_equal_one_run(det_run, real_models, image_dir, 
         "merge",
         str(tmp_path / "s0.cache.hist.npz"),
         str(tmp_path / "s1.cache.hist.npz"),
-        "-O",
+        "-o",
         str(tmp_path / "m.npz"),
         "--cache",
         str(merged),
@@ -133,7 +133,7 @@ def test_compute_other_method_from_histograms_equals_running_it(det_run, real_mo
     assert r.exit_code == 0
     assert from_hist.read_bytes() == direct.read_bytes()
     assert read_cache(direct).algorithm == "MinMaxCalibration"
-    d = _calib("diff", str(cache), str(direct), "-o", "json")
+    d = _calib("diff", str(cache), str(direct), "--json", "-")
     diff = json.loads(d.output)
     assert diff["common"] == len(read_cache(cache).scales) and diff["only_a"] == [] and diff["only_b"] == []
     # minmax never clips, so its amax is >= entropy2's for every tensor
@@ -154,12 +154,13 @@ def test_other_real_models_calibrate(real_models, image_dir, tmp_path, key):
         *shape,
         "--cache",
         str(cache),
-        "-o",
-        "json",
+        "--json",
+        "-",
     )
     assert r.exit_code == 0, r.output
-    summary = json.loads(r.output)
-    assert summary["images_used"] == 3 and summary["tensors_calibrated"] == summary["tensors_total"] > 50
+    doc = json.loads(r.output)  # the "calib" result document (was the -o json summary)
+    coverage = doc["coverage"]
+    assert doc["data"]["images_used"] == 3 and coverage["calibrated"] == coverage["total"] > 50
     assert all(s > 0 and math.isfinite(s) for s in read_cache(cache).scales.values())
 
 
@@ -227,7 +228,7 @@ def test_help_has_examples(cmd):
 
 def test_list_shows_methods(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "trtq.calib.cli", "list", "-o", "json"],
+        [sys.executable, "-m", "trtq.calib.cli", "list", "--json", "-"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -237,10 +238,10 @@ def test_list_shows_methods(tmp_path):
     assert names >= {"entropy2", "minmax", "percentile", "mse"}
 
 
-def test_json_flag_is_the_same_as_output_json(det_run):
+def test_json_to_stdout_is_the_same_as_json_to_a_file(det_run, tmp_path):
     _, cache = det_run
-    flag = _calib("show", str(cache), "--json")
-    option = _calib("show", str(cache), "-o", "json")
+    flag = _calib("show", str(cache), "--json", "-")
+    option = _calib("show", str(cache), "--json", str(tmp_path / "show.json"))
     assert flag.exit_code == option.exit_code == 0
-    assert json.loads(flag.output) == json.loads(option.output)
+    assert json.loads(flag.output) == json.loads((tmp_path / "show.json").read_text())
     assert len(json.loads(flag.output)["tensors"]) > 300

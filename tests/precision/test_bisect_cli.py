@@ -181,3 +181,25 @@ def test_pins_made_through_the_python_api_replay_in_precision_pin(tmp_path, outl
     check = verify_pins(model, nodes, batches, metric_criterion("cosine"), precision="int8", amax=amax)
     assert check.passed and check.applied.metric == pytest.approx(summary["metric"], abs=1e-6)
     assert check.emulated.metric == pytest.approx(summary["emulated_metric"], abs=1e-6)
+
+
+@pytest.mark.parametrize(("flags", "method"), [([], "minmax"), (["--method", "percentile"], "percentile")])
+def test_bisect_honours_the_config_method_and_the_flag_beats_it(
+    tmp_path, monkeypatch, outlier_scale_model, flags, method
+):
+    """[tool.trtq] method is the calibration method of bisect too (it was ignored); --method wins."""
+    from trtq.calib.run import calibrate
+
+    model, data, _ = _setup(tmp_path, outlier_scale_model)
+    (tmp_path / "trtq.toml").write_text('method = "minmax"\n')
+    monkeypatch.chdir(tmp_path)
+    pins = tmp_path / "p.json"
+    result = _invoke(
+        "bisect", model, "--data", data, "--batch-size", 16, "--precision", "int8", "-o", pins, *flags
+    )
+    assert result.exit_code in (0, 1), result.output
+    settings = json.loads(pins.read_text())["settings"]
+    assert settings["calib_method"] == method and settings["cache"] is None
+    batches = [{"x": np.load(p)} for p in sorted(data.glob("*.npy"))]
+    expected = calibrate(onnx.load(str(model)), batches, method=method).amax
+    assert settings["amax"] == pytest.approx({k: float(v) for k, v in expected.items()}, rel=1e-5)

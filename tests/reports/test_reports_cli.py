@@ -49,6 +49,7 @@ def test_build_side_by_side_with_json_output(saved, tmp_path):
         "-o",
         str(out),
         "--json",
+        "-",
         "--title",
         "det <b>",
     )

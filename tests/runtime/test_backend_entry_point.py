@@ -109,11 +109,13 @@ def test_entry_point_backend_is_listed_and_runs_compare_bisect_and_calib(plugin,
     res = CliRunner().invoke(
         calib_main,
         ["run", str(model), "--data", str(data), "--cache", str(tmp / "c.cache"), "--backend", "single-thread",
-         "-q"],
+         "--json", str(tmp / "calib.json"), "-q"],
         catch_exceptions=False,
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert runner_cls.builds[before:] == ["fp32"]
+    doc = json.loads((tmp / "calib.json").read_text())
+    assert doc["backend"] == "single-thread" and doc["created_by"] == "calib run"  # the backend run
 
 
 def test_unknown_backend_names_the_choices(workspace):

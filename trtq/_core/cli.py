@@ -121,7 +121,8 @@ def progress_bar(quiet: bool = False, unit: str = "items") -> Iterator[ProgressF
 
 class BackendName(click.ParamType):
     """A backend name, checked against the registry (built-ins and ``trtq.backends`` entry points)
-    when the command runs, so that ``--help`` imports no backend."""
+    when the command runs, so that ``--help`` imports no backend. ``--backend`` itself belongs to
+    :class:`trtq._core.args.RuntimeArgs`."""
 
     name = "backend"
 
@@ -132,11 +133,3 @@ class BackendName(click.ParamType):
         if value not in choices:
             self.fail(f"unknown backend {value!r}; choose one of: {', '.join(choices)}", param, ctx)
         return value
-
-
-def backend_option(help_text: str, default: str | None = "onnxruntime") -> Callable[[Callable], Callable]:
-    """``--backend NAME``, resolved through :mod:`trtq.runtime`'s registry. ``default=None`` lets
-    the config file decide (defaults < config < flags)."""
-    return click.option(
-        "--backend", type=BackendName(), default=default, show_default=default is not None, help=help_text
-    )

@@ -1,0 +1,134 @@
+"""The ranges argument group: INT8 ranges from a calibration cache, or how to calibrate them
+(a CLI module: uses click). Part of the groups of :mod:`trtq._core.args`.
+
+``--cache FILE`` is always the TensorRT calibration cache: ``calib run``, ``calib compute`` and
+``calib merge`` write it; ``precision compare/export/bisect/pin`` read their INT8 ranges from it.
+``--method`` is always the calibration (threshold) method, with its parameters (``--percentile``):
+the one ``calib`` writes the cache with, or the one ``precision`` calibrates with when no cache is
+given. Config keys::
+
+    [tool.trtq]
+    cache = "calib.cache"          # relative to the config file's folder
+    method = "percentile"          # entropy2 | minmax | percentile | mse (+ registered ones)
+    percentile = 99.9              # any parameter of the method, by name
+    num_bins = 2048
+    trt_version = "10.16.1"
+    cache_algorithm = "EntropyCalibration2"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from trtq._core.args import ArgGroup
+from trtq._core.config import resolve_path, setting
+from trtq._core.errors import InputError
+from trtq.calib.cache import ALGORITHMS, DEFAULT_TRT_VERSION
+
+DEFAULT_METHOD = "entropy2"
+
+
+@dataclass(frozen=True)
+class RangesSettings:
+    """INT8 ranges: the cache, and the method (with parameters) to calibrate with."""
+
+    cache: str | None  # the TensorRT calibration cache
+    method: str = DEFAULT_METHOD  # threshold method name (registry of trtq.calib.methods)
+    params: Mapping[str, Any] = field(default_factory=dict)  # the method's parameters that were set
+    num_bins: int | None = None  # histogram bins (None: the histogram's default)
+    trt_version: str = DEFAULT_TRT_VERSION  # TensorRT version the written cache is for
+    cache_algorithm: str | None = None  # cache header algorithm (None: the method's)
+
+
+class RangesArgs(ArgGroup):
+    """``--cache`` and, as the command needs them: ``--method``/``--percentile`` (``calibrate``),
+    ``--trt-version``/``--cache-algorithm`` (``cache_format``: commands that write a cache),
+    ``--num-bins`` (``num_bins``: commands that build histograms)."""
+
+    def __init__(
+        self,
+        cache_help: str = "TensorRT INT8 calibration cache to read the ranges from.",
+        *,
+        cache_required: bool = False,
+        calibrate: bool = True,
+        method_help: str = "Without --cache: calibrate with this method (default entropy2).",
+        cache_format: bool = False,
+        num_bins: bool = False,
+    ) -> None:
+        self.cache_help, self.cache_required = cache_help, cache_required
+        self.calibrate, self.method_help = calibrate, method_help
+        self.cache_format, self.num_bins = cache_format, num_bins
+
+    @property
+    def config_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        keys = ["cache"]
+        if self.calibrate:
+            keys += ["method", "percentile"]
+        if self.num_bins:
+            keys += ["num_bins"]
+        if self.cache_format:
+            keys += ["trt_version", "cache_algorithm"]
+        return tuple(keys)
+
+    def decorators(self) -> list[Callable[[Callable], Callable]]:
+        decos = [click.option("--cache", type=click.Path(dir_okay=False), default=None, help=self.cache_help)]
+        if self.calibrate:
+            decos += [
+                click.option("--method", default=None, help=self.method_help),
+                click.option(
+                    "--percentile", type=float, default=None, help="For --method percentile (default 99.99)."
+                ),
+            ]
+        if self.num_bins:
+            decos.append(
+                click.option(
+                    "--num-bins", type=int, default=None, help="Histogram bins per tensor (default 2048)."
+                )
+            )
+        if self.cache_format:
+            decos += [
+                click.option(
+                    "--trt-version",
+                    default=None,
+                    help=f"TensorRT version the cache is for (default {DEFAULT_TRT_VERSION}).",
+                ),
+                click.option(
+                    "--cache-algorithm",
+                    default=None,
+                    type=click.Choice(list(ALGORITHMS)),
+                    help="Cache header algorithm (default: the method's); must match the calibrator reading it.",
+                ),
+            ]
+        return decos
+
+    def resolve(
+        self, opts: Mapping[str, Any], config: Mapping[str, Any], config_path: Path | None
+    ) -> RangesSettings:
+        cache = opts.get("cache") or resolve_path(config.get("cache"), config_path)
+        if self.cache_required and not cache:
+            raise InputError('no cache file given: pass --cache FILE (or set cache = "..." in [tool.trtq])')
+        method, params = DEFAULT_METHOD, {}
+        if self.calibrate:
+            from trtq.calib.methods import get_method
+
+            method = str(setting(opts, config, "method", DEFAULT_METHOD))
+            # the method's own parameters (e.g. percentile) from flags or config; unset ones keep its default
+            params = {k: v for k in get_method(method).params if (v := setting(opts, config, k)) is not None}
+        num_bins = setting(opts, config, "num_bins") if self.num_bins else None
+        trt_version, algorithm = DEFAULT_TRT_VERSION, None
+        if self.cache_format:
+            trt_version = str(setting(opts, config, "trt_version", DEFAULT_TRT_VERSION))
+            algorithm = setting(opts, config, "cache_algorithm")
+        return RangesSettings(
+            cache=None if cache is None else str(cache),
+            method=method,
+            params=params,
+            num_bins=None if num_bins is None else int(num_bins),
+            trt_version=trt_version,
+            cache_algorithm=algorithm,
+        )
