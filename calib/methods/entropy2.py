@@ -31,12 +31,12 @@ takes about B * 128 steps.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from trtq._core.jit import njit
 from trtq.calib.methods import register_method
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def kl_divergences(counts, start, levels):  # pragma: no cover - compiled
     """KL(P || Q) for every candidate ``i`` in ``start .. len(counts)`` (index ``i - start``)."""
     n = counts.shape[0]

@@ -10,12 +10,12 @@ with the smallest error wins.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from trtq._core.jit import njit
 from trtq.calib.methods import register_method
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def _round_err_integral(u):  # pragma: no cover - compiled
     """F(u) = integral over [0, u] of (v - round(v))^2 dv, for u >= 0."""
     k = np.floor(u)
@@ -27,7 +27,7 @@ def _round_err_integral(u):  # pragma: no cover - compiled
     return k / 12.0 + g
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def squared_errors(counts, edges):  # pragma: no cover - compiled
     """Expected total squared error for each candidate amax ``edges[i]``, i = 1..B."""
     n = counts.shape[0]
