@@ -1,0 +1,87 @@
+"""`calib` on a tiny synthetic model: an attention-style mask Add fed from a folder of .npz samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from trtq.calib.cache import read_cache
+from trtq.calib.cli import main
+from trtq.calib.histogram import HistogramSet
+from trtq.calib.methods import EMPTY_AMAX
+
+METHODS = ["entropy2", "minmax", "mse", "percentile"]
+
+
+def _calib(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.fixture(scope="module")
+def mask_model(tmp_path_factory) -> tuple[Path, Path]:
+    """``probs = Softmax(x + mask)`` with ``mask`` of 0 and -inf (a padding mask), and 4 .npz samples."""
+    root = tmp_path_factory.mktemp("mask")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["x", "mask"], ["scores"], name="add_mask"),
+            helper.make_node("Softmax", ["scores"], ["probs"], name="softmax", axis=-1),
+        ],
+        "masked_softmax",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8]),
+            helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 8]),
+        ],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 8])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = root / "mask.onnx"
+    onnx.save(model, path)
+    data = root / "samples"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        mask = np.where(np.arange(8) >= 5 + i % 2, -np.inf, 0.0).astype(np.float32)[None]
+        np.savez(data / f"s{i}.npz", x=rng.standard_normal((1, 8)).astype(np.float32), mask=mask)
+    return path, data
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_run_on_a_mask_tensor_of_zeros_and_minus_inf(mask_model, tmp_path, method):
+    model, data = mask_model
+    cache = tmp_path / "c.cache"
+    r = _calib(
+        "run", str(model), "--data", str(data), "--cache", str(cache), "--method", method,
+        "--json", str(tmp_path / "c.json"), "-q",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    amax = read_cache(cache).amax()
+    assert list(amax) == ["x", "mask", "scores", "probs"]
+    assert amax["mask"] == pytest.approx(EMPTY_AMAX, rel=1e-6)
+    assert 0.5 < amax["x"] < 5 and 0 < amax["probs"] <= 1.001
+    doc = json.loads((tmp_path / "c.json").read_text())
+    row = next(t for t in doc["tensors"] if t["name"] == "mask")
+    assert set(row["amax_by_method"]) >= set(METHODS)  # every method ran on the mask
+    assert all(v == pytest.approx(EMPTY_AMAX) for v in row["amax_by_method"].values())
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_compute_on_saved_histograms_with_a_mask_tensor(tmp_path, method):
+    hs = HistogramSet(["mask", "x"])
+    mask = np.array([[0, 0, 0, -np.inf, -np.inf]] * 10, np.float32)
+    hs.collect({"mask": mask, "x": np.random.default_rng(1).standard_normal(10_000)}, samples=10)
+    hs.save(tmp_path / "h.npz")
+    cache = tmp_path / f"{method}.cache"
+    r = _calib("compute", str(tmp_path / "h.npz"), "--method", method, "--cache", str(cache), "-q")
+    assert r.exit_code == 0, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    amax = read_cache(cache).amax()
+    assert amax["mask"] == pytest.approx(EMPTY_AMAX, rel=1e-6) and 1 < amax["x"] < 6
