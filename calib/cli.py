@@ -183,6 +183,12 @@ def _run(opts: dict[str, Any]) -> None:
     backend_name = setting(opts, config, "backend", "onnxruntime")
     hist_path = opts.get("hist_path") or str(histogram_path_for(cache_path))
 
+    from trtq.runtime import get_backend
+
+    native = get_backend(backend_name).native_calibration
+    if native:
+        _reject_cpu_only_flags(opts, backend_name)
+
     from trtq._core.onnx_model import load_onnx
 
     proto = load_onnx(model_path)
@@ -190,9 +196,7 @@ def _run(opts: dict[str, Any]) -> None:
     batch_size = int(setting(opts, config, "batch_size", default_batch_size(model_inputs)))
     dataset, specs = dataset_from_options(model_inputs, batch_size, opts, config, config_path=config_path)
 
-    from trtq.runtime import get_backend
-
-    if get_backend(backend_name).native_calibration:
+    if native:
         _run_tensorrt(opts, model_path, dataset, batch_size, cache_path)
         return
 
@@ -298,6 +302,31 @@ def _write_report(path: str, doc: dict, histograms: Any) -> None:
     write_report(path, [doc], histograms=histograms)
 
 
+# Flags of the CPU path that a backend calibrating natively (TensorRT's own calibrator) has no
+# use for: it keeps no histograms and chooses thresholds itself.
+_CPU_ONLY_FLAGS = {
+    "method": "--method",
+    "percentile": "--percentile",
+    "num_bins": "--num-bins",
+    "cache_algorithm": "--cache-algorithm",
+    "hist_path": "--histograms",
+    "resume": "--resume",
+    "threads": "--threads",
+    "json_path": "--json",
+    "report_path": "--report",
+}
+
+
+def _reject_cpu_only_flags(opts: dict[str, Any], backend: str) -> None:
+    given = [flag for key, flag in _CPU_ONLY_FLAGS.items() if opts.get(key) not in (None, False)]
+    if given:
+        raise InputError(
+            f"{', '.join(given)} cannot be used with --backend {backend}: TensorRT's calibrator keeps no "
+            "histograms and picks its own thresholds (choose it with --calibrator, print its summary with "
+            "-o json); drop them or use --backend onnxruntime"
+        )
+
+
 def _run_tensorrt(opts: dict, model_path: str, dataset: Any, batch_size: int, cache_path: str) -> None:
     from trtq.calib.tensorrt import calibrate_with_tensorrt
 
@@ -308,6 +337,7 @@ def _run_tensorrt(opts: dict, model_path: str, dataset: Any, batch_size: int, ca
             cache_path,
             calibrator=opts.get("calibrator") or "entropy2",
             batch_size=batch_size,
+            trt_version_hint=opts.get("trt_version"),
             progress=progress,
         )
     if opts["output"] == "json":

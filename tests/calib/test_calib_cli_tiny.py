@@ -85,3 +85,53 @@ def test_compute_on_saved_histograms_with_a_mask_tensor(tmp_path, method):
     assert r.exception is None or isinstance(r.exception, SystemExit)
     amax = read_cache(cache).amax()
     assert amax["mask"] == pytest.approx(EMPTY_AMAX, rel=1e-6) and 1 < amax["x"] < 6
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--json", "OUT/r.json"], "--json"),
+        (["--report", "OUT/r.html"], "--report"),
+        (["--method", "mse"], "--method"),
+        (["--resume"], "--resume"),
+        (
+            ["--method", "percentile", "--percentile", "99.9", "--json", "OUT/r.json"],
+            "--method, --percentile, --json",
+        ),
+    ],
+)
+def test_tensorrt_backend_rejects_cpu_only_flags_in_one_line(mask_model, tmp_path, flags, named):
+    """TensorRT's calibrator keeps no histograms: these flags would be silently ignored."""
+    model, data = mask_model
+    argv = [f.replace("OUT", str(tmp_path)) for f in flags]
+    r = _calib(
+        "run",
+        str(model),
+        "--data",
+        str(data),
+        "--cache",
+        str(tmp_path / "c.cache"),
+        "--backend",
+        "tensorrt",
+        *argv,
+    )
+    assert r.exit_code == 2, r.output
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and f"error: {named} cannot be used with --backend tensorrt" in errors[0], (
+        r.output
+    )
+    assert "Traceback" not in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
+
+
+def test_tensorrt_backend_without_cpu_only_flags_reaches_tensorrt(mask_model, tmp_path):
+    model, data = mask_model
+    r = _calib(
+        "run", str(model), "--data", str(data), "--cache", str(tmp_path / "c.cache"),
+        "--backend", "tensorrt", "--calibrator", "minmax", "--trt-version", "10.16.1",
+    )  # fmt: skip
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    if r.exit_code == 0:  # pragma: no cover - a machine with TensorRT 10 and a GPU
+        assert read_cache(tmp_path / "c.cache").scales
+    else:  # no TensorRT (or no GPU) here: the one-line dependency error, not a flag error
+        assert r.exit_code == 2 and len(errors) == 1 and "cannot be used" not in errors[0], r.output
