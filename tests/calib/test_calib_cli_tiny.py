@@ -135,3 +135,57 @@ def test_tensorrt_backend_without_cpu_only_flags_reaches_tensorrt(mask_model, tm
         assert read_cache(tmp_path / "c.cache").scales
     else:  # no TensorRT (or no GPU) here: the one-line dependency error, not a flag error
         assert r.exit_code == 2 and len(errors) == 1 and "cannot be used" not in errors[0], r.output
+
+
+BLOCK_IMAGE_STACK = """
+import sys
+IMAGE_STACK = ("cv2", "matplotlib", "PIL", "skimage")
+for name in IMAGE_STACK:
+    sys.modules[name] = None  # any import of them now raises ImportError
+from trtq.calib.cli import main
+sys.argv = ["calib", *sys.argv[1:]]
+try:
+    main()
+finally:
+    loaded = [n for n in IMAGE_STACK if sys.modules.get(n) is not None]
+    assert not loaded, loaded
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "A"],
+        ["show", "A", "--json"],
+        ["diff", "A", "B"],
+        ["diff", "A", "B", "-o", "json"],
+        ["compute", "H", "--method", "mse", "--cache", "OUT"],
+        ["merge", "H", "H", "-O", "OUT.npz"],
+        ["list"],
+        ["run", "--help"],
+    ],
+)
+def test_commands_that_read_caches_import_no_image_stack(tmp_path, args):
+    """OpenCV (and matplotlib, Pillow) stay unloaded: the command works with them blocked."""
+    import os
+    import subprocess
+    import sys
+
+    from trtq.calib.cache import CalibrationCache, write_cache
+
+    write_cache(tmp_path / "a.cache", CalibrationCache.from_amax({"x": 1.0, "y": 2.0}))
+    write_cache(tmp_path / "b.cache", CalibrationCache.from_amax({"x": 1.5, "z": 2.0}))
+    hs = HistogramSet(["x"])
+    hs.collect({"x": np.random.default_rng(2).standard_normal(1000)}, samples=1)
+    hs.save(tmp_path / "h.npz")
+    subst = {"A": "a.cache", "B": "b.cache", "H": "h.npz", "OUT": "out.cache", "OUT.npz": "out.npz"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    r = subprocess.run(
+        [sys.executable, "-c", BLOCK_IMAGE_STACK, *[subst.get(a, a) for a in args]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
