@@ -220,7 +220,8 @@ def _run(opts: dict[str, Any]) -> None:
         if n % checkpoint_every == 0:
             hs.save(hist_path)
 
-    with progress_bar(opts["quiet"] or opts["output"] == "json", unit="img") as progress:
+    unit = "img" if getattr(dataset, "kind", "images") == "images" else "sample"
+    with progress_bar(opts["quiet"] or opts["output"] == "json", unit=unit) as progress:
         progress(0, total=len(dataset), description="calibrating")
         batches = dataset.batches(batch_size, progress=progress)
         if skip:
@@ -288,11 +289,12 @@ def _run(opts: dict[str, Any]) -> None:
     if opts["output"] == "json":
         echo_json(summary)
     elif not opts["quiet"]:
+        noun = "images" if unit == "img" else "samples"  # a folder of .npy/.npz holds samples
         console.print(
             f"[green]wrote[/green] {cache_path} ({len(cache.scales)} tensors, {cache.header}); "
             f"histograms {hist_path}\n"
-            f"images used {stats.used}, skipped {len(stats.skipped_files)}; "
-            f"{summary['seconds']} s, {summary['images_per_s']} images/s"
+            f"{noun} used {stats.used}, skipped {len(stats.skipped_files)}; "
+            f"{summary['seconds']} s, {summary['images_per_s']} {noun}/s"
         )
 
 

@@ -189,3 +189,12 @@ def test_commands_that_read_caches_import_no_image_stack(tmp_path, args):
     )
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_run_on_a_tensor_folder_reports_samples_not_images(mask_model, tmp_path):
+    model, data = mask_model
+    r = _calib("run", str(model), "--data", str(data), "--cache", str(tmp_path / "c.cache"))
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())  # rich may wrap the summary line
+    assert "samples used 4, skipped 0" in text and "samples/s" in text, r.output
+    assert "images used" not in text and "images/s" not in text, r.output
