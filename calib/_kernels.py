@@ -2,6 +2,8 @@
 
 Kept apart from :mod:`trtq.calib.histogram` so that the data structure reads as plain Python.
 The kernels release the GIL, so a thread pool runs them on several tensors at once.
+Compiled kernels are cached on disk in a per-user folder (:mod:`trtq._core.jit`), never in the
+installed package.
 
 How :func:`accumulate_abs` is fast (1.0 G values/s on one core from memory, against 0.75 for the
 previous per-value-checked loop; a C version with AVX2 reaches 1.2-1.6): values are taken in
@@ -18,14 +20,15 @@ negative-index fix-up to signed ones).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from trtq._core.jit import njit
 
 CHUNK = 4096  # values per chunk: 16 KiB of float32, read twice while in L1 (scatter, then max)
 _SUB = 8  # interleaved sub-histograms
 _FLUSH = 1 << 30  # values binned into the uint32 sub-histograms before they are added to counts
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def _merge_pairs(counts, times):  # pragma: no cover - compiled
     """Merge adjacent bin pairs ``times`` times (the range doubles each time)."""
     nbins = counts.shape[0]
@@ -37,7 +40,7 @@ def _merge_pairs(counts, times):  # pragma: no cover - compiled
             counts[j] = 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def _max_bits(bits):  # pragma: no cover - compiled
     """Largest ``bits[i] & 0x7FFFFFFF``: |x| as ordered integers (vectorises)."""
     m = np.int32(0)
@@ -46,7 +49,7 @@ def _max_bits(bits):  # pragma: no cover - compiled
     return m
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def _scatter(values, local, nbins, scale):  # pragma: no cover - compiled
     """Add ``floor(|values[i]| * scale)`` to ``local`` (``_SUB`` sub-histograms of ``nbins``).
 
@@ -89,7 +92,7 @@ def _scatter(values, local, nbins, scale):  # pragma: no cover - compiled
     return n
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def _flush(local, counts):  # pragma: no cover - compiled
     nbins = counts.shape[0]
     for r in range(_SUB):
@@ -98,7 +101,7 @@ def _flush(local, counts):  # pragma: no cover - compiled
             local[r * nbins + j] = 0
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def _grow(counts, upper, a):  # pragma: no cover - compiled
     """The new ``upper`` for a finite non-zero ``a >= upper``; ``counts`` merged to match."""
     if upper == 0.0:
@@ -112,7 +115,7 @@ def _grow(counts, upper, a):  # pragma: no cover - compiled
     return upper
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def _slow_chunk(values, counts, upper, stats):  # pragma: no cover - compiled
     """One value at a time, growing the range as needed. Returns the new ``upper``."""
     nbins = counts.shape[0]
@@ -131,7 +134,7 @@ def _slow_chunk(values, counts, upper, stats):  # pragma: no cover - compiled
     return upper
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def accumulate_abs(values, counts, upper, stats):  # pragma: no cover - compiled
     """Add ``|values|`` to ``counts`` (B bins over [0, upper]); grow ``upper`` by powers of two.
 
@@ -177,7 +180,7 @@ def accumulate_abs(values, counts, upper, stats):  # pragma: no cover - compiled
     return upper
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def rebinned(counts, upper, new_upper):  # pragma: no cover - compiled
     """A copy of ``counts`` (over [0, upper]) merged pairwise to cover [0, new_upper].
 

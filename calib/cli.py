@@ -14,6 +14,7 @@ from trtq._core.cli import (
     setup_logging,
     stderr_console,
 )
+from trtq._core.errors import InputError
 from trtq._core.jsonio import write_json
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs
@@ -116,17 +117,22 @@ def _run(opts: dict[str, Any]) -> None:
     num_bins = ranges.num_bins or DEFAULT_BINS
     hist_path = opts.get("hist_path") or str(histogram_path_for(cache_path))
 
+    native = get_backend(runtime.backend).native_calibration
+    if native:
+        _reject_cpu_only_flags(opts, runtime.backend)
+
     proto = load_onnx(model.path)
     model_inputs = real_inputs(proto)  # the session is opened once, by calibrate()
     batch_size = data.batch_size_for(model_inputs)
     dataset = data.open(model_inputs, batch_size)
     quiet = opts["quiet"] or out.json_to_stdout
 
-    if get_backend(runtime.backend).native_calibration:
+    if native:
         _run_tensorrt(opts, model.path, proto, dataset, batch_size, data.data, cache_path, out, quiet)
         return
 
-    with progress_bar(quiet, unit="img") as progress:
+    unit = "img" if getattr(dataset, "kind", "images") == "images" else "sample"
+    with progress_bar(quiet, unit=unit) as progress:
         run = calibrate_dataset(
             proto,
             dataset,
@@ -171,11 +177,12 @@ def _run(opts: dict[str, Any]) -> None:
     if not quiet:
         seconds = round(result.seconds, 3)
         rate = round(stats.used / result.seconds, 3) if result.seconds > 0 else None
+        noun = "images" if unit == "img" else "samples"  # a folder of .npy/.npz holds samples
         stderr_console().print(
             f"[green]wrote[/green] {cache_path} ({len(cache.scales)} tensors, {cache.header}); "
             f"histograms {hist_path}\n"
-            f"images used {stats.used}, skipped {len(stats.skipped_files)}; "
-            f"{seconds} s, {rate} images/s"
+            f"{noun} used {stats.used}, skipped {len(stats.skipped_files)}; "
+            f"{seconds} s, {rate} {noun}/s"
         )
 
 
@@ -183,6 +190,29 @@ def _write_report(path: str, doc: dict, histograms: Any) -> None:
     from trtq.reports import write_report
 
     write_report(path, [doc], histograms=histograms)
+
+
+# Flags of the CPU path that a backend calibrating natively (TensorRT's own calibrator) has no
+# use for: it keeps no histograms and chooses thresholds itself.
+_CPU_ONLY_FLAGS = {
+    "method": "--method",
+    "percentile": "--percentile",
+    "num_bins": "--num-bins",
+    "cache_algorithm": "--cache-algorithm",
+    "hist_path": "--histograms",
+    "resume": "--resume",
+    "threads": "--threads",
+    "report_path": "--report",
+}
+
+
+def _reject_cpu_only_flags(opts: dict[str, Any], backend: str) -> None:
+    given = [flag for key, flag in _CPU_ONLY_FLAGS.items() if opts.get(key) not in (None, False)]
+    if given:
+        raise InputError(
+            f"{', '.join(given)} cannot be used with --backend {backend}: TensorRT's calibrator keeps no "
+            "histograms and picks its own thresholds (choose it with --calibrator; --json writes its summary); drop them or use --backend onnxruntime"
+        )
 
 
 def _run_tensorrt(
@@ -207,6 +237,7 @@ def _run_tensorrt(
             cache_path,
             calibrator=opts.get("calibrator") or "entropy2",
             batch_size=batch_size,
+            trt_version_hint=opts.get("trt_version"),
             progress=progress,
         )
     body = {k: v for k, v in summary.items() if k != "backend"}

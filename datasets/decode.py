@@ -7,7 +7,6 @@ byte) and drop an alpha channel (no blending). Colour images come out in OpenCV'
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from trtq.datasets.bad_file import BadFile
@@ -50,6 +49,8 @@ def decode_image(data: bytes, channels: int) -> np.ndarray:
         sos = data.rfind(b"\xff\xda")
         if sos < 0 or data.rfind(b"\xff\xd9") < sos:
             raise BadFile("truncated JPEG (no end-of-image marker after the last scan)")
+    import cv2  # here, not at module level: commands that read no images never load OpenCV
+
     flag = cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)

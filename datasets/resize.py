@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 if TYPE_CHECKING:
@@ -34,6 +33,8 @@ def register_resize(name: str) -> Callable[[ResizeFn], ResizeFn]:
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if image.shape[0] == height and image.shape[1] == width:
         return image
+    import cv2  # here, not at module level: commands that read no images never load OpenCV
+
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 

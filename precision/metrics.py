@@ -26,9 +26,11 @@ import numpy as np
 from trtq._core.errors import InputError
 
 try:  # one pass over the data in compiled code; numpy fallback below
-    from numba import njit
+    import numba  # noqa: F401
 except ImportError:  # pragma: no cover - numba is a dependency of trtq
     njit = None
+else:
+    from trtq._core.jit import njit  # cached in the per-user folder, not in the package
 
 METRIC_KEYS = ("max_abs", "mean_abs", "rel_l2", "cosine", "sqnr_db", "nonfinite")
 
@@ -161,7 +163,7 @@ def _make_kernel():
     if njit is None:
         return None
 
-    @njit(cache=True, nogil=True)
+    @njit(nogil=True)
     def stats(a, r):  # pragma: no cover - compiled
         bad = 0
         s_abs = 0.0

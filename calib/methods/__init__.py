@@ -4,6 +4,17 @@ Each method lives in its own module and registers itself with :func:`register_me
 signature is ``fn(counts, edges, *, max_abs, **params) -> amax`` where ``counts[j]`` counts
 ``edges[j] <= |x| < edges[j+1]`` (see :mod:`trtq.calib.histogram`) and ``max_abs`` is the
 exact largest finite |x|. amax is in the tensor's units; the TensorRT scale is ``amax / 127``.
+
+Degenerate histograms give the same documented result under every method (through
+:meth:`Method.amax`, which :func:`trtq.calib.compute_amax` uses, and when a method function is
+called directly), because there is nothing to choose between:
+
+- **empty** (no finite value: an unseen tensor, or only NaN/Inf): :data:`EMPTY_AMAX`;
+- **only zeros** (every count in bin 0 and ``max_abs == 0``, e.g. an attention mask of 0 and
+  -inf, whose -inf is never binned): :data:`EMPTY_AMAX`;
+- **a single non-empty bin** (a constant tensor; bin 0 too when ``max_abs > 0``): ``max_abs``,
+  the exact value, which no bin edge improves on (one bin says nothing about the shape of the
+  distribution; ``mse``'s uniform-within-a-bin model would otherwise clip a constant).
 """
 
 from __future__ import annotations
@@ -23,6 +34,19 @@ from trtq._core.errors import InputError
 EMPTY_AMAX = 1e-6
 
 
+def degenerate_amax(counts: np.ndarray, max_abs: float) -> float | None:
+    """amax for a histogram with at most one non-empty bin (see the module docstring), else ``None``.
+
+    Empty or only zeros: :data:`EMPTY_AMAX`; one non-empty bin: ``max_abs``.
+    """
+    nonempty = np.count_nonzero(counts)
+    if nonempty > 1:
+        return None
+    if nonempty == 0 or not max_abs > 0:
+        return EMPTY_AMAX
+    return float(max_abs)
+
+
 @dataclass(frozen=True)
 class Method:
     """A registered threshold method."""
@@ -34,8 +58,9 @@ class Method:
     params: dict[str, object] = field(default_factory=dict)  # parameter -> default
 
     def amax(self, counts: np.ndarray, edges: np.ndarray, *, max_abs: float, **params: object) -> float:
-        if not counts.any():
-            return EMPTY_AMAX
+        degenerate = degenerate_amax(counts, max_abs)
+        if degenerate is not None:
+            return degenerate
         known = {k: v for k, v in params.items() if k in self.params and v is not None}
         value = float(self.fn(counts, edges, max_abs=max_abs, **known))
         return value if value > 0 else EMPTY_AMAX

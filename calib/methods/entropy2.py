@@ -24,6 +24,11 @@ search then falls back to its first candidates and clips 5-15 % of the real valu
 on PP-OCRv4 det). pytorch-quantization has a similar switch (``skip_zeros``, exact zeros only);
 TensorRT does not document how it treats them. ``skip_zero_bin=False`` gives the plain search.
 
+Degenerate histograms (:mod:`trtq.calib.methods`): empty or only zeros -> ``EMPTY_AMAX``; a
+single non-empty bin -> ``max_abs`` (what the search gives anyway: P equals Q at the first
+candidate that keeps the bin). With ``skip_zero_bin``, a histogram whose only other non-empty bin
+is bin 0 is such a single bin (a 0/1 mask -> 1).
+
 Cost: with prefix sums, each candidate needs O(levels) work instead of O(i), so one tensor
 takes about B * 128 steps.
 """
@@ -31,12 +36,12 @@ takes about B * 128 steps.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from trtq.calib.methods import register_method
+from trtq._core.jit import njit
+from trtq.calib.methods import degenerate_amax, register_method
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def kl_divergences(counts, start, levels):  # pragma: no cover - compiled
     """KL(P || Q) for every candidate ``i`` in ``start .. len(counts)`` (index ``i - start``)."""
     n = counts.shape[0]
@@ -87,12 +92,13 @@ def entropy2_amax(
     counts: np.ndarray, edges: np.ndarray, *, max_abs: float, levels: int = 128, skip_zero_bin: bool = True
 ) -> float:
     """amax minimising KL(P || Q); see the module docstring for P, Q, bin 0 and the edge convention."""
+    degenerate = degenerate_amax(counts, max_abs)
+    if degenerate is not None:
+        return degenerate
     n = len(counts)
     if skip_zero_bin and counts[0]:
         counts = counts.copy()
-        counts[0] = 0
-        if not counts.any():
-            return max_abs
+        counts[0] = 0  # at least one other bin is non-empty (not degenerate)
     start = min(levels, n)
     div = kl_divergences(np.ascontiguousarray(counts), start, levels)
     i = start + int(np.argmin(div))

@@ -5,17 +5,22 @@ over each bin (not sampled at bin centres, which is badly biased once the quanti
 approaches the bin width). For a candidate amax ``t`` with step ``s = t / 127`` a value ``x``
 becomes ``s * min(round(x / s), 127)``. Candidates are the bin upper edges; the first candidate
 with the smallest error wins.
+
+Degenerate histograms (:mod:`trtq.calib.methods`): empty or only zeros (e.g. an attention mask
+of 0 and -inf: the range is 0, so every candidate step would be 0) -> ``EMPTY_AMAX``; a single
+non-empty bin -> ``max_abs`` (the uniform-within-a-bin model would clip a constant tensor to the
+bin's lower edge).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from trtq.calib.methods import register_method
+from trtq._core.jit import njit
+from trtq.calib.methods import degenerate_amax, register_method
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def _round_err_integral(u):  # pragma: no cover - compiled
     """F(u) = integral over [0, u] of (v - round(v))^2 dv, for u >= 0."""
     k = np.floor(u)
@@ -27,7 +32,7 @@ def _round_err_integral(u):  # pragma: no cover - compiled
     return k / 12.0 + g
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True)
 def squared_errors(counts, edges):  # pragma: no cover - compiled
     """Expected total squared error for each candidate amax ``edges[i]``, i = 1..B."""
     n = counts.shape[0]
@@ -60,6 +65,9 @@ def squared_errors(counts, edges):  # pragma: no cover - compiled
     "mse", algorithm="EntropyCalibration2", description="minimum mean squared quantisation error"
 )
 def mse_amax(counts: np.ndarray, edges: np.ndarray, *, max_abs: float) -> float:
+    degenerate = degenerate_amax(counts, max_abs)
+    if degenerate is not None:
+        return degenerate
     errs = squared_errors(counts.astype(np.float64), edges.astype(np.float64))
     i = int(np.argmin(errs)) + 1
     return min(float(edges[i]), max(max_abs, float(edges[1])))

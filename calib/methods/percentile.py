@@ -1,10 +1,14 @@
-"""``percentile``: amax = the upper edge of the bin holding the p-th percentile of |x|."""
+"""``percentile``: amax = the upper edge of the bin holding the p-th percentile of |x|.
+
+Degenerate histograms (:mod:`trtq.calib.methods`): empty or only zeros -> ``EMPTY_AMAX``; a
+single non-empty bin -> ``max_abs``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from trtq.calib.methods import register_method
+from trtq.calib.methods import degenerate_amax, register_method
 
 
 @register_method(
@@ -21,6 +25,9 @@ def percentile_amax(
         from trtq._core.errors import InputError
 
         raise InputError(f"--percentile must be in (0, 100], got {percentile}")
+    degenerate = degenerate_amax(counts, max_abs)
+    if degenerate is not None:
+        return degenerate
     cum = np.cumsum(counts, dtype=np.float64)
     j = int(np.searchsorted(cum, cum[-1] * percentile / 100.0, side="left"))
     return min(float(edges[min(j, len(counts) - 1) + 1]), max_abs)

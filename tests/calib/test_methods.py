@@ -133,3 +133,63 @@ def test_entropy2_leaves_the_zero_bin_out_by_default():
     assert with_zeros < without / 2  # the zero spike drags the plain search towards its first candidates
     nonzero = x[x != 0]
     assert np.mean(nonzero > without) < 0.01 < np.mean(nonzero > with_zeros)
+
+
+# -- degenerate histograms: the same documented result under every method -------------------------
+METHODS = ["entropy2", "minmax", "mse", "percentile"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_empty_histogram_gives_empty_amax(method):
+    """No finite value at all (an unseen tensor, or only NaN/Inf)."""
+    hs = HistogramSet(["t"])
+    hs.collect({"t": np.array([np.nan, np.inf, -np.inf], np.float32)})
+    h = hs["t"]
+    m = get_method(method)
+    assert m.amax(h.counts, h.edges, max_abs=h.max_abs) == EMPTY_AMAX
+    assert m.fn(h.counts, h.edges, max_abs=h.max_abs) == EMPTY_AMAX  # the pure function alone too
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_only_zeros_like_an_attention_mask_gives_empty_amax(method):
+    """0 and -inf: the -inf is never binned, the zeros fill bin 0 and the range stays 0."""
+    mask = np.where(np.arange(64) % 3 == 0, -np.inf, 0.0).astype(np.float32)
+    h = _hist(mask)
+    assert h.upper == 0.0 and h.max_abs == 0.0 and h.counts[0] == 42 and h.nonfinite == 22
+    m = get_method(method)
+    assert m.amax(h.counts, h.edges, max_abs=h.max_abs) == EMPTY_AMAX
+    assert m.fn(h.counts, h.edges, max_abs=h.max_abs) == EMPTY_AMAX
+    assert m.amax(h.counts, h.edges, max_abs=h.max_abs, skip_zero_bin=False) == EMPTY_AMAX
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("value", [3.0, 3.001, 0.7, 1e-30, 6e4])
+def test_constant_tensor_single_bin_gives_its_exact_value(method, value):
+    h = _hist(np.full(1000, -value, np.float32))
+    assert np.count_nonzero(h.counts) == 1
+    exact = float(np.float32(value))
+    m = get_method(method)
+    assert m.amax(h.counts, h.edges, max_abs=h.max_abs) == exact
+    assert m.fn(h.counts, h.edges, max_abs=h.max_abs) == exact
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("j", [0, 1, 127, 128, 300, 2047])
+def test_single_nonempty_bin_of_a_synthetic_histogram_gives_max_abs(method, j):
+    counts = np.zeros(2048, np.int64)
+    counts[j] = 5
+    edges = np.linspace(0.0, 4.0, 2049)
+    max_abs = float(edges[j] + 0.3 * (edges[1] - edges[0]))  # inside bin j
+    m = get_method(method)
+    assert m.amax(counts, edges, max_abs=max_abs) == max_abs
+    assert m.amax(counts, edges, max_abs=max_abs, skip_zero_bin=False) == max_abs
+
+
+def test_compute_amax_on_a_mask_tensor_beside_a_normal_one():
+    from trtq.calib.run import compute_amax
+
+    hs = HistogramSet(["mask", "x"])
+    hs.collect({"mask": np.array([0, -np.inf, 0, 0], np.float32), "x": DISTRIBUTIONS["gaussian"]})
+    for method in METHODS:
+        amax = compute_amax(hs, method, threads=1)
+        assert amax["mask"] == EMPTY_AMAX and 1 < amax["x"] < 6, method
