@@ -19,8 +19,10 @@ numbers vs TensorRT's Q/DQ semantics) on the held-out images, one image per run;
 models also with ORT's optimisations on (``ORT_ENABLE_ALL``, what its users get on ORT).
 Metrics against FP32 on the held-out images:
 
-- det: IoU of the text map binarised at 0.3 (mean over images; 1 where both are empty), and
-  the cosine of the map;
+- det: IoU of the text map binarised at 0.3, pooled over the held-out images (intersections and
+  unions summed), its mean over the images where either map has text, and the cosine of all
+  the maps together (per-image figures would count text-free images, where both maps are ~0,
+  as IoU 1 and as noise-dominated cosines);
 - rec: exact match of the greedy-CTC text (dictionary from the model's "character" metadata)
   and the mean cosine of the output (softmax over the classes per time step);
 - cls, lcnet: top-1 agreement and mean cosine of the output;
@@ -55,6 +57,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# This checkout's trtq, not an installed one (`python benchmarks/x.py` puts benchmarks/ first on
+# sys.path, so an editable install of another checkout would win); the CLIs run with cwd=ROOT.
+sys.path.insert(0, str(ROOT))
 BENCH_CACHE = Path(os.environ.get("TRTQ_BENCH_CACHE", Path.home() / ".cache" / "trtq-bench"))
 MODELOPT_VENV = BENCH_CACHE / "modelopt-venv"
 MODELOPT_REQ = ["torch==2.13.0", "nvidia-modelopt[onnx]==0.47.0"]  # torch first: the local CPU build
@@ -271,12 +276,22 @@ def metrics(
 ) -> dict[str, float]:
     cos = float(np.mean([_cos(r, g) for r, g in zip(ref, got, strict=True)]))
     if kind == "det":
+        # Images without text (FP32 and INT8 maps both below 0.3 everywhere) would count as IoU 1
+        # and their near-zero maps make a per-image cosine meaningless: pool over all images.
+        inter = union = 0
         ious = []
         for r, g in zip(ref, got, strict=True):
             a, b = r > DET_THRESHOLD, g > DET_THRESHOLD
-            union = np.logical_or(a, b).sum()
-            ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
-        return {"IoU@0.3": float(np.mean(ious)), "cosine": cos}
+            i, u = int(np.logical_and(a, b).sum()), int(np.logical_or(a, b).sum())
+            inter, union = inter + i, union + u
+            if u:
+                ious.append(i / u)
+        pooled = _cos(np.concatenate([r.ravel() for r in ref]), np.concatenate([g.ravel() for g in got]))
+        return {
+            "IoU@0.3 pooled": inter / union if union else 1.0,
+            f"IoU@0.3 mean, imgs with text ({len(ious)})": float(np.mean(ious)) if ious else 1.0,
+            "cosine pooled": pooled,
+        }
     if kind == "rec":
         same = [ocr.ctc_decode(r, chars) == ocr.ctc_decode(g, chars) for r, g in zip(ref, got, strict=True)]
         return {"text exact": float(np.mean(same)), "cosine": cos}
@@ -414,7 +429,11 @@ def main() -> None:
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout
     mo_py = None if args.no_modelopt else modelopt_python()
-    print(f"trtq commit {commit.strip()}; evaluation: onnxruntime {onnxruntime.__version__} (CPU)")
+    import trtq.datasets
+
+    print(
+        f"trtq commit {commit.strip()} ({Path(trtq.datasets.__file__).parents[1]}); evaluation: onnxruntime {onnxruntime.__version__} (CPU)"
+    )
     if mo_py:
         print(f"ModelOpt venv {MODELOPT_VENV}: {modelopt_versions(mo_py)}")
     print(f"calibration images: {', '.join(CALIBRATION_IMAGES)}")
