@@ -289,7 +289,8 @@ def metrics(
         pooled = _cos(np.concatenate([r.ravel() for r in ref]), np.concatenate([g.ravel() for g in got]))
         return {
             "IoU@0.3 pooled": inter / union if union else 1.0,
-            f"IoU@0.3 mean, imgs with text ({len(ious)})": float(np.mean(ious)) if ious else 1.0,
+            "IoU@0.3 mean, imgs with text": float(np.mean(ious)) if ious else 1.0,
+            "imgs with text": float(len(ious)),
             "cosine pooled": pooled,
         }
     if kind == "rec":
