@@ -154,6 +154,11 @@ def _print_findings(report) -> None:
 )
 @click.option("--trials", default=3, show_default=True, help="Random input sets used for verification.")
 @click.option("--dry-run", is_flag=True, help="Rewrite and verify, write nothing.")
+@click.option(
+    "--allow-unfixed",
+    is_flag=True,
+    help="Exit 0 even when nodes the parser rejects remain (they are still listed).",
+)
 @click.option("--json", "json_out", metavar="OUT", help="Write what changed as JSON to OUT ('-' = stdout).")
 @common_options
 def fix(
@@ -166,6 +171,7 @@ def fix(
     shapes: tuple[str, ...],
     trials: int,
     dry_run: bool,
+    allow_unfixed: bool,
     json_out: str | None,
     quiet: bool,
     debug: bool,
@@ -175,6 +181,14 @@ def fix(
     The output passes onnx.checker and shape inference, and gives the same outputs as MODEL in
     ONNX Runtime on random inputs (integers exactly, floats within relative error 1e-5);
     otherwise nothing is written. MODEL is never overwritten unless --inplace.
+
+    \b
+    Exit codes:
+      0  written, and no node the parser rejects remains (or --allow-unfixed)
+      1  written, but nodes the parser rejects remain (each listed with why no
+         rule applies; JSON "remaining"); or a rewrite changed the outputs
+         (nothing written)
+      2  bad input or flags (nothing written)
 
     \b
     Examples:
@@ -212,6 +226,12 @@ def fix(
         _write_json(json_out, report.to_dict())
         if json_out != "-" and not quiet:
             _print_fix(report)
+        if report.remaining and not allow_unfixed:
+            where = "written" if report.written else "not written (--dry-run)"
+            raise CheckFailed(
+                f"{model}: {len(report.remaining)} node(s) TensorRT's ONNX parser rejects remain "
+                f"(fixed model {where}; --allow-unfixed to accept)"
+            )
 
     run_command(body, debug=debug)
 
@@ -233,6 +253,12 @@ def _print_fix(report) -> None:
         console.print(note)
     if report.written:
         console.print(f"wrote {report.output}")
+    for r in report.remaining:
+        op = f"{r['domain']}.{r['op']}" if r["domain"] else r["op"]
+        where = "" if r["location"] == "graph" else f" in {r['location']}"
+        console.print(
+            f"still rejected: {r['node']} ({op}){where}: {r['reason']}; {r['why']}", markup=False, soft_wrap=True
+        )
 
 
 @main.command("rules")

@@ -6,6 +6,9 @@ verifiable rules to a fixed point; compare outputs with the original on random i
 (:mod:`trtq.surgery.verify`), refusing to write if any output changed; then apply the rules
 ONNX Runtime cannot run (plugin mapping); validate with ``onnx.checker`` and shape inference;
 save with :func:`trtq._core.onnx_model.save_onnx` (atomic). Nothing is written on any failure.
+Finally the written model is checked against the support table again: every node the parser
+would still reject is listed in :attr:`FixReport.remaining` with the reason no rule removed it
+(the CLI then exits 1 unless ``--allow-unfixed``; the improved model is written all the same).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from trtq._core.errors import CheckFailed, InputError
 from trtq._core.onnx_model import load_onnx, save_onnx
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.surgery.fix import FixResult, fix_model, validate
+from trtq.surgery.findings import Finding
 from trtq.surgery.rule import make_rules
 from trtq.surgery.verify import VerifyResult, check_runs, verify_models
 
@@ -30,6 +34,9 @@ class FixReport:
     verify: VerifyResult | None = None
     written: bool = False
     notes: list[str] = field(default_factory=list)
+    #: Nodes of the result the parser still rejects: node, op, domain, location, reason, why
+    #: (why no rule removed it).
+    remaining: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -42,6 +49,7 @@ class FixReport:
             "verify": None if self.verify is None else self.verify.to_dict(),
             "unverified_rules": self.fix.unverifiable,
             "notes": self.notes,
+            "remaining": self.remaining,
         }
 
 
@@ -108,8 +116,36 @@ def fix_file(
             report.notes.append(
                 f"{', '.join(extra.unverifiable)}: plugin nodes cannot run in ONNX Runtime; not verified"
             )
+    report.remaining = remaining_rejections(result.model)
     # fix_model has validated result.model (onnx.checker and strict shape inference)
     if output is not None and not dry_run:
         save_onnx(result.model, output)
         report.written = True
     return report
+
+
+def remaining_rejections(model) -> list[dict]:
+    """Error findings of the support table on ``model``, each with why no rule removed it."""
+    from trtq.surgery.check import check_model
+    from trtq.surgery.rewrite_status import why_no_rule
+
+    domains = {n.name: n.domain for n in model.graph.node}
+    out = []
+    for f in check_model(model, rules=[]).errors:
+        domain = domains.get(f.node, "") if f.location == "graph" else ""
+        out.append(_remaining(f, domain, why_no_rule(f.op_type, domain) if f.op_type not in _NOT_OPS else ""))
+    return out
+
+
+_NOT_OPS = frozenset({"model", "input", "output"})  # findings about the model, not a node
+
+
+def _remaining(f: Finding, domain: str, why: str) -> dict:
+    return {
+        "node": f.node,
+        "op": f.op_type,
+        "domain": domain,
+        "location": f.location,
+        "reason": f.reason,
+        "why": why or "no rule changes the model's interface or opset",
+    }

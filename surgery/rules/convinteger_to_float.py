@@ -29,6 +29,7 @@ class ConvIntegerToFloat(Rule):
     name = "convinteger_to_float"
     summary = "ConvInteger -> float Conv + Round + Cast(INT32), exact for reductions <= 258 terms"
     order = 60
+    rewrites = ("ConvInteger",)
 
     def match(self, graph: gs.Graph) -> list[Match]:
         out = []

@@ -83,6 +83,7 @@ class DequantizeBias(Rule):
     name = "dequantize_bias"
     summary = "Q/DQ on biases -> the float bias constant they evaluate to"
     order = 40
+    rewrites = ("DequantizeLinear",)
 
     def match(self, graph: gs.Graph) -> list[Match]:
         out = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from trtq.surgery.graph_util import constant_value, find_node, is_omitted, is_random
+from trtq.surgery.support_table import CONSTANT_INPUTS
 from trtq.surgery.rule import Match, Rule, register_rule
 
 _NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "Constant", "If", "Loop", "Scan"})
@@ -63,6 +64,7 @@ class FoldConstants(Rule):
     name = "fold_constants"
     summary = "fold constant and static-shape subgraphs into initializers"
     order = 20
+    rewrites = tuple(CONSTANT_INPUTS)
 
     def __init__(self) -> None:
         # Nodes that a fold left in place (onnx-graphsurgeon could not evaluate them): one fold

@@ -37,6 +37,7 @@ class MatMulIntegerToFloat(Rule):
     name = "matmulinteger_to_float"
     summary = "MatMulInteger -> float MatMul + Round + Cast(INT32), exact for K <= 258"
     order = 61
+    rewrites = ("MatMulInteger",)
 
     def match(self, graph: gs.Graph) -> list[Match]:
         out = []

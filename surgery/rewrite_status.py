@@ -1,0 +1,240 @@
+"""For every operator TensorRT 10's ONNX parser rejects: is there an exact rewrite, and which rule?
+
+The status of an operator is computed, never written down twice:
+
+- ``rule``: some registered rule lists the op in :attr:`~trtq.surgery.rule.Rule.rewrites`; the
+  rule names come from the registry and the conditions under which the rewrite is exact from
+  :data:`CONDITIONS`;
+- ``plugin``: no rewrite into supported operators exists, but TensorRT can run the op through a
+  plugin (``surgery fix --plugin OpType=Plugin``, the ``plugin_mapping`` rule);
+- ``none``: no exact rewrite into supported operators exists (:data:`NO_REWRITE` says why:
+  strings, random sampling, training-only semantics, data-dependent output shapes, ...);
+- ``open``: an exact rewrite exists in principle but no rule implements it yet (the reason says
+  what it would be);
+- ``no rule yet``: the op has neither a registered rule nor a recorded reason. :func:`missing`
+  lists these; the test suite keeps that list in check.
+
+Besides the 42 ``""`` rows of :mod:`trtq.surgery.support_table`, the table covers ONNX Runtime's
+contrib QOperator ops (domain ``com.microsoft``, which ``quantize_static(quant_format=QOperator)``
+emits) and the supported operators whose parser restriction a rule lifts (:data:`RESTRICTIONS`).
+``surgery ops --markdown`` renders it; ``docs/SURGERY_OPS.md`` is that output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trtq.surgery import support_table as table
+from trtq.surgery.rule import rule_class, rule_names
+
+ORT_CONTRIB_DOMAIN = table.ORT_CONTRIB_DOMAIN
+
+#: The contrib QOperator ops ``quantize_static(..., quant_format=QuantFormat.QOperator)`` emits on
+#: ordinary CNNs (seen with onnxruntime 1.32 on Conv/Relu/MaxPool/Sigmoid/Mul/Add/LeakyRelu/
+#: AveragePool/Concat/GlobalAveragePool/MatMul), with the conditions of their rewrite.
+CONTRIB_CONDITIONS: dict[str, str] = {
+    "QLinearAdd": "scales and zero points constant per-tensor scalars; same arithmetic as ORT's kernel",
+    "QLinearMul": "scales and zero points constant per-tensor scalars; same arithmetic as ORT's kernel",
+    "QLinearSigmoid": "8-bit, scales/zero points constant: a 256-entry table computed as ORT does",
+    "QLinearLeakyRelu": "8-bit, scales/zero points constant: a 256-entry table computed as ORT does",
+    "QLinearAveragePool": "2D, constant scalar scales/zero points; integer window sums exact in FP32",
+    "QLinearGlobalAveragePool": "NCHW, constant scalar scales/zero points; window sums exact in FP32",
+    "QLinearConcat": "constant scalar scales/zero points per input",
+}
+
+#: When the exact rewrite of an operator applies (statically known shapes, constant inputs, opset).
+CONDITIONS: dict[str, str] = {
+    # this branch
+    "QLinearConv": (
+        "weights, scales and zero points constant; integer accumulator provably below 2^24 "
+        "(bound from the weights); bias |B| < 2^24"
+    ),
+    "QLinearMatMul": (
+        "B, scales and zero points constant; integer accumulator provably below 2^24 (bound from B)"
+    ),
+    "DynamicQuantizeLinear": "always (float input); the UINT8 outputs are cast at the end",
+    # rules already on main
+    "ConvInteger": "weights constant; reduction C/group * prod(kernel) <= 258 terms",
+    "MatMulInteger": "inner dimension K known and <= 258",
+    "SequenceConstruct": "consumed by ConcatFromSequence only",
+    "ConcatFromSequence": "sequence built by SequenceConstruct",
+    # the other surgery branch (operators rewritten there; conditions as planned for them)
+    "MaxUnpool": "static shapes; indices from MaxPool: ScatterND/ScatterElements into zeros",
+    "AffineGrid": "constant size input: MatMul of theta with a constant base grid",
+    "BitShift": "constant shift amounts; Mul/Div by powers of two on types where they are exact",
+    "BitwiseAnd": "types where arithmetic reproduces the bits exactly (BOOL-valued / small unsigned)",
+    "BitwiseOr": "types where arithmetic reproduces the bits exactly (BOOL-valued / small unsigned)",
+    "BitwiseXor": "types where arithmetic reproduces the bits exactly (BOOL-valued / small unsigned)",
+    "BitwiseNot": "types where arithmetic reproduces the bits exactly (unsigned: max - x)",
+    "CenterCropPad": "static input shape, constant target shape: Slice + Pad",
+    "Col2Im": "static shapes, constant image/block shape: constant ScatterElements/MatMul",
+    "Compress": "constant condition: Gather with constant indices",
+    "Optional": "presence statically known: removed",
+    "OptionalGetElement": "presence statically known: removed",
+    "OptionalHasElement": "presence statically known: constant",
+    "SequenceAt": "sequence statically known: tensor ops",
+    "SequenceEmpty": "sequence statically known: tensor ops",
+    "SequenceErase": "sequence statically known: tensor ops",
+    "SequenceInsert": "sequence statically known: tensor ops",
+    "SequenceLength": "sequence statically known: constant",
+    "SequenceMap": "sequence statically known: the body applied per element",
+    "SplitToSequence": "static shapes / constant split: Split",
+    "DFT": "static signal length, constant dft_length: MatMul with constant DFT matrices",
+    "MelWeightMatrix": "constant inputs: folded to a constant",
+    "Unique": "constant input: folded to constants",
+    "Det": "static small matrices: closed-form products",
+    "NegativeLogLikelihoodLoss": "static shapes: GatherElements + reductions",
+    "SoftmaxCrossEntropyLoss": "static shapes: LogSoftmax + GatherElements + reductions",
+    **CONTRIB_CONDITIONS,
+}
+
+#: Operators with no exact rewrite into supported operators: status and reason.
+NO_REWRITE: dict[str, tuple[str, str]] = {
+    "Bernoulli": ("none", "random sampling: no deterministic rewrite reproduces its outputs"),
+    "Multinomial": ("none", "random sampling: no deterministic rewrite reproduces its outputs"),
+    "ImageDecoder": (
+        "none",
+        "decodes encoded image bytes (JPEG/PNG...): output shape depends on the data; decode outside",
+    ),
+    "RegexFullMatch": ("none", "STRING tensors: TensorRT has no string type"),
+    "StringConcat": ("none", "STRING tensors: TensorRT has no string type"),
+    "StringNormalizer": ("none", "STRING tensors: TensorRT has no string type"),
+    "StringSplit": ("none", "STRING tensors: TensorRT has no string type"),
+    "TfIdfVectorizer": (
+        "open",
+        "STRING input: impossible; INT32/INT64 token input could be n-gram matching with "
+        "Equal + ReduceSum over static shapes (not written)",
+    ),
+    "MaxRoiPool": (
+        "open",
+        "static number of RoIs: per-bin masks from the RoI coordinates + masked ReduceMax (not written); "
+        "otherwise a plugin",
+    ),
+}
+
+#: Supported operators with a parser restriction (or hazard) that a rule lifts: op -> restriction.
+RESTRICTIONS: dict[str, str] = {
+    "If": "branches containing rejected operators (constant condition)",
+    "Cast": "DOUBLE is cast down to FLOAT by the parser",
+    "DequantizeLinear": "INT32/UINT8 input and non-zero zero point are rejected",
+    "QuantizeLinear": "non-zero zero point rejected; UINT8 output only as a network output",
+    "Resize": "scales/sizes computed at run time",
+    "ScatterND": "reduction other than 'none'",
+    "TopK": f"K > {table.TOPK_MAX_K}",
+    "ReduceMean": "decomposed LayerNorm overflows in FP16 (hazard); axes input must be an initializer",
+    "Pow": "Pow(x, 2) in FP16 (hazard)",
+    "Upsample": "deprecated since opset 10 (Resize replaces it)",
+    **{op: "input must be a build-time constant" for op in table.CONSTANT_INPUTS if op != "ReduceMean"},
+}
+
+STATUSES = ("rule", "plugin", "open", "none", "no rule yet")
+
+
+@dataclass(frozen=True)
+class OpStatus:
+    """One row: ``op`` (with ``domain``), its status, the rules that rewrite it and the conditions
+    of those rules (status ``rule``) or the reason there is none."""
+
+    op: str
+    status: str
+    rules: tuple[str, ...]
+    note: str
+    domain: str = ""
+
+    def to_dict(self) -> dict:
+        return {"op": self.op, "domain": self.domain, "status": self.status, "rules": list(self.rules), "note": self.note}
+
+
+def rules_for(op: str) -> tuple[str, ...]:
+    """Registered rules (in fix order) whose ``rewrites`` list ``op``."""
+    return tuple(n for n in rule_names() if op in rule_class(n).rewrites)
+
+
+def unsupported_ops() -> list[str]:
+    """The operators the support table marks as not imported by the parser (the ``""`` rows)."""
+    return sorted(op for op in table.OP_TYPES if not table.is_supported(op))
+
+
+def op_status(op: str, domain: str = "") -> OpStatus:
+    """The status of ``op``, computed from the registry first, then the recorded reasons."""
+    rules = rules_for(op)
+    if rules:
+        return OpStatus(op, "rule", rules, CONDITIONS.get(op, RESTRICTIONS.get(op, "")), domain)
+    if op in NO_REWRITE:
+        status, reason = NO_REWRITE[op]
+        return OpStatus(op, status, (), reason, domain)
+    return OpStatus(op, "no rule yet", (), CONDITIONS.get(op, ""), domain)
+
+
+def status_table() -> dict[str, list[OpStatus]]:
+    """The three sections: unsupported ONNX ops, ORT contrib ops, restrictions lifted by rules."""
+    restricted = sorted({op for n in rule_names() for op in rule_class(n).rewrites} - set(unsupported_ops()))
+    restricted = [op for op in restricted if op not in CONTRIB_CONDITIONS]
+    return {
+        "unsupported": [op_status(op) for op in unsupported_ops()],
+        "contrib": [op_status(op, ORT_CONTRIB_DOMAIN) for op in sorted(CONTRIB_CONDITIONS)],
+        "restrictions": [
+            OpStatus(op, "rule", rules_for(op), RESTRICTIONS.get(op, "")) for op in restricted
+        ],
+    }
+
+
+def missing() -> list[str]:
+    """Unsupported operators with neither a registered rule nor a recorded reason."""
+    return [s.op for s in status_table()["unsupported"] if s.status == "no rule yet"]
+
+
+def why_no_rule(op: str, domain: str = "") -> str:
+    """One line for ``surgery fix``: why a rejected node of ``op`` is still there."""
+    s = op_status(op, domain)
+    if s.status == "rule" and op in CONDITIONS:
+        return f"{', '.join(s.rules)} did not apply; it needs: {CONDITIONS[op]}"
+    if s.status == "rule":
+        return f"no rule lifts this restriction here (rules for {op}: {', '.join(s.rules)})"
+    if s.status == "plugin":
+        return f"no exact rewrite ({s.note}); map it with --plugin {op}=PluginName"
+    if s.status in ("none", "open"):
+        return f"no rule: {s.note}"
+    if domain not in ("", "ai.onnx"):
+        return f"no rule for {domain}.{op}; map it with --plugin {op}=PluginName"
+    if table.is_supported(op):
+        return "no rule lifts this restriction"
+    return "no rule for this operator yet"
+
+
+_HEAD = """# Operators TensorRT's ONNX parser rejects, and their rewrites
+
+Generated by `surgery ops --markdown` from `surgery/rewrite_status.py` and the registered rules
+(`Rule.rewrites`); do not edit by hand. Support facts: {source}.
+
+Status: **rule** — an exact rewrite into supported operators exists and the named rule does it
+(under the conditions given; otherwise the node stays and `surgery fix` exits 1 naming it);
+**plugin** — only a TensorRT plugin can run it (`surgery fix --plugin OpType=Plugin`);
+**open** — an exact rewrite exists in principle, no rule implements it yet;
+**none** — no exact rewrite into supported operators exists, for the reason given;
+**no rule yet** — nothing recorded.
+"""
+
+
+def markdown() -> str:
+    """The generated ``docs/SURGERY_OPS.md``."""
+    sections = status_table()
+    lines = [_HEAD.format(source=table.SOURCE)]
+    titles = {
+        "unsupported": f"## The {len(sections['unsupported'])} operators the parser does not support",
+        "contrib": f"## ONNX Runtime contrib QOperator ops (domain `{ORT_CONTRIB_DOMAIN}`)",
+        "restrictions": "## Supported operators whose restriction a rule lifts",
+    }
+    for key, rows in sections.items():
+        lines += ["", titles[key], "", "| operator | status | rule(s) | conditions / reason |", "|---|---|---|---|"]
+        for s in rows:
+            rules = ", ".join(f"`{r}`" for r in s.rules) or "-"
+            lines.append(f"| {s.op} | {s.status} | {rules} | {s.note.replace('|', '/')} |")
+    counts = {st: sum(s.status == st for s in sections["unsupported"]) for st in STATUSES}
+    lines += [
+        "",
+        "Unsupported operators by status: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + ".",
+        f"Registered rules: {len(rule_names())}.",
+        "",
+    ]
+    return "\n".join(lines)
