@@ -257,7 +257,9 @@ def _print_fix(report) -> None:
         op = f"{r['domain']}.{r['op']}" if r["domain"] else r["op"]
         where = "" if r["location"] == "graph" else f" in {r['location']}"
         console.print(
-            f"still rejected: {r['node']} ({op}){where}: {r['reason']}; {r['why']}", markup=False, soft_wrap=True
+            f"still rejected: {r['node']} ({op}){where}: {r['reason']}; {r['why']}",
+            markup=False,
+            soft_wrap=True,
         )
 
 

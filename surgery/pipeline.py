@@ -20,8 +20,8 @@ from pathlib import Path
 from trtq._core.errors import CheckFailed, InputError
 from trtq._core.onnx_model import load_onnx, save_onnx
 from trtq._core.progress import ProgressFn, null_progress
-from trtq.surgery.fix import FixResult, fix_model, validate
 from trtq.surgery.findings import Finding
+from trtq.surgery.fix import FixResult, fix_model, validate
 from trtq.surgery.rule import make_rules
 from trtq.surgery.verify import VerifyResult, check_runs, verify_models
 

@@ -142,7 +142,13 @@ class OpStatus:
     domain: str = ""
 
     def to_dict(self) -> dict:
-        return {"op": self.op, "domain": self.domain, "status": self.status, "rules": list(self.rules), "note": self.note}
+        return {
+            "op": self.op,
+            "domain": self.domain,
+            "status": self.status,
+            "rules": list(self.rules),
+            "note": self.note,
+        }
 
 
 def rules_for(op: str) -> tuple[str, ...]:
@@ -173,9 +179,7 @@ def status_table() -> dict[str, list[OpStatus]]:
     return {
         "unsupported": [op_status(op) for op in unsupported_ops()],
         "contrib": [op_status(op, ORT_CONTRIB_DOMAIN) for op in sorted(CONTRIB_CONDITIONS)],
-        "restrictions": [
-            OpStatus(op, "rule", rules_for(op), RESTRICTIONS.get(op, "")) for op in restricted
-        ],
+        "restrictions": [OpStatus(op, "rule", rules_for(op), RESTRICTIONS.get(op, "")) for op in restricted],
     }
 
 
@@ -226,7 +230,13 @@ def markdown() -> str:
         "restrictions": "## Supported operators whose restriction a rule lifts",
     }
     for key, rows in sections.items():
-        lines += ["", titles[key], "", "| operator | status | rule(s) | conditions / reason |", "|---|---|---|---|"]
+        lines += [
+            "",
+            titles[key],
+            "",
+            "| operator | status | rule(s) | conditions / reason |",
+            "|---|---|---|---|",
+        ]
         for s in rows:
             rules = ", ".join(f"`{r}`" for r in s.rules) or "-"
             lines.append(f"| {s.op} | {s.status} | {rules} | {s.note.replace('|', '/')} |")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from trtq.surgery.graph_util import constant_value, find_node, is_omitted, is_random
-from trtq.surgery.support_table import CONSTANT_INPUTS
 from trtq.surgery.rule import Match, Rule, register_rule
+from trtq.surgery.support_table import CONSTANT_INPUTS
 
 _NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "Constant", "If", "Loop", "Scan"})
 
