@@ -1,0 +1,257 @@
+"""Q/DQ that TensorRT rejects (non-zero zero point, 8-bit tensors it cannot hold) -> the same
+arithmetic in FP32, bit-exact.
+
+TensorRT's Q/DQ take zero point 0 only, ``DequantizeLinear`` reads INT8/FP8/FP4/INT4 only, and a
+UINT8 tensor may only be a network input or output. ONNX Runtime's QOperator models (and the
+``qlinear_*`` rewrites of them) quantize activations to UINT8 or INT8 with non-zero zero points.
+This rule lifts those restrictions, in three steps, each exact:
+
+1. *sink*: a per-tensor ``QuantizeLinear`` feeding a data-movement op that ORT runs on 8-bit
+   tensors (MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Slice, Gather,
+   DepthToSpace, SpaceToDepth, Tile, Expand) moves below it: quantization is elementwise and
+   non-decreasing, so it commutes with moving data and with taking maxima;
+2. ``QuantizeLinear(x, s, z)`` -> ``Clip(Round(x / s) + z, qmin, qmax)`` in FP32 then ``Cast`` to
+   the 8-bit type (ORT divides by the scale and rounds half to even, as ``Div`` + ``Round`` do);
+3. ``DequantizeLinear(q, s, z)`` -> ``(q - z) * s`` in FP32, reading the FP32 integer before a
+   ``Cast`` to 8 bits when there is one (values proven integral and in range: produced by
+   ``Clip`` with integer bounds of ``Round``/integer arithmetic), so the 8-bit tensor disappears;
+   ``Cast(8-bit -> FP32)`` of such a ``Cast`` becomes ``Identity`` likewise.
+
+Conditions: scales and zero points constant per-tensor scalars; opset >= 11 (``Round``). What is
+left of the 8-bit types is a ``Cast`` at a graph output (allowed) or one feeding a node no rule
+rewrites. The FP32 form runs in TensorRT as FP32 (no INT8 kernels): exact, not faster. INT8
+Q/DQ with zero point 0 are left alone (TensorRT runs them in INT8).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from trtq.surgery.graph_util import NameMaker, add_node, const, constant_value, input_at, producer
+from trtq.surgery.rule import Match, Rule, register_rule
+from trtq.surgery.rules._qlinear import data_dtype, qrange, scalar_params
+
+LAYOUT_OPS = frozenset(
+    {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice", "Gather",
+     "DepthToSpace", "SpaceToDepth", "Tile", "Expand"}
+)  # fmt: skip
+_EIGHT_BIT = (np.dtype(np.uint8), np.dtype(np.int8))
+_TO = {np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
+_FLOAT = 1
+
+
+def _q_params(node: gs.Node):
+    """(scale, zero point, 8-bit dtype) of a per-tensor Q/DQ node with constant parameters."""
+    default = data_dtype(node.inputs[0]) if node.op == "DequantizeLinear" else np.dtype(np.uint8)
+    p = scalar_params(node, 1, 2, default if default in _EIGHT_BIT else np.uint8)
+    if p is None or np.dtype(p[1].dtype) not in _EIGHT_BIT or not np.isfinite(p[0]) or p[0] <= 0:
+        return None
+    return p[0], p[1], np.dtype(p[1].dtype)
+
+
+def _is_graph_output(graph: gs.Graph, t: gs.Tensor) -> bool:
+    return any(t is o for o in graph.outputs)
+
+
+def _clip_bounds(node: gs.Node) -> tuple[float, float] | None:
+    if "min" in node.attrs or "max" in node.attrs:
+        return float(node.attrs.get("min", -np.inf)), float(node.attrs.get("max", np.inf))
+    lo, hi = constant_value(input_at(node, 1)), constant_value(input_at(node, 2))
+    if (input_at(node, 1) is not None and lo is None) or (input_at(node, 2) is not None and hi is None):
+        return None
+    if (lo is not None and lo.size != 1) or (hi is not None and hi.size != 1):
+        return None
+    return (-np.inf if lo is None else float(lo.reshape(-1)[0])), (
+        np.inf if hi is None else float(hi.reshape(-1)[0])
+    )
+
+
+def _integral(t: gs.Tensor, depth: int = 0) -> bool:
+    """``t`` holds integers only (in FP32): from Round, integer Clip/Add/Sub, integer casts."""
+    value = constant_value(t)
+    if value is not None:
+        return bool(np.all(np.mod(value, 1) == 0))
+    node = producer(t)
+    if node is None or depth > 32:
+        return False
+    if node.op == "Round" or _table_range(node) is not None:
+        return True
+    if node.op == "Cast":
+        src = data_dtype(node.inputs[0])
+        return src is not None and np.issubdtype(src, np.integer)
+    if node.op in ("Add", "Sub"):
+        return all(_integral(i, depth + 1) for i in node.inputs)
+    if node.op == "Clip":
+        b = _clip_bounds(node)
+        return (
+            b is not None
+            and all(np.isinf(v) or v == int(v) for v in b)
+            and _integral(node.inputs[0], depth + 1)
+        )
+    if node.op in LAYOUT_OPS:
+        return _integral(node.inputs[0], depth + 1)
+    return False
+
+
+def _table_range(node: gs.Node) -> tuple[float, float] | None:
+    """(min, max) of a Gather from a constant table of integers (a lookup-table rewrite)."""
+    table = constant_value(node.inputs[0]) if node.op == "Gather" and node.inputs else None
+    if table is None or not table.size or not np.all(np.mod(table, 1) == 0):
+        return None
+    return float(table.min()), float(table.max())
+
+
+def _in_range(t: gs.Tensor, lo: int, hi: int, depth: int = 0) -> bool:
+    """``t`` is proven integral with every value in ``[lo, hi]``."""
+    node = producer(t)
+    if node is None or depth > 32:
+        return False
+    if node.op == "Clip":
+        b = _clip_bounds(node)
+        return b is not None and lo <= b[0] and b[1] <= hi and _integral(node.inputs[0])
+    if (r := _table_range(node)) is not None:
+        return lo <= r[0] and r[1] <= hi
+    if node.op in LAYOUT_OPS:
+        return _in_range(node.inputs[0], lo, hi, depth + 1)
+    return False
+
+
+def _exact_float_source(t: gs.Tensor) -> gs.Tensor | None:
+    """For an 8-bit ``t = Cast(f)`` with ``f`` proven integral and in range: ``f``."""
+    node = producer(t)
+    dtype = data_dtype(t)
+    if node is None or node.op != "Cast" or dtype not in _EIGHT_BIT:
+        return None
+    src = node.inputs[0]
+    if data_dtype(src) != np.dtype(np.float32):
+        return None
+    lo, hi = qrange(dtype)
+    return src if _in_range(src, lo, hi) else None
+
+
+def _q_rejected(graph: gs.Graph, node: gs.Node, params) -> bool:
+    _, z, dtype = params
+    return bool(z != 0) or (dtype == np.dtype(np.uint8) and not _is_graph_output(graph, node.outputs[0]))
+
+
+@register_rule
+class QDQToFloat(Rule):
+    name = "qdq_to_float"
+    summary = "Q/DQ with non-zero zero point or 8-bit tensors TensorRT rejects -> the same FP32 arithmetic"
+    order = 85
+    rewrites = ("QuantizeLinear", "DequantizeLinear", "Cast", *sorted(LAYOUT_OPS))
+
+    def match(self, graph: gs.Graph) -> list[Match]:
+        if graph.opset < 11:
+            return []
+        out = []
+        for node in graph.nodes:
+            if node.op in LAYOUT_OPS and node.inputs and (node.domain or "") == "":
+                q = producer(node.inputs[0])
+                if q is not None and q.op == "QuantizeLinear" and _q_params(q) is not None:
+                    out.append(self._match([node, q], f"{node.op} on an 8-bit tensor", kind="sink"))
+            elif node.op == "QuantizeLinear" and (params := _q_params(node)) is not None:
+                feeds_layout = any(c.op in LAYOUT_OPS for c in node.outputs[0].outputs)
+                if _q_rejected(graph, node, params) and not feeds_layout:
+                    out.append(self._match([node], "zero point or UINT8 output TensorRT rejects", kind="q"))
+            elif node.op == "DequantizeLinear" and (params := _q_params(node)) is not None:
+                if data_dtype(node.inputs[0]) in _EIGHT_BIT and (
+                    params[1] != 0 or params[2] == np.dtype(np.uint8) or _exact_float_source(node.inputs[0])
+                ):
+                    out.append(self._match([node], "zero point or UINT8 input TensorRT rejects", kind="dq"))
+            elif node.op == "Cast" and node.attrs.get("to") == _FLOAT and node.inputs:
+                if _exact_float_source(node.inputs[0]) is not None:
+                    out.append(self._match([node], "Cast pair through an 8-bit tensor", kind="cast"))
+        return out
+
+    def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
+        names = NameMaker(graph)
+        kind = match.data["kind"]
+        if kind == "sink":
+            return self._sink(graph, names, *found)
+        if kind == "q":
+            return self._quantize(graph, names, found[0])
+        if kind == "dq":
+            return self._dequantize(graph, names, found[0])
+        src = _exact_float_source(found[0].inputs[0])
+        if src is None:
+            return False
+        node = found[0]
+        node.op, node.attrs = "Identity", {}
+        node.inputs[0] = src
+        return True
+
+    def _sink(self, graph: gs.Graph, names: NameMaker, node: gs.Node, q: gs.Node) -> bool:
+        if producer(node.inputs[0]) is not q:
+            return False
+        out = node.outputs[0]
+        moved = gs.Variable(names(f"{out.name}_float"), dtype=np.float32)
+        node.inputs[0] = q.inputs[0]
+        node.outputs[0] = moved
+        add_node(graph, names, "QuantizeLinear", [moved, *q.inputs[1:]], [out], base=f"{q.name}_moved")
+        return True
+
+    def _quantize(self, graph: gs.Graph, names: NameMaker, node: gs.Node) -> bool:
+        s, z, dtype = _q_params(node)
+        lo, hi = qrange(dtype)
+        base = node.name
+        v = node.inputs[0]
+        if s != np.float32(1.0):
+            v = self._op(graph, names, "Div", [v, const(names, f"{base}_scale", s)], f"{base}_div")
+        v = self._op(graph, names, "Round", [v], f"{base}_round")
+        if z != 0:
+            v = self._op(
+                graph, names, "Add", [v, const(names, f"{base}_zp", np.float32(z))], f"{base}_add_zp"
+            )
+        v = self._clip(graph, names, v, lo, hi, f"{base}_saturate")
+        out = node.outputs[0]
+        node.outputs.clear()
+        add_node(graph, names, "Cast", [v], [out], {"to": _TO[dtype]}, base=f"{base}_cast")
+        return True
+
+    def _dequantize(self, graph: gs.Graph, names: NameMaker, node: gs.Node) -> bool:
+        s, z, _ = _q_params(node)
+        base = node.name
+        q = node.inputs[0]
+        out = node.outputs[0]
+        value = constant_value(q)
+        if value is not None:
+            folded = ((value.astype(np.int32) - np.int32(z)).astype(np.float32) * s).astype(np.float32)
+            node.outputs.clear()
+            add_node(graph, names, "Identity", [const(names, f"{base}_value", folded)], [out], base=base)
+            return True
+        f = _exact_float_source(q)
+        if f is None:
+            f = self._op(graph, names, "Cast", [q], f"{base}_to_float", {"to": _FLOAT})
+        steps = []
+        if z != 0:
+            steps.append(("Sub", const(names, f"{base}_zp", np.float32(z))))
+        if s != np.float32(1.0):
+            steps.append(("Mul", const(names, f"{base}_scale", s)))
+        node.outputs.clear()
+        if not steps:
+            add_node(graph, names, "Identity", [f], [out], base=base)
+        for i, (op, c) in enumerate(steps):
+            last = i == len(steps) - 1
+            target = out if last else gs.Variable(names(f"{base}_{op.lower()}"), dtype=np.float32)
+            add_node(graph, names, op, [f, c], [target], base=f"{base}_{op.lower()}")
+            f = target
+        return True
+
+    @staticmethod
+    def _op(graph, names, op, inputs, base, attrs=None) -> gs.Variable:
+        out = gs.Variable(names(base), dtype=np.float32)
+        add_node(graph, names, op, inputs, [out], attrs, base=base)
+        return out
+
+    def _clip(self, graph, names, v, lo, hi, base) -> gs.Variable:
+        if graph.opset < 11:
+            return self._op(graph, names, "Clip", [v], base, {"min": float(lo), "max": float(hi)})
+        return self._op(
+            graph,
+            names,
+            "Clip",
+            [v, const(names, f"{base}_min", np.float32(lo)), const(names, f"{base}_max", np.float32(hi))],
+            base,
+        )
