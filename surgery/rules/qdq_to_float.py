@@ -80,7 +80,7 @@ def _integral(t: gs.Tensor, depth: int = 0) -> bool:
     if node.op == "Cast":
         src = data_dtype(node.inputs[0])
         return src is not None and np.issubdtype(src, np.integer)
-    if node.op in ("Add", "Sub"):
+    if node.op in ("Add", "Sub", "Concat"):
         return all(_integral(i, depth + 1) for i in node.inputs)
     if node.op == "Clip":
         b = _clip_bounds(node)
@@ -112,6 +112,8 @@ def _in_range(t: gs.Tensor, lo: int, hi: int, depth: int = 0) -> bool:
         return b is not None and lo <= b[0] and b[1] <= hi and _integral(node.inputs[0])
     if (r := _table_range(node)) is not None:
         return lo <= r[0] and r[1] <= hi
+    if node.op == "Concat":
+        return all(_in_range(i, lo, hi, depth + 1) for i in node.inputs)
     if node.op in LAYOUT_OPS:
         return _in_range(node.inputs[0], lo, hi, depth + 1)
     return False
