@@ -23,9 +23,14 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import NameMaker, add_node, const, constant_value, input_at
+from trtq.surgery.graph_util import NameMaker, add_node, constant_value, input_at
 
 EXACT_LIMIT = 2**24  # float32 represents every integer of smaller magnitude
+
+
+def const0(names: NameMaker, base: str, value) -> gs.Constant:
+    """A new initializer keeping ``value``'s shape (0-d stays 0-d, unlike ``graph_util.const``)."""
+    return gs.Constant(names(base), np.array(value))
 
 
 def qrange(dtype) -> tuple[int, int]:
@@ -67,7 +72,7 @@ def dequantize_int(graph: gs.Graph, names: NameMaker, q: gs.Tensor, zp: np.ndarr
         graph,
         names,
         "DequantizeLinear",
-        [q, const(names, f"{base}_one", np.float32(1.0)), const(names, f"{base}_zp", zp)],
+        [q, const0(names, f"{base}_one", np.float32(1.0)), const0(names, f"{base}_zp", zp)],
         [out],
         base=f"{base}_dq",
     )
@@ -82,7 +87,7 @@ def quantize_int(
         graph,
         names,
         "QuantizeLinear",
-        [v, const(names, f"{base}_one", np.float32(1.0)), const(names, f"{base}_zp", zp)],
+        [v, const0(names, f"{base}_one", np.float32(1.0)), const0(names, f"{base}_zp", zp)],
         [out],
         base=f"{base}_q",
     )
@@ -90,7 +95,7 @@ def quantize_int(
 
 def mul_const(graph: gs.Graph, names: NameMaker, v: gs.Tensor, value: np.ndarray, base: str) -> gs.Tensor:
     out = gs.Variable(names(f"{base}_scaled"), dtype=np.float32)
-    add_node(graph, names, "Mul", [v, const(names, f"{base}_multiplier", value)], [out], base=f"{base}_mul")
+    add_node(graph, names, "Mul", [v, const0(names, f"{base}_multiplier", value)], [out], base=f"{base}_mul")
     return out
 
 
@@ -135,12 +140,12 @@ def weights_input(
             graph,
             names,
             "DequantizeLinear",
-            [w_t, const(names, f"{base}_one", np.float32(1.0))],
+            [w_t, const0(names, f"{base}_one", np.float32(1.0))],
             [out],
             base=f"{base}_dq",
         )
         return out
-    return const(names, f"{base}_int", weight_int(w, zp, axis))
+    return const0(names, f"{base}_int", weight_int(w, zp, axis))
 
 
 def optional(node: gs.Node, index: int) -> np.ndarray | None:
@@ -217,7 +222,7 @@ def gather_table(
         graph,
         names,
         "Gather",
-        [const(names, f"{base}_table", table.astype(np.float32)), idx],
+        [const0(names, f"{base}_table", table.astype(np.float32)), idx],
         [vals],
         {"axis": 0},
         base=f"{base}_lookup",
@@ -244,12 +249,12 @@ def requantize_float(
     lo, hi = qrange(dtype)
     if zp_before_round is not None and zp_before_round != 0:
         shifted = gs.Variable(names(f"{base}_plus_zp"), dtype=np.float32)
-        add_node(graph, names, "Add", [v, const(names, f"{base}_zp", np.float32(zp_before_round))], [shifted],
+        add_node(graph, names, "Add", [v, const0(names, f"{base}_zp", np.float32(zp_before_round))], [shifted],
                  base=f"{base}_add_zp")  # fmt: skip
         v = shifted
     r = gs.Variable(names(f"{base}_round"), dtype=np.float32)
     add_node(graph, names, "Round", [v], [r], base=f"{base}_round")
     c = gs.Variable(names(f"{base}_saturate"), dtype=np.float32)
-    add_node(graph, names, "Clip", [r, const(names, f"{base}_min", np.float32(lo)), const(names, f"{base}_max", np.float32(hi))],
+    add_node(graph, names, "Clip", [r, const0(names, f"{base}_min", np.float32(lo)), const0(names, f"{base}_max", np.float32(hi))],
              [c], base=f"{base}_saturate")  # fmt: skip
     add_node(graph, names, "Cast", [c], [out], {"to": _ONNX_TYPE[dtype]}, base=f"{base}_cast")

@@ -28,9 +28,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import NameMaker, add_node, const, constant_value, input_at, producer
+from trtq.surgery.graph_util import NameMaker, add_node, constant_value, input_at, producer
 from trtq.surgery.rule import Match, Rule, register_rule
-from trtq.surgery.rules._qlinear import data_dtype, qrange, scalar_params
+from trtq.surgery.rules._qlinear import const0, data_dtype, qrange, scalar_params
 
 LAYOUT_OPS = frozenset(
     {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice", "Gather",
@@ -200,11 +200,11 @@ class QDQToFloat(Rule):
         base = node.name
         v = node.inputs[0]
         if s != np.float32(1.0):
-            v = self._op(graph, names, "Div", [v, const(names, f"{base}_scale", s)], f"{base}_div")
+            v = self._op(graph, names, "Div", [v, const0(names, f"{base}_scale", s)], f"{base}_div")
         v = self._op(graph, names, "Round", [v], f"{base}_round")
         if z != 0:
             v = self._op(
-                graph, names, "Add", [v, const(names, f"{base}_zp", np.float32(z))], f"{base}_add_zp"
+                graph, names, "Add", [v, const0(names, f"{base}_zp", np.float32(z))], f"{base}_add_zp"
             )
         v = self._clip(graph, names, v, lo, hi, f"{base}_saturate")
         out = node.outputs[0]
@@ -221,16 +221,16 @@ class QDQToFloat(Rule):
         if value is not None:
             folded = ((value.astype(np.int32) - np.int32(z)).astype(np.float32) * s).astype(np.float32)
             node.outputs.clear()
-            add_node(graph, names, "Identity", [const(names, f"{base}_value", folded)], [out], base=base)
+            add_node(graph, names, "Identity", [const0(names, f"{base}_value", folded)], [out], base=base)
             return True
         f = _exact_float_source(q)
         if f is None:
             f = self._op(graph, names, "Cast", [q], f"{base}_to_float", {"to": _FLOAT})
         steps = []
         if z != 0:
-            steps.append(("Sub", const(names, f"{base}_zp", np.float32(z))))
+            steps.append(("Sub", const0(names, f"{base}_zp", np.float32(z))))
         if s != np.float32(1.0):
-            steps.append(("Mul", const(names, f"{base}_scale", s)))
+            steps.append(("Mul", const0(names, f"{base}_scale", s)))
         node.outputs.clear()
         if not steps:
             add_node(graph, names, "Identity", [f], [out], base=base)
@@ -254,6 +254,6 @@ class QDQToFloat(Rule):
             graph,
             names,
             "Clip",
-            [v, const(names, f"{base}_min", np.float32(lo)), const(names, f"{base}_max", np.float32(hi))],
+            [v, const0(names, f"{base}_min", np.float32(lo)), const0(names, f"{base}_max", np.float32(hi))],
             base,
         )
