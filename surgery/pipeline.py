@@ -20,6 +20,7 @@ from pathlib import Path
 from trtq._core.errors import CheckFailed, InputError
 from trtq._core.onnx_model import load_onnx, save_onnx
 from trtq._core.progress import ProgressFn, null_progress
+from trtq.surgery.check import model_opset
 from trtq.surgery.findings import Finding
 from trtq.surgery.fix import FixResult, fix_model, validate
 from trtq.surgery.rule import make_rules
@@ -82,10 +83,18 @@ def fix_file(
     ):
         raise InputError(f"{output}: refusing to overwrite the input; use --inplace")
     model = load_onnx(src)
+    invalid_note = None
     try:  # the output must pass these; a model that does not pass them to begin with is bad input
         validate(model, what=str(src))
     except CheckFailed as exc:
-        raise InputError(str(exc)) from exc
+        if not _deprecated_upsample(model):
+            raise InputError(str(exc)) from exc
+        # The one invalid input a rule repairs: nothing can run the original to verify against.
+        verify = False
+        invalid_note = (
+            f"{src} is not valid ONNX (Upsample is deprecated at opset {model_opset(model)}) and ONNX "
+            "Runtime cannot run it: outputs not verified (upsample_to_resize is proven in the test suite)"
+        )
     if plugins and rules is not None and "plugin_mapping" not in rules:
         rules = [*rules, "plugin_mapping"]  # plugins given: they are applied whatever rules were chosen
     selected = make_rules(rules, plugins=plugins or {})
@@ -105,6 +114,8 @@ def fix_file(
             raise CheckFailed(
                 f"{src}: rewritten model changes output {worst.name!r} (relative error {worst.rel:.3g}); nothing written"
             )
+    elif invalid_note:
+        report.notes.append(invalid_note)
     elif not verify:
         report.notes.append("verification skipped (--no-verify)")
     if later:
@@ -122,6 +133,15 @@ def fix_file(
         save_onnx(result.model, output)
         report.written = True
     return report
+
+
+def _deprecated_upsample(model) -> bool:
+    """The model's opset deprecates Upsample and it has Upsample nodes (upsample_to_resize's case)."""
+    from trtq.surgery.rules.upsample_to_resize import DEPRECATED_SINCE
+
+    return model_opset(model) >= DEPRECATED_SINCE and any(
+        n.op_type == "Upsample" and n.domain in ("", "ai.onnx") for n in model.graph.node
+    )
 
 
 def remaining_rejections(model) -> list[dict]:
