@@ -1,6 +1,7 @@
 """``surgery``: find ONNX nodes TensorRT's parser rejects, and rewrite them with proven equivalents.
 
-Commands: ``check`` (report), ``fix`` (rewrite + verify + save), ``rules`` (list the rules).
+Commands: ``check`` (report), ``fix`` (rewrite + verify + save), ``rules`` (list the rules),
+``ops`` (per rejected operator: its rule, or why none can exist).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
       surgery check model.onnx
       surgery fix model.onnx -o model.trt.onnx
       surgery rules
+      surgery ops
     """
 
 
@@ -283,6 +285,40 @@ def list_rules(json_out: str | None) -> None:
     if json_out != "-":
         for item in items:
             click.echo(f"{item['name']:<24} {item['summary']}")
+
+
+@main.command("ops")
+@click.option(
+    "--markdown", is_flag=True, help="Print the table as Markdown (docs/SURGERY_OPS.md is this output)."
+)
+@click.option("--json", "json_out", metavar="OUT", help="Write the table as JSON to OUT ('-' = stdout).")
+def list_ops(markdown: bool, json_out: str | None) -> None:
+    """For every operator TensorRT's parser rejects: the rule that rewrites it, or why none can.
+
+    Status per operator: rule (and its conditions), plugin, open (rewrite possible, not written),
+    none (no exact rewrite, with the reason), no rule yet. Also ONNX Runtime's contrib QOperator
+    ops and the restrictions of supported operators that rules lift.
+
+    \b
+    Examples:
+      surgery ops
+      surgery ops --markdown > docs/SURGERY_OPS.md
+      surgery ops --json -
+    """
+    from trtq.surgery import rewrite_status
+
+    if markdown:
+        click.echo(rewrite_status.markdown(), nl=False)
+        return
+    table = rewrite_status.status_table()
+    _write_json(json_out, {"kind": "surgery-ops", "schema": 1,
+                           **{k: [s.to_dict() for s in rows] for k, rows in table.items()}})  # fmt: skip
+    if json_out != "-":
+        for rows in table.values():
+            for s in rows:
+                op = f"{s.domain}.{s.op}" if s.domain else s.op
+                rules = ",".join(s.rules) or "-"
+                click.echo(f"{op:<36} {s.status:<12} {rules:<30} {s.note}")
 
 
 if __name__ == "__main__":  # pragma: no cover
