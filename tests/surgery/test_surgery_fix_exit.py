@@ -35,11 +35,9 @@ def test_fix_exits_1_naming_the_rejected_node_and_why(tmp_path):
     out = tmp_path / "o.onnx"
     res = CliRunner().invoke(main, ["fix", str(src), "-o", str(out), "--json", str(tmp_path / "f.json")])
     assert res.exit_code == 1, res.output
-    assert "no rule applies; model unchanged" in res.output
-    assert (
-        "still rejected: roi_pool (MaxRoiPool): not supported by TensorRT's ONNX parser; no rule:"
-        in res.output
-    )
+    text = " ".join(res.output.split())  # rich wraps long lines on stderr
+    assert "no rule applies; model unchanged" in text
+    assert "still rejected: roi_pool (MaxRoiPool): not supported by TensorRT's ONNX parser; no rule:" in text
     assert res.output.strip().splitlines()[-1] == (
         f"error: {src}: 1 node(s) TensorRT's ONNX parser rejects remain (fixed model written; --allow-unfixed to accept)"
     )
