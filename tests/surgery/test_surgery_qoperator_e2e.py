@@ -1,0 +1,124 @@
+"""End to end: models quantized by ONNX Runtime's ``quantize_static(quant_format=QOperator)``,
+fixed by ``surgery fix``, give bit-identical outputs and leave no QOperator op for TensorRT's parser."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+from trtq.surgery.check import check_model
+from trtq.surgery.cli import main
+
+QOPS = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu",
+        "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat"}  # fmt: skip
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self, batches):
+        self.it = iter(batches)
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def _small_cnn(path):
+    """Conv/Relu/MaxPool/Conv/Sigmoid/Mul/Add/LeakyRelu/AveragePool x2/Concat/GlobalAveragePool/
+    Flatten/MatMul: every op ORT's QOperator quantizer turns into a QLinear* op on a plain CNN."""
+    rng = np.random.default_rng(0)
+    inits = []
+
+    def w(name, *shape, scale=0.3):
+        inits.append(nh.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name))
+        return name
+
+    nodes = [
+        h.make_node("Conv", ["x", w("w1", 8, 3, 3, 3), w("b1", 8, scale=0.1)], ["c1"], pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c1"], ["r1"]),
+        h.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        h.make_node(
+            "Conv", ["p1", w("w2", 8, 8, 3, 3, scale=0.2), w("b2", 8, scale=0.1)], ["c2"], pads=[1, 1, 1, 1]
+        ),
+        h.make_node("Sigmoid", ["c2"], ["s2"]),
+        h.make_node("Mul", ["s2", "p1"], ["m2"]),
+        h.make_node("Add", ["m2", "p1"], ["a2"]),
+        h.make_node("LeakyRelu", ["a2"], ["l2"], alpha=0.1),
+        h.make_node("AveragePool", ["l2"], ["ap"], kernel_shape=[2, 2], strides=[2, 2]),
+        h.make_node("AveragePool", ["a2"], ["ap2"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 0, 0]),
+        h.make_node("Concat", ["ap", "ap2"], ["cc"], axis=1),
+        h.make_node("GlobalAveragePool", ["cc"], ["g"]),
+        h.make_node("Flatten", ["g"], ["f"]),
+        h.make_node("MatMul", ["f", w("wm", 16, 4)], ["y"]),
+    ]
+    graph = h.make_graph(nodes, "cnn", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])],
+                         [h.make_tensor_value_info("y", T.FLOAT, [1, 4])], inits)  # fmt: skip
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def _session(path):
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _fix(src, out, shape):
+    res = CliRunner().invoke(main, ["fix", str(src), "-o", str(out), "--shape", shape, "--json", "-",
+                                    "--allow-unfixed"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+@pytest.mark.parametrize("activations", [QuantType.QInt8, QuantType.QUInt8], ids=["int8", "uint8"])
+def test_quantized_cnn_is_fixed_exactly(tmp_path, activations):
+    _small_cnn(tmp_path / "f.onnx")
+    rng = np.random.default_rng(1)
+    calib = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), _Reader(calib),
+                    quant_format=QuantFormat.QOperator, activation_type=activations)  # fmt: skip
+    quantized = onnx.load(str(tmp_path / "q.onnx"))
+    emitted = {n.op_type for n in quantized.graph.node}
+    assert QOPS <= emitted, QOPS - emitted  # ORT really emits every op the rules are for
+    assert {f.op_type for f in check_model(quantized).errors} >= QOPS
+
+    summary = _fix(tmp_path / "q.onnx", tmp_path / "fixed.onnx", "x:1x3x16x16")
+    assert summary["remaining"] == [] and summary["verify"]["ok"]
+    fixed = onnx.load(str(tmp_path / "fixed.onnx"))
+    assert not {n.op_type for n in fixed.graph.node} & QOPS
+    assert not check_model(fixed).errors
+
+    a, b = _session(tmp_path / "q.onnx"), _session(tmp_path / "fixed.onnx")
+    for scale in (0.1, 1.0, 10.0):  # also far outside the calibration range: saturation everywhere
+        x = {"x": (rng.standard_normal((1, 3, 16, 16)) * scale).astype(np.float32)}
+        assert np.array_equal(a.run(None, x)[0], b.run(None, x)[0])
+
+
+@pytest.mark.slow
+def test_real_cls_model_quantized_by_ort_is_fixed_exactly(real_models, image_dir, tmp_path):
+    """PP-OCR's direction classifier (53 convolutions, 71 elementwise QLinear ops), calibrated and
+    checked on real photographs."""
+    images = []
+    for path in sorted(image_dir.iterdir())[:6]:
+        img = cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR), (192, 48)).astype(np.float32) / 127.5 - 1.0
+        images.append({"x": img.transpose(2, 0, 1)[None]})
+    quantize_static(str(real_models["cls"]), str(tmp_path / "q.onnx"), _Reader(images[:3]),
+                    quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8)  # fmt: skip
+    summary = _fix(tmp_path / "q.onnx", tmp_path / "fixed.onnx", "x:1x3x48x192")
+    assert summary["changes"]["qlinear_conv"]["count"] == 53 and summary["verify"]["ok"]
+    fixed = onnx.load(str(tmp_path / "fixed.onnx"))
+    assert not {n.op_type for n in fixed.graph.node} & QOPS
+    left = {(r["op"], r["domain"]) for r in summary["remaining"]}
+    assert left <= {("QLinearSoftmax", "com.microsoft"), ("Cast", "")}, left
+    a, b = _session(tmp_path / "q.onnx"), _session(tmp_path / "fixed.onnx")
+    for x in images[3:]:  # held-out photographs
+        assert np.array_equal(a.run(None, x)[0], b.run(None, x)[0])
