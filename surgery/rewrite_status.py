@@ -31,7 +31,8 @@ ORT_CONTRIB_DOMAIN = table.ORT_CONTRIB_DOMAIN
 
 #: The contrib QOperator ops ``quantize_static(..., quant_format=QuantFormat.QOperator)`` emits on
 #: ordinary CNNs (seen with onnxruntime 1.32 on Conv/Relu/MaxPool/Sigmoid/Mul/Add/LeakyRelu/
-#: AveragePool/Concat/GlobalAveragePool/MatMul), with the conditions of their rewrite.
+#: AveragePool/Concat/GlobalAveragePool/MatMul; QLinearSoftmax on PP-OCR's classifier), with the
+#: conditions of their rewrite.
 CONTRIB_CONDITIONS: dict[str, str] = {
     "QLinearAdd": "scales and zero points constant per-tensor scalars; same arithmetic as ORT's kernel",
     "QLinearMul": "scales and zero points constant per-tensor scalars; same arithmetic as ORT's kernel",
@@ -40,6 +41,7 @@ CONTRIB_CONDITIONS: dict[str, str] = {
     "QLinearAveragePool": "2D, constant scalar scales/zero points; integer window sums exact in FP32",
     "QLinearGlobalAveragePool": "NCHW, constant scalar scales/zero points; window sums exact in FP32",
     "QLinearConcat": "constant scalar scales/zero points per input",
+    "QLinearSoftmax": "softmax over the last axis, static row length <= 64, constant scalar scales/zero points",
 }
 
 #: When the exact rewrite of an operator applies (statically known shapes, constant inputs, opset).

@@ -467,6 +467,30 @@ def qlinear_concat():
     return _contrib("QLinearConcat", ins, (1, 9, 4, 4), {"axis": 1}, "qconcat")
 
 
+def qlinear_softmax(dtype=np.uint8, opset_attr=13):
+    """Softmax over rows of 10 (the ORT kernel's exp table depends on the row length)."""
+    zp = np.uint8(0) if dtype == np.uint8 else np.int8(-128)
+    ins = [
+        ("x", None),
+        ("xs", np.float32(0.1)),
+        ("xz", np.array(7, dtype)),
+        ("ys", np.float32(1 / 256)),
+        ("yz", zp),
+    ]
+    axis = {"axis": 1} if opset_attr < 13 else {"axis": -1}
+    return _contrib("QLinearSoftmax", ins, (4, 10), {**axis, "opset": opset_attr}, "qsoftmax", shape=(4, 10),
+                    dtype=dtype)  # fmt: skip
+
+
+def _softmax_edges(dtype):
+    info = np.iinfo(dtype)
+    one_hot = np.full((4, 10), info.min, dtype)
+    one_hot[:, 3] = info.max  # probability 1 at one place: ORT's INT8 conversion wraps 128 to -128
+    rng = np.random.default_rng(30)
+    return lambda: [{"x": one_hot}, {"x": np.full((4, 10), 5, dtype)},  # all equal: 1/10 each
+                    {"x": rng.integers(info.min, info.max + 1, (4, 10)).astype(dtype)}]  # fmt: skip
+
+
 def _u8_edges(names, shape, dtype=np.uint8, seed=25):
     info = np.iinfo(dtype)
     rng = np.random.default_rng(seed)
@@ -529,6 +553,9 @@ CASES: list[Case] = [
     Case("qlinear_global_average_pool", qlinear_global_average_pool, "qgap", "qlinear_pool",
          _u8_edges(["x"], (1, 3, 5, 4))),
     Case("qlinear_concat", qlinear_concat, "qconcat", "qlinear_concat", _u8_edges(["a", "b", "c"], (1, 3, 4, 4))),
+    Case("qlinear_softmax_uint8", qlinear_softmax, "qsoftmax", "qlinear_softmax", _softmax_edges(np.uint8)),
+    Case("qlinear_softmax_int8_opset11", lambda: qlinear_softmax(np.int8, 11), "qsoftmax", "qlinear_softmax",
+         _softmax_edges(np.int8)),
     Case("upsample_linear_opset13", lambda: _upsample(13, "linear"), "upsample", "upsample_to_resize",
          lambda: [{"x": _f32(1, 2, 5, 6, seed=29, scale=1e3)}], reference=lambda: _upsample(9, "linear")),
     Case("upsample_nearest_opset11", lambda: _upsample(11, "nearest"), "upsample", "upsample_to_resize",
