@@ -55,6 +55,7 @@ CONDITIONS: dict[str, str] = {
         "B, scales and zero points constant; integer accumulator provably below 2^24 (bound from B)"
     ),
     "DynamicQuantizeLinear": "always (float input); the UINT8 outputs are cast at the end",
+    "MaxRoiPool": "static shapes of X and RoIs (coordinates may be computed); intermediates <= 2^26 elements",
     # rules already on main
     "ConvInteger": "weights constant; reduction C/group * prod(kernel) <= 258 terms",
     "MatMulInteger": "inner dimension K known and <= 258",
@@ -106,11 +107,6 @@ NO_REWRITE: dict[str, tuple[str, str]] = {
         "open",
         "STRING input: impossible; INT32/INT64 token input could be n-gram matching with "
         "Equal + ReduceSum over static shapes (not written)",
-    ),
-    "MaxRoiPool": (
-        "open",
-        "static number of RoIs: per-bin masks from the RoI coordinates + masked ReduceMax (not written); "
-        "otherwise a plugin",
     ),
 }
 

@@ -499,6 +499,40 @@ def _u8_edges(names, shape, dtype=np.uint8, seed=25):
                     {n: np.full(shape, info.min, dtype) for n in names}]  # fmt: skip
 
 
+# --- max_roi_pool ---------------------------------------------------------------------------
+
+
+def max_roi_pool():
+    """RoI corners computed at run time (batch ids constant), spatial_scale 0.5: corners land on ties."""
+    nodes = [
+        h.make_node("Add", ["boxes", "offset"], ["corners"], name="shift_rois"),
+        h.make_node("Concat", ["batch_ids", "corners"], ["rois"], name="rois", axis=1),
+        h.make_node(
+            "MaxRoiPool", ["x", "rois"], ["y"], name="roi_pool", pooled_shape=[3, 2], spatial_scale=0.5
+        ),
+    ]
+    ins = [_vi("x", T.FLOAT, [2, 3, 9, 11]), _vi("boxes", T.FLOAT, [6, 4])]
+    inits = [_init("offset", np.array([0.5, 0.5, 1.0, 1.0], np.float32)),
+             _init("batch_ids", np.array([[0], [1], [1], [0], [1], [0]], np.float32))]  # fmt: skip
+    return _model(nodes, ins, [_vi("y", T.FLOAT, [6, 3, 3, 2])], inits, opset=13)
+
+
+def _roi_edges():
+    rng = np.random.default_rng(31)
+    rows = []
+    for t in range(4):
+        boxes = rng.uniform(-6, 30, (6, 4)).astype(np.float32)
+        if t == 1:
+            boxes = np.round(boxes * 2) / 2  # half-integers: rounding ties after the scale
+        if t == 2:
+            boxes[:, 2:] = boxes[:, :2] - 4  # end before start: one-pixel RoIs
+        rows.append({"x": _f32(2, 3, 9, 11, seed=32 + t), "boxes": boxes.astype(np.float32)})
+    big = np.array([[40, 40, 60, 60]] * 6, np.float32)  # outside the image: every bin empty -> 0
+    rows.append({"x": _f32(2, 3, 9, 11, seed=40), "boxes": big})
+    rows.append({"x": np.full((2, 3, 9, 11), -np.inf, np.float32), "boxes": rows[0]["boxes"]})  # -> -FLT_MAX
+    return rows
+
+
 # --- upsample_to_resize ---------------------------------------------------------------------
 
 
@@ -556,6 +590,7 @@ CASES: list[Case] = [
     Case("qlinear_softmax_uint8", qlinear_softmax, "qsoftmax", "qlinear_softmax", _softmax_edges(np.uint8)),
     Case("qlinear_softmax_int8_opset11", lambda: qlinear_softmax(np.int8, 11), "qsoftmax", "qlinear_softmax",
          _softmax_edges(np.int8)),
+    Case("max_roi_pool", max_roi_pool, "roi_pool", "max_roi_pool", _roi_edges),
     Case("upsample_linear_opset13", lambda: _upsample(13, "linear"), "upsample", "upsample_to_resize",
          lambda: [{"x": _f32(1, 2, 5, 6, seed=29, scale=1e3)}], reference=lambda: _upsample(9, "linear")),
     Case("upsample_nearest_opset11", lambda: _upsample(11, "nearest"), "upsample", "upsample_to_resize",
