@@ -64,7 +64,8 @@ class FoldConstants(Rule):
     name = "fold_constants"
     summary = "fold constant and static-shape subgraphs into initializers"
     order = 20
-    rewrites = tuple(CONSTANT_INPUTS)
+    # inputs TensorRT wants constant, and operators only folding can remove (constant inputs)
+    rewrites = (*CONSTANT_INPUTS, "MelWeightMatrix", "Unique")
 
     def __init__(self) -> None:
         # Nodes that a fold left in place (onnx-graphsurgeon could not evaluate them): one fold
