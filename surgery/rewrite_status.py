@@ -31,8 +31,8 @@ ORT_CONTRIB_DOMAIN = table.ORT_CONTRIB_DOMAIN
 
 #: The contrib QOperator ops ``quantize_static(..., quant_format=QuantFormat.QOperator)`` emits on
 #: ordinary CNNs (seen with onnxruntime 1.32 on Conv/Relu/MaxPool/Sigmoid/Mul/Add/LeakyRelu/
-#: AveragePool/Concat/GlobalAveragePool/MatMul; QLinearSoftmax on PP-OCR's classifier), with the
-#: conditions of their rewrite.
+#: AveragePool/Concat/GlobalAveragePool/MatMul; QGemm for Gemm; QLinearSoftmax on PP-OCR's
+#: classifier), with the conditions of their rewrite.
 CONTRIB_CONDITIONS: dict[str, str] = {
     "QLinearAdd": "scales and zero points constant per-tensor scalars; same arithmetic as ORT's kernel",
     "QLinearMul": "scales and zero points constant per-tensor scalars; same arithmetic as ORT's kernel",
@@ -41,6 +41,7 @@ CONTRIB_CONDITIONS: dict[str, str] = {
     "QLinearAveragePool": "2D, constant scalar scales/zero points; integer window sums exact in FP32",
     "QLinearGlobalAveragePool": "NCHW, constant scalar scales/zero points; window sums exact in FP32",
     "QLinearConcat": "constant scalar scales/zero points per input",
+    "QGemm": "B, C, scales and zero points constant; integer accumulator provably below 2^24",
     "QLinearSoftmax": "softmax over the last axis, static row length <= 64, constant scalar scales/zero points",
 }
 
@@ -123,7 +124,10 @@ RESTRICTIONS: dict[str, str] = {
     "Cast": "DOUBLE is cast down to FLOAT (double_to_float); UINT8 inside the network (qdq_to_float)",
     "DequantizeLinear": "INT32 bias input (dequantize_bias); UINT8 input or non-zero zero point (qdq_to_float)",
     "QuantizeLinear": "non-zero zero point; UINT8 output inside the network (qdq_to_float)",
-    "Resize": "scales/sizes computed at run time (resize_constant_scales)",
+    "Resize": f"scales/sizes computed at run time (resize_constant_scales); nearest on an {_EIGHT_BIT}",
+    "Pad": _EIGHT_BIT,
+    "Split": _EIGHT_BIT,
+    "Concat": _EIGHT_BIT,
     "ScatterND": "reduction other than 'none' (scatternd_reduction)",
     "TopK": f"K input {_CONSTANT}; K > {table.TOPK_MAX_K} (topk_split)",
     "ReduceMean": f"axes {_CONSTANT}; a decomposed LayerNorm overflows in FP16, a hazard (layernorm_fusion)",

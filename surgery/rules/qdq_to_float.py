@@ -9,7 +9,9 @@ This rule lifts those restrictions, in three steps, each exact:
 1. *sink*: a per-tensor ``QuantizeLinear`` feeding a data-movement op that ORT runs on 8-bit
    tensors (MaxPool, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity, Slice, Gather,
    DepthToSpace, SpaceToDepth, Tile, Expand) moves below it: quantization is elementwise and
-   non-decreasing, so it commutes with moving data and with taking maxima;
+   non-decreasing, so it commutes with moving data and with taking maxima; a ``Cast`` to 8 bits
+   of proven integers moves likewise below those and below ``Pad`` (its constant value cast to
+   FP32), ``Split``, nearest ``Resize`` and ``Concat``;
 2. ``QuantizeLinear(x, s, z)`` -> ``Clip(Round(x / s) + z, qmin, qmax)`` in FP32 then ``Cast`` to
    the 8-bit type (ORT divides by the scale and rounds half to even, as ``Div`` + ``Round`` do);
 3. ``DequantizeLinear(q, s, z)`` -> ``(q - z) * s`` in FP32, reading the FP32 integer before a
@@ -36,6 +38,8 @@ LAYOUT_OPS = frozenset(
     {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Slice", "Gather",
      "DepthToSpace", "SpaceToDepth", "Tile", "Expand"}
 )  # fmt: skip
+# Data movement ORT's QOperator models also run on 8-bit tensors, which a Cast (not a Q) moves through.
+MOVE_OPS = LAYOUT_OPS | {"Pad", "Split", "Resize", "Concat"}
 _EIGHT_BIT = (np.dtype(np.uint8), np.dtype(np.int8))
 _TO = {np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
 _FLOAT = 1
@@ -89,9 +93,31 @@ def _integral(t: gs.Tensor, depth: int = 0) -> bool:
             and all(np.isinf(v) or v == int(v) for v in b)
             and _integral(node.inputs[0], depth + 1)
         )
-    if node.op in LAYOUT_OPS:
-        return _integral(node.inputs[0], depth + 1)
+    if node.op in MOVE_OPS and (data := _data_inputs(node)) is not None:
+        return _pad_value_ok(node, -np.inf, np.inf) and all(_integral(t, depth + 1) for t in data)
     return False
+
+
+def _data_inputs(node: gs.Node) -> list[gs.Tensor] | None:
+    """The inputs ``node`` moves data of (None when it does more than move data, e.g. linear Resize)."""
+    if node.op == "Concat":
+        return list(node.inputs)
+    if node.op == "Resize":
+        mode = node.attrs.get("mode", "nearest")
+        return [node.inputs[0]] if (mode.decode() if isinstance(mode, bytes) else mode) == "nearest" else None
+    if node.op == "Pad":
+        mode = node.attrs.get("mode", "constant")
+        value = input_at(node, 2)
+        if (mode.decode() if isinstance(mode, bytes) else mode) == "constant" and value is not None:
+            if constant_value(value) is None:
+                return None
+        return [node.inputs[0]]
+    return [node.inputs[0]] if node.op in MOVE_OPS and node.inputs else None
+
+
+def _pad_value_ok(node: gs.Node, lo: float, hi: float) -> bool:
+    value = constant_value(input_at(node, 2)) if node.op == "Pad" else None
+    return value is None or bool(np.all((np.mod(value, 1) == 0) & (value >= lo) & (value <= hi)))
 
 
 def _table_range(node: gs.Node) -> tuple[float, float] | None:
@@ -112,10 +138,8 @@ def _in_range(t: gs.Tensor, lo: int, hi: int, depth: int = 0) -> bool:
         return b is not None and lo <= b[0] and b[1] <= hi and _integral(node.inputs[0])
     if (r := _table_range(node)) is not None:
         return lo <= r[0] and r[1] <= hi
-    if node.op == "Concat":
-        return all(_in_range(i, lo, hi, depth + 1) for i in node.inputs)
-    if node.op in LAYOUT_OPS:
-        return _in_range(node.inputs[0], lo, hi, depth + 1)
+    if node.op in MOVE_OPS and (data := _data_inputs(node)) is not None:
+        return _pad_value_ok(node, lo, hi) and all(_in_range(t, lo, hi, depth + 1) for t in data)
     return False
 
 
@@ -132,6 +156,18 @@ def _exact_float_source(t: gs.Tensor) -> gs.Tensor | None:
     return src if _in_range(src, lo, hi) else None
 
 
+def _cast_sinkable(node: gs.Node) -> bool:
+    """Every data input of ``node`` is ``Cast(f)`` to one 8-bit type with ``f`` proven integral in range."""
+    data = _data_inputs(node)
+    if not data or any(_exact_float_source(t) is None for t in data):
+        return False
+    dtypes = {data_dtype(t) for t in data}
+    if len(dtypes) != 1:
+        return False
+    lo, hi = qrange(dtypes.pop())
+    return _pad_value_ok(node, lo, hi)
+
+
 def _q_rejected(graph: gs.Graph, node: gs.Node, params) -> bool:
     _, z, dtype = params
     return bool(z != 0) or (dtype == np.dtype(np.uint8) and not _is_graph_output(graph, node.outputs[0]))
@@ -142,21 +178,29 @@ class QDQToFloat(Rule):
     name = "qdq_to_float"
     summary = "Q/DQ with non-zero zero point or 8-bit tensors TensorRT rejects -> the same FP32 arithmetic"
     order = 85
-    rewrites = ("QuantizeLinear", "DequantizeLinear", "Cast", *sorted(LAYOUT_OPS))
+    rewrites = ("QuantizeLinear", "DequantizeLinear", "Cast", *sorted(MOVE_OPS))
 
     def match(self, graph: gs.Graph) -> list[Match]:
         if graph.opset < 11:
             return []
         out = []
         for node in graph.nodes:
-            if node.op in LAYOUT_OPS and node.inputs and (node.domain or "") == "":
+            if node.op in MOVE_OPS and (node.domain or "") == "" and _cast_sinkable(node):
+                out.append(self._match([node], f"{node.op} on an 8-bit tensor", kind="sink_cast"))
+            elif node.op in LAYOUT_OPS and node.inputs and (node.domain or "") == "":
                 q = producer(node.inputs[0])
                 if q is not None and q.op == "QuantizeLinear" and _q_params(q) is not None:
                     out.append(self._match([node, q], f"{node.op} on an 8-bit tensor", kind="sink"))
             elif node.op == "QuantizeLinear" and (params := _q_params(node)) is not None:
-                feeds_layout = any(c.op in LAYOUT_OPS for c in node.outputs[0].outputs)
-                if _q_rejected(graph, node, params) and not feeds_layout:
-                    out.append(self._match([node], "zero point or UINT8 output TensorRT rejects", kind="q"))
+                users = node.outputs[0].outputs
+                feeds_layout = any(c.op in LAYOUT_OPS for c in users)
+                feeds_move = any(c.op in MOVE_OPS - LAYOUT_OPS for c in users)
+                if (_q_rejected(graph, node, params) or feeds_move) and not feeds_layout:
+                    # the 8-bit data movers after it are named too: their Casts move on the next pass
+                    movers = [c for c in users if c.op in MOVE_OPS]
+                    out.append(
+                        self._match([node, *movers], "zero point or 8-bit tensor TensorRT rejects", kind="q")
+                    )
             elif node.op == "DequantizeLinear" and (params := _q_params(node)) is not None:
                 if data_dtype(node.inputs[0]) in _EIGHT_BIT and (
                     params[1] != 0 or params[2] == np.dtype(np.uint8) or _exact_float_source(node.inputs[0])
@@ -172,6 +216,8 @@ class QDQToFloat(Rule):
         kind = match.data["kind"]
         if kind == "sink":
             return self._sink(graph, names, *found)
+        if kind == "sink_cast":
+            return self._sink_cast(graph, names, found[0])
         if kind == "q":
             return self._quantize(graph, names, found[0])
         if kind == "dq":
@@ -192,6 +238,26 @@ class QDQToFloat(Rule):
         node.inputs[0] = q.inputs[0]
         node.outputs[0] = moved
         add_node(graph, names, "QuantizeLinear", [moved, *q.inputs[1:]], [out], base=f"{q.name}_moved")
+        return True
+
+    def _sink_cast(self, graph: gs.Graph, names: NameMaker, node: gs.Node) -> bool:
+        """Move the Casts to 8 bits below ``node``: it then moves the FP32 integers instead."""
+        if not _cast_sinkable(node):
+            return False
+        data = _data_inputs(node) or []
+        dtype = data_dtype(data[0])
+        for i, t in enumerate(node.inputs):
+            if any(t is d for d in data):
+                node.inputs[i] = _exact_float_source(t)
+        if node.op == "Pad" and (value := constant_value(input_at(node, 2))) is not None:
+            node.inputs[2] = const0(names, f"{node.name}_pad_value", value.astype(np.float32))
+        moved = node.outputs if node.op == "Split" else node.outputs[:1]
+        for i, out in enumerate(list(moved)):
+            if isinstance(out, gs.Variable) and not out.name:
+                continue
+            f = gs.Variable(names(f"{out.name}_float"), dtype=np.float32)
+            node.outputs[i] = f
+            add_node(graph, names, "Cast", [f], [out], {"to": _TO[dtype]}, base=f"{node.name}_cast_{i}")
         return True
 
     def _quantize(self, graph: gs.Graph, names: NameMaker, node: gs.Node) -> bool:

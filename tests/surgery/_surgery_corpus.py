@@ -491,6 +491,39 @@ def _softmax_edges(dtype):
                     {"x": rng.integers(info.min, info.max + 1, (4, 10)).astype(dtype)}]  # fmt: skip
 
 
+def qgemm(quantized_output=True):
+    """ORT's QGemm: transposed INT8 weights with per-column scales, INT32 bias, alpha != 1."""
+    rng = np.random.default_rng(33)
+    ins = [("a", None), ("as", np.float32(0.05)), ("az", np.uint8(100)),
+           ("b", rng.integers(-127, 128, (5, 12)).astype(np.int8)),
+           ("bs", np.array([0.01, 0.02, 0.005, 0.04, 0.03], np.float32)), ("bz", np.zeros(5, np.int8)),
+           ("c", rng.integers(-3000, 3000, 5).astype(np.int32))]  # fmt: skip
+    if quantized_output:
+        ins += [("ys", np.float32(0.5)), ("yz", np.uint8(128))]
+    node = h.make_node("QGemm", [n for n, _ in ins], ["y"], name="qgemm", domain="com.microsoft", transB=1,
+                       alpha=0.5)  # fmt: skip
+    inits = [_init(n, v) for n, v in ins if v is not None]
+    out = _vi("y", T.UINT8 if quantized_output else T.FLOAT, [3, 5])
+    return _qmodel([node], [_vi("a", T.UINT8, [3, 12])], [out], inits, contrib=True)
+
+
+def qdq_uint8_pad_split_resize_concat():
+    """UINT8 tensors moved by Pad (zero point as pad value), Split, nearest Resize and Concat."""
+    nodes = [
+        h.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="quant_move"),
+        h.make_node("Pad", ["q", "pads", "z"], ["p"], name="pad_u8", mode="constant"),
+        h.make_node("Split", ["p", "split"], ["p1", "p2"], name="split_u8", axis=1),
+        h.make_node("Resize", ["p1", "", "scales"], ["r"], name="resize_u8", mode="nearest"),
+        h.make_node("Resize", ["p2", "", "scales"], ["r2"], name="resize2_u8", mode="nearest"),
+        h.make_node("Concat", ["r", "r2"], ["c"], name="concat_u8", axis=1),
+        h.make_node("DequantizeLinear", ["c", "s", "z"], ["y"], name="dequant_move"),
+    ]
+    inits = [_init("s", np.float32(0.05)), _init("z", np.uint8(131)),
+             _init("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)), _init("split", np.array([1, 1], np.int64)),
+             _init("scales", np.array([1, 1, 2, 2], np.float32))]  # fmt: skip
+    return _qmodel(nodes, [_vi("x", T.FLOAT, [1, 2, 4, 6])], [_vi("y", T.FLOAT, [1, 2, 12, 16])], inits)
+
+
 def _u8_edges(names, shape, dtype=np.uint8, seed=25):
     info = np.iinfo(dtype)
     rng = np.random.default_rng(seed)
@@ -590,6 +623,10 @@ CASES: list[Case] = [
     Case("qlinear_softmax_uint8", qlinear_softmax, "qsoftmax", "qlinear_softmax", _softmax_edges(np.uint8)),
     Case("qlinear_softmax_int8_opset11", lambda: qlinear_softmax(np.int8, 11), "qsoftmax", "qlinear_softmax",
          _softmax_edges(np.int8)),
+    Case("qgemm_quantized_output", qgemm, "qgemm", "qgemm", _full_range("a", (3, 12), np.uint8, 34)),
+    Case("qgemm_float_output", lambda: qgemm(False), "qgemm", "qgemm", _full_range("a", (3, 12), np.uint8, 35)),
+    Case("qdq_uint8_pad_split_resize_concat", qdq_uint8_pad_split_resize_concat, "pad_u8", "qdq_to_float",
+         _qdq_edges),
     Case("max_roi_pool", max_roi_pool, "roi_pool", "max_roi_pool", _roi_edges),
     Case("upsample_linear_opset13", lambda: _upsample(13, "linear"), "upsample", "upsample_to_resize",
          lambda: [{"x": _f32(1, 2, 5, 6, seed=29, scale=1e3)}], reference=lambda: _upsample(9, "linear")),

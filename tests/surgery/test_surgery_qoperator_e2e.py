@@ -67,6 +67,42 @@ def _small_cnn(path):
     onnx.save(model, str(path))
 
 
+def _moving_cnn(path):
+    """Conv, then ops ORT runs directly on 8-bit tensors (Pad, Split, nearest Resize, Transpose,
+    Flatten), an Add, GlobalAveragePool and a Gemm head (QGemm)."""
+    rng = np.random.default_rng(2)
+    inits = []
+
+    def c(name, value, dtype=np.float32):
+        inits.append(nh.from_array(np.asarray(value).astype(dtype), name))
+        return name
+
+    nodes = [
+        h.make_node("Conv", ["x", c("w1", rng.standard_normal((8, 3, 3, 3)) * 0.3), c("b1", rng.standard_normal(8) * 0.1)],
+                    ["c1"], pads=[1, 1, 1, 1]),
+        h.make_node("Pad", ["c1", c("pads", [0, 0, 1, 1, 0, 0, 1, 1], np.int64)], ["pd"], mode="constant"),
+        h.make_node("Split", ["pd", c("split", [4, 4], np.int64)], ["s1", "s2"], axis=1),
+        h.make_node("Add", ["s1", "s2"], ["a"]),
+        h.make_node("Resize", ["a", "", c("scales", [1, 1, 2, 2])], ["rs"], mode="nearest"),
+        h.make_node("Transpose", ["rs"], ["tr"], perm=[0, 1, 3, 2]),
+        h.make_node("GlobalAveragePool", ["tr"], ["g"]),
+        h.make_node("Flatten", ["g"], ["f"]),
+        h.make_node("Gemm", ["f", c("wg", rng.standard_normal((3, 4)) * 0.3), c("bg", rng.standard_normal(3) * 0.1)],
+                    ["y"], transB=1),
+    ]  # fmt: skip
+    graph = h.make_graph(nodes, "moving", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 16, 16])],
+                         [h.make_tensor_value_info("y", T.FLOAT, [1, 3])], inits)  # fmt: skip
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+MODELS = {
+    "cnn": (_small_cnn, QOPS),
+    "moving": (_moving_cnn, {"QLinearConv", "QLinearAdd", "QLinearGlobalAveragePool", "QGemm"}),
+}
+
+
 def _session(path):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -80,22 +116,24 @@ def _fix(src, out, shape):
     return json.loads(res.stdout)
 
 
+@pytest.mark.parametrize("model", sorted(MODELS))
 @pytest.mark.parametrize("activations", [QuantType.QInt8, QuantType.QUInt8], ids=["int8", "uint8"])
-def test_quantized_cnn_is_fixed_exactly(tmp_path, activations):
-    _small_cnn(tmp_path / "f.onnx")
+def test_quantized_cnn_is_fixed_exactly(tmp_path, activations, model):
+    build, qops = MODELS[model]
+    build(tmp_path / "f.onnx")
     rng = np.random.default_rng(1)
     calib = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
     quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), _Reader(calib),
                     quant_format=QuantFormat.QOperator, activation_type=activations)  # fmt: skip
     quantized = onnx.load(str(tmp_path / "q.onnx"))
     emitted = {n.op_type for n in quantized.graph.node}
-    assert QOPS <= emitted, QOPS - emitted  # ORT really emits every op the rules are for
-    assert {f.op_type for f in check_model(quantized).errors} >= QOPS
+    assert qops <= emitted, qops - emitted  # ORT really emits every op the rules are for
+    assert {f.op_type for f in check_model(quantized).errors} >= qops
 
     summary = _fix(tmp_path / "q.onnx", tmp_path / "fixed.onnx", "x:1x3x16x16")
     assert summary["remaining"] == [] and summary["verify"]["ok"]
     fixed = onnx.load(str(tmp_path / "fixed.onnx"))
-    assert not {n.op_type for n in fixed.graph.node} & QOPS
+    assert not {n.op_type for n in fixed.graph.node} & (qops | {"QGemm"})
     assert not check_model(fixed).errors
 
     a, b = _session(tmp_path / "q.onnx"), _session(tmp_path / "fixed.onnx")
