@@ -143,19 +143,22 @@ def test_quantized_cnn_is_fixed_exactly(tmp_path, activations, model):
 
 
 @pytest.mark.slow
-def test_real_cls_model_quantized_by_ort_is_fixed_exactly(real_models, image_dir, tmp_path):
-    """PP-OCR's direction classifier (53 convolutions, 71 elementwise QLinear ops, a QLinearSoftmax),
-    calibrated and checked on real photographs."""
+@pytest.mark.parametrize("key,size,convs", [("cls", (48, 192), 53), ("lcnet", (224, 224), 32)])
+def test_real_model_quantized_by_ort_is_fixed_exactly(real_models, image_dir, tmp_path, key, size, convs):
+    """PP-OCR's direction classifier (53 convolutions, 71 elementwise QLinear ops, a QLinearSoftmax)
+    and PP-LCNet (32 convolutions, HardSwish kept in float between them), calibrated and checked
+    on real photographs."""
     images = []
     for path in sorted(image_dir.iterdir())[:6]:
-        img = cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR), (192, 48)).astype(np.float32) / 127.5 - 1.0
+        img = cv2.resize(cv2.imread(str(path), cv2.IMREAD_COLOR), size[::-1]).astype(np.float32) / 127.5 - 1.0
         images.append({"x": img.transpose(2, 0, 1)[None]})
-    quantize_static(str(real_models["cls"]), str(tmp_path / "q.onnx"), _Reader(images[:3]),
+    quantize_static(str(real_models[key]), str(tmp_path / "q.onnx"), _Reader(images[:3]),
                     quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8)  # fmt: skip
-    summary = _fix(tmp_path / "q.onnx", tmp_path / "fixed.onnx", "x:1x3x48x192")
-    assert summary["changes"]["qlinear_conv"]["count"] == 53 and summary["verify"]["ok"]
+    quantized = onnx.load(str(tmp_path / "q.onnx"))
+    assert REAL_QOPS <= {n.op_type for n in quantized.graph.node}
+    summary = _fix(tmp_path / "q.onnx", tmp_path / "fixed.onnx", f"x:1x3x{size[0]}x{size[1]}")
+    assert summary["changes"]["qlinear_conv"]["count"] == convs and summary["verify"]["ok"]
     assert summary["changes"]["qlinear_softmax"]["count"] == 1
-    assert REAL_QOPS <= {n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node}
     fixed = onnx.load(str(tmp_path / "fixed.onnx"))
     assert not {n.op_type for n in fixed.graph.node} & REAL_QOPS
     assert summary["remaining"] == [] and not check_model(fixed).errors
