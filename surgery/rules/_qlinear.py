@@ -148,10 +148,6 @@ def weights_input(
     return const0(names, f"{base}_int", weight_int(w, zp, axis))
 
 
-def optional(node: gs.Node, index: int) -> np.ndarray | None:
-    return constant_value(input_at(node, index))
-
-
 def run_node_once(node: gs.Node, opset: int, feeds: dict[int, np.ndarray], out_dtype) -> np.ndarray | None:
     """Run ``node`` alone in ONNX Runtime: inputs at ``feeds`` indices get those values, the other
     inputs their constant values. Returns output 0, or None when ORT cannot run it.
