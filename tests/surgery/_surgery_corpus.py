@@ -524,6 +524,18 @@ def qdq_uint8_pad_split_resize_concat():
     return _qmodel(nodes, [_vi("x", T.FLOAT, [1, 2, 4, 6])], [_vi("y", T.FLOAT, [1, 2, 12, 16])], inits)
 
 
+def add_quantized_scalar():
+    """ORT's QDQ format quantizes the constant 3.0 of HardSwish-style ``x + 3`` as a 0-d Q -> DQ pair
+    (UINT8, zero point 0): dequantize_bias folds it to the float scalar (a 0-d value: this crashed)."""
+    nodes = [
+        h.make_node("QuantizeLinear", ["three", "s", "z"], ["three_q"], name="q_three"),
+        h.make_node("DequantizeLinear", ["three_q", "s", "z"], ["three_dq"], name="dq_three"),
+        h.make_node("Add", ["x", "three_dq"], ["y"], name="add_three"),
+    ]
+    inits = [_init("three", np.float32(3.0)), _init("s", np.float32(3.0 / 255)), _init("z", np.uint8(0))]
+    return _qmodel(nodes, [_vi("x", T.FLOAT, [2, 5])], [_vi("y", T.FLOAT, [2, 5])], inits)
+
+
 def _u8_edges(names, shape, dtype=np.uint8, seed=25):
     info = np.iinfo(dtype)
     rng = np.random.default_rng(seed)
@@ -627,6 +639,7 @@ CASES: list[Case] = [
     Case("qgemm_float_output", lambda: qgemm(False), "qgemm", "qgemm", _full_range("a", (3, 12), np.uint8, 35)),
     Case("qdq_uint8_pad_split_resize_concat", qdq_uint8_pad_split_resize_concat, "pad_u8", "qdq_to_float",
          _qdq_edges),
+    Case("add_quantized_scalar", add_quantized_scalar, "dq_three", "dequantize_bias"),
     Case("max_roi_pool", max_roi_pool, "roi_pool", "max_roi_pool", _roi_edges),
     Case("upsample_linear_opset13", lambda: _upsample(13, "linear"), "upsample", "upsample_to_resize",
          lambda: [{"x": _f32(1, 2, 5, 6, seed=29, scale=1e3)}], reference=lambda: _upsample(9, "linear")),
