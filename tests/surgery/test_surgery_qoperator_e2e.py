@@ -117,14 +117,19 @@ def _fix(src, out, shape):
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
-@pytest.mark.parametrize("activations", [QuantType.QInt8, QuantType.QUInt8], ids=["int8", "uint8"])
-def test_quantized_cnn_is_fixed_exactly(tmp_path, activations, model):
+@pytest.mark.parametrize(
+    "activations,symmetric",
+    [(QuantType.QInt8, False), (QuantType.QInt8, True), (QuantType.QUInt8, False)],
+    ids=["int8", "int8-symmetric", "uint8"],
+)
+def test_quantized_cnn_is_fixed_exactly(tmp_path, activations, symmetric, model):
     build, qops = MODELS[model]
     build(tmp_path / "f.onnx")
     rng = np.random.default_rng(1)
     calib = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(8)]
     quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), _Reader(calib),
-                    quant_format=QuantFormat.QOperator, activation_type=activations)  # fmt: skip
+                    quant_format=QuantFormat.QOperator, activation_type=activations,
+                    extra_options={"ActivationSymmetric": symmetric})  # fmt: skip
     quantized = onnx.load(str(tmp_path / "q.onnx"))
     emitted = {n.op_type for n in quantized.graph.node}
     assert qops <= emitted, qops - emitted  # ORT really emits every op the rules are for
@@ -135,6 +140,8 @@ def test_quantized_cnn_is_fixed_exactly(tmp_path, activations, model):
     fixed = onnx.load(str(tmp_path / "fixed.onnx"))
     assert not {n.op_type for n in fixed.graph.node} & (qops | {"QGemm"})
     assert not check_model(fixed).errors
+    if symmetric:  # zero points 0: the convolutions keep INT8 Q/DQ that TensorRT runs in INT8
+        assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in fixed.graph.node}
 
     a, b = _session(tmp_path / "q.onnx"), _session(tmp_path / "fixed.onnx")
     for scale in (0.1, 1.0, 10.0):  # also far outside the calibration range: saturation everywhere
