@@ -56,6 +56,8 @@ CONDITIONS: dict[str, str] = {
         "B, scales and zero points constant; integer accumulator provably below 2^24 (bound from B)"
     ),
     "DynamicQuantizeLinear": "always (float input); the UINT8 outputs are cast at the end",
+    "TfIdfVectorizer": "INT32/INT64 tokens, static row length, distinct ngram_indexes when weighted "
+    "(STRING tokens: no TensorRT type, no rewrite)",
     "MaxRoiPool": "static shapes of X and RoIs (coordinates may be computed); intermediates <= 2^26 elements",
     # rules already on main
     "ConvInteger": "weights constant; reduction C/group * prod(kernel) <= 258 terms",
@@ -107,11 +109,6 @@ NO_REWRITE: dict[str, tuple[str, str]] = {
         "open",
         "static N: unrolled elimination with partial pivoting, equal to ONNX Runtime's only within float "
         "rounding for well-conditioned matrices (not written); --plugin Det=... otherwise",
-    ),
-    "TfIdfVectorizer": (
-        "open",
-        "STRING input: impossible; INT32/INT64 token input could be n-gram matching with "
-        "Equal + ReduceSum over static shapes (not written)",
     ),
 }
 

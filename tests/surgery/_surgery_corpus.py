@@ -578,6 +578,28 @@ def _roi_edges():
     return rows
 
 
+# --- tfidf_vectorizer -----------------------------------------------------------------------
+
+
+def _tfidf(mode, shape, elem, weights=True, skip=2, grams=(1, 3)):
+    """Pool: unigrams 2, 3, 5; bigrams (2, 3), (3, 2), (5, 5); trigram (2, 3, 2)."""
+    attrs = dict(mode=mode, min_gram_length=grams[0], max_gram_length=grams[1], max_skip_count=skip,
+                 ngram_counts=[0, 3, 9], ngram_indexes=[3, 0, 6, 1, 5, 2, 4],
+                 pool_int64s=[2, 3, 5, 2, 3, 3, 2, 5, 5, 2, 3, 2])  # fmt: skip
+    if weights:
+        attrs["weights"] = [0.5, 1.5, 2.0, 0.25, 3.0, 1.25, 0.75]
+    node = h.make_node("TfIdfVectorizer", ["tokens"], ["y"], name="tfidf", **attrs)
+    out = [7] if len(shape) == 1 else [shape[0], 7]
+    return _model([node], [_vi("tokens", elem, shape)], [_vi("y", T.FLOAT, out)], opset=13)
+
+
+def _token_edges(shape, dtype):
+    rng = np.random.default_rng(36)
+    return lambda: [{"tokens": rng.integers(1, 6, shape).astype(dtype)},  # many matches
+                    {"tokens": np.tile(np.array([2, 3, 2, 3, 2, 5, 5, 5, 2], dtype), shape[:-1] + (1,))},
+                    {"tokens": np.full(shape, 9, dtype)}]  # no match at all  # fmt: skip
+
+
 # --- upsample_to_resize ---------------------------------------------------------------------
 
 
@@ -641,6 +663,10 @@ CASES: list[Case] = [
          _qdq_edges),
     Case("add_quantized_scalar", add_quantized_scalar, "dq_three", "dequantize_bias"),
     Case("max_roi_pool", max_roi_pool, "roi_pool", "max_roi_pool", _roi_edges),
+    Case("tfidf_weighted_skips", lambda: _tfidf("TFIDF", [3, 9], T.INT64), "tfidf", "tfidf_vectorizer",
+         _token_edges((3, 9), np.int64)),
+    Case("idf_1d_int32", lambda: _tfidf("IDF", [9], T.INT32, skip=1, grams=(2, 3)), "tfidf", "tfidf_vectorizer",
+         _token_edges((9,), np.int32)),
     Case("upsample_linear_opset13", lambda: _upsample(13, "linear"), "upsample", "upsample_to_resize",
          lambda: [{"x": _f32(1, 2, 5, 6, seed=29, scale=1e3)}], reference=lambda: _upsample(9, "linear")),
     Case("upsample_nearest_opset11", lambda: _upsample(11, "nearest"), "upsample", "upsample_to_resize",

@@ -13,28 +13,30 @@ from onnx import helper as h
 from trtq.surgery.cli import main
 
 
-def _tfidf(tmp_path):
-    """TfIdfVectorizer: ONNX Runtime runs it, TensorRT's parser does not, and no rule rewrites it."""
-    node = h.make_node("TfIdfVectorizer", ["tokens"], ["y"], name="tfidf", mode="TF", min_gram_length=1,
-                       max_gram_length=1, max_skip_count=0, ngram_counts=[0], ngram_indexes=[0, 1],
-                       pool_int64s=[2, 3])  # fmt: skip
-    graph = h.make_graph([node], "g", [h.make_tensor_value_info("tokens", T.INT64, [2, 6])],
-                         [h.make_tensor_value_info("y", T.FLOAT, [2, 2])])  # fmt: skip
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
-    path = tmp_path / "tfidf.onnx"
+def _bernoulli(tmp_path):
+    """Bernoulli: ONNX Runtime runs it, TensorRT's parser does not, and no exact rewrite can exist."""
+    nodes = [
+        h.make_node("Sigmoid", ["x"], ["p"], name="prob"),
+        h.make_node("Bernoulli", ["p"], ["y"], name="coin"),
+    ]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [2, 6])],
+                         [h.make_tensor_value_info("y", T.FLOAT, [2, 6])])  # fmt: skip
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 15)])
+    path = tmp_path / "coin.onnx"
     onnx.save(model, str(path))
     return path
 
 
 def test_fix_exits_1_naming_the_rejected_node_and_why(tmp_path):
-    src = _tfidf(tmp_path)
+    src = _bernoulli(tmp_path)
     out = tmp_path / "o.onnx"
     res = CliRunner().invoke(main, ["fix", str(src), "-o", str(out), "--json", str(tmp_path / "f.json")])
     assert res.exit_code == 1, res.output
     text = " ".join(res.output.split())  # rich wraps long lines on stderr
     assert "no rule applies; model unchanged" in text
     assert (
-        "still rejected: tfidf (TfIdfVectorizer): not supported by TensorRT's ONNX parser; no rule:" in text
+        "still rejected: coin (Bernoulli): not supported by TensorRT's ONNX parser; no rule: random sampling"
+        in text
     )
     assert res.output.strip().splitlines()[-1] == (
         f"error: {src}: 1 node(s) TensorRT's ONNX parser rejects remain (fixed model written; --allow-unfixed to accept)"
@@ -43,16 +45,16 @@ def test_fix_exits_1_naming_the_rejected_node_and_why(tmp_path):
     assert out.exists()  # the (here unchanged) model is still written
     data = json.loads((tmp_path / "f.json").read_text())
     (left,) = data["remaining"]
-    assert left["node"] == "tfidf" and left["op"] == "TfIdfVectorizer" and "n-gram" in left["why"]
+    assert left["node"] == "coin" and left["op"] == "Bernoulli" and "random sampling" in left["why"]
     assert data["written"] is True
 
 
 def test_allow_unfixed_exits_0_and_still_lists_them(tmp_path):
-    src = _tfidf(tmp_path)
+    src = _bernoulli(tmp_path)
     out = tmp_path / "o.onnx"
     res = CliRunner().invoke(main, ["fix", str(src), "-o", str(out), "--allow-unfixed", "--json", "-"])
     assert res.exit_code == 0, res.output
-    assert [r["node"] for r in json.loads(res.stdout)["remaining"]] == ["tfidf"]
+    assert [r["node"] for r in json.loads(res.stdout)["remaining"]] == ["coin"]
     assert out.exists()
 
 
