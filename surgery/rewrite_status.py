@@ -63,7 +63,8 @@ CONDITIONS: dict[str, str] = {
     "ConvInteger": "weights constant; reduction C/group * prod(kernel) <= 258 terms",
     "MatMulInteger": "inner dimension K known and <= 258",
     "SequenceConstruct": "sequence statically known: consumed by ConcatFromSequence / the sequence rules",
-    "ConcatFromSequence": "sequence statically known (SequenceConstruct/Empty/Insert/Erase, SplitToSequence)",
+    "ConcatFromSequence": "sequence statically known: built by SequenceConstruct (with the other sequence "
+    "rules also SequenceEmpty/Insert/Erase and SplitToSequence)",
     "MelWeightMatrix": "constant inputs: folded to a constant",
     "Unique": "constant input: folded to constants (the output size depends on the data)",
     # the other surgery branch (operators rewritten there)
@@ -251,7 +252,7 @@ def markdown() -> str:
         ]
         for s in rows:
             rules = ", ".join(f"`{r}`" for r in s.rules) or "-"
-            lines.append(f"| {s.op} | {s.status} | {rules} | {s.note.replace('|', '/')} |")
+            lines.append(f"| {s.op} | {s.status} | {rules} | {s.note.replace('|', chr(92) + '|')} |")
     counts = {st: sum(s.status == st for s in sections["unsupported"]) for st in STATUSES}
     lines += [
         "",
