@@ -311,8 +311,15 @@ def list_ops(markdown: bool, json_out: str | None) -> None:
         click.echo(rewrite_status.markdown(), nl=False)
         return
     table = rewrite_status.status_table()
-    _write_json(json_out, {"kind": "surgery-ops", "schema": 1,
-                           **{k: [s.to_dict() for s in rows] for k, rows in table.items()}})  # fmt: skip
+    if json_out is not None:
+        from trtq._core.jsonio import write_json
+
+        doc = {
+            "kind": "surgery-ops",
+            "schema": 1,
+            **{k: [s.to_dict() for s in rows] for k, rows in table.items()},
+        }
+        write_json(json_out, doc)
     if json_out != "-":
         for rows in table.values():
             for s in rows:
