@@ -61,7 +61,8 @@ CONDITIONS: dict[str, str] = {
     "MaxRoiPool": "static shapes of X and RoIs (coordinates may be computed); intermediates <= 2^26 elements",
     # rules already on main
     "ConvInteger": "weights constant; reduction C/group * prod(kernel) <= 258 terms",
-    "MatMulInteger": "inner dimension K known and <= 258",
+    "MatMulInteger": "inner dimension K known and <= 258, or a constant B bounding every sum below 2^24; "
+    "scalar a_zero_point (constant or computed, e.g. by DynamicQuantizeLinear)",
     "SequenceConstruct": "sequence statically known: consumed by ConcatFromSequence / the sequence rules",
     "ConcatFromSequence": "sequence statically known: built by SequenceConstruct (with the other sequence "
     "rules also SequenceEmpty/Insert/Erase and SplitToSequence)",

@@ -69,7 +69,8 @@ class DynamicQuantizeLinearToFloat(Rule):
         scale = op("Where", [same, c(1.0, "unit"), spread], tag="scale")
         initial = op("Sub", [c(0.0, "qmin"), op("Div", [lo, scale], tag="min_over_scale")], tag="initial_zp")
         bounds = [c(0.0, "qmin_f"), c(255.0, "qmax_f")]
-        zp = op("Round", [op("Clip", [initial, *bounds], tag="zp_clip")], tag="zp")
+        # round(clip(v)) == clip(round(v)) for integer bounds; Clip last lets qdq_to_float see the range
+        zp = op("Clip", [op("Round", [initial], tag="zp_round"), *bounds], tag="zp")
         q = op(
             "Add",
             [op("Round", [op("Div", [x, scale], tag="x_over_scale")], tag="x_round"), zp],

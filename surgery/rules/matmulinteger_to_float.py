@@ -1,8 +1,12 @@
 """``MatMulInteger`` -> ``MatMul`` in float32 on zero-point-shifted operands, rounded and cast to INT32.
 
 Exact when the inner dimension ``K`` is known and at most 258 (see
-:mod:`trtq.surgery.rules._integer_ops`). ``a_zero_point`` must be a scalar constant;
-``b_zero_point`` may be per column (it broadcasts along the last axis of B).
+:mod:`trtq.surgery.rules._integer_ops`), or when B is a constant whose columns bound every partial
+sum below 2**24 (``max|a - a_zp| * sum_k |b[k, n] - b_zp| < 2**24``, the bound of
+:mod:`trtq.surgery.rules._qlinear`). ``a_zero_point`` must be a scalar: a constant, or a tensor
+computed at run time (as ``DynamicQuantizeLinear`` makes it for ``quantize_dynamic`` models; then
+``Cast(a) - Cast(a_zero_point)`` in FP32); ``b_zero_point`` a constant, per column allowed (it
+broadcasts along the last axis of B).
 
 Note: for uint8 A times int8 B, ONNX Runtime's x86 kernel saturates intermediate int16 sums
 (seen with A = 255), so its own result departs from the ONNX formula that this rewrite computes
@@ -14,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from trtq.surgery.graph_util import NameMaker, add_node
+from trtq.surgery.graph_util import NameMaker, add_node, constant_value, input_at
 from trtq.surgery.rule import Match, Rule, register_rule
 from trtq.surgery.rules._integer_ops import (
     EXACT_MAX_TERMS,
@@ -22,6 +26,26 @@ from trtq.surgery.rules._integer_ops import (
     to_float_minus_zp,
     zero_point_value,
 )
+
+
+def _scalar_tensor(t: gs.Tensor | None) -> bool:
+    """A tensor known to hold one value (shape () or [1])."""
+    shape = getattr(t, "shape", None)
+    return (
+        t is not None
+        and shape is not None
+        and int(np.prod([d if isinstance(d, int) else 2 for d in shape])) == 1
+    )
+
+
+def _bounded_by_b(node: gs.Node, bzp: np.ndarray) -> bool:
+    """B is constant and ``255 * sum_k |b[k, n] - b_zp|`` (the largest possible partial sum) < 2**24."""
+    b = constant_value(node.inputs[1])
+    if b is None or b.ndim != 2:
+        return False
+    w = np.abs(b.astype(np.float64) - bzp.astype(np.float64).reshape(-1)[None, :] if bzp.size > 1 else
+               b.astype(np.float64) - float(bzp.reshape(-1)[0])).sum(axis=0)  # fmt: skip
+    return float(w.max(initial=0.0)) * 255 < 2**24
 
 
 def _inner_dim(node: gs.Node) -> int | None:
@@ -35,7 +59,7 @@ def _inner_dim(node: gs.Node) -> int | None:
 @register_rule
 class MatMulIntegerToFloat(Rule):
     name = "matmulinteger_to_float"
-    summary = "MatMulInteger -> float MatMul + Round + Cast(INT32), exact for K <= 258"
+    summary = "MatMulInteger -> float MatMul + Round + Cast(INT32), exact for K <= 258 or bounded constant B"
     order = 61
     rewrites = ("MatMulInteger",)
 
@@ -46,7 +70,11 @@ class MatMulIntegerToFloat(Rule):
                 continue
             k = _inner_dim(node)
             azp, bzp = zero_point_value(node, 2), zero_point_value(node, 3)
-            if k is None or k > EXACT_MAX_TERMS or azp is None or bzp is None or azp.size != 1:
+            if k is None or bzp is None or (azp is None and not _scalar_tensor(input_at(node, 2))):
+                continue
+            if azp is not None and azp.size != 1:
+                continue
+            if k > EXACT_MAX_TERMS and not _bounded_by_b(node, bzp):
                 continue
             out.append(self._match([node], "MatMulInteger is not supported by TensorRT's ONNX parser"))
         return out
@@ -54,7 +82,16 @@ class MatMulIntegerToFloat(Rule):
     def rewrite(self, graph: gs.Graph, found: list[gs.Node], match: Match) -> bool:
         (node,) = found
         names = NameMaker(graph)
-        af = to_float_minus_zp(graph, names, node.inputs[0], zero_point_value(node, 2).reshape(()))
+        azp = zero_point_value(node, 2)
+        if azp is not None:
+            af = to_float_minus_zp(graph, names, node.inputs[0], azp.reshape(()))
+        else:  # a run-time zero point: both cast to FP32 (integers, exact), then subtracted
+            a_f = gs.Variable(names(f"{node.inputs[0].name}_float"), dtype=np.float32)
+            add_node(graph, names, "Cast", [node.inputs[0]], [a_f], {"to": 1})
+            z_f = gs.Variable(names(f"{node.inputs[2].name}_float"), dtype=np.float32)
+            add_node(graph, names, "Cast", [node.inputs[2]], [z_f], {"to": 1})
+            af = gs.Variable(names(f"{node.inputs[0].name}_shifted"), dtype=np.float32)
+            add_node(graph, names, "Sub", [a_f, z_f], [af])
         bf = to_float_minus_zp(graph, names, node.inputs[1], zero_point_value(node, 3))
         out = node.outputs[0]
         mm = gs.Variable(names(f"{out.name}_float"), dtype=np.float32)

@@ -400,6 +400,21 @@ def dynamic_quantize():
     return _qmodel([node], [_vi("x", T.FLOAT, ["N", 5])], outs, [])
 
 
+def dynamic_matmul_integer():
+    """What ``quantize_dynamic`` makes of a MatMul: DynamicQuantizeLinear, then MatMulInteger with the
+    run-time zero point, K = 300 (> 258: exact by the bound from the constant B)."""
+    b = np.random.default_rng(37).integers(-20, 21, (300, 6)).astype(np.int8)
+    nodes = [
+        h.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dql_x"),
+        h.make_node("MatMulInteger", ["xq", "b", "xz"], ["acc"], name="mmi_dynamic"),
+        h.make_node("Cast", ["acc"], ["acc_f"], name="acc_float", to=T.FLOAT),
+        h.make_node("Mul", ["xs", "bs"], ["scale"], name="scale"),
+        h.make_node("Mul", ["acc_f", "scale"], ["y"], name="rescale"),
+    ]
+    inits = [_init("b", b), _init("bs", np.float32(0.01))]
+    return _qmodel(nodes, [_vi("x", T.FLOAT, [4, 300])], [_vi("y", T.FLOAT, [4, 6])], inits)
+
+
 def _dql_edges():
     rows = [{"x": np.zeros((0, 5), np.float32)}, {"x": np.zeros((2, 5), np.float32)},  # empty, all zero
             {"x": np.full((2, 5), -3.0, np.float32)}, {"x": np.full((2, 5), 1e30, np.float32)}]  # fmt: skip
@@ -645,6 +660,8 @@ CASES: list[Case] = [
          _full_range("a", (3, 16), np.uint8, 28)),
     Case("qdq_uint8_through_maxpool", qdq_uint8_through_maxpool, "quant", "qdq_to_float", _qdq_edges),
     Case("dynamic_quantize", dynamic_quantize, "dql", "dynamic_quantize_linear", _dql_edges),
+    Case("dynamic_matmul_integer", dynamic_matmul_integer, "mmi_dynamic", "matmulinteger_to_float",
+         lambda: [{"x": _f32(4, 300, seed=38, scale=100.0)}, {"x": np.zeros((4, 300), np.float32)}]),
     Case("qlinear_sigmoid", qlinear_sigmoid, "qsigmoid", "qlinear_lookup", _u8_edges(["x"], (1, 3, 4, 4))),
     Case("qlinear_leaky_relu", qlinear_leaky_relu, "qleaky", "qlinear_lookup",
          _u8_edges(["x"], (1, 3, 4, 4), np.int8)),

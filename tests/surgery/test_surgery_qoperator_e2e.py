@@ -14,7 +14,13 @@ from click.testing import CliRunner
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
 
 from trtq.surgery.check import check_model
 from trtq.surgery.cli import main
@@ -150,6 +156,33 @@ def test_quantized_cnn_is_fixed_exactly(tmp_path, activations, symmetric, model)
     a, b = _session(tmp_path / "q.onnx"), _session(tmp_path / "fixed.onnx")
     for scale in (0.1, 1.0, 10.0):  # also far outside the calibration range: saturation everywhere
         x = {"x": (rng.standard_normal((1, 3, 16, 16)) * scale).astype(np.float32)}
+        assert np.array_equal(a.run(None, x)[0], b.run(None, x)[0])
+
+
+def test_quantize_dynamic_model_is_fixed_exactly(tmp_path):
+    """``quantize_dynamic`` (transformer style): DynamicQuantizeLinear + MatMulInteger with the run-time
+    zero point, K = 64 and 32, then Mul by the scales."""
+    rng = np.random.default_rng(3)
+    inits = [nh.from_array((rng.standard_normal((64, 32)) * 0.1).astype(np.float32), "w1"),
+             nh.from_array((rng.standard_normal((32, 16)) * 0.1).astype(np.float32), "w2")]  # fmt: skip
+    nodes = [h.make_node("MatMul", ["x", "w1"], ["m1"]), h.make_node("Relu", ["m1"], ["r1"]),
+             h.make_node("MatMul", ["r1", "w2"], ["y"])]  # fmt: skip
+    graph = h.make_graph(nodes, "mlp", [h.make_tensor_value_info("x", T.FLOAT, [2, 10, 64])],
+                         [h.make_tensor_value_info("y", T.FLOAT, [2, 10, 16])], inits)  # fmt: skip
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "f.onnx"))
+    quantize_dynamic(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), weight_type=QuantType.QInt8,
+                     reduce_range=True)  # fmt: skip
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= {
+        n.op_type for n in onnx.load(str(tmp_path / "q.onnx")).graph.node
+    }
+    summary = _fix(tmp_path / "q.onnx", tmp_path / "fixed.onnx", "x:2x10x64")
+    assert summary["remaining"] == [] and summary["verify"]["ok"]
+    assert summary["changes"]["matmulinteger_to_float"]["count"] == 2
+    a, b = _session(tmp_path / "q.onnx"), _session(tmp_path / "fixed.onnx")
+    for scale in (0.01, 1.0, 100.0):
+        x = {"x": (rng.standard_normal((2, 10, 64)) * scale).astype(np.float32)}
         assert np.array_equal(a.run(None, x)[0], b.run(None, x)[0])
 
 
