@@ -60,7 +60,8 @@ CONDITIONS: dict[str, str] = {
     "(STRING tokens: no TensorRT type, no rewrite)",
     "MaxRoiPool": "static shapes of X and RoIs (coordinates may be computed); intermediates <= 2^26 elements",
     # rules already on main
-    "ConvInteger": "weights constant; reduction C/group * prod(kernel) <= 258 terms",
+    "ConvInteger": "weights constant; reduction C/group * prod(kernel) <= 258 terms or weights bounding every "
+    "sum below 2^24; scalar x_zero_point (constant or computed)",
     "MatMulInteger": "inner dimension K known and <= 258, or a constant B bounding every sum below 2^24; "
     "scalar a_zero_point (constant or computed, e.g. by DynamicQuantizeLinear)",
     "SequenceConstruct": "sequence statically known: consumed by ConcatFromSequence / the sequence rules",

@@ -22,30 +22,22 @@ from trtq.surgery.graph_util import NameMaker, add_node, constant_value, input_a
 from trtq.surgery.rule import Match, Rule, register_rule
 from trtq.surgery.rules._integer_ops import (
     EXACT_MAX_TERMS,
+    bounded_by_weights,
+    is_scalar_tensor,
     round_cast_int32,
+    to_float_minus_tensor,
     to_float_minus_zp,
     zero_point_value,
 )
 
 
-def _scalar_tensor(t: gs.Tensor | None) -> bool:
-    """A tensor known to hold one value (shape () or [1])."""
-    shape = getattr(t, "shape", None)
-    return (
-        t is not None
-        and shape is not None
-        and int(np.prod([d if isinstance(d, int) else 2 for d in shape])) == 1
-    )
-
-
-def _bounded_by_b(node: gs.Node, bzp: np.ndarray) -> bool:
-    """B is constant and ``255 * sum_k |b[k, n] - b_zp|`` (the largest possible partial sum) < 2**24."""
+def _b_bounds_sums(node: gs.Node, bzp: np.ndarray) -> bool:
     b = constant_value(node.inputs[1])
-    if b is None or b.ndim != 2:
-        return False
-    w = np.abs(b.astype(np.float64) - bzp.astype(np.float64).reshape(-1)[None, :] if bzp.size > 1 else
-               b.astype(np.float64) - float(bzp.reshape(-1)[0])).sum(axis=0)  # fmt: skip
-    return float(w.max(initial=0.0)) * 255 < 2**24
+    return (
+        b is not None
+        and b.ndim == 2
+        and bounded_by_weights(b, bzp.reshape(-1) if bzp.size > 1 else bzp.reshape(()), 1)
+    )
 
 
 def _inner_dim(node: gs.Node) -> int | None:
@@ -70,11 +62,11 @@ class MatMulIntegerToFloat(Rule):
                 continue
             k = _inner_dim(node)
             azp, bzp = zero_point_value(node, 2), zero_point_value(node, 3)
-            if k is None or bzp is None or (azp is None and not _scalar_tensor(input_at(node, 2))):
+            if k is None or bzp is None or (azp is None and not is_scalar_tensor(input_at(node, 2))):
                 continue
             if azp is not None and azp.size != 1:
                 continue
-            if k > EXACT_MAX_TERMS and not _bounded_by_b(node, bzp):
+            if k > EXACT_MAX_TERMS and not _b_bounds_sums(node, bzp):
                 continue
             out.append(self._match([node], "MatMulInteger is not supported by TensorRT's ONNX parser"))
         return out
@@ -86,12 +78,7 @@ class MatMulIntegerToFloat(Rule):
         if azp is not None:
             af = to_float_minus_zp(graph, names, node.inputs[0], azp.reshape(()))
         else:  # a run-time zero point: both cast to FP32 (integers, exact), then subtracted
-            a_f = gs.Variable(names(f"{node.inputs[0].name}_float"), dtype=np.float32)
-            add_node(graph, names, "Cast", [node.inputs[0]], [a_f], {"to": 1})
-            z_f = gs.Variable(names(f"{node.inputs[2].name}_float"), dtype=np.float32)
-            add_node(graph, names, "Cast", [node.inputs[2]], [z_f], {"to": 1})
-            af = gs.Variable(names(f"{node.inputs[0].name}_shifted"), dtype=np.float32)
-            add_node(graph, names, "Sub", [a_f, z_f], [af])
+            af = to_float_minus_tensor(graph, names, node.inputs[0], node.inputs[2])
         bf = to_float_minus_zp(graph, names, node.inputs[1], zero_point_value(node, 3))
         out = node.outputs[0]
         mm = gs.Variable(names(f"{out.name}_float"), dtype=np.float32)

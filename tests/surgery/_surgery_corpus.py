@@ -415,6 +415,22 @@ def dynamic_matmul_integer():
     return _qmodel(nodes, [_vi("x", T.FLOAT, [4, 300])], [_vi("y", T.FLOAT, [4, 6])], inits)
 
 
+def dynamic_conv_integer():
+    """``quantize_dynamic`` on a Conv: DynamicQuantizeLinear, ConvInteger with the run-time zero point
+    and UINT8 weights around their zero point, 32 * 3 * 3 = 288 terms (> 258: bound from the weights)."""
+    w = (128 + np.random.default_rng(39).integers(-20, 21, (4, 32, 3, 3))).astype(np.uint8)
+    nodes = [
+        h.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dql_conv"),
+        h.make_node(
+            "ConvInteger", ["xq", "w", "xz", "wz"], ["acc"], name="convint_dynamic", pads=[1, 1, 1, 1]
+        ),
+        h.make_node("Cast", ["acc"], ["acc_f"], name="conv_acc_float", to=T.FLOAT),
+        h.make_node("Mul", ["acc_f", "xs"], ["y"], name="conv_rescale"),
+    ]
+    inits = [_init("w", w), _init("wz", np.uint8(128))]
+    return _qmodel(nodes, [_vi("x", T.FLOAT, [1, 32, 5, 5])], [_vi("y", T.FLOAT, [1, 4, 5, 5])], inits)
+
+
 def _dql_edges():
     rows = [{"x": np.zeros((0, 5), np.float32)}, {"x": np.zeros((2, 5), np.float32)},  # empty, all zero
             {"x": np.full((2, 5), -3.0, np.float32)}, {"x": np.full((2, 5), 1e30, np.float32)}]  # fmt: skip
@@ -660,6 +676,8 @@ CASES: list[Case] = [
          _full_range("a", (3, 16), np.uint8, 28)),
     Case("qdq_uint8_through_maxpool", qdq_uint8_through_maxpool, "quant", "qdq_to_float", _qdq_edges),
     Case("dynamic_quantize", dynamic_quantize, "dql", "dynamic_quantize_linear", _dql_edges),
+    Case("dynamic_conv_integer", dynamic_conv_integer, "convint_dynamic", "convinteger_to_float",
+         lambda: [{"x": _f32(1, 32, 5, 5, seed=40, scale=50.0)}, {"x": np.zeros((1, 32, 5, 5), np.float32)}]),
     Case("dynamic_matmul_integer", dynamic_matmul_integer, "mmi_dynamic", "matmulinteger_to_float",
          lambda: [{"x": _f32(4, 300, seed=38, scale=100.0)}, {"x": np.zeros((4, 300), np.float32)}]),
     Case("qlinear_sigmoid", qlinear_sigmoid, "qsigmoid", "qlinear_lookup", _u8_edges(["x"], (1, 3, 4, 4))),
