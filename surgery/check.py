@@ -107,6 +107,13 @@ def node_issues(node: onnx.NodeProto, scope: Scope, functions) -> list[tuple[str
         return []  # a call of a local function: its body is checked on its own
     if domain in table.PLUGIN_DOMAINS:
         return []  # resolved by TensorRT's plugin registry at build time
+    if domain == table.ORT_CONTRIB_DOMAIN:
+        return [
+            (
+                "error",
+                f"ONNX Runtime contrib op (domain {domain!r}): not an ONNX operator TensorRT's parser knows",
+            )
+        ]
     if domain not in table.ONNX_DOMAINS:
         return [
             ("error", f"custom op of domain {domain!r}: not in TensorRT's operator table; map it to a plugin")

@@ -1,6 +1,7 @@
 """``surgery``: find ONNX nodes TensorRT's parser rejects, and rewrite them with proven equivalents.
 
-Commands: ``check`` (report), ``fix`` (rewrite + verify + save), ``rules`` (list the rules).
+Commands: ``check`` (report), ``fix`` (rewrite + verify + save), ``rules`` (list the rules),
+``ops`` (per rejected operator: its rule, or why none can exist).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ FIX_GROUPS = (
     OutputArgs("Where to write the fixed model.", json="Write what changed as JSON to PATH ('-' = stdout)."),
 )
 RULES_OUTPUT = OutputArgs(json="Write the list as JSON to PATH ('-' = stdout).")
+OPS_OUTPUT = OutputArgs(json="Write the table as JSON to PATH ('-' = stdout).")
 
 
 def _trt_major(version: str) -> str:
@@ -46,6 +48,7 @@ def main() -> None:
       surgery check model.onnx
       surgery fix model.onnx -o model.trt.onnx
       surgery rules
+      surgery ops
     """
 
 
@@ -155,6 +158,11 @@ def _print_findings(report) -> None:
 )
 @click.option("--trials", default=3, show_default=True, help="Random input sets used for verification.")
 @click.option("--dry-run", is_flag=True, help="Rewrite and verify, write nothing.")
+@click.option(
+    "--allow-unfixed",
+    is_flag=True,
+    help="Exit 0 even when nodes the parser rejects remain (they are still listed).",
+)
 @uses(*FIX_GROUPS)
 @common_options
 def fix(
@@ -165,6 +173,7 @@ def fix(
     shapes: tuple[str, ...],
     trials: int,
     dry_run: bool,
+    allow_unfixed: bool,
     quiet: bool,
     debug: bool,
     **opts,
@@ -174,6 +183,14 @@ def fix(
     The output passes onnx.checker and shape inference, and gives the same outputs as MODEL in
     ONNX Runtime on random inputs (integers exactly, floats within relative error 1e-5);
     otherwise nothing is written. MODEL is never overwritten unless --inplace.
+
+    \b
+    Exit codes:
+      0  written, and no node the parser rejects remains (or --allow-unfixed)
+      1  written, but nodes the parser rejects remain (each listed with why no
+         rule applies; JSON "remaining"); or a rewrite changed the outputs
+         (nothing written)
+      2  bad input or flags (nothing written)
 
     \b
     Examples:
@@ -212,6 +229,12 @@ def fix(
         out.write_json(report.to_dict(created_by="surgery fix"))
         if not out.json_to_stdout and not quiet:
             _print_fix(report)
+        if report.remaining and not allow_unfixed:
+            where = "written" if report.written else "not written (--dry-run)"
+            raise CheckFailed(
+                f"{model_args.path}: {len(report.remaining)} node(s) TensorRT's ONNX parser rejects remain "
+                f"(fixed model {where}; --allow-unfixed to accept)"
+            )
 
     run_command(body, debug=debug)
 
@@ -233,6 +256,14 @@ def _print_fix(report) -> None:
         console.print(note)
     if report.written:
         console.print(f"wrote {report.output}")
+    for r in report.remaining:
+        op = f"{r['domain']}.{r['op']}" if r["domain"] else r["op"]
+        where = "" if r["location"] == "graph" else f" in {r['location']}"
+        console.print(
+            f"still rejected: {r['node']} ({op}){where}: {r['reason']}; {r['why']}",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 @main.command("rules")
@@ -256,6 +287,48 @@ def list_rules(**opts) -> None:
     if not out.json_to_stdout:
         for item in items:
             click.echo(f"{item['name']:<24} {item['summary']}")
+
+
+@main.command("ops")
+@click.option(
+    "--markdown", is_flag=True, help="Print the table as Markdown (docs/SURGERY_OPS.md is this output)."
+)
+@uses(OPS_OUTPUT)
+def list_ops(markdown: bool, **opts) -> None:
+    """For every operator TensorRT's parser rejects: the rule that rewrites it, or why none can.
+
+    Status per operator: rule (and its conditions), plugin, open (rewrite possible, not written),
+    none (no exact rewrite, with the reason), no rule yet. Also ONNX Runtime's contrib QOperator
+    ops and the restrictions of supported operators that rules lift.
+
+    \b
+    Examples:
+      surgery ops
+      surgery ops --markdown > docs/SURGERY_OPS.md
+      surgery ops --json -
+    """
+    from trtq._core.result import result_document
+    from trtq.surgery import rewrite_status
+
+    if markdown:
+        click.echo(rewrite_status.markdown(), nl=False)
+        return
+    table = rewrite_status.status_table()
+    (out,) = resolve_groups(opts, OPS_OUTPUT)
+    out.write_json(
+        result_document(
+            "surgery-ops",
+            backend=None,
+            created_by="surgery ops",
+            **{k: [s.to_dict() for s in rows] for k, rows in table.items()},
+        )
+    )
+    if not out.json_to_stdout:
+        for rows in table.values():
+            for s in rows:
+                op = f"{s.domain}.{s.op}" if s.domain else s.op
+                rules = ",".join(s.rules) or "-"
+                click.echo(f"{op:<36} {s.status:<12} {rules:<30} {s.note}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,9 @@ verifiable rules to a fixed point; compare outputs with the original on random i
 (:mod:`trtq.surgery.verify`), refusing to write if any output changed; then apply the rules
 ONNX Runtime cannot run (plugin mapping); validate with ``onnx.checker`` and shape inference;
 save with :func:`trtq._core.onnx_model.save_onnx` (atomic). Nothing is written on any failure.
+Finally the written model is checked against the support table again: every node the parser
+would still reject is listed in :attr:`FixReport.remaining` with the reason no rule removed it
+(the CLI then exits 1 unless ``--allow-unfixed``; the improved model is written all the same).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 from trtq._core.errors import CheckFailed, InputError
 from trtq._core.onnx_model import load_onnx, save_onnx
 from trtq._core.progress import ProgressFn, null_progress
+from trtq.surgery.check import model_opset
+from trtq.surgery.findings import Finding
 from trtq.surgery.fix import FixResult, fix_model, validate
 from trtq.surgery.rule import make_rules
 from trtq.surgery.verify import VerifyResult, check_runs, verify_models
@@ -30,6 +35,9 @@ class FixReport:
     verify: VerifyResult | None = None
     written: bool = False
     notes: list[str] = field(default_factory=list)
+    #: Nodes of the result the parser still rejects: node, op, domain, location, reason, why
+    #: (why no rule removed it).
+    remaining: list[dict] = field(default_factory=list)
 
     def to_dict(self, *, created_by: str | None = None) -> dict:
         """The ``kind = "surgery-fix"`` document; ``backend`` is ``"onnxruntime"`` when the rewrite
@@ -47,6 +55,7 @@ class FixReport:
             verify=None if self.verify is None else self.verify.to_dict(),
             unverified_rules=self.fix.unverifiable,
             notes=self.notes,
+            remaining=self.remaining,
         )
 
 
@@ -79,10 +88,18 @@ def fix_file(
     ):
         raise InputError(f"{output}: refusing to overwrite the input; use --inplace")
     model = load_onnx(src)
+    invalid_note = None
     try:  # the output must pass these; a model that does not pass them to begin with is bad input
         validate(model, what=str(src))
     except CheckFailed as exc:
-        raise InputError(str(exc)) from exc
+        if not _deprecated_upsample(model):
+            raise InputError(str(exc)) from exc
+        # The one invalid input a rule repairs: nothing can run the original to verify against.
+        verify = False
+        invalid_note = (
+            f"{src} is not valid ONNX (Upsample is deprecated at opset {model_opset(model)}) and ONNX "
+            "Runtime cannot run it: outputs not verified (upsample_to_resize is proven in the test suite)"
+        )
     if plugins and rules is not None and "plugin_mapping" not in rules:
         rules = [*rules, "plugin_mapping"]  # plugins given: they are applied whatever rules were chosen
     selected = make_rules(rules, plugins=plugins or {})
@@ -102,6 +119,8 @@ def fix_file(
             raise CheckFailed(
                 f"{src}: rewritten model changes output {worst.name!r} (relative error {worst.rel:.3g}); nothing written"
             )
+    elif invalid_note:
+        report.notes.append(invalid_note)
     elif not verify:
         report.notes.append("verification skipped (--no-verify)")
     if later:
@@ -113,8 +132,45 @@ def fix_file(
             report.notes.append(
                 f"{', '.join(extra.unverifiable)}: plugin nodes cannot run in ONNX Runtime; not verified"
             )
+    report.remaining = remaining_rejections(result.model)
     # fix_model has validated result.model (onnx.checker and strict shape inference)
     if output is not None and not dry_run:
         save_onnx(result.model, output)
         report.written = True
     return report
+
+
+def _deprecated_upsample(model) -> bool:
+    """The model's opset deprecates Upsample and it has Upsample nodes (upsample_to_resize's case)."""
+    from trtq.surgery.rules.upsample_to_resize import DEPRECATED_SINCE
+
+    return model_opset(model) >= DEPRECATED_SINCE and any(
+        n.op_type == "Upsample" and n.domain in ("", "ai.onnx") for n in model.graph.node
+    )
+
+
+def remaining_rejections(model) -> list[dict]:
+    """Error findings of the support table on ``model``, each with why no rule removed it."""
+    from trtq.surgery.check import check_model
+    from trtq.surgery.rewrite_status import why_no_rule
+
+    domains = {n.name: n.domain for n in model.graph.node}
+    out = []
+    for f in check_model(model, rules=[]).errors:
+        domain = domains.get(f.node, "") if f.location == "graph" else ""
+        out.append(_remaining(f, domain, why_no_rule(f.op_type, domain) if f.op_type not in _NOT_OPS else ""))
+    return out
+
+
+_NOT_OPS = frozenset({"model", "input", "output"})  # findings about the model, not a node
+
+
+def _remaining(f: Finding, domain: str, why: str) -> dict:
+    return {
+        "node": f.node,
+        "op": f.op_type,
+        "domain": domain,
+        "location": f.location,
+        "reason": f.reason,
+        "why": why or "no rule changes the model's interface or opset",
+    }

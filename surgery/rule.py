@@ -43,7 +43,9 @@ class Rule:
     ``reports`` says whether ``surgery check`` lists this rule's matches on their own (a pattern
     worth fixing even though the parser accepts it, e.g. a decomposed LayerNorm that overflows in
     FP16). Rules with ``reports = False`` are only named as the fix for findings of the support table.
-    ``order`` sets the position in a fix pass (lower runs first).
+    ``order`` sets the position in a fix pass (lower runs first). ``rewrites`` lists the op types
+    whose parser rejection (or restriction) the rule removes; :mod:`trtq.surgery.rewrite_status`
+    derives its per-operator table from it, so the table cannot drift from the registered rules.
     """
 
     name: ClassVar[str] = ""
@@ -54,7 +56,8 @@ class Rule:
     verifiable: ClassVar[bool] = True
     #: Keyword options of the constructor that :func:`make_rules` passes through.
     options: ClassVar[tuple[str, ...]] = ()
-    #: The op types whose nodes this rule rewrites away (the per-op status table reads it).
+    #: ONNX op types this rule rewrites away (or out of a parser restriction); () for graph-wide
+    #: rules that are not about one op type (function inlining, user plugin mapping).
     rewrites: ClassVar[tuple[str, ...]] = ()
 
     def match(self, graph: gs.Graph) -> list[Match]:

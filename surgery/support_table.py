@@ -141,6 +141,8 @@ FIRST_OUTPUT_ONLY = frozenset({"LayerNormalization", "MaxPool"})
 
 # Custom-op domains TensorRT resolves through its plugin registry, not the operator table.
 PLUGIN_DOMAINS = frozenset({"trt.plugins"})
+# ONNX Runtime's contrib operators (QLinearAdd, QGemm, ...): not ONNX operators at all.
+ORT_CONTRIB_DOMAIN = "com.microsoft"
 # Standard ONNX domains that the table covers.
 ONNX_DOMAINS = frozenset({"", "ai.onnx"})
 

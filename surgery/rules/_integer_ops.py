@@ -6,6 +6,11 @@ product of ``K`` terms is exact when ``K * 65025 < 2**24``, i.e. ``K <= 258``. R
 when the reduction length is known and within this bound, which makes the rewrite exact; the
 float result is rounded (a no-op when exact) and cast to INT32.
 
+Beyond 258 terms a constant weight operand still proves exactness: every partial sum is at most
+``255 * sum_k |w_k - w_zp|`` per output, which :func:`bounded_by_weights` checks against 2**24.
+The zero point of the data operand may be computed at run time (``DynamicQuantizeLinear`` makes it
+for ``quantize_dynamic`` models): :func:`to_float_minus_tensor`.
+
 Caveat for TensorRT: with TF32 enabled (the default on Ampere and later) FP32 convolutions and
 matmuls drop mantissa bits; build with TF32 off (``trtexec --noTF32``) to keep these exact.
 """
@@ -52,3 +57,34 @@ def round_cast_int32(graph: gs.Graph, names: NameMaker, x: gs.Tensor, out: gs.Te
     r = gs.Variable(names(f"{out.name}_rounded"), dtype=np.float32)
     add_node(graph, names, "Round", [x], [r])
     add_node(graph, names, "Cast", [r], [out], {"to": 6})
+
+
+def is_scalar_tensor(t: gs.Tensor | None) -> bool:
+    """A tensor known to hold one value (shape () or [1])."""
+    shape = getattr(t, "shape", None)
+    if t is None or shape is None or not all(isinstance(d, int) for d in shape):
+        return False
+    return int(np.prod(shape)) == 1
+
+
+def bounded_by_weights(w: np.ndarray, zp: np.ndarray, out_axis: int) -> bool:
+    """``255 * sum |w - zp|`` over every axis but ``out_axis`` stays below 2**24 for each output."""
+    z = zp.astype(np.float64)
+    if z.size > 1:
+        shape = [1] * w.ndim
+        shape[out_axis] = z.size
+        z = z.reshape(shape)
+    dev = np.abs(w.astype(np.float64) - z)
+    per_output = np.moveaxis(dev, out_axis, 0).reshape(w.shape[out_axis], -1).sum(axis=1)
+    return float(per_output.max(initial=0.0)) * 255 < 2**24
+
+
+def to_float_minus_tensor(graph: gs.Graph, names: NameMaker, t: gs.Tensor, zp: gs.Tensor) -> gs.Tensor:
+    """``float32(t) - float32(zp)`` for a zero point computed at run time (integers: exact)."""
+    f = gs.Variable(names(f"{t.name}_float"), dtype=np.float32)
+    add_node(graph, names, "Cast", [t], [f], {"to": 1})
+    z = gs.Variable(names(f"{zp.name}_float"), dtype=np.float32)
+    add_node(graph, names, "Cast", [zp], [z], {"to": 1})
+    shifted = gs.Variable(names(f"{t.name}_shifted"), dtype=np.float32)
+    add_node(graph, names, "Sub", [f, z], [shifted])
+    return shifted

@@ -1,8 +1,9 @@
 """``ConvInteger`` -> ``Conv`` in float32 on zero-point-shifted operands, rounded and cast to INT32.
 
-Exact when the reduction length ``C_in/group * prod(kernel)`` is at most 258 (see
-:mod:`trtq.surgery.rules._integer_ops`); the rule does not match otherwise. The weights must be a
-constant so the float weights are computed once.
+Exact when the reduction length ``C_in/group * prod(kernel)`` is at most 258, or when the constant
+weights bound every partial sum below 2**24 (see :mod:`trtq.surgery.rules._integer_ops`); the rule
+does not match otherwise. The weights must be a constant so the float weights are computed once;
+``x_zero_point`` a scalar, constant or computed at run time (``quantize_dynamic`` models).
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from trtq.surgery.graph_util import NameMaker, add_node, constant_value, input_a
 from trtq.surgery.rule import Match, Rule, register_rule
 from trtq.surgery.rules._integer_ops import (
     EXACT_MAX_TERMS,
+    bounded_by_weights,
+    is_scalar_tensor,
     round_cast_int32,
+    to_float_minus_tensor,
     to_float_minus_zp,
     zero_point_value,
 )
@@ -27,8 +31,9 @@ def _terms(w: np.ndarray) -> int:
 @register_rule
 class ConvIntegerToFloat(Rule):
     name = "convinteger_to_float"
-    summary = "ConvInteger -> float Conv + Round + Cast(INT32), exact for reductions <= 258 terms"
+    summary = "ConvInteger -> float Conv + Round + Cast(INT32), exact for <= 258 terms or bounded weights"
     order = 60
+    rewrites = ("ConvInteger",)
 
     def match(self, graph: gs.Graph) -> list[Match]:
         out = []
@@ -37,7 +42,13 @@ class ConvIntegerToFloat(Rule):
                 continue
             w = constant_value(input_at(node, 1))
             xzp, wzp = zero_point_value(node, 2), zero_point_value(node, 3)
-            if w is None or xzp is None or wzp is None or xzp.size != 1 or _terms(w) > EXACT_MAX_TERMS:
+            if w is None or wzp is None or (xzp is None and not is_scalar_tensor(input_at(node, 2))):
+                continue
+            if xzp is not None and xzp.size != 1:
+                continue
+            if _terms(w) > EXACT_MAX_TERMS and not bounded_by_weights(
+                w, wzp.reshape(-1) if wzp.size > 1 else wzp, 0
+            ):
                 continue
             out.append(self._match([node], "ConvInteger is not supported by TensorRT's ONNX parser"))
         return out
@@ -48,7 +59,11 @@ class ConvIntegerToFloat(Rule):
         w = input_at(node, 1)
         wzp = zero_point_value(node, 3)
         wshape = (-1,) + (1,) * (constant_value(w).ndim - 1) if wzp.size > 1 else None
-        xf = to_float_minus_zp(graph, names, node.inputs[0], zero_point_value(node, 2).reshape(()))
+        xzp = zero_point_value(node, 2)
+        if xzp is None:  # computed at run time (DynamicQuantizeLinear)
+            xf = to_float_minus_tensor(graph, names, node.inputs[0], node.inputs[2])
+        else:
+            xf = to_float_minus_zp(graph, names, node.inputs[0], xzp.reshape(()))
         wf = to_float_minus_zp(graph, names, w, wzp, wshape)
         out = node.outputs[0]
         conv_out = gs.Variable(names(f"{out.name}_float"), dtype=np.float32)

@@ -83,6 +83,7 @@ class DequantizeBias(Rule):
     name = "dequantize_bias"
     summary = "Q/DQ on biases -> the float bias constant they evaluate to"
     order = 40
+    rewrites = ("DequantizeLinear",)
 
     def match(self, graph: gs.Graph) -> list[Match]:
         out = []
@@ -106,7 +107,9 @@ class DequantizeBias(Rule):
         out = dq.outputs[0]
         if out in graph.outputs:
             return False
-        bias = gs.Constant(NameMaker(graph)(f"{out.name}_value"), value[0])  # (const() makes 0-d 1-d)
+        # gs.Constant, not const(), which makes 0-d 1-d; np.asarray, since a 0-d bias computes to a
+        # numpy scalar, which gs.Constant refuses (seen on ORT's QDQ models: Add of a quantized 3.0)
+        bias = gs.Constant(NameMaker(graph)(f"{out.name}_value"), np.asarray(value[0]))
         for user in list(out.outputs):
             set_io(user.inputs, [bias if t is out else t for t in user.inputs])
         dq.outputs.clear()

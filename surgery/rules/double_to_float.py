@@ -55,6 +55,7 @@ class DoubleToFloat(Rule):
     name = "double_to_float"
     summary = "DOUBLE tensors, casts and constants -> FLOAT (graph interface kept)"
     order = 30
+    rewrites = ("Cast",)
 
     def match(self, graph: gs.Graph) -> list[Match]:
         return [self._match([n], "computes in DOUBLE, which TensorRT casts down to FLOAT")

@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 from trtq._core.onnx_fold import NEVER_FOLD, fold_constants
 from trtq.surgery.graph_util import constant_value, find_node, is_omitted
 from trtq.surgery.rule import Match, Rule, register_rule
+from trtq.surgery.support_table import CONSTANT_INPUTS
 
 
 def _static(tensor: gs.Tensor) -> bool:
@@ -51,6 +52,8 @@ class FoldConstants(Rule):
     name = "fold_constants"
     summary = "fold constant and static-shape subgraphs into initializers"
     order = 20
+    # inputs TensorRT wants constant, and operators only folding can remove (constant inputs)
+    rewrites = (*CONSTANT_INPUTS, "MelWeightMatrix", "Unique")
 
     def __init__(self) -> None:
         # Nodes that a fold left in place (onnx-graphsurgeon could not evaluate them): one fold

@@ -17,6 +17,7 @@ class IfConstantBranch(Rule):
     name = "if_constant_branch"
     summary = "If with a constant condition -> the nodes of the branch it takes"
     order = 10
+    rewrites = ("If",)
 
     def match(self, graph: gs.Graph) -> list[Match]:
         out = []

@@ -137,6 +137,7 @@ class LayerNormFusion(Rule):
     summary = "decomposed LayerNorm (ReduceMean..Sqrt/Div..Mul/Add) -> LayerNormalization (opset >= 17)"
     reports = True
     order = 90
+    rewrites = ("ReduceMean",)
 
     def match(self, graph: gs.Graph) -> list[Match]:
         if graph.opset < 17:

@@ -19,6 +19,7 @@ class PowSquareToMul(Rule):
     summary = "Pow(x, 2) -> Mul(x, x)"
     reports = True
     order = 95
+    rewrites = ("Pow",)
 
     def match(self, graph: gs.Graph) -> list[Match]:
         return [self._match([n], "Pow(x, 2): a general power layer where Mul(x, x) is exact")

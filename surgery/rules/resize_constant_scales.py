@@ -53,6 +53,7 @@ class ResizeConstantScales(Rule):
     name = "resize_constant_scales"
     summary = "Resize with scales/sizes computed at run time -> constant scales (when shapes allow)"
     order = 65
+    rewrites = ("Resize",)
 
     def match(self, graph: gs.Graph) -> list[Match]:
         if graph.opset < 11:

@@ -26,6 +26,7 @@ class ScatterNDReduction(Rule):
     name = "scatternd_reduction"
     summary = "ScatterND(reduction=add|mul|max|min) with unique constant indices -> GatherND + op + ScatterND"
     order = 70
+    rewrites = ("ScatterND",)
 
     def match(self, graph: gs.Graph) -> list[Match]:
         out = []

@@ -18,6 +18,7 @@ class SequenceToConcat(Rule):
     name = "sequence_to_concat"
     summary = "SequenceConstruct + ConcatFromSequence -> Concat (with Unsqueeze for new_axis=1)"
     order = 50
+    rewrites = ("SequenceConstruct", "ConcatFromSequence")
 
     def match(self, graph: gs.Graph) -> list[Match]:
         out = []

@@ -31,6 +31,7 @@ class TopKSplit(Rule):
     name = "topk_split"
     summary = f"TopK with K > {support_table.TOPK_MAX_K} -> rounds of TopK + mask, concatenated"
     order = 80
+    rewrites = ("TopK",)
 
     def match(self, graph: gs.Graph) -> list[Match]:
         if graph.opset < 11:
