@@ -61,7 +61,7 @@ Examples:
   precision compare rec.onnx --data crops/ --shape x:1x3x48x320 --precision int8 --cache calib.cache \\
       --mode both --top 10 --json rec.json --report rec.html
   precision compare model.onnx --data tensors/ --precision int8 --placement implicit --pins pins.json
-  precision compare det.onnx --data imgs/ --eval-data held/ --preset paddleocr --precision int8 \
+  precision compare det.onnx --data imgs/ --eval-data held/ --preset paddleocr --precision int8 \\
       --metric mask-iou --binarize 0.3
 
 \b

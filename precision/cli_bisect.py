@@ -36,7 +36,7 @@ Examples:
   precision bisect model.onnx --data tensors/ --precision fp16 --metric rel-l2 --threshold 0.01 \\
       --strategy contiguous --max-evals 30 -o pins.json --json bisect.json
   precision bisect model.onnx --data imgs/ --precision int8 --method percentile -o pins.json
-  precision bisect det.onnx --data imgs/ --eval-data held/ --shape x:1x3x640x640 --preset paddleocr \
+  precision bisect det.onnx --data imgs/ --eval-data held/ --shape x:1x3x640x640 --preset paddleocr \\
       --precision int8 --metric mask-iou --binarize 0.3 --threshold 0.97 -o pins.json
 
 \b
