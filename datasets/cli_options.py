@@ -35,7 +35,7 @@ flags override ``--preset``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -294,6 +294,34 @@ class DataArgs(ArgGroup):
             workers=pick("workers", int, None),
             flags={k: _plain(opts[k]) for k in given if opts.get(k) not in (None, ())},
         )
+
+
+class EvalDataArgs(ArgGroup):
+    """``--eval-data DIR`` (config key ``eval_data``): held-out data, read with the same data and
+    preprocessing flags as ``--data`` (shape, preset, limit, batch size, ...). Commands search or
+    calibrate on ``--data`` and report the answer on the held-out data beside it; INT8 ranges
+    never come from it. Resolves to the ``--data`` settings with the folder replaced, or None."""
+
+    config_keys = ("eval_data",)
+
+    def decorators(self) -> list[Callable[[Callable], Callable]]:
+        return [
+            click.option(
+                "--eval-data",
+                metavar="DIR",
+                default=None,
+                help="Held-out folder: the answer found on --data is also reported on it "
+                "(same data and preprocessing flags as --data; never used for INT8 ranges).",
+            )
+        ]
+
+    def resolve(
+        self, opts: Mapping[str, Any], config: Mapping[str, Any], config_path: Path | None
+    ) -> DataSettings | None:
+        folder = opts.get("eval_data") or resolve_path(_typed(config, "eval_data", str), config_path)
+        if not folder:
+            return None
+        return replace(DataArgs().resolve(opts, config, config_path), data=str(folder))
 
 
 def _plain(value: Any) -> Any:

@@ -77,6 +77,7 @@ class BisectResult:
     wall_s: float = 0.0
     ranking_s: float = 0.0
     backend: str = "onnxruntime (emulated)"
+    held_out: dict[str, Any] | None = None  # the answer judged on held-out data (run_bisect(held_out=...))
 
     @property
     def pin_nodes(self) -> list[str]:
@@ -135,6 +136,7 @@ class BisectResult:
             all_pinned_metric=self.all_pinned_metric,
             evaluations=self.evaluations,
             layers=self.layers,
+            **({"held_out": dict(self.held_out)} if self.held_out is not None else {}),
             wall_s=self.wall_s,
             ranking_s=self.ranking_s,
             trace=[
@@ -348,6 +350,7 @@ def run_bisect(
     early_stop: bool = True,
     progress: ProgressFn = null_progress,
     sources: Mapping[str, Any] | None = None,
+    held_out: Sequence[Mapping[str, Any]] | None = None,
 ) -> BisectResult:
     """Find the smallest set of layers of ``model`` to keep in FP32 so it passes ``criterion``.
 
@@ -363,6 +366,12 @@ def run_bisect(
     answer: precision, placement, criterion, batch size, the INT8 ranges (``amax``) and
     ``sources`` (where the caller got its data and ranges, e.g. ``cache``, ``calib_method``,
     ``data_options``; recorded as given).
+
+    ``held_out``: other batches (e.g. ``--eval-data``). The search runs on ``batches`` only; then
+    the answer (the pins' member nodes) and the no-pins baseline are evaluated on ``held_out``
+    with the same build, ranges and criterion, every batch (no early stop), and the result's
+    ``held_out`` holds ``{metric, passed, baseline_metric, baseline_passed, criterion, outputs,
+    time_s}``. It needs a metric criterion (a ``--check`` command judges its own data).
     """
     start = time.perf_counter()
     if "int8" in precision and not amax:
@@ -370,6 +379,10 @@ def run_bisect(
             "INT8 needs calibrated ranges: give --cache calib.cache or let bisect calibrate on --data"
         )
     criterion = criterion or metric_criterion("cosine")
+    if held_out is not None and not criterion.needs_outputs:
+        raise InputError(
+            "held-out data needs a metric criterion (--metric): a --check command judges the model on its own data"
+        )
     batches = list(batches)
     from trtq.precision.builds import ModelBuild
     from trtq.precision.emulate import folded
@@ -404,12 +417,46 @@ def run_bisect(
     }
     if isinstance(criterion, CheckCommand):
         result.settings["check"] = criterion.command
+    else:
+        result.settings["metric_params"] = dict(getattr(criterion, "params", ()))
     first = next(iter(batches[0].values()), None) if batches else None
     result.settings["batch_size"] = int(first.shape[0]) if first is not None and first.ndim else None
     result.settings["amax"] = {k: float(v) for k, v in amax.items()} if amax and "int8" in precision else None
     result.settings.update(sources or {})
+    if held_out is not None:
+        result.held_out = evaluate_held_out(
+            build, model, held_out, criterion, [m for layer in result.pins for m in layer.members], threads
+        )
     result.criterion = criterion.describe()
     result.backend = evaluator.backend_label
     result.ranking_s = ranking_s
     result.wall_s = time.perf_counter() - start
     return result
+
+
+def evaluate_held_out(
+    build: Callable[[frozenset[str]], Any],
+    model: onnx.ModelProto,
+    batches: Sequence[Mapping[str, Any]],
+    criterion: Criterion,
+    nodes: Sequence[str],
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """The pin set ``nodes`` and the no-pins baseline judged on ``batches`` (held-out data) with
+    ``build`` and ``criterion``, every batch run (the metrics are exact, never bounds)."""
+    t0 = time.perf_counter()
+    batches = list(batches)
+    if not batches:
+        raise InputError("the held-out data (--eval-data) yielded no batches")
+    evaluate = Evaluator(build, batches, criterion, model=model, threads=threads, early_stop=False)
+    found = evaluate(frozenset(nodes))
+    baseline = evaluate(frozenset()) if nodes else found
+    return {
+        "criterion": criterion.describe(),
+        "metric": found.metric,
+        "passed": found.passed,
+        "baseline_metric": baseline.metric,
+        "baseline_passed": baseline.passed,
+        "outputs": {k: dict(v) for k, v in found.outputs.items()},
+        "time_s": time.perf_counter() - t0,
+    }

@@ -24,8 +24,9 @@ from trtq._core.cli import (
 from trtq._core.errors import InputError
 from trtq._core.jsonio import to_jsonable
 from trtq.calib.cli_options import RangesArgs
-from trtq.datasets.cli_options import DataArgs
+from trtq.datasets.cli_options import DataArgs, EvalDataArgs
 from trtq.precision.cli_bisect import add_commands
+from trtq.precision.cli_options import MetricArgs
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,13 @@ Examples:
   precision compare rec.onnx --data crops/ --shape x:1x3x48x320 --precision int8 --cache calib.cache \\
       --mode both --top 10 --json rec.json --report rec.html
   precision compare model.onnx --data tensors/ --precision int8 --placement implicit --pins pins.json
+  precision compare det.onnx --data imgs/ --eval-data held/ --preset paddleocr --precision int8 \\
+      --metric mask-iou --binarize 0.3
 
 \b
 --precision both = fp16 and int8, each against FP32, in one pass over the data.
 Without --cache, INT8 ranges are calibrated on the same data first (--method, default entropy2).
+--eval-data DIR: the whole comparison again on held-out data (same ranges and data flags).
 """
 
 COMPARE_GROUPS = (
@@ -74,6 +78,12 @@ COMPARE_GROUPS = (
         "ONNX Runtime threads.",
     ),
     OutputArgs(report=True),
+    MetricArgs(
+        "Ranking metric: rel-l2, cosine, max-abs, mean-abs, sqnr; or a task metric (top1, mask-iou, "
+        "plug-ins), added to every model output's metrics (layers are then ranked by rel-l2).",
+        default="rel-l2",
+    ),
+    EvalDataArgs(),
     DataArgs(),  # last: its many flags close the help
 )
 EXPORT_GROUPS = (
@@ -115,12 +125,6 @@ EXPORT_GROUPS = (
 )
 @click.option(
     "--top", type=click.IntRange(min=0), default=10, show_default=True, help="Worst tensors shown per run."
-)
-@click.option(
-    "--metric",
-    default="rel-l2",
-    show_default=True,
-    help="Ranking metric: rel-l2, cosine, max-abs, mean-abs, sqnr.",
 )
 @uses(*COMPARE_GROUPS)
 @common_options
@@ -189,21 +193,26 @@ def _compare(opts: dict[str, Any]) -> None:
     from trtq._core.onnx_model import load_onnx, model_summary
     from trtq.precision.builds import describe_backend
     from trtq.precision.cli_common import open_data, read_or_calibrate
-    from trtq.precision.compare import CompareResult, compare_runs
+    from trtq.precision.compare import CompareHeldOut, CompareResult, compare_runs
     from trtq.precision.emulate import folded
     from trtq.precision.fp16_range import fp16_range_check
-    from trtq.precision.metrics import get_metric
+    from trtq.precision.metrics import get_metric, is_task_metric
     from trtq.runtime import get_backend
 
-    model, ranges, runtime, out, data = resolve_groups(opts, *COMPARE_GROUPS)
+    model, ranges, runtime, out, metric, eval_data, data = resolve_groups(opts, *COMPARE_GROUPS)
     quiet = opts["quiet"] or out.json_to_stdout
-    get_metric(opts["metric"])
+    metric_name = get_metric(metric.name or "rel-l2").name
+    task = None  # the task metric added to the outputs, when --metric names one
+    if is_task_metric(metric_name):
+        criterion = metric.criterion(threshold=0.0)  # the threshold is not used: compare only measures
+        task = {"name": metric_name, "key": get_metric(metric_name).key, "params": dict(criterion.params)}
     pins = load_pins(opts.get("pins_path"))
     proto = load_onnx(model.path)
     dataset, batch_size = open_data(proto, data)
+    held = open_data(proto, eval_data, batch_size)[0] if eval_data is not None else None
     configs = _configs(opts["precision_name"], opts["placement"], pins)
     amax = None
-    if any(c.int8 for c in configs):
+    if any(c.int8 for c in configs):  # from --cache or --data, never from --eval-data
         amax = read_or_calibrate(
             proto,
             ranges.cache,
@@ -219,19 +228,31 @@ def _compare(opts: dict[str, Any]) -> None:
         raise InputError(f"--backend {runtime.backend} compares whole builds: use --mode graphwise")
     t0 = time.perf_counter()
     base = folded(proto)  # folded once: compare_runs and the FP16 range check take it as it is
-    with progress_bar(quiet, unit="batch") as progress:
-        runs, observed = compare_runs(
-            base,
-            dataset.batches(batch_size),
-            configs,
-            amax=amax,
-            modes=modes,
-            progress=progress,
-            threads=runtime.threads,
-            backend=runtime.backend,
-            cache_path=ranges.cache,
-        )
+
+    def run(batches):
+        with progress_bar(quiet, unit="batch") as progress:
+            return compare_runs(
+                base,
+                batches,
+                configs,
+                amax=amax,
+                modes=modes,
+                progress=progress,
+                threads=runtime.threads,
+                backend=runtime.backend,
+                cache_path=ranges.cache,
+                output_accumulator=criterion.accumulator if task else None,
+            )
+
+    runs, observed = run(dataset.batches(batch_size))
     elapsed = time.perf_counter() - t0
+    held_out = None
+    if held is not None:
+        t1 = time.perf_counter()
+        held_runs, _ = run(held.batches(batch_size))
+        held_out = CompareHeldOut(
+            held.stats.to_dict(eval_data.data), held_runs, round(time.perf_counter() - t1, 3)
+        )
     fp16 = (
         [i.to_dict() for i in fp16_range_check(base, amax, observed)] if any(c.fp16 for c in configs) else []
     )
@@ -242,6 +263,8 @@ def _compare(opts: dict[str, Any]) -> None:
         runs,
         fp16,
         round(elapsed, 3),
+        task_metric=task,
+        held_out=held_out,
     )
     doc = to_jsonable(result.to_dict(created_by="precision compare"))
     out.write_json(doc)
@@ -250,7 +273,7 @@ def _compare(opts: dict[str, Any]) -> None:
 
         write_report(out.report, [doc])
     if not quiet:
-        _print_tables(result, opts["top"], opts["metric"])
+        _print_tables(result, opts["top"], metric_name)
 
 
 def _fmt(value: float, key: str) -> str:
@@ -267,6 +290,16 @@ def _fmt(value: float, key: str) -> str:
     return f"{value:.3g}"
 
 
+def _output_line(m, task: dict[str, Any] | None) -> str:
+    line = (
+        f"cosine {_fmt(m['cosine'], 'cosine')}, rel_l2 {_fmt(m['rel_l2'], 'rel_l2')}, "
+        f"max_abs {_fmt(m['max_abs'], 'max_abs')}, NaN/Inf {_fmt(m['nonfinite'], 'nonfinite')}"
+    )
+    if task and task["key"] in m:
+        line = f"{task['name']} {_fmt(m[task['key']], 'cosine')}, " + line
+    return line
+
+
 def _print_tables(result, top: int, metric: str) -> None:
     import sys
 
@@ -278,7 +311,8 @@ def _print_tables(result, top: int, metric: str) -> None:
     console = Console(width=None if sys.stdout.isatty() else 200)
     for run in result.runs:
         where = f", {run.placement} placement" if run.placement else ""
-        title = f"{run.precision} {run.mode}{where}: worst {min(top, len(run.layers))} of {len(run.layers)} by {metric}"
+        rank = "rel-l2" if result.task_metric else metric
+        title = f"{run.precision} {run.mode}{where}: worst {min(top, len(run.layers))} of {len(run.layers)} by {rank}"
         table = Table(title=title, title_justify="left")
         for col in ("#", "op type", "node", "tensor", *keys):
             table.add_column(
@@ -296,13 +330,19 @@ def _print_tables(result, top: int, metric: str) -> None:
             )
         console.print(table)
         for out in run.outputs:
-            m = out.metrics
-            console.print(
-                f"  output {out.tensor}: cosine {_fmt(m['cosine'], 'cosine')}, rel_l2 {_fmt(m['rel_l2'], 'rel_l2')}, "
-                f"max_abs {_fmt(m['max_abs'], 'max_abs')}, NaN/Inf {_fmt(m['nonfinite'], 'nonfinite')}"
-            )
+            console.print(f"  output {out.tensor}: {_output_line(out.metrics, result.task_metric)}")
         if run.missing_amax:
             console.print(f"  {len(run.missing_amax)} tensor(s) had no INT8 range and stayed in float")
+    if result.held_out is not None:
+        used = result.held_out.data.get("images_used")
+        console.print(
+            f"held-out data ({result.held_out.data.get('path')}, {used} samples): model outputs vs FP32"
+        )
+        for run in result.held_out.runs:
+            where = f", {run.placement} placement" if run.placement else ""
+            for out in run.outputs:
+                line = _output_line(out.metrics, result.task_metric)
+                console.print(f"  {run.precision} {run.mode}{where}, output {out.tensor}: {line}")
     err = stderr_console()
     if any(r.precision != "int8" for r in result.runs):
         if result.fp16_range:

@@ -24,8 +24,8 @@ from trtq._core.cli import (
 from trtq._core.config import find_config
 from trtq._core.errors import CheckFailed, InputError
 from trtq.calib.cli_options import RangesArgs
-from trtq.datasets.cli_options import DataArgs
-from trtq.precision.evaluate import BISECT_METRICS
+from trtq.datasets.cli_options import DataArgs, EvalDataArgs
+from trtq.precision.cli_options import MetricArgs
 
 EPILOG_BISECT = """\b
 Examples:
@@ -36,14 +36,23 @@ Examples:
   precision bisect model.onnx --data tensors/ --precision fp16 --metric rel-l2 --threshold 0.01 \\
       --strategy contiguous --max-evals 30 -o pins.json --json bisect.json
   precision bisect model.onnx --data imgs/ --precision int8 --method percentile -o pins.json
+  precision bisect det.onnx --data imgs/ --eval-data held/ --shape x:1x3x640x640 --preset paddleocr \\
+      --precision int8 --metric mask-iou --binarize 0.3 --threshold 0.97 -o pins.json
 
 \b
-Criterion: --metric cosine|rel-l2|max-abs|sqnr with --threshold (default cosine >= 0.999 on
+Criterion: --metric cosine|rel-l2|max-abs|sqnr, or a task metric: top1 (argmax over the last
+axis agrees with FP32), mask-iou (outputs binarised at --binarize T, IoU pooled over the data),
+plug-ins (trtq.metrics entry points); with --threshold (default cosine >= 0.999 on
 every final output, against FP32 on ONNX Runtime), or --check CMD: a shell command that exits 0
 when the model is good. In CMD, {model} is the candidate ONNX (also $TRTQ_MODEL) and {pins} a
 JSON file listing the pinned node names (also $TRTQ_PINS). The candidate is TensorRT's build
 emulated in ONNX: run it with ONNX Runtime's graph optimisations off (ORT_DISABLE_ALL), as
 ONNX Runtime's own Q/DQ fusions change its numbers.
+
+\b
+--eval-data DIR: the search runs on --data; the answer and the no-pins baseline are then judged
+on the held-out data too (printed, "held_out" in pins.json). INT8 ranges come from --cache or
+--data, never from the held-out data.
 
 \b
 Exit codes: 0 a passing set was found (or nothing needs pinning); 1 even all layers in FP32 fail,
@@ -63,9 +72,16 @@ TensorRT 11), then runs it on the data against FP32 with the criterion bisect us
 same pins through the TensorRT emulation, and prints both results. For TensorRT 10 the pins are
 build-time precision constraints instead: the TensorRT backend sets the layers of the pinned
 nodes (pins.json "members") to FP32 with OBEY_PRECISION_CONSTRAINTS. Data, cache and settings
-default to those recorded in pins.json (flags > pins.json > config file). Exit code 1 when either result fails the criterion.
+default to those recorded in pins.json (flags > pins.json > config file). With --eval-data (or
+the held-out folder recorded in pins.json) both are judged on the held-out data as well. Exit
+code 1 when any result fails the criterion.
 """
 
+
+_METRIC_HELP = (
+    "Criterion on every final output vs FP32 (default cosine): cosine, rel-l2, max-abs, sqnr, "
+    "top1, mask-iou (with --binarize T), or a plug-in's (trtq.metrics entry points)."
+)
 
 BISECT_GROUPS = (
     ModelArgs("precision bisect model.onnx --data DIR -o pins.json"),
@@ -75,6 +91,8 @@ BISECT_GROUPS = (
         "ONNX Runtime threads.",
     ),
     OutputArgs("pins.json to write.", output_required="pins.json", report=True),
+    MetricArgs(_METRIC_HELP),
+    EvalDataArgs(),
     DataArgs(),  # last: its many flags close the help
 )
 PIN_GROUPS = (
@@ -84,6 +102,8 @@ PIN_GROUPS = (
     ),
     RuntimeArgs(None, "ONNX Runtime threads."),
     OutputArgs("Pinned ONNX to write.", output_required="pinned.onnx"),
+    MetricArgs(_METRIC_HELP + " Default: as in pins.json."),
+    EvalDataArgs(),
     DataArgs(),  # last: its many flags close the help
 )
 
@@ -91,17 +111,11 @@ PIN_GROUPS = (
 def _criterion_options(fn):
     opts = [
         click.option(
-            "--metric",
-            type=click.Choice(BISECT_METRICS),
-            default=None,
-            help="Metric on every final output vs FP32 (default cosine).",
-        ),
-        click.option(
             "--threshold",
             type=float,
             default=None,
-            help="Pass when metric >= T (cosine, sqnr) or <= T (rel-l2, max-abs). "
-            "Defaults: cosine 0.999, rel-l2 0.01, max-abs 0.01, sqnr 30 dB.",
+            help="Pass when metric >= T (cosine, sqnr, top1, mask-iou) or <= T (rel-l2, max-abs). "
+            "Defaults: cosine 0.999, rel-l2 0.01, max-abs 0.01, sqnr 30 dB, top1 0.99, mask-iou 0.95.",
         ),
         click.option(
             "--check",
@@ -191,11 +205,12 @@ def add_commands(group: click.Group) -> None:
 # -- bodies ---------------------------------------------------------------------------------------
 
 
-def _load_data(proto, data, quiet: bool):
-    """Open the data for the model and read every batch into memory (bisect runs them many times)."""
+def _load_data(proto, data, quiet: bool, batch_size: int | None = None):
+    """Open the data for the model and read every batch into memory (bisect runs them many times);
+    ``batch_size``: that of the search data, for held-out data."""
     from trtq.precision.cli_common import open_data
 
-    dataset, batch_size = open_data(proto, data)
+    dataset, batch_size = open_data(proto, data, batch_size)
     with progress_bar(quiet, unit="img") as progress:
         batches = list(dataset.batches(batch_size, progress=progress))
     return batches, dataset.stats.to_dict(data.data), batch_size
@@ -210,19 +225,27 @@ def _amax(proto, batches, precision: str, ranges, quiet: bool):
     return read_or_calibrate(proto, ranges.cache, ranges.method, quiet, total, batches, ranges.params)
 
 
-def _criterion(opts: dict, settings: dict | None = None):
+def _criterion(opts: dict, metric, settings: dict | None = None):
+    """The criterion of the flags (``metric``: the :class:`MetricArgs` settings), else the one
+    recorded in pins.json ``settings`` (its metric parameters too), else cosine >= 0.999."""
     from trtq.precision.evaluate import CheckCommand, metric_criterion
 
     settings = settings or {}
     if opts.get("check_cmd"):
-        if opts.get("metric") or opts.get("threshold") is not None:
+        if metric.name or metric.params or opts.get("threshold") is not None:
             raise InputError("give either --check CMD or --metric/--threshold, not both")
         return CheckCommand(opts["check_cmd"], opts.get("check_timeout"))
-    if opts.get("metric") or opts.get("threshold") is not None:
-        return metric_criterion(opts.get("metric") or "cosine", opts.get("threshold"))
-    if settings.get("metric") == "check" and settings.get("check"):
+    recorded = settings.get("metric")
+    flags = metric.name or metric.params or opts.get("threshold") is not None
+    if not flags and recorded == "check" and settings.get("check"):
         return CheckCommand(settings["check"], opts.get("check_timeout"))
-    return metric_criterion(settings.get("metric") or "cosine", settings.get("threshold"))
+    name = metric.name or (recorded if recorded not in (None, "check") else "cosine")
+    same = name == recorded
+    params = {**(settings.get("metric_params") or {}), **metric.params} if same else dict(metric.params)
+    threshold = opts.get("threshold")
+    if threshold is None and same:
+        threshold = settings.get("threshold")
+    return metric_criterion(name, threshold, params)
 
 
 def _write_report(path: str, doc: dict) -> None:
@@ -243,15 +266,22 @@ def _bisect(opts: dict[str, Any]) -> None:
     from trtq.precision.strategies import get_strategy
 
     config = find_config()
-    model, ranges, runtime, out, data = resolve_groups(opts, *BISECT_GROUPS, config=config)
+    model, ranges, runtime, out, metric, eval_data, data = resolve_groups(opts, *BISECT_GROUPS, config=config)
     precision = opts.get("precision_name") or config[0].get("precision") or "int8"
     strategy = opts.get("strategy") or "ranked"
     get_strategy(strategy)  # unknown names fail before any work
-    criterion = _criterion(opts)
+    criterion = _criterion(opts, metric)
+    if eval_data is not None and not criterion.needs_outputs:
+        raise InputError(
+            "--eval-data needs a metric criterion: a --check command judges the model on its own data"
+        )
     quiet = opts["quiet"] or out.json_to_stdout
     proto = load_onnx(model.path)
-    batches, data_block, _ = _load_data(proto, data, quiet)
-    amax = _amax(proto, batches, precision, ranges, quiet)
+    batches, data_block, batch_size = _load_data(proto, data, quiet)
+    held, held_block = (None, None)
+    if eval_data is not None:
+        held, held_block, _ = _load_data(proto, eval_data, quiet, batch_size)
+    amax = _amax(proto, batches, precision, ranges, quiet)  # from --cache or --data, never --eval-data
     with progress_bar(quiet, unit="eval") as progress:
         result = run_bisect(
             proto,
@@ -270,8 +300,12 @@ def _bisect(opts: dict[str, Any]) -> None:
                 "cache": str(Path(ranges.cache).resolve()) if ranges.cache else None,
                 "calib_method": None if ranges.cache or "int8" not in precision else ranges.method,
                 "data_options": {k: v for k, v in data.flags.items() if k not in _NOT_RECORDED},
+                "eval_data": eval_data.data if eval_data is not None else None,
             },
+            held_out=held,
         )
+    if result.held_out is not None:
+        result.held_out["data"] = held_block
     shapes = {name: tuple(a.shape) for name, a in batches[0].items()} if batches else None
     doc = result.to_json(
         model=model_summary(proto, model.path, shapes=shapes), data=data_block, created_by="precision bisect"
@@ -294,7 +328,7 @@ def _print_result(result, pins_path: str) -> None:
     for column in ("#", "phase", "pinned", "metric", "result", "time s"):
         trace.add_column(column, justify="right" if column not in ("phase", "result") else "left")
     bound = ""  # a stopped-early row shows the best metric it could still have reached
-    if result.settings.get("metric"):
+    if result.settings.get("metric") not in (None, "check"):
         from trtq.precision.metrics import get_metric
 
         bound = "≤ " if get_metric(result.settings["metric"]).higher_is_better else "≥ "
@@ -319,7 +353,27 @@ def _print_result(result, pins_path: str) -> None:
         console.print(pins)
     colour = "green" if result.verdict in ("found", "already-passes") else "red"
     console.print(f"[{colour}]{result.verdict}[/{colour}]: {result.summary()}")
+    if result.held_out is not None:
+        console.print(_held_out_line(result.held_out, result.criterion))
     console.print(f"wrote {pins_path} ({result.evaluations} evaluations, {result.wall_s:.1f} s)")
+
+
+def _held_out_line(held: dict[str, Any], criterion: str) -> str:
+    """One line: the answer and the no-pins baseline on the held-out data."""
+
+    def verdict(passed: bool) -> str:
+        return "[green]pass[/green]" if passed else "[red]fail[/red]"
+
+    data = held.get("data") or {}
+    where = f"{data.get('path')}, {data.get('images_used')} samples" if data else "held-out data"
+    return (
+        f"held-out ({where}): {criterion}: {_num(held['metric'])} {verdict(held['passed'])} with these pins; "
+        f"{_num(held['baseline_metric'])} {verdict(held['baseline_passed'])} without pins"
+    )
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.6g}"
 
 
 def _pin(opts: dict[str, Any]) -> None:
@@ -339,12 +393,13 @@ def _pin(opts: dict[str, Any]) -> None:
         "batch_size": settings.get("batch_size"),
         "cache": settings.get("cache"),
         "method": settings.get("calib_method"),
+        "eval_data": settings.get("eval_data"),
     }
     merged = {**{k: v for k, v in recorded.items() if v is not None}, **given}
     if "shape" in merged:
         merged["shape"] = tuple(merged["shape"])
     config = find_config()
-    model, ranges, runtime, out, data = resolve_groups(merged, *PIN_GROUPS, config=config)
+    model, ranges, runtime, out, metric, eval_data, data = resolve_groups(merged, *PIN_GROUPS, config=config)
     out_path = out.output
     if not data.data:
         raise InputError(
@@ -358,23 +413,36 @@ def _pin(opts: dict[str, Any]) -> None:
     quiet = opts["quiet"] or out.json_to_stdout
     proto = load_onnx(model.path)
     nodes = pinned_nodes(doc)
-    batches, data_block, _ = _load_data(proto, data, quiet)
+    batches, data_block, batch_size = _load_data(proto, data, quiet)
     if not ranges.cache and "int8" in precision and settings.get("amax") and not opts.get("method"):
         amax = settings["amax"]  # the ranges the bisect ran with, recorded in pins.json
     else:
         amax = _amax(proto, batches, precision, ranges, quiet)
-    criterion = _criterion(opts, settings)
-    check = verify_pins(
-        proto,
-        nodes,
-        batches,
-        criterion,
-        precision=precision,
-        placement=settings.get("placement") or "explicit",
-        amax=amax,
-        threads=runtime.threads,
-        source=str(opts["pins_file"]),
-    )
+    criterion = _criterion(opts, metric, settings)
+    if eval_data is not None and not criterion.needs_outputs:
+        raise InputError(
+            "--eval-data needs a metric criterion: a --check command judges the model on its own data"
+        )
+
+    def verify(on_batches):  # the ranges always come from --cache / --data / pins.json
+        return verify_pins(
+            proto,
+            nodes,
+            on_batches,
+            criterion,
+            precision=precision,
+            placement=settings.get("placement") or "explicit",
+            amax=amax,
+            threads=runtime.threads,
+            source=str(opts["pins_file"]),
+        )
+
+    check = verify(batches)
+    held = None
+    if eval_data is not None:
+        held_batches, held_block, _ = _load_data(proto, eval_data, quiet, batch_size)
+        held_check = verify(held_batches)
+        held = {"data": held_block, **held_check.to_dict()}
     save_onnx(check.model, out_path)
     result, emulated, passed = check.applied, check.emulated, check.passed
     out.write_json(
@@ -393,6 +461,7 @@ def _pin(opts: dict[str, Any]) -> None:
             pinned_layers=len(doc.get("pins") or []),
             **check.to_dict(),
             bisect_metric=doc.get("final_metric"),
+            **({"held_out": held} if held is not None else {}),
         )
     )
     if not quiet:
@@ -404,8 +473,21 @@ def _pin(opts: dict[str, Any]) -> None:
             verdict = "pass" if r.passed else "fail"
             note = f" [{r.note}]" if r.note else ""
             console.print(f"[{colour}]{verdict}[/{colour}] {label}: {criterion.describe()}: {value}{note}")
+        if held is not None:
+            for label, key in (("written model", ""), ("TensorRT emulation", "emulated_")):
+                ok = held["applied_passed"] if not key else held["emulated_passed"]
+                colour, verdict = ("green", "pass") if ok else ("red", "fail")
+                console.print(
+                    f"[{colour}]{verdict}[/{colour}] held-out data ({held['data'].get('path')}), {label}: "
+                    f"{_num(held[key + 'metric'])}"
+                )
     if not passed:
         raise CheckFailed(
             f"the pinned model fails {criterion.describe()} "
             f"(written model: {_fmt(result.metric)}, emulation: {_fmt(emulated.metric)})"
+        )
+    if held is not None and not held["passed"]:
+        raise CheckFailed(
+            f"the pinned model fails {criterion.describe()} on the held-out data "
+            f"(written model: {_fmt(held['metric'])}, emulation: {_fmt(held['emulated_metric'])})"
         )

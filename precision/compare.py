@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from trtq.precision.emulate import (
     folded,
     plan_emulation,
 )
-from trtq.precision.metrics import METRIC_KEYS, MetricAccumulator, get_metric
+from trtq.precision.metrics import METRIC_KEYS, MetricAccumulator, OutputAccumulator, get_metric
 from trtq.runtime.build import BuildSpec
 from trtq.runtime.runner import Runner
 
@@ -66,10 +66,22 @@ class TensorRecord:
             "tensor": self.tensor,
             "pinned": self.pinned,
         }
-        d.update({k: float(self.metrics[k]) for k in METRIC_KEYS})
+        d.update(_metric_fields(self.metrics))
         if self.fused:
             d["fused"] = list(self.fused)
         return d
+
+
+def _ranking_metric(name: str):
+    """The metric that ranks tensors: ``name``, or ``rel-l2`` for a task metric (outputs only)."""
+    m = get_metric(name)
+    return m if m.key in METRIC_KEYS else get_metric("rel-l2")
+
+
+def _metric_fields(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The tensor metrics in METRIC_KEYS order, then a task metric's key (outputs only)."""
+    extra = [k for k in metrics if k not in METRIC_KEYS]
+    return {k: float(metrics[k]) for k in (*METRIC_KEYS, *extra)}
 
 
 @dataclass(frozen=True)
@@ -105,19 +117,18 @@ class CompareRun:
             "placement": self.placement,
             "pins": sorted(self.pins),
             "layers": [r.to_dict() for r in self.layers],
-            "outputs": [
-                {"tensor": r.tensor, **{k: float(r.metrics[k]) for k in METRIC_KEYS}} for r in self.outputs
-            ],
+            "outputs": [{"tensor": r.tensor, **_metric_fields(r.metrics)} for r in self.outputs],
         }
 
     def worst(self, n: int | None = 10, metric: str = "rel-l2") -> list[TensorRecord]:
-        """The ``n`` worst tensors by ``metric`` (non-finite first); ties keep graph order."""
-        m = get_metric(metric)
+        """The ``n`` worst tensors by ``metric`` (non-finite first); ties keep graph order. A task
+        metric (``top1``, ``mask-iou``: outputs only) ranks by ``rel-l2`` instead."""
+        m = _ranking_metric(metric)
         ranked = sorted(self.layers, key=lambda r: (-m.badness(r.metrics), r.index))
         return ranked if n is None else ranked[:n]
 
     def scores(self, metric: str = "rel-l2") -> list[LayerScore]:
-        m = get_metric(metric)
+        m = _ranking_metric(metric)
         return [
             LayerScore(r.node, r.op_type, r.tensor, r.index, m.badness(r.metrics), dict(r.metrics), r.fused)
             for r in self.worst(None, metric)
@@ -134,6 +145,8 @@ class CompareResult:
     runs: list[CompareRun]
     fp16_range: list[dict[str, Any]] = field(default_factory=list)
     time_s: float | None = None
+    task_metric: dict[str, Any] | None = None  # {"name", "key", "params"} when --metric is a task metric
+    held_out: CompareHeldOut | None = None
 
     def to_dict(self, *, created_by: str | None = None) -> dict[str, Any]:
         """The ``kind = "compare"`` document; ``created_by`` names the command (default: the API)."""
@@ -148,6 +161,26 @@ class CompareResult:
             runs=[r.to_dict() for r in self.runs],
             fp16_range=self.fp16_range,
         )
+        if self.time_s is not None:
+            d["time_s"] = self.time_s
+        if self.task_metric is not None:
+            d["task_metric"] = dict(self.task_metric)
+        if self.held_out is not None:
+            d["held_out"] = self.held_out.to_dict()
+        return d
+
+
+@dataclass
+class CompareHeldOut:
+    """The same comparison on held-out data (``--eval-data``): the same builds and INT8 ranges
+    (from ``--data``/``--cache``, never from the held-out data), other images."""
+
+    data: dict[str, Any]
+    runs: list[CompareRun]
+    time_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"data": self.data, "runs": [r.to_dict() for r in self.runs]}
         if self.time_s is not None:
             d["time_s"] = self.time_s
         return d
@@ -178,6 +211,7 @@ def compare_runs(
     threads: int | None = None,
     backend: str = "onnxruntime",
     cache_path: str | os.PathLike | None = None,
+    output_accumulator: Callable[[], OutputAccumulator] | None = None,
 ) -> tuple[list[CompareRun], dict[str, float]]:
     """Compare several precisions and views over one pass through ``batches``.
 
@@ -188,6 +222,10 @@ def compare_runs(
     ``backend`` names the backend that builds each config for the graphwise view (the default
     emulates TensorRT on ONNX Runtime; ``tensorrt`` builds real engines with the compared tensors
     marked, INT8 from ``cache_path``); the FP32 reference always runs on ONNX Runtime.
+
+    ``output_accumulator()`` makes the accumulator of each model output (e.g. a criterion's
+    :meth:`~trtq.precision.evaluate.MetricCriterion.accumulator`, which adds a task metric such as
+    ``mask-iou`` to the outputs' metrics); other tensors get the tensor metrics only.
     """
     for mode in modes:
         if mode not in MODES:
@@ -223,8 +261,14 @@ def compare_runs(
             for k, plan in enumerate(plans):
                 sessions.append((k, _graphwise_runner(backend, plan, compare_names, cache_path, threads)))
 
-        acc_g = [{n: MetricAccumulator() for n in compare_names} for _ in plans]
-        acc_l = [{o: MetricAccumulator() for o in m} for m in lw_maps]
+        make_out = output_accumulator or OutputAccumulator
+        output_set = set(output_names)
+
+        def new_acc(name: str) -> MetricAccumulator | OutputAccumulator:
+            return make_out() if name in output_set else MetricAccumulator()
+
+        acc_g = [{n: new_acc(n) for n in compare_names} for _ in plans]
+        acc_l = [{o: new_acc(o) for o in m} for m in lw_maps]
         observed: dict[str, float] = {}
         batch_list = batches if hasattr(batches, "__len__") else None
         progress(0, total=len(batch_list) if batch_list is not None else None, description="comparing")
@@ -301,7 +345,7 @@ def _fetchable(runner: Runner, names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys([*keep, *outs]))
 
 
-def _layerwise_records(plan: EmulationPlan, acc: Mapping[str, MetricAccumulator]) -> list[TensorRecord]:
+def _layerwise_records(plan: EmulationPlan, acc: Mapping[str, Any]) -> list[TensorRecord]:
     model = plan.model
     recs: list[TensorRecord] = []
     for lp in plan.layers:

@@ -42,7 +42,7 @@ from trtq._core.errors import InputError
 from trtq.precision.builds import Candidate, onnx_candidate
 
 if TYPE_CHECKING:
-    from trtq.precision.metrics import MetricAccumulator
+    from trtq.precision.metrics import OutputAccumulator
 
 log = logging.getLogger(__name__)
 
@@ -91,45 +91,69 @@ class Criterion:
     def describe(self) -> str:
         return self.name
 
+    def accumulator(self) -> OutputAccumulator:
+        """A fresh accumulator for one output (the tensor metrics)."""
+        from trtq.precision.metrics import OutputAccumulator
 
-# Default thresholds of ``--metric`` when ``--threshold`` is not given.
+        return OutputAccumulator()
+
+
+# Default thresholds of ``--metric`` when ``--threshold`` is not given (task metrics carry theirs).
 DEFAULT_THRESHOLDS = {"cosine": 0.999, "rel-l2": 0.01, "max-abs": 0.01, "mean-abs": 0.001, "sqnr": 30.0}
-BISECT_METRICS = ("cosine", "rel-l2", "max-abs", "sqnr")
+BISECT_METRICS = ("cosine", "rel-l2", "max-abs", "sqnr", "top1", "mask-iou")
 
 
-def metric_criterion(name: str, threshold: float | None = None) -> MetricCriterion:
+def metric_criterion(
+    name: str, threshold: float | None = None, params: Mapping[str, float | None] | None = None
+) -> MetricCriterion:
     """The criterion ``name >= threshold`` (or ``<=``, by the metric's direction) on every output.
 
-    ``name`` is any metric of :mod:`trtq.precision.metrics` (``cosine``, ``rel-l2``, ``max-abs``,
-    ``sqnr``, ...); ``threshold`` defaults to :data:`DEFAULT_THRESHOLDS`.
+    ``name`` is any registered metric (:func:`trtq.precision.metrics.get_metric`): a tensor metric
+    (``cosine``, ``rel-l2``, ``max-abs``, ``sqnr``, ...) or a task metric (``top1``, ``mask-iou``,
+    plug-ins), with its ``params`` (e.g. ``{"binarize": 0.3}``; a metric without parameters
+    rejects any). ``threshold`` defaults to :data:`DEFAULT_THRESHOLDS` or the task metric's own.
     """
     from trtq.precision.metrics import get_metric
+    from trtq.precision.task_metrics import metric_params
 
     metric = get_metric(name)
+    resolved = metric_params(metric, params)
     if threshold is None:
-        if metric.name not in DEFAULT_THRESHOLDS:
+        threshold = DEFAULT_THRESHOLDS.get(metric.name, getattr(metric, "default_threshold", None))
+        if threshold is None:
             raise InputError(f"metric '{name}' has no default threshold: give --threshold")
-        threshold = DEFAULT_THRESHOLDS[metric.name]
     if not math.isfinite(float(threshold)):
         raise InputError(f"--threshold must be a finite number, got {threshold}")
-    return MetricCriterion(metric.name, float(threshold))
+    return MetricCriterion(metric.name, float(threshold), tuple(sorted(resolved.items())))
 
 
 @dataclass(frozen=True)
 class MetricCriterion(Criterion):
     """Compare every final output with FP32; the worst output decides.
 
-    ``metric`` names a :class:`trtq.precision.metrics.Metric`, whose direction decides whether the
-    threshold is a floor (cosine, sqnr) or a ceiling (rel-l2, max-abs). An output holding NaN/Inf
-    fails, and its value counts as the worst possible (-inf or +inf).
+    ``metric`` names a registered metric (:mod:`trtq.precision.metrics`: tensor metrics, task
+    metrics, plug-ins), whose direction decides whether the threshold is a floor (cosine, sqnr,
+    top1, mask-iou) or a ceiling (rel-l2, max-abs). ``params`` are the metric's parameters as
+    ``(name, value)`` pairs (e.g. ``(("binarize", 0.3),)``). An output holding NaN/Inf fails, and
+    its value counts as the worst possible (-inf or +inf).
     """
 
     metric: str
     threshold: float
+    params: tuple[tuple[str, float], ...] = ()
 
     @property
     def name(self) -> str:  # type: ignore[override]
         return self.metric
+
+    def accumulator(self) -> OutputAccumulator:
+        """A fresh accumulator for one output: the tensor metrics, plus the task metric's."""
+        from trtq.precision.metrics import OutputAccumulator, get_metric
+        from trtq.precision.task_metrics import TaskMetric
+
+        metric = get_metric(self.metric)
+        task = metric.make(**dict(self.params)) if isinstance(metric, TaskMetric) else None
+        return OutputAccumulator(task)
 
     def judge(self, outputs: Mapping[str, Mapping[str, float]]) -> tuple[float | None, bool]:
         from trtq.precision.metrics import get_metric
@@ -147,7 +171,10 @@ class MetricCriterion(Criterion):
         from trtq.precision.metrics import get_metric
 
         direction = ">=" if get_metric(self.metric).higher_is_better else "<="
-        return f"{self.metric} {direction} {self.threshold:g} on every output"
+        params = ", ".join(f"{k} {v:g}" for k, v in self.params)
+        return f"{self.metric} {direction} {self.threshold:g} on every output" + (
+            f" ({params})" if params else ""
+        )
 
 
 @dataclass(frozen=True)
@@ -228,24 +255,28 @@ def output_metrics(
     candidate: Candidate,
     batches: Sequence[Batch],
     reference: Sequence[Mapping[str, np.ndarray]],
-    stop: Callable[[Mapping[str, MetricAccumulator], int], dict[str, dict[str, float]] | None] | None = None,
+    stop: Callable[[Mapping[str, OutputAccumulator], int], dict[str, dict[str, float]] | None] | None = None,
+    accumulator: Callable[[], OutputAccumulator] | None = None,
 ) -> tuple[dict[str, dict[str, float]], int]:
     """Run the batches in order and accumulate each final output's metrics over them (float64
     sums, so the result does not depend on batching; see :mod:`trtq.precision.metrics`).
 
     ``stop(accumulators, i)`` is asked after every batch ``i`` but the last (0-based); when it
     returns metrics instead of None, the remaining batches are skipped and those metrics are
-    returned. Returns the metrics and the number of batches run.
+    returned. ``accumulator()`` makes each output's accumulator (default: the tensor metrics;
+    a criterion's :meth:`~MetricCriterion.accumulator` adds its task metric). Returns the
+    metrics and the number of batches run.
     """
-    from trtq.precision.metrics import MetricAccumulator
+    from trtq.precision.metrics import OutputAccumulator
 
-    acc: dict[str, MetricAccumulator] = {}
+    accumulator = accumulator or OutputAccumulator
+    acc: dict[str, OutputAccumulator] = {}
     for i, (feeds, ref) in enumerate(zip(batches, reference, strict=True)):
         actual = candidate.run(feeds)
         for name, value in ref.items():
             if name not in actual:
                 raise InputError(f"the built model has no output '{name}'")
-            acc.setdefault(name, MetricAccumulator()).update(actual[name], value)
+            acc.setdefault(name, accumulator()).update(actual[name], value)
         if stop is not None and i + 1 < len(batches):
             final = stop(acc, i)
             if final is not None:
@@ -287,7 +318,9 @@ class Evaluator:
                 raise ValueError("Evaluator needs the FP32 model or reference outputs")
             reference = reference_outputs(model, self.batches, threads=threads)
         self.reference = reference
-        self._rest = _remaining_energy(reference) if early_stop and reference else None
+        self._rest = None
+        if early_stop and reference and criterion.needs_outputs:
+            self._rest = _remaining(reference, criterion.accumulator)
 
     @property
     def backend_label(self) -> str:
@@ -305,7 +338,9 @@ class Evaluator:
                     metric, passed, note = self.criterion.judge_file(path, pins)
                 return EvalResult(pins, passed, metric, time.perf_counter() - start, {}, note)
             stop = self._hopeless if self._rest is not None else None
-            outputs, ran = output_metrics(candidate, self.batches, self.reference or [], stop)
+            outputs, ran = output_metrics(
+                candidate, self.batches, self.reference or [], stop, self.criterion.accumulator
+            )
         finally:
             candidate.close()
         metric, passed = self.criterion.judge(outputs)
@@ -313,21 +348,31 @@ class Evaluator:
         note = f"stopped after {ran} of {len(self.batches)} batches: cannot pass" if stopped else ""
         return EvalResult(pins, passed, metric, time.perf_counter() - start, outputs, note, stopped)
 
-    def _hopeless(self, accs: Mapping[str, MetricAccumulator], i: int) -> dict[str, dict[str, float]] | None:
-        """The bounds after batch ``i`` when even the best rest of the data cannot pass, else None."""
+    def _hopeless(self, accs: Mapping[str, OutputAccumulator], i: int) -> dict[str, dict[str, float]] | None:
+        """The bounds after batch ``i`` when even the best rest of the data cannot pass, else None
+        (also when a task metric has no bound: then every batch runs)."""
         bounds = {name: a.bound(*self._rest[name][i]) for name, a in accs.items()}
+        if any(b is None for b in bounds.values()):
+            return None
         return None if self.criterion.judge(bounds)[1] else bounds
 
 
-def _remaining_energy(reference: Sequence[Mapping[str, np.ndarray]]) -> dict[str, list[tuple[float, int]]]:
-    """Per output, after each batch: (sum of r^2, element count) of the batches still to come.
-
-    Non-finite reference values are left out of the energy, as the metrics leave them out of
-    their sums (an Inf matched exactly is not an error)."""
-    out: dict[str, list[tuple[float, int]]] = {}
+def _remaining(
+    reference: Sequence[Mapping[str, np.ndarray]], accumulator: Callable[[], OutputAccumulator]
+) -> dict[str, list[tuple[float, ...]]] | None:
+    """Per output, after each batch: the summed :meth:`rest` statistics of the batches still to
+    come (for the tensor metrics: sum of r^2 and element count). None when a task metric has no
+    bound (nothing can stop early)."""
+    probe = accumulator()
+    if not probe.has_bound:
+        return None
+    out: dict[str, list[tuple[float, ...]]] = {}
     for name in reference[0]:
-        flat = (np.asarray(b[name], np.float64).ravel() for b in reference)
-        energy = [float(np.dot(r, r)) for r in (f[np.isfinite(f)] for f in flat)]
-        sizes = [int(np.size(b[name])) for b in reference]
-        out[name] = [(sum(energy[i + 1 :]), sum(sizes[i + 1 :])) for i in range(len(reference))]
+        per_batch = [np.asarray(probe.rest(b[name]), np.float64) for b in reference]
+        out[name] = [
+            tuple(float(v) for v in np.sum(per_batch[i + 1 :], axis=0))
+            if i + 1 < len(per_batch)
+            else tuple(0.0 for _ in per_batch[0])
+            for i in range(len(reference))
+        ]
     return out

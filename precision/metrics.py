@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -158,6 +158,59 @@ class MetricAccumulator:
             "nonfinite": 0.0,
         }
 
+    def rest(self, reference: np.ndarray) -> tuple[float, float]:
+        """What :meth:`bound` needs of a reference batch not seen yet: (sum of r^2, element
+        count). Non-finite values are left out of the energy, as :meth:`update` leaves them out
+        of its sums (an Inf matched exactly is not an error)."""
+        r = np.asarray(reference, np.float64).ravel()
+        r = r[np.isfinite(r)]
+        return float(np.dot(r, r)), float(np.size(reference))
+
+
+class OutputAccumulator:
+    """The tensor metrics of one output, plus a task metric's accumulator when one is chosen
+    (``task``: see :mod:`trtq.precision.task_metrics`); :meth:`result` holds both sets of keys.
+    :meth:`bound` is None when the task metric has none (then nothing may stop early)."""
+
+    __slots__ = ("metrics", "task")
+
+    def __init__(self, task: object | None = None) -> None:
+        self.metrics = MetricAccumulator()
+        self.task = task
+
+    @property
+    def n(self) -> int:
+        return self.metrics.n
+
+    def update(self, actual: np.ndarray, reference: np.ndarray) -> OutputAccumulator:
+        self.metrics.update(actual, reference)
+        if self.task is not None:
+            self.task.update(actual, reference)
+        return self
+
+    def result(self) -> dict[str, float]:
+        out = self.metrics.result()
+        if self.task is not None:
+            out.update(self.task.result())
+        return out
+
+    @property
+    def has_bound(self) -> bool:
+        return self.task is None or callable(getattr(self.task, "bound", None))
+
+    def rest(self, reference: np.ndarray) -> tuple[float, ...]:
+        own = self.metrics.rest(reference)
+        return own + tuple(self.task.rest(reference)) if self.task is not None and self.has_bound else own
+
+    def bound(self, *rest: float) -> dict[str, float] | None:
+        out = self.metrics.bound(rest[0], int(rest[1]))
+        if self.task is not None:
+            task = self.task.bound(*rest[2:]) if self.has_bound else None
+            if task is None:
+                return None
+            out.update(task)
+        return out
+
 
 def _make_kernel():
     if njit is None:
@@ -253,10 +306,53 @@ for _m in (
     register_metric(_m)
 
 
+ENTRY_POINT_GROUP = "trtq.metrics"
+_LOADED: set[str] = set()
+
+
+def _load_plugins() -> None:
+    """Register the built-in task metrics and those of the ``trtq.metrics`` entry-point group
+    (each names a :class:`Metric`, e.g. a :class:`~trtq.precision.task_metrics.TaskMetric`)."""
+    from importlib.metadata import entry_points
+
+    import trtq.precision.task_metrics  # noqa: F401  (registers top1, mask-iou)
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        key = f"{ep.name}={ep.value}"
+        if key in _LOADED:
+            continue
+        _LOADED.add(key)
+        metric = ep.load()
+        if not isinstance(metric, Metric):
+            raise InputError(
+                f"entry point '{ep.name}' ({ep.value}) of {ENTRY_POINT_GROUP} is not a trtq Metric"
+            )
+        if metric.name != ep.name:
+            metric = replace(metric, name=ep.name)
+        register_metric(metric)
+
+
+def available_metrics() -> list[Metric]:
+    """Every registered metric: tensor metrics, task metrics, plug-ins."""
+    _load_plugins()
+    return list(METRICS.values())
+
+
 def get_metric(name: str) -> Metric:
-    """The registered metric ``name`` (``cosine``, ``rel-l2``, ``max-abs``, ``mean-abs``, ``sqnr``,
-    ``nonfinite``); the underscore spellings (``rel_l2``, ``sqnr_db``) are accepted too."""
+    """The registered metric ``name``: a tensor metric (``cosine``, ``rel-l2``, ``max-abs``,
+    ``mean-abs``, ``sqnr``, ``nonfinite``; the underscore spellings ``rel_l2``, ``sqnr_db`` are
+    accepted too), a task metric (``top1``, ``mask-iou``) or a plug-in's (``trtq.metrics`` entry
+    points). An unknown name raises :class:`InputError` listing the choices."""
+    for m in METRICS.values():
+        if name in (m.name, m.key):
+            return m
+    _load_plugins()
     for m in METRICS.values():
         if name in (m.name, m.key):
             return m
     raise InputError(f"unknown metric '{name}'; choose one of: {', '.join(METRICS)}")
+
+
+def is_task_metric(name: str) -> bool:
+    """True for a metric of a model's outputs only (``top1``, ``mask-iou``, plug-ins)."""
+    return get_metric(name).key not in METRIC_KEYS

@@ -21,7 +21,7 @@ from trtq.reports.sections import BuildInputs, register_section
 # Metrics whose values span decades and are plotted on a log axis.
 _LOG_METRICS = {"rel-l2", "max-abs"}
 # Metrics where larger is better: a stopped-early value is an upper bound ("at most").
-_HIGHER_IS_BETTER = {"cosine", "sqnr"}
+_HIGHER_IS_BETTER = {"cosine", "sqnr", "top1", "mask-iou"}
 _VERDICT_TEXT = {
     "found": "found a pin set that passes",
     "already-passes": "passes without any pin",
@@ -113,9 +113,24 @@ def trace_plot(trace: list[dict[str, Any]], metric: str, threshold: float | None
         return png_data_uri(fig)
 
 
+def _held_out(held: dict[str, Any]) -> dict[str, Any]:
+    """The answer judged on held-out data (``--eval-data``) beside the search data's."""
+    data = held.get("data") or {}
+    return {
+        "path": str(data.get("path") or ""),
+        "samples": data.get("images_used"),
+        "metric": _fmt(held.get("metric")),
+        "passed": bool(held.get("passed")),
+        "baseline": _fmt(held.get("baseline_metric")),
+        "baseline_passed": bool(held.get("baseline_passed")),
+    }
+
+
 def build_one(result: dict[str, Any]) -> dict[str, Any]:
     settings = result.get("settings") or {}
     metric = str(settings.get("metric") or "metric")
+    params = settings.get("metric_params") or {}
+    label = metric + "".join(f", {k} {v:g}" for k, v in params.items() if isinstance(v, (int, float)))
     threshold = as_float(settings.get("threshold"))
     trace = [t for t in result.get("trace") or [] if isinstance(t, dict)]
     verdict = str(result.get("verdict") or "unknown")
@@ -132,12 +147,15 @@ def build_one(result: dict[str, Any]) -> dict[str, Any]:
         for p in result.get("pins") or []
         if isinstance(p, dict)
     ]
+    held = result.get("held_out") if isinstance(result.get("held_out"), dict) else None
     return {
+        "held_out": _held_out(held) if held else None,
         "model": str((result.get("model") or {}).get("path") or ""),
         "backend": str(result.get("backend") or ""),
         "precision": str(settings.get("precision") or ""),
         "strategy": str(settings.get("strategy") or ""),
         "metric": metric,
+        "metric_label": label,
         "threshold": "—" if math.isnan(threshold) else f"{threshold:g}",
         "max_evals": settings.get("max_evals"),
         "verdict": verdict,

@@ -12,7 +12,14 @@ from typing import Any
 
 from trtq.reports.colours import DARK_FROM, LogScale
 from trtq.reports.layer_grid import LayerGrid, build_grid
-from trtq.reports.metrics import HEATMAP_METRICS, METRICS, OUTPUT_METRICS, TABLE_METRICS, as_float
+from trtq.reports.metrics import (
+    HEATMAP_METRICS,
+    METRICS,
+    OUTPUT_METRICS,
+    TABLE_METRICS,
+    as_float,
+    format_number,
+)
 from trtq.reports.overview import overview_strip
 from trtq.reports.sections import BuildInputs, register_section
 
@@ -83,20 +90,43 @@ class _Cells:
         return [self.cells[key][i][j] for j in range(self.grid.shape[1]) for key in keys]
 
 
-def _outputs(grid: LayerGrid) -> list[dict[str, Any]]:
+def _output_row(label: str, out: dict[str, Any], task_key: str | None) -> dict[str, Any]:
+    nonfinite = out.get("nonfinite") or 0.0
+    task = [format_number(out.get(task_key), ".5f")] if task_key else []
+    return {
+        "run": label,
+        "tensor": str(out.get("tensor", "")),
+        "metrics": task + [METRICS[k].format(as_float(out.get(k))) for k in OUTPUT_METRICS],
+        "nonfinite": f"{float(nonfinite):.1%}" if nonfinite else "0",
+        "bad": bool(nonfinite),
+    }
+
+
+def _outputs(grid: LayerGrid, task_key: str | None) -> list[dict[str, Any]]:
+    return [_output_row(run.label, out, task_key) for run in grid.runs for out in run.outputs]
+
+
+def _task(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The task metric (``--metric top1|mask-iou|...``) of the results, if any chose one."""
+    for result in results:
+        task = result.get("task_metric")
+        if isinstance(task, dict) and task.get("key"):
+            return task
+    return None
+
+
+def _held_out(results: list[dict[str, Any]], task_key: str | None) -> list[dict[str, Any]]:
+    """Output rows of the comparisons repeated on held-out data (``--eval-data``)."""
     rows = []
-    for run in grid.runs:
-        for out in run.outputs:
-            nonfinite = out.get("nonfinite") or 0.0
-            rows.append(
-                {
-                    "run": run.label,
-                    "tensor": str(out.get("tensor", "")),
-                    "metrics": [METRICS[k].format(as_float(out.get(k))) for k in OUTPUT_METRICS],
-                    "nonfinite": f"{float(nonfinite):.1%}" if nonfinite else "0",
-                    "bad": bool(nonfinite),
-                }
-            )
+    for result in results:
+        held = result.get("held_out")
+        if not isinstance(held, dict):
+            continue
+        path = str((held.get("data") or {}).get("path") or "")
+        for run in held.get("runs") or []:
+            label = " ".join(str(run.get(k)) for k in ("precision", "mode", "placement") if run.get(k))
+            for out in run.get("outputs") or []:
+                rows.append(dict(_output_row(label, out, task_key), data=path))
     return rows
 
 
@@ -131,6 +161,8 @@ def build_group(results: list[dict[str, Any]], inputs: BuildInputs) -> dict[str,
         if isinstance(p, dict)
     }
     grid = build_grid(results, extra_pins)
+    task = _task(results)
+    task_key = str(task["key"]) if task else None
     n_layers, n_runs = grid.shape
     scales = {key: LogScale.fit(grid.errors(key)) for key in dict.fromkeys(HEATMAP_METRICS + TABLE_METRICS)}
     worst = grid.worst(WORST_N)
@@ -167,11 +199,12 @@ def build_group(results: list[dict[str, Any]], inputs: BuildInputs) -> dict[str,
         ],
         "heatmap_metrics": [METRICS[k].label for k in HEATMAP_METRICS],
         "table_metrics": [METRICS[k].label for k in TABLE_METRICS],
-        "output_metrics": [METRICS[k].label for k in OUTPUT_METRICS],
+        "output_metrics": ([str(task["name"])] if task else []) + [METRICS[k].label for k in OUTPUT_METRICS],
         "worst": [dict(row(p, TABLE_METRICS, table_cells), rank=r) for r, p in enumerate(worst_pos, start=1)],
         "worst_n": WORST_N,
         "heatmap": [row(i, HEATMAP_METRICS, heat_cells) for i in range(n_layers)],
-        "outputs": _outputs(grid),
+        "outputs": _outputs(grid, task_key),
+        "held_out": _held_out(results, task_key),
         "fp16_range": _fp16_range(results),
     }
 

@@ -37,6 +37,13 @@ HERE = Path("/cfg")  # the config file's folder: config paths resolve against it
 SAMPLES = {
     "model": (["flag.onnx"], {"model": "cfg.onnx"}, lambda s: s.path, str(HERE / "cfg.onnx"), "flag.onnx"),
     "data": (["--data", "flag/"], {"data": "cfg/"}, lambda s: s.data, str(HERE / "cfg/"), "flag/"),
+    "eval_data": (
+        ["--eval-data", "flag/"],
+        {"eval_data": "cfg/"},
+        lambda s: s.data,
+        str(HERE / "cfg/"),
+        "flag/",
+    ),
     "batch_size": (["--batch-size", "3"], {"batch_size": 5}, lambda s: s.batch_size, 5, 3),
     "shape": (
         ["--shape", "x:2x3"],

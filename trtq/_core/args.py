@@ -11,6 +11,10 @@ group                     flags (config keys)    meaning, in every command that 
 :class:`ModelArgs`        ``MODEL`` (``model``)  the ONNX model, else ``model`` of the config
 ``DataArgs`` (datasets)   ``--data``,            the data and its preprocessing, batched by
                           ``--batch-size``, ...  ``--batch-size`` (``trtq.datasets.cli_options``)
+``EvalDataArgs``          ``--eval-data``        held-out data, read like ``--data`` (its flags);
+(datasets)                (``eval_data``)        answers found on ``--data`` reported on it too
+``MetricArgs``            ``--metric``,          the metric (tensor or task metric, plug-ins) and
+(precision)               ``--binarize``         its parameters (``trtq.precision.cli_options``)
 ``RangesArgs`` (calib)    ``--cache``,           the TensorRT calibration cache (read, or
                           ``--method``, ...      written by ``calib``), the calibration method
 :class:`RuntimeArgs`      ``--backend``,         the backend that runs the model, its threads
