@@ -81,3 +81,24 @@ def minmax_amax(model: onnx.ModelProto, batches) -> dict[str, float]:
             for k, v in b.run(feeds, names).items():
                 amax[k] = max(amax.get(k, 0.0), float(np.abs(v).max()))
     return amax
+
+
+def two_conv_workspace(tmp_path):
+    """``two_conv_model`` saved as m.onnx, 4 random samples as .npy files in data/, and their
+    min/max TensorRT cache: ``(tmp_path, model path, data dir, cache path)``."""
+    from trtq.calib.cache import CalibrationCache, write_cache
+
+    model = two_conv_model()
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    data = tmp_path / "data"
+    data.mkdir()
+    rs = np.random.RandomState(0)
+    batches = []
+    for i in range(4):
+        x = rs.randn(1, 3, 6, 6).astype(np.float32)
+        np.save(data / f"s{i}.npy", x)
+        batches.append({"x": x})
+    cache = tmp_path / "calib.cache"
+    write_cache(cache, CalibrationCache.from_amax(minmax_amax(model, batches)))
+    return tmp_path, path, data, cache

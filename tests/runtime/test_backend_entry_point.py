@@ -13,8 +13,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -54,24 +52,9 @@ def plugin(tmp_path, monkeypatch):
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "precision"))
-    from precision_tiny_models import minmax_amax, two_conv_model
+    from precision_tiny_models import two_conv_workspace
 
-    from trtq.calib.cache import CalibrationCache, write_cache
-
-    model = two_conv_model()
-    path = tmp_path / "m.onnx"
-    onnx.save(model, path)
-    data = tmp_path / "data"
-    data.mkdir()
-    rs = np.random.RandomState(0)
-    batches = []
-    for i in range(4):
-        x = rs.randn(1, 3, 6, 6).astype(np.float32)
-        np.save(data / f"s{i}.npy", x)
-        batches.append({"x": x})
-    cache = tmp_path / "calib.cache"
-    write_cache(cache, CalibrationCache.from_amax(minmax_amax(model, batches)))
-    return tmp_path, path, data, cache
+    return two_conv_workspace(tmp_path)
 
 
 def test_entry_point_backend_is_listed_and_runs_compare_bisect_and_calib(plugin, workspace):
