@@ -80,7 +80,7 @@ def worker_infer(model: str, files: list[str], mark_all: bool) -> dict:
     from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
     proto = load_onnx(model)
-    names = [t.name for t in float_tensors(proto) if t.node] if mark_all else None
+    names = [t.name for t in float_tensors(proto) if t.producer] if mark_all else None
     with OnnxRuntimeRunner(proto, mark=names or ()) as be:
         be.run({"x": np.load(files[0])}, names)  # warm-up
         t0 = time.perf_counter()
@@ -164,7 +164,7 @@ def worker_hist(model: str, files: list[str]) -> dict:
     from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
     proto = load_onnx(model)
-    names = [t.name for t in float_tensors(proto) if t.node]
+    names = [t.name for t in float_tensors(proto) if t.producer]
     with OnnxRuntimeRunner(proto, mark=names) as be:
         outs = be.run({"x": np.load(files[0])}, names)
     values = sum(a.size for a in outs.values())

@@ -222,13 +222,13 @@ def modelopt_versions(py: Path) -> str:
 
 def preprocess(case: ModelCase, folder: Path) -> np.ndarray:
     """The images of ``folder`` (sorted by name) as one float32 array [N, 3, H, W]."""
-    from trtq.datasets import InputSpec, PreprocessSpec, open_dataset
+    from trtq.datasets import PreprocessSpec, TensorInfo, open_dataset
 
     opts = dict(case.preprocess)
     preset = opts.pop("preset", None)
     spec = PreprocessSpec.preset(preset, **opts) if preset else PreprocessSpec(**opts)
     ds = open_dataset(
-        folder, [InputSpec(case.input, (1, 3, *case.hw), np.float32)], spec, workers=0, strict=True
+        folder, [TensorInfo(case.input, (1, 3, *case.hw), np.dtype(np.float32))], spec, workers=0, strict=True
     )
     return np.concatenate([b[case.input] for b in ds.batches(1)])
 

@@ -28,14 +28,18 @@ from trtq.runtime.runner import Runner
 class PrecisionTools:
     """trtq's build tools (see :class:`trtq.runtime.build.BuildTools`)."""
 
-    #: Folded models remembered (the most recent ones; bisect and compare use one or two).
+    #: Folded models and emulation plans remembered (the most recent ones: a command works on one
+    #: model and a few configs; bisect varies only the pins).
     KEEP = 4
+    KEEP_PLANS = 8
 
     def __init__(self) -> None:
         self._prepared: OrderedDict[int, tuple[onnx.ModelProto, onnx.ModelProto, Any]] = OrderedDict()
+        self._plans: OrderedDict[tuple, tuple[onnx.ModelProto, Any, Any]] = OrderedDict()
 
-    def _folded(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, Any]:
-        """``model`` folded in FP32 and its float tensors, computed once per model object."""
+    def prepared(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, Any]:
+        """``model`` folded in FP32 and its float tensors, computed once per model object (the
+        folded model is remembered as already prepared too)."""
         from trtq._core.onnx_model import float_tensors
         from trtq.precision.emulate import folded
 
@@ -44,19 +48,36 @@ class PrecisionTools:
             base = folded(model)
             hit = (model, base, float_tensors(base))
             self._prepared[id(model)] = hit
+            self._prepared[id(base)] = (base, base, hit[2])
             while len(self._prepared) > self.KEEP:
                 self._prepared.popitem(last=False)
         self._prepared.move_to_end(id(model))
         return hit[1], hit[2]
 
+    def plan(self, model: onnx.ModelProto, config: Any, amax: Mapping[str, float] | None) -> Any:
+        """The emulation plan of ``model`` under ``config`` (an EmulationConfig) with ranges
+        ``amax``, made once per (model, config, amax) objects: compare plans its configs here and
+        the backend's build finds the same plan instead of making it again."""
+        from trtq.precision.emulate import plan_emulation
+
+        base, sites = self.prepared(model)
+        key = (id(base), config, id(amax))
+        hit = self._plans.get(key)
+        if hit is None or hit[0] is not base or hit[1] is not amax:
+            hit = (base, amax, plan_emulation(base, config, amax, sites=sites))
+            self._plans[key] = hit
+            while len(self._plans) > self.KEEP_PLANS:
+                self._plans.popitem(last=False)
+        self._plans.move_to_end(key)
+        return hit[2]
+
     def emulate(self, model: onnx.ModelProto, spec: BuildSpec) -> onnx.ModelProto:
-        from trtq.precision.emulate import EmulationConfig, emulate
+        from trtq.precision.emulate import EmulationConfig, apply_plan
 
         if spec.precision == "fp32":
             return model  # pins alone change nothing in FP32
         config = EmulationConfig(spec.precision, spec.placement, spec.pins)
-        base, sites = self._folded(model)
-        return emulate(base, config, self._amax(spec), sites=sites)
+        return apply_plan(self.plan(model, config, self._amax(spec)))
 
     def typed_model(self, model: onnx.ModelProto, spec: BuildSpec) -> onnx.ModelProto:
         from trtq.precision.export import export_qdq
@@ -88,9 +109,9 @@ class PrecisionTools:
         write_cache(path, CalibrationCache.from_amax(amax))
 
     @staticmethod
-    def _amax(spec: BuildSpec) -> dict[str, float] | None:
+    def _amax(spec: BuildSpec) -> Mapping[str, float] | None:
         if spec.amax:
-            return dict(spec.amax)
+            return spec.amax  # the caller's object: plans are remembered per ranges object
         if spec.cache_path is not None:
             from trtq.calib.cache import read_cache
 
@@ -164,7 +185,7 @@ class ModelBuild:
         self._cls.require()  # fail now, with the backend's one-line message, not after the ranking
         self.spec = BuildSpec(**{**self.spec.__dict__})  # validated once, before any evaluation
         if self.spec.precision != "fp32" and self._cls.emulated_precision:
-            TOOLS._folded(self.model)  # fold once, not at every evaluation
+            TOOLS.prepared(self.model)  # fold once, not at every evaluation
 
     @property
     def backend_label(self) -> str:

@@ -33,8 +33,6 @@ from trtq.precision.emulate import (
     EmulationConfig,
     EmulationPlan,
     build_layerwise_model,
-    folded,
-    plan_emulation,
 )
 from trtq.precision.metrics import METRIC_KEYS, MetricAccumulator, OutputAccumulator, get_metric
 from trtq.runtime.build import BuildSpec
@@ -232,10 +230,12 @@ def compare_runs(
             raise InputError(f"unknown mode '{mode}'; choose one of: {', '.join(MODES)}")
     if not configs:
         raise InputError("nothing to compare: no precision given")
-    base = folded(_as_model(model))
-    first = plan_emulation(base, configs[0], amax)
-    tensors = first.graph.sites
-    plans: list[EmulationPlan] = [first] + [plan_emulation(base, c, amax, sites=tensors) for c in configs[1:]]
+    from trtq.precision.builds import TOOLS
+
+    # folded and planned once, through the build tools: the backend's build finds the same plans
+    base, _ = TOOLS.prepared(_as_model(model))
+    plans: list[EmulationPlan] = [TOOLS.plan(base, c, amax) for c in configs]
+    tensors = plans[0].graph.sites
     sites = [
         (s.producer.index, s.producer.node, s.name, s.producer.op_type)
         if s.producer
@@ -259,7 +259,9 @@ def compare_runs(
             fetch = names
         if "graphwise" in modes:
             for k, plan in enumerate(plans):
-                sessions.append((k, _graphwise_runner(backend, plan, compare_names, cache_path, threads)))
+                sessions.append(
+                    (k, _graphwise_runner(backend, plan, amax, compare_names, cache_path, threads))
+                )
 
         make_out = output_accumulator or OutputAccumulator
         output_set = set(output_names)
@@ -324,16 +326,18 @@ def compare_runs(
 def _graphwise_runner(
     backend: str,
     plan: EmulationPlan,
+    amax: Mapping[str, float] | None,
     names: Sequence[str],
     cache_path: str | os.PathLike | None,
     threads: int | None,
 ) -> Runner:
     """The candidate for one config: the backend's build of the plan's folded model with ``names``
-    marked (the emulation plans it again from the same folded model and tensors: the same plan)."""
+    marked (an emulating backend finds this very plan in the build tools, by model, config and
+    ``amax`` object)."""
     from trtq.precision.builds import build_runner
 
     cfg = plan.config
-    spec = BuildSpec(cfg.precision, cfg.placement, cfg.pins, amax=plan.amax, cache_path=cache_path)
+    spec = BuildSpec(cfg.precision, cfg.placement, cfg.pins, amax=amax, cache_path=cache_path)
     return build_runner(backend, plan.model, spec, mark=list(names), threads=threads)
 
 
