@@ -1,0 +1,535 @@
+"""``--method auto``: per tensor, the threshold whose INT8 error *at the consumer layer's output* is
+smallest, measured on the calibration data.
+
+Why: a histogram-only method (entropy2, mse, percentile, minmax) judges a threshold by the error
+of the tensor itself, but INT8 quality is decided by what the quantized tensor feeds. A clipped
+outlier in a channel the next convolution weighs heavily costs more than its share of |x|; a
+coarse step on values the weights average away costs less. No single histogram method is best on
+every model (BENCHMARKS.md, "Threshold methods").
+
+Algorithm (one extra pass over a bounded subset of the calibration data, after the histograms):
+
+1. Candidates per tensor, from its saved histogram: the amax of ``entropy2``, ``mse``,
+   ``percentile`` at 99.9 / 99.99 / 99.999, ``minmax``, and a geometric grid of ``auto_grid``
+   points (default 16) between the 99th percentile and max|x| (:func:`candidates`).
+2. Quantized consumers (:func:`find_consumers`), on the model as calibrated, by the explicit
+   placement rule of :mod:`trtq.precision.emulate` (restated here: calib may not import precision):
+   the activation inputs of Conv / ConvTranspose / Gemm / MatMul, and the residual inputs of Adds
+   fed by a Conv/Gemm/MatMul chain. A BatchNormalization right after a Conv is folded into its
+   weights (as TensorRT does), and weights are quantized per output channel (amax_c = max |W_c|,
+   scale = amax_c / 127, values in [-127, 127]) as the INT8 build would.
+3. For every retained sample and every consumer, the consumer's output error with the input
+   fake-quantized at each candidate (``q(x) = clip(round_half_even(x / s), -128, 127) * s``,
+   ``s = amax / 127``) against the FP32 output: ``|| Wq q(x) - W x ||^2`` and the energy
+   ``|| W x ||^2``, both summed over the samples (so batching does not change them). The consumer
+   is evaluated exactly as a linear map on sampled output positions (:data:`DEFAULT_POSITIONS`
+   per sample, all when fewer; chosen per sample with a seed from the sample's index):
+
+   - Conv (1-D/2-D, any stride, padding, dilation, group): im2col patches at the sampled output
+     positions times the (BN-folded) weights; the bias cancels;
+   - MatMul / Gemm with a constant weight: rows of the input times the weight (alpha included);
+   - MatMul of two activations (attention): the product with the *other input in FP32*, rows
+     (or columns) sampled;
+   - ConvTranspose (group 1): each input position's channel vector times the weight reshaped to
+     ``[Cin, Cout*kh*kw]``: exact when the kernel windows do not overlap (stride >= kernel, the
+     upsampling case), otherwise it leaves out the overlaps' cross terms (a proxy);
+   - residual Add inputs, and any consumer the above does not cover (3-D conv, a transposed Gemm
+     input, ...): the tensor itself, ``|| q(x) - x ||^2`` measured on sampled elements (a
+     weight-unaware proxy).
+
+4. A tensor's error for a candidate is the mean over its consumers of the relative output error
+   ``SSE / energy``; the candidate with the smallest error wins (the first in the order above on
+   a tie, so entropy2 keeps a tie). A tensor with no quantized consumer (it is quantized only by
+   TensorRT 10's implicit placement), or with no finite non-zero value, gets the ``auto_fallback``
+   method's amax (default ``entropy2``): the Q/DQ export does not quantize it, and in implicit
+   TensorRT 10 builds entropy2 is what TensorRT itself would use.
+
+Known limits: the error of each tensor is measured with the other tensors in FP32 (no
+interaction between choices), weight-unaware for the proxies listed above, and on at most
+``auto_samples`` samples (default 16, the first ones of the data). The cache and Q/DQ formats do
+not change: only the amax values differ, so the result serves TensorRT 10 caches and TensorRT 11
+Q/DQ models alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from trtq._core.errors import InputError
+from trtq._core.onnx_model import float_tensors
+from trtq._core.progress import ProgressFn, null_progress
+from trtq.calib.histogram import HistogramSet, TensorHistogram
+from trtq.calib.methods import EMPTY_AMAX, get_method
+
+DEFAULT_SAMPLES = 16
+DEFAULT_GRID = 16
+DEFAULT_POSITIONS = 1024
+DEFAULT_FALLBACK = "entropy2"
+AUTO_PERCENTILES = (99.9, 99.99, 99.999)
+
+_POINTWISE_CHAIN = frozenset(
+    {"BatchNormalization", "Add", "Sub", "Mul", "Div", "Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid",
+     "HardSigmoid", "HardSwish", "Tanh", "Erf", "Gelu"}
+)  # fmt: skip
+_ANCHORS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
+
+@dataclass(frozen=True)
+class AutoSettings:
+    """Parameters of ``auto`` (also the method's registered parameters, with an ``auto_`` prefix)."""
+
+    samples: int = DEFAULT_SAMPLES  # samples (images) of the search pass: the first ones of the data
+    grid: int = DEFAULT_GRID  # geometric grid points between the 99th percentile and max|x|
+    positions: int = DEFAULT_POSITIONS  # output positions (rows, elements) evaluated per sample
+    fallback: str = DEFAULT_FALLBACK  # method for tensors without a quantized consumer
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, object]) -> AutoSettings:
+        def get(key: str, default: Any) -> Any:
+            v = params.get(f"auto_{key}")
+            return default if v is None else type(default)(v)
+
+        s = cls(
+            get("samples", DEFAULT_SAMPLES),
+            get("grid", DEFAULT_GRID),
+            get("positions", DEFAULT_POSITIONS),
+            get("fallback", DEFAULT_FALLBACK),
+        )
+        if s.samples < 1 or s.grid < 0 or s.positions < 1:
+            raise InputError("auto: auto_samples and auto_positions must be >= 1, auto_grid >= 0")
+        if get_method(s.fallback).needs_data:
+            raise InputError(f"auto_fallback must be a histogram method, not '{s.fallback}'")
+        return s
+
+
+# -- candidates ------------------------------------------------------------------------------------
+def candidates(h: TensorHistogram, grid: int = DEFAULT_GRID) -> list[tuple[str, float]]:
+    """``(label, amax)`` candidates of one tensor: every histogram method, then the grid.
+
+    Labels: ``entropy2``, ``mse``, ``percentile:99.9`` (and the other percentiles), ``minmax``,
+    ``grid:i``. The grid is ``np.geomspace(p99, max_abs, grid)`` with ``p99`` the 99th percentile
+    bin edge (max|x| / 256 when that is 0).
+    """
+    counts, edges, max_abs = h.counts, h.edges, h.max_abs
+    out = [
+        ("entropy2", get_method("entropy2").amax(counts, edges, max_abs=max_abs)),
+        ("mse", get_method("mse").amax(counts, edges, max_abs=max_abs)),
+    ]
+    pct = get_method("percentile")
+    out += [
+        (f"percentile:{p:g}", pct.amax(counts, edges, max_abs=max_abs, percentile=p))
+        for p in AUTO_PERCENTILES
+    ]
+    out.append(("minmax", max_abs if max_abs > 0 else EMPTY_AMAX))
+    if grid > 0 and max_abs > 0:
+        lo = pct.amax(counts, edges, max_abs=max_abs, percentile=99.0)
+        if not lo > 0 or lo >= max_abs:
+            lo = max_abs / 256.0
+        out += [(f"grid:{i}", float(v)) for i, v in enumerate(np.geomspace(lo, max_abs, grid))]
+    return [(k, float(v)) for k, v in out]
+
+
+def fake_quantize(x: np.ndarray, amax: float) -> np.ndarray:
+    """Per-tensor symmetric INT8 as QuantizeLinear -> DequantizeLinear computes it (float32)."""
+    s = np.float32(amax / 127.0)
+    return (np.clip(np.rint(x / s), -128, 127) * s).astype(np.float32)
+
+
+def fake_quantize_weight(w: np.ndarray, axis: int | None) -> np.ndarray:
+    """Per-output-channel symmetric INT8 weights (values in [-127, 127]), dequantized (float32)."""
+    w = np.asarray(w, np.float32)
+    if axis is None:
+        amax = np.array(np.abs(w).max() if w.size else 0.0, np.float32)
+    else:
+        amax = np.abs(w).max(axis=tuple(i for i in range(w.ndim) if i != axis), keepdims=True)
+    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    return (np.clip(np.rint(w / scale), -127, 127) * scale).astype(np.float32)
+
+
+# -- consumers -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Conv2d:
+    """Geometry of a 2-D convolution (1-D ones are run as height 1)."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    pads: tuple[int, int, int, int]  # top, left, bottom, right (None for auto_pad SAME: per input)
+    auto_pad: str
+    group: int
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One quantized input of one consumer node, as a linear map evaluated on samples.
+
+    ``kind``: ``conv`` (patches @ weight per group), ``rows`` (feature vectors @ weight; the
+    feature axis is ``axis`` of one sample), ``matmul_a`` / ``matmul_b`` (product with the
+    ``other`` activation in FP32), ``identity`` (the tensor itself).
+    ``weight`` / ``weight_q``: FP32 and INT8-dequantized weights in the form the kind multiplies.
+    """
+
+    tensor: str
+    node: str
+    kind: str
+    weight: np.ndarray | None = None
+    weight_q: np.ndarray | None = None
+    other: str | None = None
+    axis: int = -1
+    conv: Conv2d | None = None
+    index: int = 0  # position in the consumer list (seeds the per-sample sampling)
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(a.t)
+        elif node.op_type == "Identity" and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
+    return values
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def find_consumers(model: onnx.ModelProto) -> dict[str, list[Consumer]]:
+    """tensor -> the quantized consumers of that tensor (explicit placement; module docstring)."""
+    graph = model.graph
+    consts = _constants(graph)
+    acts = {t.name for t in float_tensors(model)}
+    producer: dict[str, onnx.NodeProto] = {}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for o in node.output:
+            producer[o] = node
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    names = [n.name or f"{n.op_type}_{k}" for k, n in enumerate(graph.node)]
+    found: list[tuple[str, str, str, dict]] = []
+
+    def add(t: str, node_name: str, kind: str, **kw: Any) -> None:
+        found.append((t, node_name, kind, kw))
+
+    def from_anchor(t: str) -> bool:
+        """``t`` comes from a Conv/Gemm/MatMul through single-reader pointwise ops (a fused chain)."""
+        for _ in range(16):
+            p = producer.get(t)
+            if p is None:
+                return False
+            if p.op_type in _ANCHORS:
+                return True
+            if p.op_type not in _POINTWISE_CHAIN or len(readers.get(t, [])) != 1:
+                return False
+            ins = [i for i in p.input if i in acts]
+            if len(ins) != 1:
+                return False
+            t = ins[0]
+        return False
+
+    for k, node in enumerate(graph.node):
+        op, name, ins = node.op_type, names[k], list(node.input)
+        if op == "Conv" and ins and ins[0] in acts:
+            w = consts.get(ins[1]) if len(ins) > 1 else None
+            if w is not None and w.ndim in (3, 4):
+                add(ins[0], name, "conv", **_conv_weights(node, w, consts, readers))
+            else:
+                add(ins[0], name, "identity")
+        elif op == "ConvTranspose" and ins and ins[0] in acts:
+            w = consts.get(ins[1]) if len(ins) > 1 else None
+            if w is not None and w.ndim == 4 and _attrs(node).get("group", 1) == 1:
+                w = w.astype(np.float32)
+                wq = fake_quantize_weight(w, 1)
+                add(
+                    ins[0],
+                    name,
+                    "rows",
+                    weight=w.reshape(w.shape[0], -1),
+                    weight_q=wq.reshape(w.shape[0], -1),
+                    axis=0,
+                )
+            else:
+                add(ins[0], name, "identity")
+        elif op == "MatMul" and len(ins) == 2:
+            a, b = ins
+            if a in acts and b in consts and consts[b].ndim == 2:
+                w = consts[b].astype(np.float32)
+                add(a, name, "rows", weight=w, weight_q=fake_quantize_weight(w, 1), axis=-1)
+            elif a in acts and b in acts:
+                add(a, name, "matmul_a", other=b)
+                add(b, name, "matmul_b", other=a)
+            else:
+                for t in (a, b):
+                    if t in acts:
+                        add(t, name, "identity")
+        elif op == "Gemm" and len(ins) >= 2:
+            at = _attrs(node)
+            a, b = ins[0], ins[1]
+            if a in acts and b in consts and consts[b].ndim == 2 and not at.get("transA", 0):
+                w = consts[b].astype(np.float32)
+                w = (w.T if at.get("transB", 0) else w) * np.float32(at.get("alpha", 1.0))
+                add(a, name, "rows", weight=w, weight_q=fake_quantize_weight(w, 1), axis=-1)
+            else:
+                for t in (a, b):
+                    if t in acts:
+                        add(t, name, "identity")
+        elif op == "Add":
+            act_ins = [t for t in ins if t in acts]
+            if len(act_ins) >= 2:
+                for t in act_ins:
+                    if any(from_anchor(o) for o in act_ins if o != t):
+                        add(t, name, "identity")
+    out: dict[str, list[Consumer]] = {}
+    for idx, (t, node_name, kind, kw) in enumerate(found):
+        out.setdefault(t, []).append(Consumer(t, node_name, kind, index=idx, **kw))
+    return out
+
+
+def _conv_weights(
+    node: onnx.NodeProto, w: np.ndarray, consts: Mapping[str, np.ndarray], readers: Mapping[str, list]
+) -> dict[str, Any]:
+    at = _attrs(node)
+    w = w.astype(np.float32)
+    one_d = w.ndim == 3
+    # A BatchNormalization reading only this Conv is folded into its weights (per output channel).
+    out_readers = readers.get(node.output[0], [])
+    if len(out_readers) == 1 and out_readers[0].op_type == "BatchNormalization":
+        bn = out_readers[0]
+        if all(i in consts for i in bn.input[1:5]):
+            gamma, _beta, _mean, var = (consts[i].astype(np.float64) for i in bn.input[1:5])
+            eps = float(_attrs(bn).get("epsilon", 1e-5))
+            factor = (gamma / np.sqrt(var + eps)).astype(np.float32)
+            w = w * factor.reshape((-1,) + (1,) * (w.ndim - 1))
+    wq = fake_quantize_weight(w, 0)
+    if one_d:
+        w, wq = w[:, :, None, :], wq[:, :, None, :]
+
+    def pair(key: str, default: int) -> tuple[int, int]:
+        v = list(at.get(key, [default] * (1 if one_d else 2)))
+        return (1, v[0]) if one_d else (v[0], v[1])
+
+    pads = list(at.get("pads", [0] * (2 if one_d else 4)))
+    pads4 = (0, pads[0], 0, pads[1]) if one_d else tuple(pads)
+    auto_pad = at.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    group = int(at.get("group", 1))
+    geom = Conv2d((w.shape[2], w.shape[3]), pair("strides", 1), pair("dilations", 1), pads4, auto_pad, group)
+    cout = w.shape[0]
+
+    def grouped(v: np.ndarray) -> np.ndarray:  # [Cout, Cin_g, kh, kw] -> [g, Cin_g*kh*kw, Cout_g]
+        return np.ascontiguousarray(v.reshape(group, cout // group, -1).transpose(0, 2, 1))
+
+    return {"weight": grouped(w), "weight_q": grouped(wq), "conv": geom}
+
+
+# -- sampling and evaluation -----------------------------------------------------------------------
+def _choose(rng: np.random.Generator, total: int, k: int) -> np.ndarray:
+    if total <= k:
+        return np.arange(total)
+    return np.sort(rng.choice(total, size=k, replace=False))
+
+
+def _conv_patches(x: np.ndarray, g: Conv2d, rng: np.random.Generator, k: int) -> np.ndarray:
+    """``[group, P, Cin_g*kh*kw]`` input patches of one sample ``x`` [C, H, W] at sampled outputs."""
+    c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = g.kernel, g.strides, g.dilations
+    pt, pl, pb, pr = g.pads
+    if g.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads = []
+        for size, kk, s, d in ((h, kh, sh, dh), (w, kw, sw, dw)):
+            total = max((math.ceil(size / s) - 1) * s + (kk - 1) * d + 1 - size, 0)
+            small = total // 2
+            pads.append((total - small, small) if g.auto_pad == "SAME_LOWER" else (small, total - small))
+        (pt, pb), (pl, pr) = pads
+    elif g.auto_pad == "VALID":
+        pt = pl = pb = pr = 0
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr)))
+    ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    idx = _choose(rng, ho * wo, k)
+    iy = (idx // wo)[:, None] * sh + np.arange(kh) * dh
+    ix = (idx % wo)[:, None] * sw + np.arange(kw) * dw
+    patches = xp[:, iy[:, :, None], ix[:, None, :]]  # [C, P, kh, kw]
+    patches = patches.transpose(1, 0, 2, 3).reshape(len(idx), g.group, -1)
+    return np.ascontiguousarray(patches.transpose(1, 0, 2))
+
+
+def _sample_terms(
+    c: Consumer, x: np.ndarray, other: np.ndarray | None, rng: np.random.Generator, k: int
+) -> tuple[np.ndarray, Any]:
+    """``(V, apply)`` for one sample: the sampled inputs and the linear map ``apply(V, weights)``."""
+    if c.kind == "conv":
+        xs = x if x.ndim == 3 else x.reshape(x.shape[0], 1, -1)
+        return _conv_patches(xs, c.conv, rng, k), np.matmul
+    if c.kind == "rows":
+        rows = np.moveaxis(x, c.axis, -1).reshape(-1, x.shape[c.axis])
+        return rows[_choose(rng, rows.shape[0], k)], np.matmul
+    if c.kind == "matmul_a":
+        a = x if x.ndim >= 2 else x[None, :]
+        sel = _choose(rng, a.shape[-2], k)
+        return a[..., sel, :], lambda v, _w: np.matmul(v, other)
+    if c.kind == "matmul_b":
+        b = x if x.ndim >= 2 else x[:, None]
+        sel = _choose(rng, b.shape[-1], k)
+        return b[..., :, sel], lambda v, _w: np.matmul(other, v)
+    flat = x.reshape(-1)
+    return flat[_choose(rng, flat.size, k * 16)], lambda v, _w: v
+
+
+@dataclass
+class _Accumulator:
+    sse: np.ndarray  # [K] summed squared output error per candidate
+    energy: float = 0.0
+
+
+@dataclass
+class AutoSearch:
+    """The measured search: candidates per tensor, consumers, and errors accumulated per sample.
+
+    Use :meth:`add` for every batch of FP32 tensors (any batching: errors are sums over samples),
+    then :meth:`choose`.
+    """
+
+    histograms: HistogramSet
+    consumers: Mapping[str, Sequence[Consumer]]
+    settings: AutoSettings = field(default_factory=AutoSettings)
+    seen_samples: int = 0
+
+    def __post_init__(self) -> None:
+        self.cands: dict[str, list[tuple[str, float]]] = {}
+        for name, cons in self.consumers.items():
+            if name in self.histograms and cons and self.histograms[name].counts.any():
+                self.cands[name] = candidates(self.histograms[name], self.settings.grid)
+        self.acc: dict[tuple[str, int], _Accumulator] = {
+            (t, c.index): _Accumulator(np.zeros(len(self.cands[t])))
+            for t in self.cands
+            for c in self.consumers[t]
+        }
+
+    def needed(self) -> list[str]:
+        """Tensors a batch must provide: the measured tensors and the other MatMul inputs."""
+        names = set(self.cands)
+        names |= {c.other for t in self.cands for c in self.consumers[t] if c.other}
+        return sorted(names)
+
+    def add(self, tensors: Mapping[str, np.ndarray]) -> None:
+        """Accumulate the errors of one batch (``tensors``: FP32 values, batch dimension first)."""
+        first = next((v for n, v in tensors.items() if n in self.cands), None)
+        if first is None:
+            return
+        batch = int(first.shape[0]) if first.ndim else 1
+        for i in range(batch):
+            sample = self.seen_samples + i
+            for t, cands in self.cands.items():
+                if t not in tensors:
+                    continue
+                x = tensors[t]
+                for c in self.consumers[t]:
+                    other = None
+                    if c.other is not None:
+                        o = tensors[c.other]
+                        other = o[i] if o.shape[0] == batch else o[0]
+                    self._add_one(c, x[i].astype(np.float32, copy=False), other, cands, sample)
+        self.seen_samples += batch
+
+    def _add_one(self, c: Consumer, x: np.ndarray, other: np.ndarray | None, cands, sample: int) -> None:
+        rng = np.random.default_rng([sample, c.index])
+        v, apply = _sample_terms(c, x, other, rng, self.settings.positions)
+        acc = self.acc[(c.tensor, c.index)]
+        ref = apply(v, c.weight)
+        acc.energy += float(np.square(ref, dtype=np.float64).sum())
+        base = apply(v, c.weight_q) - ref if c.weight_q is not None else None  # weight rounding alone
+        done: dict[float, float] = {}
+        for j, (_label, amax) in enumerate(cands):
+            if amax not in done:
+                err = apply(fake_quantize(v, amax) - v, c.weight_q)
+                if base is not None:
+                    err = err + base
+                done[amax] = float(np.square(err, dtype=np.float64).sum())
+            acc.sse[j] += done[amax]
+
+    def errors(self, tensor: str) -> np.ndarray:
+        """Relative consumer-output error per candidate of ``tensor`` (mean over its consumers)."""
+        rel = []
+        for c in self.consumers[tensor]:
+            acc = self.acc[(tensor, c.index)]
+            rel.append(acc.sse / acc.energy if acc.energy > 0 else acc.sse)
+        return np.mean(rel, axis=0)
+
+    def choose(self, fallback: Mapping[str, float]) -> tuple[dict[str, float], dict[str, dict]]:
+        """``(amax, choices)``: the winner per measured tensor, ``fallback`` for the others."""
+        amax = dict(fallback)
+        choices: dict[str, dict] = {}
+        if self.seen_samples == 0:
+            raise InputError("method 'auto' needs at least one batch of data in this run to measure on")
+        for t, cands in self.cands.items():
+            errs = self.errors(t)
+            j = int(np.argmin(errs))
+            label, value = cands[j]
+            amax[t] = value
+            named = {
+                lab: _short(e) for (lab, _), e in zip(cands, errs, strict=True) if not lab.startswith("grid")
+            }
+            grid = [
+                [_short(a), _short(e)]
+                for (lab, a), e in zip(cands, errs, strict=True)
+                if lab.startswith("grid")
+            ]
+            choices[t] = {
+                "method": label.split(":")[0],
+                "candidate": label,
+                "amax": value,
+                "error": float(errs[j]),
+                "errors_by_candidate": {**named, "grid": grid},
+                "consumers": [f"{c.node}:{c.kind}" for c in self.consumers[t]],
+            }
+        for t in fallback:
+            if t not in choices:
+                choices[t] = {"method": self.settings.fallback, "candidate": "fallback", "amax": fallback[t]}
+        return amax, choices
+
+
+def _short(v: float) -> float:
+    return float(f"{float(v):.4g}")
+
+
+def auto_thresholds(
+    model: onnx.ModelProto,
+    histograms: HistogramSet,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    run: Any,
+    params: Mapping[str, object] | None = None,
+    *,
+    fallback_amax: Mapping[str, float] | None = None,
+    progress: ProgressFn = null_progress,
+) -> tuple[dict[str, float], dict[str, dict]]:
+    """The ``auto`` thresholds: ``(amax per tensor, choice per tensor)``.
+
+    ``batches``: the (retained) calibration batches to measure on; ``run(batch, names)`` returns
+    the FP32 values of ``names`` for a batch (graph inputs are taken from the batch itself).
+    ``fallback_amax``: the fallback method's amax for every tensor (computed when omitted).
+    """
+    from trtq.calib.run import compute_amax
+
+    settings = AutoSettings.from_params(params or {})
+    if fallback_amax is None:
+        fallback_amax = compute_amax(histograms, settings.fallback)
+    search = AutoSearch(histograms, find_consumers(model), settings)
+    need = search.needed()
+    for batch in batches:
+        fetch = [n for n in need if n not in batch]
+        outs = run(batch, fetch) if fetch else {}
+        outs = {**{n: batch[n] for n in need if n in batch}, **outs}
+        search.add(outs)
+        progress(int(next(iter(batch.values())).shape[0]))
+    return search.choose(fallback_amax)
