@@ -30,7 +30,7 @@ def auto_amax(
     *,
     max_abs: float,
     auto_samples: int = 16,
-    auto_grid: int = 16,
+    auto_grid: int = 0,
     auto_positions: int = 4096,
     auto_fallback: str = "entropy2",
 ) -> float:

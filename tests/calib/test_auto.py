@@ -170,3 +170,42 @@ def test_tensors_without_a_quantized_consumer_fall_back():
     assert result.amax["x"] == compute_amax(result.histograms, "entropy2")["x"]
     assert result.choices["r"]["consumers"] == ["Conv_1:linear"]
     assert "y" not in find_consumers(model)
+
+
+@pytest.mark.slow
+def test_auto_on_real_cls_beats_entropy2_held_out(real_models, image_dir):
+    """PP-OCR cls, calibrated on half of the photos, evaluated on the other half: the exported
+    Q/DQ model's output error against FP32 with auto's ranges is no worse than entropy2's or
+    mse's, and within 2x of the best single method's."""
+    import onnxruntime as ort
+
+    from trtq._core.tensors import TensorInfo
+    from trtq.datasets.folder import open_dataset
+    from trtq.datasets.preprocess import PRESETS, PreprocessSpec
+    from trtq.precision.export import export_qdq
+
+    model = onnx.load(real_models["cls"])
+    spec = PreprocessSpec(**PRESETS["paddleocr-rec"].fields)
+    ds = open_dataset(image_dir, [TensorInfo("x", (1, 3, 48, 192), np.float32)], spec, workers=0)
+    batches = list(ds.batches(1))
+    cal, held = batches[: len(batches) // 2], batches[len(batches) // 2 :]
+
+    def outputs(m: onnx.ModelProto) -> np.ndarray:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        s = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return np.concatenate([s.run(None, b)[0] for b in held]).astype(np.float64)
+
+    ref = outputs(model)
+    auto = calibrate(model, cal, method="auto", threads=1)
+    errors = {}
+    for m in ("auto", "entropy2", "minmax", "percentile", "mse"):
+        amax = auto.amax if m == "auto" else compute_amax(auto.histograms, m)
+        errors[m] = float(np.square(outputs(export_qdq(model, amax)) - ref).sum() / np.square(ref).sum())
+    assert errors["auto"] <= errors["entropy2"], errors
+    # measured on 6 + 6 images: auto 0.016, minmax 0.012, percentile 0.013, mse 0.060, entropy2
+    # 0.156; auto's sampling noise puts it near, not always below, the best of them
+    assert errors["auto"] <= errors["mse"], errors
+    assert errors["auto"] <= 2 * min(errors.values()), errors
+    measured = [c for c in auto.choices.values() if c["candidate"] != "fallback"]
+    assert measured and all(c["error"] >= 0 and c["consumers"] for c in measured)
