@@ -198,11 +198,16 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def find_consumers(model: onnx.ModelProto) -> dict[str, list[Consumer]]:
-    """tensor -> the quantized consumers of that tensor (explicit placement; module docstring)."""
+def find_consumers(
+    model: onnx.ModelProto, activations: Iterable[str] | None = None
+) -> dict[str, list[Consumer]]:
+    """tensor -> the quantized consumers of that tensor (explicit placement; module docstring).
+
+    ``activations``: the model's float activations when the caller has them (they need shape
+    inference: :func:`trtq._core.onnx_model.float_tensors`)."""
     graph = model.graph
     consts = _constants(graph)
-    acts = {t.name for t in float_tensors(model)}
+    acts = set(activations) if activations is not None else {t.name for t in float_tensors(model)}
     producer: dict[str, onnx.NodeProto] = {}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
@@ -481,20 +486,22 @@ def auto_thresholds(
     params: Mapping[str, object] | None = None,
     *,
     fallback_amax: Mapping[str, float] | None = None,
+    activations: Iterable[str] | None = None,
     progress: ProgressFn = null_progress,
 ) -> tuple[dict[str, float], dict[str, dict]]:
     """The ``auto`` thresholds: ``(amax per tensor, choice per tensor)``.
 
     ``batches``: the (retained) calibration batches to measure on; ``run(batch, names)`` returns
     the FP32 values of ``names`` for a batch (graph inputs are taken from the batch itself).
-    ``fallback_amax``: the fallback method's amax for every tensor (computed when omitted).
+    ``fallback_amax``: the fallback method's amax for every tensor (computed when omitted);
+    ``activations``: the float activations, when known (see :func:`find_consumers`).
     """
     from trtq.calib.run import compute_amax
 
     settings = AutoSettings.from_params(params or {})
     if fallback_amax is None:
         fallback_amax = compute_amax(histograms, settings.fallback)
-    search = AutoSearch(histograms, find_consumers(model), settings)
+    search = AutoSearch(histograms, find_consumers(model, activations), settings)
     need = search.needed()
     for batch in batches:
         fetch = [n for n in need if n not in batch]

@@ -188,7 +188,9 @@ def calibrate(
             from trtq.calib.auto import auto_thresholds
 
             fallback = compute_amax(hs, auto.fallback, threads=threads, **params)
-            amax, choices = auto_thresholds(proto, hs, kept, runner.run, params, fallback_amax=fallback)
+            amax, choices = auto_thresholds(
+                proto, hs, kept, runner.run, params, fallback_amax=fallback, activations=names
+            )
             del kept
         else:
             amax = compute_amax(hs, method, threads=threads, **params)
