@@ -209,3 +209,43 @@ def test_auto_on_real_cls_beats_entropy2_held_out(real_models, image_dir):
     assert errors["auto"] <= 2 * min(errors.values()), errors
     measured = [c for c in auto.choices.values() if c["candidate"] != "fallback"]
     assert measured and all(c["error"] >= 0 and c["consumers"] for c in measured)
+
+
+def test_choice_in_the_calib_document_and_report(tmp_path):
+    from trtq.calib.summary import calib_document
+    from trtq.reports import write_report
+
+    x, w = _planted("conv", samples=2)
+    model = _model("conv", w)
+    result = calibrate(model, [{"x": x}], method="auto")
+    doc = calib_document(
+        result,
+        model={"path": "m.onnx"},
+        data={},
+        settings={"method": "auto"},
+        cache_path=None,
+        histogram_path=None,
+    )
+    (t,) = [t for t in doc["tensors"] if t["name"] == "x"]
+    assert t["auto_choice"]["amax"] == t["amax"] == t["amax_by_method"]["auto"]
+    assert "entropy2" in t["amax_by_method"]
+    out = tmp_path / "r.html"
+    write_report(str(out), [doc])
+    html = out.read_text()
+    assert "auto choice" in html and t["auto_choice"]["candidate"] in html
+
+
+def test_calib_compute_refuses_auto_with_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from trtq.calib.cli import main
+    from trtq.calib.histogram import HistogramSet
+
+    hs = HistogramSet(["t"], 64)
+    hs.collect({"t": np.linspace(-1, 1, 100, dtype=np.float32)})
+    hs.save(tmp_path / "h.npz")
+    r = CliRunner().invoke(
+        main, ["compute", str(tmp_path / "h.npz"), "--method", "auto", "--cache", str(tmp_path / "c")]
+    )
+    assert r.exit_code == 2, r.output
+    assert "calib run --method auto" in r.output and "Traceback" not in r.output
