@@ -152,7 +152,7 @@ def test_auto_settings_and_errors():
 
 
 def test_tensors_without_a_quantized_consumer_fall_back():
-    # x -> Relu -> r -> Conv: r is measured, x (read only by the Relu) falls back to entropy2.
+    # x -> Relu -> r -> Conv: r is measured, x (read only by the Relu) falls back to mse.
     w = numpy_helper.from_array(
         np.random.default_rng(0).standard_normal((3, 2, 1, 1)).astype(np.float32), "W"
     )
@@ -167,7 +167,8 @@ def test_tensors_without_a_quantized_consumer_fall_back():
     x = np.random.default_rng(1).standard_normal((4, 2, 4, 4)).astype(np.float32)
     result = calibrate(model, [{"x": x}], method="auto", params={"auto_samples": 2})
     assert result.choices["x"]["candidate"] == "fallback"
-    assert result.amax["x"] == compute_amax(result.histograms, "entropy2")["x"]
+    assert result.amax["x"] == compute_amax(result.histograms, "mse")["x"]
+    assert result.choices["x"]["method"] == "mse"
     assert result.choices["r"]["consumers"] == ["Conv_1:linear"]
     assert "y" not in find_consumers(model)
 
