@@ -24,6 +24,7 @@ Examples:
   calib run det.onnx --data imgs/ --shape x:1x3x640x640 --preset paddleocr --cache calib.cache
   calib run --data imgs/ --cache calib.cache            # model named in [tool.trtq] / trtq.toml
   calib run det.onnx --data imgs/ --cache c.cache --method percentile --percentile 99.9
+  calib run det.onnx --data imgs/ --cache c.cache --method auto --json run.json   # choices in JSON
   calib run det.onnx --data more/ --cache c.cache --resume   # add data to saved histograms
   calib run det.onnx --data imgs/ --cache c.cache --json run.json --report run.html
   calib run det.onnx --data imgs/ --cache c.cache --json - | jq .coverage   # result on stdout
@@ -56,7 +57,7 @@ RUN_GROUPS = (
     RangesArgs(
         "Calibration cache to write.",
         cache_required=True,
-        method_help="Threshold method: entropy2 (default), minmax, percentile, mse.",
+        method_help="Threshold method: entropy2 (default), minmax, percentile, mse, auto (measured per tensor at its consumer layer; one extra pass over the first 16 samples).",
         cache_format=True,
         num_bins=True,
     ),

@@ -40,6 +40,10 @@ def compute_amax(
     the GIL).
     """
     m = get_method(method)
+    if m.needs_data:
+        from trtq.calib.methods.auto import NEEDS_DATA
+
+        raise InputError(NEEDS_DATA)
 
     def one(name: str) -> float:
         h = histograms[name]
@@ -61,6 +65,7 @@ class CalibrationResult:
     amax: dict[str, float]
     seconds: float = 0.0
     batches: int = 0
+    choices: dict[str, dict] | None = None  # auto: the choice per tensor (trtq.calib.auto)
     _by_method: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     def cache(self, trt_version: str = DEFAULT_TRT_VERSION, algorithm: str | None = None) -> CalibrationCache:
@@ -74,8 +79,12 @@ class CalibrationResult:
         return CalibrationCache.from_amax(self.amax, trt_version=trt_version, algorithm=algo)
 
     def amax_by_method(self) -> dict[str, dict[str, float]]:
-        """amax of every tensor under every registered method (for reports), computed once."""
+        """amax of every tensor under every registered method (for reports), computed once.
+
+        Methods that need data (``auto``) appear only when they are this result's method."""
         for m in available_methods():
+            if m.needs_data and m.name != self.method:
+                continue
             if m.name not in self._by_method:
                 self._by_method[m.name] = (
                     self.amax
@@ -108,7 +117,10 @@ def calibrate(
     """Calibrate ``model`` on ``batches`` (dicts of input name -> array, batch dim first).
 
     Args:
-        method: threshold method name (``entropy2`` | ``minmax`` | ``percentile`` | ``mse``).
+        method: threshold method name (``entropy2`` | ``minmax`` | ``percentile`` | ``mse`` |
+            ``auto``). ``auto`` keeps the first ``auto_samples`` samples' batches in memory and,
+            after the histogram pass, runs them once more to measure every candidate threshold
+            at the consumer layers (:mod:`trtq.calib.auto`); the choices land in ``choices``.
         num_bins: histogram bins per tensor (even).
         params: method parameters, e.g. ``{"percentile": 99.99}``.
         histograms: an existing :class:`HistogramSet` to continue (resume / add more data).
@@ -125,7 +137,7 @@ def calibrate(
     """
     from trtq.runtime import get_backend
 
-    get_method(method)  # fail on a bad name before any work
+    m = get_method(method)  # fail on a bad name before any work
     backend_cls = get_backend(backend)
     if backend_cls.native_calibration:
         raise InputError(
@@ -141,8 +153,16 @@ def calibrate(
             hs._add_name(n)
     input_names = [s.name for s in sites if s.producer is None]
     output_names = [s.name for s in sites if s.producer is not None]
+    auto = None
+    if m.needs_data:
+        from trtq.calib.auto import AutoSettings
+
+        auto = AutoSettings.from_params(params)
+    kept: list[Mapping[str, np.ndarray]] = []  # auto: the batches measured on after the histograms
+    kept_samples = 0
     start = time.perf_counter()
     n_batches = 0
+    choices = None
     with (
         backend_cls.build(proto, mark=output_names) as runner,
         ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool,
@@ -153,16 +173,30 @@ def calibrate(
                 if n in batch:
                     outs[n] = batch[n]
             size = int(next(iter(batch.values())).shape[0]) if batch else 0
+            if auto is not None and kept_samples < auto.samples:
+                kept.append(batch)
+                kept_samples += size
             hs.collect(outs, samples=size, executor=pool)
             del outs
             n_batches += 1
             progress(size)
             if callable(on_batch):
                 on_batch(hs, n_batches)
-    if n_batches == 0 and hs.samples == 0:
-        raise InputError("no batches to calibrate on: the data source yielded nothing")
-    amax = compute_amax(hs, method, threads=threads, **params)
-    return CalibrationResult(hs, sites, method, params, amax, time.perf_counter() - start, n_batches)
+        if n_batches == 0 and hs.samples == 0:
+            raise InputError("no batches to calibrate on: the data source yielded nothing")
+        if auto is not None:
+            from trtq.calib.auto import auto_thresholds
+
+            fallback = compute_amax(hs, auto.fallback, threads=threads, **params)
+            amax, choices = auto_thresholds(
+                proto, hs, kept, runner.run, params, fallback_amax=fallback, activations=names
+            )
+            del kept
+        else:
+            amax = compute_amax(hs, method, threads=threads, **params)
+    result = CalibrationResult(hs, sites, method, params, amax, time.perf_counter() - start, n_batches)
+    result.choices = choices
+    return result
 
 
 def result_from_histograms(

@@ -44,6 +44,8 @@ def calib_document(
                 "amax_by_method": {m: v[site.name] for m, v in by_method.items()},
             }
         )
+        if result.choices and site.name in result.choices:
+            tensors[-1]["auto_choice"] = result.choices[site.name]
     seconds = result.seconds
     used = int(data.get("images_used", hs.samples))
     return result_document(

