@@ -115,6 +115,12 @@ def _grow(counts, upper, a):  # pragma: no cover - compiled
     return upper
 
 
+#: |x| at or above this (2^126, within 4x of float32's largest finite value, 3.4e38) is a mask
+#: fill such as ``torch.finfo(float32).min`` in an attention mask, not an activation: counted in
+#: ``stats[2]``, never binned (it would stretch the range by 10^37 and empty every bin).
+MASK_FILL_ABS = 2.0**126
+
+
 @njit(nogil=True)
 def _slow_chunk(values, counts, upper, stats):  # pragma: no cover - compiled
     """One value at a time, growing the range as needed. Returns the new ``upper``."""
@@ -123,6 +129,9 @@ def _slow_chunk(values, counts, upper, stats):  # pragma: no cover - compiled
         a = np.float64(abs(values[i]))
         if a != a or a == np.inf:
             stats[1] += 1
+            continue
+        if a >= MASK_FILL_ABS:
+            stats[2] += 1
             continue
         if a == 0.0:
             counts[0] += 1
@@ -144,8 +153,9 @@ def accumulate_abs(values, counts, upper, stats):  # pragma: no cover - compiled
     and ``B / upper`` are powers of two, ``floor(|x| * B / upper)`` is exact, and the merged
     histogram equals the one built with the final range from the start: the result depends only
     on the multiset of values, never on their order or on how they were batched.
-    ``stats``: float64[2] = (running max of finite |x|, count of NaN/Inf values, which are not
-    binned). Returns the new ``upper``.
+    ``stats``: float64[3] = (running max of binned |x|, count of NaN/Inf values, count of mask
+    fills |x| >= :data:`MASK_FILL_ABS`; neither of the last two is binned). Returns the new
+    ``upper``.
     """
     nbins = counts.shape[0]
     n = values.shape[0]

@@ -185,6 +185,14 @@ def _run(opts: dict[str, Any]) -> None:
             f"{noun} used {stats.used}, skipped {len(stats.skipped_files)}; "
             f"{seconds} s, {rate} {noun}/s"
         )
+        hs = result.histograms
+        filled = [n for n in hs.names if hs.mask_fill(n)]
+        if filled:
+            stderr_console().print(
+                f"{len(filled)} tensor(s) hold mask fills (|x| >= 2^126, e.g. float32's lowest value in "
+                f"attention masks; first: {filled[0]}): counted, not binned (JSON: mask_fill)",
+                markup=False,
+            )
 
 
 def _write_report(path: str, doc: dict, histograms: Any) -> None:

@@ -12,7 +12,9 @@ Conventions:
   would give. So results do not depend on batch order, batch size or sharding (TensorRT's own
   calibrator starts from the first batch's max and does depend on order).
   The price: the data occupies between half and all of the bins.
-- NaN/Inf values are counted in ``nonfinite`` and never binned.
+- NaN/Inf values are counted in ``nonfinite`` and never binned; so are mask fills, values with
+  |x| >= 2^126 such as ``torch.finfo(float32).min`` in an attention mask (``mask_fill``): no
+  activation holds such values, and binning one would stretch the range by 10^37.
 - Values are binned as float32 (float16/float64 tensors are converted first).
 """
 
@@ -43,6 +45,7 @@ class TensorHistogram:
     upper: float
     max_abs: float
     nonfinite: int
+    mask_fill: int = 0
 
     @property
     def edges(self) -> np.ndarray:
@@ -71,7 +74,7 @@ class HistogramSet:
         self.num_bins = num_bins
         self.counts = np.zeros((len(self.names), num_bins), np.int64)
         self.upper = np.zeros(len(self.names), np.float64)
-        self._stats = np.zeros((len(self.names), 2), np.float64)  # (max_abs, nonfinite)
+        self._stats = np.zeros((len(self.names), 3), np.float64)  # (max_abs, nonfinite, mask_fill)
         self.samples = 0  # number of samples (images) collected, for resume and reports
         self.sources: list[str] = []  # optional: the files consumed, in order
 
@@ -131,7 +134,7 @@ class HistogramSet:
         self.names.append(name)
         self.counts = np.vstack([self.counts, np.zeros((1, self.num_bins), np.int64)])
         self.upper = np.append(self.upper, 0.0)
-        self._stats = np.vstack([self._stats, np.zeros((1, 2))])
+        self._stats = np.vstack([self._stats, np.zeros((1, 3))])
 
     # -- reading -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -143,7 +146,9 @@ class HistogramSet:
     def __getitem__(self, name: str) -> TensorHistogram:
         i = self.index[name]
         st = self._stats[i]
-        return TensorHistogram(name, self.counts[i], float(self.upper[i]), float(st[0]), int(st[1]))
+        return TensorHistogram(
+            name, self.counts[i], float(self.upper[i]), float(st[0]), int(st[1]), int(st[2])
+        )
 
     def __iter__(self):
         return (self[n] for n in self.names)
@@ -153,6 +158,10 @@ class HistogramSet:
 
     def nonfinite(self, name: str) -> int:
         return int(self._stats[self.index[name], 1])
+
+    def mask_fill(self, name: str) -> int:
+        """How many values of ``name`` were mask fills (|x| >= 2^126), counted and not binned."""
+        return int(self._stats[self.index[name], 2])
 
     def seen(self) -> list[str]:
         """Names of tensors that received at least one finite value."""
@@ -171,6 +180,7 @@ class HistogramSet:
                     upper=self.upper,
                     max_abs=self._stats[:, 0],
                     nonfinite=self._stats[:, 1].astype(np.int64),
+                    mask_fill=self._stats[:, 2].astype(np.int64),
                     num_bins=np.int64(self.num_bins),
                     samples=np.int64(self.samples),
                     sources=np.array(self.sources, dtype=str),
@@ -191,6 +201,8 @@ class HistogramSet:
                 hs.upper[...] = z["upper"]
                 hs._stats[:, 0] = z["max_abs"]
                 hs._stats[:, 1] = z["nonfinite"]
+                if "mask_fill" in z.files:  # files from before mask fills were counted have none
+                    hs._stats[:, 2] = z["mask_fill"]
                 hs.samples = int(z["samples"])
                 hs.sources = [str(s) for s in z["sources"]]
         except InputError:

@@ -41,6 +41,7 @@ def calib_document(
                 "scale": amax / 127.0,
                 "max_abs": hs.max_abs(site.name),
                 "nonfinite": hs.nonfinite(site.name),
+                "mask_fill": hs.mask_fill(site.name),
                 "amax_by_method": {m: v[site.name] for m, v in by_method.items()},
             }
         )

@@ -23,9 +23,8 @@ def _calib(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
-@pytest.fixture(scope="module")
-def mask_model(tmp_path_factory) -> tuple[Path, Path]:
-    """``probs = Softmax(x + mask)`` with ``mask`` of 0 and -inf (a padding mask), and 4 .npz samples."""
+def _masked_softmax(tmp_path_factory, fill: float) -> tuple[Path, Path]:
+    """``probs = Softmax(x + mask)`` with ``mask`` of 0 and ``fill`` (a padding mask), 4 .npz samples."""
     root = tmp_path_factory.mktemp("mask")
     graph = helper.make_graph(
         [
@@ -48,9 +47,37 @@ def mask_model(tmp_path_factory) -> tuple[Path, Path]:
     data.mkdir()
     rng = np.random.default_rng(0)
     for i in range(4):
-        mask = np.where(np.arange(8) >= 5 + i % 2, -np.inf, 0.0).astype(np.float32)[None]
+        mask = np.where(np.arange(8) >= 5 + i % 2, fill, 0.0).astype(np.float32)[None]
         np.savez(data / f"s{i}.npz", x=rng.standard_normal((1, 8)).astype(np.float32), mask=mask)
     return path, data
+
+
+@pytest.fixture(scope="module")
+def mask_model(tmp_path_factory) -> tuple[Path, Path]:
+    """A padding mask of 0 and -inf."""
+    return _masked_softmax(tmp_path_factory, -np.inf)
+
+
+@pytest.fixture(scope="module")
+def lowest_mask_model(tmp_path_factory) -> tuple[Path, Path]:
+    """A padding mask of 0 and float32's lowest value (Hugging Face's ``finfo.min`` masks)."""
+    return _masked_softmax(tmp_path_factory, float(np.finfo(np.float32).min))
+
+
+def test_run_counts_float32_lowest_mask_fills_and_bins_the_scores_alone(lowest_mask_model, tmp_path):
+    model, data = lowest_mask_model
+    cache, doc_path = tmp_path / "c.cache", tmp_path / "c.json"
+    r = _calib("run", str(model), "--data", str(data), "--cache", str(cache), "--json", str(doc_path))
+    assert r.exit_code == 0, r.output
+    assert "hold mask fills" in r.output and "not binned" in r.output
+    rows = {t["name"]: t for t in json.loads(doc_path.read_text())["tensors"]}
+    # 3 + 2 + 3 + 2 masked positions over the 4 samples, in the mask input and in the scores
+    assert rows["mask"]["mask_fill"] == rows["scores"]["mask_fill"] == 10
+    assert rows["x"]["mask_fill"] == rows["probs"]["mask_fill"] == 0
+    amax = read_cache(cache).amax()
+    # the scores are calibrated on the unmasked values (the x values they carry), not on 3.4e38
+    assert amax["scores"] == pytest.approx(amax["x"], rel=0.05) and amax["scores"] < 5
+    assert amax["mask"] == pytest.approx(EMPTY_AMAX, rel=1e-6)
 
 
 @pytest.mark.parametrize("method", METHODS)

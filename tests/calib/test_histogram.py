@@ -134,3 +134,31 @@ def test_save_load_round_trip_and_bad_file(tmp_path):
         HistogramSet(["x"], 7)
     with pytest.raises(InputError, match="bins"):
         HistogramSet(["x"], 64).merge(HistogramSet(["x"], 128))
+
+
+def test_mask_fills_are_counted_not_binned_merged_and_saved(tmp_path):
+    """An attention mask of 0 and float32's lowest value added to scores (Hugging Face's
+    finfo.min masks): the scores are binned as if the fills were absent; the fills are counted."""
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal(4096).astype(np.float32) * 3
+    lowest = np.finfo(np.float32).min
+    masked = scores.copy()
+    masked[::4] = lowest + scores[::4]  # still float32's lowest after the add
+    hs = HistogramSet(["scores"], 2048)
+    hs.collect({"scores": masked[:2048]})  # the fast path sees the range first, then the fills
+    hs.collect({"scores": masked[2048:]})
+    plain = HistogramSet(["scores"], 2048)
+    kept = masked[np.abs(masked) < 2.0**126]
+    plain.collect({"scores": kept})
+    h = hs["scores"]
+    assert h.mask_fill == 1024 and h.nonfinite == 0
+    np.testing.assert_array_equal(h.counts, plain["scores"].counts)
+    assert h.upper == plain["scores"].upper <= 16 and h.max_abs == pytest.approx(np.abs(kept).max())
+    np.testing.assert_array_equal(h.counts, _numpy_reference(kept, h.upper, 2048))
+
+    other = HistogramSet(["scores"], 2048)
+    other.collect({"scores": np.array([lowest, -lowest, 1.0], np.float32)})
+    hs.merge(other)
+    assert hs.mask_fill("scores") == 1026
+    hs.save(tmp_path / "h.npz")
+    assert HistogramSet.load(tmp_path / "h.npz").mask_fill("scores") == 1026
