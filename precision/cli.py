@@ -348,8 +348,10 @@ def _print_tables(result, top: int, metric: str) -> None:
         if result.fp16_range:
             err.print(f"[bold red]FP16 range: {len(result.fp16_range)} tensor(s) beyond 65504[/]")
             for issue in result.fp16_range[:10]:
+                note = f" [{issue['note']}]" if issue.get("note") else ""
                 err.print(
-                    f"  {issue['kind']} {issue['tensor']} (node {issue['node']}): max |x| {issue['max_abs']:.4g}"
+                    f"  {issue['kind']} {issue['tensor']} (node {issue['node']}): max |x| {issue['max_abs']:.4g}{note}",
+                    markup=False,
                 )
         else:
             err.print("FP16 range: every weight (after folding) and activation fits in FP16")

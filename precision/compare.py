@@ -188,6 +188,15 @@ def _as_model(model: str | os.PathLike | onnx.ModelProto) -> onnx.ModelProto:
     return model if isinstance(model, onnx.ModelProto) else load_onnx(Path(model))
 
 
+def _finite_max_abs(v: np.ndarray) -> float:
+    """Largest finite |x| (0 when none): values already ±inf/NaN in FP32 are no FP16 range finding."""
+    m = max(float(v.max()), -float(v.min()))
+    if math.isfinite(m):
+        return m
+    finite = v[np.isfinite(v)]
+    return float(np.abs(finite).max()) if finite.size else 0.0
+
+
 def _reference(model: onnx.ModelProto, names: Sequence[str], threads: int | None) -> Runner:
     """The FP32 reference: ONNX Runtime, node for node, with ``names`` fetchable. It runs without
     graph optimisations, like the emulations it is compared with (ONNX Runtime's Q/DQ propagation
@@ -214,8 +223,8 @@ def compare_runs(
     """Compare several precisions and views over one pass through ``batches``.
 
     The FP32 reference is computed once per batch and shared by every config. Returns the runs
-    (configs x modes, in that order) and the largest |value| seen per FP32 activation (used by
-    the FP16 range check at no extra cost).
+    (configs x modes, in that order) and the largest finite |value| seen per FP32 activation
+    (used by the FP16 range check at no extra cost; ±inf/NaN already in FP32 are left out).
 
     ``backend`` names the backend that builds each config for the graphwise view (the default
     emulates TensorRT on ONNX Runtime; ``tensorrt`` builds real engines with the compared tensors
@@ -280,8 +289,7 @@ def compare_runs(
             for n in names:
                 v = ref[n]
                 if v.size and np.issubdtype(v.dtype, np.floating):
-                    m = max(float(v.max()), -float(v.min()))  # NaN propagates: counted as unbounded
-                    observed[n] = math.inf if math.isnan(m) else max(observed.get(n, 0.0), m)
+                    observed[n] = max(observed.get(n, 0.0), _finite_max_abs(v))
             for k, mapping in enumerate(lw_maps):
                 for orig, copy in mapping.items():
                     acc_l[k][orig].update(ref[copy], ref[orig])

@@ -8,6 +8,13 @@ Checked, after folding (as TensorRT folds before choosing precisions):
 Checking the unfolded model (``fold=False``) reproduces what a naive cast sees: for PP-OCRv4 det
 it flags a BatchNorm ``running_var`` of 9.8e7 that TensorRT never materialises. That is the
 false alarm this module exists to avoid; the default folds first.
+
+Only *finite* FP32 values count. A value that is already ±inf (or NaN) in FP32, such as the -inf
+of a padding mask, stays what it is in FP16: that is not a finding. A finite value that FP16
+turns into ±inf is one, with a ``note`` where its cause is recognisable: a mask fill (|x| >=
+2^126, e.g. float32's lowest value in a Hugging Face attention mask) that reaches a Softmax
+through an Add becomes -inf, which is harmless there (exp(-inf) = 0) unless a whole Softmax row
+is masked, whose output then turns NaN in FP16 where FP32 gave a uniform row.
 """
 
 from __future__ import annotations
@@ -31,15 +38,29 @@ _FLOAT = (
 )
 
 
+#: Finite magnitudes at or above this (2^126, within 4x of float32's largest) are mask fills.
+MASK_FILL_ABS = 2.0**126
+# Ops a mask passes through on its way from the mask input to the attention Softmax.
+_MASK_PATH = frozenset(
+    {"Add", "Sub", "Where", "Cast", "Reshape", "Expand", "Unsqueeze", "Squeeze", "Transpose", "Slice", "Mul"}
+)
+MASK_NOTE = (
+    "mask fill: finite in FP32, -inf in FP16, read by Softmax: harmless (exp(-inf) = 0) "
+    "unless a whole row is masked (then NaN in FP16)"
+)
+
+
 @dataclass(frozen=True)
 class RangeIssue:
     """A tensor beyond FP16's range: ``kind`` is ``"initializer"`` or ``"activation"``; ``node``
-    the first node reading the initializer, or the activation's producer."""
+    the first node reading the initializer, or the activation's producer; ``max_abs`` the largest
+    *finite* |x| in FP32; ``note`` the recognised cause, if any (see the module docstring)."""
 
     kind: str
     tensor: str
     node: str | None
     max_abs: float
+    note: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,25 +92,47 @@ def fp16_range_check(
     """
     m = folded(model) if fold else model
     consumer: dict[str, str] = {}
+    readers: dict[str, list[onnx.NodeProto]] = {}
     for node, name in zip(m.graph.node, node_names(m), strict=True):
         for i in node.input:
             consumer.setdefault(i, name)
+            readers.setdefault(i, []).append(node)
+
+    def note(tensor: str, big: float) -> str | None:
+        return MASK_NOTE if big >= MASK_FILL_ABS and _reaches_softmax(tensor, readers) else None
+
     issues: list[RangeIssue] = []
     for name, value in _constants(m):
-        if value.size:
-            with np.errstate(invalid="ignore"):
-                big = float(np.nanmax(np.abs(value.astype(np.float64))))
+        v = np.abs(value.astype(np.float64))
+        v = v[np.isfinite(v)]  # already ±inf/NaN in FP32: FP16 changes nothing there
+        if v.size:
+            big = float(v.max())
             if big > limit:
-                issues.append(RangeIssue("initializer", name, consumer.get(name), big))
+                issues.append(RangeIssue("initializer", name, consumer.get(name), big, note(name, big)))
     producers = {s.name: s.producer.node if s.producer else None for s in float_tensors(m)}
     ranges: dict[str, float] = {}
     for source in (amax or {}), (observed or {}):
         for name, value in source.items():
-            if name in producers:
-                value = float(value) if np.isfinite(value) else float("inf")
-                ranges[name] = max(ranges.get(name, 0.0), value)
+            if name in producers and np.isfinite(value):
+                ranges[name] = max(ranges.get(name, 0.0), float(value))
     for name, value in ranges.items():
         if value > limit:
-            issues.append(RangeIssue("activation", name, producers[name], value))
+            issues.append(RangeIssue("activation", name, producers[name], value, note(name, value)))
     issues.sort(key=lambda i: -i.max_abs)
     return issues
+
+
+def _reaches_softmax(tensor: str, readers: Mapping[str, list[onnx.NodeProto]], hops: int = 6) -> bool:
+    """True when ``tensor`` flows into a Softmax through mask-path ops only (at most ``hops``)."""
+    frontier, seen = [tensor], {tensor}
+    for _ in range(hops):
+        nxt = []
+        for t in frontier:
+            for node in readers.get(t, []):
+                if node.op_type in ("Softmax", "LogSoftmax"):
+                    return True
+                if node.op_type in _MASK_PATH:
+                    nxt += [o for o in node.output if o and o not in seen]
+                    seen.update(node.output)
+        frontier = nxt
+    return False

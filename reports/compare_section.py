@@ -145,6 +145,7 @@ def _fp16_range(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "node": str(entry.get("node") or ""),
                     "max_abs": f"{max_abs:.4g}",
                     "over": not math.isfinite(max_abs) or max_abs > _FP16_MAX,
+                    "note": str(entry.get("note") or ""),
                 }
             )
     return rows
