@@ -28,6 +28,7 @@ from onnx import numpy_helper
 
 from trtq._core.onnx_model import float_tensors, node_names
 from trtq.precision.emulate import folded
+from trtq.precision.metrics import MASK_FILL_ABS
 from trtq.precision.qdq import FP16_MAX
 
 _FLOAT = (
@@ -38,8 +39,6 @@ _FLOAT = (
 )
 
 
-#: Finite magnitudes at or above this (2^126, within 4x of float32's largest) are mask fills.
-MASK_FILL_ABS = 2.0**126
 # Ops a mask passes through on its way from the mask input to the attention Softmax.
 _MASK_PATH = frozenset(
     {"Add", "Sub", "Where", "Cast", "Reshape", "Expand", "Unsqueeze", "Squeeze", "Transpose", "Slice", "Mul"}

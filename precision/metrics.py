@@ -10,6 +10,11 @@ All sums are taken in float64 over every element (batches accumulate exactly thr
 - ``sqnr_db``  = 10 log10(||r||^2 / ||a - r||^2)  (inf when a == r)
 - ``nonfinite`` = fraction of elements where ``a`` or ``r`` is NaN/Inf and they differ.
 
+A position where both hold the same ±inf is no error, and neither is a *mask fill*: FP32 holds a
+finite |r| >= 2^126 (e.g. float32's lowest value in an attention mask) and the candidate the ±inf
+of the same sign that FP16 makes of it. Such positions count in ``n`` and nowhere else (the FP16
+range check reports the fill itself, see :mod:`trtq.precision.fp16_range`).
+
 Any non-finite element makes the tensor the worst possible: the error metrics become inf and
 ``cosine``/``sqnr_db`` NaN (written as null in JSON), and :meth:`Metric.badness` ranks it above
 every finite error. Non-finite values are never averaged away.
@@ -31,6 +36,9 @@ except ImportError:  # pragma: no cover - numba is a dependency of trtq
     njit = None
 else:
     from trtq._core.jit import njit  # cached in the per-user folder, not in the package
+
+#: FP32 magnitudes at or above this are mask fills (as in :mod:`trtq.precision.fp16_range`).
+MASK_FILL_ABS = 2.0**126
 
 METRIC_KEYS = ("max_abs", "mean_abs", "rel_l2", "cosine", "sqnr_db", "nonfinite")
 
@@ -69,6 +77,8 @@ class MetricAccumulator:
         if not finite.all():
             with np.errstate(invalid="ignore"):
                 same = a == r  # inf == inf counts as a match; NaN never does
+                # a mask fill that became the infinity of its sign (FP32 -3.4e38 -> FP16 -inf)
+                same |= np.isinf(a) & (np.abs(r) >= MASK_FILL_ABS) & (np.sign(a) == np.sign(r))
             self.bad += int(np.count_nonzero(~finite & ~same))
             a, r = a[finite], r[finite]
         if a.size:
@@ -229,7 +239,8 @@ def _make_kernel():
             x = np.float64(a[i])
             y = np.float64(r[i])
             if not (np.isfinite(x) and np.isfinite(y)):
-                if not (x == y):
+                fill = np.isinf(x) and abs(y) >= MASK_FILL_ABS and (x > 0) == (y > 0)
+                if not (x == y or fill):
                     bad += 1
                 continue
             d = x - y

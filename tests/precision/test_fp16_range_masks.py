@@ -68,3 +68,21 @@ def test_a_large_finite_value_without_a_softmax_or_below_mask_size_gets_no_mask_
     big_weight = _masked_attention(0.0, big_weight=1e5)
     (w,) = fp16_range_check(big_weight)
     assert w.tensor == "w" and w.max_abs == pytest.approx(1e5) and w.note is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_metrics_take_a_mask_fill_turned_infinite_as_no_error(dtype):
+    """FP32 -3.4e38 vs FP16 -inf at masked positions: no error (both the compiled and the numpy
+    path); a finite value turned inf, or an inf of the other sign, still is one."""
+    from trtq.precision.metrics import tensor_metrics
+
+    ref = np.array([LOWEST, 1.0, 2.0, -LOWEST], np.float32).astype(
+        np.float64 if dtype == np.float64 else np.float32
+    )
+    got = np.array([-np.inf, 1.0, 2.0, np.inf], dtype)
+    m = tensor_metrics(got.astype(ref.dtype) if dtype != np.float16 else got, ref)
+    assert m["nonfinite"] == 0.0 and m["max_abs"] == 0.0 and m["cosine"] == pytest.approx(1.0)
+    wrong_sign = np.array([np.inf, 1.0, 2.0, np.inf], ref.dtype)
+    assert tensor_metrics(wrong_sign, ref)["nonfinite"] == 0.25
+    overflow = np.array([LOWEST, 1.0, np.inf, -LOWEST], ref.dtype)  # 2.0 -> inf is an error
+    assert tensor_metrics(overflow, ref)["nonfinite"] == 0.25
