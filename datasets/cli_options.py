@@ -46,7 +46,7 @@ from trtq._core.config import resolve_path, setting
 from trtq._core.errors import InputError
 from trtq._core.tensors import TensorInfo
 from trtq.datasets.dataset import Dataset
-from trtq.datasets.folder import open_dataset
+from trtq.datasets.folder import open_dataset, sample_shapes
 from trtq.datasets.input_spec import parse_shape_arg, resolve_input_specs
 from trtq.datasets.preprocess import COLORS, LAYOUTS, PRESETS, PreprocessSpec, get_preset, parse_number
 from trtq.datasets.resize import RESIZERS
@@ -238,7 +238,11 @@ class DataSettings:
                 'no data folder: give --data DIR, or set data = "DIR" under [tool.trtq] in pyproject.toml or trtq.toml'
             )
         batch_size = self.batch_size_for(model_inputs) if batch_size is None else batch_size
-        specs = resolve_input_specs(model_inputs, dict(self.shapes), batch_size)
+        shapes = dict(self.shapes)
+        # a folder of .npy/.npz samples tells the dynamic dims it was saved with (e.g. a sequence
+        # length), so text and other tensor models need no --shape
+        shapes.update(sample_shapes(Path(self.data), model_inputs, shapes))
+        specs = resolve_input_specs(model_inputs, shapes, batch_size)
         return open_dataset(
             self.data,
             specs,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from trtq.datasets.dataset import Dataset
 from trtq.datasets.image_folder import ImageFolder
 from trtq.datasets.input_spec import static_inputs
 from trtq.datasets.preprocess import PreprocessSpec
-from trtq.datasets.tensor_folder import TensorFolder
+from trtq.datasets.tensor_folder import TensorFolder, shapes_from_samples
 
 # Folder kinds, tried by file extension. Each has ``kind``, ``extensions`` and ``from_files``.
 FOLDER_KINDS: list[type] = [ImageFolder, TensorFolder]
@@ -91,3 +91,18 @@ def open_dataset(
         inputs = [replace(s, dtype=np.dtype(preprocess.dtype)) for s in inputs]
     source = cls.from_files(files, inputs, preprocess, limit)
     return Dataset(root, source, inputs, strict=strict, workers=workers)
+
+
+def sample_shapes(
+    root: Path, inputs: Sequence[TensorInfo], given: Mapping[str, Sequence[int]] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Shapes of the dynamic inputs not in ``given``, read from the first tensor file under
+    ``root`` (see :func:`~trtq.datasets.tensor_folder.shapes_from_samples`); ``{}`` for image
+    folders, missing folders and models whose inputs need nothing."""
+    given = dict(given or {})
+    if not root.is_dir() or all(
+        t.name in given or all(isinstance(d, int) and d > 0 for d in (t.shape or ())[1:]) for t in inputs
+    ):
+        return {}
+    files = files_by_kind(root, [TensorFolder])[TensorFolder]
+    return shapes_from_samples(files, inputs, given)

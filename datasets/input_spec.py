@@ -2,7 +2,9 @@
 
 Conventions: dim 0 of every input is the batch dim. A dim is dynamic when the model gives no
 positive size for it (``None``, a symbolic name, or -1). The batch dim, when dynamic, becomes the
-batch size (default 1); every other dynamic dim must be given with ``--shape NAME:DIMS``, e.g.
+batch size (default 1); every other dynamic dim comes from the first sample of a folder of
+``.npy``/``.npz`` tensors (:func:`trtq.datasets.folder.sample_shapes`: a text model's sequence
+length), else must be given with ``--shape NAME:DIMS``, e.g.
 ``--shape x:1x3x640x640`` (batch dim included; it is replaced by the batch size when the model's
 batch dim is dynamic).
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,3 +166,40 @@ def _read_header(fh) -> tuple[tuple[int, ...], np.dtype]:
     except (ValueError, EOFError) as exc:
         raise BadFile(f"not a valid .npy array ({exc})") from exc
     return tuple(shape), np.dtype(dtype)
+
+
+def shapes_from_samples(
+    files: Sequence[Path], inputs: Sequence[TensorInfo], given: Mapping[str, Sequence[int]] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """Full shapes (batch dim first) for the inputs whose non-batch dims are dynamic and not in
+    ``given``, read from the array headers of the first readable ``.npy``/``.npz`` file (nothing
+    is decompressed). A sequence model's ``input_ids [batch, seq]`` saved as ``(32,)`` or
+    ``(1, 32)`` gets ``(1, 32)``; the batch dim is then replaced by the batch size. Files whose
+    arrays differ from these shapes are reported as bad files when the folder is opened."""
+    given = dict(given or {})
+    wanted = [
+        t
+        for t in inputs
+        if t.name not in given and any(not (isinstance(d, int) and d > 0) for d in (t.shape or ())[1:])
+    ]
+    if not wanted:
+        return {}
+    for path in files:
+        try:
+            headers = (
+                _npy_header(path, wanted[0].name)
+                if path.suffix.lower() == ".npy"
+                else _npz_headers(path, wanted)
+            )
+        except BadFile:
+            continue
+        out = {}
+        for t in wanted:
+            shape = headers[t.name][0]
+            rank = len(t.shape)
+            if len(shape) == rank - 1:  # one sample
+                out[t.name] = (1, *shape)
+            elif len(shape) == rank:  # a batch
+                out[t.name] = tuple(shape)
+        return out
+    return {}
