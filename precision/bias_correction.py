@@ -14,18 +14,25 @@ Algorithm, for the model folded in FP32 and its INT8 emulation under the same pl
 
 - the corrected layers are the INT8 Conv/ConvTranspose/Gemm/MatMul with a constant weight input
   (the weight is input 1; a MatMul whose constant is its first input is left alone);
-- one FP32 pass gives ``mean_c(y_fp32)``, the per-output-channel mean of each layer's output
-  (channel axis 1 for Conv/ConvTranspose, the last axis for Gemm/MatMul), over every sample and
-  position;
-- each pass of the emulation gives ``mean_c(y_int8)``; the shift ``mean_c(y_int8) - mean_c(y_fp32)``
-  is subtracted from the bias (Conv/ConvTranspose: input 2, created when missing; Gemm: C, created
-  or broadcast; MatMul: the constant of a following ``Add`` when the Add is its only reader and the
-  constant is one value per channel, else a new ``Add`` after the MatMul, which TensorRT fuses as
-  the MatMul's bias);
-- ``passes`` > 1 repeats the emulated pass with the corrections in place and adds the residual
-  shift: each layer's shift is then measured with its upstream layers corrected. The fixed point
-  of this iteration is the sequential (layer-by-layer, topological order) correction; one pass is
-  the one-shot correction. The report gives the residual after the last pass.
+- ``mode="weights"`` (the default; Nagel et al.'s quantity): the shift of the weight rounding,
+  ``E[W_q x] - E[W x]`` per output channel, where ``x`` is the input the INT8 layer really sees
+  (the emulation's quantized activation, upstream layers quantized and corrected): each anchor of
+  the emulated model gets a twin with the FP32 weights on the same inputs, and the difference of
+  their per-channel means (channel axis 1 for Conv/ConvTranspose, the last axis for Gemm/MatMul;
+  mean over samples and positions) is the shift;
+- ``mode="output"``: the whole mean error of the layer's output against the FP32 model,
+  ``E[y_int8] - E[y_fp32]``, activation clipping and upstream errors included. Measured harmful on
+  the real models (BENCHMARKS.md: it moves biases by the clipping error of whole subnetworks), kept
+  for experiments;
+- the shift is subtracted from the bias (Conv/ConvTranspose: input 2, created when missing; Gemm:
+  C, created or broadcast; MatMul: the constant of a following ``Add`` when the Add is its only
+  reader and the constant is one value per channel, else a new ``Add`` after the MatMul, which
+  TensorRT fuses as the MatMul's bias);
+- ``passes`` > 1 repeats the measurement with the corrections in place and applies what is left:
+  each layer's shift is then measured with its upstream layers corrected. The fixed point of this
+  iteration is the sequential (topological, layer by layer) correction; one pass (the default) is
+  the one-shot correction, every layer measured with the uncorrected upstream. The report gives
+  the shift left after the last pass (``nan`` with one pass: not re-measured).
 
 Units: a correction is in the layer's output units, one value per output channel. The layer's
 output is its Conv/Gemm/MatMul output before any activation (after the bias Add for a MatMul
@@ -49,6 +56,7 @@ from trtq.precision.emulate import EmulationConfig, apply_plan, folded, plan_emu
 
 logger = logging.getLogger(__name__)
 
+MODES = ("weights", "output")
 _WEIGHT_POS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}
 
 
@@ -99,7 +107,7 @@ class _Target:
     bias_kind: str  # "conv" | "gemm" | "add" | "new-add"
     add_index: int | None = None  # the Add node carrying the bias (bias_kind "add")
     created: str = ""
-    total: np.ndarray | None = None  # accumulated correction (already subtracted)
+    total: np.ndarray = field(default_factory=lambda: np.zeros(0))  # correction subtracted so far
 
 
 def correct_biases(
@@ -109,7 +117,8 @@ def correct_biases(
     *,
     placement: str = "explicit",
     pins: Iterable[str] = (),
-    passes: int = 2,
+    passes: int = 1,
+    mode: str = "weights",
     threads: int | None = None,
 ) -> tuple[onnx.ModelProto, BiasCorrectionReport]:
     """The folded FP32 ``model`` with the INT8 layers' per-channel output shift folded into their
@@ -122,6 +131,8 @@ def correct_biases(
     """
     if passes < 1:
         raise InputError("bias correction needs at least one pass")
+    if mode not in MODES:
+        raise InputError(f"unknown bias correction mode '{mode}'; choose one of: {', '.join(MODES)}")
     batches = list(batches)
     if not batches:
         raise InputError("bias correction needs calibration data (--data)")
@@ -136,22 +147,30 @@ def correct_biases(
         logger.info("bias correction: no INT8 layer with constant weights")
         return base, report
     _prepare_biases(base, targets)
-    ref = _channel_means(base, batches, targets, threads)
+    for t in targets:
+        t.total = np.zeros(t.channels)
+    specs = [(t.tensor, t.axis, t.channels) for t in targets]
+    ref = _channel_means(base, batches, specs, threads) if mode == "output" else None
     residual: list[np.ndarray] = []
     for p in range(passes + 1):
         emulated = apply_plan(plan_emulation(base, config, amax))
-        shift = [m - r for m, r in zip(_channel_means(emulated, batches, targets, threads), ref, strict=True)]
+        if ref is None:  # the twin shares the corrected bias: what is left is the raw shift - total
+            raw = _weight_shift(emulated, base, batches, targets, threads)
+            shift = [r - t.total for r, t in zip(raw, targets, strict=True)]
+        else:
+            means = _channel_means(emulated, batches, specs, threads)
+            shift = [m - r for m, r in zip(means, ref, strict=True)]
         if p == passes:  # the last measurement only checks what is left
             residual = shift
             break
         for t, s in zip(targets, shift, strict=True):
             _subtract(base, t, s)
-            t.total = s if t.total is None else t.total + s
+            t.total = t.total + s
         if passes == 1:
             residual = [np.full_like(s, np.nan) for s in shift]
             break
     for t, r in zip(targets, residual, strict=True):
-        total = t.total if t.total is not None else np.zeros(t.channels)
+        total = t.total
         report.layers.append(
             LayerCorrection(
                 node=t.node,
@@ -318,21 +337,64 @@ def _subtract(model: onnx.ModelProto, t: _Target, shift: np.ndarray) -> None:
     init.CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
 
 
-def _channel_means(
-    model: onnx.ModelProto, batches: list[Mapping[str, np.ndarray]], targets: list[_Target], threads
+def _weight_shift(
+    emulated: onnx.ModelProto,
+    base: onnx.ModelProto,
+    batches: list[Mapping[str, np.ndarray]],
+    targets: list[_Target],
+    threads: int | None,
 ) -> list[np.ndarray]:
-    """Per target, the mean of its tensor per channel over every batch, sample and position."""
+    """Per target, ``E[W_q x] - E[W x]`` per channel, ``x`` the input its INT8 layer sees in the
+    emulation: each anchor gets a twin with the FP32 weight on the same (quantized) inputs."""
+    model = onnx.ModelProto()
+    model.CopyFrom(emulated)
+    graph = model.graph
+    have = {i.name for i in graph.initializer}
+    base_inits = {i.name: i for i in base.graph.initializer}
+    twins: dict[str, onnx.NodeProto] = {}
+    specs: list[tuple[str, int, int]] = []
+    for t in targets:
+        anchor = base.graph.node[t.node_index]
+        out, weight = anchor.output[0], anchor.input[_WEIGHT_POS[anchor.op_type]]
+        if weight not in have:
+            graph.initializer.append(base_inits[weight])
+            have.add(weight)
+        twin = onnx.NodeProto()
+        twin.CopyFrom(next(n for n in graph.node if n.output and n.output[0] == out))
+        twin.name = f"{twin.name or out}__trtq_bc_fp32"
+        twin.input[_WEIGHT_POS[anchor.op_type]] = weight
+        twin.output[0] = f"{out}__trtq_bc_fp32"
+        twins[out] = twin
+        specs += [(out, t.axis, t.channels), (twin.output[0], t.axis, t.channels)]
+    nodes = []
+    for n in graph.node:
+        nodes.append(n)
+        if n.output and n.output[0] in twins:
+            nodes.append(twins[n.output[0]])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    means = _channel_means(model, batches, specs, threads)
+    return [means[2 * k] - means[2 * k + 1] for k in range(len(targets))]
+
+
+def _channel_means(
+    model: onnx.ModelProto,
+    batches: list[Mapping[str, np.ndarray]],
+    specs: list[tuple[str, int, int]],
+    threads: int | None,
+) -> list[np.ndarray]:
+    """Per ``(tensor, channel axis, channels)``, the tensor's mean per channel over every batch,
+    sample and position."""
     from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
-    names = [t.tensor for t in targets]
-    sums = [np.zeros(t.channels, dtype=np.float64) for t in targets]
-    counts = [0] * len(targets)
+    names = list(dict.fromkeys(name for name, _, _ in specs))
+    sums = [np.zeros(c, dtype=np.float64) for _, _, c in specs]
+    counts = [0] * len(specs)
     with OnnxRuntimeRunner(model, mark=names, optimize=False, threads=threads) as runner:
         for feeds in batches:
             values = runner.run(feeds, names)
-            for k, t in enumerate(targets):
-                v = np.asarray(values[t.tensor], dtype=np.float64)
-                v = np.moveaxis(v, t.axis, -1).reshape(-1, t.channels)
+            for k, (name, axis, channels) in enumerate(specs):
+                v = np.moveaxis(np.asarray(values[name], dtype=np.float64), axis, -1).reshape(-1, channels)
                 sums[k] += v.sum(axis=0)
                 counts[k] += v.shape[0]
     return [s / max(c, 1) for s, c in zip(sums, counts, strict=True)]

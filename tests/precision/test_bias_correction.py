@@ -142,7 +142,12 @@ def test_matmul_bias_correction_folds_into_the_add_or_adds_one(with_add):
     assert layer.residual_mean_abs <= 1e-5 * scale
 
 
-def test_gemm_and_sequential_passes_reduce_the_downstream_shift():
+def _q(x, amax):
+    scale = np.float32(amax) / np.float32(127)
+    return np.clip(np.rint(x / scale), -128, 127) * scale
+
+
+def test_gemm_sequential_weight_shift_matches_numpy_and_output_mode_zeroes_the_mean_error():
     rs = np.random.RandomState(2)
     w1 = (rs.randn(8, 12) * 0.3).astype(np.float32)
     w2 = (rs.randn(6, 8) * 0.3).astype(np.float32)
@@ -160,17 +165,31 @@ def test_gemm_and_sequential_passes_reduce_the_downstream_shift():
     batches = _grid_inputs(rs, (16, 12), n=6)
     amax = dict(AMAX)
     amax["r"] = max(float(np.abs(run_ort(model, b, ["r"])["r"]).max()) for b in batches)
-    one, rep1 = correct_biases(model, batches, amax, passes=1)
-    two, rep2 = correct_biases(model, batches, amax, passes=2)
-    assert [c.node for c in rep2.layers] == ["g1", "g2"]
-    assert rep2.layers[0].created == "bias"
-    err = [np.abs(_mean_error(export_qdq(m, amax), model, batches, -1)).max() for m in (model, one, two)]
-    assert err[2] <= err[1] + 1e-7 and err[2] < err[0]
-    assert rep2.layers[1].residual_mean_abs < 1e-5
+    corrected, rep = correct_biases(model, batches, amax, passes=2)
+    assert [c.node for c in rep.layers] == ["g1", "g2"]
+    assert rep.layers[0].created == "bias"
+    assert max(c.residual_mean_abs for c in rep.layers) < 1e-6  # converged: sequential
+    # independent: layer 1's shift on the exact inputs, layer 2's on its corrected, quantized input
+    x = np.concatenate([b["x"] for b in batches]).astype(np.float64)
+    wq1, wq2 = _fake_quant(w1, 0).astype(np.float64), _fake_quant(w2, 0).astype(np.float64)
+    d1 = (x @ (wq1 - w1).T).mean(axis=0)
+    r_hat = _q(np.maximum(x @ wq1.T - d1, 0).astype(np.float32), amax["r"]).astype(np.float64)
+    d2 = (r_hat @ (wq2 - w2).T).mean(axis=0)
+    inits = {i.name: numpy_helper.to_array(i) for i in corrected.graph.initializer}
+    g1, g2 = (n for n in corrected.graph.node if n.op_type == "Gemm")
+    np.testing.assert_allclose(-inits[g1.input[2]], d1, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(-inits[g2.input[2]], d2, rtol=1e-3, atol=1e-6)
+    # mode="output": the whole mean output error (activation rounding included) goes to zero
+    out, _ = correct_biases(model, batches, amax, passes=3, mode="output")
+    before = np.abs(_mean_error(export_qdq(model, amax), model, batches, -1)).max()
+    after = np.abs(_mean_error(export_qdq(out, amax), model, batches, -1)).max()
+    assert after < 1e-3 * before
 
 
 def test_bias_correction_needs_data():
     model = _conv_model(np.ones((2, 3, 3, 3), np.float32))
     with pytest.raises(InputError):
         correct_biases(model, [], AMAX)
+    with pytest.raises(InputError):
+        correct_biases(model, [{"x": np.zeros((1, 3, 8, 8), np.float32)}], AMAX, mode="nope")
     assert isinstance(model, onnx.ModelProto)
