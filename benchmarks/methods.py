@@ -7,6 +7,11 @@ histogram methods share its histograms, so only entropy2 and auto are timed).
 
     nice python benchmarks/methods.py                        # all models, Markdown table
     nice python benchmarks/methods.py --models cls,lcnet --det-size 320
+    nice python benchmarks/methods.py --models cls --methods entropy2,percentile --bias-correction 1,2
+
+``--bias-correction P,..``: each method also with :func:`trtq.precision.bias_correction.correct_biases`
+(``passes=P``, on the 12 calibration images, the same amax) applied before the export; ``bc`` in
+the rows is the number of passes (0 = off).
 
 Metrics (held-out, vs FP32):
 - det (PP-OCRv4 det, preset paddleocr): IoU of the text map thresholded at 0.3;
@@ -106,10 +111,13 @@ def _score(key: str, ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, 
     return {"top1": top1, "cosine": cosine}
 
 
-def bench(key: str, det_size: int, threads: int | None) -> list[dict]:
+def bench(
+    key: str, det_size: int, threads: int | None, methods=METHODS, bc_passes: tuple[int, ...] = ()
+) -> list[dict]:
     import onnx
 
     from trtq.calib.run import calibrate, compute_amax
+    from trtq.precision.bias_correction import correct_biases
     from trtq.precision.export import export_qdq
 
     model = onnx.load(str(_model(key)))
@@ -123,12 +131,19 @@ def bench(key: str, det_size: int, threads: int | None) -> list[dict]:
     auto = calibrate(model, cal, method="auto", threads=threads)
     t_auto = time.perf_counter() - t0
     rows = []
-    for m in METHODS:
+    for m in methods:
         amax = auto.amax if m == "auto" else compute_amax(plain.histograms, m)
         scores = _score(key, ref, _outputs(export_qdq(model, amax), held))
         seconds = {"entropy2": t_plain, "auto": t_auto}.get(m)
-        rows.append({"model": key, "method": m, **scores, "calib_s": seconds})
+        rows.append({"model": key, "method": m, "bc": 0, **scores, "calib_s": seconds})
         print(rows[-1], flush=True)
+        for p in bc_passes:
+            t0 = time.perf_counter()
+            corrected, _ = correct_biases(model, cal, amax, passes=p, threads=threads)
+            t_bc = time.perf_counter() - t0
+            scores = _score(key, ref, _outputs(export_qdq(corrected, amax), held))
+            rows.append({"model": key, "method": m, "bc": p, **scores, "calib_s": t_bc})
+            print(rows[-1], flush=True)
     picked: dict[str, int] = {}
     for c in (auto.choices or {}).values():
         picked[c["candidate"].split(":")[0]] = picked.get(c["candidate"].split(":")[0], 0) + 1
@@ -141,13 +156,20 @@ def main() -> None:
     ap.add_argument("--models", default="det,cls,lcnet,vit")
     ap.add_argument("--det-size", type=int, default=640)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--bias-correction", default="", help="passes to try, e.g. 1,2 (empty: off)")
     args = ap.parse_args()
-    rows = [r for key in args.models.split(",") for r in bench(key, args.det_size, args.threads)]
-    print("\n| model | method | metric | calib s |\n|---|---|---|---|")
+    methods = tuple(args.methods.split(","))
+    passes = tuple(int(p) for p in args.bias_correction.split(",") if p)
+    rows = [
+        r for key in args.models.split(",") for r in bench(key, args.det_size, args.threads, methods, passes)
+    ]
+    print("\n| model | method | bias corr. passes | metric | calib / correction s |\n|---|---|---|---|---|")
+    skip = ("model", "method", "bc", "calib_s")
     for r in rows:
-        metric = ", ".join(f"{k} {v:.4f}" for k, v in r.items() if k not in ("model", "method", "calib_s"))
+        metric = ", ".join(f"{k} {v:.4f}" for k, v in r.items() if k not in skip)
         secs = "" if r["calib_s"] is None else f"{r['calib_s']:.1f}"
-        print(f"| {r['model']} | {r['method']} | {metric} | {secs} |")
+        print(f"| {r['model']} | {r['method']} | {r['bc'] or 'off'} | {metric} | {secs} |")
 
 
 if __name__ == "__main__":

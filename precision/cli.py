@@ -90,6 +90,7 @@ EXPORT_GROUPS = (
     ModelArgs("precision export model.onnx --int8 --cache calib.cache -o out.onnx"),
     RangesArgs("TensorRT calibration cache (required with --int8).", calibrate=False),
     OutputArgs("ONNX file to write.", output_required="out.onnx", json=None),
+    DataArgs(),  # calibration data for --bias-correction (never held-out data)
 )
 
 
@@ -143,6 +144,13 @@ Examples:
   precision export det.onnx --int8 --cache calib.cache -o det.qdq.onnx
   precision export rec.onnx --int8 --cache calib.cache --pins pins.json -o rec.qdq.onnx
   precision export rec.onnx --int8 --fp16 --cache calib.cache -o rec.mixed.onnx
+  precision export cls.onnx --int8 --cache calib.cache --bias-correction --data calib_imgs/ \\
+      --shape x:1x3x48x192 --preset paddleocr-rec -o cls.qdq.onnx
+
+\b
+--bias-correction folds each INT8 Conv/Gemm/MatMul's mean output shift from weight rounding into
+its bias (measured on --data, the calibration data); the cache does not change. Off by default:
+it helps some calibrations and hurts others (BENCHMARKS.md), so measure it on held-out data.
 """
 
 
@@ -157,6 +165,14 @@ Examples:
     type=click.Path(dir_okay=False),
     default=None,
     help="pins.json or a JSON list of node names kept in FP32.",
+)
+@click.option(
+    "--bias-correction/--no-bias-correction",
+    "bias_correction",
+    default=False,
+    show_default=True,
+    help="INT8: fold each quantized layer's per-channel mean shift from weight rounding into its "
+    "bias, measured on --data (calibration data).",
 )
 @uses(*EXPORT_GROUPS)
 @common_options
@@ -364,12 +380,30 @@ def _export(opts: dict[str, Any]) -> None:
 
     if not opts["int8"] and not opts["fp16"]:
         raise InputError("nothing to export: give --int8 (with --cache) and/or --fp16")
-    model, ranges, out = resolve_groups(opts, *EXPORT_GROUPS)
+    model, ranges, out, data = resolve_groups(opts, *EXPORT_GROUPS)
     if opts["int8"] and not ranges.cache:
         raise InputError("--int8 needs --cache FILE (a TensorRT calibration cache, e.g. from 'calib run')")
+    if opts["bias_correction"] and not opts["int8"]:
+        raise InputError("--bias-correction corrects INT8 layers: give --int8 too")
     pins = load_pins(opts.get("pins_path"))
     proto = load_onnx(model.path)
     amax = read_cache(ranges.cache).amax() if opts["int8"] else {}
+    if opts["bias_correction"]:
+        from trtq.precision.bias_correction import correct_biases
+        from trtq.precision.cli_common import open_data
+
+        dataset, batch_size = open_data(proto, data)
+        with progress_bar(opts["quiet"], unit="img") as progress:
+            progress(0, total=len(dataset), description="bias correction")
+            proto, report = correct_biases(
+                proto, dataset.batches(batch_size, progress=progress), amax, pins=pins
+            )
+        if not opts["quiet"]:
+            shift = max((c.mean_abs_shift for c in report.layers), default=0.0)
+            stderr_console().print(
+                f"bias correction: {len(report.layers)} layer(s) on {report.samples} batch(es), "
+                f"largest mean |shift| {shift:.3g}"
+            )
     qdq = export_qdq(proto, amax, pins, fp16=opts["fp16"])
     save_onnx(qdq, out.output)
     if not opts["quiet"]:
