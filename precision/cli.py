@@ -26,7 +26,7 @@ from trtq._core.jsonio import to_jsonable
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
 from trtq.precision.cli_bisect import add_commands
-from trtq.precision.cli_options import MetricArgs
+from trtq.precision.cli_options import MetricArgs, ReferenceArgs
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +68,16 @@ Examples:
 --precision both = fp16 and int8, each against FP32, in one pass over the data.
 Without --cache, INT8 ranges are calibrated on the same data first (--method, default entropy2).
 --eval-data DIR: the whole comparison again on held-out data (same ranges and data flags).
+
+\b
+A Q/DQ MODEL (ModelOpt, ONNX Runtime's quantize_static, precision export) is compared as it is
+against its float original (--reference FILE, else recovered from MODEL), tensors matched by name:
+  precision compare model.qdq.onnx --reference model.onnx --data tensors/ --top 10
 """
 
 COMPARE_GROUPS = (
     ModelArgs("precision compare model.onnx --data DIR"),
+    ReferenceArgs(),
     RangesArgs(),
     RuntimeArgs(
         "onnxruntime: TensorRT emulated on CPU (default); tensorrt: real engines (needs TensorRT and a GPU).",
@@ -215,7 +221,7 @@ def _compare(opts: dict[str, Any]) -> None:
     from trtq.precision.metrics import get_metric, is_task_metric
     from trtq.runtime import get_backend
 
-    model, ranges, runtime, out, metric, eval_data, data = resolve_groups(opts, *COMPARE_GROUPS)
+    model, reference, ranges, runtime, out, metric, eval_data, data = resolve_groups(opts, *COMPARE_GROUPS)
     quiet = opts["quiet"] or out.json_to_stdout
     metric_name = get_metric(metric.name or "rel-l2").name
     task = None  # the task metric added to the outputs, when --metric names one
@@ -226,6 +232,30 @@ def _compare(opts: dict[str, Any]) -> None:
     proto = load_onnx(model.path)
     dataset, batch_size = open_data(proto, data)
     held = open_data(proto, eval_data, batch_size)[0] if eval_data is not None else None
+    from trtq.precision.qdq_model import is_qdq_model
+
+    if is_qdq_model(proto):
+        return _compare_qdq(
+            opts,
+            proto,
+            model,
+            reference,
+            runtime,
+            out,
+            metric_name,
+            task,
+            dataset,
+            batch_size,
+            held,
+            eval_data,
+            data,
+            quiet,
+            criterion if task else None,
+        )
+    if reference.path:
+        raise InputError(
+            f"--reference is for Q/DQ models: {model.path} has no QuantizeLinear/DequantizeLinear"
+        )
     configs = _configs(opts["precision_name"], opts["placement"], pins)
     amax = None
     if any(c.int8 for c in configs):  # from --cache or --data, never from --eval-data
@@ -283,6 +313,86 @@ def _compare(opts: dict[str, Any]) -> None:
         held_out=held_out,
     )
     doc = to_jsonable(result.to_dict(created_by="precision compare"))
+    out.write_json(doc)
+    if out.report:
+        from trtq.reports import write_report
+
+        write_report(out.report, [doc])
+    if not quiet:
+        _print_tables(result, opts["top"], metric_name)
+
+
+def _reference_model(proto, reference, quiet: bool):
+    """The float original of the Q/DQ ``proto``: ``--reference``, else recovered (one note line)."""
+    from trtq._core.onnx_model import load_onnx
+    from trtq.precision.qdq_model import float_original, recovery_note
+
+    if reference.path:
+        return load_onnx(reference.path)
+    if not quiet:
+        stderr_console().print(recovery_note(proto))
+    return float_original(proto)
+
+
+def _compare_qdq(
+    opts,
+    proto,
+    model,
+    reference,
+    runtime,
+    out,
+    metric_name,
+    task,
+    dataset,
+    batch_size,
+    held,
+    eval_data,
+    data,
+    quiet,
+    criterion,
+) -> None:
+    """``precision compare`` of a Q/DQ model against its float original (see qdq_model)."""
+    from trtq._core.onnx_model import model_summary
+    from trtq.precision.compare import CompareHeldOut, CompareResult
+    from trtq.precision.qdq_model import compare_qdq
+
+    ref = _reference_model(proto, reference, quiet)
+    acc = criterion.accumulator if criterion is not None else None
+    t0 = time.perf_counter()
+    with progress_bar(quiet, unit="batch") as progress:
+        run = compare_qdq(
+            proto,
+            ref,
+            dataset.batches(batch_size, progress=progress),
+            threads=runtime.threads,
+            output_accumulator=acc,
+        )
+    elapsed = time.perf_counter() - t0
+    held_out = None
+    if held is not None:
+        t1 = time.perf_counter()
+        held_run = compare_qdq(
+            proto, ref, held.batches(batch_size), threads=runtime.threads, output_accumulator=acc
+        )
+        held_out = CompareHeldOut(
+            held.stats.to_dict(eval_data.data), [held_run], round(time.perf_counter() - t1, 3)
+        )
+    result = CompareResult(
+        model_summary(proto, model.path, shapes={i.name: i.shape for i in dataset.inputs}),
+        dataset.stats.to_dict(data.data),
+        "onnxruntime (Q/DQ model)",
+        [run],
+        [],
+        round(elapsed, 3),
+        task_metric=task,
+        held_out=held_out,
+    )
+    doc = to_jsonable(result.to_dict(created_by="precision compare"))
+    doc["qdq_model"] = {"reference": str(reference.path) if reference.path else None}
+    if not reference.path:
+        from trtq.precision.qdq_model import recovery_kind
+
+        doc["qdq_model"]["recovered"] = recovery_kind(proto)
     out.write_json(doc)
     if out.report:
         from trtq.reports import write_report

@@ -25,7 +25,7 @@ from trtq._core.config import find_config
 from trtq._core.errors import CheckFailed, InputError
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
-from trtq.precision.cli_options import MetricArgs
+from trtq.precision.cli_options import MetricArgs, ReferenceArgs
 
 EPILOG_BISECT = """\b
 Examples:
@@ -53,6 +53,13 @@ ONNX Runtime's own Q/DQ fusions change its numbers.
 --eval-data DIR: the search runs on --data; the answer and the no-pins baseline are then judged
 on the held-out data too (printed, "held_out" in pins.json). INT8 ranges come from --cache or
 --data, never from the held-out data.
+
+\b
+A Q/DQ MODEL (ModelOpt, ONNX Runtime's quantize_static, precision export) is searched over its
+own Q/DQ groups: a candidate takes the Q/DQ off a layer's inputs (that layer runs in float), judged
+against --reference FILE (else the float model recovered from MODEL); --cache/--precision unused:
+  precision bisect model.qdq.onnx --reference model.onnx --data tensors/ -o pins.json
+  precision pin model.qdq.onnx --pins pins.json --data tensors/ -o fixed.onnx
 
 \b
 Exit codes: 0 a passing set was found (or nothing needs pinning); 1 even all layers in FP32 fail,
@@ -85,6 +92,7 @@ _METRIC_HELP = (
 
 BISECT_GROUPS = (
     ModelArgs("precision bisect model.onnx --data DIR -o pins.json"),
+    ReferenceArgs(),
     RangesArgs(),
     RuntimeArgs(
         "onnxruntime: TensorRT emulated on CPU (default); tensorrt: real engines (TensorRT + GPU).",
@@ -97,6 +105,7 @@ BISECT_GROUPS = (
 )
 PIN_GROUPS = (
     ModelArgs("precision pin model.onnx --pins pins.json -o pinned.onnx"),
+    ReferenceArgs(),
     RangesArgs(
         method_help="Without a cache: calibrate on the data (default: as in pins.json, else entropy2)."
     ),
@@ -196,10 +205,63 @@ def pin_command(**opts: Any) -> None:
     run_command(lambda: _pin(opts), debug=opts["debug"])
 
 
+EPILOG_MODELOPT = """\b
+Examples:
+  precision modelopt-args pins.json
+  eval "python -m modelopt.onnx.quantization --onnx_path model.onnx --quantize_mode int8 \\
+      --calibration_cache_path calib.cache $(precision modelopt-args pins.json --tool ptq)"
+  eval "python -m modelopt.onnx.autocast --onnx_path model.onnx \\
+      $(precision modelopt-args pins.json --tool autocast)"
+
+\b
+Each pinned ONNX node (pins.json "members") is one exact-match regex ^name$ (re.escape), as both
+ModelOpt tools match --nodes_to_exclude with re.match; the line is shell-quoted (hence eval).
+A 'calib run' cache is ModelOpt's
+--calibration_cache_path input as it is (TensorRT's text format).
+"""
+
+
+@click.command("modelopt-args", epilog=EPILOG_MODELOPT)
+@click.argument("pins_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--tool",
+    type=click.Choice(["ptq", "autocast", "both"]),
+    default="both",
+    show_default=True,
+    help="ptq: one line for modelopt.onnx.quantization; autocast: for modelopt.onnx.autocast; "
+    "both: one labelled line each.",
+)
+@uses(OutputArgs("Write the arguments to FILE instead of stdout.", json=None))
+@common_options
+def modelopt_args_command(**opts: Any) -> None:
+    """Print pins.json as NVIDIA ModelOpt arguments (--nodes_to_exclude REGEX...)."""
+    setup_logging(opts["debug"], opts["quiet"])
+    run_command(lambda: _modelopt_args(opts), debug=opts["debug"])
+
+
+def _modelopt_args(opts: dict[str, Any]) -> None:
+    import shlex
+
+    from trtq._core.atomic import atomic_write_text
+    from trtq.precision.pins import modelopt_args, read_pins
+
+    (out,) = resolve_groups(opts, OutputArgs("", json=None))
+    args = modelopt_args(read_pins(opts["pins_file"]))
+    if opts["tool"] == "both":
+        text = "".join(f"# {tool}\n{shlex.join(args[tool])}\n" for tool in ("ptq", "autocast"))
+    else:
+        text = shlex.join(args[opts["tool"]]) + "\n"
+    if out.output:
+        atomic_write_text(out.output, text)
+    else:
+        click.echo(text, nl=False)
+
+
 def add_commands(group: click.Group) -> None:
-    """Add ``bisect`` and ``pin`` to the ``precision`` click group."""
+    """Add ``bisect``, ``pin`` and ``modelopt-args`` to the ``precision`` click group."""
     group.add_command(bisect_command)
     group.add_command(pin_command)
+    group.add_command(modelopt_args_command)
 
 
 # -- bodies ---------------------------------------------------------------------------------------
@@ -266,7 +328,9 @@ def _bisect(opts: dict[str, Any]) -> None:
     from trtq.precision.strategies import get_strategy
 
     config = find_config()
-    model, ranges, runtime, out, metric, eval_data, data = resolve_groups(opts, *BISECT_GROUPS, config=config)
+    model, reference, ranges, runtime, out, metric, eval_data, data = resolve_groups(
+        opts, *BISECT_GROUPS, config=config
+    )
     precision = opts.get("precision_name") or config[0].get("precision") or "int8"
     strategy = opts.get("strategy") or "ranked"
     get_strategy(strategy)  # unknown names fail before any work
@@ -281,29 +345,59 @@ def _bisect(opts: dict[str, Any]) -> None:
     held, held_block = (None, None)
     if eval_data is not None:
         held, held_block, _ = _load_data(proto, eval_data, quiet, batch_size)
-    amax = _amax(proto, batches, precision, ranges, quiet)  # from --cache or --data, never --eval-data
-    with progress_bar(quiet, unit="eval") as progress:
-        result = run_bisect(
-            proto,
-            batches,
-            precision=precision,
-            criterion=criterion,
-            strategy=strategy,
-            max_evals=opts.get("max_evals") or DEFAULT_MAX_EVALS,
-            amax=amax,
-            placement=opts.get("placement") or "explicit",
-            backend=runtime.backend,
-            threads=runtime.threads,
-            early_stop=not opts.get("full_evals"),
-            progress=progress,
-            sources={
-                "cache": str(Path(ranges.cache).resolve()) if ranges.cache else None,
-                "calib_method": None if ranges.cache or "int8" not in precision else ranges.method,
-                "data_options": {k: v for k, v in data.flags.items() if k not in _NOT_RECORDED},
-                "eval_data": eval_data.data if eval_data is not None else None,
-            },
-            held_out=held,
+    from trtq.precision.qdq_model import is_qdq_model, run_bisect_qdq
+
+    qdq_input = is_qdq_model(proto)
+    if reference.path and not qdq_input:
+        raise InputError(
+            f"--reference is for Q/DQ models: {model.path} has no QuantizeLinear/DequantizeLinear"
         )
+    if qdq_input and held is not None:
+        raise InputError("--eval-data is not supported yet for a Q/DQ MODEL")
+    amax = None if qdq_input else _amax(proto, batches, precision, ranges, quiet)  # never --eval-data
+    if qdq_input:
+        from trtq.precision.cli import _reference_model
+
+        ref = _reference_model(proto, reference, quiet)
+        with progress_bar(quiet, unit="eval") as progress:
+            result = run_bisect_qdq(
+                proto,
+                batches,
+                reference=ref if reference.path else None,
+                criterion=criterion,
+                strategy=strategy,
+                max_evals=opts.get("max_evals") or DEFAULT_MAX_EVALS,
+                threads=runtime.threads,
+                early_stop=not opts.get("full_evals"),
+                progress=progress,
+                sources={
+                    "reference": str(Path(reference.path).resolve()) if reference.path else None,
+                    "data_options": {k: v for k, v in data.flags.items() if k not in _NOT_RECORDED},
+                },
+            )
+    else:
+        with progress_bar(quiet, unit="eval") as progress:
+            result = run_bisect(
+                proto,
+                batches,
+                precision=precision,
+                criterion=criterion,
+                strategy=strategy,
+                max_evals=opts.get("max_evals") or DEFAULT_MAX_EVALS,
+                amax=amax,
+                placement=opts.get("placement") or "explicit",
+                backend=runtime.backend,
+                threads=runtime.threads,
+                early_stop=not opts.get("full_evals"),
+                progress=progress,
+                sources={
+                    "cache": str(Path(ranges.cache).resolve()) if ranges.cache else None,
+                    "calib_method": None if ranges.cache or "int8" not in precision else ranges.method,
+                    "data_options": {k: v for k, v in data.flags.items() if k not in _NOT_RECORDED},
+                    "eval_data": eval_data.data if eval_data is not None else None,
+                },
+                held_out=held,
+            )
     if result.held_out is not None:
         result.held_out["data"] = held_block
     shapes = {name: tuple(a.shape) for name, a in batches[0].items()} if batches else None
@@ -394,12 +488,15 @@ def _pin(opts: dict[str, Any]) -> None:
         "cache": settings.get("cache"),
         "method": settings.get("calib_method"),
         "eval_data": settings.get("eval_data"),
+        "reference": settings.get("reference"),
     }
     merged = {**{k: v for k, v in recorded.items() if v is not None}, **given}
     if "shape" in merged:
         merged["shape"] = tuple(merged["shape"])
     config = find_config()
-    model, ranges, runtime, out, metric, eval_data, data = resolve_groups(merged, *PIN_GROUPS, config=config)
+    model, reference, ranges, runtime, out, metric, eval_data, data = resolve_groups(
+        merged, *PIN_GROUPS, config=config
+    )
     out_path = out.output
     if not data.data:
         raise InputError(
@@ -414,6 +511,24 @@ def _pin(opts: dict[str, Any]) -> None:
     proto = load_onnx(model.path)
     nodes = pinned_nodes(doc)
     batches, data_block, batch_size = _load_data(proto, data, quiet)
+    from trtq.precision.qdq_model import is_qdq_model
+
+    if settings.get("qdq_model") or is_qdq_model(proto):
+        return _pin_qdq(
+            opts,
+            doc,
+            proto,
+            model,
+            reference,
+            runtime,
+            out,
+            metric,
+            settings,
+            nodes,
+            batches,
+            data_block,
+            quiet,
+        )
     if not ranges.cache and "int8" in precision and settings.get("amax") and not opts.get("method"):
         amax = settings["amax"]  # the ranges the bisect ran with, recorded in pins.json
     else:
@@ -491,3 +606,64 @@ def _pin(opts: dict[str, Any]) -> None:
             f"the pinned model fails {criterion.describe()} on the held-out data "
             f"(written model: {_fmt(held['metric'])}, emulation: {_fmt(held['emulated_metric'])})"
         )
+
+
+def _pin_qdq(
+    opts, doc, proto, model, reference, runtime, out, metric, settings, nodes, batches, data_block, quiet
+):
+    """``precision pin`` of a Q/DQ model: take the pinned groups' Q/DQ off, write the repaired
+    model atomically, judge it against the float original (--reference, else recovered)."""
+    from trtq._core.onnx_model import load_onnx, model_summary, save_onnx
+    from trtq._core.result import result_document
+    from trtq.precision.bisect import _fmt
+    from trtq.precision.qdq_model import verify_qdq_pins
+
+    if reference.path and not Path(reference.path).is_file():
+        raise InputError(f"the reference model {reference.path} is gone: give --reference FILE")
+    if reference.path:
+        ref = load_onnx(reference.path)
+    else:
+        from trtq.precision.cli import _reference_model
+
+        ref = _reference_model(proto, reference, quiet)
+    criterion = _criterion(opts, metric, settings)
+    check = verify_qdq_pins(
+        proto,
+        nodes,
+        batches,
+        criterion,
+        reference=ref,
+        threads=runtime.threads,
+        source=str(opts["pins_file"]),
+    )
+    save_onnx(check.model, out.output)
+    r = check.applied
+    out.write_json(
+        result_document(
+            "pin",
+            backend="onnxruntime (Q/DQ model)",
+            created_by="precision pin",
+            model=model_summary(
+                proto,
+                model.path,
+                shapes={n: tuple(a.shape) for n, a in batches[0].items()} if batches else None,
+            ),
+            data=data_block,
+            pins=str(opts["pins_file"]),
+            output=str(out.output),
+            pinned_layers=len(doc.get("pins") or []),
+            qdq_model=True,
+            reference=str(reference.path) if reference.path else None,
+            **check.to_dict(),
+            bisect_metric=doc.get("final_metric"),
+        )
+    )
+    if not quiet:
+        console = stderr_console()
+        console.print(f"wrote {out.output}: Q/DQ taken off {len(nodes)} layer(s), the rest as given")
+        colour, verdict = ("green", "pass") if r.passed else ("red", "fail")
+        console.print(
+            f"[{colour}]{verdict}[/{colour}] repaired model on ONNX Runtime: {criterion.describe()}: {_num(r.metric)}"
+        )
+    if not r.passed:
+        raise CheckFailed(f"the repaired model fails {criterion.describe()} ({_fmt(r.metric)})")

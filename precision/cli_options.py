@@ -70,3 +70,37 @@ class MetricArgs(ArgGroup):
         if name is not None:
             metric_params(get_metric(name), params)  # unknown names and stray parameters fail here
         return MetricSettings(name, params)
+
+
+@dataclass(frozen=True)
+class ReferenceSettings:
+    path: str | None  # the float original of a Q/DQ MODEL; None: recovered from MODEL itself
+
+
+class ReferenceArgs(ArgGroup):
+    """``--reference FILE``: the float model a Q/DQ MODEL (ModelOpt, ONNX Runtime's quantizer,
+    trtq export) was made from. A Q/DQ MODEL is detected by its Q/DQ nodes; without
+    ``--reference`` its float original is recovered from it
+    (:func:`trtq.precision.qdq_model.float_original`)."""
+
+    HELP = (
+        "For a Q/DQ MODEL (ModelOpt, ONNX Runtime's quantizer, trtq export): its float original, "
+        "tensors matched by name. Default: recovered from MODEL (weights dequantized)."
+    )
+
+    def decorators(self) -> list[Callable[[Callable], Callable]]:
+        return [
+            click.option(
+                "--reference",
+                "reference",
+                type=click.Path(dir_okay=False),
+                default=None,
+                metavar="FILE",
+                help=self.HELP,
+            )
+        ]
+
+    def resolve(
+        self, opts: Mapping[str, Any], config: Mapping[str, Any], config_path: Path | None
+    ) -> ReferenceSettings:
+        return ReferenceSettings(opts.get("reference"))

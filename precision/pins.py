@@ -144,3 +144,17 @@ def apply_pins(
     return export_qdq(
         model, dict(amax or {}) if "int8" in precision else {}, pins=tuple(nodes), fp16="fp16" in precision
     )
+
+
+def modelopt_args(doc: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The pins of a bisect document as NVIDIA ModelOpt arguments: ``ptq`` for
+    ``python -m modelopt.onnx.quantization`` and ``autocast`` for ``python -m
+    modelopt.onnx.autocast``, both ``["--nodes_to_exclude", REGEX, ...]``. Both tools match each
+    regex with ``re.match`` against node names, so every pinned ONNX node (``members`` included)
+    is one exact-match regex, ``^`` + ``re.escape(name)`` + ``$``."""
+    import re
+
+    regexes = [f"^{re.escape(name)}$" for name in pinned_nodes(doc)]
+    if not regexes:
+        return {"ptq": [], "autocast": []}
+    return {"ptq": ["--nodes_to_exclude", *regexes], "autocast": ["--nodes_to_exclude", *regexes]}
