@@ -335,6 +335,35 @@ def rank_layers(layers: Sequence[Layer], scores: Sequence[Any]) -> SearchSpace:
 # -- the whole run --------------------------------------------------------------------------------
 
 
+def replay_settings(
+    criterion: Criterion,
+    batches: Sequence[Mapping[str, Any]],
+    *,
+    strategy: str,
+    max_evals: int,
+    sources: Mapping[str, Any] | None = None,
+    **recorded: Any,
+) -> dict[str, Any]:
+    """The ``settings`` block of a bisect document: what ``precision pin`` needs to replay the
+    answer (``recorded`` first: precision, placement, ranges...; then the search and criterion,
+    the batch size, and the caller's ``sources``)."""
+    settings: dict[str, Any] = {
+        **recorded,
+        "strategy": strategy,
+        "metric": criterion.name,
+        "threshold": criterion.threshold,
+        "max_evals": max_evals,
+    }
+    if isinstance(criterion, CheckCommand):
+        settings["check"] = criterion.command
+    else:
+        settings["metric_params"] = dict(getattr(criterion, "params", ()))
+    first = next(iter(batches[0].values()), None) if batches else None
+    settings["batch_size"] = int(first.shape[0]) if first is not None and first.ndim else None
+    settings.update(sources or {})
+    return settings
+
+
 def run_bisect(
     model: onnx.ModelProto,
     batches: Sequence[Mapping[str, Any]],
@@ -407,22 +436,16 @@ def run_bisect(
     else:
         space = SearchSpace(tuple(layers))
     result = search(space, evaluator, strategy, max_evals=max_evals, progress=progress)
-    result.settings = {
-        "precision": precision,
-        "placement": placement,
-        "strategy": strategy,
-        "metric": criterion.name,
-        "threshold": criterion.threshold,
-        "max_evals": max_evals,
-    }
-    if isinstance(criterion, CheckCommand):
-        result.settings["check"] = criterion.command
-    else:
-        result.settings["metric_params"] = dict(getattr(criterion, "params", ()))
-    first = next(iter(batches[0].values()), None) if batches else None
-    result.settings["batch_size"] = int(first.shape[0]) if first is not None and first.ndim else None
-    result.settings["amax"] = {k: float(v) for k, v in amax.items()} if amax and "int8" in precision else None
-    result.settings.update(sources or {})
+    result.settings = replay_settings(
+        criterion,
+        batches,
+        strategy=strategy,
+        max_evals=max_evals,
+        sources=sources,
+        precision=precision,
+        placement=placement,
+        amax={k: float(v) for k, v in amax.items()} if amax and "int8" in precision else None,
+    )
     if held_out is not None:
         result.held_out = evaluate_held_out(
             build, model, held_out, criterion, [m for layer in result.pins for m in layer.members], threads

@@ -355,8 +355,8 @@ def run_bisect_qdq(
     :func:`trtq.precision.bisect.run_bisect`; the ranked/linear strategies rank groups by
     :func:`group_scores`. ``settings`` record ``qdq_model: true``."""
     from trtq._core.progress import null_progress
-    from trtq.precision.bisect import DEFAULT_MAX_EVALS, search
-    from trtq.precision.evaluate import CheckCommand, Evaluator, metric_criterion
+    from trtq.precision.bisect import DEFAULT_MAX_EVALS, replay_settings, search
+    from trtq.precision.evaluate import Evaluator, metric_criterion
     from trtq.precision.strategies import get_strategy
 
     start = time.perf_counter()
@@ -376,24 +376,18 @@ def run_bisect_qdq(
     else:
         space = group_space(model)
     result = search(space, evaluator, strategy, max_evals=max_evals, progress=progress)
-    result.settings = {
-        "precision": "int8",
-        "placement": "qdq-model",
-        "qdq_model": True,
-        "reference_recovered": recovery_kind(model) if recovered else None,
-        "strategy": strategy,
-        "metric": criterion.name,
-        "threshold": criterion.threshold,
-        "max_evals": max_evals,
-    }
-    if isinstance(criterion, CheckCommand):
-        result.settings["check"] = criterion.command
-    else:
-        result.settings["metric_params"] = dict(getattr(criterion, "params", ()))
-    first = next(iter(batches[0].values()), None) if batches else None
-    result.settings["batch_size"] = int(first.shape[0]) if first is not None and first.ndim else None
-    result.settings["amax"] = None
-    result.settings.update(sources or {})
+    result.settings = replay_settings(
+        criterion,
+        batches,
+        strategy=strategy,
+        max_evals=max_evals,
+        sources=sources,
+        precision="int8",
+        placement="qdq-model",
+        qdq_model=True,
+        reference_recovered=recovery_kind(model) if recovered else None,
+        amax=None,
+    )
     result.criterion = criterion.describe()
     result.backend = build.backend_label
     result.ranking_s = ranking_s
