@@ -125,8 +125,13 @@ TOOLS = PrecisionTools()
 
 def describe_backend(name: str) -> str:
     """The backend's name as results record it: ``onnxruntime (emulated)`` where FP16/INT8 are
-    emulated, the plain name where the backend builds them natively."""
-    return f"{name} (emulated)" if get_backend(name).emulated_precision else name
+    emulated, the plain name where the backend builds them natively, or the backend's own
+    ``label()`` (e.g. ``tensorrt (debug tensors)``: how per-layer values are read)."""
+    backend = get_backend(name)
+    if backend.emulated_precision:
+        return f"{name} (emulated)"
+    label = getattr(backend, "label", None)
+    return label() if callable(label) else name
 
 
 def build_runner(

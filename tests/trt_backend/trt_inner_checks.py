@@ -33,6 +33,7 @@ from trtq.calib.tensorrt.adapter import CalibrationBatchError  # noqa: E402
 from trtq.calib.tensorrt.builtin import BUILTIN, Entropy2Calibrator, LegacyCalibrator  # noqa: E402
 from trtq.calib.tensorrt.factory import calibrator_class, make_calibrator  # noqa: E402
 from trtq.runtime import tensorrt_build  # noqa: E402
+from trtq.runtime.tensorrt_debug import capsule_pointer, fetch_mode, make_listener  # noqa: E402
 from trtq.runtime.tensorrt_network import make_logger  # noqa: E402
 
 MAJOR = int(os.environ.get("TRTQ_TRT_MAJOR", "0"))
@@ -57,6 +58,7 @@ TYPED_NAMES = {
     "inspector": "EngineInspector",
     "runtime": "Runtime",
     "timing": "ITimingCache",
+    "context": "IExecutionContext",
 }
 ALGO_ENUM = {
     "EntropyCalibration2": "ENTROPY_CALIBRATION_2",
@@ -135,6 +137,10 @@ def test_ast_walk_finds_the_api_we_use():
     assert (None, ("BuilderFlag", "INT8")) in chains
     assert ("IBuilderConfig", ("set_calibration_profile",)) in chains
     assert ("ParserError", ("node_name",)) in chains
+    assert ("INetworkDefinition", ("mark_unfused_tensors_as_debug_tensors",)) in chains
+    assert ("IExecutionContext", ("set_debug_listener",)) in chains
+    assert ("IExecutionContext", ("unfused_tensors_debug_state",)) in chains
+    assert (None, ("TensorLocation", "DEVICE")) in chains
     assert len(uses) > 40
 
 
@@ -504,3 +510,50 @@ def test_with_tensorrt10_but_no_gpu_commands_say_so(tmp_path):
     assert "\n" not in str(info.value) and not (tmp_path / "c.cache").exists()
     with pytest.raises(MissingDependencyError, match="--backend onnxruntime"):
         TensorRTRunner(model, precision="int8", int8_cache=tmp_path / "c.cache")
+
+
+# -- debug tensors (TensorRT >= 10.12: both bindings) -------------------------------------------
+def test_these_bindings_read_compared_tensors_as_debug_tensors():
+    assert fetch_mode(trt) == "debug" and fetch_mode(trt, "outputs") == "outputs"
+    from trtq.runtime.tensorrt import TensorRTRunner
+
+    assert TensorRTRunner.label() == "tensorrt (debug tensors)"
+
+
+def test_debug_listener_subclasses_the_real_base_with_the_real_callback_signature():
+    import inspect
+
+    listener = make_listener(trt, ["a"])
+    assert isinstance(listener, trt.IDebugListener)
+    (real,) = _signatures(trt.IDebugListener.process_debug_tensor, "process_debug_tensor")
+    ours = list(inspect.signature(type(listener).process_debug_tensor).parameters)[1:]
+    assert (
+        [p.split(":")[0].strip() for p in real]
+        == ours
+        == ["addr", "location", "type", "shape", "name", "stream"]
+    )
+    assert "CapsuleType" in real[0]  # the address comes as a capsule, not an int
+
+
+def _capsule(address: int):
+    new = ctypes.pythonapi.PyCapsule_New
+    new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    return new(address, None, None)
+
+
+def test_listener_copies_a_host_buffer_given_as_a_capsule_with_real_enums():
+    data = np.arange(6, dtype=np.float32).reshape(2, 3)
+    listener = make_listener(trt, ["a", "h"])
+    assert capsule_pointer(_capsule(data.ctypes.data)) == data.ctypes.data
+    listener.process_debug_tensor(
+        _capsule(data.ctypes.data), trt.TensorLocation.HOST, trt.DataType.FLOAT, trt.Dims((2, 3)), "a", 0
+    )
+    listener.process_debug_tensor(  # not asked for: not copied
+        _capsule(data.ctypes.data), trt.TensorLocation.HOST, trt.DataType.FLOAT, trt.Dims((2, 3)), "b", 0
+    )
+    listener.process_debug_tensor(  # no numpy type: reported as unreadable
+        _capsule(data.ctypes.data), trt.TensorLocation.HOST, trt.DataType.BF16, trt.Dims((2, 3)), "h", 0
+    )
+    listener.raise_if_failed()
+    assert list(listener.tensors) == ["a"] and np.array_equal(listener.tensors["a"], data)
+    assert "no numpy type" in listener.unreadable["h"]

@@ -9,7 +9,10 @@ Q/DQ ONNX). Inference reuses Polygraphy's ``TrtRunner``. After the build,
 inspector, see :mod:`trtq.runtime.tensorrt_inspect`).
 
 Marking outputs changes TensorRT's fusions (a marked tensor must survive), so a ``mark="all"``
-engine is a debugging view of the model, not the deployed engine.
+engine is a debugging view of the model, not the deployed engine. On TensorRT >= 10.12 the
+marked tensors are read as debug tensors instead (``fetch="auto"``/``"debug"``, see
+:mod:`trtq.runtime.tensorrt_debug`): the engine keeps its deployed fusions and ``marked`` lists
+the tensors that survived them (after the first run). ``fetch="outputs"`` forces mark-outputs.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from trtq.runtime.tensorrt_build import (
     engine_information,
     shapes_tuple,
 )
+from trtq.runtime.tensorrt_debug import DebugTensors, debug_tensors_available, fetch_mode
 from trtq.runtime.tensorrt_inspect import LayerPrecision, parse_engine_information
 
 # precision name -> (fp16 flag, int8 flag)
@@ -57,6 +61,8 @@ class TensorRTRunner(Runner):
     Args:
         model: path to an ``.onnx`` file or a ``ModelProto``.
         mark: extra tensors to fetch: names, or ``"all"`` (every markable float activation).
+        fetch: how they are read: ``"auto"`` (debug tensors on TensorRT >= 10.12, else marked
+            outputs), ``"debug"`` or ``"outputs"``.
         precision: ``fp32`` | ``fp16`` | ``int8`` | ``fp16+int8``.
         int8_cache: a TensorRT calibration cache (e.g. from ``calib run`` on the CPU).
         calibrator: a live trtq calibrator (TensorRT 10 only), instead of ``int8_cache``.
@@ -87,12 +93,14 @@ class TensorRTRunner(Runner):
         engine_path: str | os.PathLike | None = None,
         workspace_bytes: int | None = None,
         tools: BuildTools | None = None,
+        fetch: str = "auto",
     ) -> None:
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
         self.trt = import_tensorrt()
         require_gpu()
         fp16, int8 = PRECISIONS[precision]
+        self.fetch = fetch_mode(self.trt, fetch)
         if isinstance(model, onnx.ModelProto):
             proto, model_file = model, None
         else:
@@ -105,6 +113,7 @@ class TensorRTRunner(Runner):
             pins=tuple(pins),
             constraints=constraints,
             mark="all" if mark == "all" else tuple(mark),
+            debug=self.fetch == "debug",
             shapes=shapes_tuple(shapes),
             timing_cache=Path(timing_cache) if timing_cache else None,
             engine_path=Path(engine_path) if engine_path else None,
@@ -119,18 +128,37 @@ class TensorRTRunner(Runner):
                 self.trt, model_file, settings, calibrator=calibrator, int8_cache=int8_cache, tools=tools
             )
         self.engine, self._runtime = deserialize(self.trt, self.built.engine_bytes)
-        self.marked = list(self.built.marks.marked)
+        self._marked = list(self.built.marks.marked)
         from polygraphy.backend.trt import TrtRunner  # reuse Polygraphy's buffers and execution
 
         self._runner = TrtRunner(self.engine)
         self._runner.activate()
+        self._debug = None
+        if self.fetch == "debug" and self._marked:  # our listener on Polygraphy's context
+            self._debug = DebugTensors(self.trt, self._marked)
+            self._debug.attach(self._runner.context)
         self._inputs = [
             replace(i, shape=tuple(self.built.shapes.get(i.name, ()))) for i in real_inputs(proto)
         ]
         self._outputs = [
             TensorInfo(o.name, (), np_dtype(o.type.tensor_type.elem_type)) for o in proto.graph.output
         ]
-        self._fetchable = {o.name for o in proto.graph.output} | set(self.marked)
+        self._fetchable = {o.name for o in proto.graph.output} | set(self._marked)
+
+    @property
+    def marked(self) -> list[str]:
+        """The extra tensors ``run`` returns; with debug tensors, those the engine reported."""
+        return self._debug.marked if self._debug is not None else list(self._marked)
+
+    @classmethod
+    def label(cls) -> str:
+        """The backend as results record it: how per-layer values are read on this TensorRT."""
+        try:
+            trt = import_tensorrt()
+        except TrtqError:
+            return cls.name
+        how = "debug tensors" if debug_tensors_available(trt) else "marked outputs"
+        return f"{cls.name} ({how})"
 
     @classmethod
     def require(cls) -> None:
@@ -146,10 +174,11 @@ class TensorRTRunner(Runner):
         *,
         mark: Sequence[str] | str = (),
         threads: int | None = None,
+        fetch: str = "auto",
     ) -> TensorRTRunner:
         """A real engine: TensorRT 10 with flags, the cache and pins under precision constraints;
         TensorRT 11 strongly typed from ``tools.typed_model``. ``spec.amax`` without a cache is
-        written to a temporary cache first. ``threads`` does not apply."""
+        written to a temporary cache first. ``threads`` does not apply; ``fetch`` as in the class."""
         spec = spec or BuildSpec()
         cache = spec.cache_path if spec.int8 else None
         with contextlib.ExitStack() as stack:
@@ -168,6 +197,7 @@ class TensorRTRunner(Runner):
                 constraints=spec.constraints,
                 shapes=spec.shapes,
                 tools=tools,
+                fetch=fetch,
             )
 
     @functools.cached_property
@@ -182,10 +212,16 @@ class TensorRTRunner(Runner):
 
     def _run_impl(self, feeds: Mapping[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         feed = {t.name: np.ascontiguousarray(feeds[t.name], dtype=t.dtype) for t in self._inputs}
-        try:
-            result = self._runner.infer(feed)
-        except Exception as exc:
-            raise TrtqError(f"TensorRT failed to run the engine: {first_line(exc)}") from exc
+
+        def infer() -> Mapping[str, Any]:
+            try:
+                return self._runner.infer(feed)
+            except Exception as exc:
+                raise TrtqError(f"TensorRT failed to run the engine: {first_line(exc)}") from exc
+
+        if self._debug is not None:  # tensors fused away are left out
+            return self._debug.run(infer, outputs)
+        result = infer()
         return {n: np.asarray(result[n]) for n in outputs}
 
     def _close_impl(self) -> None:
@@ -193,4 +229,5 @@ class TensorRTRunner(Runner):
         if runner is not None and runner.is_active:
             runner.deactivate()
         self._runner = None
+        self._debug = None
         self.engine = None

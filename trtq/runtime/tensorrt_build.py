@@ -11,7 +11,7 @@ TensorRT 11.x: no precision flags, calibrators or ``layer.precision``. FP16 and 
 ``BuildTools.typed_model`` (trtq's own: the Q/DQ export of :mod:`trtq.precision.export`, amax from
 the calibration cache; pinned nodes stay unquantized and FP32) and a STRONGLY_TYPED network.
 
-Both: optional mark-all/mark-some outputs, timing cache read and written back, DETAILED
+Both: optional mark-all/mark-some outputs (or debug tensors, fusions kept), timing cache read and written back, DETAILED
 profiling verbosity for the engine inspector, engine written atomically.
 """
 
@@ -36,6 +36,7 @@ from trtq.runtime.tensorrt_network import (
     MarkResult,
     add_fixed_profile,
     make_logger,
+    mark_debug_tensors,
     mark_outputs,
     network_flags,
     network_inputs,
@@ -52,7 +53,8 @@ CONSTRAINTS = {"obey": "OBEY_PRECISION_CONSTRAINTS", "prefer": "PREFER_PRECISION
 @dataclass(frozen=True)
 class BuildSettings:
     """What to build. ``shapes`` fixes dynamic inputs (name -> full shape, batch first);
-    ``mark`` is ``"all"`` or tensor names to make outputs; ``pins`` are ONNX node names kept in
+    ``mark`` is ``"all"`` or tensor names to read back: as outputs, or as debug tensors when
+    ``debug`` (TensorRT >= 10.12, fusions kept; see :mod:`trtq.runtime.tensorrt_debug`); ``pins`` are ONNX node names kept in
     FP32; ``constraints`` is ``"obey"`` or ``"prefer"``; ``workspace_bytes`` caps the workspace
     pool (bytes)."""
 
@@ -61,6 +63,7 @@ class BuildSettings:
     pins: tuple[str, ...] = ()
     constraints: str = "obey"
     mark: tuple[str, ...] | str = ()
+    debug: bool = False
     shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
     timing_cache: Path | None = None
     engine_path: Path | None = None
@@ -126,7 +129,10 @@ def _start(trt: ModuleType, model_path: Path, settings: BuildSettings, *, strong
     parser = parse_onnx(trt, network, logger, model_path)
     inputs = network_inputs(trt, network)
     shapes = resolve_shapes(inputs, dict(settings.shapes))
-    marks = mark_outputs(trt, network, settings.mark) if settings.mark else MarkResult()
+    marks = MarkResult()
+    if settings.mark:
+        mark = mark_debug_tensors if settings.debug else mark_outputs
+        marks = mark(trt, network, settings.mark)
     config = builder.create_builder_config()
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if settings.workspace_bytes:

@@ -215,8 +215,9 @@ def _markable(trt: ModuleType, network: Any) -> tuple[MarkResult, dict[str, Any]
     return result, by_name
 
 
-def mark_outputs(trt: ModuleType, network: Any, names: Sequence[str] | str) -> MarkResult:
-    """Make ``names`` (or ``"all"``) network outputs; a requested tensor that cannot be marked is an error."""
+def _wanted(trt: ModuleType, network: Any, names: Sequence[str] | str) -> tuple[MarkResult, list, dict]:
+    """The markable candidates, the requested ones among them (``"all"``: every one), by name;
+    a requested tensor that cannot be marked is an error (one that is already an output is not)."""
     candidates, by_name = _markable(trt, network)
     if names == "all":
         wanted = list(candidates.marked)
@@ -236,8 +237,27 @@ def mark_outputs(trt: ModuleType, network: Any, names: Sequence[str] | str) -> M
                 + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else "")
             )
         wanted = [n for n in wanted if n in by_name]
+    return candidates, wanted, by_name
+
+
+def mark_outputs(trt: ModuleType, network: Any, names: Sequence[str] | str) -> MarkResult:
+    """Make ``names`` (or ``"all"``) network outputs; a requested tensor that cannot be marked is an error."""
+    candidates, wanted, by_name = _wanted(trt, network, names)
     for name in wanted:
         network.mark_output(by_name[name])
+    return MarkResult(marked=wanted, skipped=candidates.skipped)
+
+
+@targets(10, 11)
+def mark_debug_tensors(trt: ModuleType, network: Any, names: Sequence[str] | str) -> MarkResult:
+    """Read ``names`` (or ``"all"``) as debug tensors without changing fusions (TensorRT >= 10.12):
+    every tensor that survives fusion becomes a debug tensor
+    (``mark_unfused_tensors_as_debug_tensors``); no output is added. ``marked`` lists the
+    requested candidates: which of them the engine really reports is known only at run time.
+    The same requests as :func:`mark_outputs` are errors."""
+    candidates, wanted, _by_name = _wanted(trt, network, names)
+    if not network.mark_unfused_tensors_as_debug_tensors():
+        raise InputError("TensorRT could not mark the network's unfused tensors as debug tensors")
     return MarkResult(marked=wanted, skipped=candidates.skipped)
 
 
