@@ -188,3 +188,22 @@ def test_emulation_first_on_the_emulation_is_ranked(outlier_scale_model):
     result = bisect(model, batches, amax, "onnxruntime")
     assert result.pin_nodes == ["fc3"] and result.engine_evaluations is None
     assert result.to_json()["settings"]["strategy"] == "emulation-first"
+
+
+def test_cli_prints_stages_and_engine_builds(tmp_path, outlier_scale_model, stand_in_engine):
+    import json
+
+    from click.testing import CliRunner
+    from test_bisect_cli import _setup
+
+    from trtq.precision.cli import main
+
+    model, data, cache = _setup(tmp_path, outlier_scale_model)
+    stand_in_engine.planted = "head"
+    args = ["bisect", model, "--data", data, "--batch-size", 16, "--precision", "int8", "--cache", cache]
+    args += ["--strategy", "emulation-first", "--backend", "stand-in-engine", "-o", tmp_path / "pins.json"]
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "engine builds" in result.output and "emulation" in result.output
+    doc = json.loads((tmp_path / "pins.json").read_text())
+    assert [p["node"] for p in doc["pins"]] == ["fc3", "head"] and doc["engine_evaluations"] > 3
