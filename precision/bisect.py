@@ -14,6 +14,13 @@ Evaluations are cached by pin set: a set proposed twice is evaluated once and th
 logged with ``cached: true`` (it does not count against the budget). Every row of the trace holds
 the set size, the criterion's metric, pass/fail and the wall time in seconds. The two evaluations
 of steps 1-2 count against the budget, so a run costs at least 2 evaluations.
+
+Two evaluators (``search(..., engine_evaluate=...)``, strategy ``emulation-first``): steps 1-3
+run on the cheap one (the ONNX Runtime emulation), then
+:class:`~trtq.precision.strategies.emulation_first.ConfirmOnEngine` checks the answer on the
+expensive one (the engine) and continues the search there if the engine disagrees. Each has its
+own cache and a budget of ``max_evals``; the trace is one list whose rows carry their ``stage``
+(``emulation`` / ``engine``), and ``engine_evaluations`` counts the engine's builds.
 """
 
 from __future__ import annotations
@@ -47,7 +54,9 @@ EvaluateFn = Callable[[frozenset[str]], EvalResult]
 @dataclass(frozen=True)
 class TraceEntry:
     """One row of the search trace. ``eval`` counts rows from 1; ``time_s`` is wall seconds
-    (0 for a cached repeat); ``phase`` is ``baseline``, ``all-pinned`` or ``search``."""
+    (0 for a cached repeat); ``phase`` is ``baseline``, ``all-pinned`` or ``search`` (on the
+    engine stage of ``emulation-first`` also ``confirm`` and ``check-needed``); ``stage`` is
+    ``emulation`` or ``engine`` with two evaluators, ``None`` with one."""
 
     eval: int
     set_size: int
@@ -57,6 +66,7 @@ class TraceEntry:
     cached: bool
     phase: str = "search"
     stopped_early: bool = False
+    stage: str | None = None
 
 
 @dataclass
@@ -78,6 +88,8 @@ class BisectResult:
     ranking_s: float = 0.0
     backend: str = "onnxruntime (emulated)"
     held_out: dict[str, Any] | None = None  # the answer judged on held-out data (run_bisect(held_out=...))
+    engine_evaluations: int | None = None  # emulation-first with an engine: its uncached builds
+    emulation: dict[str, Any] | None = None  # emulation-first with an engine: stage 1's verdict and pins
 
     @property
     def pin_nodes(self) -> list[str]:
@@ -135,7 +147,9 @@ class BisectResult:
             baseline_metric=self.baseline_metric,
             all_pinned_metric=self.all_pinned_metric,
             evaluations=self.evaluations,
+            engine_evaluations=self.engine_evaluations,
             layers=self.layers,
+            **({"emulation": dict(self.emulation)} if self.emulation is not None else {}),
             **({"held_out": dict(self.held_out)} if self.held_out is not None else {}),
             wall_s=self.wall_s,
             ranking_s=self.ranking_s,
@@ -149,6 +163,7 @@ class BisectResult:
                     "cached": t.cached,
                     "phase": t.phase,
                     "stopped_early": t.stopped_early,
+                    "stage": t.stage,
                 }
                 for t in self.trace
             ],
@@ -166,12 +181,21 @@ class BudgetExhausted(Exception):
 class CachedEvaluations:
     """Evaluations cached by pin set, with the trace, the budget and progress reporting."""
 
-    def __init__(self, evaluate: EvaluateFn, max_evals: int, progress: ProgressFn = null_progress) -> None:
+    def __init__(
+        self,
+        evaluate: EvaluateFn,
+        max_evals: int,
+        progress: ProgressFn = null_progress,
+        *,
+        stage: str | None = None,
+        trace: list[TraceEntry] | None = None,
+    ) -> None:
         self.evaluate = evaluate
         self.max_evals = max_evals
         self.progress = progress
+        self.stage = stage  # tags the trace rows (two evaluators share one ``trace``)
         self.cache: dict[frozenset[str], EvalResult] = {}
-        self.trace: list[TraceEntry] = []
+        self.trace: list[TraceEntry] = [] if trace is None else trace
         self.count = 0
 
     def __call__(self, pins: frozenset[str], phase: str = "search") -> EvalResult:
@@ -193,11 +217,13 @@ class CachedEvaluations:
             cached=cached,
             phase=phase,
             stopped_early=result.stopped_early,
+            stage=self.stage,
         )
         self.trace.append(entry)
         log.info(
-            "eval %d (%s): %d pinned, metric %s, %s, %.2f s%s",
+            "eval %d (%s%s): %d pinned, metric %s, %s, %.2f s%s",
             entry.eval,
+            f"{self.stage} " if self.stage else "",
             phase,
             entry.set_size,
             _fmt(entry.metric),
@@ -208,6 +234,17 @@ class CachedEvaluations:
         return result
 
 
+def _drive(runner: Any, evals: CachedEvaluations) -> str:
+    """Ask ``runner`` for candidates until it is done (``found``) or the budget is spent
+    (``budget-exhausted``). The trace row's phase is the runner's ``phase`` where it has one."""
+    try:
+        while (candidate := runner.next_candidate()) is not None:
+            runner.record(evals(candidate, getattr(runner, "phase", "search")))
+        return "found"
+    except BudgetExhausted:
+        return "budget-exhausted"
+
+
 def search(
     space: SearchSpace,
     evaluate: EvaluateFn,
@@ -215,11 +252,17 @@ def search(
     *,
     max_evals: int = DEFAULT_MAX_EVALS,
     progress: ProgressFn = null_progress,
+    engine_evaluate: EvaluateFn | None = None,
 ) -> BisectResult:
     """Run the driver with the strategy called ``strategy`` over ``space``.
 
     ``evaluate(pins) -> EvalResult`` is one (uncached) evaluation; the driver caches it.
     ``max_evals`` counts uncached evaluations and must be at least 2.
+
+    ``engine_evaluate``: the expensive evaluator, used by strategies with ``confirm_on_engine``
+    (``emulation-first``): ``evaluate`` is then the cheap one (the emulation) and the engine
+    stage follows the search (module docstring); ``max_evals`` applies to each stage. Other
+    strategies, or no ``engine_evaluate``, search on ``evaluate`` alone.
     """
     if max_evals < 2:
         raise InputError(
@@ -228,13 +271,16 @@ def search(
     if len(space) == 0:
         raise InputError("the model has no layers producing float activations: nothing to pin")
     strategy_cls = get_strategy(strategy)
+    two_stage = engine_evaluate is not None and getattr(strategy_cls, "confirm_on_engine", False)
     start = time.perf_counter()
 
-    def evaluate_layers(layer_ids: frozenset[str]) -> EvalResult:
-        return replace(evaluate(space.nodes_of(layer_ids)), pins=frozenset(layer_ids))
+    def on_layers(fn: EvaluateFn) -> EvaluateFn:
+        return lambda layer_ids: replace(fn(space.nodes_of(layer_ids)), pins=frozenset(layer_ids))
 
-    evals = CachedEvaluations(evaluate_layers, max_evals, progress)
-    progress(0, total=max_evals, description=f"bisect ({strategy})")
+    evals = CachedEvaluations(
+        on_layers(evaluate), max_evals, progress, stage="emulation" if two_stage else None
+    )
+    progress(0, total=2 * max_evals if two_stage else max_evals, description=f"bisect ({strategy})")
     everything = space.all_nodes
     baseline = evals(frozenset(), "baseline")
     all_pinned: EvalResult | None = None
@@ -242,35 +288,52 @@ def search(
     if baseline.passed:
         verdict = "already-passes"
     else:
-        try:
-            all_pinned = evals(everything, "all-pinned")
-            if not all_pinned.passed:
-                verdict = "cannot-pass"
-            else:
-                runner = strategy_cls(space)
-                try:
-                    while (candidate := runner.next_candidate()) is not None:
-                        runner.record(evals(candidate))
-                    verdict = "found"
-                except BudgetExhausted:
-                    verdict = "budget-exhausted"
-                best = runner.result()
-        except BudgetExhausted:  # pragma: no cover - max_evals >= 2 makes this unreachable
-            verdict = "budget-exhausted"
-            best = everything
+        all_pinned = evals(everything, "all-pinned")  # within budget: max_evals >= 2
+        if not all_pinned.passed:
+            verdict = "cannot-pass"
+        else:
+            runner = strategy_cls(space)
+            verdict = _drive(runner, evals)
+            best = runner.result()
     final = evals.cache.get(best)
+    baseline_metric = baseline.metric
+    all_pinned_metric = all_pinned.metric if all_pinned is not None else None
+    engine_count: int | None = None
+    emulation: dict[str, Any] | None = None
+    if two_stage:
+        from trtq.precision.strategies.emulation_first import ConfirmOnEngine
+
+        assert engine_evaluate is not None
+        emulation = {"verdict": verdict, "pins": sorted(best, key=lambda n: space.by_node[n].index)}
+        emulation["evaluations"] = evals.count
+        engine = CachedEvaluations(
+            on_layers(engine_evaluate), max_evals, progress, stage="engine", trace=evals.trace
+        )
+        # a cannot-pass or exhausted emulation has no answer to confirm: grow from nothing
+        confirm = ConfirmOnEngine(space, best if best != everything else frozenset())
+        stage_verdict = _drive(confirm, engine)
+        verdict = confirm.verdict if stage_verdict == "found" else stage_verdict
+        found = confirm.result()
+        best = found if found is not None else everything
+        final = engine.cache.get(best)
+        # the engine's numbers (None where it did not evaluate the set); the emulation's are in the trace
+        baseline_metric = engine.cache[frozenset()].metric if frozenset() in engine.cache else None
+        all_pinned_metric = engine.cache[everything].metric if everything in engine.cache else None
+        engine_count = engine.count
     by_node = space.by_node
     return BisectResult(
         verdict=verdict,
         pins=sorted((by_node[n] for n in best), key=lambda layer: layer.index),
         final_metric=final.metric if final is not None else None,
-        baseline_metric=baseline.metric,
-        all_pinned_metric=all_pinned.metric if all_pinned is not None else None,
+        baseline_metric=baseline_metric,
+        all_pinned_metric=all_pinned_metric,
         trace=evals.trace,
-        evaluations=evals.count,
+        evaluations=evals.count + (engine_count or 0),
         layers=len(space),
         settings={"strategy": strategy, "max_evals": max_evals},
         wall_s=time.perf_counter() - start,
+        engine_evaluations=engine_count,
+        emulation=emulation,
     )
 
 
@@ -401,6 +464,11 @@ def run_bisect(
     with the same build, ranges and criterion, every batch (no early stop), and the result's
     ``held_out`` holds ``{metric, passed, baseline_metric, baseline_passed, criterion, outputs,
     time_s}``. It needs a metric criterion (a ``--check`` command judges its own data).
+
+    ``strategy="emulation-first"`` with a backend that builds natively (``tensorrt``): the search
+    runs on ``ModelBuild("onnxruntime", ...)``, the emulation of the same spec, and its answer is
+    confirmed (and, if the engine disagrees, the search continued) on ``ModelBuild(backend, ...)``;
+    ``engine_evaluations`` counts the backend's builds. With ``onnxruntime`` it is ``ranked``.
     """
     start = time.perf_counter()
     if "int8" in precision and not amax:
@@ -421,6 +489,24 @@ def run_bisect(
     spec = BuildSpec(precision, placement, amax=amax)
     build = ModelBuild(backend, model, spec, threads=threads)
     evaluator = Evaluator(build, batches, criterion, model=model, threads=threads, early_stop=early_stop)
+    search_on, engine = evaluator, None
+    if getattr(get_strategy(strategy), "confirm_on_engine", False):
+        from trtq.runtime import get_backend
+
+        if get_backend(backend).emulated_precision:
+            log.info("%s: the backend is the emulation; searching as 'ranked' (no engine stage)", strategy)
+        else:  # search on the emulation of the same build, confirm on the backend
+            emulation = ModelBuild("onnxruntime", model, spec, threads=threads)
+            search_on = Evaluator(
+                emulation,
+                batches,
+                criterion,
+                reference=evaluator.reference,
+                model=model,
+                threads=threads,
+                early_stop=early_stop,
+            )
+            engine = evaluator
     layers = model_layers(base)
     ranking_s = 0.0
     if get_strategy(strategy).needs_ranking:
@@ -435,7 +521,9 @@ def run_bisect(
         ranking_s = time.perf_counter() - t0
     else:
         space = SearchSpace(tuple(layers))
-    result = search(space, evaluator, strategy, max_evals=max_evals, progress=progress)
+    result = search(
+        space, search_on, strategy, max_evals=max_evals, progress=progress, engine_evaluate=engine
+    )
     result.settings = replay_settings(
         criterion,
         batches,

@@ -162,7 +162,8 @@ def _criterion_options(fn):
 @click.option(
     "--strategy",
     default=None,
-    help="Search strategy: ranked (default), prefix (ranked without minimising: quick), contiguous, linear.",
+    help="Search strategy: ranked (default), prefix (ranked without minimising: quick), contiguous, linear, "
+    "emulation-first (with --backend tensorrt: search on the emulation, confirm with the engine).",
 )
 @_criterion_options
 @click.option("--max-evals", type=click.IntRange(min=2), default=None, help="Evaluation budget (default 64).")
@@ -419,8 +420,9 @@ def _print_result(result, pins_path: str) -> None:
 
     console = stderr_console()
     trace = Table(title="evaluations", title_justify="left", show_edge=False)
-    for column in ("#", "phase", "pinned", "metric", "result", "time s"):
-        trace.add_column(column, justify="right" if column not in ("phase", "result") else "left")
+    staged = any(t.stage for t in result.trace)  # emulation-first: emulation rows, then engine rows
+    for column in ("#", *(("stage",) if staged else ()), "phase", "pinned", "metric", "result", "time s"):
+        trace.add_column(column, justify="right" if column not in ("stage", "phase", "result") else "left")
     bound = ""  # a stopped-early row shows the best metric it could still have reached
     if result.settings.get("metric") not in (None, "check"):
         from trtq.precision.metrics import get_metric
@@ -433,7 +435,8 @@ def _print_result(result, pins_path: str) -> None:
         verdict = ("[green]pass[/green]" if t.passed else "[red]fail[/red]") + (
             " (cached)" if t.cached else " (stopped early)" if t.stopped_early else ""
         )
-        trace.add_row(str(t.eval), t.phase, str(t.set_size), metric, verdict, f"{t.time_s:.2f}")
+        stage = (t.stage or "",) if staged else ()
+        trace.add_row(str(t.eval), *stage, t.phase, str(t.set_size), metric, verdict, f"{t.time_s:.2f}")
     console.print(trace)
     if result.pins:
         pins = Table(
@@ -449,7 +452,12 @@ def _print_result(result, pins_path: str) -> None:
     console.print(f"[{colour}]{result.verdict}[/{colour}]: {result.summary()}")
     if result.held_out is not None:
         console.print(_held_out_line(result.held_out, result.criterion))
-    console.print(f"wrote {pins_path} ({result.evaluations} evaluations, {result.wall_s:.1f} s)")
+    engine = (
+        f", {result.engine_evaluations} of them engine builds"
+        if result.engine_evaluations is not None
+        else ""
+    )
+    console.print(f"wrote {pins_path} ({result.evaluations} evaluations{engine}, {result.wall_s:.1f} s)")
 
 
 def _held_out_line(held: dict[str, Any], criterion: str) -> str:

@@ -5,6 +5,8 @@
 - ``contiguous``: Polygraphy ``debug precision`` style: the first K (then the last K) layers in
   topological order, K bisected; the smaller passing block wins.
 - ``linear``: pin layers one at a time in ranked order until the model passes.
+- ``emulation-first``: ``ranked`` on the ONNX Runtime emulation, then the answer confirmed on the
+  engine (``--backend tensorrt``), the search continued there only if the engine disagrees.
 
 A new strategy is one :class:`~trtq.precision.strategies.base.Strategy` subclass in one module,
 registered with :func:`register_strategy` or through the ``trtq.strategies`` entry-point group.
@@ -27,6 +29,7 @@ _BUILTIN = {
     "contiguous": "trtq.precision.strategies.contiguous",
     "linear": "trtq.precision.strategies.linear",
     "prefix": "trtq.precision.strategies.prefix",
+    "emulation-first": "trtq.precision.strategies.emulation_first",
 }
 _REGISTERED: dict[str, type[Strategy]] = {}
 

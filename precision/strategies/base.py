@@ -202,3 +202,32 @@ def probe_first_prefix(order: Sequence[Layer]) -> Generator[frozenset[str], bool
 def prefix(order: Sequence[Layer], k: int) -> frozenset[str]:
     """The node names of the first ``k`` layers of ``order``."""
     return frozenset(layer.node for layer in order[:k])
+
+
+def minimise(kept: list[str], pending: list[str]) -> Generator[frozenset[str], bool, list[str]]:
+    """Drop the layers of ``pending`` from the passing set ``kept`` where the smaller set still
+    passes; return what is left (``kept`` is changed in place, its order kept).
+
+    ``pending`` is tried in order (give it least sensitive first), one layer at a time; after two
+    drops in a row, gallop: drop 2, 4, ... layers at once while the smaller set keeps passing;
+    after a failed group go back to single layers. A drop is kept only if the smaller set passes
+    (evaluated, never inferred); a layer is kept only when unpinning it alone, from the set as it
+    stood then, failed. A run of ``r`` unneeded layers costs about ``log2 r + 2`` evaluations, a
+    needed layer 1 (plus 1 when it ends a run of drops, for the failed group).
+    """
+    chunk, streak, i = 1, 0, 0
+    while i < len(pending):
+        group = pending[i : i + chunk]
+        if (yield frozenset(kept) - set(group)):
+            for node in group:
+                kept.remove(node)
+            i += len(group)
+            streak += 1
+            if streak >= 2:  # gallop only inside a run of unneeded layers
+                chunk *= 2
+        else:
+            streak = 0
+            if len(group) == 1:
+                i += 1  # needed: unpinning it alone failed
+            chunk = 1
+    return kept

@@ -6,10 +6,11 @@
    evaluation when it is the only culprit), then bisection over the lengths
    (:func:`probe_first_prefix`): at most ``1 + ceil(log2 N)`` evaluations. Its last layer is
    proven needed: the prefix without it failed.
-3. Try to drop the other members, least sensitive first, one at a time; after two drops in a
-   row, gallop: drop 2, 4, ... layers at once while the smaller set keeps passing; after a
-   failed group go back to single layers. A drop is kept only if the smaller set passes (evaluated, never inferred); a
-   layer is kept only when unpinning it alone, from the set as it stood then, failed. A run of
+3. Try to drop the other members, least sensitive first (:func:`minimise`): one at a time;
+   after two drops in a row, gallop: drop 2, 4, ... layers at once while the smaller set keeps
+   passing; after a failed group go back to single layers. A drop is kept only if the smaller
+   set passes (evaluated, never inferred); a layer is kept only when unpinning it alone, from
+   the set as it stood then, failed. A run of
    ``r`` unneeded layers costs about ``log2 r + 2`` evaluations, a needed layer 1 (plus 1 when
    it ends a run of drops, for the failed group).
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Generator
 
 from trtq.precision.strategies import register_strategy
-from trtq.precision.strategies.base import GeneratorStrategy, probe_first_prefix
+from trtq.precision.strategies.base import GeneratorStrategy, minimise, probe_first_prefix
 
 
 @register_strategy("ranked")
@@ -43,19 +44,4 @@ class RankedStrategy(GeneratorStrategy):
         k = yield from probe_first_prefix(order)
         kept = [layer.node for layer in order[:k]]  # most sensitive first
         # The last layer of the prefix is needed: the prefix without it failed (in bisect_prefix).
-        pending = list(reversed(kept[:-1]))  # least sensitive first
-        chunk, streak, i = 1, 0, 0
-        while i < len(pending):
-            group = pending[i : i + chunk]
-            if (yield frozenset(kept) - set(group)):
-                for node in group:
-                    kept.remove(node)
-                i += len(group)
-                streak += 1
-                if streak >= 2:  # gallop only inside a run of unneeded layers
-                    chunk *= 2
-            else:
-                streak = 0
-                if len(group) == 1:
-                    i += 1  # needed: unpinning it alone failed
-                chunk = 1
+        yield from minimise(kept, list(reversed(kept[:-1])))  # least sensitive first
