@@ -238,3 +238,19 @@ def test_export_fp8_cli(tmp_path):
         run_ort(q, {"x": x.reshape(1, 3, 6, 6).astype(np.float32)})
     res = _invoke("export", model, "--fp8", "--int8", "--cache", cache, "-o", out)
     assert res.exit_code != 0 and "exclusive" in res.output
+
+
+def test_bisect_and_pin_fp8_end_to_end(tmp_path):
+    tmp, model, data, cache = two_conv_workspace(tmp_path)
+    pins = tmp / "pins.json"
+    res = _invoke(
+        "bisect", model, "--data", data, "--precision", "fp8", "--cache", cache,
+        "--threshold", "0.99999", "-o", pins, "--json", "-", "-q",
+    )  # fmt: skip
+    doc = json.loads(pins.read_text())
+    assert doc["settings"]["precision"] == "fp8" and doc["settings"]["amax"], res.output
+    out = tmp / "pinned.onnx"
+    res = _invoke("pin", model, "--pins", pins, "-o", out, "--json", "-", "-q")
+    assert res.exit_code in (0, 1), res.output
+    applied = onnx.load(str(out))
+    assert any(o.domain in ("", "ai.onnx") and o.version == 19 for o in applied.opset_import)
