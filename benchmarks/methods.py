@@ -8,6 +8,10 @@ histogram methods share its histograms, so only entropy2 and auto are timed).
     nice python benchmarks/methods.py                        # all models, Markdown table
     nice python benchmarks/methods.py --models cls,lcnet --det-size 320
     nice python benchmarks/methods.py --models cls --methods entropy2,percentile --bias-correction 1,2
+    nice python benchmarks/methods.py --models vit --methods entropy2,mse --types int8,fp8
+
+``--types int8,fp8``: export each method's ranges as INT8 and/or FP8 E4M3 Q/DQ
+(``export_qdq(..., fp8=True)``: scale = amax / 448, per-tensor weights); ``type`` in the rows.
 
 ``--bias-correction P,..``: each method also with :func:`trtq.precision.bias_correction.correct_biases`
 (``passes=P``, on the 12 calibration images, the same amax) applied before the export; ``bc`` in
@@ -112,7 +116,12 @@ def _score(key: str, ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, 
 
 
 def bench(
-    key: str, det_size: int, threads: int | None, methods=METHODS, bc_passes: tuple[int, ...] = ()
+    key: str,
+    det_size: int,
+    threads: int | None,
+    methods=METHODS,
+    bc_passes: tuple[int, ...] = (),
+    types: tuple[str, ...] = ("int8",),
 ) -> list[dict]:
     import onnx
 
@@ -127,25 +136,28 @@ def bench(
     t0 = time.perf_counter()
     plain = calibrate(model, cal, method="entropy2", threads=threads)
     t_plain = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    auto = calibrate(model, cal, method="auto", threads=threads)
-    t_auto = time.perf_counter() - t0
+    auto, t_auto = None, None
+    if "auto" in methods:
+        t0 = time.perf_counter()
+        auto = calibrate(model, cal, method="auto", threads=threads)
+        t_auto = time.perf_counter() - t0
     rows = []
     for m in methods:
         amax = auto.amax if m == "auto" else compute_amax(plain.histograms, m)
-        scores = _score(key, ref, _outputs(export_qdq(model, amax), held))
         seconds = {"entropy2": t_plain, "auto": t_auto}.get(m)
-        rows.append({"model": key, "method": m, "bc": 0, **scores, "calib_s": seconds})
-        print(rows[-1], flush=True)
+        for t in types:
+            scores = _score(key, ref, _outputs(export_qdq(model, amax, fp8=t == "fp8"), held))
+            rows.append({"model": key, "type": t, "method": m, "bc": 0, **scores, "calib_s": seconds})
+            print(rows[-1], flush=True)
         for p in bc_passes:
             t0 = time.perf_counter()
             corrected, _ = correct_biases(model, cal, amax, passes=p, threads=threads)
             t_bc = time.perf_counter() - t0
             scores = _score(key, ref, _outputs(export_qdq(corrected, amax), held))
-            rows.append({"model": key, "method": m, "bc": p, **scores, "calib_s": t_bc})
+            rows.append({"model": key, "type": "int8", "method": m, "bc": p, **scores, "calib_s": t_bc})
             print(rows[-1], flush=True)
     picked: dict[str, int] = {}
-    for c in (auto.choices or {}).values():
+    for c in ((auto.choices if auto else None) or {}).values():
         picked[c["candidate"].split(":")[0]] = picked.get(c["candidate"].split(":")[0], 0) + 1
     print(f"{key}: auto choices {picked}", flush=True)
     return rows
@@ -158,18 +170,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--bias-correction", default="", help="passes to try, e.g. 1,2 (empty: off)")
+    ap.add_argument("--types", default="int8", help="quantized types to export: int8, fp8 or int8,fp8")
     args = ap.parse_args()
     methods = tuple(args.methods.split(","))
     passes = tuple(int(p) for p in args.bias_correction.split(",") if p)
+    types = tuple(args.types.split(","))
     rows = [
-        r for key in args.models.split(",") for r in bench(key, args.det_size, args.threads, methods, passes)
+        r
+        for key in args.models.split(",")
+        for r in bench(key, args.det_size, args.threads, methods, passes, types)
     ]
-    print("\n| model | method | bias corr. passes | metric | calib / correction s |\n|---|---|---|---|---|")
-    skip = ("model", "method", "bc", "calib_s")
+    print(
+        "\n| model | type | method | bias corr. passes | metric | calib / correction s |"
+        "\n|---|---|---|---|---|---|"
+    )
+    skip = ("model", "type", "method", "bc", "calib_s")
     for r in rows:
         metric = ", ".join(f"{k} {v:.4f}" for k, v in r.items() if k not in skip)
         secs = "" if r["calib_s"] is None else f"{r['calib_s']:.1f}"
-        print(f"| {r['model']} | {r['method']} | {r['bc'] or 'off'} | {metric} | {secs} |")
+        print(f"| {r['model']} | {r['type']} | {r['method']} | {r['bc'] or 'off'} | {metric} | {secs} |")
 
 
 if __name__ == "__main__":

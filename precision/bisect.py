@@ -43,6 +43,7 @@ from trtq.precision.evaluate import (
     metric_criterion,
 )
 from trtq.precision.strategies import Layer, SearchSpace, get_strategy
+from trtq.runtime.build import needs_ranges
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +472,7 @@ def run_bisect(
     ``engine_evaluations`` counts the backend's builds. With ``onnxruntime`` it is ``ranked``.
     """
     start = time.perf_counter()
-    if "int8" in precision and not amax:
+    if needs_ranges(precision) and not amax:
         raise InputError(
             "INT8 needs calibrated ranges: give --cache calib.cache or let bisect calibrate on --data"
         )
@@ -532,7 +533,7 @@ def run_bisect(
         sources=sources,
         precision=precision,
         placement=placement,
-        amax={k: float(v) for k, v in amax.items()} if amax and "int8" in precision else None,
+        amax={k: float(v) for k, v in amax.items()} if amax and needs_ranges(precision) else None,
     )
     if held_out is not None:
         result.held_out = evaluate_held_out(

@@ -82,7 +82,8 @@ class PrecisionTools:
     def typed_model(self, model: onnx.ModelProto, spec: BuildSpec) -> onnx.ModelProto:
         from trtq.precision.export import export_qdq
 
-        return export_qdq(model, self._amax(spec) if spec.int8 else {}, sorted(spec.pins), fp16=spec.fp16)
+        amax = self._amax(spec) if spec.quantized else {}
+        return export_qdq(model, amax, sorted(spec.pins), fp16=spec.fp16, fp8=spec.fp8)
 
     def cache_calibrator(
         self,
@@ -134,6 +135,18 @@ def describe_backend(name: str) -> str:
     return label() if callable(label) else name
 
 
+def _check_fp8(backend: str, spec: BuildSpec | None) -> None:
+    """FP8 runs on emulating backends (ONNX Runtime); the TensorRT backend's FP8 build (typed
+    Q/DQ model, TensorRT 11) is not wired yet."""
+    if spec is not None and spec.fp8 and not get_backend(backend).emulated_precision:
+        from trtq._core.errors import InputError
+
+        raise InputError(
+            f"--precision {spec.precision} runs on the emulation (--backend onnxruntime); "
+            f"on TensorRT, build the model from 'precision export --fp8'"
+        )
+
+
 def build_runner(
     backend: str,
     model: str | os.PathLike | onnx.ModelProto,
@@ -143,6 +156,7 @@ def build_runner(
     threads: int | None = None,
 ) -> Runner:
     """Build ``model`` on the backend registered as ``backend`` (entry points included)."""
+    _check_fp8(backend, spec)
     return get_backend(backend).build(model, spec or BuildSpec(), TOOLS, mark=mark, threads=threads)
 
 
@@ -188,6 +202,7 @@ class ModelBuild:
     def __post_init__(self) -> None:
         self._cls = get_backend(self.backend)
         self._cls.require()  # fail now, with the backend's one-line message, not after the ranking
+        _check_fp8(self.backend, self.spec)
         self.spec = BuildSpec(**{**self.spec.__dict__})  # validated once, before any evaluation
         if self.spec.precision != "fp32" and self._cls.emulated_precision:
             TOOLS.prepared(self.model)  # fold once, not at every evaluation

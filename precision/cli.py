@@ -65,7 +65,9 @@ Examples:
       --metric mask-iou --binarize 0.3
 
 \b
---precision both = fp16 and int8, each against FP32, in one pass over the data.
+--precision both = fp16 and int8, each against FP32, in one pass over the data. fp8 / fp8+fp16:
+FP8 E4M3 Q/DQ where INT8 would be (scale = amax / 448, from the same ranges); compare its JSON with
+an int8 run's in one report (reports build int8.json fp8.json).
 Without --cache, INT8 ranges are calibrated on the same data first (--method, default entropy2).
 --eval-data DIR: the whole comparison again on held-out data (same ranges and data flags).
 
@@ -104,7 +106,7 @@ EXPORT_GROUPS = (
 @click.option(
     "--precision",
     "precision_name",
-    type=click.Choice(["fp16", "int8", "fp16+int8", "both"]),
+    type=click.Choice(["fp16", "int8", "fp16+int8", "fp8", "fp8+fp16", "both"]),
     default="both",
     show_default=True,
     help="Reduced precision(s) to compare against FP32.",
@@ -150,6 +152,7 @@ Examples:
   precision export det.onnx --int8 --cache calib.cache -o det.qdq.onnx
   precision export rec.onnx --int8 --cache calib.cache --pins pins.json -o rec.qdq.onnx
   precision export rec.onnx --int8 --fp16 --cache calib.cache -o rec.mixed.onnx
+  precision export vit.onnx --fp8 --cache calib.cache -o vit.fp8.onnx
   precision export cls.onnx --int8 --cache calib.cache --bias-correction --data calib_imgs/ \\
       --shape x:1x3x48x192 --preset paddleocr-rec -o cls.qdq.onnx
 
@@ -162,6 +165,12 @@ it helps some calibrations and hurts others (BENCHMARKS.md), so measure it on he
 
 @main.command("export", epilog=EXPORT_EPILOG)
 @click.option("--int8", "int8", is_flag=True, help="Insert Q/DQ (TensorRT 11 explicit quantization).")
+@click.option(
+    "--fp8",
+    "fp8",
+    is_flag=True,
+    help="Insert FP8 E4M3 Q/DQ instead (scale = amax / 448, per-tensor weights, opset 19); not with --int8.",
+)
 @click.option(
     "--fp16", "fp16", is_flag=True, help="Compute the unpinned rest in FP16 (Casts at FP32 boundaries)."
 )
@@ -258,7 +267,7 @@ def _compare(opts: dict[str, Any]) -> None:
         )
     configs = _configs(opts["precision_name"], opts["placement"], pins)
     amax = None
-    if any(c.int8 for c in configs):  # from --cache or --data, never from --eval-data
+    if any(c.quantized for c in configs):  # from --cache or --data, never from --eval-data
         amax = read_or_calibrate(
             proto,
             ranges.cache,
@@ -470,7 +479,7 @@ def _print_tables(result, top: int, metric: str) -> None:
                 line = _output_line(out.metrics, result.task_metric)
                 console.print(f"  {run.precision} {run.mode}{where}, output {out.tensor}: {line}")
     err = stderr_console()
-    if any(r.precision != "int8" for r in result.runs):
+    if any("fp16" in r.precision for r in result.runs):
         if result.fp16_range:
             err.print(f"[bold red]FP16 range: {len(result.fp16_range)} tensor(s) beyond 65504[/]")
             for issue in result.fp16_range[:10]:
@@ -488,16 +497,19 @@ def _export(opts: dict[str, Any]) -> None:
     from trtq.calib.cache import read_cache
     from trtq.precision.export import export_qdq
 
-    if not opts["int8"] and not opts["fp16"]:
-        raise InputError("nothing to export: give --int8 (with --cache) and/or --fp16")
+    if opts["int8"] and opts["fp8"]:
+        raise InputError("--int8 and --fp8 are exclusive: choose one quantized type")
+    if not opts["int8"] and not opts["fp8"] and not opts["fp16"]:
+        raise InputError("nothing to export: give --int8 or --fp8 (with --cache) and/or --fp16")
     model, ranges, out, data = resolve_groups(opts, *EXPORT_GROUPS)
-    if opts["int8"] and not ranges.cache:
-        raise InputError("--int8 needs --cache FILE (a TensorRT calibration cache, e.g. from 'calib run')")
+    flag = "--fp8" if opts["fp8"] else "--int8"
+    if (opts["int8"] or opts["fp8"]) and not ranges.cache:
+        raise InputError(f"{flag} needs --cache FILE (a TensorRT calibration cache, e.g. from 'calib run')")
     if opts["bias_correction"] and not opts["int8"]:
         raise InputError("--bias-correction corrects INT8 layers: give --int8 too")
     pins = load_pins(opts.get("pins_path"))
     proto = load_onnx(model.path)
-    amax = read_cache(ranges.cache).amax() if opts["int8"] else {}
+    amax = read_cache(ranges.cache).amax() if opts["int8"] or opts["fp8"] else {}
     if opts["bias_correction"]:
         from trtq.precision.bias_correction import correct_biases
         from trtq.precision.cli_common import open_data
@@ -514,12 +526,13 @@ def _export(opts: dict[str, Any]) -> None:
                 f"bias correction: {len(report.layers)} layer(s) on {report.samples} batch(es), "
                 f"largest mean |shift| {shift:.3g}"
             )
-    qdq = export_qdq(proto, amax, pins, fp16=opts["fp16"])
+    qdq = export_qdq(proto, amax, pins, fp16=opts["fp16"], fp8=opts["fp8"])
     save_onnx(qdq, out.output)
     if not opts["quiet"]:
         q = sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node)
         dq = sum(n.op_type == "DequantizeLinear" for n in qdq.graph.node)
         stderr_console().print(
-            f"wrote {out.output}: {q} activation Q/DQ pairs, {dq - q} weight DequantizeLinear, "
+            f"wrote {out.output}: {q} {'FP8' if opts['fp8'] else 'INT8'} activation Q/DQ pairs, "
+            f"{dq - q} weight DequantizeLinear, "
             f"{len(pins)} pinned node(s) in FP32{', rest FP16' if opts['fp16'] else ''}"
         )

@@ -26,6 +26,7 @@ from trtq._core.errors import CheckFailed, InputError
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
 from trtq.precision.cli_options import MetricArgs, ReferenceArgs
+from trtq.runtime.build import needs_ranges
 
 EPILOG_BISECT = """\b
 Examples:
@@ -149,7 +150,7 @@ def _criterion_options(fn):
 @click.option(
     "--precision",
     "precision_name",
-    type=click.Choice(["fp16", "int8", "fp16+int8"]),
+    type=click.Choice(["fp16", "int8", "fp16+int8", "fp8", "fp8+fp16"]),
     default=None,
     help="Reduced precision to repair (default int8).",
 )
@@ -193,7 +194,7 @@ def bisect_command(**opts: Any) -> None:
 @click.option(
     "--precision",
     "precision_name",
-    type=click.Choice(["fp16", "int8", "fp16+int8"]),
+    type=click.Choice(["fp16", "int8", "fp16+int8", "fp8", "fp8+fp16"]),
     default=None,
     help="Default: the precision pins.json was made for.",
 )
@@ -280,7 +281,7 @@ def _load_data(proto, data, quiet: bool, batch_size: int | None = None):
 
 
 def _amax(proto, batches, precision: str, ranges, quiet: bool):
-    if "int8" not in precision:
+    if not needs_ranges(precision):
         return None
     from trtq.precision.cli_common import read_or_calibrate
 
@@ -393,7 +394,7 @@ def _bisect(opts: dict[str, Any]) -> None:
                 progress=progress,
                 sources={
                     "cache": str(Path(ranges.cache).resolve()) if ranges.cache else None,
-                    "calib_method": None if ranges.cache or "int8" not in precision else ranges.method,
+                    "calib_method": None if ranges.cache or not needs_ranges(precision) else ranges.method,
                     "data_options": {k: v for k, v in data.flags.items() if k not in _NOT_RECORDED},
                     "eval_data": eval_data.data if eval_data is not None else None,
                 },
@@ -537,7 +538,7 @@ def _pin(opts: dict[str, Any]) -> None:
             data_block,
             quiet,
         )
-    if not ranges.cache and "int8" in precision and settings.get("amax") and not opts.get("method"):
+    if not ranges.cache and needs_ranges(precision) and settings.get("amax") and not opts.get("method"):
         amax = settings["amax"]  # the ranges the bisect ran with, recorded in pins.json
     else:
         amax = _amax(proto, batches, precision, ranges, quiet)

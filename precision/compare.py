@@ -312,7 +312,7 @@ def compare_runs(
     runs: list[CompareRun] = []
     for k, plan in enumerate(plans):
         cfg = plan.config
-        placement = cfg.placement if cfg.int8 else None
+        placement = cfg.placement if cfg.quantized else None
         for mode in modes:
             if mode == "graphwise":
                 recs = [

@@ -27,6 +27,20 @@ INT8 (``precision`` contains ``int8``), symmetric, zero-point 0, scale = amax / 
     ("Missing scale and zero-point ... fall back to non-int8");
   - with ``int8`` alone, everything not quantized runs in FP32.
 
+FP8 (``precision`` contains ``fp8``: ``fp8`` or ``fp8+fp16``), E4M3, zero-point 0 (a
+FLOAT8E4M3FN zero), scale = amax / 448, saturating (QuantizeLinear-19's default ``saturate=1``,
+round to nearest even), from the same calibrated amax as INT8:
+  - placement as INT8 (both rules above); TensorRT runs FP8 only through explicit quantization
+    (Q/DQ in the ONNX), so ``explicit`` is the placement that predicts a real build;
+  - activations per tensor; weights of an FP8 anchor per tensor, ``amax = max |W|``.
+    Source: TensorRT developer guide, "Working with Quantized Types" / FP8 (not re-read while
+    writing this: from what is known of it): FP8 is E4M3 only, explicit quantization only,
+    per-tensor activation scales, and FP8 weights per tensor (per-channel FP8 weight scales are
+    not generally supported for convolutions in TensorRT 10.x, so we keep all weights per tensor
+    to stay buildable);
+  - the emulated model is raised to opset 19 (QuantizeLinear/DequantizeLinear with FLOAT8E4M3FN),
+    which ONNX Runtime's CPU provider runs.
+
 Pins: the listed ONNX nodes stay FP32 in every mode (no rounding of their weights or outputs, no
 quantization of their inputs) and do not fuse with neighbours.
 
@@ -57,7 +71,9 @@ from trtq.precision.fold import fold_model, is_folded
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp16", "int8", "fp16+int8")
+PRECISIONS = ("fp16", "int8", "fp16+int8", "fp8", "fp8+fp16")
+#: The opset QuantizeLinear/DequantizeLinear take FLOAT8E4M3FN from.
+FP8_OPSET = 19
 PLACEMENTS = ("explicit", "implicit")
 # Ops that never take an INT8 input in TensorRT (shape and type plumbing).
 _NO_INT8 = frozenset(
@@ -72,7 +88,8 @@ class EmulationConfig:
     """What to emulate.
 
     Attributes:
-        precision: ``"fp16"``, ``"int8"`` or ``"fp16+int8"`` (TensorRT with both flags).
+        precision: ``"fp16"``, ``"int8"``, ``"fp16+int8"`` (TensorRT with both flags), ``"fp8"``
+            or ``"fp8+fp16"`` (FP8 E4M3 Q/DQ, the rest FP32 or FP16).
         placement: INT8 placement, ``"explicit"`` (TensorRT 11 / Q-DQ rules) or ``"implicit"``
             (TensorRT 10 calibrator, pessimistic: every layer-boundary tensor quantized).
         pins: ONNX node names kept in FP32 in every mode.
@@ -99,6 +116,20 @@ class EmulationConfig:
     def int8(self) -> bool:
         return "int8" in self.precision
 
+    @property
+    def fp8(self) -> bool:
+        return "fp8" in self.precision
+
+    @property
+    def quantized(self) -> bool:
+        """INT8 or FP8 Q/DQ (needs calibrated ranges)."""
+        return self.int8 or self.fp8
+
+    @property
+    def qtype(self) -> str:
+        """The quantized type, ``"fp8"`` or ``"int8"`` (``"int8"`` when nothing is quantized)."""
+        return "fp8" if self.fp8 else "int8"
+
 
 @dataclass(frozen=True)
 class LayerPlan:
@@ -106,7 +137,7 @@ class LayerPlan:
 
     ``quant_edges`` are ``(node index, input position)`` pairs whose activation is quantized with
     its tensor's amax; ``weights`` maps ``(node index, input position)`` of a float initializer to
-    ``("int8", axis)`` or ``("fp16", None)``.
+    ``("int8", axis)``, ``("fp8", None)`` or ``("fp16", None)``.
     """
 
     layer: Layer
@@ -121,6 +152,7 @@ class LayerPlan:
 
     @property
     def int8(self) -> bool:
+        """The layer is quantized (INT8 or FP8, per the plan's config)."""
         return bool(self.quant_edges)
 
 
@@ -161,10 +193,17 @@ def plan_emulation(
 
     ``sites``: the folded model's float tensors if the caller has them (see :func:`find_layers`).
     """
-    if config.int8 and not amax:
-        raise InputError("INT8 emulation needs activation ranges: pass a calibration cache (amax per tensor)")
+    if config.quantized and not amax:
+        kind = "FP8" if config.fp8 else "INT8"
+        raise InputError(
+            f"{kind} emulation needs activation ranges: pass a calibration cache (amax per tensor)"
+        )
     amax = dict(amax or {})
     model = folded(model)
+    if config.fp8:
+        raised = at_least_opset(model, FP8_OPSET)
+        if raised is not model:
+            model, sites = raised, None  # the converter may add tensors: find them again
     unknown = sorted(set(config.pins) - set(node_names(model)))
     if unknown:
         raise InputError(f"pinned node(s) not in the model: {', '.join(unknown[:5])}")
@@ -182,7 +221,7 @@ def plan_emulation(
             plans.append(LayerPlan(layer, pinned=True, fp16=False))
             continue
         quant: set[tuple[int, int]] = set()
-        if config.int8:
+        if config.quantized:
             for n in layer.nodes:
                 node = nodes[n]
                 for pos, t in enumerate(node.input):
@@ -206,7 +245,11 @@ def plan_emulation(
                 if init is None:
                     continue
                 if int8_anchor and pos in _ANCHOR_WEIGHT_INPUTS.get(node.op_type, ()):
-                    weights[(n, pos)] = ("int8", qdq.weight_axis(node.op_type, pos, tuple(init.dims), attrs))
+                    if config.fp8:
+                        weights[(n, pos)] = ("fp8", None)  # per tensor (module docstring)
+                    else:
+                        axis = qdq.weight_axis(node.op_type, pos, tuple(init.dims), attrs)
+                        weights[(n, pos)] = ("int8", axis)
                 elif config.fp16 and int(np.prod(init.dims)) > 1 and not (int8_anchor and pos == 2):
                     weights[(n, pos)] = ("fp16", None)
         plans.append(
@@ -214,11 +257,36 @@ def plan_emulation(
         )
     if missing:
         logger.warning(
-            "%d tensor(s) that would run in INT8 have no calibrated range and stay in float (e.g. %s)",
+            "%d tensor(s) that would run in %s have no calibrated range and stay in float (e.g. %s)",
             len(missing),
+            config.qtype.upper(),
             ", ".join(sorted(missing)[:3]),
         )
     return EmulationPlan(model, lg, config, tuple(plans), amax, tuple(sorted(missing)))
+
+
+def model_opset(model: onnx.ModelProto, default: int) -> int:
+    """The model's default-domain opset (``default`` when it declares none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default)
+
+
+def at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """``model`` raised to ``opset`` with ONNX's version converter (as is when already there)."""
+    current = model_opset(model, opset)
+    if current >= opset:
+        return model
+    from onnx import version_converter
+
+    from trtq._core.onnx_model import keep_metadata
+
+    try:
+        converted = version_converter.convert_version(model, opset)
+    except Exception as exc:
+        raise InputError(f"cannot raise the model from opset {current} to {opset} for Q/DQ: {exc}") from exc
+    out = keep_metadata(converted, model)
+    if opset >= FP8_OPSET:  # FLOAT8 tensors need IR version 9
+        out.ir_version = max(out.ir_version, 9)
+    return out
 
 
 def _wants_int8(node: onnx.NodeProto, pos: int, layer: Layer, placement: str) -> bool:
@@ -253,12 +321,20 @@ def emulate(
 class _Builder:
     """Emits helper nodes and initializers once per derived value."""
 
-    def __init__(self, model: onnx.ModelProto, amax: Mapping[str, float]) -> None:
+    def __init__(self, model: onnx.ModelProto, amax: Mapping[str, float], qtype: str = "int8") -> None:
         self.amax = amax
+        self.qtype = qtype  # of the activation Q/DQ made next (a layerwise model may mix plans)
         self.inits = {i.name: i for i in model.graph.initializer}
         self.nodes: list[onnx.NodeProto] = []
-        self.new_inits: list[onnx.TensorProto] = [qdq.zero_point(_ZP)]
+        self.new_inits: list[onnx.TensorProto] = []
         self.made: set[str] = set()
+
+    def _zero_point(self) -> str:
+        name = _ZP if self.qtype == "int8" else f"{_ZP}_{self.qtype}"
+        if name not in self.made:
+            self.made.add(name)
+            self.new_inits.append(qdq.zero_point(name, qtype=self.qtype))
+        return name
 
     def rounded(self, src: str) -> str:
         dst = f"{src}__trtq_fp16"
@@ -268,14 +344,15 @@ class _Builder:
         return dst
 
     def quantized(self, src: str, tensor: str) -> str:
-        dst = f"{src}__trtq_q"
+        tag = "" if self.qtype == "int8" else f"_{self.qtype}"
+        dst = f"{src}__trtq_q{tag}"
         if dst not in self.made:
             self.made.add(dst)
-            scale = f"{tensor}__trtq_scale"
+            scale = f"{tensor}__trtq_scale{tag}"
             if scale not in self.made:
                 self.made.add(scale)
-                self.new_inits.append(qdq.scalar_scale(scale, self.amax[tensor]))
-            self.nodes.extend(qdq.qdq_pair(src, dst, scale, _ZP, dst))
+                self.new_inits.append(qdq.scalar_scale(scale, self.amax[tensor], self.qtype))
+            self.nodes.extend(qdq.qdq_pair(src, dst, scale, self._zero_point(), dst))
         return dst
 
     def weight(self, name: str, kind: str, axis: int | None) -> str:
@@ -283,7 +360,10 @@ class _Builder:
         if dst not in self.made:
             self.made.add(dst)
             w = numpy_helper.to_array(self.inits[name]).astype(np.float32)
-            value = qdq.fake_quantize_weight(w, axis) if kind == "int8" else qdq.round_fp16(w)
+            if kind in ("int8", "fp8"):
+                value = qdq.fake_quantize_weight(w, axis, kind)
+            else:
+                value = qdq.round_fp16(w)
             self.new_inits.append(numpy_helper.from_array(value.astype(np.float32), dst))
         return dst
 
@@ -306,7 +386,7 @@ def apply_plan(plan: EmulationPlan) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(plan.model)
     graph = out.graph
-    b = _Builder(out, plan.amax)
+    b = _Builder(out, plan.amax, plan.config.qtype)
     plan_of_node = plan.plan_of_node
     rounded_at_producer = {t for lp in plan.layers if lp.fp16 for t in lp.layer.outputs}
     acts = plan.graph.activations
@@ -354,7 +434,7 @@ def build_layerwise_model(plans: Iterable[EmulationPlan]) -> tuple[onnx.ModelPro
     maps: list[dict[str, str]] = []
     extra: list[onnx.NodeProto] = []
     for k, plan in enumerate(plans):
-        b.amax = plan.amax
+        b.amax, b.qtype = plan.amax, plan.config.qtype
         suffix = f"__trtq_lw{k}"
         mapping: dict[str, str] = {}
         for lp in plan.layers:

@@ -12,6 +12,12 @@ With ``fp16=True`` every node that is not pinned, not a Q/DQ and not shape plumb
 FP16 (its float inputs and outputs typed FP16, weights stored in FP16); Casts are inserted where
 an FP16 tensor meets an FP32 one (pinned nodes, Q/DQ, graph inputs and outputs, which stay
 FP32). This is the strongly typed form TensorRT 11 builds without precision flags.
+
+With ``fp8=True`` the Q/DQ pairs are FP8 E4M3 instead (the same placement and amax): activation
+scales ``amax / 448``, FLOAT8E4M3FN zero-points (QuantizeLinear-19: saturating, round to nearest
+even), weights stored as FLOAT8E4M3FN initializers with one scale per tensor (``max |W| / 448``)
+and a DequantizeLinear; the model is raised to opset 19. Rules and their source (TensorRT
+developer guide, "Working with Quantized Types" / FP8) in :mod:`trtq.precision.emulate`.
 """
 
 from __future__ import annotations
@@ -24,9 +30,18 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from trtq._core.errors import InputError
-from trtq._core.onnx_model import keep_metadata, tensor_types
+from trtq._core.onnx_model import tensor_types
 from trtq.precision import qdq
-from trtq.precision.emulate import _ZP, EmulationConfig, folded, plan_emulation, prune_initializers
+from trtq.precision.emulate import (
+    _ZP,
+    FP8_OPSET,
+    EmulationConfig,
+    at_least_opset,
+    folded,
+    model_opset,
+    plan_emulation,
+    prune_initializers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,23 +54,29 @@ def export_qdq(
     pins: Iterable[str] = (),
     *,
     fp16: bool = False,
+    fp8: bool = False,
 ) -> onnx.ModelProto:
     """Q/DQ model of ``model`` with activation ranges ``amax`` (tensor -> amax); ``pins`` stay FP32.
 
     With ``fp16=True`` and an empty ``amax`` the result is the FP16 model alone (no Q/DQ).
+    ``fp8=True``: FP8 E4M3 Q/DQ instead of INT8 (opset 19).
     The result passes ``onnx.checker`` and runs in ONNX Runtime.
     """
-    if not amax and not fp16:
+    if not amax and (fp8 or not fp16):
         raise InputError("Q/DQ export needs a calibration cache (amax per tensor)")
-    base = _at_least_opset(folded(model), QDQ_OPSET)
-    precision = ("fp16+int8" if amax else "fp16") if fp16 else "int8"
+    base = _at_least_opset(folded(model), FP8_OPSET if fp8 else QDQ_OPSET)
+    quant = "fp8" if fp8 else "int8"
+    if fp8:
+        precision = "fp8+fp16" if fp16 else "fp8"
+    else:
+        precision = ("fp16+int8" if amax else "fp16") if fp16 else "int8"
     config = EmulationConfig(precision, "explicit", frozenset(pins))
     plan = plan_emulation(base, config, amax or None)
     out = onnx.ModelProto()
     out.CopyFrom(plan.model)
     graph = out.graph
     inits = {i.name: i for i in graph.initializer}
-    new_inits: list[onnx.TensorProto] = [qdq.zero_point(_ZP)]
+    new_inits: list[onnx.TensorProto] = [qdq.zero_point(_ZP, qtype=quant)]
     made: dict[str, str] = {}
     plan_of_node = plan.plan_of_node
     nodes: list[onnx.NodeProto] = []
@@ -65,10 +86,10 @@ def export_qdq(
         if lp is not None and lp.int8:
             for pos, t in enumerate(node.input):
                 w = lp.weights.get((idx, pos))
-                if w is not None and w[0] == "int8":
-                    node.input[pos] = _weight_dq(t, w[1], inits, made, new_inits, nodes)
+                if w is not None and w[0] in ("int8", "fp8"):
+                    node.input[pos] = _weight_dq(t, w[1], inits, made, new_inits, nodes, w[0])
                 elif (idx, pos) in lp.quant_edges:
-                    node.input[pos] = _activation_qdq(t, plan.amax[t], made, new_inits, nodes)
+                    node.input[pos] = _activation_qdq(t, plan.amax[t], made, new_inits, nodes, quant)
         if plan.graph.node_names[idx] in config.pins:  # by index: an unnamed node is pinned as Op_idx
             kept_fp32.add(len(nodes))
         nodes.append(node)
@@ -84,32 +105,25 @@ def export_qdq(
 
 
 def _opset(model: onnx.ModelProto, default: int) -> int:
-    """The model's default-domain opset (``default`` when it declares none)."""
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default)
+    return model_opset(model, default)
 
 
 def _at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    current = _opset(model, opset)
-    if current >= opset:
-        return model
-    from onnx import version_converter
-
-    try:
-        converted = version_converter.convert_version(model, opset)
-    except Exception as exc:
-        raise InputError(
-            f"cannot raise the model from opset {current} to {opset} for Q/DQ export: {exc}"
-        ) from exc
-    return keep_metadata(converted, model)
+    return at_least_opset(model, opset)
 
 
 def _activation_qdq(
-    t: str, amax: float, made: dict[str, str], inits: list[onnx.TensorProto], nodes: list[onnx.NodeProto]
+    t: str,
+    amax: float,
+    made: dict[str, str],
+    inits: list[onnx.TensorProto],
+    nodes: list[onnx.NodeProto],
+    qtype: str = "int8",
 ) -> str:
     key = f"act:{t}"
     if key not in made:
         scale = f"{t}_scale"
-        inits.append(qdq.scalar_scale(scale, amax))
+        inits.append(qdq.scalar_scale(scale, amax, qtype))
         dst = f"{t}_DequantizeLinear"
         nodes.extend(qdq.qdq_pair(t, dst, scale, _ZP, f"{t}_QDQ"))
         made[key] = dst
@@ -123,16 +137,23 @@ def _weight_dq(
     made: dict[str, str],
     new_inits: list[onnx.TensorProto],
     nodes: list[onnx.NodeProto],
+    qtype: str = "int8",
 ) -> str:
-    key = f"w:{name}:{axis}"
+    key = f"w:{name}:{axis}:{qtype}"
     if key not in made:
         w = numpy_helper.to_array(inits[name]).astype(np.float32)
-        q, scale = qdq.quantize_weight(w, axis)
-        q_name, s_name, z_name = f"{name}_int8", f"{name}_scale", f"{name}_zero_point"
+        q_name, s_name, z_name = f"{name}_{qtype}", f"{name}_scale", f"{name}_zero_point"
+        if qtype == "fp8":
+            axis = None  # per tensor
+            values, scale = qdq.quantize_weight_fp8(w)
+            q_init = qdq.fp8_tensor(q_name, values)
+        else:
+            q, scale = qdq.quantize_weight(w, axis)
+            q_init = numpy_helper.from_array(q, q_name)
         new_inits += [
-            numpy_helper.from_array(q, q_name),
+            q_init,
             numpy_helper.from_array(scale, s_name),
-            qdq.zero_point(z_name, scale.shape),
+            qdq.zero_point(z_name, scale.shape, qtype),
         ]
         dst = f"{name}_DequantizeLinear"
         attrs = {} if axis is None else {"axis": axis}

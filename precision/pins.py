@@ -128,21 +128,26 @@ def apply_pins(
 ) -> onnx.ModelProto:
     """A deployable ONNX with ``nodes`` in FP32 and the rest in ``precision``.
 
-    ``int8`` / ``fp16+int8``: Q/DQ model (needs ``amax``, the calibrated ranges; ``scale =
+    ``int8`` / ``fp16+int8`` (``fp8`` / ``fp8+fp16``: FP8 E4M3, ``scale = amax / 448``): Q/DQ model (needs ``amax``, the calibrated ranges; ``scale =
     amax / 127``), FP16 islands as Casts for ``fp16+int8``; ``fp16``: Cast model with the
     rest in half. Produced by :func:`trtq.precision.export.export_qdq`; runs in ONNX Runtime and
     builds strongly typed in TensorRT 11.
     """
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}")
-    if "int8" in precision and not amax:
+    quantized = "int8" in precision or "fp8" in precision
+    if quantized and not amax:
         raise InputError(
-            "INT8 pins need calibrated ranges: give --cache calib.cache (or --data to calibrate)"
+            "INT8/FP8 pins need calibrated ranges: give --cache calib.cache (or --data to calibrate)"
         )
     from trtq.precision.export import export_qdq
 
     return export_qdq(
-        model, dict(amax or {}) if "int8" in precision else {}, pins=tuple(nodes), fp16="fp16" in precision
+        model,
+        dict(amax or {}) if quantized else {},
+        pins=tuple(nodes),
+        fp16="fp16" in precision,
+        fp8="fp8" in precision,
     )
 
 

@@ -5,6 +5,14 @@ Conventions (TensorRT's, and ONNX QuantizeLinear/DequantizeLinear's):
 - activations: one scale per tensor; ``q = saturate(round_half_even(x / scale))`` to [-128, 127];
 - weights: one scale per output channel, ``amax_c = max |W_c|``, values in [-127, 127];
 - FP16: IEEE round-to-nearest-even; magnitudes that round beyond 65504 become ``inf``.
+
+FP8 (E4M3, ONNX ``FLOAT8E4M3FN``: 1 sign, 4 exponent bits with bias 7, 3 mantissa bits,
+subnormals at exponent 0, largest finite 448, no infinity, ``S.1111.111`` is NaN), symmetric,
+zero-point 0 (a FLOAT8E4M3FN zero), ``scale = amax / 448``; QuantizeLinear-19 rounds
+``x / scale`` to nearest even and saturates to +-448 (``saturate=1``, its default):
+- activations: one scale per tensor;
+- weights: one scale per tensor, ``amax = max |W|`` (TensorRT's FP8 weights are per tensor; see
+  :mod:`trtq.precision.emulate` for the source and its caveat).
 """
 
 from __future__ import annotations
@@ -14,6 +22,45 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 FP16_MAX = 65504.0
+FP8_MAX = 448.0
+#: Quantized types: name -> the largest magnitude ``scale`` maps ``amax`` to.
+QMAX = {"int8": 127.0, "fp8": FP8_MAX}
+_FP8_MIN_NORMAL_EXP = -6  # 2**-6, the smallest normal E4M3 magnitude
+_FP8_MANTISSA_BITS = 3
+
+
+def round_fp8(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to the nearest E4M3 value (ties to even), saturated to +-448, as float32.
+
+    NaN stays NaN. Computed as ``rint(x / q) * q`` with ``q`` the spacing of E4M3 values in the
+    binade of ``x`` (``2**(e - 3)`` for ``2**e <= |x| < 2**(e+1)``, ``2**-9`` below ``2**-6``):
+    ``x / q`` is exact (``q`` is a power of two), ``rint`` rounds half to even, and a result at the
+    next power of two is representable there too.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        _, e = np.frexp(x)  # |x| = m * 2**e with 0.5 <= m < 1, so floor(log2|x|) = e - 1
+    e = np.maximum(e.astype(np.int32) - 1, _FP8_MIN_NORMAL_EXP)
+    quantum = np.ldexp(np.float32(1.0), e - _FP8_MANTISSA_BITS).astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        out = np.rint(x / quantum) * quantum
+    return np.clip(out, -FP8_MAX, FP8_MAX).astype(np.float32)
+
+
+def fp8_values() -> np.ndarray:
+    """The 127 non-negative finite E4M3 values in code order (codes 0x00..0x7E), increasing."""
+    codes = np.arange(0x7F)
+    exp, man = codes >> 3, codes & 7
+    sub = man.astype(np.float64) * 2.0**-9
+    normal = (1.0 + man / 8.0) * np.exp2(exp - 7.0)
+    return np.where(exp == 0, sub, normal).astype(np.float32)
+
+
+def fp8_bits(x: np.ndarray) -> np.ndarray:
+    """The E4M3 bit patterns (uint8) of values already representable (``round_fp8``'s output)."""
+    x = np.asarray(x, dtype=np.float32)
+    mag = np.searchsorted(fp8_values(), np.abs(x)).astype(np.uint8)
+    return np.where(np.signbit(x) & (x != 0), mag | np.uint8(0x80), mag).astype(np.uint8)
 
 
 def round_fp16(x: np.ndarray) -> np.ndarray:
@@ -57,8 +104,21 @@ def quantize_weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.nda
     return q, scale
 
 
-def fake_quantize_weight(w: np.ndarray, axis: int | None) -> np.ndarray:
-    """``dequantize(quantize(w))`` in float32: what an INT8 kernel multiplies by, in float."""
+def quantize_weight_fp8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tensor FP8 weights: ``(values rounded to E4M3 as float32, scale float32 0-d)`` with
+    ``scale = max|w| / 448`` (1 for an all-zero tensor)."""
+    w = np.asarray(w, dtype=np.float32)
+    amax = np.float32(np.abs(w).max() if w.size else 0.0)
+    scale = np.array(amax / np.float32(FP8_MAX) if amax > 0 else 1.0, dtype=np.float32)
+    return round_fp8(w / scale), scale
+
+
+def fake_quantize_weight(w: np.ndarray, axis: int | None, qtype: str = "int8") -> np.ndarray:
+    """``dequantize(quantize(w))`` in float32: what an INT8 (per ``axis``) or FP8 (per tensor)
+    kernel multiplies by, in float."""
+    if qtype == "fp8":
+        q8, s8 = quantize_weight_fp8(w)
+        return (q8 * s8).astype(np.float32)
     q, scale = quantize_weight(w, axis)
     shape = [1] * q.ndim
     if axis is not None:
@@ -66,9 +126,10 @@ def fake_quantize_weight(w: np.ndarray, axis: int | None) -> np.ndarray:
     return (q.astype(np.float32) * scale.reshape(shape)).astype(np.float32)
 
 
-def activation_scale(amax: float) -> float:
-    """Per-tensor scale ``amax / 127`` as float32 (the value a TensorRT cache stores)."""
-    return float(np.float32(np.float32(amax) / np.float32(127.0)))
+def activation_scale(amax: float, qtype: str = "int8") -> float:
+    """Per-tensor scale as float32: ``amax / 127`` (the value a TensorRT cache stores) for INT8,
+    ``amax / 448`` for FP8."""
+    return float(np.float32(np.float32(amax) / np.float32(QMAX[qtype])))
 
 
 def cast_pair(src: str, dst: str, name: str) -> list[onnx.NodeProto]:
@@ -89,9 +150,24 @@ def qdq_pair(src: str, dst: str, scale_name: str, zp_name: str, name: str) -> li
     ]
 
 
-def scalar_scale(name: str, amax: float) -> onnx.TensorProto:
-    return numpy_helper.from_array(np.array(activation_scale(amax), dtype=np.float32), name)
+def scalar_scale(name: str, amax: float, qtype: str = "int8") -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array(activation_scale(amax, qtype), dtype=np.float32), name)
 
 
-def zero_point(name: str, shape: tuple[int, ...] = ()) -> onnx.TensorProto:
+def zero_point(name: str, shape: tuple[int, ...] = (), qtype: str = "int8") -> onnx.TensorProto:
+    """Zero-point 0: INT8, or FLOAT8E4M3FN for ``qtype="fp8"`` (which makes QuantizeLinear-19
+    produce E4M3, saturating)."""
+    if qtype == "fp8":
+        return fp8_tensor(name, np.zeros(shape, dtype=np.float32))
     return numpy_helper.from_array(np.zeros(shape, dtype=np.int8), name)
+
+
+def fp8_tensor(name: str, values: np.ndarray) -> onnx.TensorProto:
+    """A FLOAT8E4M3FN initializer holding ``values`` (already representable in E4M3)."""
+    values = np.asarray(values, dtype=np.float32)
+    t = onnx.TensorProto()
+    t.name = name
+    t.data_type = TensorProto.FLOAT8E4M3FN
+    t.dims.extend(values.shape)
+    t.raw_data = fp8_bits(values).tobytes()
+    return t

@@ -16,7 +16,14 @@ import pandas as pd
 
 from trtq.reports.metrics import METRICS, RANK_METRIC, as_float
 
-_PRECISION_LABEL = {"fp16": "FP16", "int8": "INT8", "fp16+int8": "FP16+INT8", "fp32": "FP32"}
+_PRECISION_LABEL = {
+    "fp16": "FP16",
+    "int8": "INT8",
+    "fp16+int8": "FP16+INT8",
+    "fp8": "FP8",
+    "fp8+fp16": "FP8+FP16",
+    "fp32": "FP32",
+}
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,7 @@ def run_label(run: dict[str, Any]) -> str:
     """Short column label: ``FP16``, ``INT8 implicit``, ``INT8 explicit + 4 pins``, ``… layerwise``."""
     precision = str(run.get("precision") or "?")
     label = _PRECISION_LABEL.get(precision, precision.upper())
-    if run.get("placement") and "int8" in precision:
+    if run.get("placement") and ("int8" in precision or "fp8" in precision):
         label += f" {run['placement']}"
     if run.get("mode") == "layerwise":
         label += " · layerwise"

@@ -139,7 +139,7 @@ def test_apply_rejects_bad_requests(outlier_scale_model):
     with pytest.raises(InputError, match="calib"):
         apply_pins(model, ["fc3"], precision="int8")
     with pytest.raises(InputError, match="precision"):
-        apply_pins(model, ["fc3"], precision="fp8", amax=amax)
+        apply_pins(model, ["fc3"], precision="fp4", amax=amax)
 
 
 def test_emulation_agrees_with_the_applied_model(outlier_doc, outlier_scale_model):

@@ -20,9 +20,16 @@ import onnx
 
 from trtq._core.errors import InputError
 
-#: Precision names every backend understands: FP32 only, FP16 where allowed, INT8 where allowed
-#: (weights and activations at the layers the placement quantizes), both.
-PRECISIONS = ("fp32", "fp16", "int8", "fp16+int8")
+#: Precision names: FP32 only, FP16 where allowed, INT8 where allowed (weights and activations at
+#: the layers the placement quantizes), both; FP8 E4M3 where INT8 would be (Q/DQ, scale = amax /
+#: 448), alone or with FP16 (``fp8+fp16``). FP8 exists only as explicit quantization (TensorRT 11
+#: typed models, or the emulation); TensorRT 10's weak-typing build path does not take it.
+PRECISIONS = ("fp32", "fp16", "int8", "fp16+int8", "fp8", "fp8+fp16")
+
+
+def needs_ranges(precision: str) -> bool:
+    """Whether ``precision`` quantizes (INT8 or FP8), i.e. needs calibrated ranges."""
+    return "int8" in precision or "fp8" in precision
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,15 @@ class BuildSpec:
     @property
     def int8(self) -> bool:
         return "int8" in self.precision
+
+    @property
+    def fp8(self) -> bool:
+        return "fp8" in self.precision
+
+    @property
+    def quantized(self) -> bool:
+        """INT8 or FP8: needs calibrated ranges (amax; FP8 scale = amax / 448)."""
+        return self.int8 or self.fp8
 
     def with_pins(self, pins: frozenset[str] | Sequence[str]) -> BuildSpec:
         """The same spec with other FP32 pins (what bisect varies between evaluations)."""
