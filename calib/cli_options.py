@@ -43,6 +43,7 @@ class RangesSettings:
     num_bins: int | None = None  # histogram bins (None: the histogram's default)
     trt_version: str = DEFAULT_TRT_VERSION  # TensorRT version the written cache is for
     cache_algorithm: str | None = None  # cache header algorithm (None: the method's)
+    method_given: bool = False  # True when --method or the config chose the method
 
 
 class RangesArgs(ArgGroup):
@@ -113,6 +114,7 @@ class RangesArgs(ArgGroup):
         if self.cache_required and not cache:
             raise InputError('no cache file given: pass --cache FILE (or set cache = "..." in [tool.trtq])')
         method, params = DEFAULT_METHOD, {}
+        method_given = self.calibrate and setting(opts, config, "method") is not None
         if self.calibrate:
             from trtq.calib.methods import get_method
 
@@ -131,4 +133,5 @@ class RangesArgs(ArgGroup):
             num_bins=None if num_bins is None else int(num_bins),
             trt_version=trt_version,
             cache_algorithm=algorithm,
+            method_given=method_given,
         )

@@ -223,7 +223,7 @@ def _configs(precision: str, placement: str, pins: frozenset[str]):
 def _compare(opts: dict[str, Any]) -> None:
     from trtq._core.onnx_model import load_onnx, model_summary
     from trtq.precision.builds import describe_backend
-    from trtq.precision.cli_common import open_data, read_or_calibrate
+    from trtq.precision.cli_common import open_data, ranges_method, read_or_calibrate
     from trtq.precision.compare import CompareHeldOut, CompareResult, compare_runs
     from trtq.precision.emulate import folded
     from trtq.precision.fp16_range import fp16_range_check
@@ -268,14 +268,17 @@ def _compare(opts: dict[str, Any]) -> None:
     configs = _configs(opts["precision_name"], opts["placement"], pins)
     amax = None
     if any(c.quantized for c in configs):  # from --cache or --data, never from --eval-data
+        method, params = ranges_method(opts["precision_name"], ranges)
         amax = read_or_calibrate(
             proto,
             ranges.cache,
-            ranges.method,
+            method,
             quiet,
             len(dataset),
             lambda progress: dataset.batches(batch_size, progress=progress),
-            ranges.params,
+            params,
+            precision=opts["precision_name"],
+            method_given=ranges.method_given,
         )
     modes = ("graphwise", "layerwise") if opts["mode"] == "both" else (opts["mode"],)
     backend_label = describe_backend(runtime.backend)
@@ -494,7 +497,7 @@ def _print_tables(result, top: int, metric: str) -> None:
 
 def _export(opts: dict[str, Any]) -> None:
     from trtq._core.onnx_model import load_onnx, save_onnx
-    from trtq.calib.cache import read_cache
+    from trtq.precision.cli_common import cache_ranges
     from trtq.precision.export import export_qdq
 
     if opts["int8"] and opts["fp8"]:
@@ -509,7 +512,7 @@ def _export(opts: dict[str, Any]) -> None:
         raise InputError("--bias-correction corrects INT8 layers: give --int8 too")
     pins = load_pins(opts.get("pins_path"))
     proto = load_onnx(model.path)
-    amax = read_cache(ranges.cache).amax() if opts["int8"] or opts["fp8"] else {}
+    amax = cache_ranges(ranges.cache, "fp8" if opts["fp8"] else "int8") if opts["int8"] or opts["fp8"] else {}
     if opts["bias_correction"]:
         from trtq.precision.bias_correction import correct_biases
         from trtq.precision.cli_common import open_data

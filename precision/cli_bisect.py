@@ -283,10 +283,21 @@ def _load_data(proto, data, quiet: bool, batch_size: int | None = None):
 def _amax(proto, batches, precision: str, ranges, quiet: bool):
     if not needs_ranges(precision):
         return None
-    from trtq.precision.cli_common import read_or_calibrate
+    from trtq.precision.cli_common import ranges_method, read_or_calibrate
 
+    method, params = ranges_method(precision, ranges)
     total = sum(len(next(iter(b.values()))) for b in batches)
-    return read_or_calibrate(proto, ranges.cache, ranges.method, quiet, total, batches, ranges.params)
+    return read_or_calibrate(
+        proto,
+        ranges.cache,
+        method,
+        quiet,
+        total,
+        batches,
+        params,
+        precision=precision,
+        method_given=ranges.method_given,
+    )
 
 
 def _criterion(opts: dict, metric, settings: dict | None = None):
@@ -326,6 +337,7 @@ _NOT_RECORDED = ("workers", "dtype")
 def _bisect(opts: dict[str, Any]) -> None:
     from trtq._core.onnx_model import load_onnx, model_summary
     from trtq.precision.bisect import DEFAULT_MAX_EVALS, run_bisect
+    from trtq.precision.cli_common import ranges_method
     from trtq.precision.pins import write_pins
     from trtq.precision.strategies import get_strategy
 
@@ -394,7 +406,9 @@ def _bisect(opts: dict[str, Any]) -> None:
                 progress=progress,
                 sources={
                     "cache": str(Path(ranges.cache).resolve()) if ranges.cache else None,
-                    "calib_method": None if ranges.cache or not needs_ranges(precision) else ranges.method,
+                    "calib_method": None
+                    if ranges.cache or not needs_ranges(precision)
+                    else ranges_method(precision, ranges)[0],
                     "data_options": {k: v for k, v in data.flags.items() if k not in _NOT_RECORDED},
                     "eval_data": eval_data.data if eval_data is not None else None,
                 },

@@ -3,12 +3,15 @@ model, and read the INT8 ranges from a calibration cache or calibrate them."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import onnx
 
 from trtq._core.cli import progress_bar
+
+log = logging.getLogger(__name__)
 
 
 def open_data(proto: onnx.ModelProto, data: Any, batch_size: int | None = None):
@@ -23,6 +26,43 @@ def open_data(proto: onnx.ModelProto, data: Any, batch_size: int | None = None):
     return data.open(inputs, batch_size), batch_size
 
 
+#: FP8's default ranges: each tensor's largest |x| (the ``minmax`` method). E4M3 is a float
+#: format: values far below amax keep their relative precision, so the clipping that helps INT8's
+#: uniform grid (entropy2) costs FP8 more than it saves. Measured (BENCHMARKS.md, "FP8 ranges"):
+#: minmax >= entropy2 for FP8 on PP-OCRv4 det, PP-OCR cls, PP-LCNet and ViT-S.
+FP8_RANGES = "minmax"
+
+
+def ranges_method(precision: str, ranges: Any) -> tuple[str, Mapping[str, Any]]:
+    """The calibration method and parameters for ``precision``: the one chosen with ``--method``
+    (or the config), else :data:`FP8_RANGES` for FP8 and the ranges' default for INT8."""
+    if "fp8" in precision and not ranges.method_given:
+        return FP8_RANGES, {}
+    return ranges.method, ranges.params
+
+
+def cache_ranges(cache_path: str, precision: str, method_given: bool = False) -> dict[str, float]:
+    """amax per tensor from a TensorRT cache. For FP8 without a chosen method, the largest |x| of
+    each tensor from the histograms saved beside the cache (``CACHE.hist.npz``) when they are
+    there (the cache itself holds only its method's thresholds)."""
+    from trtq.calib.cache import read_cache
+
+    if "fp8" in precision and not method_given:
+        from trtq.calib.histogram import HistogramSet
+        from trtq.calib.run import compute_amax, histogram_path_for
+
+        hist = histogram_path_for(cache_path)
+        if hist.is_file():
+            return compute_amax(HistogramSet.load(hist), FP8_RANGES)
+        log.warning(
+            "%s: no histograms beside the cache (%s): FP8 uses the cache's thresholds; FP8 is most "
+            "accurate with each tensor's largest |x| (keep the .hist.npz, or calibrate with --method minmax)",
+            cache_path,
+            hist.name,
+        )
+    return read_cache(cache_path).amax()
+
+
 def read_or_calibrate(
     proto: onnx.ModelProto,
     cache_path: str | None,
@@ -31,17 +71,18 @@ def read_or_calibrate(
     total: int | None,
     batches: Iterable[Any] | Callable[[Any], Iterable[Any]],
     params: Mapping[str, Any] | None = None,
+    *,
+    precision: str = "int8",
+    method_given: bool = True,
 ) -> dict[str, float]:
-    """The amax per tensor from ``cache_path``, else calibrated with ``method`` (and its
-    ``params``) under a progress bar.
+    """The amax per tensor from ``cache_path`` (:func:`cache_ranges`), else calibrated with
+    ``method`` (and its ``params``) under a progress bar.
 
     ``batches`` is the data, or a callable ``progress -> batches`` whose batches report the
     progress themselves (a data loader).
     """
     if cache_path:
-        from trtq.calib.cache import read_cache
-
-        return read_cache(cache_path).amax()
+        return cache_ranges(cache_path, precision, method_given)
     from trtq.calib.run import calibrate
 
     with progress_bar(quiet, unit="img") as progress:
