@@ -68,6 +68,7 @@ from trtq._core.tensors import TensorInfo
 from trtq.precision import qdq
 from trtq.precision.emulation_fusion import ANCHORS, Layer, LayerGraph, find_layers
 from trtq.precision.fold import fold_model, is_folded
+from trtq.runtime.build import PrecisionFlags
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ _ZP = "__trtq_zero_point"
 
 
 @dataclass(frozen=True)
-class EmulationConfig:
+class EmulationConfig(PrecisionFlags):
     """What to emulate.
 
     Attributes:
@@ -107,23 +108,6 @@ class EmulationConfig:
                 f"unknown INT8 placement '{self.placement}'; choose one of: {', '.join(PLACEMENTS)}"
             )
         object.__setattr__(self, "pins", frozenset(self.pins))
-
-    @property
-    def fp16(self) -> bool:
-        return "fp16" in self.precision
-
-    @property
-    def int8(self) -> bool:
-        return "int8" in self.precision
-
-    @property
-    def fp8(self) -> bool:
-        return "fp8" in self.precision
-
-    @property
-    def quantized(self) -> bool:
-        """INT8 or FP8 Q/DQ (needs calibrated ranges)."""
-        return self.int8 or self.fp8
 
     @property
     def qtype(self) -> str:

@@ -32,8 +32,32 @@ def needs_ranges(precision: str) -> bool:
     return "int8" in precision or "fp8" in precision
 
 
+class PrecisionFlags:
+    """What a precision name such as ``fp16+int8`` turns on (shared by every settings type that
+    holds a ``precision``)."""
+
+    precision: str
+
+    @property
+    def fp16(self) -> bool:
+        return "fp16" in self.precision
+
+    @property
+    def int8(self) -> bool:
+        return "int8" in self.precision
+
+    @property
+    def fp8(self) -> bool:
+        return "fp8" in self.precision
+
+    @property
+    def quantized(self) -> bool:
+        """INT8 or FP8: needs calibrated ranges (amax; FP8 scale = amax / 448)."""
+        return self.int8 or self.fp8
+
+
 @dataclass(frozen=True)
-class BuildSpec:
+class BuildSpec(PrecisionFlags):
     """What to build.
 
     ``precision`` is one of :data:`PRECISIONS`; ``placement`` (``explicit`` | ``implicit``) says
@@ -55,23 +79,6 @@ class BuildSpec:
         if self.precision not in PRECISIONS:
             raise InputError(f"unknown precision '{self.precision}'; choose one of: {', '.join(PRECISIONS)}")
         object.__setattr__(self, "pins", frozenset(self.pins))
-
-    @property
-    def fp16(self) -> bool:
-        return "fp16" in self.precision
-
-    @property
-    def int8(self) -> bool:
-        return "int8" in self.precision
-
-    @property
-    def fp8(self) -> bool:
-        return "fp8" in self.precision
-
-    @property
-    def quantized(self) -> bool:
-        """INT8 or FP8: needs calibrated ranges (amax; FP8 scale = amax / 448)."""
-        return self.int8 or self.fp8
 
     def with_pins(self, pins: frozenset[str] | Sequence[str]) -> BuildSpec:
         """The same spec with other FP32 pins (what bisect varies between evaluations)."""
