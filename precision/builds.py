@@ -203,7 +203,6 @@ class ModelBuild:
         self._cls = get_backend(self.backend)
         self._cls.require()  # fail now, with the backend's one-line message, not after the ranking
         _check_fp8(self.backend, self.spec)
-        self.spec = BuildSpec(**{**self.spec.__dict__})  # validated once, before any evaluation
         if self.spec.precision != "fp32" and self._cls.emulated_precision:
             TOOLS.prepared(self.model)  # fold once, not at every evaluation
 

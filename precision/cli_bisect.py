@@ -493,9 +493,30 @@ def _num(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.6g}"
 
 
-def _pin(opts: dict[str, Any]) -> None:
-    from trtq._core.onnx_model import load_onnx, model_summary, save_onnx
+def _pin_document(backend, proto, model_path, batches, data_block, pins_file, out_path, doc, check, **extra):
+    """The ``kind = "pin"`` document of ``precision pin`` (float and Q/DQ models alike)."""
+    from trtq._core.onnx_model import model_summary
     from trtq._core.result import result_document
+
+    shapes = {n: tuple(a.shape) for n, a in batches[0].items()} if batches else None
+    return result_document(
+        "pin",
+        backend=backend,
+        created_by="precision pin",
+        model=model_summary(proto, model_path, shapes=shapes),
+        data=data_block,
+        pins=str(pins_file),
+        output=str(out_path),
+        pinned_layers=len(doc.get("pins") or []),
+        **{k: v for k, v in extra.items() if k != "held_out"},
+        **check.to_dict(),
+        bisect_metric=doc.get("final_metric"),
+        **({"held_out": extra["held_out"]} if "held_out" in extra else {}),
+    )
+
+
+def _pin(opts: dict[str, Any]) -> None:
+    from trtq._core.onnx_model import load_onnx, save_onnx
     from trtq.precision.bisect import _fmt
     from trtq.precision.pins import pinned_nodes, read_pins
     from trtq.precision.verify_pins import verify_pins
@@ -584,21 +605,16 @@ def _pin(opts: dict[str, Any]) -> None:
     save_onnx(check.model, out_path)
     result, emulated, passed = check.applied, check.emulated, check.passed
     out.write_json(
-        result_document(
-            "pin",
-            backend="onnxruntime",  # the written model and the emulation both run on ONNX Runtime
-            created_by="precision pin",
-            model=model_summary(
-                proto,
-                model.path,
-                shapes={n: tuple(a.shape) for n, a in batches[0].items()} if batches else None,
-            ),
-            data=data_block,
-            pins=str(opts["pins_file"]),
-            output=str(out_path),
-            pinned_layers=len(doc.get("pins") or []),
-            **check.to_dict(),
-            bisect_metric=doc.get("final_metric"),
+        _pin_document(
+            "onnxruntime",  # the written model and the emulation both run on ONNX Runtime
+            proto,
+            model.path,
+            batches,
+            data_block,
+            opts["pins_file"],
+            out_path,
+            doc,
+            check,
             **({"held_out": held} if held is not None else {}),
         )
     )
@@ -636,8 +652,7 @@ def _pin_qdq(
 ):
     """``precision pin`` of a Q/DQ model: take the pinned groups' Q/DQ off, write the repaired
     model atomically, judge it against the float original (--reference, else recovered)."""
-    from trtq._core.onnx_model import load_onnx, model_summary, save_onnx
-    from trtq._core.result import result_document
+    from trtq._core.onnx_model import load_onnx, save_onnx
     from trtq.precision.bisect import _fmt
     from trtq.precision.qdq_model import verify_qdq_pins
 
@@ -662,23 +677,18 @@ def _pin_qdq(
     save_onnx(check.model, out.output)
     r = check.applied
     out.write_json(
-        result_document(
-            "pin",
-            backend="onnxruntime (Q/DQ model)",
-            created_by="precision pin",
-            model=model_summary(
-                proto,
-                model.path,
-                shapes={n: tuple(a.shape) for n, a in batches[0].items()} if batches else None,
-            ),
-            data=data_block,
-            pins=str(opts["pins_file"]),
-            output=str(out.output),
-            pinned_layers=len(doc.get("pins") or []),
+        _pin_document(
+            "onnxruntime (Q/DQ model)",
+            proto,
+            model.path,
+            batches,
+            data_block,
+            opts["pins_file"],
+            out.output,
+            doc,
+            check,
             qdq_model=True,
             reference=str(reference.path) if reference.path else None,
-            **check.to_dict(),
-            bisect_metric=doc.get("final_metric"),
         )
     )
     if not quiet:
