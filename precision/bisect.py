@@ -441,6 +441,7 @@ def run_bisect(
     backend: str = "onnxruntime",
     threads: int | None = None,
     early_stop: bool = True,
+    mha: str = "fp16",
     progress: ProgressFn = null_progress,
     sources: Mapping[str, Any] | None = None,
     held_out: Sequence[Mapping[str, Any]] | None = None,
@@ -456,7 +457,7 @@ def run_bisect(
     answers do not change, failing rows of the trace then show the best metric still possible.
 
     The result's ``settings`` record everything ``precision pin`` needs to replay the search's
-    answer: precision, placement, criterion, batch size, the INT8 ranges (``amax``) and
+    answer: precision, placement, ``mha``, criterion, batch size, the INT8 ranges (``amax``) and
     ``sources`` (where the caller got its data and ranges, e.g. ``cache``, ``calib_method``,
     ``data_options``; recorded as given).
 
@@ -487,7 +488,7 @@ def run_bisect(
     from trtq.runtime.build import BuildSpec
 
     base = folded(model)  # folded once; the FP32 reference runs the model as given
-    spec = BuildSpec(precision, placement, amax=amax)
+    spec = BuildSpec(precision, placement, amax=amax, mha=mha)
     build = ModelBuild(backend, model, spec, threads=threads)
     evaluator = Evaluator(build, batches, criterion, model=model, threads=threads, early_stop=early_stop)
     search_on, engine = evaluator, None
@@ -516,7 +517,7 @@ def run_bisect(
 
         t0 = time.perf_counter()
         scores = layerwise_sensitivity(
-            base, batches, EmulationConfig(precision, placement), amax=amax, progress=progress
+            base, batches, EmulationConfig(precision, placement, mha=mha), amax=amax, progress=progress
         )
         space = rank_layers(layers, scores)
         ranking_s = time.perf_counter() - t0
@@ -533,6 +534,7 @@ def run_bisect(
         sources=sources,
         precision=precision,
         placement=placement,
+        mha=mha,
         amax={k: float(v) for k, v in amax.items()} if amax and needs_ranges(precision) else None,
     )
     if held_out is not None:

@@ -76,14 +76,14 @@ class PrecisionTools:
 
         if spec.precision == "fp32":
             return model  # pins alone change nothing in FP32
-        config = EmulationConfig(spec.precision, spec.placement, spec.pins)
+        config = EmulationConfig(spec.precision, spec.placement, spec.pins, spec.mha)
         return apply_plan(self.plan(model, config, self._amax(spec)))
 
     def typed_model(self, model: onnx.ModelProto, spec: BuildSpec) -> onnx.ModelProto:
         from trtq.precision.export import export_qdq
 
         amax = self._amax(spec) if spec.quantized else {}
-        return export_qdq(model, amax, sorted(spec.pins), fp16=spec.fp16, fp8=spec.fp8)
+        return export_qdq(model, amax, sorted(spec.pins), fp16=spec.fp16, fp8=spec.fp8, mha=spec.mha)
 
     def cache_calibrator(
         self,

@@ -26,6 +26,7 @@ from trtq._core.jsonio import to_jsonable
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
 from trtq.precision.cli_bisect import add_commands
+from trtq.precision.cli_common import mha_choice, mha_option
 from trtq.precision.cli_options import MetricArgs, ReferenceArgs
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ EXPORT_GROUPS = (
     show_default=True,
     help="INT8 placement: explicit (TensorRT 11 / Q-DQ rules) or implicit (TensorRT 10 calibrator, pessimistic).",
 )
+@mha_option
 @click.option(
     "--mode",
     type=click.Choice(["graphwise", "layerwise", "both"]),
@@ -189,6 +191,7 @@ it helps some calibrations and hurts others (BENCHMARKS.md), so measure it on he
     help="INT8: fold each quantized layer's per-channel mean shift from weight rounding into its "
     "bias, measured on --data (calibration data).",
 )
+@mha_option
 @uses(*EXPORT_GROUPS)
 @common_options
 def export_command(**opts: Any) -> None:
@@ -213,11 +216,11 @@ def load_pins(path: str | None) -> frozenset[str]:
     return frozenset(read_pin_nodes(path)) if path else frozenset()
 
 
-def _configs(precision: str, placement: str, pins: frozenset[str]):
+def _configs(precision: str, placement: str, pins: frozenset[str], mha: str):
     from trtq.precision.emulate import EmulationConfig
 
     names = ["fp16", "int8"] if precision == "both" else [precision]
-    return [EmulationConfig(n, placement, pins) for n in names]
+    return [EmulationConfig(n, placement, pins, mha) for n in names]
 
 
 def _compare(opts: dict[str, Any]) -> None:
@@ -265,7 +268,7 @@ def _compare(opts: dict[str, Any]) -> None:
         raise InputError(
             f"--reference is for Q/DQ models: {model.path} has no QuantizeLinear/DequantizeLinear"
         )
-    configs = _configs(opts["precision_name"], opts["placement"], pins)
+    configs = _configs(opts["precision_name"], opts["placement"], pins, mha_choice(opts))
     amax = None
     if any(c.quantized for c in configs):  # from --cache or --data, never from --eval-data
         method, params = ranges_method(opts["precision_name"], ranges)
@@ -529,7 +532,7 @@ def _export(opts: dict[str, Any]) -> None:
                 f"bias correction: {len(report.layers)} layer(s) on {report.samples} batch(es), "
                 f"largest mean |shift| {shift:.3g}"
             )
-    qdq = export_qdq(proto, amax, pins, fp16=opts["fp16"], fp8=opts["fp8"])
+    qdq = export_qdq(proto, amax, pins, fp16=opts["fp16"], fp8=opts["fp8"], mha=mha_choice(opts))
     save_onnx(qdq, out.output)
     if not opts["quiet"]:
         q = sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node)

@@ -25,6 +25,7 @@ from trtq._core.config import find_config
 from trtq._core.errors import CheckFailed, InputError
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
+from trtq.precision.cli_common import mha_choice, mha_option
 from trtq.precision.cli_options import MetricArgs, ReferenceArgs
 from trtq.runtime.build import needs_ranges
 
@@ -160,6 +161,7 @@ def _criterion_options(fn):
     default=None,
     help="INT8 placement emulated: explicit (TensorRT 11 / Q-DQ, default) or implicit (TensorRT 10, pessimistic).",
 )
+@mha_option
 @click.option(
     "--strategy",
     default=None,
@@ -198,6 +200,7 @@ def bisect_command(**opts: Any) -> None:
     default=None,
     help="Default: the precision pins.json was made for.",
 )
+@mha_option
 @_criterion_options
 @uses(*PIN_GROUPS)
 @common_options
@@ -400,6 +403,7 @@ def _bisect(opts: dict[str, Any]) -> None:
                 max_evals=opts.get("max_evals") or DEFAULT_MAX_EVALS,
                 amax=amax,
                 placement=opts.get("placement") or "explicit",
+                mha=mha_choice(opts),
                 backend=runtime.backend,
                 threads=runtime.threads,
                 early_stop=not opts.get("full_evals"),
@@ -591,6 +595,7 @@ def _pin(opts: dict[str, Any]) -> None:
             criterion,
             precision=precision,
             placement=settings.get("placement") or "explicit",
+            mha=mha_choice(opts, settings),
             amax=amax,
             threads=runtime.threads,
             source=str(opts["pins_file"]),

@@ -13,6 +13,26 @@ from trtq._core.cli import progress_bar
 
 log = logging.getLogger(__name__)
 
+MHA_HELP = (
+    "Attention blocks (MatMul -> [scale, mask] -> Softmax -> MatMul): fp16 keeps their two matrix "
+    "products unquantized (FP16, or FP32 with int8 alone), int8 quantizes Q, K, the probabilities "
+    "and V. Default fp16."
+)
+
+
+def mha_option(fn: Callable) -> Callable:
+    """``--mha fp16|int8`` (None when not given: the command's default, or the replayed setting)."""
+    import click
+
+    return click.option("--mha", type=click.Choice(["fp16", "int8"]), default=None, help=MHA_HELP)(fn)
+
+
+def mha_choice(opts: Mapping[str, Any], recorded: Mapping[str, Any] | None = None) -> str:
+    """The ``--mha`` given, else the ``recorded`` setting (a bisect document's), else the default."""
+    from trtq.precision.emulate import DEFAULT_MHA
+
+    return opts.get("mha") or (recorded or {}).get("mha") or DEFAULT_MHA
+
 
 def open_data(proto: onnx.ModelProto, data: Any, batch_size: int | None = None):
     """The dataset of ``data`` (:class:`~trtq.datasets.cli_options.DataSettings`) for the model,

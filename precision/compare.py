@@ -107,12 +107,14 @@ class CompareRun:
     layers: list[TensorRecord]
     outputs: list[TensorRecord]
     missing_amax: list[str] = field(default_factory=list)
+    mha: str | None = None  # the attention products' precision (quantized builds only)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "precision": self.precision,
             "mode": self.mode,
             "placement": self.placement,
+            "mha": self.mha,
             "pins": sorted(self.pins),
             "layers": [r.to_dict() for r in self.layers],
             "outputs": [{"tensor": r.tensor, **_metric_fields(r.metrics)} for r in self.outputs],
@@ -325,7 +327,14 @@ def compare_runs(
             outs = [r for r in recs if r.tensor in output_names]
             runs.append(
                 CompareRun(
-                    cfg.precision, mode, placement, sorted(cfg.pins), recs, outs, list(plan.missing_amax)
+                    cfg.precision,
+                    mode,
+                    placement,
+                    sorted(cfg.pins),
+                    recs,
+                    outs,
+                    list(plan.missing_amax),
+                    cfg.mha if cfg.quantized else None,
                 )
             )
     return runs, observed
@@ -345,7 +354,7 @@ def _graphwise_runner(
     from trtq.precision.builds import build_runner
 
     cfg = plan.config
-    spec = BuildSpec(cfg.precision, cfg.placement, cfg.pins, amax=amax, cache_path=cache_path)
+    spec = BuildSpec(cfg.precision, cfg.placement, cfg.pins, amax=amax, cache_path=cache_path, mha=cfg.mha)
     return build_runner(backend, plan.model, spec, mark=list(names), threads=threads)
 
 

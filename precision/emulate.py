@@ -76,6 +76,13 @@ PRECISIONS = ("fp16", "int8", "fp16+int8", "fp8", "fp8+fp16")
 #: The opset QuantizeLinear/DequantizeLinear take FLOAT8E4M3FN from.
 FP8_OPSET = 19
 PLACEMENTS = ("explicit", "implicit")
+#: Attention matrix products: ``fp16`` = not quantized (the build's float precision, FP32 with
+#: ``int8`` alone), ``int8`` = Q/DQ on Q, K, the probabilities and V (FP8 in an FP8 build).
+MHA_MODES = ("fp16", "int8")
+DEFAULT_MHA = "fp16"
+#: A decomposed LayerNorm whose input reaches this magnitude overflows ``Pow(x - mean, 2)`` in FP16
+#: (256**2 = 65536 > 65504) when TensorRT does not fuse it.
+LAYERNORM_FP16_LIMIT = 256.0
 # Ops that never take an INT8 input in TensorRT (shape and type plumbing).
 _NO_INT8 = frozenset(
     {"Shape", "Size", "Cast", "NonZero", "Equal", "Less", "Greater", "Where", "ArgMax", "ArgMin"}
@@ -94,11 +101,14 @@ class EmulationConfig(PrecisionFlags):
         placement: INT8 placement, ``"explicit"`` (TensorRT 11 / Q-DQ rules) or ``"implicit"``
             (TensorRT 10 calibrator, pessimistic: every layer-boundary tensor quantized).
         pins: ONNX node names kept in FP32 in every mode.
+        mha: the attention blocks' two matrix products (:data:`MHA_MODES`): ``fp16`` (default:
+            not quantized) or ``int8`` (quantized like the other MatMuls).
     """
 
     precision: str
     placement: str = "explicit"
     pins: frozenset[str] = frozenset()
+    mha: str = DEFAULT_MHA
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -107,6 +117,8 @@ class EmulationConfig(PrecisionFlags):
             raise InputError(
                 f"unknown INT8 placement '{self.placement}'; choose one of: {', '.join(PLACEMENTS)}"
             )
+        if self.mha not in MHA_MODES:
+            raise InputError(f"unknown --mha '{self.mha}'; choose one of: {', '.join(MHA_MODES)}")
         object.__setattr__(self, "pins", frozenset(self.pins))
 
     @property
@@ -205,14 +217,15 @@ def plan_emulation(
             plans.append(LayerPlan(layer, pinned=True, fp16=False))
             continue
         quant: set[tuple[int, int]] = set()
+        anchor_op = nodes[layer.anchor].op_type if layer.anchor is not None else ""
         if config.quantized:
             for n in layer.nodes:
                 node = nodes[n]
                 for pos, t in enumerate(node.input):
                     if (
                         t in lg.activations
-                        and t not in layer.internal
-                        and _wants_int8(node, pos, layer, config.placement)
+                        and (t not in layer.internal or t in layer.stored)
+                        and _wants_int8(node, pos, layer, config, anchor_op)
                     ):
                         if t in amax and np.isfinite(amax[t]) and amax[t] > 0:
                             quant.add((n, pos))
@@ -239,6 +252,8 @@ def plan_emulation(
         plans.append(
             LayerPlan(layer, pinned=False, fp16=config.fp16, quant_edges=frozenset(quant), weights=weights)
         )
+    if config.fp16:
+        _warn_layernorm_fp16(lg, nodes, amax)
     if missing:
         logger.warning(
             "%d tensor(s) that would run in %s have no calibrated range and stay in float (e.g. %s)",
@@ -273,14 +288,25 @@ def at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     return out
 
 
-def _wants_int8(node: onnx.NodeProto, pos: int, layer: Layer, placement: str) -> bool:
-    if placement == "implicit":
+def _wants_int8(
+    node: onnx.NodeProto, pos: int, layer: Layer, config: EmulationConfig, anchor_op: str
+) -> bool:
+    """Whether input ``pos`` of ``node`` (in ``layer``, whose anchor is an ``anchor_op``) carries
+    Q/DQ: the per-pattern rules of the module docstring (transformer patterns first, then the
+    placement's CNN rules)."""
+    if layer.kind == "layernorm":
+        return False
+    if layer.kind == "attention":
+        return config.mha == "int8" and node.op_type == "MatMul" and pos in (0, 1)
+    if node.op_type == "Add" and anchor_op in ("MatMul", "Gemm"):
+        return False  # a transformer's residual Add: the residual stream stays float
+    if config.placement == "implicit":
         return node.op_type not in _NO_INT8
     if node.op_type in ("Conv", "ConvTranspose"):
         return pos == 0
     if node.op_type in ("MatMul", "Gemm"):
         return pos in (0, 1)
-    # The residual input of an Add fused into a Conv/MatMul layer.
+    # The residual input of an Add fused into a Conv layer.
     return node.op_type == "Add" and layer.anchor is not None
 
 
@@ -356,13 +382,40 @@ class _Builder:
         return out
 
 
-def _edge_value(b: _Builder, plan: LayerPlan, n: int, pos: int, t: str, producer_rounded: bool) -> str:
-    value = t
+def _edge_value(
+    b: _Builder, plan: LayerPlan, n: int, pos: int, t: str, producer_rounded: bool, src: str | None = None
+) -> str:
+    """The value ``node n`` reads at input ``pos``: tensor ``t`` (or its copy ``src``) rounded
+    to FP16 and/or fake-quantized with ``t``'s amax, as the plan says."""
+    value = t if src is None else src
     if plan.fp16 and not producer_rounded:
         value = b.rounded(value)
     if (n, pos) in plan.quant_edges:
         value = b.quantized(value, t)
     return value
+
+
+def _warn_layernorm_fp16(lg: LayerGraph, nodes: Sequence[onnx.NodeProto], amax: Mapping[str, float]) -> None:
+    """TensorRT's builder warns that a decomposed LayerNorm in FP16 may overflow (``Pow(x - mean,
+    2)`` beyond 65504) unless it runs as one normalization layer; the emulation assumes the fused
+    layer (FP32 inside), so say where that assumption carries the most risk."""
+    decomposed = [ly for ly in lg.layers if ly.kind == "layernorm" and len(ly.nodes) > 1]
+    if not decomposed:
+        return
+    risky = [
+        lg.node_names[ly.nodes[0]]
+        for ly in decomposed
+        if ly.inputs and amax.get(ly.inputs[0], 0.0) >= LAYERNORM_FP16_LIMIT
+    ]
+    logger.warning(
+        "%d decomposed LayerNorm(s) emulated as one FP16 normalization layer with FP32 inside, as "
+        "TensorRT builds it when it fuses them; unfused, Pow(x - mean, 2) overflows FP16 for "
+        "|x - mean| >= %g (TensorRT warns 'Running layernorm after self-attention in FP16 may cause "
+        "overflow'; export with opset >= 17 for LayerNormalization or pin them)%s",
+        len(decomposed),
+        LAYERNORM_FP16_LIMIT,
+        f"; calibrated inputs reach that at: {', '.join(risky[:5])}" if risky else "",
+    )
 
 
 def apply_plan(plan: EmulationPlan) -> onnx.ModelProto:
@@ -383,7 +436,7 @@ def apply_plan(plan: EmulationPlan) -> onnx.ModelProto:
         for pos, t in enumerate(node.input):
             if (idx, pos) in lp.weights:
                 node.input[pos] = b.weight(t, *lp.weights[(idx, pos)])
-            elif t in acts and t not in lp.layer.internal:
+            elif t in acts and (t not in lp.layer.internal or t in lp.layer.stored):
                 node.input[pos] = _edge_value(b, lp, idx, pos, t, t in rounded_at_producer)
         new_nodes.extend(b.take())
         new_nodes.append(node)
@@ -429,7 +482,9 @@ def build_layerwise_model(plans: Iterable[EmulationPlan]) -> tuple[onnx.ModelPro
                 node.CopyFrom(originals[idx])
                 node.name = plan.graph.node_names[idx] + suffix
                 for pos, t in enumerate(node.input):
-                    if t in lp.layer.internal:
+                    if t in lp.layer.stored:
+                        node.input[pos] = _edge_value(b, lp, idx, pos, t, False, src=t + suffix)
+                    elif t in lp.layer.internal:
                         node.input[pos] = t + suffix
                     elif (idx, pos) in lp.weights:
                         node.input[pos] = b.weight(t, *lp.weights[(idx, pos)])

@@ -36,6 +36,7 @@ import onnx
 
 from trtq._core.onnx_model import float_tensors, node_names
 from trtq._core.tensors import TensorInfo
+from trtq._core.transformer_patterns import find_attention, find_layernorms
 
 ANCHORS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 POINTWISE = frozenset(
@@ -56,7 +57,11 @@ class Layer:
     ``nodes`` are indices into ``model.graph.node`` in topological order; ``anchor`` is the index
     of its Conv/Gemm/MatMul (or ``None``); ``inputs`` are the activation tensors it reads from
     outside; ``outputs`` the boundary tensors it produces; ``internal`` the tensors that stay
-    inside the fused kernel.
+    inside the fused kernel. ``kind``: ``"layernorm"`` or ``"attention"`` for a transformer
+    pattern grouped whole (:mod:`trtq._core.transformer_patterns`), ``""`` otherwise; ``stored``:
+    internal tensors the kernel keeps in its I/O precision rather than FP32 (the attention
+    probabilities between the two matrix products: FP16 in an FP16 build, quantized when the
+    attention runs in INT8/FP8).
     """
 
     id: int
@@ -65,6 +70,8 @@ class Layer:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     internal: frozenset[str] = field(default_factory=frozenset)
+    kind: str = ""
+    stored: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def head(self) -> int:
@@ -122,8 +129,30 @@ def find_layers(
             i = parent[i]
         return i
 
+    internal: set[str] = set()
+    # Transformer patterns first, each one closed layer (a pin on any of its nodes pins it whole).
+    kinds: dict[int, str] = {}
+    stored: set[str] = set()
+    closed: set[int] = set()
+    for p in (*find_layernorms(graph), *find_attention(graph)):
+        if len(p.nodes) < 2 or not all(i in is_layer for i in p.nodes) or closed & set(p.nodes):
+            if len(p.nodes) == 1 and p.nodes[0] in is_layer:
+                kinds[p.nodes[0]] = p.kind
+            continue
+        root = min(p.nodes)
+        for i in p.nodes:
+            parent[i] = root
+            if i != root:
+                members[root] |= members.pop(i)
+                has_anchor[root] = has_anchor[root] or has_anchor.pop(i)
+        closed |= set(p.nodes)
+        kinds[root] = p.kind
+        internal |= {o for i in p.nodes for o in graph.node[i].output if o and o != p.output}
+        if p.probs:
+            stored.add(p.probs)
+
     def fusible(i: int) -> bool:
-        return i in is_layer and i not in pinned and graph.node[i].op_type in _FUSIBLE
+        return i in is_layer and i not in pinned and i not in closed and graph.node[i].op_type in _FUSIBLE
 
     def creates_cycle(group: set[int]) -> bool:
         # A path leaving the group and re-entering it: search forward from outside successors,
@@ -145,7 +174,6 @@ def find_layers(
                     stack.append(c)
         return False
 
-    internal: set[str] = set()
     # Reverse topological order: a consumer-side chain (Clip -> Div -> Mul of a hard-swish) is
     # merged before its producer joins it, so the later join never looks like a cycle; and of two
     # Convs feeding one residual Add, the later one (as in TensorRT) takes the Add.
@@ -190,7 +218,12 @@ def find_layers(
                 if o in activations and o not in internal:
                     outs.append(o)
         layer_internal = frozenset(o for n in nodes for o in graph.node[n].output if o in internal)
-        layers.append(Layer(lid, nodes, anchor, tuple(ins), tuple(outs), layer_internal))
+        layers.append(
+            Layer(
+                lid, nodes, anchor, tuple(ins), tuple(outs), layer_internal,
+                kinds.get(root, ""), frozenset(layer_internal & stored),
+            )
+        )  # fmt: skip
     return LayerGraph(
         layers=tuple(layers), activations=activations, producer=producer, sites=sites, node_names=names
     )

@@ -34,6 +34,7 @@ from trtq._core.onnx_model import tensor_types
 from trtq.precision import qdq
 from trtq.precision.emulate import (
     _ZP,
+    DEFAULT_MHA,
     FP8_OPSET,
     EmulationConfig,
     at_least_opset,
@@ -55,11 +56,13 @@ def export_qdq(
     *,
     fp16: bool = False,
     fp8: bool = False,
+    mha: str = DEFAULT_MHA,
 ) -> onnx.ModelProto:
     """Q/DQ model of ``model`` with activation ranges ``amax`` (tensor -> amax); ``pins`` stay FP32.
 
     With ``fp16=True`` and an empty ``amax`` the result is the FP16 model alone (no Q/DQ).
-    ``fp8=True``: FP8 E4M3 Q/DQ instead of INT8 (opset 19).
+    ``fp8=True``: FP8 E4M3 Q/DQ instead of INT8 (opset 19). ``mha``: ``fp16`` leaves the attention
+    blocks' matrix products unquantized, ``int8`` quantizes Q, K, the probabilities and V.
     The result passes ``onnx.checker`` and runs in ONNX Runtime.
     """
     if not amax and (fp8 or not fp16):
@@ -70,7 +73,7 @@ def export_qdq(
         precision = "fp8+fp16" if fp16 else "fp8"
     else:
         precision = ("fp16+int8" if amax else "fp16") if fp16 else "int8"
-    config = EmulationConfig(precision, "explicit", frozenset(pins))
+    config = EmulationConfig(precision, "explicit", frozenset(pins), mha)
     plan = plan_emulation(base, config, amax or None)
     out = onnx.ModelProto()
     out.CopyFrom(plan.model)

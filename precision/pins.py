@@ -125,6 +125,7 @@ def apply_pins(
     *,
     precision: str,
     amax: Mapping[str, float] | None = None,
+    mha: str = "fp16",
 ) -> onnx.ModelProto:
     """A deployable ONNX with ``nodes`` in FP32 and the rest in ``precision``.
 
@@ -148,6 +149,7 @@ def apply_pins(
         pins=tuple(nodes),
         fp16="fp16" in precision,
         fp8="fp8" in precision,
+        mha=mha,
     )
 
 

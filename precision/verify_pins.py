@@ -67,13 +67,14 @@ def verify_pins(
     amax: Mapping[str, float] | None = None,
     threads: int | None = None,
     source: str = "pins",
+    mha: str = "fp16",
 ) -> PinVerification:
     """Apply ``nodes`` (ONNX node names kept in FP32) to ``model`` and judge the result on
     ``batches`` against the FP32 model. ``amax`` are the INT8 ranges (scale = amax / 127);
     ``source`` names the pins in errors (e.g. the pins.json path)."""
     base = folded(model)  # folded once: the pins check, the export and the emulation take it as it is
     check_nodes_exist(base, nodes, source=source)
-    applied_model = apply_pins(base, list(nodes), precision=precision, amax=amax)
+    applied_model = apply_pins(base, list(nodes), precision=precision, amax=amax, mha=mha)
     start = time.perf_counter()
 
     class _Written:  # the evaluator's build: the applied model as written
@@ -85,7 +86,9 @@ def verify_pins(
     # early_stop=False: the metrics reported are real values, never bounds
     written = Evaluator(_Written(), batches, criterion, model=model, threads=threads, early_stop=False)
     applied = written(frozenset(nodes))
-    emulation = ModelBuild("onnxruntime", base, BuildSpec(precision, placement, amax=amax), threads=threads)
+    emulation = ModelBuild(
+        "onnxruntime", base, BuildSpec(precision, placement, amax=amax, mha=mha), threads=threads
+    )
     emulated = Evaluator(
         emulation, batches, criterion, reference=written.reference, model=model, early_stop=False
     )(frozenset(nodes))

@@ -64,7 +64,9 @@ class BuildSpec(PrecisionFlags):
     where INT8 is placed when the backend emulates it; ``pins`` are ONNX node names kept in FP32;
     ``amax`` the per-tensor INT8 ranges (amax, not scale: scale = amax / 127) and ``cache_path`` a
     TensorRT calibration cache holding them; ``shapes`` full input shapes for dynamic dims;
-    ``constraints`` ``obey`` | ``prefer`` (TensorRT 10 precision constraints for the pins).
+    ``constraints`` ``obey`` | ``prefer`` (TensorRT 10 precision constraints for the pins);
+    ``mha`` (``fp16`` | ``int8``) whether an emulated build quantizes the attention blocks'
+    matrix products.
     """
 
     precision: str = "fp32"
@@ -74,6 +76,7 @@ class BuildSpec(PrecisionFlags):
     cache_path: str | os.PathLike | None = None
     shapes: Mapping[str, Sequence[int]] | None = field(default=None, compare=False, hash=False)
     constraints: str = "obey"
+    mha: str = "fp16"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
