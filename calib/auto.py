@@ -17,8 +17,12 @@ Algorithm (one extra pass over a bounded subset of the calibration data, after t
    0.876): with more freedom the search follows the proxy's blind spot (below) into clipping.
 2. Quantized consumers (:func:`find_consumers`), on the model as calibrated, by the explicit
    placement rule of :mod:`trtq.precision.emulate` (restated here: calib may not import precision):
-   the activation inputs of Conv / ConvTranspose / Gemm / MatMul, and the residual inputs of Adds
-   fed by a Conv/Gemm/MatMul chain. A BatchNormalization right after a Conv is folded into its
+   the activation inputs of Conv / ConvTranspose / Gemm / MatMul, the residual inputs of Adds
+   fed by a Conv chain, and the branch input of a transformer's residual Add (the input fed by a
+   Gemm/MatMul chain; the residual stream is not quantized). Transformer patterns
+   (:mod:`trtq._core.transformer_patterns`): LayerNorm and Softmax inputs are never quantized,
+   and the two matrix products of an attention block only with ``mha="int8"`` (the default
+   ``fp16`` leaves them in float, as the emulation's default does). A BatchNormalization right after a Conv is folded into its
    weights (as TensorRT does), and weights are quantized per output channel (amax_c = max |W_c|,
    scale = amax_c / 127, values in [-127, 127]) as the INT8 build would.
 3. For every retained sample and every consumer, the consumer-output error with the input
@@ -76,6 +80,7 @@ from onnx import numpy_helper
 from trtq._core.errors import InputError
 from trtq._core.onnx_model import float_tensors
 from trtq._core.progress import ProgressFn, null_progress
+from trtq._core.transformer_patterns import find_attention
 from trtq.calib.histogram import HistogramSet, TensorHistogram
 from trtq.calib.methods import EMPTY_AMAX, get_method
 
@@ -201,12 +206,13 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
 
 
 def find_consumers(
-    model: onnx.ModelProto, activations: Iterable[str] | None = None
+    model: onnx.ModelProto, activations: Iterable[str] | None = None, mha: str = "fp16"
 ) -> dict[str, list[Consumer]]:
     """tensor -> the quantized consumers of that tensor (explicit placement; module docstring).
 
     ``activations``: the model's float activations when the caller has them (they need shape
-    inference: :func:`trtq._core.onnx_model.float_tensors`)."""
+    inference: :func:`trtq._core.onnx_model.float_tensors`); ``mha``: ``int8`` when the
+    attention blocks' matrix products are quantized."""
     graph = model.graph
     consts = _constants(graph)
     acts = set(activations) if activations is not None else {t.name for t in float_tensors(model)}
@@ -223,24 +229,30 @@ def find_consumers(
     def add(t: str, node_name: str, kind: str, **kw: Any) -> None:
         found.append((t, node_name, kind, kw))
 
-    def from_anchor(t: str) -> bool:
-        """``t`` comes from a Conv/Gemm/MatMul through single-reader pointwise ops (a fused chain)."""
+    def anchor_of(t: str) -> str | None:
+        """The op type of the Conv/Gemm/MatMul that ``t`` comes from through single-reader
+        pointwise ops (a fused chain), else None."""
         for _ in range(16):
             p = producer.get(t)
             if p is None:
-                return False
+                return None
             if p.op_type in _ANCHORS:
-                return True
+                return p.op_type
             if p.op_type not in _POINTWISE_CHAIN or len(readers.get(t, [])) != 1:
-                return False
+                return None
             ins = [i for i in p.input if i in acts]
             if len(ins) != 1:
-                return False
+                return None
             t = ins[0]
-        return False
+        return None
 
+    unquantized_bmm = set()
+    if mha != "int8":
+        unquantized_bmm = {id(graph.node[k]) for p in find_attention(graph) for k in (p.bmm1, p.bmm2)}
     for k, node in enumerate(graph.node):
         op, name, ins = node.op_type, names[k], list(node.input)
+        if id(node) in unquantized_bmm:
+            continue
         if op == "Conv" and ins and ins[0] in acts:
             w = consts.get(ins[1]) if len(ins) > 1 else None
             if w is not None and w.ndim in (3, 4):
@@ -281,8 +293,12 @@ def find_consumers(
         elif op == "Add":
             act_ins = [t for t in ins if t in acts]
             if len(act_ins) >= 2:
+                chain = {t: anchor_of(t) for t in act_ins}
                 for t in act_ins:
-                    if any(from_anchor(o) for o in act_ins if o != t):
+                    others = [chain[o] for o in act_ins if o != t]
+                    conv_residual = any(a in ("Conv", "ConvTranspose") for a in others)
+                    branch = chain[t] in ("MatMul", "Gemm") and not any(a in _ANCHORS for a in others)
+                    if conv_residual or branch:
                         add(t, name, "identity")
     out: dict[str, list[Consumer]] = {}
     for idx, (t, node_name, kind, kw) in enumerate(found):

@@ -221,11 +221,13 @@ def plan_emulation(
         if config.quantized:
             for n in layer.nodes:
                 node = nodes[n]
+                branch = _residual_branch(node, layer, lg.activations, anchor_op)
                 for pos, t in enumerate(node.input):
+                    inside = t in layer.internal and t not in layer.stored
                     if (
                         t in lg.activations
-                        and (t not in layer.internal or t in layer.stored)
-                        and _wants_int8(node, pos, layer, config, anchor_op)
+                        and (not inside or t == branch)
+                        and _wants_int8(node, pos, layer, config, anchor_op, inside)
                     ):
                         if t in amax and np.isfinite(amax[t]) and amax[t] > 0:
                             quant.add((n, pos))
@@ -288,18 +290,33 @@ def at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     return out
 
 
+def _residual_branch(
+    node: onnx.NodeProto, layer: Layer, activations: frozenset[str], anchor_op: str
+) -> str | None:
+    """For a transformer's residual Add (two activation inputs, fused into a MatMul/Gemm layer):
+    its non-residual input, the branch computed inside the layer; else None."""
+    if node.op_type != "Add" or layer.kind or anchor_op not in ("MatMul", "Gemm"):
+        return None
+    acts = [t for t in node.input if t in activations]
+    inside = [t for t in acts if t in layer.internal]
+    return inside[0] if len(acts) == 2 and len(inside) == 1 else None
+
+
 def _wants_int8(
-    node: onnx.NodeProto, pos: int, layer: Layer, config: EmulationConfig, anchor_op: str
+    node: onnx.NodeProto, pos: int, layer: Layer, config: EmulationConfig, anchor_op: str, inside: bool
 ) -> bool:
     """Whether input ``pos`` of ``node`` (in ``layer``, whose anchor is an ``anchor_op``) carries
     Q/DQ: the per-pattern rules of the module docstring (transformer patterns first, then the
-    placement's CNN rules)."""
+    placement's CNN rules). ``inside``: the input is computed inside the layer (only a residual
+    Add's branch gets here)."""
     if layer.kind == "layernorm":
         return False
     if layer.kind == "attention":
         return config.mha == "int8" and node.op_type == "MatMul" and pos in (0, 1)
     if node.op_type == "Add" and anchor_op in ("MatMul", "Gemm"):
-        return False  # a transformer's residual Add: the residual stream stays float
+        # A transformer's residual Add: the residual stream stays float; the branch carries Q/DQ
+        # in the explicit placement (an INT8-output GEMM; ModelOpt's non-residual input rule).
+        return inside and config.placement == "explicit"
     if config.placement == "implicit":
         return node.op_type not in _NO_INT8
     if node.op_type in ("Conv", "ConvTranspose"):
@@ -438,6 +455,8 @@ def apply_plan(plan: EmulationPlan) -> onnx.ModelProto:
                 node.input[pos] = b.weight(t, *lp.weights[(idx, pos)])
             elif t in acts and (t not in lp.layer.internal or t in lp.layer.stored):
                 node.input[pos] = _edge_value(b, lp, idx, pos, t, t in rounded_at_producer)
+            elif (idx, pos) in lp.quant_edges:  # a residual Add's branch: quantized in FP32
+                node.input[pos] = _edge_value(b, lp, idx, pos, t, True)
         new_nodes.extend(b.take())
         new_nodes.append(node)
         if lp.fp16:
@@ -482,8 +501,9 @@ def build_layerwise_model(plans: Iterable[EmulationPlan]) -> tuple[onnx.ModelPro
                 node.CopyFrom(originals[idx])
                 node.name = plan.graph.node_names[idx] + suffix
                 for pos, t in enumerate(node.input):
-                    if t in lp.layer.stored:
-                        node.input[pos] = _edge_value(b, lp, idx, pos, t, False, src=t + suffix)
+                    if t in lp.layer.internal and (t in lp.layer.stored or (idx, pos) in lp.quant_edges):
+                        rounded = t not in lp.layer.stored  # a residual branch stays FP32 before its Q/DQ
+                        node.input[pos] = _edge_value(b, lp, idx, pos, t, rounded, src=t + suffix)
                     elif t in lp.layer.internal:
                         node.input[pos] = t + suffix
                     elif (idx, pos) in lp.weights:
