@@ -80,7 +80,7 @@ from onnx import numpy_helper
 from trtq._core.errors import InputError
 from trtq._core.onnx_model import float_tensors
 from trtq._core.progress import ProgressFn, null_progress
-from trtq._core.transformer_patterns import find_attention
+from trtq._core.transformer_patterns import find_attention, find_layernorms
 from trtq.calib.histogram import HistogramSet, TensorHistogram
 from trtq.calib.methods import EMPTY_AMAX, get_method
 
@@ -246,12 +246,13 @@ def find_consumers(
             t = ins[0]
         return None
 
-    unquantized_bmm = set()
-    if mha != "int8":
-        unquantized_bmm = {id(graph.node[k]) for p in find_attention(graph) for k in (p.bmm1, p.bmm2)}
+    # Inside a transformer pattern only the attention products may be quantized (with mha int8).
+    never = {k for p in find_layernorms(graph) for k in p.nodes}
+    for p in find_attention(graph):
+        never |= set(p.nodes) - ({p.bmm1, p.bmm2} if mha == "int8" else set())
     for k, node in enumerate(graph.node):
         op, name, ins = node.op_type, names[k], list(node.input)
-        if id(node) in unquantized_bmm:
+        if k in never:
             continue
         if op == "Conv" and ins and ins[0] in acts:
             w = consts.get(ins[1]) if len(ins) > 1 else None

@@ -67,6 +67,7 @@ class _Graph:
         consts |= {i.name for i in graph.initializer}
         consts |= {n.output[0] for n in self.nodes if n.op_type == "Constant" and n.output}
         self.constants = consts
+        self.outputs = {o.name for o in graph.output}
 
     def only_reader(self, t: str, op_types: Iterable[str]) -> int | None:
         r = self.readers.get(t, [])
@@ -75,10 +76,12 @@ class _Graph:
         return None
 
     def closed(self, group: set[int], out: str) -> bool:
-        """Every tensor made inside ``group`` (but ``out``) is read only inside it."""
+        """Every tensor made inside ``group`` (but ``out``) is read only inside it (and is no graph output)."""
         for k in group:
             for o in self.nodes[k].output:
-                if o and o != out and any(r not in group for r in self.readers.get(o, [])):
+                if not o or o == out:
+                    continue
+                if o in self.outputs or any(r not in group for r in self.readers.get(o, [])):
                     return False
         return True
 
