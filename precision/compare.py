@@ -247,15 +247,20 @@ def compare_runs(
     base, _ = TOOLS.prepared(_as_model(model))
     plans: list[EmulationPlan] = [TOOLS.plan(base, c, amax) for c in configs]
     tensors = plans[0].graph.sites
+    # Inside a LayerNorm or attention layer TensorRT materialises nothing: not compared (their
+    # FP32 ranges are still observed, for the FP16 range check).
+    hidden = {t for ly in plans[0].graph.layers if ly.kind for t in ly.internal}
     sites = [
         (s.producer.index, s.producer.node, s.name, s.producer.op_type)
         if s.producer
         else (-1, "", s.name, "")
         for s in tensors
+        if s.name not in hidden
     ]
-    names = [s[2] for s in sites]
+    names = [s.name for s in tensors]
     output_names = [o.name for o in base.graph.output]
-    compare_names = [s.name for s in tensors if s.producer is not None]  # graph inputs are fed, not compared
+    # graph inputs are fed, not compared
+    compare_names = [s.name for s in tensors if s.producer is not None and s.name not in hidden]
 
     sessions: list[tuple[int, Runner]] = []  # (config index, graphwise runner)
     lw_maps: list[dict[str, str]] = []

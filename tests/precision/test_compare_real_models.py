@@ -12,6 +12,7 @@ import pytest
 
 from trtq._core.onnx_model import float_tensors
 from trtq._core.tensors import TensorInfo
+from trtq._core.transformer_patterns import find_attention, find_layernorms
 from trtq.datasets.folder import open_dataset
 from trtq.datasets.preprocess import PRESETS, PreprocessSpec
 from trtq.precision.compare import compare_runs
@@ -59,11 +60,16 @@ def test_graphwise_and_layerwise_on_real_models(real_models, image_dir, key):
     runs, observed = compare_runs(
         model, batches, configs, amax=amax, modes=("graphwise", "layerwise"), threads=1
     )
-    sites = [s.name for s in float_tensors(folded(model)) if s.producer is not None]
+    base = folded(model)
+    # tensors inside a LayerNorm or attention pattern (rec's SVTR blocks) are never materialised
+    patterns = find_layernorms(base.graph) + find_attention(base.graph)
+    hidden = {o for p in patterns for i in p.nodes for o in base.graph.node[i].output if o != p.output}
+    assert (key == "rec") == bool(hidden)
+    sites = [s.name for s in float_tensors(base) if s.producer is not None and s.name not in hidden]
     for run in runs:
         if run.mode == "graphwise":
             assert run.outputs, f"{key} {run.precision}: no output metrics"
-            # every float activation of the folded model is matched by name
+            # every other float activation of the folded model is matched by name
             assert [r.tensor for r in run.layers] == sites
         else:
             ranked = run.scores()
