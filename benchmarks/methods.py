@@ -10,6 +10,9 @@ histogram methods share its histograms, so only entropy2 and auto are timed).
     nice python benchmarks/methods.py --models cls --methods entropy2,percentile --bias-correction 1,2
     nice python benchmarks/methods.py --models vit --methods entropy2,mse --types int8,fp8
 
+``--mha fp16,int8``: export each method's ranges with the attention products unquantized (fp16,
+the default) and/or quantized (int8); ``mha`` in the rows.
+
 ``--types int8,fp8``: export each method's ranges as INT8 and/or FP8 E4M3 Q/DQ
 (``export_qdq(..., fp8=True)``: scale = amax / 448, per-tensor weights); ``type`` in the rows.
 
@@ -122,6 +125,7 @@ def bench(
     methods=METHODS,
     bc_passes: tuple[int, ...] = (),
     types: tuple[str, ...] = ("int8",),
+    mhas: tuple[str, ...] = ("fp16",),
 ) -> list[dict]:
     import onnx
 
@@ -146,15 +150,28 @@ def bench(
         amax = auto.amax if m == "auto" else compute_amax(plain.histograms, m)
         seconds = {"entropy2": t_plain, "auto": t_auto}.get(m)
         for t in types:
-            scores = _score(key, ref, _outputs(export_qdq(model, amax, fp8=t == "fp8"), held))
-            rows.append({"model": key, "type": t, "method": m, "bc": 0, **scores, "calib_s": seconds})
-            print(rows[-1], flush=True)
+            for mha in mhas:
+                qdq = export_qdq(model, amax, fp8=t == "fp8", mha=mha)
+                scores = _score(key, ref, _outputs(qdq, held))
+                row = {
+                    "model": key,
+                    "type": t,
+                    "mha": mha,
+                    "method": m,
+                    "bc": 0,
+                    **scores,
+                    "calib_s": seconds,
+                }
+                rows.append(row)
+                print(rows[-1], flush=True)
         for p in bc_passes:
             t0 = time.perf_counter()
             corrected, _ = correct_biases(model, cal, amax, passes=p, threads=threads)
             t_bc = time.perf_counter() - t0
             scores = _score(key, ref, _outputs(export_qdq(corrected, amax), held))
-            rows.append({"model": key, "type": "int8", "method": m, "bc": p, **scores, "calib_s": t_bc})
+            rows.append(
+                {"model": key, "type": "int8", "mha": "fp16", "method": m, "bc": p, **scores, "calib_s": t_bc}
+            )
             print(rows[-1], flush=True)
     picked: dict[str, int] = {}
     for c in ((auto.choices if auto else None) or {}).values():
@@ -171,6 +188,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--bias-correction", default="", help="passes to try, e.g. 1,2 (empty: off)")
     ap.add_argument("--types", default="int8", help="quantized types to export: int8, fp8 or int8,fp8")
+    ap.add_argument("--mha", default="fp16", help="attention products: fp16, int8 or fp16,int8")
     args = ap.parse_args()
     methods = tuple(args.methods.split(","))
     passes = tuple(int(p) for p in args.bias_correction.split(",") if p)
@@ -178,17 +196,19 @@ def main() -> None:
     rows = [
         r
         for key in args.models.split(",")
-        for r in bench(key, args.det_size, args.threads, methods, passes, types)
+        for r in bench(key, args.det_size, args.threads, methods, passes, types, tuple(args.mha.split(",")))
     ]
     print(
-        "\n| model | type | method | bias corr. passes | metric | calib / correction s |"
-        "\n|---|---|---|---|---|---|"
+        "\n| model | type | mha | method | bias corr. passes | metric | calib / correction s |"
+        "\n|---|---|---|---|---|---|---|"
     )
-    skip = ("model", "type", "method", "bc", "calib_s")
+    skip = ("model", "type", "mha", "method", "bc", "calib_s")
     for r in rows:
         metric = ", ".join(f"{k} {v:.4f}" for k, v in r.items() if k not in skip)
         secs = "" if r["calib_s"] is None else f"{r['calib_s']:.1f}"
-        print(f"| {r['model']} | {r['type']} | {r['method']} | {r['bc'] or 'off'} | {metric} | {secs} |")
+        print(
+            f"| {r['model']} | {r['type']} | {r['mha']} | {r['method']} | {r['bc'] or 'off'} | {metric} | {secs} |"
+        )
 
 
 if __name__ == "__main__":

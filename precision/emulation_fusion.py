@@ -20,10 +20,41 @@ Fusion rules assumed (run on a model already folded by :mod:`trtq.precision.fold
   later one absorbs the Add and the other Conv's output is the Add's residual input.
 - Pinned nodes (kept in FP32) never fuse with anything: TensorRT does not fuse across precisions.
 
+Transformer patterns (matched first by :mod:`trtq._core.transformer_patterns`; each is one
+closed layer: nothing else fuses into it, and a pin on any of its nodes pins it whole):
+
+- *LayerNorm* (``kind="layernorm"``), the decomposed form (ReduceMean, Sub, Pow, ReduceMean,
+  Add eps, Sqrt, Div, [Mul gamma], [Add beta]) and the ``LayerNormalization`` op: one
+  normalization layer, FP32 inside (mean, variance and normalisation accumulate in FP32), the
+  reduced precision only at its input and output. TensorRT's ONNX parser maps
+  ``LayerNormalization`` (opset 17) to ``INormalizationLayer``; the decomposed form is fused by
+  the builder's pattern matcher (Myelin) into one kernel, which is what we assume. When it does
+  not fuse it, the FP16 ``Pow(x - mean, 2)`` overflows for ``|x - mean| >= 256``: TensorRT's
+  builder warns "Detected layernorm nodes in FP16" / "Running layernorm after self-attention in
+  FP16 may cause overflow. Exporting the model to the latest available ONNX opset (later than
+  opset 17) to use the INormalizationLayer, or forcing layernorm layers to run in FP32
+  precision can help with preserving accuracy" (TensorRT 8.6+ builder log, quoted from user
+  reports of it); :mod:`trtq.precision.emulate` repeats that warning, naming the LayerNorms
+  whose calibrated input reaches 256.
+- *Attention* (``kind="attention"``): ``MatMul(Q, K')`` -> up to three point-wise ops (scale,
+  additive or ``Where`` mask) -> ``Softmax`` -> ``MatMul(P, V)``: one fused attention layer, as
+  TensorRT builds it from these primitive layers (TensorRT developer guide, "Fused Attention":
+  fusion from IMatrixMultiplyLayer + ISoftMaxLayer graphs, mask as an add offset or boolean, the
+  scale recommended on Q and/or K *before* the first product, which then stays an ordinary
+  point-wise layer outside). Internal precision emulated: the scores, scale, mask and softmax in
+  FP32; the probabilities ``P`` are ``stored`` at the layer's I/O precision before the second
+  product (FP16 in an FP16 build; quantized, with their calibrated scale, when the attention
+  runs quantized: IAttention's "normalization quantize scale" on the softmax output). That
+  FP32-inside / FP16-P split is our reading of the fused kernels, not a documented guarantee.
+- GELU, Erf form (``0.5 x (1 + erf(x / sqrt 2))``) and Tanh form, and ``Gelu``: point-wise ops,
+  so they fuse into their producer's layer (fc1 + bias + GELU is one layer) by the rule above.
+
 Known limits: TensorRT's real choice depends on the version, the GPU and kernel timing; it also
-fuses patterns we do not model (e.g. LayerNorm and attention blocks into Myelin "foreign" nodes,
+fuses patterns we do not model (e.g. larger Myelin regions spanning several of our layers,
 Concat elimination by writing into a shared buffer, Shuffle+Conv) and can decline a fusion we
-assume. The rules here are the common case for Conv/MatMul networks, not a guarantee.
+assume (an attention block whose head size or sequence length has no fused kernel runs as
+separate layers: its scores and probabilities are then FP16 tensors). The rules here are the
+common case for Conv/MatMul networks and standard transformer blocks, not a guarantee.
 """
 
 from __future__ import annotations
