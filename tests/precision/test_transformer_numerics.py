@@ -145,3 +145,31 @@ def test_residual_add_quantizes_its_branch_only():
     np.testing.assert_allclose(
         got["y"], got["r1"] + fq(got["fc2.out"], amax["fc2.out"]), rtol=1e-6, atol=1e-6
     )
+
+
+def test_layerwise_attention_and_residual_branch_alone_on_fp32_inputs():
+    from trtq.precision.emulate import build_layerwise_model, plan_emulation
+
+    model = encoder_block()
+    rs = np.random.RandomState(10)
+    amax = minmax_amax(model, [block_inputs(rs) for _ in range(4)])
+    feeds = block_inputs(np.random.RandomState(11))
+    fp16 = plan_emulation(model, EmulationConfig("fp16"), None)
+    int8 = plan_emulation(model, EmulationConfig("int8", mha="int8"), amax)
+    lw, (map16, map8) = build_layerwise_model([fp16, int8])
+    got = run_ort(lw, feeds, ["q.t", "k.t", "v.t", "o.out", "r1", map16["ctx"], map8["ctx"], map8["r1"]])
+    q, k, v = got["q.t"], got["k.t"], got["v.t"]  # FP32 reference tensors: the layer's inputs
+    scale = float(initializer(model, "attn_scale"))
+    # FP16 attention alone: inputs rounded on their edges, P stored in FP16, output rounded
+    p16 = softmax(half(q).astype(np.float64) @ half(k) * scale + half(feeds["mask"]))
+    want16 = half(half(p16).astype(np.float64) @ half(v))
+    assert np.all(np.abs(got[map16["ctx"]] - want16) <= ulp16(want16))
+    # INT8 attention alone: Q, K, P and V quantized with their amax
+    p8 = softmax(fq(q, amax["q.t"]).astype(np.float64) @ fq(k, amax["k.t"]) * scale + feeds["mask"])
+    want8 = fq(p8.astype(np.float32), amax["probs"]).astype(np.float64) @ fq(v, amax["v.t"])
+    np.testing.assert_allclose(got[map8["ctx"]], want8, rtol=1e-4, atol=1e-5)
+    # the residual Add's layer alone: its branch quantized inside, the residual stream not
+    assert map8["r1"] != "r1"
+    branch = got[map8["r1"]] - feeds["x"]
+    assert np.abs(branch - got["o.out"]).max() > 0  # weights and input quantized: a different branch
+    np.testing.assert_allclose(branch, fq(branch, amax["o.out"]), rtol=0, atol=2e-6)  # on o.out's grid
