@@ -1,8 +1,10 @@
 """Write the Q/DQ ONNX model that TensorRT 11 (explicit quantization) and ONNX Runtime both run.
 
-Placement is :mod:`trtq.precision.emulate`'s ``explicit`` rule on the folded model:
-QuantizeLinear -> DequantizeLinear on the activation inputs of Conv/ConvTranspose/Gemm/MatMul
-and on the residual inputs of Adds fused into them; per-tensor activation scales from the
+Placement is :mod:`trtq.precision.emulate`'s ``explicit`` rule on the folded model, per pattern:
+QuantizeLinear -> DequantizeLinear on the activation inputs of Conv/ConvTranspose/Gemm/MatMul,
+on the residual inputs of Adds fused into a Conv, on the branch input of a transformer's
+residual Add (never the residual stream), none before a LayerNorm or Softmax, and on the
+attention products' inputs only with ``mha="int8"``; per-tensor activation scales from the
 calibration (``scale = amax / 127``); weights stored as INT8 initializers with a per-output-channel
 DequantizeLinear (``axis``); zero-points are INT8 zeros everywhere; outputs are not quantized.
 Pinned nodes are left unquantized (FP32). The model is raised to opset 13 (per-axis
