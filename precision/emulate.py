@@ -102,6 +102,7 @@ DEFAULT_MHA = "fp16"
 #: A decomposed LayerNorm whose input reaches this magnitude overflows ``Pow(x - mean, 2)`` in FP16
 #: (256**2 = 65536 > 65504) when TensorRT does not fuse it.
 LAYERNORM_FP16_LIMIT = 256.0
+_LAYERNORM_WARNED: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
 # Ops that never take an INT8 input in TensorRT (shape and type plumbing).
 _NO_INT8 = frozenset(
     {"Shape", "Size", "Cast", "NonZero", "Equal", "Less", "Greater", "Where", "ArgMax", "ArgMin"}
@@ -443,6 +444,10 @@ def _warn_layernorm_fp16(lg: LayerGraph, nodes: Sequence[onnx.NodeProto], amax: 
         for ly in decomposed
         if ly.inputs and amax.get(ly.inputs[0], 0.0) >= LAYERNORM_FP16_LIMIT
     ]
+    key = (tuple(lg.node_names[ly.nodes[0]] for ly in decomposed), tuple(risky))
+    if key in _LAYERNORM_WARNED:  # once per model and ranges: bisect plans every pin set
+        return
+    _LAYERNORM_WARNED.add(key)
     logger.warning(
         "%d decomposed LayerNorm(s) emulated as one FP16 normalization layer with FP32 inside, as "
         "TensorRT builds it when it fuses them; unfused, Pow(x - mean, 2) overflows FP16 for "
