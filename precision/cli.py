@@ -451,7 +451,7 @@ def _print_tables(result, top: int, metric: str) -> None:
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     for run in result.runs:
-        where = f", {run.placement} placement" if run.placement else ""
+        where = _where(run)
         rank = "rel-l2" if result.task_metric else metric
         title = f"{run.precision} {run.mode}{where}: worst {min(top, len(run.layers))} of {len(run.layers)} by {rank}"
         table = Table(title=title, title_justify="left")
@@ -480,7 +480,7 @@ def _print_tables(result, top: int, metric: str) -> None:
             f"held-out data ({result.held_out.data.get('path')}, {used} samples): model outputs vs FP32"
         )
         for run in result.held_out.runs:
-            where = f", {run.placement} placement" if run.placement else ""
+            where = _where(run)
             for out in run.outputs:
                 line = _output_line(out.metrics, result.task_metric)
                 console.print(f"  {run.precision} {run.mode}{where}, output {out.tensor}: {line}")
@@ -496,6 +496,12 @@ def _print_tables(result, top: int, metric: str) -> None:
                 )
         else:
             err.print("FP16 range: every weight (after folding) and activation fits in FP16")
+
+
+def _where(run) -> str:
+    """``, explicit placement`` (and ``, attention int8`` when the attention products are quantized)."""
+    where = f", {run.placement} placement" if run.placement else ""
+    return where + (", attention int8" if run.mha == "int8" else "")
 
 
 def _export(opts: dict[str, Any]) -> None:
