@@ -90,12 +90,7 @@ def fp16_range_check(
     FP32 run (as returned by :func:`trtq.precision.compare.compare_runs`).
     """
     m = folded(model) if fold else model
-    consumer: dict[str, str] = {}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node, name in zip(m.graph.node, node_names(m), strict=True):
-        for i in node.input:
-            consumer.setdefault(i, name)
-            readers.setdefault(i, []).append(node)
+    consumer, readers = _readers(m)
 
     def note(tensor: str, big: float) -> str | None:
         return MASK_NOTE if big >= MASK_FILL_ABS and _reaches_softmax(tensor, readers) else None
@@ -119,6 +114,48 @@ def fp16_range_check(
             issues.append(RangeIssue("activation", name, producers[name], value, note(name, value)))
     issues.sort(key=lambda i: -i.max_abs)
     return issues
+
+
+def fp32_nonfinite_constants(model: onnx.ModelProto, *, fold: bool = True) -> list[RangeIssue]:
+    """Float constants that already hold ±inf/NaN in FP32 (e.g. the -inf of ``where(mask, 0, -inf)``).
+
+    Not findings: FP16 holds the same ±inf/NaN. Listed apart so that a user who sees -inf in the
+    model knows it was checked. ``max_abs`` is the largest *finite* |x| (0 when none); ``note``
+    says what was found and whether it reaches a Softmax through the mask path.
+    """
+    m = folded(model) if fold else model
+    consumer, readers = _readers(m)
+    found = []
+    for name, value in _constants(m):
+        v = value.astype(np.float64)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            kinds = [
+                k
+                for k, hit in (("-inf", np.isneginf(v)), ("+inf", np.isposinf(v)), ("NaN", np.isnan(v)))
+                if hit.any()
+            ]
+            note = f"{'/'.join(kinds)} in FP32, unchanged in FP16"
+            if _reaches_softmax(name, readers):
+                note += "; a Softmax mask"
+            finite = np.abs(v[~bad])
+            found.append(
+                RangeIssue(
+                    "initializer", name, consumer.get(name), float(finite.max()) if finite.size else 0.0, note
+                )
+            )
+    return found
+
+
+def _readers(m: onnx.ModelProto) -> tuple[dict[str, str], dict[str, list[onnx.NodeProto]]]:
+    """tensor -> the name of its first reader, and tensor -> all its reader nodes."""
+    consumer: dict[str, str] = {}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node, name in zip(m.graph.node, node_names(m), strict=True):
+        for i in node.input:
+            consumer.setdefault(i, name)
+            readers.setdefault(i, []).append(node)
+    return consumer, readers
 
 
 def _reaches_softmax(tensor: str, readers: Mapping[str, list[onnx.NodeProto]], hops: int = 6) -> bool:

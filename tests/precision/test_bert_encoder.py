@@ -1,0 +1,224 @@
+"""End to end on a BERT-style masked text encoder (tests/bert_encoder.py), as a new user runs it:
+``.npz`` folders of padded token ids, no ``--shape``, every calibration method, compare in FP16 and
+INT8, the FP16 range check, and the exported INT8 model on held-out samples.
+
+The expectations come from the data, not from trtq: a sample with ``p`` padding tokens puts ``p``
+masked keys into the mask and ``heads x seq x p`` into each layer's attention scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from trtq.calib.cache import read_cache
+from trtq.calib.cli import main as calib_main
+from trtq.precision.cli import main as precision_main
+from trtq.precision.fp16_range import MASK_NOTE
+
+pytestmark = pytest.mark.slow
+
+METHODS = ["entropy2", "minmax", "percentile", "mse", "auto"]
+HEADS, SEQ = 4, 32
+LOWEST = float(np.finfo(np.float32).min)
+
+
+def _cli(main, *args) -> tuple[str, int]:
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    return " ".join(r.output.split()), r.exit_code  # the console wraps long lines
+
+
+def _padding(folder: Path) -> list[int]:
+    return [SEQ - int(np.load(f)["attention_mask"].sum()) for f in sorted(folder.glob("*.npz"))]
+
+
+def _score_adds(model: Path) -> list[str]:
+    """The tensors read by each layer's Softmax: attention scores plus the mask."""
+    graph = onnx.load(model).graph
+    return [n.input[0] for n in graph.node if n.op_type == "Softmax"]
+
+
+def _calibrate(
+    bert, tmp_path: Path, method: str = "entropy2", model: str = "model"
+) -> tuple[dict, Path, str]:
+    cache, doc = tmp_path / f"{method}.cache", tmp_path / f"{method}.json"
+    said, code = _cli(
+        calib_main,
+        "run",
+        bert[model],
+        "--data",
+        bert["cal"],
+        "--method",
+        method,
+        "--cache",
+        cache,
+        "--json",
+        doc,
+    )
+    assert code == 0, said
+    return json.loads(doc.read_text()), cache, said
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_calibrates_and_the_minus_inf_mask_stays_in_float(bert_encoder, tmp_path, method):
+    doc, cache, said = _calibrate(bert_encoder, tmp_path, method)
+    masked = sum(_padding(bert_encoder["cal"]))
+    assert masked > 0
+    rows = {t["name"]: t for t in doc["tensors"]}
+    scores = _score_adds(bert_encoder["model"])
+    assert len(scores) == 2
+    # -inf counted where the data puts it, never binned
+    assert all(rows[s]["nonfinite"] == HEADS * SEQ * masked for s in scores)
+    (mask,) = [n for n, t in rows.items() if t["op_type"] == "Where"]
+    assert rows[mask]["nonfinite"] == masked
+    holding = {n for n, t in rows.items() if t["nonfinite"] or t["mask_fill"]}
+    assert holding == {mask, *scores}
+    # ... and those tensors get no scale; every other tensor does, finite and positive
+    amax = read_cache(cache).amax()
+    assert set(amax) == set(rows) - holding
+    assert all(np.isfinite(v) and v > 0 for v in amax.values())
+    assert all(rows[n]["amax"] is None for n in holding)
+    assert "3 tensor(s) held ±inf/NaN" in said and "no scale in the cache" in said
+    # the sequence length comes from the samples (no --shape), and the summary counts samples
+    assert [i["shape"] for i in doc["model"]["inputs"]] == [[1, SEQ]] * 3
+    assert "samples used 16" in said and "images" not in said
+
+
+def test_float32_lowest_mask_fills_are_counted_not_binned(bert_encoder, tmp_path):
+    doc, cache, said = _calibrate(bert_encoder, tmp_path, model="model_lowest")
+    masked = sum(_padding(bert_encoder["cal"]))
+    rows = {t["name"]: t for t in doc["tensors"]}
+    for s in _score_adds(bert_encoder["model_lowest"]):
+        assert rows[s]["mask_fill"] == HEADS * SEQ * masked and rows[s]["nonfinite"] == 0
+        assert rows[s]["max_abs"] < 10  # the real scores, not 3.4e38
+    holding = {n for n, t in rows.items() if t["mask_fill"]}
+    assert holding and not holding & set(read_cache(cache).amax())
+    assert "mask fills" in said
+
+
+def test_sequence_length_follows_the_samples(bert_encoder, tmp_path):
+    import bert_encoder as bert
+
+    short = tmp_path / "short"
+    short.mkdir()
+    samples = bert.make_samples(3, seed=7, seq=24)
+    for i in range(3):
+        np.savez(short / f"{i}.npz", **{k: v[i] for k, v in samples.items()})
+    doc = tmp_path / "c.json"
+    said, code = _cli(
+        calib_main,
+        "run",
+        bert_encoder["model"],
+        "--data",
+        short,
+        "--cache",
+        tmp_path / "c.cache",
+        "--json",
+        doc,
+    )
+    assert code == 0, said
+    assert [i["shape"] for i in json.loads(doc.read_text())["model"]["inputs"]] == [[1, 24]] * 3
+
+
+def _fp32(model: Path, folder: Path, names: list[str]) -> dict[str, np.ndarray]:
+    """FP32 values of ``names`` on every sample of ``folder`` (ONNX Runtime, batch 1)."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    proto = onnx.load(model)
+    proto.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    runs = [
+        session.run(names, {k: v[None] for k, v in np.load(f).items()}) for f in sorted(folder.glob("*.npz"))
+    ]
+    return {n: np.concatenate([r[i] for r in runs]) for i, n in enumerate(names)}
+
+
+def test_compare_reports_no_nonfinite_that_fp32_shares(bert_encoder, tmp_path):
+    _, cache, _ = _calibrate(bert_encoder, tmp_path)
+    doc_path = tmp_path / "cmp.json"
+    said, code = _cli(
+        precision_main, "compare", bert_encoder["model"], "--data", bert_encoder["cal"], "--cache", cache,
+        "--precision", "both", "--mode", "both", "--eval-data", bert_encoder["held"], "--json", doc_path,
+    )  # fmt: skip
+    assert code == 0, said
+    doc = json.loads(doc_path.read_text())
+    scores = _score_adds(bert_encoder["model"])
+    # FP32 really holds -inf in the masked scores, exactly where the data has padding
+    fp32 = _fp32(bert_encoder["model"], bert_encoder["cal"], scores)
+    for s in scores:
+        assert np.isneginf(fp32[s]).sum() == HEADS * SEQ * sum(_padding(bert_encoder["cal"]))
+    runs = doc["runs"] + doc["held_out"]["runs"]
+    assert {(r["precision"], r["mode"]) for r in doc["runs"]} == {
+        ("fp16", "graphwise"), ("fp16", "layerwise"), ("int8", "graphwise"), ("int8", "layerwise"),
+    }  # fmt: skip
+    for run in runs:
+        records = run["layers"] + run["outputs"]
+        # no non-finite record: the reduced models hold the same -inf where FP32 does
+        assert all(r["nonfinite"] == 0 for r in records), run["precision"]
+        assert all(r["rel_l2"] is not None and np.isfinite(r["rel_l2"]) for r in records)
+        # the masked scores carry the small error of the scores, no inf: in INT8 they are not the worst
+        masked_scores = [r for r in run["layers"] if r["tensor"] in scores]
+        assert len(masked_scores) == 2
+        assert all(r["rel_l2"] < (0.005 if run["precision"] == "fp16" else 0.05) for r in masked_scores)
+        if run["precision"] == "int8":
+            assert max(run["layers"], key=lambda r: r["rel_l2"])["tensor"] not in scores, run["mode"]
+    # the -inf constant is told apart: not beyond 65504, already -inf in FP32
+    assert doc["fp16_range"] == []
+    (const,) = doc["fp16_range_fp32_nonfinite"]
+    assert const["node"] == "/Where" and "-inf in FP32" in const["note"] and "Softmax mask" in const["note"]
+    assert "not findings" in said and "beyond 65504" not in said
+    assert "held, 8 samples" in said
+
+
+def test_fp16_range_names_float32_lowest_fills_as_harmless_mask_fills(bert_encoder, tmp_path):
+    doc_path = tmp_path / "cmp.json"
+    said, code = _cli(
+        precision_main, "compare", bert_encoder["model_lowest"], "--data", bert_encoder["cal"],
+        "--precision", "fp16", "--json", doc_path,
+    )  # fmt: skip
+    assert code == 0, said
+    doc = json.loads(doc_path.read_text())
+    issues = {i["tensor"]: i for i in doc["fp16_range"]}
+    scores = _score_adds(bert_encoder["model_lowest"])
+    assert set(scores) <= set(issues)
+    assert all(i["note"] == MASK_NOTE and i["max_abs"] == pytest.approx(-LOWEST) for i in issues.values())
+    assert doc["fp16_range_fp32_nonfinite"] == []
+    # FP32 -3.4e38 vs FP16 -inf at the masked positions is no error
+    (run,) = doc["runs"]
+    assert all(r["nonfinite"] == 0 for r in run["layers"] + run["outputs"])
+
+
+def _hidden_cosine(model: Path, reference: Path, folder: Path) -> float:
+    """Mean cosine over samples and real (non-padded) tokens of the hidden states vs ``reference``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    got, ref = (
+        ort.InferenceSession(str(m), opts, providers=["CPUExecutionProvider"]) for m in (model, reference)
+    )
+    cos = []
+    for f in sorted(folder.glob("*.npz")):
+        feeds = {k: v[None] for k, v in np.load(f).items()}
+        a, b = got.run(None, feeds)[0][0], ref.run(None, feeds)[0][0]
+        real = feeds["attention_mask"][0] > 0
+        a, b = a[real].astype(np.float64), b[real].astype(np.float64)
+        cos += list((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+    return float(np.mean(cos))
+
+
+def test_int8_export_keeps_the_mask_and_holds_on_held_out_samples(bert_encoder, tmp_path):
+    _, cache, _ = _calibrate(bert_encoder, tmp_path)
+    qdq = tmp_path / "bert.qdq.onnx"
+    said, code = _cli(precision_main, "export", bert_encoder["model"], "--int8", "--cache", cache, "-o", qdq)
+    assert code == 0, said
+    graph = onnx.load(qdq).graph
+    quantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    mask = next(n.output[0] for n in graph.node if n.op_type == "Where")
+    assert quantized and mask not in quantized and not quantized & set(_score_adds(bert_encoder["model"]))
+    assert _hidden_cosine(qdq, bert_encoder["model"], bert_encoder["held"]) > 0.99
