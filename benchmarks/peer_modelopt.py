@@ -46,7 +46,7 @@ length comes from the samples), ModelOpt gets the same arrays stacked in ``cal.n
 
     python benchmarks/peer_modelopt.py [--models det,rec,cls,lcnet,vit,bert] [--no-modelopt]
         [--det-size 640] [--modelopt-methods entropy,max] [--trtq-methods entropy2,minmax,percentile,mse]
-        [--json OUT]
+        [--extra-qdq LABEL=PATH ...] [--json OUT]
 """
 
 from __future__ import annotations
@@ -298,15 +298,6 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (na * nb))
 
 
-def _token_cosines(ref: list[np.ndarray], got: list[np.ndarray], masks: np.ndarray) -> list[float]:
-    """One cosine per real token (attention mask 1) of [1, seq, hidden] outputs."""
-    return [
-        _cos(r[0, t], g[0, t])
-        for r, g, mask in zip(ref, got, masks, strict=True)
-        for t in np.flatnonzero(mask)
-    ]
-
-
 def metrics(
     kind: str,
     ref: list[np.ndarray],
@@ -315,7 +306,7 @@ def metrics(
     held: dict[str, np.ndarray],
 ) -> dict[str, float]:
     if kind == "hidden":
-        return {"cosine, real tokens": float(np.mean(_token_cosines(ref, got, held["attention_mask"])))}
+        return {"cosine, real tokens": bert.token_cosine(ref, got, list(held["attention_mask"]))}
     cos = float(np.mean([_cos(r, g) for r, g in zip(ref, got, strict=True)]))
     if kind == "det":
         # Images without text (FP32 and INT8 maps both below 0.3 everywhere) would count as IoU 1
@@ -417,6 +408,11 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
             continue
         judge(row, qdq)
 
+    for label, qdq in args.extra_qdq if case.key == args.models.split(",")[0] else []:
+        row = Row("given", label, note=str(qdq))
+        rows.append(row)
+        judge(row, Path(qdq))
+
     for method in args.modelopt_methods if mo_py else []:
         out = wd / f"modelopt-{method}.qdq.onnx"
         cmd = [str(mo_py), "-m", "modelopt.onnx.quantization", "--onnx_path", str(model),
@@ -470,6 +466,10 @@ def main() -> None:
     parser.add_argument("--no-modelopt", action="store_true", help="trtq only (no ModelOpt venv needed)")
     parser.add_argument("--det-size", type=int, default=640, help="det input is SxS (default 640)")
     parser.add_argument("--modelopt-methods", default="entropy,max", help="ModelOpt calibration methods")
+    parser.add_argument(
+        "--extra-qdq", action="append", default=[], metavar="LABEL=PATH",
+        help="also judge this Q/DQ model of the first model listed (e.g. one made by another checkout)",
+    )  # fmt: skip
     parser.add_argument("--trtq-methods", default=",".join(TRTQ_METHODS), help="trtq calibration methods")
     parser.add_argument("--modelopt-timeout", type=float, default=1800.0, help="seconds per ModelOpt run")
     parser.add_argument("--work", type=Path, help="keep the models, caches and logs here (default: temp)")
@@ -477,6 +477,9 @@ def main() -> None:
     args = parser.parse_args()
     args.modelopt_methods = [m for m in args.modelopt_methods.split(",") if m]
     args.trtq_methods = [m for m in args.trtq_methods.split(",") if m]
+    args.extra_qdq = [tuple(x.split("=", 1)) for x in args.extra_qdq]
+    if any(len(x) != 2 for x in args.extra_qdq):
+        parser.error("--extra-qdq takes LABEL=PATH")
     cases = model_cases(args.det_size)
     keys = [k for k in args.models.split(",") if k]
     unknown = [k for k in keys if k not in cases]

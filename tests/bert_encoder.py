@@ -153,3 +153,21 @@ def write_sample_folder(folder: Path, count: int, *, seed: int) -> Path:
     for i in range(count):
         np.savez(folder / f"{i:03d}.npz", **{name: samples[name][i] for name in INPUTS})
     return folder
+
+
+def sample_batches(count: int, *, seed: int) -> list[dict[str, np.ndarray]]:
+    """``make_samples`` as batches of one sample each ([1, SEQ] per input)."""
+    samples = make_samples(count, seed=seed)
+    return [{name: samples[name][i : i + 1] for name in INPUTS} for i in range(count)]
+
+
+def token_cosine(ref: list[np.ndarray], got: list[np.ndarray], masks: list[np.ndarray]) -> float:
+    """Mean cosine of hidden states over the real tokens: one cosine per token whose attention mask
+    is 1, averaged over all samples. ``ref``/``got``: [1, seq, hidden] per sample; ``masks``: [1, seq]."""
+    cos = []
+    for r, g, mask in zip(ref, got, masks, strict=True):
+        real = np.asarray(mask).reshape(-1) > 0
+        a = np.asarray(r, np.float64).reshape(real.size, -1)[real]
+        b = np.asarray(g, np.float64).reshape(real.size, -1)[real]
+        cos += list((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+    return float(np.mean(cos))
