@@ -47,6 +47,15 @@ MASK_NOTE = (
     "mask fill: finite in FP32, -inf in FP16, read by Softmax: harmless (exp(-inf) = 0) "
     "unless a whole row is masked (then NaN in FP16)"
 )
+# The same, told by an FP16 run over the data: did a Softmax reading the fill output NaN/Inf?
+MASK_NOTE_HARMLESS = (
+    "mask fill: finite in FP32, -inf in FP16, read by Softmax: harmless here (exp(-inf) = 0; "
+    "no Softmax row was wholly masked in this data)"
+)
+MASK_NOTE_WHOLE_ROW = (
+    "mask fill: finite in FP32, -inf in FP16, read by Softmax: whole rows are masked in this data "
+    "({tensors}: NaN in FP16 where FP32 gives a uniform row)"
+)
 
 
 @dataclass(frozen=True)
@@ -83,17 +92,28 @@ def fp16_range_check(
     *,
     fold: bool = True,
     limit: float = FP16_MAX,
+    fp16_nonfinite: Mapping[str, float] | None = None,
 ) -> list[RangeIssue]:
     """Tensors whose magnitude exceeds ``limit`` (65504 by default), largest first.
 
     ``amax``: calibrated ranges (tensor -> amax); ``observed``: largest |x| per tensor seen in an
-    FP32 run (as returned by :func:`trtq.precision.compare.compare_runs`).
+    FP32 run (as returned by :func:`trtq.precision.compare.compare_runs`); ``fp16_nonfinite``:
+    the share of NaN/Inf per tensor in an FP16 run over the same data (compare's graphwise
+    ``nonfinite``), which tells a mask fill that is harmless on this data from one that masks a
+    whole Softmax row (:data:`MASK_NOTE_HARMLESS` / :data:`MASK_NOTE_WHOLE_ROW`; without it,
+    :data:`MASK_NOTE` names both cases).
     """
     m = folded(model) if fold else model
     consumer, readers = _readers(m)
 
     def note(tensor: str, big: float) -> str | None:
-        return MASK_NOTE if big >= MASK_FILL_ABS and _reaches_softmax(tensor, readers) else None
+        softmaxes = _softmaxes_reached(tensor, readers) if big >= MASK_FILL_ABS else []
+        if not softmaxes:
+            return None
+        if fp16_nonfinite is None:
+            return MASK_NOTE
+        bad = [t for t in softmaxes if fp16_nonfinite.get(t, 0.0) > 0]
+        return MASK_NOTE_WHOLE_ROW.format(tensors=", ".join(bad)) if bad else MASK_NOTE_HARMLESS
 
     issues: list[RangeIssue] = []
     for name, value in _constants(m):
@@ -136,7 +156,7 @@ def fp32_nonfinite_constants(model: onnx.ModelProto, *, fold: bool = True) -> li
                 if hit.any()
             ]
             note = f"{'/'.join(kinds)} in FP32, unchanged in FP16"
-            if _reaches_softmax(name, readers):
+            if _softmaxes_reached(name, readers):
                 note += "; a Softmax mask"
             finite = np.abs(v[~bad])
             found.append(
@@ -158,17 +178,17 @@ def _readers(m: onnx.ModelProto) -> tuple[dict[str, str], dict[str, list[onnx.No
     return consumer, readers
 
 
-def _reaches_softmax(tensor: str, readers: Mapping[str, list[onnx.NodeProto]], hops: int = 6) -> bool:
-    """True when ``tensor`` flows into a Softmax through mask-path ops only (at most ``hops``)."""
-    frontier, seen = [tensor], {tensor}
+def _softmaxes_reached(tensor: str, readers: Mapping[str, list[onnx.NodeProto]], hops: int = 6) -> list[str]:
+    """Outputs of the Softmax nodes ``tensor`` flows into through mask-path ops only (at most ``hops``)."""
+    frontier, seen, found = [tensor], {tensor}, []
     for _ in range(hops):
         nxt = []
         for t in frontier:
             for node in readers.get(t, []):
                 if node.op_type in ("Softmax", "LogSoftmax"):
-                    return True
-                if node.op_type in _MASK_PATH:
+                    found += [o for o in node.output[:1] if o not in found]
+                elif node.op_type in _MASK_PATH:
                     nxt += [o for o in node.output if o and o not in seen]
                     seen.update(node.output)
         frontier = nxt
-    return False
+    return found

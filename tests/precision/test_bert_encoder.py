@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from trtq.calib.cache import read_cache
 from trtq.calib.cli import main as calib_main
 from trtq.precision.cli import main as precision_main
-from trtq.precision.fp16_range import MASK_NOTE
+from trtq.precision.fp16_range import MASK_NOTE_HARMLESS, MASK_NOTE_WHOLE_ROW
 
 pytestmark = pytest.mark.slow
 
@@ -184,22 +184,48 @@ def test_compare_reports_no_nonfinite_that_fp32_shares(bert_encoder, tmp_path):
     assert "held, 8 samples" in said
 
 
-def test_fp16_range_names_float32_lowest_fills_as_harmless_mask_fills(bert_encoder, tmp_path):
-    doc_path = tmp_path / "cmp.json"
+def _compare_fp16(model: Path, data: Path, doc_path: Path) -> tuple[dict, str]:
     said, code = _cli(
-        precision_main, "compare", bert_encoder["model_lowest"], "--data", bert_encoder["cal"],
-        "--precision", "fp16", "--json", doc_path,
-    )  # fmt: skip
+        precision_main, "compare", model, "--data", data, "--precision", "fp16", "--json", doc_path
+    )
     assert code == 0, said
-    doc = json.loads(doc_path.read_text())
+    return json.loads(doc_path.read_text()), said
+
+
+def test_fp16_range_names_float32_lowest_fills_as_harmless_mask_fills(bert_encoder, tmp_path):
+    doc, _ = _compare_fp16(bert_encoder["model_lowest"], bert_encoder["cal"], tmp_path / "cmp.json")
     issues = {i["tensor"]: i for i in doc["fp16_range"]}
     scores = _score_adds(bert_encoder["model_lowest"])
     assert set(scores) <= set(issues)
-    assert all(i["note"] == MASK_NOTE and i["max_abs"] == pytest.approx(-LOWEST) for i in issues.values())
+    # no sample of this data masks a whole row (every sample has real tokens): harmless here
+    assert all(
+        i["note"] == MASK_NOTE_HARMLESS and i["max_abs"] == pytest.approx(-LOWEST) for i in issues.values()
+    )
     assert doc["fp16_range_fp32_nonfinite"] == []
     # FP32 -3.4e38 vs FP16 -inf at the masked positions is no error
     (run,) = doc["runs"]
     assert all(r["nonfinite"] == 0 for r in run["layers"] + run["outputs"])
+
+
+def test_fp16_range_says_when_the_data_masks_a_whole_row(bert_encoder, tmp_path):
+    """A sample with no real token: FP32 adds float32's lowest value to every score of the row and
+    gets a uniform Softmax row; FP16 gets -inf everywhere and NaN."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in sorted(bert_encoder["cal"].glob("*.npz"))[:3]:
+        (data / f.name).write_bytes(f.read_bytes())
+    empty = dict(np.load(data / "001.npz"))
+    empty["attention_mask"] = np.zeros(SEQ, np.int64)
+    np.savez(data / "zz_empty.npz", **empty)
+    doc, said = _compare_fp16(bert_encoder["model_lowest"], data, tmp_path / "cmp.json")
+    softmax = {r["tensor"]: r for r in doc["runs"][0]["layers"] if r["op_type"] == "Softmax"}
+    assert len(softmax) == 2 and all(r["nonfinite"] > 0 for r in softmax.values())
+    issues = {i["tensor"]: i for i in doc["fp16_range"]}
+    graph = onnx.load(bert_encoder["model_lowest"]).graph
+    for node in (n for n in graph.node if n.op_type == "Softmax"):  # each layer's scores name their Softmax
+        note = issues[node.input[0]]["note"]
+        assert note.startswith(MASK_NOTE_WHOLE_ROW.split("({")[0]) and node.output[0] in note
+    assert "whole rows are masked" in said
 
 
 def _hidden_cosine(model: Path, reference: Path, folder: Path) -> float:
