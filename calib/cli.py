@@ -109,7 +109,7 @@ def _run(opts: dict[str, Any]) -> None:
     from trtq._core.onnx_model import load_onnx, model_summary, real_inputs
     from trtq.calib.histogram import DEFAULT_BINS
     from trtq.calib.resumable import calibrate_dataset
-    from trtq.calib.run import histogram_path_for
+    from trtq.calib.run import histogram_path_for, kept_float
     from trtq.calib.summary import calib_document
     from trtq.runtime import get_backend
 
@@ -186,11 +186,14 @@ def _run(opts: dict[str, Any]) -> None:
             f"{seconds} s, {rate} {noun}/s"
         )
         hs = result.histograms
-        filled = [n for n in hs.names if hs.mask_fill(n)]
-        if filled:
+        floats = kept_float(hs)
+        if floats:
+            inf, filled = (sum(count(n) > 0 for n in floats) for count in (hs.nonfinite, hs.mask_fill))
             stderr_console().print(
-                f"{len(filled)} tensor(s) hold mask fills (|x| >= 2^126, e.g. float32's lowest value in "
-                f"attention masks; first: {filled[0]}): counted, not binned (JSON: mask_fill)",
+                f"{len(floats)} tensor(s) held ±inf/NaN ({inf}) or mask fills (|x| >= 2^126, e.g. "
+                f"float32's lowest value; {filled}), as attention masks do "
+                f"(first: {floats[0]}): counted, not binned, no scale in the cache (they stay in float; "
+                "JSON: nonfinite, mask_fill)",
                 markup=False,
             )
 

@@ -33,11 +33,11 @@ log = logging.getLogger(__name__)
 def compute_amax(
     histograms: HistogramSet, method: str = "entropy2", *, threads: int | None = None, **params: object
 ) -> dict[str, float]:
-    """Thresholds (amax) for every tensor of ``histograms`` with the named method.
+    """Thresholds (amax) for the tensors of ``histograms`` with the named method.
 
     Tensors that never held a finite non-zero value get a tiny positive amax (see
-    :data:`trtq.calib.methods.EMPTY_AMAX`). Methods run on a thread pool (their kernels release
-    the GIL).
+    :data:`trtq.calib.methods.EMPTY_AMAX`). Tensors that held ±inf/NaN or mask fills get none
+    (:func:`kept_float`). Methods run on a thread pool (their kernels release the GIL).
     """
     m = get_method(method)
     if m.needs_data:
@@ -49,9 +49,22 @@ def compute_amax(
         h = histograms[name]
         return m.amax(h.counts, h.edges, max_abs=h.max_abs, **params)
 
+    names = [n for n in histograms.names if n not in set(kept_float(histograms))]
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
-        values = list(pool.map(one, histograms.names))
-    return dict(zip(histograms.names, values, strict=True))
+        values = list(pool.map(one, names))
+    return dict(zip(names, values, strict=True))
+
+
+def kept_float(histograms: HistogramSet) -> list[str]:
+    """Tensors that held ±inf/NaN or mask fills (|x| >= 2^126) in FP32: they get no threshold.
+
+    Such a tensor is an attention mask (``where(mask, 0, -inf)``, float32's lowest value) or
+    the scores it was added to. INT8 cannot hold ±inf, and a scale would clamp the fill to
+    -amax, a value real scores reach, so that padding would no longer be masked. Without a
+    scale in the cache TensorRT keeps the tensor in float ("Missing scale ... fall back to
+    non-int8"), and so do trtq's emulation and export.
+    """
+    return [n for n in histograms.names if histograms.nonfinite(n) or histograms.mask_fill(n)]
 
 
 @dataclass
@@ -133,7 +146,8 @@ def calibrate(
             that calibrate natively (TensorRT 10) go through :func:`trtq.calib.tensorrt.calibrate_with_tensorrt`.
 
     Returns:
-        A :class:`CalibrationResult`; ``amax`` holds a threshold for every float tensor.
+        A :class:`CalibrationResult`; ``amax`` holds a threshold for every float tensor but
+        those :func:`kept_float` names.
     """
     from trtq.runtime import get_backend
 
@@ -188,9 +202,12 @@ def calibrate(
             from trtq.calib.auto import auto_thresholds
 
             fallback = compute_amax(hs, auto.fallback, threads=threads, **params)
+            floats = set(kept_float(hs))  # measured unquantized, as they will run
             amax, choices = auto_thresholds(
-                proto, hs, kept, runner.run, params, fallback_amax=fallback, activations=names
-            )
+                proto, hs, kept, runner.run, params, fallback_amax=fallback,
+                activations=[n for n in names if n not in floats],
+            )  # fmt: skip
+            amax = {t: v for t, v in amax.items() if t not in floats}
             del kept
         else:
             amax = compute_amax(hs, method, threads=threads, **params)

@@ -29,7 +29,7 @@ def calib_document(
     for site in result.sites:
         if site.name not in hs:
             continue
-        amax = result.amax[site.name]
+        amax = result.amax.get(site.name)  # None: kept in float (held ±inf/NaN or mask fills)
         where = site.producer
         tensors.append(
             {
@@ -38,11 +38,11 @@ def calib_document(
                 "op_type": where.op_type if where else None,
                 "index": where.index if where else -1,
                 "amax": amax,
-                "scale": amax / 127.0,
+                "scale": None if amax is None else amax / 127.0,
                 "max_abs": hs.max_abs(site.name),
                 "nonfinite": hs.nonfinite(site.name),
                 "mask_fill": hs.mask_fill(site.name),
-                "amax_by_method": {m: v[site.name] for m, v in by_method.items()},
+                "amax_by_method": {m: v.get(site.name) for m, v in by_method.items()},
             }
         )
         if result.choices and site.name in result.choices:
@@ -58,7 +58,7 @@ def calib_document(
         settings=dict(settings),
         cache=cache_path,
         histograms=histogram_path,
-        coverage={"calibrated": len(hs.seen()), "total": len(result.sites)},
+        coverage={"calibrated": sum(n in result.amax for n in hs.seen()), "total": len(result.sites)},
         tensors=tensors,
         time_s=seconds,
         images_per_s=(used / seconds) if seconds > 0 else None,

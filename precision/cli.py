@@ -229,7 +229,7 @@ def _compare(opts: dict[str, Any]) -> None:
     from trtq.precision.cli_common import open_data, ranges_method, read_or_calibrate
     from trtq.precision.compare import CompareHeldOut, CompareResult, compare_runs
     from trtq.precision.emulate import folded
-    from trtq.precision.fp16_range import fp16_range_check
+    from trtq.precision.fp16_range import fp16_range_check, fp32_nonfinite_constants
     from trtq.precision.metrics import get_metric, is_task_metric
     from trtq.runtime import get_backend
 
@@ -314,9 +314,19 @@ def _compare(opts: dict[str, Any]) -> None:
         held_out = CompareHeldOut(
             held.stats.to_dict(eval_data.data), held_runs, round(time.perf_counter() - t1, 3)
         )
+    checks_fp16 = any(c.fp16 for c in configs)
+    fp16_nonfinite = {  # tells a harmless mask fill from a wholly masked Softmax row
+        r.tensor: r.metrics.get("nonfinite", 0.0)
+        for run in runs
+        if run.precision == "fp16" and run.mode == "graphwise"
+        for r in run.layers
+    }
     fp16 = (
-        [i.to_dict() for i in fp16_range_check(base, amax, observed)] if any(c.fp16 for c in configs) else []
+        [i.to_dict() for i in fp16_range_check(base, amax, observed, fp16_nonfinite=fp16_nonfinite or None)]
+        if checks_fp16
+        else []
     )
+    fp32_nonfinite = [i.to_dict() for i in fp32_nonfinite_constants(base, fold=False)] if checks_fp16 else []
     result = CompareResult(
         model_summary(proto, model.path, shapes={i.name: i.shape for i in dataset.inputs}),
         dataset.stats.to_dict(data.data),
@@ -326,6 +336,7 @@ def _compare(opts: dict[str, Any]) -> None:
         round(elapsed, 3),
         task_metric=task,
         held_out=held_out,
+        fp16_range_fp32_nonfinite=fp32_nonfinite,
     )
     doc = to_jsonable(result.to_dict(created_by="precision compare"))
     out.write_json(doc)
@@ -496,6 +507,13 @@ def _print_tables(result, top: int, metric: str) -> None:
                 )
         else:
             err.print("FP16 range: every weight (after folding) and activation fits in FP16")
+        if result.fp16_range_fp32_nonfinite:
+            first = result.fp16_range_fp32_nonfinite[0]
+            err.print(
+                f"FP16 range: {len(result.fp16_range_fp32_nonfinite)} constant(s) already ±inf/NaN in FP32: "
+                f"not findings (e.g. {first['tensor']} read by {first['node']}: {first['note']})",
+                markup=False,
+            )
 
 
 def _where(run) -> str:

@@ -147,6 +147,7 @@ class CompareResult:
     time_s: float | None = None
     task_metric: dict[str, Any] | None = None  # {"name", "key", "params"} when --metric is a task metric
     held_out: CompareHeldOut | None = None
+    fp16_range_fp32_nonfinite: list[dict[str, Any]] = field(default_factory=list)  # not findings
 
     def to_dict(self, *, created_by: str | None = None) -> dict[str, Any]:
         """The ``kind = "compare"`` document; ``created_by`` names the command (default: the API)."""
@@ -160,6 +161,7 @@ class CompareResult:
             data=self.data,
             runs=[r.to_dict() for r in self.runs],
             fp16_range=self.fp16_range,
+            fp16_range_fp32_nonfinite=self.fp16_range_fp32_nonfinite,
         )
         if self.time_s is not None:
             d["time_s"] = self.time_s

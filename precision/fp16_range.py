@@ -47,6 +47,15 @@ MASK_NOTE = (
     "mask fill: finite in FP32, -inf in FP16, read by Softmax: harmless (exp(-inf) = 0) "
     "unless a whole row is masked (then NaN in FP16)"
 )
+# The same, told by an FP16 run over the data: did a Softmax reading the fill output NaN/Inf?
+MASK_NOTE_HARMLESS = (
+    "mask fill: finite in FP32, -inf in FP16, read by Softmax: harmless here (exp(-inf) = 0; "
+    "no Softmax row was wholly masked in this data)"
+)
+MASK_NOTE_WHOLE_ROW = (
+    "mask fill: finite in FP32, -inf in FP16, read by Softmax: whole rows are masked in this data "
+    "({tensors}: NaN in FP16 where FP32 gives a uniform row)"
+)
 
 
 @dataclass(frozen=True)
@@ -83,22 +92,28 @@ def fp16_range_check(
     *,
     fold: bool = True,
     limit: float = FP16_MAX,
+    fp16_nonfinite: Mapping[str, float] | None = None,
 ) -> list[RangeIssue]:
     """Tensors whose magnitude exceeds ``limit`` (65504 by default), largest first.
 
     ``amax``: calibrated ranges (tensor -> amax); ``observed``: largest |x| per tensor seen in an
-    FP32 run (as returned by :func:`trtq.precision.compare.compare_runs`).
+    FP32 run (as returned by :func:`trtq.precision.compare.compare_runs`); ``fp16_nonfinite``:
+    the share of NaN/Inf per tensor in an FP16 run over the same data (compare's graphwise
+    ``nonfinite``), which tells a mask fill that is harmless on this data from one that masks a
+    whole Softmax row (:data:`MASK_NOTE_HARMLESS` / :data:`MASK_NOTE_WHOLE_ROW`; without it,
+    :data:`MASK_NOTE` names both cases).
     """
     m = folded(model) if fold else model
-    consumer: dict[str, str] = {}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node, name in zip(m.graph.node, node_names(m), strict=True):
-        for i in node.input:
-            consumer.setdefault(i, name)
-            readers.setdefault(i, []).append(node)
+    consumer, readers = _readers(m)
 
     def note(tensor: str, big: float) -> str | None:
-        return MASK_NOTE if big >= MASK_FILL_ABS and _reaches_softmax(tensor, readers) else None
+        softmaxes = _softmaxes_reached(tensor, readers) if big >= MASK_FILL_ABS else []
+        if not softmaxes:
+            return None
+        if fp16_nonfinite is None:
+            return MASK_NOTE
+        bad = [t for t in softmaxes if _nonfinite_share(t, fp16_nonfinite, readers) > 0]
+        return MASK_NOTE_WHOLE_ROW.format(tensors=", ".join(bad)) if bad else MASK_NOTE_HARMLESS
 
     issues: list[RangeIssue] = []
     for name, value in _constants(m):
@@ -121,17 +136,70 @@ def fp16_range_check(
     return issues
 
 
-def _reaches_softmax(tensor: str, readers: Mapping[str, list[onnx.NodeProto]], hops: int = 6) -> bool:
-    """True when ``tensor`` flows into a Softmax through mask-path ops only (at most ``hops``)."""
-    frontier, seen = [tensor], {tensor}
+def fp32_nonfinite_constants(model: onnx.ModelProto, *, fold: bool = True) -> list[RangeIssue]:
+    """Float constants that already hold ±inf/NaN in FP32 (e.g. the -inf of ``where(mask, 0, -inf)``).
+
+    Not findings: FP16 holds the same ±inf/NaN. Listed apart so that a user who sees -inf in the
+    model knows it was checked. ``max_abs`` is the largest *finite* |x| (0 when none); ``note``
+    says what was found and whether it reaches a Softmax through the mask path.
+    """
+    m = folded(model) if fold else model
+    consumer, readers = _readers(m)
+    found = []
+    for name, value in _constants(m):
+        v = value.astype(np.float64)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            kinds = [
+                k
+                for k, hit in (("-inf", np.isneginf(v)), ("+inf", np.isposinf(v)), ("NaN", np.isnan(v)))
+                if hit.any()
+            ]
+            note = f"{'/'.join(kinds)} in FP32, unchanged in FP16"
+            if _softmaxes_reached(name, readers):
+                note += "; a Softmax mask"
+            finite = np.abs(v[~bad])
+            found.append(
+                RangeIssue(
+                    "initializer", name, consumer.get(name), float(finite.max()) if finite.size else 0.0, note
+                )
+            )
+    return found
+
+
+def _readers(m: onnx.ModelProto) -> tuple[dict[str, str], dict[str, list[onnx.NodeProto]]]:
+    """tensor -> the name of its first reader, and tensor -> all its reader nodes."""
+    consumer: dict[str, str] = {}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node, name in zip(m.graph.node, node_names(m), strict=True):
+        for i in node.input:
+            consumer.setdefault(i, name)
+            readers.setdefault(i, []).append(node)
+    return consumer, readers
+
+
+def _nonfinite_share(
+    t: str, shares: Mapping[str, float], readers: Mapping[str, list[onnx.NodeProto]]
+) -> float:
+    """``t``'s NaN/Inf share in the FP16 run; a Softmax inside a fused attention layer is not
+    compared, so then the largest share among the outputs of the nodes reading it (the NaN of a
+    wholly masked row reaches the attention output)."""
+    if t in shares:
+        return shares[t]
+    return max((shares.get(o, 0.0) for node in readers.get(t, []) for o in node.output), default=0.0)
+
+
+def _softmaxes_reached(tensor: str, readers: Mapping[str, list[onnx.NodeProto]], hops: int = 6) -> list[str]:
+    """Outputs of the Softmax nodes ``tensor`` flows into through mask-path ops only (at most ``hops``)."""
+    frontier, seen, found = [tensor], {tensor}, []
     for _ in range(hops):
         nxt = []
         for t in frontier:
             for node in readers.get(t, []):
                 if node.op_type in ("Softmax", "LogSoftmax"):
-                    return True
-                if node.op_type in _MASK_PATH:
+                    found += [o for o in node.output[:1] if o not in found]
+                elif node.op_type in _MASK_PATH:
                     nxt += [o for o in node.output if o and o not in seen]
                     seen.update(node.output)
         frontier = nxt
-    return False
+    return found

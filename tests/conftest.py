@@ -108,3 +108,21 @@ def image_dir(tmp_path_factory) -> Path:
         if (src / name).exists():
             shutil.copy(src / name, out / name)
     return out
+
+
+@pytest.fixture(scope="session")
+def bert_encoder(tmp_path_factory) -> dict[str, Path]:
+    """A small BERT-style encoder with random weights (tests/bert_encoder.py), exported once per cache
+    with -inf padding masks (``model``) and with transformers' float32-lowest masks (``model_lowest``),
+    plus ``.npz`` sample folders of padded token ids: ``cal`` (16 samples) and ``held`` (8 others)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import bert_encoder as bert  # tests/ is on sys.path (pytest's rootdir conftest)
+
+    root = tmp_path_factory.mktemp("bert")
+    return {
+        "model": bert.bert_model_path("inf"),
+        "model_lowest": bert.bert_model_path("lowest"),
+        "cal": bert.write_sample_folder(root / "cal", 16, seed=1),
+        "held": bert.write_sample_folder(root / "held", 8, seed=2),
+    }

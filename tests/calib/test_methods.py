@@ -188,8 +188,18 @@ def test_single_nonempty_bin_of_a_synthetic_histogram_gives_max_abs(method, j):
 def test_compute_amax_on_a_mask_tensor_beside_a_normal_one():
     from trtq.calib.run import compute_amax
 
-    hs = HistogramSet(["mask", "x"])
-    hs.collect({"mask": np.array([0, -np.inf, 0, 0], np.float32), "x": DISTRIBUTIONS["gaussian"]})
+    hs = HistogramSet(["mask", "fill", "zeros", "x"])
+    lowest = np.finfo(np.float32).min
+    hs.collect(
+        {
+            "mask": np.array([0, -np.inf, 0, 0], np.float32),
+            "fill": np.array([0.5, lowest, -0.25, 0], np.float32),
+            "zeros": np.zeros(4, np.float32),
+            "x": DISTRIBUTIONS["gaussian"],
+        }
+    )
     for method in METHODS:
         amax = compute_amax(hs, method, threads=1)
-        assert amax["mask"] == EMPTY_AMAX and 1 < amax["x"] < 6, method
+        # ±inf and mask fills: no threshold (kept in float); zeros only: the documented tiny amax
+        assert set(amax) == {"zeros", "x"}, method
+        assert amax["zeros"] == EMPTY_AMAX and 1 < amax["x"] < 6, method
