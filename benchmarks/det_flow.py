@@ -43,7 +43,28 @@ sys.path.insert(0, str(ROOT / "tests"))
 THRESHOLD = 0.3  # text-map binarisation (PP-OCR's DB post-processing default)
 
 
-def _batches(files: list[str], size: int) -> list[dict[str, np.ndarray]]:
+#: Calibration-set augmentations (the held-out images are never augmented): each calibration
+#: photo, plus its mirror image, its centre half (h/2 x w/2 from h/4, w/4) and its four quadrants.
+AUGMENT = {
+    "none": ("o",),
+    "flip-crop": ("o", "flip", "centre"),
+    "flip-crop-quadrants": ("o", "flip", "centre", "q0", "q1", "q2", "q3"),
+}
+
+
+def _variant(img: np.ndarray, kind: str) -> np.ndarray:
+    h, w = img.shape[:2]
+    if kind == "flip":
+        return img[:, ::-1]
+    if kind == "centre":
+        return img[h // 4 : h // 4 + h // 2, w // 4 : w // 4 + w // 2]
+    if kind.startswith("q"):  # q0 q1 / q2 q3
+        r, c = divmod(int(kind[1]), 2)
+        return img[r * (h // 2) : (r + 1) * (h // 2), c * (w // 2) : (c + 1) * (w // 2)]
+    return img
+
+
+def _batches(files: list[str], size: int, augment: str = "none") -> list[dict[str, np.ndarray]]:
     import cv2
     import skimage
 
@@ -54,7 +75,9 @@ def _batches(files: list[str], size: int) -> list[dict[str, np.ndarray]]:
     out = []
     for f in files:
         img = cv2.imread(str(src / f), cv2.IMREAD_COLOR)
-        out.append({"x": to_sample(img, size, size, "NCHW", np.float32, spec)[None]})
+        for kind in AUGMENT[augment]:
+            x = np.ascontiguousarray(_variant(img, kind))
+            out.append({"x": to_sample(x, size, size, "NCHW", np.float32, spec)[None]})
     return out
 
 
@@ -137,7 +160,10 @@ def main() -> None:
         choices=("layerwise", "output", "greedy", "suffix"),
         help="order of the prefixes: layerwise error, or the output error of each layer alone in INT8",
     )
-    ap.add_argument("--bias-correction", action="store_true", help="precision export --bias-correction (1 pass)")
+    ap.add_argument("--augment", default="none", choices=tuple(AUGMENT), help="calibration-set augmentation")
+    ap.add_argument(
+        "--bias-correction", action="store_true", help="precision export --bias-correction (1 pass)"
+    )
     ap.add_argument("--max-evals", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -145,11 +171,12 @@ def main() -> None:
     from conftest import real_model_path
 
     model = onnx.load(str(real_model_path("det")))
-    cal = _batches(CALIBRATION_IMAGES, args.det_size)
+    cal = _batches(CALIBRATION_IMAGES, args.det_size, args.augment)
     held = _batches(HELD_OUT_IMAGES, args.det_size)
     ref_cal, ref_held = _maps(model, cal), _maps(model, held)
     t0 = time.perf_counter()
-    amax = calibrate(model, cal, method=args.method, threads=args.threads).amax
+    params = {"auto_samples": len(cal)} if args.method == "auto" else {}  # auto measures on all of them
+    amax = calibrate(model, cal, method=args.method, params=params, threads=args.threads).amax
     print(f"calib {args.method}: {time.perf_counter() - t0:.1f} s", flush=True)
     if args.bias_correction:
         from trtq.precision.bias_correction import correct_biases
@@ -195,7 +222,8 @@ def main() -> None:
         row(f"bisect mask-iou >= {t:g} ({res.verdict})", members, len(res.pins), res.evaluations, res.wall_s)
 
     print(
-        f"\nPP-OCRv4 det {args.det_size}x{args.det_size}, ranges: {args.method}; {n} layers"
+        f"\nPP-OCRv4 det {args.det_size}x{args.det_size}, ranges: {args.method}, {len(cal)} calibration images"
+        f" (augment: {args.augment}); {n} layers"
         "\n\n| pins from | layers in FP32 | % of layers | evaluations | calibration IoU | held-out IoU"
         " | held-out cosine | search s |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     )
