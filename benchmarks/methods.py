@@ -151,6 +151,7 @@ def bench(
     bc_passes: tuple[int, ...] = (),
     types: tuple[str, ...] = ("int8",),
     safeguard: bool = False,
+    auto_params: dict[str, str] | None = None,
 ) -> list[dict]:
     import onnx
 
@@ -169,7 +170,7 @@ def bench(
     auto, t_auto = None, None
     if "auto" in methods:
         t0 = time.perf_counter()
-        auto = calibrate(model, cal, method="auto", threads=threads)
+        auto = calibrate(model, cal, method="auto", params=auto_params, threads=threads)
         t_auto = time.perf_counter() - t0
     rows = []
     per_image: dict[tuple[str, str], np.ndarray] = {}
@@ -226,14 +227,16 @@ def main() -> None:
         action="store_true",
         help="also each method's output error on the calibration images, and the method with the smallest",
     )
+    ap.add_argument("--auto-params", default="", help="auto's parameters, e.g. auto_fallback=entropy2")
     args = ap.parse_args()
+    auto_params = dict(kv.split("=", 1) for kv in args.auto_params.split(",") if kv)
     methods = tuple(args.methods.split(","))
     passes = tuple(int(p) for p in args.bias_correction.split(",") if p)
     types = tuple(args.types.split(","))
     rows = [
         r
         for key in args.models.split(",")
-        for r in bench(key, args.det_size, args.threads, methods, passes, types, args.safeguard)
+        for r in bench(key, args.det_size, args.threads, methods, passes, types, args.safeguard, auto_params)
     ]
     print(
         "\n| model | type | method | bias corr. passes | metric | calib / correction s |"
