@@ -36,8 +36,10 @@ Algorithm (one extra pass over a bounded subset of the calibration data, after t
    - residual Add inputs, and any consumer the above does not cover (a transposed Gemm input,
      a non-constant weight, ...): ``w = 1``, i.e. the tensor's own measured squared error.
 
-   The cost per candidate is one pass over sampled elements, not a layer evaluation, which is
-   what keeps ``auto`` within 2x of a plain run: every element above the smallest candidate (where
+   The cost per candidate is one pass over sampled elements, not a layer evaluation (the
+   search itself adds 0.2-0.5 s to a plain run on the benchmark models; the mse fallback's
+   thresholds for every tensor are the larger extra cost, BENCHMARKS.md "The cost of auto"):
+   every element above the smallest candidate (where
    the candidates differ: the clipped tails) is kept (at most ``8 * auto_positions`` per sample,
    else a uniform draw), plus ``auto_positions`` uniform draws of the rest (default 4096), each
    weighted so that the sums are unbiased; all elements when the sample is that small. The draws
