@@ -16,6 +16,13 @@ the default) and/or quantized (int8); ``mha`` in the rows.
 ``--types int8,fp8``: export each method's ranges as INT8 and/or FP8 E4M3 Q/DQ
 (``export_qdq(..., fp8=True)``: scale = amax / 448, per-tensor weights); ``type`` in the rows.
 
+``--safeguard``: also the relative L2 error of each method's INT8 model output on the 12
+*calibration* images (``cal_rel_l2``, pooled over the images), and which method has the smallest:
+what a model-level safeguard choosing among the methods' ranges on calibration data would keep.
+After the table, ``auto - M``: the mean per-image difference of the held-out metric (cosine; det:
+IoU, 1 for images without text) between auto and each method, with its 95 % paired bootstrap
+interval over the 12 images.
+
 ``--bias-correction P,..``: each method also with :func:`trtq.precision.bias_correction.correct_biases`
 (``passes=P``, on the 12 calibration images, the same amax) applied before the export; ``bc`` in
 the rows is the number of passes (0 = off).
@@ -106,30 +113,60 @@ def _outputs(model, batches) -> list[np.ndarray]:
     return [s.run(None, b)[0].astype(np.float64) for b in batches]
 
 
-def _score(key: str, ref: list[np.ndarray], out: list[np.ndarray], held: list[dict]) -> dict[str, float]:
+def _per_image(key: str, ref: list[np.ndarray], out: list[np.ndarray], held: list[dict]) -> np.ndarray:
+    """The metric of each held-out sample: det IoU@0.3 (1 when neither map has text), bert the
+    cosine over real tokens, else the cosine of the whole output."""
     if key == "bert":
+        import bert_encoder
+
+        return np.array(
+            [
+                bert_encoder.token_cosine([r], [o], [b["attention_mask"]])
+                for r, o, b in zip(ref, out, held, strict=True)
+            ]
+        )
+
+    def one(r: np.ndarray, o: np.ndarray) -> float:
+        if key == "det":
+            a, b = r > 0.3, o > 0.3
+            union = np.logical_or(a, b).sum()
+            return float(np.logical_and(a, b).sum() / union) if union else 1.0
+        r, o = r.ravel(), o.ravel()
+        return float(r @ o / (np.linalg.norm(r) * np.linalg.norm(o) + 1e-30))
+
+    return np.array([one(r, o) for r, o in zip(ref, out, strict=True)])
+
+
+def _score(key: str, ref: list[np.ndarray], out: list[np.ndarray], held: list[dict]) -> dict[str, float]:
+    if key == "bert":  # pooled over all real tokens (per-sample means in _per_image)
         import bert_encoder
 
         return {
             "cosine, real tokens": bert_encoder.token_cosine(ref, out, [b["attention_mask"] for b in held])
         }
-
-    def cos(a, b):
-        a, b = a.ravel(), b.ravel()
-        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
-
+    per = _per_image(key, ref, out, held)
     if key == "det":
-        ious = []
-        for r, o in zip(ref, out, strict=True):
-            a, b = r > 0.3, o > 0.3
-            union = np.logical_or(a, b).sum()
-            ious.append(np.logical_and(a, b).sum() / union if union else 1.0)
-        return {"iou@0.3": float(np.mean(ious))}
-    cosine = float(np.mean([cos(r, o) for r, o in zip(ref, out, strict=True)]))
+        return {"iou@0.3": float(per.mean())}
     if key == "vit":
-        return {"cosine": cosine}
+        return {"cosine": float(per.mean())}
     top1 = float(np.mean([int(np.argmax(r) == np.argmax(o)) for r, o in zip(ref, out, strict=True)]))
-    return {"top1": top1, "cosine": cosine}
+    return {"top1": top1, "cosine": float(per.mean())}
+
+
+def _pooled_rel_l2(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
+    """||out - ref|| / ||ref|| over all the images' outputs together."""
+    num = sum(float(np.sum((o - r) ** 2)) for r, o in zip(ref, out, strict=True))
+    return float(np.sqrt(num / max(sum(float(np.sum(r**2)) for r in ref), 1e-30)))
+
+
+def paired_interval(
+    a: np.ndarray, b: np.ndarray, draws: int = 4000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over the images and its 95 % paired bootstrap interval (images resampled)."""
+    d = np.asarray(a) - np.asarray(b)
+    idx = np.random.default_rng(seed).integers(0, len(d), (draws, len(d)))
+    means = d[idx].mean(axis=1)
+    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def bench(
@@ -140,6 +177,8 @@ def bench(
     bc_passes: tuple[int, ...] = (),
     types: tuple[str, ...] = ("int8",),
     mhas: tuple[str, ...] = ("fp16",),
+    safeguard: bool = False,
+    auto_params: dict[str, str] | None = None,
 ) -> list[dict]:
     import onnx
 
@@ -156,22 +195,29 @@ def bench(
         files = _images()
         cal, held = _batches(key, files[:12], det_size), _batches(key, files[12:24], det_size)
     ref = _outputs(model, held)
+    ref_cal = _outputs(model, cal) if safeguard else None
     t0 = time.perf_counter()
     plain = calibrate(model, cal, method="entropy2", threads=threads)
     t_plain = time.perf_counter() - t0
     auto, t_auto = None, None
     if "auto" in methods:
         t0 = time.perf_counter()
-        auto = calibrate(model, cal, method="auto", threads=threads)
+        auto = calibrate(model, cal, method="auto", params=auto_params, threads=threads)
         t_auto = time.perf_counter() - t0
     rows = []
+    per_image: dict[tuple[str, str, str], np.ndarray] = {}
     for m in methods:
         amax = auto.amax if m == "auto" else compute_amax(plain.histograms, m)
         seconds = {"entropy2": t_plain, "auto": t_auto}.get(m)
         for t in types:
             for mha in mhas:
-                qdq = export_qdq(model, amax, fp8=t == "fp8", mha=mha)
-                scores = _score(key, ref, _outputs(qdq, held), held)
+                out = _outputs(export_qdq(model, amax, fp8=t == "fp8", mha=mha), held)
+                scores = _score(key, ref, out, held)
+                per_image[(m, t, mha)] = _per_image(key, ref, out, held)
+                if ref_cal is not None:  # the output error on the calibration images (what a safeguard sees)
+                    scores["cal_rel_l2"] = _pooled_rel_l2(
+                        ref_cal, _outputs(export_qdq(model, amax, fp8=t == "fp8", mha=mha), cal)
+                    )
                 row = {
                     "model": key,
                     "type": t,
@@ -196,6 +242,19 @@ def bench(
     for c in ((auto.choices if auto else None) or {}).values():
         picked[c["candidate"].split(":")[0]] = picked.get(c["candidate"].split(":")[0], 0) + 1
     print(f"{key}: auto choices {picked}", flush=True)
+    if safeguard:
+        for t in types:
+            cands = [r for r in rows if r["type"] == t and r["bc"] == 0 and r["mha"] == mhas[0]]
+            best = min(cands, key=lambda r: r["cal_rel_l2"])
+            print(
+                f"{key} {t}: smallest calibration-set output error: {best['method']} ({best['cal_rel_l2']:.4f})"
+            )
+    for (m, t, mha), per in per_image.items():
+        if m != "auto" and ("auto", t, mha) in per_image:
+            d, lo, hi = paired_interval(per_image[("auto", t, mha)], per)
+            print(
+                f"{key} {t} mha {mha}: auto - {m} per-sample {'IoU' if key == 'det' else 'cosine'} {d:+.4f} [95% {lo:+.4f}, {hi:+.4f}]"
+            )
     return rows
 
 
@@ -208,14 +267,31 @@ def main() -> None:
     ap.add_argument("--bias-correction", default="", help="passes to try, e.g. 1,2 (empty: off)")
     ap.add_argument("--types", default="int8", help="quantized types to export: int8, fp8 or int8,fp8")
     ap.add_argument("--mha", default="fp16", help="attention products: fp16, int8 or fp16,int8")
+    ap.add_argument(
+        "--safeguard",
+        action="store_true",
+        help="also each method's output error on the calibration images, and the method with the smallest",
+    )
+    ap.add_argument("--auto-params", default="", help="auto's parameters, e.g. auto_fallback=entropy2")
     args = ap.parse_args()
+    auto_params = dict(kv.split("=", 1) for kv in args.auto_params.split(",") if kv)
     methods = tuple(args.methods.split(","))
     passes = tuple(int(p) for p in args.bias_correction.split(",") if p)
     types = tuple(args.types.split(","))
     rows = [
         r
         for key in args.models.split(",")
-        for r in bench(key, args.det_size, args.threads, methods, passes, types, tuple(args.mha.split(",")))
+        for r in bench(
+            key,
+            args.det_size,
+            args.threads,
+            methods,
+            passes,
+            types,
+            tuple(args.mha.split(",")),
+            args.safeguard,
+            auto_params,
+        )  # fmt: skip
     ]
     print(
         "\n| model | type | mha | method | bias corr. passes | metric | calib / correction s |"

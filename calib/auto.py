@@ -40,8 +40,10 @@ Algorithm (one extra pass over a bounded subset of the calibration data, after t
    - residual Add inputs, and any consumer the above does not cover (a transposed Gemm input,
      a non-constant weight, ...): ``w = 1``, i.e. the tensor's own measured squared error.
 
-   The cost per candidate is one pass over sampled elements, not a layer evaluation, which is
-   what keeps ``auto`` within 2x of a plain run: every element above the smallest candidate (where
+   The cost per candidate is one pass over sampled elements, not a layer evaluation (the
+   search itself adds 0.2-0.5 s to a plain run on the benchmark models; the mse fallback's
+   thresholds for every tensor are the larger extra cost, BENCHMARKS.md "The cost of auto"):
+   every element above the smallest candidate (where
    the candidates differ: the clipped tails) is kept (at most ``8 * auto_positions`` per sample,
    else a uniform draw), plus ``auto_positions`` uniform draws of the rest (default 4096), each
    weighted so that the sums are unbiased; all elements when the sample is that small. The draws
@@ -126,18 +128,20 @@ class AutoSettings:
 
 
 # -- candidates ------------------------------------------------------------------------------------
-def candidates(h: TensorHistogram, grid: int = DEFAULT_GRID) -> list[tuple[str, float]]:
+def candidates(
+    h: TensorHistogram, grid: int = DEFAULT_GRID, mse: float | None = None
+) -> list[tuple[str, float]]:
     """``(label, amax)`` candidates of one tensor: every histogram method, then the grid.
 
     Labels: ``entropy2``, ``mse``, ``percentile:99.9`` (and the other percentiles), ``minmax``,
     ``grid:i``. The grid is ``np.geomspace(p99, max_abs, grid)`` with ``p99`` the 99th percentile
-    bin edge (max|x| / 256 when that is 0).
+    bin edge (max|x| / 256 when that is 0). ``mse``: the tensor's mse amax when the caller has
+    it already (the mse fallback computes it for every tensor), else computed here.
     """
     counts, edges, max_abs = h.counts, h.edges, h.max_abs
-    out = [
-        ("entropy2", get_method("entropy2").amax(counts, edges, max_abs=max_abs)),
-        ("mse", get_method("mse").amax(counts, edges, max_abs=max_abs)),
-    ]
+    if mse is None:
+        mse = get_method("mse").amax(counts, edges, max_abs=max_abs)
+    out = [("entropy2", get_method("entropy2").amax(counts, edges, max_abs=max_abs)), ("mse", mse)]
     pct = get_method("percentile")
     out += [
         (f"percentile:{p:g}", pct.amax(counts, edges, max_abs=max_abs, percentile=p))
@@ -390,6 +394,7 @@ class AutoSearch:
     consumers: Mapping[str, Sequence[Consumer]]
     settings: AutoSettings = field(default_factory=AutoSettings)
     seen_samples: int = 0
+    mse_amax: Mapping[str, float] | None = None  # mse's amax per tensor, when already computed
 
     def __post_init__(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -400,7 +405,10 @@ class AutoSearch:
             if n in self.histograms and cons and self.histograms[n].counts.any()
         ]
         with ThreadPoolExecutor() as pool:  # the methods' kernels release the GIL
-            found = pool.map(lambda n: candidates(self.histograms[n], self.settings.grid), names)
+            known = self.mse_amax or {}
+            found = pool.map(
+                lambda n: candidates(self.histograms[n], self.settings.grid, known.get(n)), names
+            )
             self.cands: dict[str, list[tuple[str, float]]] = dict(zip(names, found, strict=True))
         self.acc: dict[tuple[str, int], _Accumulator] = {
             (t, c.index): _Accumulator(np.zeros(len(self.cands[t])))
@@ -520,7 +528,8 @@ def auto_thresholds(
     settings = AutoSettings.from_params(params or {})
     if fallback_amax is None:
         fallback_amax = compute_amax(histograms, settings.fallback)
-    search = AutoSearch(histograms, find_consumers(model, activations), settings)
+    mse_amax = fallback_amax if settings.fallback == "mse" else None  # the candidates reuse it
+    search = AutoSearch(histograms, find_consumers(model, activations), settings, mse_amax=mse_amax)
     need = search.needed()
     for batch in batches:
         fetch = [n for n in need if n not in batch]

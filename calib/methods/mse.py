@@ -34,30 +34,47 @@ def _round_err_integral(u):  # pragma: no cover - compiled
 
 @njit(nogil=True)
 def squared_errors(counts, edges):  # pragma: no cover - compiled
-    """Expected total squared error for each candidate amax ``edges[i]``, i = 1..B."""
+    """Expected total squared error for each candidate amax ``edges[i]``, i = 1..B; ``inf`` for a
+    candidate that cannot be the smallest.
+
+    Candidates are visited from the largest down. A candidate's clipped error (bins above it,
+    every term positive) is summed first, from the top bin down; once it exceeds the smallest
+    total seen so far, the candidate cannot win and the rest of its sum is skipped. The clipped
+    error only grows as the candidate falls, so such candidates are most of those below the
+    optimum: only the winner and the candidates above it cost a full pass over the bins.
+    """
     n = counts.shape[0]
     out = np.full(n, np.inf)
-    for i in range(1, n + 1):
+    filled = np.flatnonzero(counts)
+    best = np.inf
+    for i in range(n, 0, -1):
         t = edges[i]
         s = t / 127.0
-        err = 0.0
-        for j in range(n):
-            h = counts[j]
-            if h == 0:
-                continue
+        clip = 0.0
+        for k in range(filled.shape[0] - 1, -1, -1):  # bins [lo, hi] above t: clipped to t
+            j = filled[k]
             lo = edges[j]
+            if lo < t:
+                break
             hi = edges[j + 1]
-            w = hi - lo
-            acc = 0.0
-            a = lo
-            b = hi if hi < t else t
-            if b > a:  # in range: rounding error, periodic in x with period s
-                acc += s**3 * (_round_err_integral(b / s) - _round_err_integral(a / s))
-            a = lo if lo > t else t
-            if hi > a:  # clipped to t
-                acc += ((hi - t) ** 3 - (a - t) ** 3) / 3.0
-            err += h * acc / w
+            clip += counts[j] * (((hi - t) ** 3 - (lo - t) ** 3) / 3.0) / (hi - lo)
+            if clip > best:
+                break
+        if clip > best:
+            continue
+        err = 0.0
+        for j in filled:  # bins below t: rounding error, periodic in x with period s
+            lo = edges[j]
+            if lo >= t:
+                break
+            hi = edges[j + 1]
+            err += (
+                counts[j] * (s**3 * (_round_err_integral(hi / s) - _round_err_integral(lo / s))) / (hi - lo)
+            )
+        err += clip
         out[i - 1] = err
+        if err < best:
+            best = err
     return out
 
 

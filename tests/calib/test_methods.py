@@ -9,6 +9,7 @@ from trtq._core.errors import InputError
 from trtq.calib.histogram import HistogramSet
 from trtq.calib.methods import EMPTY_AMAX, available_methods, get_method
 from trtq.calib.methods.entropy2 import kl_divergences
+from trtq.calib.methods.mse import squared_errors
 
 RNG = np.random.default_rng(42)
 DISTRIBUTIONS = {
@@ -85,6 +86,49 @@ def test_mse_is_near_the_brute_force_optimum_on_raw_samples(name):
     errs = np.array([_true_mse(x, t) for t in grid])
     best = errs.min()
     assert _true_mse(x, amax) <= best * 1.02 + 1e-12
+
+
+def _all_candidate_errors(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """mse's model error for every candidate edge, each written out over all bins (no pruning):
+    uniform values within a bin, rounding error integrated exactly below the candidate, clipping
+    above it."""
+
+    def round_err(u: np.ndarray) -> np.ndarray:  # integral over [0, u] of (v - round(v))^2
+        k, f = np.floor(u), u - np.floor(u)
+        return k / 12 + np.where(f <= 0.5, f**3 / 3, 1 / 24 + ((f - 1) ** 3 + 0.125) / 3)
+
+    h, lo, hi = counts.astype(np.float64), edges[:-1].astype(np.float64), edges[1:].astype(np.float64)
+    out = []
+    for t in hi:
+        s = t / 127
+        below = hi <= t
+        rounding = s**3 * (round_err(hi / s) - round_err(lo / s))
+        clipped = ((hi - t) ** 3 - (lo - t) ** 3) / 3
+        out.append(float(np.sum(h * np.where(below, rounding, clipped) / (hi - lo))))
+    return np.array(out)
+
+
+# Heavy tails whose best threshold clips a fifth (student-t, 3 dof) or a tenth (two scales) of its
+# error: skipping a candidate on less than its whole clipped error would lose the winner.
+HEAVY_TAILS = {
+    "student_t3": RNG.standard_t(3, size=100_000),
+    "two_scales": np.concatenate([RNG.standard_normal(100_000), 8 * RNG.standard_normal(2000)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS) + sorted(HEAVY_TAILS))
+def test_mse_skips_only_candidates_that_cannot_win(name):
+    """The kernel stops summing a candidate once its clipped error alone exceeds the best total:
+    the skipped ones (inf) are worse than the minimum, the others equal the full sum, and the
+    winner is the full evaluation's first minimum."""
+    h = _hist({**DISTRIBUTIONS, **HEAVY_TAILS}[name], 512)
+    fast = squared_errors(h.counts.astype(np.float64), h.edges.astype(np.float64))
+    full = _all_candidate_errors(h.counts, h.edges)
+    kept = np.isfinite(fast)
+    np.testing.assert_allclose(fast[kept], full[kept], rtol=1e-9, atol=1e-300)
+    assert np.all(full[~kept] > full.min())
+    assert (~kept).sum() > len(full) // 10  # the pruning does happen
+    assert int(np.argmin(fast)) == int(np.argmin(full))
 
 
 @pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))

@@ -1,0 +1,238 @@
+"""Benchmark: the accuracy-first INT8 flow on PP-OCRv4 det, judged on held-out images.
+
+The flow a user runs (README, "Getting INT8 accurate"), here as the same library calls:
+
+1. ``calib run det.onnx --data cal/ --method M --cache c`` (:func:`trtq.calib.run.calibrate`);
+2. ``precision bisect det.onnx --data cal/ --eval-data held/ --cache c --metric mask-iou
+   --binarize 0.3 --threshold T -o pins.json`` (:func:`trtq.precision.bisect.run_bisect`), for
+   every ``T`` of ``--thresholds``;
+3. ``precision export det.onnx --int8 --cache c --pins pins.json -o det.qdq.onnx``
+   (:func:`trtq.precision.export.export_qdq` with the pins' member nodes).
+
+Besides bisect's answers, the *sensitivity prefixes*: the ``k`` layers with the largest layerwise
+INT8 error on the calibration images (each layer alone in INT8 with FP32 inputs, what bisect's
+``ranked`` strategy orders by) pinned, for every ``k`` of ``--prefixes``: a Pareto curve that
+does not search on the calibration images' IoU, so it cannot overfit it.
+
+Images: scikit-image 0.26's samples without the two chessboards, alternately calibration /
+held-out (the peer benchmark's split: 12 / 12; the held-out half holds page.png and text.png, the
+two images with most text). Preprocessing ``paddleocr`` at SxS (``--det-size``). Every exported
+Q/DQ model runs in ONNX Runtime CPU with graph optimisations off against the FP32 model on the
+held-out images: IoU of the text map binarised at 0.3, pooled over the images (intersections
+and unions summed, what ``--metric mask-iou`` computes), and the cosine of all maps together.
+``layers``: the fused layers of the emulation (what bisect pins and TensorRT would build).
+
+    nice python benchmarks/det_flow.py --det-size 320
+    nice python benchmarks/det_flow.py --det-size 640 --thresholds 0.95,0.97 --prefixes 0,4,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+THRESHOLD = 0.3  # text-map binarisation (PP-OCR's DB post-processing default)
+
+
+#: Calibration-set augmentations (the held-out images are never augmented): each calibration
+#: photo, plus its mirror image, its centre half (h/2 x w/2 from h/4, w/4) and its four quadrants.
+AUGMENT = {
+    "none": ("o",),
+    "flip-crop": ("o", "flip", "centre"),
+    "flip-crop-quadrants": ("o", "flip", "centre", "q0", "q1", "q2", "q3"),
+}
+
+
+def _variant(img: np.ndarray, kind: str) -> np.ndarray:
+    h, w = img.shape[:2]
+    if kind == "flip":
+        return img[:, ::-1]
+    if kind == "centre":
+        return img[h // 4 : h // 4 + h // 2, w // 4 : w // 4 + w // 2]
+    if kind.startswith("q"):  # q0 q1 / q2 q3
+        r, c = divmod(int(kind[1]), 2)
+        return img[r * (h // 2) : (r + 1) * (h // 2), c * (w // 2) : (c + 1) * (w // 2)]
+    return img
+
+
+def _batches(files: list[str], size: int, augment: str = "none") -> list[dict[str, np.ndarray]]:
+    import cv2
+    import skimage
+
+    from trtq.datasets.preprocess import PRESETS, PreprocessSpec, to_sample
+
+    spec = PreprocessSpec(**PRESETS["paddleocr"].fields)
+    src = Path(skimage.__file__).parent / "data"
+    out = []
+    for f in files:
+        img = cv2.imread(str(src / f), cv2.IMREAD_COLOR)
+        for kind in AUGMENT[augment]:
+            x = np.ascontiguousarray(_variant(img, kind))
+            out.append({"x": to_sample(x, size, size, "NCHW", np.float32, spec)[None]})
+    return out
+
+
+def _maps(model, batches) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return [s.run(None, b)[0].astype(np.float64) for b in batches]
+
+
+def score(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
+    """Pooled IoU of the maps binarised at 0.3, and the cosine of all maps together."""
+    inter = sum(
+        int(np.logical_and(r > THRESHOLD, o > THRESHOLD).sum()) for r, o in zip(ref, out, strict=True)
+    )
+    union = sum(int(np.logical_or(r > THRESHOLD, o > THRESHOLD).sum()) for r, o in zip(ref, out, strict=True))
+    a, b = np.concatenate([r.ravel() for r in ref]), np.concatenate([o.ravel() for o in out])
+    cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+    return {"iou": inter / union if union else 1.0, "cosine": cos}
+
+
+def output_ranking(model, amax, layers, cal, ref_cal) -> list:
+    """Layers worst first by the relative L2 error of the *final output* on the calibration
+    images when that layer alone runs in INT8 (every other layer pinned to FP32)."""
+    from trtq.precision.export import export_qdq
+
+    ref = np.concatenate([r.ravel() for r in ref_cal])
+    errs = []
+    for lay in layers:
+        others = [m for other in layers if other is not lay for m in other.members]
+        out = np.concatenate([o.ravel() for o in _maps(export_qdq(model, amax, sorted(others)), cal)])
+        errs.append(float(np.linalg.norm(out - ref) / (np.linalg.norm(ref) + 1e-30)))
+    order = np.argsort(-np.asarray(errs), kind="stable")
+    return [layers[i] for i in order]
+
+
+def greedy_pins(model, amax, pool, cal, ref_cal, k: int) -> list:
+    """Forward selection: ``k`` times, pin the layer of ``pool`` (the layerwise ranking's head)
+    that lowers the relative L2 error of the final output on the calibration images most."""
+    from trtq.precision.export import export_qdq
+
+    ref = np.concatenate([r.ravel() for r in ref_cal])
+
+    def err(pins: list) -> float:
+        q = export_qdq(model, amax, sorted(m for lay in pins for m in lay.members))
+        out = np.concatenate([o.ravel() for o in _maps(q, cal)])
+        return float(np.linalg.norm(out - ref) / (np.linalg.norm(ref) + 1e-30))
+
+    chosen: list = []
+    for _ in range(k):
+        rest = [lay for lay in pool if lay not in chosen]
+        errs = [err([*chosen, lay]) for lay in rest]
+        chosen.append(rest[int(np.argmin(errs))])
+        print(f"greedy: {len(chosen)} pinned, error {min(errs):.4f} ({chosen[-1].node})", flush=True)
+    return chosen + [lay for lay in pool if lay not in chosen]
+
+
+def main() -> None:
+    import onnx
+    from peer_modelopt import CALIBRATION_IMAGES, HELD_OUT_IMAGES
+
+    from trtq.calib.run import calibrate
+    from trtq.precision.bisect import model_layers, rank_layers, run_bisect
+    from trtq.precision.compare import layerwise_sensitivity
+    from trtq.precision.emulate import EmulationConfig, folded
+    from trtq.precision.evaluate import metric_criterion
+    from trtq.precision.export import export_qdq
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--det-size", type=int, default=320)
+    ap.add_argument("--method", default="auto", help="calibration method (calib run --method)")
+    ap.add_argument("--thresholds", default="0.95,0.97,0.99", help="bisect's mask-iou thresholds")
+    ap.add_argument("--prefixes", default="0,2,4,6,8,12,16,24", help="k: the k most sensitive layers pinned")
+    ap.add_argument(
+        "--ranking",
+        default="layerwise",
+        choices=("layerwise", "output", "greedy", "suffix"),
+        help="order of the prefixes: layerwise error, or the output error of each layer alone in INT8",
+    )
+    ap.add_argument("--augment", default="none", choices=tuple(AUGMENT), help="calibration-set augmentation")
+    ap.add_argument(
+        "--bias-correction", action="store_true", help="precision export --bias-correction (1 pass)"
+    )
+    ap.add_argument("--max-evals", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+
+    from conftest import real_model_path
+
+    model = onnx.load(str(real_model_path("det")))
+    cal = _batches(CALIBRATION_IMAGES, args.det_size, args.augment)
+    held = _batches(HELD_OUT_IMAGES, args.det_size)
+    ref_cal, ref_held = _maps(model, cal), _maps(model, held)
+    t0 = time.perf_counter()
+    params = {"auto_samples": len(cal)} if args.method == "auto" else {}  # auto measures on all of them
+    amax = calibrate(model, cal, method=args.method, params=params, threads=args.threads).amax
+    print(f"calib {args.method}: {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.bias_correction:
+        from trtq.precision.bias_correction import correct_biases
+
+        model, _ = correct_biases(model, cal, amax, passes=1, threads=args.threads)
+    layers = model_layers(folded(model))
+    n = len(layers)
+    rows = []
+
+    def row(label: str, members: list[str], n_pins: int, evals: int | str = "", secs: float | None = None):
+        q = export_qdq(model, amax, sorted(members))
+        c, h = score(ref_cal, _maps(q, cal)), score(ref_held, _maps(q, held))
+        rows.append((label, n_pins, evals, c, h, secs))
+        print(rows[-1], flush=True)
+
+    t0 = time.perf_counter()
+    ranked = rank_layers(
+        layers,
+        layerwise_sensitivity(folded(model), cal, EmulationConfig("int8"), amax=amax, threads=args.threads),
+    ).ranked
+    if args.ranking == "output":
+        ranked = output_ranking(model, amax, layers, cal, ref_cal)
+    elif args.ranking == "suffix":
+        ranked = list(reversed(layers))  # the last layers first (the head before the sigmoid)
+    elif args.ranking == "greedy":
+        k_max = max(int(v) for v in args.prefixes.split(",") if v)
+        ranked = greedy_pins(model, amax, ranked[: 3 * k_max], cal, ref_cal, k_max)
+    t_rank = time.perf_counter() - t0
+    for k in (int(v) for v in args.prefixes.split(",") if v):
+        pins = ranked[:k]
+        row(
+            f"sensitivity prefix k={k}",
+            [m for lay in pins for m in lay.members],
+            k,
+            "",
+            t_rank if k else None,
+        )
+    for t in (float(v) for v in args.thresholds.split(",") if v):
+        crit = metric_criterion("mask-iou", t, {"binarize": THRESHOLD})
+        res = run_bisect(model, cal, precision="int8", criterion=crit, amax=amax, max_evals=args.max_evals,
+                         threads=args.threads)  # fmt: skip
+        members = [m for lay in res.pins for m in lay.members]
+        row(f"bisect mask-iou >= {t:g} ({res.verdict})", members, len(res.pins), res.evaluations, res.wall_s)
+
+    print(
+        f"\nPP-OCRv4 det {args.det_size}x{args.det_size}, ranges: {args.method}, {len(cal)} calibration images"
+        f" (augment: {args.augment}); {n} layers"
+        "\n\n| pins from | layers in FP32 | % of layers | evaluations | calibration IoU | held-out IoU"
+        " | held-out cosine | search s |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    for label, k, evals, c, h, secs in rows:
+        s = "" if secs is None else f"{secs:.1f}"
+        print(
+            f"| {label} | {k} | {100 * k / n:.1f} | {evals} | {c['iou']:.3f} | {h['iou']:.3f} | {h['cosine']:.3f} | {s} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
