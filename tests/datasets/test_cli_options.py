@@ -177,3 +177,17 @@ def test_config_type_errors(color_folder):
         dataset_from_options(
             DYNAMIC, 1, {"shape": ("x:1x3x8x8",)}, {"data": str(color_folder), "limit": "ten"}
         )
+
+
+def test_trtq_toml_reads_a_copied_tool_trtq_table_and_refuses_a_mix(tmp_path):
+    # A [tool.trtq] snippet copied from pyproject.toml into trtq.toml used to be read as the
+    # top-level table {"tool": ...}: every setting silently ignored.
+    (tmp_path / "trtq.toml").write_text('[tool.trtq]\nlimit = 3\n\n[tool.trtq.preprocess]\ncolor = "BGR"\n')
+    config, path = find_config(tmp_path)
+    assert path == tmp_path / "trtq.toml"
+    assert config == {"limit": 3, "preprocess": {"color": "BGR"}}
+    (tmp_path / "trtq.toml").write_text("limit = 5\n")
+    assert find_config(tmp_path)[0] == {"limit": 5}
+    (tmp_path / "trtq.toml").write_text("limit = 5\n[tool.trtq]\nlimit = 3\n")
+    with pytest.raises(InputError, match=r"trtq.toml: has both a \[tool.trtq\] table and other settings"):
+        find_config(tmp_path)

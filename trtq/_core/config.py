@@ -1,7 +1,9 @@
 """Project configuration: defaults < config file < command-line flags.
 
 The config file is the ``[tool.trtq]`` table of ``./pyproject.toml`` or the top level of
-``./trtq.toml`` (the latter wins if both exist). Sub-tables group settings per concern, e.g.::
+``./trtq.toml`` (the latter wins if both exist). A ``trtq.toml`` holding only a ``[tool.trtq]``
+table (a snippet copied from a pyproject.toml) is read as that table; one mixing it with
+top-level settings is refused, since one of the two would be silently ignored. Sub-tables group settings per concern, e.g.::
 
     [tool.trtq]
     model = "models/det.onnx"
@@ -41,10 +43,22 @@ def find_config(cwd: str | Path | None = None) -> tuple[dict[str, Any], Path | N
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{path}: not valid TOML: {exc}") from exc
-        table = data if name == "trtq.toml" else data.get("tool", {}).get("trtq")
+        table = _trtq_toml_table(data, path) if name == "trtq.toml" else data.get("tool", {}).get("trtq")
         if table:
             return dict(table), path
     return {}, None
+
+
+def _trtq_toml_table(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    tool = data.get("tool")
+    if not (isinstance(tool, dict) and "trtq" in tool):
+        return data
+    if set(data) != {"tool"} or set(tool) != {"trtq"}:
+        raise InputError(
+            f"{path}: has both a [tool.trtq] table and other settings; in trtq.toml put the settings "
+            "at the top level (or only under [tool.trtq]), not both"
+        )
+    return tool["trtq"]
 
 
 def resolve_path(value: str | None, config_path: Path | None) -> str | None:
