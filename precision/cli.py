@@ -71,6 +71,9 @@ FP8 E4M3 Q/DQ where INT8 would be (scale = amax / 448, from the same ranges); co
 an int8 run's in one report (reports build int8.json fp8.json).
 Without --cache, INT8 ranges are calibrated on the same data first (--method, default entropy2).
 --eval-data DIR: the whole comparison again on held-out data (same ranges and data flags).
+--pin-worst K --pins-out pins.json (with --mode layerwise): the K layers whose own error is largest
+(ranked by --metric) as a pins list; measured on PP-OCRv4 det as good per pinned layer as bisect's
+search, which overfits a small calibration set (README, "Getting INT8 accurate").
 
 \b
 A Q/DQ MODEL (ModelOpt, ONNX Runtime's quantize_static, precision export) is compared as it is
@@ -136,6 +139,19 @@ EXPORT_GROUPS = (
 )
 @click.option(
     "--top", type=click.IntRange(min=0), default=10, show_default=True, help="Worst tensors shown per run."
+)
+@click.option(
+    "--pin-worst",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="K",
+    help="With --mode layerwise and --pins-out: write the K layers with the largest own error as pins.",
+)
+@click.option(
+    "--pins-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON list of the --pin-worst layers' nodes, for --pins of export, compare, bisect.",
 )
 @uses(*COMPARE_GROUPS)
 @common_options
@@ -241,12 +257,15 @@ def _compare(opts: dict[str, Any]) -> None:
         criterion = metric.criterion(threshold=0.0)  # the threshold is not used: compare only measures
         task = {"name": metric_name, "key": get_metric(metric_name).key, "params": dict(criterion.params)}
     pins = load_pins(opts.get("pins_path"))
+    worst = _worst_pins_request(opts)
     proto = load_onnx(model.path)
     dataset, batch_size = open_data(proto, data)
     held = open_data(proto, eval_data, batch_size)[0] if eval_data is not None else None
     from trtq.precision.qdq_model import is_qdq_model
 
     if is_qdq_model(proto):
+        if worst:
+            raise InputError("--pin-worst ranks the layers of a float model; for a Q/DQ model use bisect")
         return _compare_qdq(
             opts,
             proto,
@@ -339,6 +358,8 @@ def _compare(opts: dict[str, Any]) -> None:
         fp16_range_fp32_nonfinite=fp32_nonfinite,
     )
     doc = to_jsonable(result.to_dict(created_by="precision compare"))
+    if worst:
+        _write_worst_pins(runs, *worst, metric_name, quiet)
     out.write_json(doc)
     if out.report:
         from trtq.reports import write_report
@@ -358,6 +379,30 @@ def _reference_model(proto, reference, quiet: bool):
     if not quiet:
         stderr_console().print(recovery_note(proto))
     return float_original(proto)
+
+
+def _worst_pins_request(opts: dict[str, Any]) -> tuple[int, str] | None:
+    """``(K, path)`` of --pin-worst/--pins-out, checked before any work is done."""
+    k, path = opts.get("pin_worst"), opts.get("pins_out")
+    if k is None and path is None:
+        return None
+    if k is None or path is None:
+        raise InputError("--pin-worst K and --pins-out FILE go together")
+    if opts["mode"] == "graphwise":
+        raise InputError("--pin-worst ranks each layer's own error: add --mode layerwise (or both)")
+    if opts["precision_name"] == "both":
+        raise InputError("--pin-worst needs one --precision (int8, fp16, ...), not both")
+    return k, path
+
+
+def _write_worst_pins(runs, k: int, path: str, metric: str, quiet: bool) -> None:
+    from trtq._core.jsonio import write_json
+
+    (run,) = [r for r in runs if r.mode == "layerwise"]
+    nodes = list(dict.fromkeys(score.node for score in run.scores(metric)))[:k]
+    write_json(path, nodes)
+    if not quiet:
+        click.echo(f"wrote {len(nodes)} pins (the worst layers by {metric}, layerwise) to {path}", err=True)
 
 
 def _compare_qdq(
