@@ -109,7 +109,7 @@ PIN_GROUPS = (
     ModelArgs("precision pin model.onnx --pins pins.json -o pinned.onnx"),
     ReferenceArgs(),
     RangesArgs(
-        method_help="Without a cache: calibrate on the data (default: as in pins.json, else entropy2)."
+        method_help="Without a cache: calibrate on the data (default: as in pins.json, else auto)."
     ),
     RuntimeArgs(None, "ONNX Runtime threads."),
     OutputArgs("Pinned ONNX to write.", output_required="pinned.onnx"),

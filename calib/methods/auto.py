@@ -32,7 +32,7 @@ def auto_amax(
     auto_samples: int = 16,
     auto_grid: int = 0,
     auto_positions: int = 4096,
-    auto_fallback: str = "mse",
+    auto_fallback: str = "entropy2",
 ) -> float:
     """Parameters: samples measured on, grid points, positions per sample, fallback method."""
     raise InputError(NEEDS_DATA)
