@@ -485,7 +485,7 @@ class AutoSearch:
         """``(amax, choices)``: the winner per measured tensor, ``fallback`` for the others."""
         amax = dict(fallback)
         choices: dict[str, dict] = {}
-        if self.seen_samples == 0:
+        if self.cands and self.seen_samples == 0:
             raise InputError("method 'auto' needs at least one batch of data in this run to measure on")
         for t, cands in self.cands.items():
             errs = self.errors(t)
