@@ -139,6 +139,11 @@ class RangesArgs(ArgGroup):
             if self.histograms_only and get_method(method).needs_data:
                 from trtq.calib.methods.auto import NEEDS_DATA
 
+                if opts.get("method") is None:  # from the config file, which calib run shares
+                    raise InputError(
+                        f"[tool.trtq] method = '{method}' needs the model and the data, not histograms "
+                        "alone: pass --method entropy2 (or another histogram method) to this command"
+                    )
                 raise InputError(NEEDS_DATA)
             # the method's own parameters (e.g. percentile) from flags or config; unset ones keep its default
             params = {k: v for k in get_method(method).params if (v := setting(opts, config, k)) is not None}

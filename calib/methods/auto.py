@@ -14,7 +14,7 @@ from trtq.calib.methods import register_method
 
 NEEDS_DATA = (
     "method 'auto' measures each threshold on the model's layers over calibration data: it needs "
-    "the model and the data, not histograms alone; use `calib run --method auto`"
+    "the model and the data, not histograms alone; use `calib run` (auto is its default)"
 )
 
 

@@ -251,4 +251,4 @@ def test_calib_compute_refuses_auto_with_one_line(tmp_path):
         main, ["compute", str(tmp_path / "h.npz"), "--method", "auto", "--cache", str(tmp_path / "c")]
     )
     assert r.exit_code == 2, r.output
-    assert "calib run --method auto" in r.output and "Traceback" not in r.output
+    assert "use `calib run` (auto is its default)" in r.output and "Traceback" not in r.output

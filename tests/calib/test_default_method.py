@@ -163,3 +163,20 @@ def test_python_api_defaults(real_models, image_dir):
     assert all(result.amax[n] == e2[n] for n in fallback if n in result.amax)
     assert inspect.signature(calibrate_dataset).parameters["method"].default == "auto"
     assert result_from_histograms(result.histograms).amax == compute_amax(result.histograms, "entropy2")
+
+
+def test_a_config_method_auto_is_refused_by_compute_with_a_way_out(tmp_path, monkeypatch):
+    """[tool.trtq] method = "auto" serves calib run; calib compute names the config key and the flag."""
+    hs = HistogramSet(["x"])
+    hs.collect({"x": np.random.default_rng(3).standard_normal(10_000)}, samples=1)
+    hs.save(tmp_path / "h.npz")
+    (tmp_path / "trtq.toml").write_text('method = "auto"\n')
+    monkeypatch.chdir(tmp_path)
+    r = _calib("compute", "h.npz", "--cache", "c.cache")
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert r.exit_code == 2 and len(errors) == 1, r.output
+    assert "[tool.trtq] method = 'auto'" in errors[0] and "--method entropy2" in errors[0]
+    assert not (tmp_path / "c.cache").exists()
+    r = _calib("compute", "h.npz", "--cache", "c.cache", "--method", "entropy2", "-q")
+    assert r.exit_code == 0, r.output
+    assert read_cache(tmp_path / "c.cache").amax()["x"] == pytest.approx(compute_amax(hs, "entropy2")["x"])
