@@ -23,6 +23,11 @@ After the table, ``auto - M``: the mean per-image difference of the held-out met
 IoU, 1 for images without text) between auto and each method, with its 95 % paired bootstrap
 interval over the 12 images.
 
+``--repeat N``: time the entropy2 and auto ``calibrate`` calls N times each, alternating, after
+one untimed warm-up call on one sample (numba kernels and ONNX Runtime loaded), and report the
+median (``calib_s``) and the ratio auto / entropy2 (``auto_cost``). Default 1 with no warm-up:
+then the first model of the run pays the warm-up in its entropy2 time.
+
 ``--bias-correction P,..``: each method also with :func:`trtq.precision.bias_correction.correct_biases`
 (``passes=P``, on the 12 calibration images, the same amax) applied before the export; ``bc`` in
 the rows is the number of passes (0 = off).
@@ -179,6 +184,7 @@ def bench(
     mhas: tuple[str, ...] = ("fp16",),
     safeguard: bool = False,
     auto_params: dict[str, str] | None = None,
+    repeat: int = 1,
 ) -> list[dict]:
     import onnx
 
@@ -196,14 +202,23 @@ def bench(
         cal, held = _batches(key, files[:12], det_size), _batches(key, files[12:24], det_size)
     ref = _outputs(model, held)
     ref_cal = _outputs(model, cal) if safeguard else None
-    t0 = time.perf_counter()
-    plain = calibrate(model, cal, method="entropy2", threads=threads)
-    t_plain = time.perf_counter() - t0
-    auto, t_auto = None, None
-    if "auto" in methods:
+    if repeat > 1:  # warm-up: kernels and ONNX Runtime loaded before any timing
+        calibrate(model, cal[:1], method="entropy2", threads=threads)
+    times: dict[str, list[float]] = {"entropy2": [], "auto": []}
+    plain = auto = None
+    for _ in range(max(1, repeat)):
         t0 = time.perf_counter()
-        auto = calibrate(model, cal, method="auto", params=auto_params, threads=threads)
-        t_auto = time.perf_counter() - t0
+        plain = calibrate(model, cal, method="entropy2", threads=threads)
+        times["entropy2"].append(time.perf_counter() - t0)
+        if "auto" in methods:
+            t0 = time.perf_counter()
+            auto = calibrate(model, cal, method="auto", params=auto_params, threads=threads)
+            times["auto"].append(time.perf_counter() - t0)
+    t_plain = float(np.median(times["entropy2"]))
+    t_auto = float(np.median(times["auto"])) if times["auto"] else None
+    if t_auto is not None:
+        print(f"{key}: calibrate s entropy2 {times['entropy2']}, auto {times['auto']}; "
+              f"median auto / entropy2 = {t_auto / t_plain:.2f}x", flush=True)  # fmt: skip
     rows = []
     per_image: dict[tuple[str, str, str], np.ndarray] = {}
     for m in methods:
@@ -273,6 +288,7 @@ def main() -> None:
         help="also each method's output error on the calibration images, and the method with the smallest",
     )
     ap.add_argument("--auto-params", default="", help="auto's parameters, e.g. auto_fallback=entropy2")
+    ap.add_argument("--repeat", type=int, default=1, help="timed calibrate calls per method (median)")
     args = ap.parse_args()
     auto_params = dict(kv.split("=", 1) for kv in args.auto_params.split(",") if kv)
     methods = tuple(args.methods.split(","))
@@ -291,6 +307,7 @@ def main() -> None:
             tuple(args.mha.split(",")),
             args.safeguard,
             auto_params,
+            args.repeat,
         )  # fmt: skip
     ]
     print(

@@ -3,7 +3,9 @@
 Collect per-tensor histograms of |x| (:mod:`.histogram`), turn them into thresholds with a
 registered method (:mod:`.methods`), write TensorRT's calibration cache (:mod:`.cache`).
 :func:`calibrate` runs the CPU pipeline on ONNX Runtime; :mod:`.tensorrt` holds TensorRT's own
-calibrators for GPU builds.
+calibrators for GPU builds. Default methods: ``auto`` where the data is at hand (:func:`calibrate`,
+:func:`~trtq.calib.resumable.calibrate_dataset`), ``entropy2`` from histograms alone
+(:func:`compute_amax`, :func:`result_from_histograms`).
 
 The names below are attributes of this package, imported on first use, so that ``calib show``
 or ``--help`` does not load numba and ONNX.

@@ -41,10 +41,10 @@ Algorithm (one extra pass over a bounded subset of the calibration data, after t
      a non-constant weight, ...): ``w = 1``, i.e. the tensor's own measured squared error.
 
    The cost per candidate is one pass over sampled elements, not a layer evaluation (the
-   search itself adds 0.2-0.5 s to a plain run on the benchmark models; the mse fallback's
-   thresholds for every tensor are the larger extra cost, BENCHMARKS.md "The cost of auto"):
-   every element above the smallest candidate (where
-   the candidates differ: the clipped tails) is kept (at most ``8 * auto_positions`` per sample,
+   search itself adds 0.2-0.5 s to a plain run on the benchmark models; the fallback's
+   thresholds for every tensor are the other extra cost, BENCHMARKS.md "The cost of auto"):
+   every element above the smallest candidate (where the candidates differ: the clipped tails)
+   is kept (at most ``8 * auto_positions`` per sample,
    else a uniform draw), plus ``auto_positions`` uniform draws of the rest (default 4096), each
    weighted so that the sums are unbiased; all elements when the sample is that small. The draws
    are seeded by the sample's index, so batching does not change the errors. (An exact
@@ -55,10 +55,16 @@ Algorithm (one extra pass over a bounded subset of the calibration data, after t
    ``SSE / energy``; the candidate with the smallest error wins (the first in the order above on
    a tie, so entropy2 keeps a tie). A tensor with no quantized consumer (it is quantized only by
    TensorRT 10's implicit placement), or with no finite non-zero value, gets the ``auto_fallback``
-   method's amax (default ``mse``). The Q/DQ export does not quantize these tensors; measured in
-   the implicit-placement emulation (held-out, BENCHMARKS.md), mse beat entropy2 as the fallback
-   on PP-OCRv4 det (IoU 0.878 vs 0.864) and PP-OCR cls (cosine 0.990 vs 0.984) and lost
-   slightly on PP-LCNet (0.980 vs 0.983).
+   method's amax (default ``entropy2``). Why entropy2 (BENCHMARKS.md, "The cost of auto as
+   shipped" and "auto becomes the default"): the fallback is computed for every tensor, and mse's
+   search over all tensors made ``auto`` 3x a plain run on PP-LCNet and PP-OCRv4 det, over the
+   2x cost target, while with entropy2 it stays within about 2x; the Q/DQ export quantizes
+   almost none of the fallback tensors (a few on PP-OCRv4 det that the consumer finder misses),
+   so its held-out accuracy is nearly the same (det IoU 0.876 vs 0.878 with mse; cls, PP-LCNet equal).
+   The trade-off is TensorRT 10's implicit placement from the cache, which does quantize them:
+   there, measured in the pessimistic implicit emulation, mse beat entropy2 as the fallback on
+   PP-OCRv4 det (IoU 0.878 vs 0.864) and PP-OCR cls (cosine 0.990 vs 0.984) and lost slightly on
+   PP-LCNet (0.980 vs 0.983); pass ``auto_fallback=mse`` for that case.
 
 Known limits: the error of each tensor is measured with the other tensors in FP32 (no
 interaction between choices); the diagonal proxy ignores correlated errors (a cluster of clipped
@@ -89,7 +95,7 @@ from trtq.calib.methods import EMPTY_AMAX, get_method
 DEFAULT_SAMPLES = 16
 DEFAULT_GRID = 0
 DEFAULT_POSITIONS = 4096
-DEFAULT_FALLBACK = "mse"
+DEFAULT_FALLBACK = "entropy2"
 AUTO_PERCENTILES = (99.9, 99.99, 99.999)
 
 _POINTWISE_CHAIN = frozenset(
@@ -129,19 +135,24 @@ class AutoSettings:
 
 # -- candidates ------------------------------------------------------------------------------------
 def candidates(
-    h: TensorHistogram, grid: int = DEFAULT_GRID, mse: float | None = None
+    h: TensorHistogram, grid: int = DEFAULT_GRID, known: Mapping[str, float] | None = None
 ) -> list[tuple[str, float]]:
     """``(label, amax)`` candidates of one tensor: every histogram method, then the grid.
 
     Labels: ``entropy2``, ``mse``, ``percentile:99.9`` (and the other percentiles), ``minmax``,
     ``grid:i``. The grid is ``np.geomspace(p99, max_abs, grid)`` with ``p99`` the 99th percentile
-    bin edge (max|x| / 256 when that is 0). ``mse``: the tensor's mse amax when the caller has
-    it already (the mse fallback computes it for every tensor), else computed here.
+    bin edge (max|x| / 256 when that is 0). ``known``: method name -> this tensor's amax that the
+    caller has already (the fallback method computes it for every tensor); the others are
+    computed here.
     """
     counts, edges, max_abs = h.counts, h.edges, h.max_abs
-    if mse is None:
-        mse = get_method("mse").amax(counts, edges, max_abs=max_abs)
-    out = [("entropy2", get_method("entropy2").amax(counts, edges, max_abs=max_abs)), ("mse", mse)]
+    known = known or {}
+
+    def of(method: str) -> float:
+        v = known.get(method)
+        return get_method(method).amax(counts, edges, max_abs=max_abs) if v is None else v
+
+    out = [("entropy2", of("entropy2")), ("mse", of("mse"))]
     pct = get_method("percentile")
     out += [
         (f"percentile:{p:g}", pct.amax(counts, edges, max_abs=max_abs, percentile=p))
@@ -394,7 +405,7 @@ class AutoSearch:
     consumers: Mapping[str, Sequence[Consumer]]
     settings: AutoSettings = field(default_factory=AutoSettings)
     seen_samples: int = 0
-    mse_amax: Mapping[str, float] | None = None  # mse's amax per tensor, when already computed
+    known_amax: Mapping[str, Mapping[str, float]] | None = None  # method -> amax per tensor, if computed
 
     def __post_init__(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -405,9 +416,12 @@ class AutoSearch:
             if n in self.histograms and cons and self.histograms[n].counts.any()
         ]
         with ThreadPoolExecutor() as pool:  # the methods' kernels release the GIL
-            known = self.mse_amax or {}
+            known = self.known_amax or {}
             found = pool.map(
-                lambda n: candidates(self.histograms[n], self.settings.grid, known.get(n)), names
+                lambda n: candidates(
+                    self.histograms[n], self.settings.grid, {m: v[n] for m, v in known.items() if n in v}
+                ),
+                names,
             )
             self.cands: dict[str, list[tuple[str, float]]] = dict(zip(names, found, strict=True))
         self.acc: dict[tuple[str, int], _Accumulator] = {
@@ -472,7 +486,7 @@ class AutoSearch:
         """``(amax, choices)``: the winner per measured tensor, ``fallback`` for the others."""
         amax = dict(fallback)
         choices: dict[str, dict] = {}
-        if self.seen_samples == 0:
+        if self.cands and self.seen_samples == 0:
             raise InputError("method 'auto' needs at least one batch of data in this run to measure on")
         for t, cands in self.cands.items():
             errs = self.errors(t)
@@ -528,8 +542,8 @@ def auto_thresholds(
     settings = AutoSettings.from_params(params or {})
     if fallback_amax is None:
         fallback_amax = compute_amax(histograms, settings.fallback)
-    mse_amax = fallback_amax if settings.fallback == "mse" else None  # the candidates reuse it
-    search = AutoSearch(histograms, find_consumers(model, activations), settings, mse_amax=mse_amax)
+    known = {settings.fallback: fallback_amax}  # the candidates reuse the fallback's amax
+    search = AutoSearch(histograms, find_consumers(model, activations), settings, known_amax=known)
     need = search.needed()
     for batch in batches:
         fetch = [n for n in need if n not in batch]

@@ -23,15 +23,20 @@ EPILOG_RUN = """\b
 Examples:
   calib run det.onnx --data imgs/ --shape x:1x3x640x640 --preset paddleocr --cache calib.cache
   calib run --data imgs/ --cache calib.cache            # model named in [tool.trtq] / trtq.toml
+  calib run det.onnx --data imgs/ --cache c.cache --json run.json   # auto: its choices in JSON
   calib run det.onnx --data imgs/ --cache c.cache --method percentile --percentile 99.9
-  calib run det.onnx --data imgs/ --cache c.cache --method auto --json run.json   # choices in JSON
   calib run det.onnx --data more/ --cache c.cache --resume   # add data to saved histograms
   calib run det.onnx --data imgs/ --cache c.cache --json run.json --report run.html
   calib run det.onnx --data imgs/ --cache c.cache --json - | jq .coverage   # result on stdout
   calib run det.onnx --data imgs/ --cache c.cache --backend tensorrt   # needs TensorRT + GPU
 
+The default method, auto, picks per tensor among the histogram methods' thresholds (entropy2, mse,
+percentiles, minmax) the one with the least error measured at the layer that reads the tensor, on
+one extra pass over the first 16 samples; tensors no layer quantizes get entropy2's threshold
+(auto_fallback = "mse" in [tool.trtq] changes that; see the README).
 The histograms are saved beside the cache (CACHE.hist.npz): `calib compute` re-derives
-thresholds with another method and `calib merge` combines shards, without rerunning the model.
+thresholds with a histogram method (default entropy2) and `calib merge` combines shards, without
+rerunning the model.
 """
 
 
@@ -57,7 +62,7 @@ RUN_GROUPS = (
     RangesArgs(
         "Calibration cache to write.",
         cache_required=True,
-        method_help="Threshold method: entropy2 (default), minmax, percentile, mse, auto (measured per tensor at its consumer layer; one extra pass over the first 16 samples).",
+        method_help="Threshold method: auto (default: per tensor, the candidate with the least error measured at its consumer layer; one extra pass over the first 16 samples), entropy2, minmax, percentile, mse. --backend tensorrt: TensorRT's own calibrator (--calibrator, default entropy2).",
         cache_format=True,
         num_bins=True,
     ),
@@ -72,8 +77,9 @@ LISTING = OutputArgs(json="Write JSON to PATH instead of the table; '-' = stdout
 CACHE_FROM_HISTOGRAMS = RangesArgs(
     "Cache to write.",
     cache_required=True,
-    method_help="Threshold method (default entropy2).",
+    method_help="Threshold method from the histograms alone (default entropy2): entropy2, minmax, percentile, mse; auto needs the model and data (calib run).",
     cache_format=True,
+    histograms_only=True,
 )
 
 
@@ -386,8 +392,9 @@ MERGE_GROUPS = (
     OutputArgs("Merged histogram file (.npz) to write.", output_required="merged.npz", json=None),
     RangesArgs(
         "Also write a cache from the merged histograms.",
-        method_help="Threshold method for --cache (default entropy2).",
+        method_help="Threshold method for --cache, from the histograms alone (default entropy2; auto needs the model and data: calib run).",
         cache_format=True,
+        histograms_only=True,
     ),
 )
 
@@ -483,7 +490,7 @@ def list_cmd(json_path: str | None, quiet: bool, debug: bool) -> None:
             write_json(json_path, {"methods": methods, "tensorrt_calibrators": calibrators})
             return
         con = _stdout_console()
-        con.print("[bold]Threshold methods[/bold] (calib run --method, CPU):")
+        con.print("[bold]Threshold methods[/bold] (calib run --method, CPU; default auto):")
         for m in methods:
             con.print(
                 f"  {m['name']:<12} {m['description']}  [dim](cache header {m['cache_algorithm']})[/dim]"

@@ -5,11 +5,14 @@
 ``calib merge`` write it; ``precision compare/export/bisect/pin`` read their INT8 ranges from it.
 ``--method`` is always the calibration (threshold) method, with its parameters (``--percentile``):
 the one ``calib`` writes the cache with, or the one ``precision`` calibrates with when no cache is
-given. Config keys::
+given. Where the command has the model and the data (``calib run``, ``precision compare/bisect/pin``
+without a cache) the default is :data:`DEFAULT_METHOD`, ``auto``; commands that derive thresholds
+from saved histograms alone (``calib compute``, ``calib merge``) default to
+:data:`HISTOGRAM_DEFAULT_METHOD`, ``entropy2``, since ``auto`` measures on the data. Config keys::
 
     [tool.trtq]
     cache = "calib.cache"          # relative to the config file's folder
-    method = "percentile"          # entropy2 | minmax | percentile | mse (+ registered ones)
+    method = "percentile"          # auto | entropy2 | minmax | percentile | mse (+ registered ones)
     percentile = 99.9              # any parameter of the method, by name
     num_bins = 2048
     trt_version = "10.16.1"
@@ -30,7 +33,12 @@ from trtq._core.config import resolve_path, setting
 from trtq._core.errors import InputError
 from trtq.calib.cache import ALGORITHMS, DEFAULT_TRT_VERSION
 
-DEFAULT_METHOD = "entropy2"
+#: The default where ranges are calibrated from data: measured per tensor at its consumer layer
+#: (:mod:`trtq.calib.auto`); held-out accuracy above entropy2 on 5 of 6 benchmark settings within
+#: 2x a plain run's time (BENCHMARKS.md, "auto becomes the default").
+DEFAULT_METHOD = "auto"
+#: The default of commands with histograms alone (``auto`` needs the model and the data).
+HISTOGRAM_DEFAULT_METHOD = "entropy2"
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,9 @@ class RangesSettings:
 class RangesArgs(ArgGroup):
     """``--cache`` and, as the command needs them: ``--method``/``--percentile`` (``calibrate``),
     ``--trt-version``/``--cache-algorithm`` (``cache_format``: commands that write a cache),
-    ``--num-bins`` (``num_bins``: commands that build histograms)."""
+    ``--num-bins`` (``num_bins``: commands that build histograms). ``histograms_only``: the
+    command has saved histograms, not the model and data: default :data:`HISTOGRAM_DEFAULT_METHOD`,
+    and a method that needs data (``auto``) is refused before any work."""
 
     def __init__(
         self,
@@ -57,12 +67,19 @@ class RangesArgs(ArgGroup):
         *,
         cache_required: bool = False,
         calibrate: bool = True,
-        method_help: str = "Without --cache: calibrate with this method (default entropy2).",
+        method_help: str = (
+            "Without --cache: calibrate with this method (default auto: per tensor, the candidate "
+            "threshold with the least measured error at its consumer layer; entropy2, minmax, "
+            "percentile, mse: from the histograms alone)."
+        ),
         cache_format: bool = False,
         num_bins: bool = False,
+        histograms_only: bool = False,
     ) -> None:
         self.cache_help, self.cache_required = cache_help, cache_required
         self.calibrate, self.method_help = calibrate, method_help
+        self.histograms_only = histograms_only
+        self.default_method = HISTOGRAM_DEFAULT_METHOD if histograms_only else DEFAULT_METHOD
         self.cache_format, self.num_bins = cache_format, num_bins
 
     @property
@@ -113,12 +130,21 @@ class RangesArgs(ArgGroup):
         cache = opts.get("cache") or resolve_path(config.get("cache"), config_path)
         if self.cache_required and not cache:
             raise InputError('no cache file given: pass --cache FILE (or set cache = "..." in [tool.trtq])')
-        method, params = DEFAULT_METHOD, {}
+        method, params = self.default_method, {}
         method_given = self.calibrate and setting(opts, config, "method") is not None
         if self.calibrate:
             from trtq.calib.methods import get_method
 
-            method = str(setting(opts, config, "method", DEFAULT_METHOD))
+            method = str(setting(opts, config, "method", self.default_method))
+            if self.histograms_only and get_method(method).needs_data:
+                from trtq.calib.methods.auto import NEEDS_DATA
+
+                if opts.get("method") is None:  # from the config file, which calib run shares
+                    raise InputError(
+                        f"[tool.trtq] method = '{method}' needs the model and the data, not histograms "
+                        "alone: pass --method entropy2 (or another histogram method) to this command"
+                    )
+                raise InputError(NEEDS_DATA)
             # the method's own parameters (e.g. percentile) from flags or config; unset ones keep its default
             params = {k: v for k in get_method(method).params if (v := setting(opts, config, k)) is not None}
         num_bins = setting(opts, config, "num_bins") if self.num_bins else None

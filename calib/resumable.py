@@ -6,7 +6,10 @@
 With ``resume=True`` it continues from the saved histograms: the samples they already hold are
 skipped, which is exact because histograms do not depend on batch order or batching
 (:mod:`trtq.calib.histogram`). Resuming needs the same files in the same order: the histograms
-record their source files, and a mismatch is an input error, never a silent double count.
+record their source files, and a mismatch is an input error, never a silent double count. With
+``auto`` (the default method) the resumed run is exact too: its measuring pass runs on the data's
+first samples, so the skipped batches up to ``auto_samples`` samples are kept for it
+(:func:`~trtq.calib.run.calibrate`'s ``skipped``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from trtq._core.errors import InputError, TrtqError
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.calib.cache import DEFAULT_TRT_VERSION, CalibrationCache, write_cache
 from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
+from trtq.calib.methods import get_method
 from trtq.calib.run import CalibrationResult, calibrate, histogram_path_for
 
 #: Batches between two histogram checkpoints.
@@ -70,7 +74,7 @@ def calibrate_dataset(
     cache_path: str | os.PathLike,
     *,
     batch_size: int,
-    method: str = "entropy2",
+    method: str = "auto",
     params: Mapping[str, object] | None = None,
     num_bins: int = DEFAULT_BINS,
     trt_version: str = DEFAULT_TRT_VERSION,
@@ -106,9 +110,12 @@ def calibrate_dataset(
 
     progress(0, total=len(dataset), description="calibrating")
     batches: Iterable[Mapping[str, Any]] = dataset.batches(batch_size, progress=progress)
+    skipped: list[Mapping[str, Any]] = []
     if skip:
         progress(0, description=f"skipping {skip * batch_size} samples already collected")
-        batches = itertools.islice(batches, skip, None)
+        batches = iter(batches)
+        skipped = list(itertools.islice(batches, min(skip, _measured_batches(method, params, batch_size))))
+        batches = itertools.islice(batches, skip - len(skipped), None)
     t0 = time.perf_counter()
     try:
         result = calibrate(
@@ -118,6 +125,7 @@ def calibrate_dataset(
             num_bins=num_bins,
             params=params,
             histograms=histograms,
+            skipped=skipped,
             threads=threads,
             on_batch=checkpoint,
             backend=backend,
@@ -130,3 +138,12 @@ def calibrate_dataset(
     write_cache(cache_path, cache)
     result.histograms.save(hist_path)
     return CalibrationRun(result, cache, cache_path, hist_path, skip * batch_size)
+
+
+def _measured_batches(method: str, params: Mapping[str, object] | None, batch_size: int) -> int:
+    """How many of the first batches a method measures on after the histograms (``auto``), else 0."""
+    if not get_method(method).needs_data:
+        return 0
+    from trtq.calib.auto import AutoSettings
+
+    return -(-AutoSettings.from_params(params or {}).samples // batch_size)

@@ -35,6 +35,9 @@ def compute_amax(
 ) -> dict[str, float]:
     """Thresholds (amax) for the tensors of ``histograms`` with the named method.
 
+    Histograms alone: the default is ``entropy2``, and a method that needs the model and the
+    data (``auto``) raises :class:`InputError` (:func:`calibrate` runs it).
+
     Tensors that never held a finite non-zero value get a tiny positive amax (see
     :data:`trtq.calib.methods.EMPTY_AMAX`). Tensors that held ±inf/NaN or mask fills get none
     (:func:`kept_float`). Methods run on a thread pool (their kernels release the GIL).
@@ -118,10 +121,11 @@ def calibrate(
     model: str | os.PathLike | onnx.ModelProto,
     batches: Iterable[Mapping[str, np.ndarray]],
     *,
-    method: str = "entropy2",
+    method: str = "auto",
     num_bins: int = DEFAULT_BINS,
     params: Mapping[str, object] | None = None,
     histograms: HistogramSet | None = None,
+    skipped: Iterable[Mapping[str, np.ndarray]] = (),
     threads: int | None = None,
     progress: ProgressFn = null_progress,
     on_batch: object = None,
@@ -130,13 +134,18 @@ def calibrate(
     """Calibrate ``model`` on ``batches`` (dicts of input name -> array, batch dim first).
 
     Args:
-        method: threshold method name (``entropy2`` | ``minmax`` | ``percentile`` | ``mse`` |
-            ``auto``). ``auto`` keeps the first ``auto_samples`` samples' batches in memory and,
-            after the histogram pass, runs them once more to measure every candidate threshold
-            at the consumer layers (:mod:`trtq.calib.auto`); the choices land in ``choices``.
+        method: threshold method name (``auto``, the default | ``entropy2`` | ``minmax`` |
+            ``percentile`` | ``mse``). ``auto`` keeps the first ``auto_samples`` samples' batches
+            in memory and, after the histogram pass, runs them once more to measure every
+            candidate threshold at the consumer layers (:mod:`trtq.calib.auto`; tensors without
+            one get the ``auto_fallback`` method's, entropy2 by default); the choices land in
+            ``choices``. Its cache header is ``EntropyCalibration2``'s.
         num_bins: histogram bins per tensor (even).
-        params: method parameters, e.g. ``{"percentile": 99.99}``.
+        params: method parameters, e.g. ``{"percentile": 99.99}``, ``{"auto_fallback": "mse"}``.
         histograms: an existing :class:`HistogramSet` to continue (resume / add more data).
+        skipped: the batches that ``histograms`` already holds and ``batches`` leaves out (a
+            resumed run's first ones), in the data's order: ``auto`` measures on the data's
+            first samples, which these are; other methods ignore them.
         threads: histogram threads (default: all cores).
         progress: advanced by the number of samples of each batch (callers that already
             report progress from their data loader pass ``null_progress``).
@@ -174,6 +183,12 @@ def calibrate(
         auto = AutoSettings.from_params(params)
     kept: list[Mapping[str, np.ndarray]] = []  # auto: the batches measured on after the histograms
     kept_samples = 0
+    if auto is not None:
+        for batch in skipped:
+            if kept_samples >= auto.samples:
+                break
+            kept.append(batch)
+            kept_samples += int(next(iter(batch.values())).shape[0]) if batch else 0
     start = time.perf_counter()
     n_batches = 0
     choices = None
@@ -223,7 +238,8 @@ def result_from_histograms(
     method: str = "entropy2",
     **params: object,
 ) -> CalibrationResult:
-    """Recompute thresholds from saved histograms, without running the model again."""
+    """Recompute thresholds from saved histograms, without running the model again (a histogram
+    method: ``entropy2`` by default; ``auto`` needs :func:`calibrate`)."""
     sites = (
         model_sites(model if isinstance(model, onnx.ModelProto) else load_onnx(model))
         if model

@@ -69,7 +69,7 @@ Examples:
 --precision both = fp16 and int8, each against FP32, in one pass over the data. fp8 / fp8+fp16:
 FP8 E4M3 Q/DQ where INT8 would be (scale = amax / 448, from the same ranges); compare its JSON with
 an int8 run's in one report (reports build int8.json fp8.json).
-Without --cache, INT8 ranges are calibrated on the same data first (--method, default entropy2).
+Without --cache, INT8 ranges are calibrated on the same data first (--method, default auto; FP8: minmax).
 --eval-data DIR: the whole comparison again on held-out data (same ranges and data flags).
 --pin-worst K --pins-out pins.json (with --mode layerwise): the K layers whose own error is largest
 (ranked by --metric) as a pins list; measured on PP-OCRv4 det as good per pinned layer as bisect's

@@ -108,9 +108,7 @@ BISECT_GROUPS = (
 PIN_GROUPS = (
     ModelArgs("precision pin model.onnx --pins pins.json -o pinned.onnx"),
     ReferenceArgs(),
-    RangesArgs(
-        method_help="Without a cache: calibrate on the data (default: as in pins.json, else entropy2)."
-    ),
+    RangesArgs(method_help="Without a cache: calibrate on the data (default: as in pins.json, else auto)."),
     RuntimeArgs(None, "ONNX Runtime threads."),
     OutputArgs("Pinned ONNX to write.", output_required="pinned.onnx"),
     MetricArgs(_METRIC_HELP + " Default: as in pins.json."),

@@ -14,7 +14,7 @@ from trtq.calib.methods import register_method
 
 NEEDS_DATA = (
     "method 'auto' measures each threshold on the model's layers over calibration data: it needs "
-    "the model and the data, not histograms alone; use `calib run --method auto`"
+    "the model and the data, not histograms alone; use `calib run` (auto is its default)"
 )
 
 
@@ -32,7 +32,7 @@ def auto_amax(
     auto_samples: int = 16,
     auto_grid: int = 0,
     auto_positions: int = 4096,
-    auto_fallback: str = "mse",
+    auto_fallback: str = "entropy2",
 ) -> float:
     """Parameters: samples measured on, grid points, positions per sample, fallback method."""
     raise InputError(NEEDS_DATA)

@@ -151,8 +151,10 @@ def test_auto_settings_and_errors():
         )
 
 
-def test_tensors_without_a_quantized_consumer_fall_back():
-    # x -> Relu -> r -> Conv: r is measured, x (read only by the Relu) falls back to mse.
+@pytest.mark.parametrize(("params", "fallback"), [({}, "entropy2"), ({"auto_fallback": "mse"}, "mse")])
+def test_tensors_without_a_quantized_consumer_fall_back(params, fallback):
+    # x -> Relu -> r -> Conv: r is measured, x (read only by the Relu) falls back to entropy2
+    # (the default) or the auto_fallback given.
     w = numpy_helper.from_array(
         np.random.default_rng(0).standard_normal((3, 2, 1, 1)).astype(np.float32), "W"
     )
@@ -165,10 +167,10 @@ def test_tensors_without_a_quantized_consumer_fall_back():
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     x = np.random.default_rng(1).standard_normal((4, 2, 4, 4)).astype(np.float32)
-    result = calibrate(model, [{"x": x}], method="auto", params={"auto_samples": 2})
+    result = calibrate(model, [{"x": x}], method="auto", params={"auto_samples": 2, **params})
     assert result.choices["x"]["candidate"] == "fallback"
-    assert result.amax["x"] == compute_amax(result.histograms, "mse")["x"]
-    assert result.choices["x"]["method"] == "mse"
+    assert result.amax["x"] == compute_amax(result.histograms, fallback)["x"]
+    assert result.choices["x"]["method"] == fallback
     assert result.choices["r"]["consumers"] == ["Conv_1:linear"]
     assert "y" not in find_consumers(model)
 
@@ -249,4 +251,4 @@ def test_calib_compute_refuses_auto_with_one_line(tmp_path):
         main, ["compute", str(tmp_path / "h.npz"), "--method", "auto", "--cache", str(tmp_path / "c")]
     )
     assert r.exit_code == 2, r.output
-    assert "calib run --method auto" in r.output and "Traceback" not in r.output
+    assert "use `calib run` (auto is its default)" in r.output and "Traceback" not in r.output

@@ -34,6 +34,7 @@ def _run_det(models, image_dir: Path, *args: str):
 
 @pytest.fixture(scope="module")
 def det_run(real_models, image_dir, tmp_path_factory):
+    """``calib run`` with the default method (auto) on 4 images."""
     out = tmp_path_factory.mktemp("det")
     cache = out / "det.cache"
     res = _run_det(
@@ -62,21 +63,32 @@ def test_det_cache_covers_every_float_tensor_with_finite_positive_scales(det_run
     assert (Path(str(cache) + ".hist.npz")).exists()
 
 
+def _entropy2_cache(cache: Path, tmp_path: Path) -> Path:
+    """The entropy2 cache of ``cache``'s saved histograms (``calib compute``'s default)."""
+    out = tmp_path / "e2_of_hist.cache"
+    r = _calib("compute", str(cache) + ".hist.npz", "--cache", str(out), "-q")
+    assert r.exit_code == 0, r.output
+    return out
+
+
 def test_second_run_and_shuffled_order_are_bit_identical(det_run, real_models, image_dir, tmp_path):
     _, cache = det_run
     again = tmp_path / "again.cache"
     shuffled = tmp_path / "shuffled.cache"
     assert _run_det(real_models, image_dir, "-q", "--limit", "4", "--cache", str(again)).exit_code == 0
     assert again.read_bytes() == cache.read_bytes()
-    # The same 4 images in another order: histograms are order-independent, so is the cache.
+    # The same 4 images in another order: histograms are order-independent, so is a histogram
+    # method's cache (auto measures on the first samples in data order, seeded by their index).
     files = sorted(p.name for p in image_dir.iterdir())[:4]
     sub = tmp_path / "sub"
     sub.mkdir()
     for f in files:
         shutil.copy(image_dir / f, sub / f)
-    shuffled_run = _run_det(real_models, sub, "-q", "--shuffle", "--seed", "7", "--cache", str(shuffled))
+    shuffled_run = _run_det(
+        real_models, sub, "-q", "--shuffle", "--seed", "7", "--method", "entropy2", "--cache", str(shuffled)
+    )
     assert shuffled_run.exit_code == 0
-    assert shuffled.read_bytes() == cache.read_bytes()
+    assert shuffled.read_bytes() == _entropy2_cache(cache, tmp_path).read_bytes()
 
 
 def test_shards_merge_and_resume_equal_one_run(det_run, real_models, image_dir, tmp_path):
@@ -94,6 +106,8 @@ def test_shards_merge_and_resume_equal_one_run(det_run, real_models, image_dir, 
             str(d),
             *DET_SHAPE,
             "-q",
+            "--method",
+            "entropy2",
             "--cache",
             str(tmp_path / f"s{k}.cache"),
         )
@@ -110,8 +124,9 @@ def test_shards_merge_and_resume_equal_one_run(det_run, real_models, image_dir, 
         "-q",
     )
     assert r.exit_code == 0, r.output
-    assert merged.read_bytes() == cache.read_bytes()
-    # resume: 2 images first, then continue to 4 with --resume
+    assert merged.read_bytes() == _entropy2_cache(cache, tmp_path).read_bytes()
+    # resume (default method auto): 2 images first, then continue to 4 with --resume; auto's
+    # measuring pass runs on the first images, which the resumed run skips for the histograms
     resumed = tmp_path / "resumed.cache"
     assert _run_det(real_models, image_dir, "-q", "--cache", str(resumed), "--limit", "2").exit_code == 0
     resume = _run_det(real_models, image_dir, "-q", "--cache", str(resumed), "--limit", "4", "--resume")
@@ -136,7 +151,7 @@ def test_compute_other_method_from_histograms_equals_running_it(det_run, real_mo
     d = _calib("diff", str(cache), str(direct), "--json", "-")
     diff = json.loads(d.output)
     assert diff["common"] == len(read_cache(cache).scales) and diff["only_a"] == [] and diff["only_b"] == []
-    # minmax never clips, so its amax is >= entropy2's for every tensor
+    # minmax never clips, so its amax is >= the default's (auto: a clipping candidate or max|x|) everywhere
     assert all(r["ratio"] >= 1 - 1e-6 for r in diff["tensors"])
 
 

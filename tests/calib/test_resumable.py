@@ -67,3 +67,16 @@ def test_resume_refuses_other_files_and_a_missing_checkpoint(real_models, image_
     hs.save(str(cache) + ".hist.npz")
     with pytest.raises(InputError, match="same data in the same order"):
         calibrate_dataset(model, _dataset(image_dir, 4), cache, batch_size=1, resume=True)
+
+
+def test_resume_with_nothing_new_still_measures_auto_on_the_first_samples(real_models, image_dir, tmp_path):
+    """Every sample is already in the histograms: the histogram pass has nothing to do, and auto
+    (the default) measures on the skipped first samples, giving the one-pass cache again."""
+    model = load_onnx(real_models["det"])
+    cache = tmp_path / "c.cache"
+    first = calibrate_dataset(model, _dataset(image_dir, 3), cache, batch_size=1)
+    assert first.result.method == "auto" and first.result.choices
+    before = cache.read_bytes()
+    again = calibrate_dataset(model, _dataset(image_dir, 3), cache, batch_size=1, resume=True)
+    assert again.resumed_samples == 3 and again.result.batches == 0
+    assert cache.read_bytes() == before

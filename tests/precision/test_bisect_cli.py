@@ -183,6 +183,25 @@ def test_pins_made_through_the_python_api_replay_in_precision_pin(tmp_path, outl
     assert check.emulated.metric == pytest.approx(summary["emulated_metric"], abs=1e-6)
 
 
+def test_bisect_without_cache_or_method_calibrates_with_auto(tmp_path, monkeypatch, outlier_scale_model):
+    """The default calibration method of bisect (no --cache, --method or config): auto, recorded
+    in pins.json so that pin replays it."""
+    from trtq.calib.run import calibrate
+
+    model, data, _ = _setup(tmp_path, outlier_scale_model)
+    monkeypatch.chdir(tmp_path)  # no trtq.toml here
+    pins = tmp_path / "p.json"
+    result = _invoke("bisect", model, "--data", data, "--batch-size", 16, "--precision", "int8", "-o", pins)
+    assert result.exit_code in (0, 1), result.output
+    settings = json.loads(pins.read_text())["settings"]
+    assert settings["calib_method"] == "auto"
+    batches = [{"x": np.load(p)} for p in sorted(data.glob("*.npy"))]
+    expected = calibrate(onnx.load(str(model)), batches, method="auto").amax
+    entropy2 = calibrate(onnx.load(str(model)), batches, method="entropy2").amax
+    assert settings["amax"] == pytest.approx({k: float(v) for k, v in expected.items()}, rel=1e-5)
+    assert settings["amax"] != pytest.approx({k: float(v) for k, v in entropy2.items()}, rel=1e-5)
+
+
 @pytest.mark.parametrize(("flags", "method"), [([], "minmax"), (["--method", "percentile"], "percentile")])
 def test_bisect_honours_the_config_method_and_the_flag_beats_it(
     tmp_path, monkeypatch, outlier_scale_model, flags, method

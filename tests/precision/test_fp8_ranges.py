@@ -32,7 +32,8 @@ def calibrated(tmp_path):
         x[0, 0, 0, 0] = 40.0 if i % 6 == 0 else x[0, 0, 0, 0]
         np.save(data / f"t{i}.npy", x)
     cache = tmp / "e2.cache"
-    assert _invoke(calib_main, "run", model, "--data", data, "--cache", cache, "-q").exit_code == 0
+    r = _invoke(calib_main, "run", model, "--data", data, "--cache", cache, "--method", "entropy2", "-q")
+    assert r.exit_code == 0, r.output
     return tmp, model, data, cache
 
 
