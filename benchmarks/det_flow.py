@@ -138,6 +138,64 @@ def greedy_pins(model, amax, pool, cal, ref_cal, k: int) -> list:
     return chosen + [lay for lay in pool if lay not in chosen]
 
 
+def graphwise_ranking(model, amax, layers, cal, *, gain: bool, threads=None) -> list:
+    """Layers worst first by the rel-l2 of their output tensor in the *graphwise* INT8 run on the
+    calibration images (everything quantized at once: errors of earlier layers included), or with
+    ``gain`` by how much the layer adds to it: its output's rel-l2 minus the largest rel-l2 of the
+    tensors it reads (0 for graph inputs). Intermediate tensors only, never the task output."""
+    from trtq.precision.compare import compare
+    from trtq.precision.emulate import EmulationConfig, folded
+    from trtq.precision.emulation_fusion import find_layers
+
+    run = compare(folded(model), cal, EmulationConfig("int8"), amax=amax, mode="graphwise", threads=threads)
+    err = {r.tensor: float(r.metrics["rel-l2"]) for r in run.layers}
+    fl = find_layers(folded(model))
+    inputs = {fl.node_names[f.head]: f.inputs for f in fl.layers}
+
+    def badness(lay) -> float:
+        out = max((err.get(t, 0.0) for t in lay.outputs), default=0.0)
+        if not gain:
+            return out
+        return out - max((err.get(t, 0.0) for t in inputs.get(lay.node, ())), default=0.0)
+
+    scores = [badness(lay) for lay in layers]
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    return [layers[i] for i in order]
+
+
+#: ``--residual-add``: the Q/DQ on an Add fused into a Conv layer (residual / FPN sums).
+RESIDUAL_ADD = ("quantize", "branch", "float")
+
+
+def patch_residual_add(mode: str) -> None:
+    """Measure a placement of the Add fused into a Conv layer by patching the emulation's rules
+    (export and ranking plan through them): ``quantize`` (as shipped: its outside input),
+    ``branch`` (only the input computed inside the layer, in FP32 before its Q/DQ, as for a
+    transformer's residual) or ``float`` (neither: the Add runs in float)."""
+    from trtq.precision import emulate
+
+    if mode == "quantize":
+        return
+    orig_branch, orig_wants = emulate._residual_branch, emulate._wants_int8
+
+    def conv_add(node, layer, anchor_op) -> bool:
+        return node.op_type == "Add" and not layer.kind and anchor_op in ("Conv", "ConvTranspose")
+
+    def branch(node, layer, activations, anchor_op):
+        if mode == "branch" and conv_add(node, layer, anchor_op):
+            acts = [t for t in node.input if t in activations]
+            inside = [t for t in acts if t in layer.internal]
+            return inside[0] if len(acts) == 2 and len(inside) == 1 else None
+        return orig_branch(node, layer, activations, anchor_op)
+
+    def wants(node, pos, layer, config, anchor_op, inside):
+        if conv_add(node, layer, anchor_op) and config.placement == "explicit":
+            return mode == "branch" and inside
+        return orig_wants(node, pos, layer, config, anchor_op, inside)
+
+    emulate._residual_branch, emulate._wants_int8 = branch, wants
+
+
 def main() -> None:
     import onnx
     from peer_modelopt import CALIBRATION_IMAGES, HELD_OUT_IMAGES
@@ -157,12 +215,18 @@ def main() -> None:
     ap.add_argument(
         "--ranking",
         default="layerwise",
-        choices=("layerwise", "output", "greedy", "suffix"),
+        choices=("layerwise", "output", "greedy", "suffix", "graphwise", "graphwise-gain"),
         help="order of the prefixes: layerwise error, or the output error of each layer alone in INT8",
     )
     ap.add_argument("--augment", default="none", choices=tuple(AUGMENT), help="calibration-set augmentation")
     ap.add_argument(
         "--bias-correction", action="store_true", help="precision export --bias-correction (1 pass)"
+    )
+    ap.add_argument(
+        "--residual-add", default="quantize", choices=RESIDUAL_ADD, help="Q/DQ of an Add fused into a Conv"
+    )
+    ap.add_argument(
+        "--auto-samples", type=int, default=0, help="auto's auto_samples (0: all calibration images)"
     )
     ap.add_argument("--max-evals", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
@@ -170,12 +234,13 @@ def main() -> None:
 
     from conftest import real_model_path
 
+    patch_residual_add(args.residual_add)
     model = onnx.load(str(real_model_path("det")))
     cal = _batches(CALIBRATION_IMAGES, args.det_size, args.augment)
     held = _batches(HELD_OUT_IMAGES, args.det_size)
     ref_cal, ref_held = _maps(model, cal), _maps(model, held)
     t0 = time.perf_counter()
-    params = {"auto_samples": len(cal)} if args.method == "auto" else {}  # auto measures on all of them
+    params = {"auto_samples": args.auto_samples or len(cal)} if args.method == "auto" else {}
     amax = calibrate(model, cal, method=args.method, params=params, threads=args.threads).amax
     print(f"calib {args.method}: {time.perf_counter() - t0:.1f} s", flush=True)
     if args.bias_correction:
@@ -199,6 +264,9 @@ def main() -> None:
     ).ranked
     if args.ranking == "output":
         ranked = output_ranking(model, amax, layers, cal, ref_cal)
+    elif args.ranking.startswith("graphwise"):
+        ranked = graphwise_ranking(model, amax, layers, cal, gain=args.ranking == "graphwise-gain",
+                                   threads=args.threads)  # fmt: skip
     elif args.ranking == "suffix":
         ranked = list(reversed(layers))  # the last layers first (the head before the sigmoid)
     elif args.ranking == "greedy":
@@ -223,7 +291,7 @@ def main() -> None:
 
     print(
         f"\nPP-OCRv4 det {args.det_size}x{args.det_size}, ranges: {args.method}, {len(cal)} calibration images"
-        f" (augment: {args.augment}); {n} layers"
+        f" (augment: {args.augment}); {n} layers; residual Add: {args.residual_add}; ranking: {args.ranking}"
         "\n\n| pins from | layers in FP32 | % of layers | evaluations | calibration IoU | held-out IoU"
         " | held-out cosine | search s |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     )
