@@ -148,7 +148,7 @@ def graphwise_ranking(model, amax, layers, cal, *, gain: bool, threads=None) -> 
     from trtq.precision.emulation_fusion import find_layers
 
     run = compare(folded(model), cal, EmulationConfig("int8"), amax=amax, mode="graphwise", threads=threads)
-    err = {r.tensor: float(r.metrics["rel-l2"]) for r in run.layers}
+    err = {r.tensor: float(r.metrics["rel_l2"]) for r in run.layers}
     fl = find_layers(folded(model))
     inputs = {fl.node_names[f.head]: f.inputs for f in fl.layers}
 
@@ -159,6 +159,61 @@ def graphwise_ranking(model, amax, layers, cal, *, gain: bool, threads=None) -> 
         return out - max((err.get(t, 0.0) for t in inputs.get(lay.node, ())), default=0.0)
 
     scores = [badness(lay) for lay in layers]
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    return [layers[i] for i in order]
+
+
+def insitu_ranking(model, amax, layers, cal) -> list:
+    """Layers worst first by their own INT8 error *in place*: in the graphwise INT8 run on the
+    calibration images, each INT8 layer's output against an FP32 copy of that layer fed the same
+    (already quantized upstream) inputs, ||int8 - fp32 copy|| / ||fp32 copy|| pooled over the
+    images. Like the layerwise error, but on the input distribution the deployed model sees."""
+    import onnx
+    import onnxruntime as ort
+
+    from trtq.precision.emulate import EmulationConfig, apply_plan, folded, plan_emulation
+
+    plan = plan_emulation(folded(model), EmulationConfig("int8"), amax)
+    emu = apply_plan(plan)
+    have = {i.name for i in emu.graph.initializer}
+    originals = {i.name: i for i in plan.model.graph.initializer}
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for lp in plan.layers:
+        if not lp.int8:
+            continue
+        sfx = f"__fp32copy{lp.layer.id}"
+        for idx in lp.layer.nodes:
+            node = onnx.NodeProto()
+            node.CopyFrom(plan.model.graph.node[idx])
+            node.name += sfx
+            for pos, t in enumerate(node.input):
+                if t in lp.layer.internal:
+                    node.input[pos] = t + sfx
+                elif t in originals and t not in have:
+                    emu.graph.initializer.append(originals[t])
+                    have.add(t)
+            for j, o in enumerate(node.output):
+                if o:
+                    node.output[j] = o + sfx
+            emu.graph.node.append(node)
+        pairs[plan.graph.node_names[lp.layer.head]] = [(o, o + sfx) for o in lp.layer.outputs]
+    fetch = sorted({n for v in pairs.values() for pair in v for n in pair})
+    outs = {o.name for o in emu.graph.output}
+    emu.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in fetch if n not in outs)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(emu.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    num: dict[str, float] = dict.fromkeys(fetch, 0.0)
+    den: dict[str, float] = dict.fromkeys(fetch, 0.0)
+    for b in cal:
+        got = dict(zip(fetch, sess.run(fetch, b), strict=True))
+        for v in pairs.values():
+            for o, c in v:
+                num[o] += float(np.sum((got[o].astype(np.float64) - got[c]) ** 2))
+                den[o] += float(np.sum(got[c].astype(np.float64) ** 2))
+    err = {node: max(np.sqrt(num[o] / den[o]) if den[o] else 0.0 for o, _ in v) for node, v in pairs.items()}
+    scores = [err.get(lay.node, -1.0) for lay in layers]
     order = np.argsort(-np.asarray(scores), kind="stable")
     return [layers[i] for i in order]
 
@@ -215,7 +270,7 @@ def main() -> None:
     ap.add_argument(
         "--ranking",
         default="layerwise",
-        choices=("layerwise", "output", "greedy", "suffix", "graphwise", "graphwise-gain"),
+        choices=("layerwise", "output", "greedy", "suffix", "graphwise", "graphwise-gain", "insitu"),
         help="order of the prefixes: layerwise error, or the output error of each layer alone in INT8",
     )
     ap.add_argument("--augment", default="none", choices=tuple(AUGMENT), help="calibration-set augmentation")
@@ -267,12 +322,18 @@ def main() -> None:
     elif args.ranking.startswith("graphwise"):
         ranked = graphwise_ranking(model, amax, layers, cal, gain=args.ranking == "graphwise-gain",
                                    threads=args.threads)  # fmt: skip
+    elif args.ranking == "insitu":
+        ranked = insitu_ranking(model, amax, layers, cal)
     elif args.ranking == "suffix":
         ranked = list(reversed(layers))  # the last layers first (the head before the sigmoid)
     elif args.ranking == "greedy":
         k_max = max(int(v) for v in args.prefixes.split(",") if v)
         ranked = greedy_pins(model, amax, ranked[: 3 * k_max], cal, ref_cal, k_max)
     t_rank = time.perf_counter() - t0
+    k_top = max((int(v) for v in args.prefixes.split(",") if v), default=0)
+    print(
+        f"{args.ranking} ranking, first {k_top}: {', '.join(lay.node for lay in ranked[:k_top])}", flush=True
+    )
     for k in (int(v) for v in args.prefixes.split(",") if v):
         pins = ranked[:k]
         row(
