@@ -22,6 +22,11 @@ held-out images: IoU of the text map binarised at 0.3, pooled over the images (i
 and unions summed, what ``--metric mask-iou`` computes), and the cosine of all maps together.
 ``layers``: the fused layers of the emulation (what bisect pins and TensorRT would build).
 
+Levers (each off by default; BENCHMARKS.md, "Levers for the det target"): ``--residual-add``
+(the Q/DQ of an Add fused into a Conv layer, patched into the emulation's rules),
+``--ranking graphwise|graphwise-gain|insitu`` (sensitivities that see earlier layers' errors),
+``--auto-samples`` (how many calibration images auto measures on).
+
     nice python benchmarks/det_flow.py --det-size 320
     nice python benchmarks/det_flow.py --det-size 640 --thresholds 0.95,0.97 --prefixes 0,4,8
 """
