@@ -25,7 +25,8 @@ and unions summed, what ``--metric mask-iou`` computes), and the cosine of all m
 Levers (each off by default; BENCHMARKS.md, "Levers for the det target"): ``--residual-add``
 (the Q/DQ of an Add fused into a Conv layer, patched into the emulation's rules),
 ``--ranking graphwise|graphwise-gain|insitu`` (sensitivities that see earlier layers' errors),
-``--auto-samples`` (how many calibration images auto measures on).
+``--auto-samples`` (how many calibration images auto measures on), ``--auto-fallback`` (the figures
+in BENCHMARKS.md's det sections before auto became the default were measured with ``mse``).
 
     nice python benchmarks/det_flow.py --det-size 320
     nice python benchmarks/det_flow.py --det-size 640 --thresholds 0.95,0.97 --prefixes 0,4,8
@@ -288,6 +289,9 @@ def main() -> None:
     ap.add_argument(
         "--auto-samples", type=int, default=0, help="auto's auto_samples (0: all calibration images)"
     )
+    ap.add_argument(
+        "--auto-fallback", default="", help="auto's auto_fallback (default: the library's, entropy2)"
+    )
     ap.add_argument("--max-evals", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -301,6 +305,8 @@ def main() -> None:
     ref_cal, ref_held = _maps(model, cal), _maps(model, held)
     t0 = time.perf_counter()
     params = {"auto_samples": args.auto_samples or len(cal)} if args.method == "auto" else {}
+    if args.method == "auto" and args.auto_fallback:
+        params["auto_fallback"] = args.auto_fallback
     amax = calibrate(model, cal, method=args.method, params=params, threads=args.threads).amax
     print(f"calib {args.method}: {time.perf_counter() - t0:.1f} s", flush=True)
     if args.bias_correction:
