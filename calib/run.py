@@ -52,7 +52,8 @@ def compute_amax(
         h = histograms[name]
         return m.amax(h.counts, h.edges, max_abs=h.max_abs, **params)
 
-    names = [n for n in histograms.names if n not in set(kept_float(histograms))]
+    floats = set(kept_float(histograms))
+    names = [n for n in histograms.names if n not in floats]
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
         values = list(pool.map(one, names))
     return dict(zip(names, values, strict=True))
