@@ -154,6 +154,7 @@ def build_one(result: dict[str, Any]) -> dict[str, Any]:
         "backend": str(result.get("backend") or ""),
         "precision": str(settings.get("precision") or ""),
         "strategy": str(settings.get("strategy") or ""),
+        "mha": str(settings.get("mha") or ""),
         "metric": metric,
         "metric_label": label,
         "threshold": "—" if math.isnan(threshold) else f"{threshold:g}",

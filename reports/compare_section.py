@@ -125,6 +125,8 @@ def _held_out(results: list[dict[str, Any]], task_key: str | None) -> list[dict[
         path = str((held.get("data") or {}).get("path") or "")
         for run in held.get("runs") or []:
             label = " ".join(str(run.get(k)) for k in ("precision", "mode", "placement") if run.get(k))
+            if run.get("mha") and run.get("mha") != "fp16":
+                label += f" mha {run['mha']}"
             for out in run.get("outputs") or []:
                 rows.append(dict(_output_row(label, out, task_key), data=path))
     return rows

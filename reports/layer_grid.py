@@ -115,11 +115,17 @@ class LayerGrid:
 
 
 def run_label(run: dict[str, Any]) -> str:
-    """Short column label: ``FP16``, ``INT8 implicit``, ``INT8 explicit + 4 pins``, ``… layerwise``."""
+    """Short column label: ``FP16``, ``INT8 implicit``, ``INT8 explicit + 4 pins``, ``… layerwise``.
+
+    A quantized run with the attention products quantized (``--mha int8``; ``fp16`` is the default
+    and is not shown) gets `` · MHA INT8``.
+    """
     precision = str(run.get("precision") or "?")
     label = _PRECISION_LABEL.get(precision, precision.upper())
     if run.get("placement") and ("int8" in precision or "fp8" in precision):
         label += f" {run['placement']}"
+    if run.get("mha") and run.get("mha") != "fp16":
+        label += f" · MHA {str(run['mha']).upper()}"
     if run.get("mode") == "layerwise":
         label += " · layerwise"
     pins = run.get("pins") or []

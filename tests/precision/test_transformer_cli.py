@@ -89,3 +89,28 @@ def test_unknown_mha_is_rejected_by_click(block_workspace):
     _tmp, model, _data, cache = block_workspace
     res = _invoke("export", model, "--int8", "--cache", cache, "--mha", "fp8", "-o", "x.onnx")
     assert res.exit_code == 2 and "fp8" in res.output
+
+
+def test_report_names_the_mha_choice(block_workspace):
+    """The HTML report tells an ``--mha int8`` run from the default one (compare and bisect)."""
+    from trtq.reports.cli import main as reports_main
+
+    tmp, model, data, cache = block_workspace
+    docs = []
+    for mha in ("fp16", "int8"):
+        out = tmp / f"cmp-{mha}.json"
+        res = _invoke("compare", model, "--data", data, "--cache", cache, "--precision", "int8", "--mha", mha,
+                      "--json", out)  # fmt: skip
+        assert res.exit_code == 0, res.output
+        docs.append(out)
+    pins = tmp / "pins-report.json"
+    res = _invoke("bisect", model, "--data", data, "--cache", cache, "--precision", "int8", "--mha", "int8",
+                  "--threshold", "0.9999", "-o", pins)  # fmt: skip
+    assert res.exit_code in (0, 1), res.output
+    html = tmp / "r.html"
+    res = CliRunner().invoke(reports_main, ["build", *map(str, docs), str(pins), "-o", str(html)])
+    assert res.exit_code == 0, res.output
+    text = html.read_text()
+    assert "MHA INT8" in text  # the int8 run's column label
+    assert "attention products INT8" in text  # the bisect section's settings line
+    assert text.count("MHA INT8") < text.count("INT8 explicit")  # the fp16 run is labelled without it
