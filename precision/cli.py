@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -266,23 +267,8 @@ def _compare(opts: dict[str, Any]) -> None:
     if is_qdq_model(proto):
         if worst:
             raise InputError("--pin-worst ranks the layers of a float model; for a Q/DQ model use bisect")
-        return _compare_qdq(
-            opts,
-            proto,
-            model,
-            reference,
-            runtime,
-            out,
-            metric_name,
-            task,
-            dataset,
-            batch_size,
-            held,
-            eval_data,
-            data,
-            quiet,
-            criterion if task else None,
-        )
+        inputs = _CompareInputs(dataset, batch_size, held, data, eval_data, metric_name, task, quiet)
+        return _compare_qdq(opts, proto, model, reference, runtime, out, inputs, criterion if task else None)
     if reference.path:
         raise InputError(
             f"--reference is for Q/DQ models: {model.path} has no QuantizeLinear/DequantizeLinear"
@@ -405,27 +391,27 @@ def _write_worst_pins(runs, k: int, path: str, metric: str, quiet: bool) -> None
         click.echo(f"wrote {len(nodes)} pins (the worst layers by {metric}, layerwise) to {path}", err=True)
 
 
-def _compare_qdq(
-    opts,
-    proto,
-    model,
-    reference,
-    runtime,
-    out,
-    metric_name,
-    task,
-    dataset,
-    batch_size,
-    held,
-    eval_data,
-    data,
-    quiet,
-    criterion,
-) -> None:
+@dataclass(frozen=True)
+class _CompareInputs:
+    """What ``precision compare`` resolved before choosing the float or the Q/DQ path."""
+
+    dataset: Any  # the --data dataset (trtq.datasets)
+    batch_size: int
+    held: Any  # the --eval-data dataset, or None
+    data: Any  # DataArgs settings of --data
+    eval_data: Any  # EvalDataArgs settings, or None
+    metric_name: str
+    task: dict[str, Any] | None  # the task metric block of the document, or None
+    quiet: bool
+
+
+def _compare_qdq(opts, proto, model, reference, runtime, out, inputs: _CompareInputs, criterion) -> None:
     """``precision compare`` of a Q/DQ model against its float original (see qdq_model)."""
     from trtq._core.onnx_model import model_summary
     from trtq.precision.compare import CompareHeldOut, CompareResult
     from trtq.precision.qdq_model import compare_qdq
+
+    dataset, batch_size, held, quiet = inputs.dataset, inputs.batch_size, inputs.held, inputs.quiet
 
     ref = _reference_model(proto, reference, quiet)
     acc = criterion.accumulator if criterion is not None else None
@@ -446,16 +432,16 @@ def _compare_qdq(
             proto, ref, held.batches(batch_size), threads=runtime.threads, output_accumulator=acc
         )
         held_out = CompareHeldOut(
-            held.stats.to_dict(eval_data.data), [held_run], round(time.perf_counter() - t1, 3)
+            held.stats.to_dict(inputs.eval_data.data), [held_run], round(time.perf_counter() - t1, 3)
         )
     result = CompareResult(
         model_summary(proto, model.path, shapes={i.name: i.shape for i in dataset.inputs}),
-        dataset.stats.to_dict(data.data),
+        dataset.stats.to_dict(inputs.data.data),
         "onnxruntime (Q/DQ model)",
         [run],
         [],
         round(elapsed, 3),
-        task_metric=task,
+        task_metric=inputs.task,
         held_out=held_out,
     )
     doc = to_jsonable(result.to_dict(created_by="precision compare"))
@@ -470,7 +456,7 @@ def _compare_qdq(
 
         write_report(out.report, [doc])
     if not quiet:
-        _print_tables(result, opts["top"], metric_name)
+        _print_tables(result, opts["top"], inputs.metric_name)
 
 
 def _fmt(value: float, key: str) -> str:
