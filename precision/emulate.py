@@ -369,8 +369,8 @@ _FIRST_RANK = frozenset(
 def _ranks(model: onnx.ModelProto) -> dict[str, int]:
     """Rank of every tensor ONNX shape inference types, plus those it leaves unranked (after a
     Reshape to a computed shape, say) that follow from their producer alone: Transpose (its
-    ``perm``), Squeeze/Unsqueeze (their axes), MatMul and the broadcasting point-wise ops (the
-    largest input rank), a Reshape to a constant shape."""
+    ``perm``), Squeeze/Unsqueeze (their axes), MatMul of operands of rank >= 2 and the
+    broadcasting point-wise ops (the largest input rank), a Reshape to a constant shape."""
     from trtq._core.onnx_model import constant_tensors, tensor_ranks
 
     rank = tensor_ranks(model)
@@ -396,8 +396,8 @@ def _ranks(model: onnx.ModelProto) -> dict[str, int]:
             r = int(values[ins[1]].size)
         elif op in _FIRST_RANK and known:
             r = known[0]
-        elif op in _BROADCAST and known and None not in known:
-            r = max(k for k in known if k is not None)
+        elif op in _BROADCAST and known and None not in known and (op != "MatMul" or min(known) >= 2):
+            r = max(k for k in known if k is not None)  # a 1-D MatMul operand drops a dimension
         if r is not None and node.output[0] not in consts:
             rank[node.output[0]] = r
     return rank
