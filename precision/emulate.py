@@ -305,9 +305,102 @@ def at_least_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     except Exception as exc:
         raise InputError(f"cannot raise the model from opset {current} to {opset} for Q/DQ: {exc}") from exc
     out = keep_metadata(converted, model)
+    if current < 13 <= opset:
+        _unwrap_last_axis_softmax(out, model)
     if opset >= FP8_OPSET:  # FLOAT8 tensors need IR version 9
         out.ir_version = max(out.ir_version, 9)
     return out
+
+
+_SOFTMAX_OPS = ("Softmax", "LogSoftmax", "Hardmax")
+
+
+def _unwrap_last_axis_softmax(converted: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Undo, in place, the version converter's wrapper around a last-axis Softmax raised to opset 13.
+
+    Opset 13 changed Softmax/LogSoftmax/Hardmax from "flatten to 2-D at ``axis``" to "along
+    ``axis``", so the converter rewrites every one as ``Shape``, ``Flatten(axis)``, the op on the
+    last axis, ``Reshape`` back. For the last axis both meanings are the same computation, and the
+    wrapper hides the op from the transformer patterns (an attention block ``MatMul -> Softmax ->
+    MatMul`` is no longer one): collapse it to the single op on the original tensors.
+    """
+    last: dict[str, str] = {}  # the op's output -> its input, for the original last-axis ops
+    rank = _ranks(original)
+    for node in original.graph.node:
+        if node.op_type in _SOFTMAX_OPS and len(node.output) == 1:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            r = rank.get(node.input[0])
+            if axis == -1 or (r is not None and axis % r == r - 1):
+                last[node.output[0]] = node.input[0]
+    if not last:
+        return
+    graph = converted.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+    drop: set[int] = set()
+    for reshape in graph.node:
+        src = last.get(reshape.output[0]) if reshape.op_type == "Reshape" and reshape.output else None
+        op = producer.get(reshape.input[0]) if src is not None else None
+        flat = producer.get(op.input[0]) if op is not None and op.op_type in _SOFTMAX_OPS else None
+        shape = producer.get(reshape.input[1]) if len(reshape.input) > 1 else None
+        if flat is None or flat.op_type != "Flatten" or list(flat.input) != [src]:
+            continue
+        if readers.get(op.output[0]) != 1 or readers.get(flat.output[0]) != 1:
+            continue
+        op.input[0], op.output[0] = src, reshape.output[0]
+        drop |= {id(flat), id(reshape)}
+        if shape is not None and shape.op_type == "Shape" and readers.get(shape.output[0]) == 1:
+            drop.add(id(shape))
+    kept = [n for n in graph.node if id(n) not in drop]
+    del graph.node[:]
+    graph.node.extend(kept)
+
+
+_BROADCAST = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where", "MatMul", "PRelu"})
+_FIRST_RANK = frozenset(
+    {"Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Erf", "Sqrt", "Clip", "Cast", "Identity",
+     "Slice", "Softmax", "LogSoftmax", "Hardmax", "LeakyRelu", "BatchNormalization", "Neg", "Abs", "Exp"}
+)  # fmt: skip
+
+
+def _ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Rank of every tensor ONNX shape inference types, plus those it leaves unranked (after a
+    Reshape to a computed shape, say) that follow from their producer alone: Transpose (its
+    ``perm``), Squeeze/Unsqueeze (their axes), MatMul of operands of rank >= 2 and the
+    broadcasting point-wise ops (the largest input rank), a Reshape to a constant shape."""
+    from trtq._core.onnx_model import constant_tensors, tensor_ranks
+
+    rank = tensor_ranks(model)
+    consts = constant_tensors(model.graph)
+    values = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if not node.output or node.output[0] in rank:
+            continue
+        op, ins = node.op_type, list(node.input)
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        known = [rank.get(i, values[i].ndim if i in values else None) for i in ins if i]
+        axes = attrs.get("axes")
+        if axes is None and len(ins) > 1 and ins[1] in values:
+            axes = values[ins[1]].reshape(-1).tolist()
+        r = None
+        if op == "Transpose" and "perm" in attrs:
+            r = len(attrs["perm"])
+        elif op == "Squeeze" and axes is not None and known and known[0] is not None:
+            r = known[0] - len(axes)
+        elif op == "Unsqueeze" and axes is not None and known and known[0] is not None:
+            r = known[0] + len(axes)
+        elif op == "Reshape" and len(ins) > 1 and ins[1] in values:
+            r = int(values[ins[1]].size)
+        elif op in _FIRST_RANK and known:
+            r = known[0]
+        elif op in _BROADCAST and known and None not in known and (op != "MatMul" or min(known) >= 2):
+            r = max(k for k in known if k is not None)  # a 1-D MatMul operand drops a dimension
+        if r is not None and node.output[0] not in consts:
+            rank[node.output[0]] = r
+    return rank
 
 
 def _residual_branch(
