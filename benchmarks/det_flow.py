@@ -27,11 +27,13 @@ calibration): ``flip-crop`` adds each photo's mirror image and centre half, ``-q
 quadrants; ``text`` adds a copy of each photo with synthetic printed text drawn on it
 (:func:`draw_text`: ``cv2.putText``, seeded by file name, so every run draws the same),
 ``text-x2`` two such copies, ``flip-crop-text`` the flip-crop set plus one text copy,
-``flip-crop-text-all`` text drawn on the photo, its mirror and its centre half as well. The run
+``flip-crop-text-all`` text drawn on the photo, its mirror and its centre half as well,
+``flip-crop-soft-all`` the same with smaller, paler text (``TEXT_KINDS``). The run
 prints the share of pixels where FP32's text map is above 0.3 on each kind of calibration image
 (does the detector see the drawn text?); ``--per-image`` prints each held-out image's IoU per row.
 ``--rank-augment A``: the ranking (layerwise, graphwise, insitu) runs on augmentation ``A`` of
-the calibration photos, the ranges still come from ``--augment``'s set.
+the calibration photos, the ranges still come from ``--augment``'s set. ``--pin-order N1,N2,..``:
+these layers (head node names) come first in the ranking, e.g. the head of another run's.
 
 Levers (each off by default; BENCHMARKS.md, "Levers for the det target"): ``--residual-add``
 (the Q/DQ of an Add fused into a Conv layer, patched into the emulation's rules),
@@ -76,7 +78,12 @@ AUGMENT = {
     "text-x2": ("o", "text", "text-b"),
     "flip-crop-text": ("o", "flip", "centre", "text"),
     "flip-crop-text-all": ("o", "flip", "centre", "text", "flip+text", "centre+text"),
+    "flip-crop-soft-all": ("o", "flip", "centre", "soft", "flip+soft", "centre+soft"),
 }
+
+#: :func:`draw_text`'s settings per kind of text copy: ``soft`` is smaller (capitals at most
+#: 24 px) and paler (contrast 0.5) than ``text``.
+TEXT_KINDS = {"text": {}, "text-b": {}, "soft": {"max_size": 24.0, "contrast": 0.5}}
 
 #: Words for :func:`draw_text` (besides random letter strings and numbers).
 _WORDS = (
@@ -137,23 +144,30 @@ def _text_block(rng: np.random.Generator, size: float, max_w: int, lines: int, p
     return ink
 
 
-def draw_text(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def draw_text(
+    img: np.ndarray, rng: np.random.Generator, *, max_size: float = 60.0, contrast: float = 1.0
+) -> np.ndarray:
     """A copy of ``img`` (uint8 H x W x 3, BGR, at the model's input size: sizes are in pixels
     of it) with synthetic printed text drawn on it, OpenCV only (``cv2.putText`` with the
-    ``FONT_HERSHEY_*`` faces, which OpenCV 5 draws as sans-serif outline fonts, regular and bold;
-    OpenCV 4 as Hershey stroke fonts), deterministic for a given ``rng`` state: one sheet of white paper-like panel with 4-12 lines
-    of small dark text (capitals 8-20 px) and 3-6 blocks of 1-3 lines with capitals 8-60 px
-    (log-uniform), each dark on a light panel, light on a dark panel, or straight on the photo
-    in black or white, whichever contrasts with the photo there. A quarter of the blocks are
-    rotated by 2-12 degrees either way (``cv2.warpAffine``). Panels are solid, with a random grey
-    level; text is anti-aliased. For calibrating a text detector on photos that hold no text."""
+    ``FONT_HERSHEY_*`` faces, which OpenCV 5 draws as sans-serif outline fonts, regular and
+    bold; OpenCV 4 as Hershey stroke fonts), deterministic for a given ``rng`` state.
+
+    One white paper-like panel with 4-12 lines of small dark text (capitals 8-20 px) and 3-6
+    blocks of 1-3 lines with capitals 8 to ``max_size`` px (log-uniform), each dark on a light
+    panel, light on a dark panel, or straight on the photo in black or white, whichever contrasts
+    with the photo there. A quarter of the blocks are rotated by 2-12 degrees either way
+    (``cv2.warpAffine``). Panels are solid, with a random grey level; text is anti-aliased.
+    ``contrast`` < 1 pulls the panel and text grey levels towards mid-grey (128) by that factor.
+    For calibrating a text detector on photos that hold no text."""
     out = img.copy()
     h, w = out.shape[:2]
     taken = np.zeros((h, w), bool)
     blocks = [("paper", float(rng.uniform(8, 20)), int(rng.integers(4, 13)))]
     for _ in range(int(rng.integers(3, 7))):
         style = str(rng.choice(["dark-on-light", "light-on-dark", "on-photo"]))
-        blocks.append((style, float(np.exp(rng.uniform(np.log(8), np.log(60)))), int(rng.integers(1, 4))))
+        blocks.append(
+            (style, float(np.exp(rng.uniform(np.log(8), np.log(max_size)))), int(rng.integers(1, 4)))
+        )
     for style, size, lines in blocks:
         pad = int(round(size * rng.uniform(0.4, 1.2))) if style != "on-photo" else 2
         max_w = int(w * (rng.uniform(0.35, 0.7) if style == "paper" else rng.uniform(0.2, 0.9)))
@@ -182,6 +196,8 @@ def draw_text(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             panel, fg = float(rng.uniform(0, 90)), float(rng.uniform(190, 255))
         else:
             panel, fg = None, 0.0 if out[y : y + bh, x : x + bw].mean() > 127 else 255.0
+        fg = 128 + (fg - 128) * contrast
+        panel = None if panel is None else 128 + (panel - 128) * contrast
         cover = ink  # what hides the photo: the panel, or the ink alone
         if panel is not None:
             cover = np.zeros((bh, bw), np.uint8)
@@ -228,9 +244,10 @@ def _batches(files: list[str], size: int, augment: str = "none") -> list[dict[st
         img = cv2.imread(str(src / f), cv2.IMREAD_COLOR)
         for kind in AUGMENT[augment]:
             x = np.ascontiguousarray(_variant(img, kind))
-            if "text" in kind:  # drawn at the input size, so that text sizes are model pixels
-                x = draw_text(RESIZERS[spec.resize](x, size, size, spec), np.random.default_rng(
-                    zlib.crc32(f"{f}/{kind}".encode())))  # fmt: skip
+            text = TEXT_KINDS.get(kind.split("+")[-1])
+            if text is not None:  # drawn at the input size, so that text sizes are model pixels
+                rng = np.random.default_rng(zlib.crc32(f"{f}/{kind}".encode()))
+                x = draw_text(RESIZERS[spec.resize](x, size, size, spec), rng, **text)
             out.append({"x": to_sample(x, size, size, "NCHW", np.float32, spec)[None]})
     return out
 
@@ -435,6 +452,11 @@ def main() -> None:
         help="rank on this augmentation of the calibration photos instead (ranges still from --augment)",
     )
     ap.add_argument(
+        "--pin-order",
+        default="",
+        help="layers (head node names, comma-separated) pinned first, in this order, before the ranking's",
+    )
+    ap.add_argument(
         "--bias-correction", action="store_true", help="precision export --bias-correction (1 pass)"
     )
     ap.add_argument(
@@ -512,6 +534,9 @@ def main() -> None:
     elif args.ranking == "greedy":
         k_max = max(int(v) for v in args.prefixes.split(",") if v)
         ranked = greedy_pins(model, amax, ranked[: 3 * k_max], cal, ref_cal, k_max)
+    if args.pin_order:  # these layers first, in this order, then the ranking's
+        first = [next(lay for lay in layers if lay.node == n) for n in args.pin_order.split(",")]
+        ranked = first + [lay for lay in ranked if lay not in first]
     t_rank = time.perf_counter() - t0
     k_top = max((int(v) for v in args.prefixes.split(",") if v), default=0)
     print(
