@@ -34,6 +34,7 @@ prints the share of pixels where FP32's text map is above 0.3 on each kind of ca
 ``--rank-augment A``: the ranking (layerwise, graphwise, insitu) runs on augmentation ``A`` of
 the calibration photos, the ranges still come from ``--augment``'s set. ``--pin-order N1,N2,..``:
 these layers (head node names) come first in the ranking, e.g. the head of another run's.
+``--no-text F1,F2``: these calibration photos get no text copies.
 
 Levers (each off by default; BENCHMARKS.md, "Levers for the det target"): ``--residual-add``
 (the Q/DQ of an Add fused into a Conv layer, patched into the emulation's rules),
@@ -231,7 +232,15 @@ def _variant(img: np.ndarray, kind: str) -> np.ndarray:
     return img
 
 
-def _batches(files: list[str], size: int, augment: str = "none") -> list[dict[str, np.ndarray]]:
+def _images(files: list[str], augment: str, no_text: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """(file, kind) of every image of the set; no text copies of the photos in ``no_text``."""
+    kinds = AUGMENT[augment]
+    return [(f, k) for f in files for k in kinds if f not in no_text or k.split("+")[-1] not in TEXT_KINDS]
+
+
+def _batches(
+    files: list[str], size: int, augment: str = "none", no_text: frozenset[str] = frozenset()
+) -> list[dict[str, np.ndarray]]:
     import skimage
 
     from trtq.datasets.preprocess import PRESETS, PreprocessSpec, to_sample
@@ -239,16 +248,15 @@ def _batches(files: list[str], size: int, augment: str = "none") -> list[dict[st
 
     spec = PreprocessSpec(**PRESETS["paddleocr"].fields)
     src = Path(skimage.__file__).parent / "data"
-    out = []
-    for f in files:
-        img = cv2.imread(str(src / f), cv2.IMREAD_COLOR)
-        for kind in AUGMENT[augment]:
-            x = np.ascontiguousarray(_variant(img, kind))
-            text = TEXT_KINDS.get(kind.split("+")[-1])
-            if text is not None:  # drawn at the input size, so that text sizes are model pixels
-                rng = np.random.default_rng(zlib.crc32(f"{f}/{kind}".encode()))
-                x = draw_text(RESIZERS[spec.resize](x, size, size, spec), rng, **text)
-            out.append({"x": to_sample(x, size, size, "NCHW", np.float32, spec)[None]})
+    out, images = [], {}
+    for f, kind in _images(files, augment, no_text):
+        img = images.setdefault(f, cv2.imread(str(src / f), cv2.IMREAD_COLOR))
+        x = np.ascontiguousarray(_variant(img, kind))
+        text = TEXT_KINDS.get(kind.split("+")[-1])
+        if text is not None:  # drawn at the input size, so that text sizes are model pixels
+            rng = np.random.default_rng(zlib.crc32(f"{f}/{kind}".encode()))
+            x = draw_text(RESIZERS[spec.resize](x, size, size, spec), rng, **text)
+        out.append({"x": to_sample(x, size, size, "NCHW", np.float32, spec)[None]})
     return out
 
 
@@ -452,6 +460,9 @@ def main() -> None:
         help="rank on this augmentation of the calibration photos instead (ranges still from --augment)",
     )
     ap.add_argument(
+        "--no-text", default="", help="calibration photos (file names, comma-separated) given no text copies"
+    )
+    ap.add_argument(
         "--pin-order",
         default="",
         help="layers (head node names, comma-separated) pinned first, in this order, before the ranking's",
@@ -477,10 +488,11 @@ def main() -> None:
 
     patch_residual_add(args.residual_add)
     model = onnx.load(str(real_model_path("det")))
-    cal = _batches(CALIBRATION_IMAGES, args.det_size, args.augment)
+    no_text = frozenset(f for f in args.no_text.split(",") if f)
+    cal = _batches(CALIBRATION_IMAGES, args.det_size, args.augment, no_text)
     held = _batches(HELD_OUT_IMAGES, args.det_size)
     ref_cal, ref_held = _maps(model, cal), _maps(model, held)
-    kinds = [k for _ in CALIBRATION_IMAGES for k in AUGMENT[args.augment]]
+    kinds = [k for _, k in _images(CALIBRATION_IMAGES, args.augment, no_text)]
     for kind in AUGMENT[args.augment]:  # does FP32's text map fire on the drawn text?
         on = [float((r > THRESHOLD).mean()) for r, k in zip(ref_cal, kinds, strict=True) if k == kind]
         print(f"FP32 map > {THRESHOLD} on calibration '{kind}': {100 * np.mean(on):.2f} % of pixels"
@@ -514,7 +526,9 @@ def main() -> None:
             )
             print(f"  held-out IoU per image: {', '.join(per)}", flush=True)
 
-    rank_cal = _batches(CALIBRATION_IMAGES, args.det_size, args.rank_augment) if args.rank_augment else cal
+    rank_cal = (
+        _batches(CALIBRATION_IMAGES, args.det_size, args.rank_augment, no_text) if args.rank_augment else cal
+    )
     t0 = time.perf_counter()
     ranked = rank_layers(
         layers,
