@@ -22,6 +22,20 @@ held-out images: IoU of the text map binarised at 0.3, pooled over the images (i
 and unions summed, what ``--metric mask-iou`` computes), and the cosine of all maps together.
 ``layers``: the fused layers of the emulation (what bisect pins and TensorRT would build).
 
+Calibration set (``--augment``; the held-out images are never augmented, nor used for
+calibration): ``flip-crop`` adds each photo's mirror image and centre half, ``-quadrants`` its
+quadrants; ``text`` adds a copy of each photo with synthetic printed text drawn on it
+(:func:`draw_text`: ``cv2.putText``, seeded by file name, so every run draws the same),
+``text-x2`` two such copies, ``flip-crop-text`` the flip-crop set plus one text copy,
+``flip-crop-text-all`` text drawn on the photo, its mirror and its centre half as well,
+``flip-crop-soft-all`` the same with smaller, paler text (``TEXT_KINDS``). The run
+prints the share of pixels where FP32's text map is above 0.3 on each kind of calibration image
+(does the detector see the drawn text?); ``--per-image`` prints each held-out image's IoU per row.
+``--rank-augment A``: the ranking (layerwise, graphwise, insitu) runs on augmentation ``A`` of
+the calibration photos, the ranges still come from ``--augment``'s set. ``--pin-order N1,N2,..``:
+these layers (head node names) come first in the ranking, e.g. the head of another run's.
+``--no-text F1,F2``: these calibration photos get no text copies.
+
 Levers (each off by default; BENCHMARKS.md, "Levers for the det target"): ``--residual-add``
 (the Q/DQ of an Add fused into a Conv layer, patched into the emulation's rules),
 ``--ranking graphwise|graphwise-gain|insitu`` (sensitivities that see earlier layers' errors),
@@ -30,6 +44,8 @@ in BENCHMARKS.md's det sections before auto became the default were measured wit
 
     nice python benchmarks/det_flow.py --det-size 320
     nice python benchmarks/det_flow.py --det-size 640 --thresholds 0.95,0.97 --prefixes 0,4,8
+    nice python benchmarks/det_flow.py --det-size 640 --auto-fallback mse --augment flip-crop-text \
+        --thresholds "" --prefixes 0,2,4,6,8
 """
 
 from __future__ import annotations
@@ -37,8 +53,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,15 +68,159 @@ THRESHOLD = 0.3  # text-map binarisation (PP-OCR's DB post-processing default)
 
 
 #: Calibration-set augmentations (the held-out images are never augmented): each calibration
-#: photo, plus its mirror image, its centre half (h/2 x w/2 from h/4, w/4) and its four quadrants.
+#: photo, plus its mirror image, its centre half (h/2 x w/2 from h/4, w/4) and its four quadrants;
+#: ``text``: a copy with synthetic printed text drawn on it (:func:`draw_text`; ``text-b`` another
+#: copy with other text); ``flip+text``: text drawn on the mirror image, and so on.
 AUGMENT = {
     "none": ("o",),
     "flip-crop": ("o", "flip", "centre"),
     "flip-crop-quadrants": ("o", "flip", "centre", "q0", "q1", "q2", "q3"),
+    "text": ("o", "text"),
+    "text-x2": ("o", "text", "text-b"),
+    "flip-crop-text": ("o", "flip", "centre", "text"),
+    "flip-crop-text-all": ("o", "flip", "centre", "text", "flip+text", "centre+text"),
+    "flip-crop-soft-all": ("o", "flip", "centre", "soft", "flip+soft", "centre+soft"),
 }
+
+#: :func:`draw_text`'s settings per kind of text copy: ``soft`` is smaller (capitals at most
+#: 24 px) and paler (contrast 0.5) than ``text``.
+TEXT_KINDS = {"text": {}, "text-b": {}, "soft": {"max_size": 24.0, "contrast": 0.5}}
+
+#: Words for :func:`draw_text` (besides random letter strings and numbers).
+_WORDS = (
+    "the of and to in is for on with by from at total page date name price order invoice "
+    "amount number street road city phone email open closed sale new free exit north south "
+    "station ticket receipt address report table figure section chapter note item qty unit "
+    "tax cash card paid due account service hours monday friday january march december"
+).split()
+_FONTS = (
+    cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.FONT_HERSHEY_DUPLEX,
+    cv2.FONT_HERSHEY_COMPLEX,
+    cv2.FONT_HERSHEY_TRIPLEX,
+    cv2.FONT_HERSHEY_PLAIN,
+)
+
+
+def _word(rng: np.random.Generator) -> str:
+    r = rng.random()
+    if r < 0.6:
+        w = str(rng.choice(_WORDS))
+    elif r < 0.8:
+        letters = rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=int(rng.integers(2, 10)))
+        w = "".join(letters)
+    else:
+        w = f"{rng.integers(0, 10000)}" if rng.random() < 0.5 else f"{rng.uniform(0, 999):.2f}"
+    case = rng.random()
+    return w.upper() if case < 0.2 else w.capitalize() if case < 0.5 else w
+
+
+def _text_block(rng: np.random.Generator, size: float, max_w: int, lines: int, pad: int):
+    """Lines of random words in one Hershey font whose capitals are ``size`` px tall, at most
+    ``max_w`` px wide (padding included): (ink mask uint8 0..255, block h, block w)."""
+    font = int(rng.choice(_FONTS)) | (cv2.FONT_ITALIC if rng.random() < 0.15 else 0)
+    cap = cv2.getTextSize("H", font, 1.0, 1)[0][1]
+    scale = size / cap
+    thick = max(1, int(round(size / rng.uniform(9.0, 16.0))))
+    texts, widths = [], []
+    for _ in range(lines):
+        line, width = "", 0
+        for _ in range(int(rng.integers(1, 9))):
+            cand = f"{line} {_word(rng)}" if line else _word(rng)
+            cw = cv2.getTextSize(cand, font, scale, thick)[0][0]
+            if cw + 2 * pad > max_w:
+                break
+            line, width = cand, cw
+        if line:
+            texts.append(line)
+            widths.append(width)
+    if not texts:
+        return None
+    step = int(round(size * rng.uniform(1.5, 2.0)))
+    bh, bw = 2 * pad + step * (len(texts) - 1) + int(round(size * 1.5)), 2 * pad + max(widths)
+    ink = np.zeros((bh, bw), np.uint8)
+    for i, t in enumerate(texts):
+        org = (pad, pad + int(round(size)) + i * step)
+        cv2.putText(ink, t, org, font, scale, 255, thick, cv2.LINE_AA)
+    return ink
+
+
+def draw_text(
+    img: np.ndarray, rng: np.random.Generator, *, max_size: float = 60.0, contrast: float = 1.0
+) -> np.ndarray:
+    """A copy of ``img`` (uint8 H x W x 3, BGR, at the model's input size: sizes are in pixels
+    of it) with synthetic printed text drawn on it, OpenCV only (``cv2.putText`` with the
+    ``FONT_HERSHEY_*`` faces, which OpenCV 5 draws as sans-serif outline fonts, regular and
+    bold; OpenCV 4 as Hershey stroke fonts), deterministic for a given ``rng`` state.
+
+    One white paper-like panel with 4-12 lines of small dark text (capitals 8-20 px) and 3-6
+    blocks of 1-3 lines with capitals 8 to ``max_size`` px (log-uniform), each dark on a light
+    panel, light on a dark panel, or straight on the photo in black or white, whichever contrasts
+    with the photo there. A quarter of the blocks are rotated by 2-12 degrees either way
+    (``cv2.warpAffine``). Panels are solid, with a random grey level; text is anti-aliased.
+    ``contrast`` < 1 pulls the panel and text grey levels towards mid-grey (128) by that factor.
+    For calibrating a text detector on photos that hold no text."""
+    out = img.copy()
+    h, w = out.shape[:2]
+    taken = np.zeros((h, w), bool)
+    blocks = [("paper", float(rng.uniform(8, 20)), int(rng.integers(4, 13)))]
+    for _ in range(int(rng.integers(3, 7))):
+        style = str(rng.choice(["dark-on-light", "light-on-dark", "on-photo"]))
+        blocks.append(
+            (style, float(np.exp(rng.uniform(np.log(8), np.log(max_size)))), int(rng.integers(1, 4)))
+        )
+    for style, size, lines in blocks:
+        pad = int(round(size * rng.uniform(0.4, 1.2))) if style != "on-photo" else 2
+        max_w = int(w * (rng.uniform(0.35, 0.7) if style == "paper" else rng.uniform(0.2, 0.9)))
+        ink = _text_block(rng, size, max_w, lines, pad)
+        if ink is None:
+            continue
+        rotate = rng.random() < 0.25
+        if rotate:  # room for the rotated block's corners
+            m = int(np.ceil(0.25 * max(ink.shape)))
+            ink = cv2.copyMakeBorder(ink, m, m, m, m, cv2.BORDER_CONSTANT, value=0)
+        bh, bw = ink.shape
+        if bh >= h or bw >= w:
+            continue
+        for _ in range(30):  # a place that overlaps no earlier block (their boxes)
+            y, x = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
+            if not taken[y : y + bh, x : x + bw].any():
+                break
+        else:
+            continue
+        taken[y : y + bh, x : x + bw] = True
+        if style == "paper":
+            panel, fg = float(rng.uniform(215, 255)), float(rng.uniform(0, 60))
+        elif style == "dark-on-light":
+            panel, fg = float(rng.uniform(170, 255)), float(rng.uniform(0, 80))
+        elif style == "light-on-dark":
+            panel, fg = float(rng.uniform(0, 90)), float(rng.uniform(190, 255))
+        else:
+            panel, fg = None, 0.0 if out[y : y + bh, x : x + bw].mean() > 127 else 255.0
+        fg = 128 + (fg - 128) * contrast
+        panel = None if panel is None else 128 + (panel - 128) * contrast
+        cover = ink  # what hides the photo: the panel, or the ink alone
+        if panel is not None:
+            cover = np.zeros((bh, bw), np.uint8)
+            b = m if rotate else 0
+            cover[b : bh - b, b : bw - b] = 255
+        if rotate:  # the block (panel and ink) about its centre
+            angle = float(rng.uniform(2, 12) * rng.choice([-1, 1]))
+            rot = cv2.getRotationMatrix2D((bw / 2, bh / 2), angle, 1.0)
+            cover = cv2.warpAffine(cover, rot, (bw, bh), flags=cv2.INTER_LINEAR)
+            ink = cv2.warpAffine(ink, rot, (bw, bh), flags=cv2.INTER_LINEAR)
+        a_cover = cover.astype(np.float32)[..., None] / 255
+        a_ink = ink.astype(np.float32)[..., None] / 255
+        region = out[y : y + bh, x : x + bw].astype(np.float32)
+        if panel is not None:
+            region = region * (1 - a_cover) + panel * a_cover
+        region = region * (1 - a_ink) + fg * a_ink
+        out[y : y + bh, x : x + bw] = np.clip(np.rint(region), 0, 255).astype(np.uint8)
+    return out
 
 
 def _variant(img: np.ndarray, kind: str) -> np.ndarray:
+    kind = kind.split("+")[0]
     h, w = img.shape[:2]
     if kind == "flip":
         return img[:, ::-1]
@@ -70,20 +232,31 @@ def _variant(img: np.ndarray, kind: str) -> np.ndarray:
     return img
 
 
-def _batches(files: list[str], size: int, augment: str = "none") -> list[dict[str, np.ndarray]]:
-    import cv2
+def _images(files: list[str], augment: str, no_text: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """(file, kind) of every image of the set; no text copies of the photos in ``no_text``."""
+    kinds = AUGMENT[augment]
+    return [(f, k) for f in files for k in kinds if f not in no_text or k.split("+")[-1] not in TEXT_KINDS]
+
+
+def _batches(
+    files: list[str], size: int, augment: str = "none", no_text: frozenset[str] = frozenset()
+) -> list[dict[str, np.ndarray]]:
     import skimage
 
     from trtq.datasets.preprocess import PRESETS, PreprocessSpec, to_sample
+    from trtq.datasets.resize import RESIZERS
 
     spec = PreprocessSpec(**PRESETS["paddleocr"].fields)
     src = Path(skimage.__file__).parent / "data"
-    out = []
-    for f in files:
-        img = cv2.imread(str(src / f), cv2.IMREAD_COLOR)
-        for kind in AUGMENT[augment]:
-            x = np.ascontiguousarray(_variant(img, kind))
-            out.append({"x": to_sample(x, size, size, "NCHW", np.float32, spec)[None]})
+    out, images = [], {}
+    for f, kind in _images(files, augment, no_text):
+        img = images.setdefault(f, cv2.imread(str(src / f), cv2.IMREAD_COLOR))
+        x = np.ascontiguousarray(_variant(img, kind))
+        text = TEXT_KINDS.get(kind.split("+")[-1])
+        if text is not None:  # drawn at the input size, so that text sizes are model pixels
+            rng = np.random.default_rng(zlib.crc32(f"{f}/{kind}".encode()))
+            x = draw_text(RESIZERS[spec.resize](x, size, size, spec), rng, **text)
+        out.append({"x": to_sample(x, size, size, "NCHW", np.float32, spec)[None]})
     return out
 
 
@@ -281,6 +454,20 @@ def main() -> None:
     )
     ap.add_argument("--augment", default="none", choices=tuple(AUGMENT), help="calibration-set augmentation")
     ap.add_argument(
+        "--rank-augment",
+        default="",
+        choices=("", *AUGMENT),
+        help="rank on this augmentation of the calibration photos instead (ranges still from --augment)",
+    )
+    ap.add_argument(
+        "--no-text", default="", help="calibration photos (file names, comma-separated) given no text copies"
+    )
+    ap.add_argument(
+        "--pin-order",
+        default="",
+        help="layers (head node names, comma-separated) pinned first, in this order, before the ranking's",
+    )
+    ap.add_argument(
         "--bias-correction", action="store_true", help="precision export --bias-correction (1 pass)"
     )
     ap.add_argument(
@@ -292,6 +479,7 @@ def main() -> None:
     ap.add_argument(
         "--auto-fallback", default="", help="auto's auto_fallback (default: the library's, entropy2)"
     )
+    ap.add_argument("--per-image", action="store_true", help="print every held-out image's IoU per row")
     ap.add_argument("--max-evals", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -300,9 +488,17 @@ def main() -> None:
 
     patch_residual_add(args.residual_add)
     model = onnx.load(str(real_model_path("det")))
-    cal = _batches(CALIBRATION_IMAGES, args.det_size, args.augment)
+    no_text = frozenset(f for f in args.no_text.split(",") if f)
+    cal = _batches(CALIBRATION_IMAGES, args.det_size, args.augment, no_text)
     held = _batches(HELD_OUT_IMAGES, args.det_size)
     ref_cal, ref_held = _maps(model, cal), _maps(model, held)
+    kinds = [k for _, k in _images(CALIBRATION_IMAGES, args.augment, no_text)]
+    for kind in AUGMENT[args.augment]:  # does FP32's text map fire on the drawn text?
+        on = [float((r > THRESHOLD).mean()) for r, k in zip(ref_cal, kinds, strict=True) if k == kind]
+        print(f"FP32 map > {THRESHOLD} on calibration '{kind}': {100 * np.mean(on):.2f} % of pixels"
+              f" (per image {min(on) * 100:.2f}-{max(on) * 100:.2f} %)", flush=True)  # fmt: skip
+    on = [float((r > THRESHOLD).mean()) for r in ref_held]
+    print(f"FP32 map > {THRESHOLD} on held-out: {100 * np.mean(on):.2f} % of pixels", flush=True)
     t0 = time.perf_counter()
     params = {"auto_samples": args.auto_samples or len(cal)} if args.method == "auto" else {}
     if args.method == "auto" and args.auto_fallback:
@@ -319,27 +515,42 @@ def main() -> None:
 
     def row(label: str, members: list[str], n_pins: int, evals: int | str = "", secs: float | None = None):
         q = export_qdq(model, amax, sorted(members))
-        c, h = score(ref_cal, _maps(q, cal)), score(ref_held, _maps(q, held))
+        out_held = _maps(q, held)
+        c, h = score(ref_cal, _maps(q, cal)), score(ref_held, out_held)
         rows.append((label, n_pins, evals, c, h, secs))
         print(rows[-1], flush=True)
+        if args.per_image:
+            per = (
+                f"{f.split('.')[0]} {score([r], [o])['iou']:.3f}"
+                for f, r, o in zip(HELD_OUT_IMAGES, ref_held, out_held, strict=True)
+            )
+            print(f"  held-out IoU per image: {', '.join(per)}", flush=True)
 
+    rank_cal = (
+        _batches(CALIBRATION_IMAGES, args.det_size, args.rank_augment, no_text) if args.rank_augment else cal
+    )
     t0 = time.perf_counter()
     ranked = rank_layers(
         layers,
-        layerwise_sensitivity(folded(model), cal, EmulationConfig("int8"), amax=amax, threads=args.threads),
+        layerwise_sensitivity(
+            folded(model), rank_cal, EmulationConfig("int8"), amax=amax, threads=args.threads
+        ),
     ).ranked
     if args.ranking == "output":
         ranked = output_ranking(model, amax, layers, cal, ref_cal)
     elif args.ranking.startswith("graphwise"):
-        ranked = graphwise_ranking(model, amax, layers, cal, gain=args.ranking == "graphwise-gain",
+        ranked = graphwise_ranking(model, amax, layers, rank_cal, gain=args.ranking == "graphwise-gain",
                                    threads=args.threads)  # fmt: skip
     elif args.ranking == "insitu":
-        ranked = insitu_ranking(model, amax, layers, cal)
+        ranked = insitu_ranking(model, amax, layers, rank_cal)
     elif args.ranking == "suffix":
         ranked = list(reversed(layers))  # the last layers first (the head before the sigmoid)
     elif args.ranking == "greedy":
         k_max = max(int(v) for v in args.prefixes.split(",") if v)
         ranked = greedy_pins(model, amax, ranked[: 3 * k_max], cal, ref_cal, k_max)
+    if args.pin_order:  # these layers first, in this order, then the ranking's
+        first = [next(lay for lay in layers if lay.node == n) for n in args.pin_order.split(",")]
+        ranked = first + [lay for lay in ranked if lay not in first]
     t_rank = time.perf_counter() - t0
     k_top = max((int(v) for v in args.prefixes.split(",") if v), default=0)
     print(
