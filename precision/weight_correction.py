@@ -24,8 +24,8 @@ alpha * mean(diag(G))``, ``G`` the Gram matrix of the ``x~`` patches of the chan
 ``alpha`` is relative to the mean input power times the number of patches; the bias is not
 regularised). ``alpha -> inf`` leaves the weights as they are; ``alpha = 0`` is the plain
 least-squares fit. The normal equations ``(G + lambda D) v = C u + lambda D u`` (``v = [w'; b']``,
-``u = [w; b]``, ``C`` the cross Gram of ``x~`` and ``x`` patches, ``D`` the identity without the
-bias entry) are accumulated in float64 over a fixed, seeded sample of at most ``positions`` output
+``u = [w; b]``, ``C u`` the ``x~`` patches times the FP32 outputs, ``D`` the identity without
+the bias entry) are accumulated in float64 over a fixed, seeded sample of at most ``positions`` output
 positions per batch and layer, and solved once per group.
 
 Modes:
@@ -139,7 +139,7 @@ class _Fit:
     input_q: str = ""  # anchor input 0 in the emulation (sequential), or "" (own)
     amax: float = 0.0  # the input's amax (own)
     gram: np.ndarray | None = None  # [groups, K + 1, K + 1]  sum A~^T A~
-    cross: np.ndarray | None = None  # [groups, K + 1, K + 1]  sum A~^T A
+    cross: np.ndarray | None = None  # [groups, K + 1, channels // groups]  sum A~^T (A u)
     power: np.ndarray | None = None  # [channels] sum (A u)^2
     samples: int = 0
 
@@ -299,7 +299,7 @@ def _accumulate(
     for f in fits:
         k = f.u.shape[1]
         f.gram = np.zeros((f.groups, k, k))
-        f.cross = np.zeros((f.groups, k, k))
+        f.cross = np.zeros(f.u.shape)
         f.power = np.zeros(f.target.channels)
         f.samples = 0
     runner = OnnxRuntimeRunner(original, mark=fp32_names, optimize=False, threads=threads)
@@ -317,9 +317,12 @@ def _accumulate(
                     rng = np.random.default_rng([seed, f.target.node_index, b])
                     a = _patches(f, x, rng, positions)
                     aq = _patches(f, xq, np.random.default_rng([seed, f.target.node_index, b]), positions)
-                    f.gram += np.matmul(aq.transpose(0, 2, 1), aq)
-                    f.cross += np.matmul(aq.transpose(0, 2, 1), a)
-                    y = np.matmul(a, f.u)  # [g, P, out/g]
+                    y = np.matmul(a, f.u)  # [g, P, out/g]: the FP32 layer's output
+                    if f.groups == 1:  # 2-D A^T A: numpy computes it as a symmetric rank-k update
+                        f.gram[0] += aq[0].T @ aq[0]
+                    else:
+                        f.gram += np.einsum("gpk,gpl->gkl", aq, aq)  # many small groups
+                    f.cross += np.matmul(aq.transpose(0, 2, 1), y)
                     f.power += np.sum(y * y, axis=1).reshape(-1)
                     f.samples += a.shape[1]
                 progress(1)
@@ -414,7 +417,7 @@ def _solve_and_write(model: onnx.ModelProto, f: _Fit, alpha: float) -> LayerFit:
         for j in range(g):
             lam = alpha * float(np.mean(np.diag(f.gram[j])[:k]))
             lhs = f.gram[j] + lam * reg
-            rhs = f.cross[j] @ u[j] + lam * (reg @ u[j])
+            rhs = f.cross[j] + lam * (reg @ u[j])
             try:
                 v[j] = np.linalg.solve(lhs, rhs)
             except np.linalg.LinAlgError:  # singular (alpha 0, dead inputs): minimum-norm answer
@@ -447,8 +450,8 @@ def _solve_and_write(model: onnx.ModelProto, f: _Fit, alpha: float) -> LayerFit:
 
 def _sq_error(f: _Fit, v: np.ndarray) -> np.ndarray:
     """Per group and channel, ``sum_p (A~_p v - A_p u)^2`` from the accumulated Gram matrices."""
-    quad = np.einsum("gkc,gkl,glc->gc", v, f.gram, v)
-    cross = np.einsum("gkc,gkl,glc->gc", v, f.cross, f.u)
+    quad = np.sum(np.matmul(f.gram, v) * v, axis=1)
+    cross = np.einsum("gkc,gkc->gc", v, f.cross)
     return np.maximum(quad - 2 * cross + f.power.reshape(quad.shape), 0.0)
 
 
