@@ -205,7 +205,7 @@ def test_sequential_sees_the_corrected_upstream_layer():
     x = np.concatenate([b["x"] for b in batches])
     r = np.maximum(x @ w1.T + b1, 0)
     amax = {"x": 2.0, "r": float(np.abs(r).max() * 0.8)}
-    corrected, rep = correct_weights(model, batches, amax, mode="sequential", passes=0, alpha=0.01)
+    corrected, rep = correct_weights(model, batches, amax, mode="sequential", alpha=0.01)
     assert [f.node for f in rep.layers] == ["g1", "g2"] and rep.passes == 2
     # layer 1: its input is the graph input, so own and sequential agree
     v1 = _ridge(_q(x, 2.0), x, np.vstack([w1.T, b1[None]]).astype(np.float64), 0.01)
