@@ -39,7 +39,8 @@ Modes:
   The layers are fitted in *waves*: a layer's wave is one more than the largest wave of the
   corrected layers it depends on, and each wave is fitted on one emulation pass of the model
   corrected so far (layers of one wave cannot see each other, so nothing is approximated; the
-  cost is one FP32 and one emulation pass over the data per wave). Fitting a layer on inputs
+  cost is one emulation pass over the data per wave, after one FP32 pass whose sampled layer
+  outputs are kept in memory: 4 bytes x positions x output channels per layer and batch). Fitting a layer on inputs
   whose upstream layers are corrected *afterwards* over-corrects: measured on PP-OCRv4 det, four
   contiguous blocks of layers each fitted on one pass drove the output to zero (BENCHMARKS.md).
 
@@ -107,7 +108,7 @@ class WeightCorrectionReport:
     mode: str = "own"
     alpha: float = DEFAULT_ALPHA
     positions: int = DEFAULT_POSITIONS
-    passes: int = 1  # FP32 (+ emulation) passes over the data: 1 for own, the waves for sequential
+    passes: int = 1  # passes over the data: 1 for own; sequential: 1 FP32 + 1 emulation per wave
     samples: int = 0
     placement: str = "explicit"
     layers: list[LayerFit] = field(default_factory=list)
@@ -143,6 +144,7 @@ class _Fit:
     gram: np.ndarray | None = None  # [groups, K + 1, K + 1]  sum A~^T A~
     cross: np.ndarray | None = None  # [groups, K + 1, channels // groups]  sum A~^T (A u)
     power: np.ndarray | None = None  # [channels] sum (A u)^2
+    ys: list[np.ndarray] | None = None  # sequential: per batch, the FP32 output on the sampled positions
     samples: int = 0
 
 
@@ -204,17 +206,19 @@ def correct_weights(
         logger.info("weight correction: no INT8 layer to correct")
         return base, report
     blocks = [fits] if mode == "own" else _waves(base, fits)
-    report.passes = len(blocks)
-    progress(0, total=len(blocks) * len(batches), description=f"weight correction ({mode})")
+    report.passes = len(blocks) + (mode == "sequential")
+    progress(0, total=report.passes * len(batches), description=f"weight correction ({mode})")
+    if mode == "sequential":
+        _fp32_targets(original, fits, batches, positions, seed, threads, progress)
     for block in blocks:
-        emulated = None
+        model_run = original
         if mode == "sequential":
-            emulated = apply_plan(plan_emulation(base, config, amax))
-            by_output = {n.output[0]: n for n in emulated.graph.node if n.output}
+            model_run = apply_plan(plan_emulation(base, config, amax))
+            by_output = {n.output[0]: n for n in model_run.graph.node if n.output}
             for f in block:
                 anchor = base.graph.node[f.target.node_index]
                 f.input_q = by_output[anchor.output[0]].input[0]
-        _accumulate(original, emulated, block, batches, positions, seed, threads, progress)
+        _accumulate(model_run, block, batches, positions, seed, threads, progress)
         for f in block:
             report.layers.append(_solve_and_write(base, f, alpha))
     logger.info(
@@ -290,9 +294,8 @@ def _make_fit(model: onnx.ModelProto, t: Target, amax: float) -> _Fit | str:
     return _Fit(t, node.input[1], layout, scale, groups, conv, u, node.input[0], amax=amax)
 
 
-def _accumulate(
+def _fp32_targets(
     original: onnx.ModelProto,
-    emulated: onnx.ModelProto | None,
     fits: list[_Fit],
     batches: list[Mapping[str, np.ndarray]],
     positions: int,
@@ -300,45 +303,71 @@ def _accumulate(
     threads: int | None,
     progress: ProgressFn,
 ) -> None:
-    """Gram, cross Gram and output power of every fit over the batches (FP32 inputs from
-    ``original``; quantized inputs from ``emulated``, or Q(x) when it is None)."""
+    """``sequential``: every fit's FP32 output ``A u`` on its sampled positions, per batch (float32),
+    from one FP32 pass, so that each wave needs only an emulation pass."""
     from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
-    fp32_names = list(dict.fromkeys(f.input_fp32 for f in fits))
-    q_names = list(dict.fromkeys(f.input_q for f in fits)) if emulated is not None else []
+    names = list(dict.fromkeys(f.input_fp32 for f in fits))
+    for f in fits:
+        f.ys = []
+    with OnnxRuntimeRunner(original, mark=names, optimize=False, threads=threads) as runner:
+        for b, feeds in enumerate(batches):
+            xs = runner.run(feeds, names)
+            for f in fits:
+                a = _patches(f, np.asarray(xs[f.input_fp32], np.float32), _rng(seed, f, b), positions)
+                f.ys.append(np.matmul(a, f.u).astype(np.float32))
+            progress(1)
+
+
+def _accumulate(
+    model: onnx.ModelProto,
+    fits: list[_Fit],
+    batches: list[Mapping[str, np.ndarray]],
+    positions: int,
+    seed: int,
+    threads: int | None,
+    progress: ProgressFn,
+) -> None:
+    """Gram, ``A~^T y`` and output power of every fit over the batches. ``own``: ``model`` is the
+    FP32 model, ``x~ = Q(x)``; ``sequential``: ``model`` is the emulation (``x~`` its anchor input,
+    ``y`` from :func:`_fp32_targets`)."""
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
+
+    emulated = all(f.ys is not None for f in fits)
+    names = list(dict.fromkeys(f.input_q if emulated else f.input_fp32 for f in fits))
     for f in fits:
         k = f.u.shape[1]
         f.gram = np.zeros((f.groups, k, k))
         f.cross = np.zeros(f.u.shape)
         f.power = np.zeros(f.target.channels)
         f.samples = 0
-    runner = OnnxRuntimeRunner(original, mark=fp32_names, optimize=False, threads=threads)
-    emu_runner = (
-        OnnxRuntimeRunner(emulated, mark=q_names, optimize=False, threads=threads) if emulated else None
-    )
-    with runner:
-        try:
-            for b, feeds in enumerate(batches):
-                xs = runner.run(feeds, fp32_names)
-                qs = emu_runner.run(feeds, q_names) if emu_runner is not None else {}
-                for f in fits:
-                    x = np.asarray(xs[f.input_fp32], dtype=np.float32)
-                    xq = np.asarray(qs[f.input_q], np.float32) if emu_runner else fake_quantize(x, f.amax)
-                    rng = np.random.default_rng([seed, f.target.node_index, b])
-                    a = _patches(f, x, rng, positions)
-                    aq = _patches(f, xq, np.random.default_rng([seed, f.target.node_index, b]), positions)
-                    y = np.matmul(a, f.u)  # [g, P, out/g]: the FP32 layer's output
-                    if f.groups == 1:  # 2-D A^T A: numpy computes it as a symmetric rank-k update
-                        f.gram[0] += aq[0].T @ aq[0]
-                    else:
-                        f.gram += np.einsum("gpk,gpl->gkl", aq, aq)  # many small groups
-                    f.cross += np.matmul(aq.transpose(0, 2, 1), y)
-                    f.power += np.sum(y * y, axis=1).reshape(-1)
-                    f.samples += a.shape[1]
-                progress(1)
-        finally:
-            if emu_runner is not None:
-                emu_runner.close()
+    with OnnxRuntimeRunner(model, mark=names, optimize=False, threads=threads) as runner:
+        for b, feeds in enumerate(batches):
+            xs = runner.run(feeds, names)
+            for f in fits:
+                if emulated:
+                    xq = np.asarray(xs[f.input_q], np.float32)
+                    y = f.ys[b].astype(np.float64)
+                else:
+                    x = np.asarray(xs[f.input_fp32], np.float32)
+                    xq = fake_quantize(x, f.amax)
+                    y = np.matmul(_patches(f, x, _rng(seed, f, b), positions), f.u)  # [g, P, out/g]
+                aq = _patches(f, xq, _rng(seed, f, b), positions)
+                if f.groups == 1:  # 2-D A^T A: numpy computes it as a symmetric rank-k update
+                    f.gram[0] += aq[0].T @ aq[0]
+                else:
+                    f.gram += np.einsum("gpk,gpl->gkl", aq, aq)  # many small groups
+                f.cross += np.matmul(aq.transpose(0, 2, 1), y)
+                f.power += np.sum(y * y, axis=1).reshape(-1)
+                f.samples += aq.shape[1]
+            progress(1)
+    for f in fits:
+        f.ys = None
+
+
+def _rng(seed: int, f: _Fit, batch: int) -> np.random.Generator:
+    """The positions sampled for ``f`` in ``batch``: the same for its FP32 and quantized input."""
+    return np.random.default_rng([seed, f.target.node_index, batch])
 
 
 def fake_quantize(x: np.ndarray, amax: float) -> np.ndarray:
