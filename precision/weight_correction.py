@@ -188,16 +188,16 @@ def correct_weights(
     plan = plan_emulation(base, config, amax)
     targets = correction_targets(plan)
     report = WeightCorrectionReport(mode, alpha, positions, 1, len(batches), placement)
-    input_amax = {
-        t.node_index: plan.amax[plan.model.graph.node[t.node_index].input[0]]
+    input_amax = {  # by node name: prepare_biases may insert nodes and shift the indices
+        t.node: plan.amax[plan.model.graph.node[t.node_index].input[0]]
         for t in targets
         if (t.node_index, 0) in plan.plan_of_node[t.node_index].quant_edges
     }
     prepare_biases(base, targets)
     fits: list[_Fit] = []
     for t in targets:
-        why = "input not quantized" if t.node_index not in input_amax else ""
-        fit = None if why else _make_fit(base, t, input_amax[t.node_index])
+        why = "input not quantized" if t.node not in input_amax else ""
+        fit = None if why else _make_fit(base, t, input_amax[t.node])
         if isinstance(fit, str) or fit is None:
             report.skipped[t.node] = why or str(fit)
             continue

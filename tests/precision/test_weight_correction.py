@@ -338,3 +338,35 @@ def test_export_cli_weight_correction_on_pp_ocr_cls(real_models, image_dir, tmp_
     print(
         f"PP-OCR cls held-out cosine: plain {c_plain:.4f}, weight-corrected {c_wc:.4f}; {len(worse)} layer(s) worse"
     )
+
+
+def test_matmuls_without_bias_get_one_and_each_uses_its_own_input_range():
+    """A MatMul without a bias gets an Add inserted after it (node indices shift); each layer is
+    still fitted on its own input's rounding (``own``) and the new Add carries b'."""
+    rs = np.random.RandomState(6)
+    w1 = (rs.randn(6, 5) * 0.5).astype(np.float32)
+    w2 = (rs.randn(5, 4) * 0.5).astype(np.float32)
+    model = make_model(
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w2"], ["y"], name="mm2"),
+        ],
+        [vi("x", [None, 6])],
+        [vi("y", [None, 4])],
+        {"w1": w1, "w2": w2},
+    )
+    batches = [{"x": rs.randn(30, 6).astype(np.float32)} for _ in range(2)]
+    x = np.concatenate([b["x"] for b in batches])
+    r = np.maximum(x @ w1, 0)
+    amax = {"x": 1.5, "r": float(np.abs(r).max()) * 0.6}
+    corrected, rep = correct_weights(model, batches, amax, alpha=0.05)
+    assert [f.node for f in rep.layers] == ["mm1", "mm2"]
+    got = _inits(corrected)
+    for name, inp, w, a in (("mm1", x, w1, amax["x"]), ("mm2", r, w2, amax["r"])):
+        v = _ridge(_q(inp, a), inp, np.vstack([w, np.zeros((1, w.shape[1]))]), 0.05)
+        np.testing.assert_allclose(got[{"mm1": "w1", "mm2": "w2"}[name]], v[:-1], rtol=1e-4, atol=1e-6)
+        add = next(n for n in corrected.graph.node if n.op_type == "Add" and n.name.startswith(name))
+        np.testing.assert_allclose(got[add.input[1]], v[-1], rtol=1e-4, atol=1e-6)
+    y = run_ort(corrected, batches[0])["y"]  # the graph still runs end to end
+    assert y.shape == (30, 4)
