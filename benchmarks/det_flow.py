@@ -40,7 +40,12 @@ Levers (each off by default; BENCHMARKS.md, "Levers for the det target"): ``--re
 (the Q/DQ of an Add fused into a Conv layer, patched into the emulation's rules),
 ``--ranking graphwise|graphwise-gain|insitu`` (sensitivities that see earlier layers' errors),
 ``--auto-samples`` (how many calibration images auto measures on), ``--auto-fallback`` (the figures
-in BENCHMARKS.md's det sections before auto became the default were measured with ``mse``).
+in BENCHMARKS.md's det sections before auto became the default were measured with ``mse``),
+``--weight-correction own|sequential`` (+ ``--weight-correction-alpha``: the least-squares weight
+refit of :mod:`trtq.precision.weight_correction` on the calibration images; ``--weight-correction-stage``
+``per-pins`` (default: the ranking on the plain model, then each row's export corrected with its
+pins, as ``precision export --pins P --weight-correction`` does) or ``before-ranking`` (corrected
+once without pins, the ranking and every row on the corrected model).
 
     nice python benchmarks/det_flow.py --det-size 320
     nice python benchmarks/det_flow.py --det-size 640 --thresholds 0.95,0.97 --prefixes 0,4,8
@@ -471,6 +476,25 @@ def main() -> None:
         "--bias-correction", action="store_true", help="precision export --bias-correction (1 pass)"
     )
     ap.add_argument(
+        "--weight-correction",
+        default="",
+        choices=("", "own", "sequential"),
+        help="precision export --weight-correction MODE (before --bias-correction when both)",
+    )
+    ap.add_argument(
+        "--weight-correction-alpha",
+        type=float,
+        default=None,
+        help="--weight-correction-alpha (default: the library's)",
+    )
+    ap.add_argument(
+        "--weight-correction-stage",
+        default="per-pins",
+        choices=("per-pins", "before-ranking"),
+        help="per-pins: rank on the plain model, then correct with each row's pins (precision export "
+        "--pins P --weight-correction); before-ranking: correct once without pins, rank the corrected model",
+    )
+    ap.add_argument(
         "--residual-add", default="quantize", choices=RESIDUAL_ADD, help="Q/DQ of an Add fused into a Conv"
     )
     ap.add_argument(
@@ -505,6 +529,26 @@ def main() -> None:
         params["auto_fallback"] = args.auto_fallback
     amax = calibrate(model, cal, method=args.method, params=params, threads=args.threads).amax
     print(f"calib {args.method}: {time.perf_counter() - t0:.1f} s", flush=True)
+
+    def corrected(model, pins=()):
+        if not args.weight_correction:
+            return model
+        from trtq.precision.weight_correction import DEFAULT_ALPHA, correct_weights
+
+        t0 = time.perf_counter()
+        alpha = DEFAULT_ALPHA if args.weight_correction_alpha is None else args.weight_correction_alpha
+        out, rep = correct_weights(
+            model, cal, amax, mode=args.weight_correction, alpha=alpha, pins=pins, threads=args.threads
+        )
+        before, after = sum(f.mse_before for f in rep.layers), sum(f.mse_after for f in rep.layers)
+        print(f"weight correction {args.weight_correction} alpha {alpha:g}, {len(pins)} pinned nodes: "
+              f"{len(rep.layers)} layers, summed layer MSE {before:.4g} -> {after:.4g}, "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)  # fmt: skip
+        return out
+
+    per_pins = bool(args.weight_correction) and args.weight_correction_stage == "per-pins"
+    if not per_pins:
+        model = corrected(model)
     if args.bias_correction:
         from trtq.precision.bias_correction import correct_biases
 
@@ -514,7 +558,7 @@ def main() -> None:
     rows = []
 
     def row(label: str, members: list[str], n_pins: int, evals: int | str = "", secs: float | None = None):
-        q = export_qdq(model, amax, sorted(members))
+        q = export_qdq(corrected(model, sorted(members)) if per_pins else model, amax, sorted(members))
         out_held = _maps(q, held)
         c, h = score(ref_cal, _maps(q, cal)), score(ref_held, out_held)
         rows.append((label, n_pins, evals, c, h, secs))
@@ -575,6 +619,9 @@ def main() -> None:
     print(
         f"\nPP-OCRv4 det {args.det_size}x{args.det_size}, ranges: {args.method}, {len(cal)} calibration images"
         f" (augment: {args.augment}); {n} layers; residual Add: {args.residual_add}; ranking: {args.ranking}"
+        f"; weight correction: {args.weight_correction or 'off'}"
+        f"{f' ({args.weight_correction_stage})' if args.weight_correction else ''}"
+        f"{'' if args.weight_correction_alpha is None else f' alpha {args.weight_correction_alpha:g}'}"
         "\n\n| pins from | layers in FP32 | % of layers | evaluations | calibration IoU | held-out IoU"
         " | held-out cosine | search s |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     )

@@ -9,6 +9,7 @@ histogram methods share its histograms, so only entropy2 and auto are timed).
     nice python benchmarks/methods.py --models cls,lcnet --det-size 320
     nice python benchmarks/methods.py --models cls --methods entropy2,percentile --bias-correction 1,2
     nice python benchmarks/methods.py --models vit --methods entropy2,mse --types int8,fp8
+    nice python benchmarks/methods.py --models cls,lcnet --methods mse,auto --weight-correction own,own:0.1
 
 ``--mha fp16,int8``: export each method's ranges with the attention products unquantized (fp16,
 the default) and/or quantized (int8); ``mha`` in the rows.
@@ -31,6 +32,11 @@ then the first model of the run pays the warm-up in its entropy2 time.
 ``--bias-correction P,..``: each method also with :func:`trtq.precision.bias_correction.correct_biases`
 (``passes=P``, on the 12 calibration images, the same amax) applied before the export; ``bc`` in
 the rows is the number of passes (0 = off).
+
+``--weight-correction MODE[:ALPHA],..``: each method also with
+:func:`trtq.precision.weight_correction.correct_weights` (``own`` or ``sequential``, ``alpha``
+the library's default when not given; on the 12 calibration images, the same amax) applied before
+the export; ``wc`` in the rows (``off`` without).
 
 Metrics (held-out, vs FP32):
 - det (PP-OCRv4 det, preset paddleocr): IoU of the text map thresholded at 0.3;
@@ -199,6 +205,7 @@ def bench(
     safeguard: bool = False,
     auto_params: dict[str, str] | None = None,
     repeat: int = 1,
+    wc: tuple[tuple[str, float | None], ...] = (),
 ) -> list[dict]:
     import onnx
 
@@ -253,6 +260,7 @@ def bench(
                     "mha": mha,
                     "method": m,
                     "bc": 0,
+                    "wc": "off",
                     **scores,
                     "calib_s": seconds,
                 }
@@ -264,8 +272,22 @@ def bench(
             t_bc = time.perf_counter() - t0
             scores = _score(key, ref, _outputs(export_qdq(corrected, amax), held), held)
             rows.append(
-                {"model": key, "type": "int8", "mha": "fp16", "method": m, "bc": p, **scores, "calib_s": t_bc}
-            )
+                {"model": key, "type": "int8", "mha": "fp16", "method": m, "bc": p, "wc": "off", **scores,
+                 "calib_s": t_bc}
+            )  # fmt: skip
+            print(rows[-1], flush=True)
+        for mode, alpha in wc:
+            from trtq.precision.weight_correction import DEFAULT_ALPHA, correct_weights
+
+            a = DEFAULT_ALPHA if alpha is None else alpha
+            t0 = time.perf_counter()
+            corrected, _ = correct_weights(model, cal, amax, mode=mode, alpha=a, threads=threads)
+            t_wc = time.perf_counter() - t0
+            scores = _score(key, ref, _outputs(export_qdq(corrected, amax), held), held)
+            rows.append(
+                {"model": key, "type": "int8", "mha": "fp16", "method": m, "bc": 0, "wc": f"{mode} {a:g}",
+                 **scores, "calib_s": t_wc}
+            )  # fmt: skip
             print(rows[-1], flush=True)
     picked: dict[str, int] = {}
     for c in ((auto.choices if auto else None) or {}).values():
@@ -273,7 +295,11 @@ def bench(
     print(f"{key}: auto choices {picked}", flush=True)
     if safeguard:
         for t in types:
-            cands = [r for r in rows if r["type"] == t and r["bc"] == 0 and r["mha"] == mhas[0]]
+            cands = [
+                r
+                for r in rows
+                if r["type"] == t and r["bc"] == 0 and r["wc"] == "off" and r["mha"] == mhas[0]
+            ]
             best = min(cands, key=lambda r: r["cal_rel_l2"])
             print(
                 f"{key} {t}: smallest calibration-set output error: {best['method']} ({best['cal_rel_l2']:.4f})"
@@ -294,6 +320,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--bias-correction", default="", help="passes to try, e.g. 1,2 (empty: off)")
+    ap.add_argument(
+        "--weight-correction", default="", help="MODE[:ALPHA],.. e.g. own,own:0.1,sequential (empty: off)"
+    )
     ap.add_argument("--types", default="int8", help="quantized types to export: int8, fp8 or int8,fp8")
     ap.add_argument("--mha", default="fp16", help="attention products: fp16, int8 or fp16,int8")
     ap.add_argument(
@@ -308,6 +337,11 @@ def main() -> None:
     methods = tuple(args.methods.split(","))
     passes = tuple(int(p) for p in args.bias_correction.split(",") if p)
     types = tuple(args.types.split(","))
+    wc = tuple(
+        (v.split(":")[0], float(v.split(":")[1]) if ":" in v else None)
+        for v in args.weight_correction.split(",")
+        if v
+    )
     rows = [
         r
         for key in args.models.split(",")
@@ -322,18 +356,19 @@ def main() -> None:
             args.safeguard,
             auto_params,
             args.repeat,
+            wc,
         )  # fmt: skip
     ]
     print(
-        "\n| model | type | mha | method | bias corr. passes | metric | calib / correction s |"
-        "\n|---|---|---|---|---|---|---|"
+        "\n| model | type | mha | method | bias corr. passes | weight corr. | metric | calib / correction s |"
+        "\n|---|---|---|---|---|---|---|---|"
     )
-    skip = ("model", "type", "mha", "method", "bc", "calib_s")
+    skip = ("model", "type", "mha", "method", "bc", "wc", "calib_s")
     for r in rows:
         metric = ", ".join(f"{k} {v:.4f}" for k, v in r.items() if k not in skip)
         secs = "" if r["calib_s"] is None else f"{r['calib_s']:.1f}"
         print(
-            f"| {r['model']} | {r['type']} | {r['mha']} | {r['method']} | {r['bc'] or 'off'} | {metric} | {secs} |"
+            f"| {r['model']} | {r['type']} | {r['mha']} | {r['method']} | {r['bc'] or 'off'} | {r['wc']} | {metric} | {secs} |"
         )
 
 

@@ -97,7 +97,10 @@ class BiasCorrectionReport:
 
 
 @dataclass
-class _Target:
+class Target:
+    """One INT8 Conv/ConvTranspose/Gemm/MatMul with a constant weight, and where its bias lives
+    (shared with :mod:`trtq.precision.weight_correction`)."""
+
     node_index: int
     node: str
     op_type: str
@@ -141,12 +144,12 @@ def correct_biases(
     base = onnx.ModelProto()
     base.CopyFrom(folded(model))
     plan = plan_emulation(base, config, amax)
-    targets = _targets(plan)
+    targets = correction_targets(plan)
     report = BiasCorrectionReport(passes=passes, samples=len(batches), placement=placement)
     if not targets:
         logger.info("bias correction: no INT8 layer with constant weights")
         return base, report
-    _prepare_biases(base, targets)
+    prepare_biases(base, targets)
     for t in targets:
         t.total = np.zeros(t.channels)
     specs = [(t.tensor, t.axis, t.channels) for t in targets]
@@ -164,7 +167,7 @@ def correct_biases(
             residual = shift
             break
         for t, s in zip(targets, shift, strict=True):
-            _subtract(base, t, s)
+            shift_bias(base, t, s)
             t.total = t.total + s
         if passes == 1:
             residual = [np.full_like(s, np.nan) for s in shift]
@@ -188,7 +191,9 @@ def correct_biases(
     return base, report
 
 
-def _targets(plan) -> list[_Target]:
+def correction_targets(plan) -> list[Target]:
+    """The unpinned INT8 layers of ``plan`` whose Conv/ConvTranspose/Gemm/MatMul has a constant
+    INT8 weight (input 1), in node (topological) order."""
     model = plan.model
     nodes = model.graph.node
     inits = {i.name: i for i in model.graph.initializer}
@@ -197,7 +202,7 @@ def _targets(plan) -> list[_Target]:
         for t in n.input:
             consumers.setdefault(t, []).append(i)
     graph_outputs = {o.name for o in model.graph.output}
-    out: list[_Target] = []
+    out: list[Target] = []
     for lp in plan.layers:
         if lp.pinned or not lp.int8:
             continue
@@ -211,20 +216,20 @@ def _targets(plan) -> list[_Target]:
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
             name = plan.graph.node_names[idx]
             if node.op_type == "Conv":
-                t = _Target(idx, name, "Conv", node.output[0], 1, wshape[0], "conv")
+                t = Target(idx, name, "Conv", node.output[0], 1, wshape[0], "conv")
             elif node.op_type == "ConvTranspose":
                 channels = wshape[1] * attrs.get("group", 1)
-                t = _Target(idx, name, "ConvTranspose", node.output[0], 1, channels, "conv")
+                t = Target(idx, name, "ConvTranspose", node.output[0], 1, channels, "conv")
             elif node.op_type == "Gemm":
                 if len(wshape) != 2:
                     continue
                 channels = wshape[0] if attrs.get("transB", 0) else wshape[1]
-                t = _Target(idx, name, "Gemm", node.output[0], -1, channels, "gemm")
+                t = Target(idx, name, "Gemm", node.output[0], -1, channels, "gemm")
             else:  # MatMul with a constant B [.., K, N]
                 if len(wshape) < 2:
                     continue
                 channels = wshape[-1]
-                t = _Target(idx, name, "MatMul", node.output[0], -1, channels, "new-add")
+                t = Target(idx, name, "MatMul", node.output[0], -1, channels, "new-add")
                 readers = consumers.get(node.output[0], [])
                 if len(readers) == 1 and node.output[0] not in graph_outputs:
                     add = nodes[readers[0]]
@@ -237,8 +242,9 @@ def _targets(plan) -> list[_Target]:
     return out
 
 
-def _prepare_biases(model: onnx.ModelProto, targets: list[_Target]) -> None:
-    """Give every target a bias initializer of its own (zeros when it had none)."""
+def prepare_biases(model: onnx.ModelProto, targets: list[Target]) -> None:
+    """Give every target a bias initializer of its own (zeros when it had none); may insert Add
+    nodes (``targets``' node indices are updated)."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     readers: dict[str, int] = {}
@@ -307,7 +313,7 @@ def _copy_init(graph, inits, name: str, new: str, node, pos: int) -> None:
     node.input[pos] = new
 
 
-def _bias_name(model: onnx.ModelProto, t: _Target) -> str:
+def _bias_name(model: onnx.ModelProto, t: Target) -> str:
     graph = model.graph
     if t.bias_kind in ("conv", "gemm"):
         node = graph.node[t.node_index]
@@ -318,7 +324,28 @@ def _bias_name(model: onnx.ModelProto, t: _Target) -> str:
     return f"{t.node}__trtq_bias"
 
 
-def _subtract(model: onnx.ModelProto, t: _Target, shift: np.ndarray) -> None:
+def bias_vector(model: onnx.ModelProto, t: Target) -> np.ndarray | None:
+    """The target's bias per output channel in output units (Gemm: ``beta * C``), float64;
+    ``None`` when it has no bias :func:`prepare_biases` could give it (a Gemm with beta != 1 and no
+    C) or its bias is not one value per channel."""
+    name = _bias_name(model, t)
+    if not name:
+        return None
+    init = next(i for i in model.graph.initializer if i.name == name)
+    value = numpy_helper.to_array(init).astype(np.float64)
+    if t.bias_kind == "gemm":
+        node = model.graph.node[t.node_index]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        value = value * float(attrs.get("beta", 1.0))
+    if value.size == 1:
+        return np.full(t.channels, float(value.reshape(-1)[0]))
+    if value.size != t.channels:
+        return None
+    return value.reshape(-1)
+
+
+def shift_bias(model: onnx.ModelProto, t: Target, shift: np.ndarray) -> None:
+    """Subtract ``shift`` (one value per output channel, output units) from the target's bias."""
     name = _bias_name(model, t)
     if not name:  # a Gemm with beta != 1 and no C: left uncorrected
         return
@@ -341,7 +368,7 @@ def _weight_shift(
     emulated: onnx.ModelProto,
     base: onnx.ModelProto,
     batches: list[Mapping[str, np.ndarray]],
-    targets: list[_Target],
+    targets: list[Target],
     threads: int | None,
 ) -> list[np.ndarray]:
     """Per target, ``E[W_q x] - E[W x]`` per channel, ``x`` the input its INT8 layer sees in the

@@ -102,8 +102,12 @@ COMPARE_GROUPS = (
 EXPORT_GROUPS = (
     ModelArgs("precision export model.onnx --int8 --cache calib.cache -o out.onnx"),
     RangesArgs("TensorRT calibration cache (required with --int8).", calibrate=False),
-    OutputArgs("ONNX file to write.", output_required="out.onnx", json=None),
-    DataArgs(),  # calibration data for --bias-correction (never held-out data)
+    OutputArgs(
+        "ONNX file to write.",
+        output_required="out.onnx",
+        json="Write the export summary (with the corrections' per-layer figures) as JSON to PATH; '-' = stdout.",
+    ),
+    DataArgs(),  # calibration data for --bias-correction / --weight-correction (never held-out data)
 )
 
 
@@ -179,6 +183,13 @@ Examples:
 --bias-correction folds each INT8 Conv/Gemm/MatMul's mean output shift from weight rounding into
 its bias (measured on --data, the calibration data); the cache does not change. Off by default:
 it helps some calibrations and hurts others (BENCHMARKS.md), so measure it on held-out data.
+
+\b
+--weight-correction own|sequential refits each INT8 Conv/Gemm/MatMul's FP32 weights and bias by
+ridge regression so that, on its quantized input, it reproduces its FP32 output on --data (own:
+the input rounded per tensor, one FP32 pass; sequential: the input in the INT8 emulation with the
+earlier layers corrected). --weight-correction-alpha sets the pull towards the original weights.
+Runs before --bias-correction when both are given. Off by default (BENCHMARKS.md).
 """
 
 
@@ -207,6 +218,21 @@ it helps some calibrations and hurts others (BENCHMARKS.md), so measure it on he
     show_default=True,
     help="INT8: fold each quantized layer's per-channel mean shift from weight rounding into its "
     "bias, measured on --data (calibration data).",
+)
+@click.option(
+    "--weight-correction",
+    "weight_correction",
+    type=click.Choice(["own", "sequential"]),
+    default=None,
+    help="INT8: refit each quantized layer's weights and bias by least squares to its FP32 output "
+    "on its quantized input, on --data (calibration data). Off by default.",
+)
+@click.option(
+    "--weight-correction-alpha",
+    "weight_correction_alpha",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Ridge strength relative to the mean input power (default 0.01; larger = weights change less).",
 )
 @mha_option
 @uses(*EXPORT_GROUPS)
@@ -566,11 +592,17 @@ def _export(opts: dict[str, Any]) -> None:
     flag = "--fp8" if opts["fp8"] else "--int8"
     if (opts["int8"] or opts["fp8"]) and not ranges.cache:
         raise InputError(f"{flag} needs --cache FILE (a TensorRT calibration cache, e.g. from 'calib run')")
-    if opts["bias_correction"] and not opts["int8"]:
-        raise InputError("--bias-correction corrects INT8 layers: give --int8 too")
+    for flag, key in (("--bias-correction", "bias_correction"), ("--weight-correction", "weight_correction")):
+        if opts[key] and not opts["int8"]:
+            raise InputError(f"{flag} corrects INT8 layers: give --int8 too")
+    if opts["weight_correction_alpha"] is not None and not opts["weight_correction"]:
+        raise InputError("--weight-correction-alpha needs --weight-correction own|sequential")
     pins = load_pins(opts.get("pins_path"))
-    proto = load_onnx(model.path)
+    proto = source = load_onnx(model.path)
     amax = cache_ranges(ranges.cache, "fp8" if opts["fp8"] else "int8") if opts["int8"] or opts["fp8"] else {}
+    corrections: dict[str, Any] = {}
+    if opts["weight_correction"]:
+        proto, corrections["weight_correction"] = _weight_correction(proto, amax, pins, data, opts)
     if opts["bias_correction"]:
         from trtq.precision.bias_correction import correct_biases
         from trtq.precision.cli_common import open_data
@@ -581,6 +613,7 @@ def _export(opts: dict[str, Any]) -> None:
             proto, report = correct_biases(
                 proto, dataset.batches(batch_size, progress=progress), amax, pins=pins
             )
+        corrections["bias_correction"] = report.to_dict()
         if not opts["quiet"]:
             shift = max((c.mean_abs_shift for c in report.layers), default=0.0)
             stderr_console().print(
@@ -597,3 +630,50 @@ def _export(opts: dict[str, Any]) -> None:
             f"{dq - q} weight DequantizeLinear, "
             f"{len(pins)} pinned node(s) in FP32{', rest FP16' if opts['fp16'] else ''}"
         )
+    if out.json:
+        from trtq._core.jsonio import to_jsonable
+        from trtq._core.onnx_model import model_summary
+        from trtq._core.result import result_document
+
+        doc = result_document(
+            "export",
+            backend="onnxruntime" if corrections else None,
+            created_by="precision export",
+            model=model_summary(source, model.path),
+            output=str(out.output),
+            pins=sorted(pins),
+            **corrections,
+        )
+        out.write_json(to_jsonable(doc))
+
+
+def _weight_correction(proto, amax, pins, data, opts: dict[str, Any]):
+    """``--weight-correction``: the refitted model and the report's dict; a per-layer summary on
+    stderr (the worst layers by output MSE after the correction)."""
+    from trtq.precision.cli_common import open_data
+    from trtq.precision.weight_correction import DEFAULT_ALPHA, correct_weights
+
+    alpha = DEFAULT_ALPHA if opts["weight_correction_alpha"] is None else opts["weight_correction_alpha"]
+    dataset, batch_size = open_data(proto, data)
+    batches = list(dataset.batches(batch_size))
+    with progress_bar(opts["quiet"], unit="batch") as progress:
+        proto, report = correct_weights(
+            proto, batches, amax, mode=opts["weight_correction"], alpha=alpha, pins=pins, progress=progress
+        )
+    if not opts["quiet"]:
+        err = stderr_console()
+        before = sum(f.mse_before for f in report.layers)
+        after = sum(f.mse_after for f in report.layers)
+        err.print(
+            f"weight correction ({report.mode}, alpha {alpha:g}): {len(report.layers)} layer(s) on "
+            f"{report.samples} batch(es), {len(report.skipped)} skipped; summed layer output MSE "
+            f"{before:.4g} -> {after:.4g} (INT8 weights, calibration data)"
+        )
+        worst = sorted(report.layers, key=lambda f: -f.mse_after / max(f.output_power, 1e-30))[:5]
+        for f in worst:
+            err.print(
+                f"  {f.node} ({f.op_type}): output MSE {f.mse_before:.3g} -> {f.mse_after:.3g}, "
+                f"mean |dW|/|W| {f.rel_weight_change:.3g}",
+                markup=False,
+            )
+    return proto, report.to_dict()
