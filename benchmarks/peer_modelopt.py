@@ -46,7 +46,7 @@ length comes from the samples), ModelOpt gets the same arrays stacked in ``cal.n
 
     python benchmarks/peer_modelopt.py [--models det,rec,cls,lcnet,vit,bert] [--no-modelopt]
         [--det-size 640] [--modelopt-methods entropy,max] [--trtq-methods entropy2,minmax,percentile,mse]
-        [--extra-qdq LABEL=PATH ...] [--json OUT]
+        [--extra-qdq LABEL=PATH ...] [--export-variant LABEL="EXPORT FLAGS" ...] [--json OUT]
 """
 
 from __future__ import annotations
@@ -407,6 +407,22 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
             row.note = f"export failed: {export.error}"
             continue
         judge(row, qdq)
+        for label, extra in args.export_variants:  # the same cache, exported with extra flags
+            vqdq = wd / f"trtq-{method}-{label}.qdq.onnx"
+            vexport = timed(
+                _cli("trtq.precision.cli", "precision")
+                + ["export", str(model), "--int8", "--cache", str(cache), "-o", str(vqdq), "-q",
+                   "--data", str(wd / "cal"), "--batch-size", "1", *trtq_shape, *extra.split()],
+                cwd=ROOT, log=wd / f"trtq-{method}-{label}.export.log",
+            )  # fmt: skip
+            vrow = Row("trtq", f"{method} + {label}")
+            rows.append(vrow)
+            vrow.wall, vrow.rss_mb = calib.wall + vexport.wall, max(calib.rss_mb, vexport.rss_mb)
+            vrow.note = f"calib {calib.wall:.1f} s + export {vexport.wall:.1f} s"
+            if vexport.code != 0:
+                vrow.note = f"export failed: {vexport.error}"
+                continue
+            judge(vrow, vqdq)
 
     for label, qdq in args.extra_qdq if case.key == args.models.split(",")[0] else []:
         row = Row("given", label, note=str(qdq))
@@ -471,6 +487,11 @@ def main() -> None:
         help="also judge this Q/DQ model of the first model listed (e.g. one made by another checkout)",
     )  # fmt: skip
     parser.add_argument("--trtq-methods", default=",".join(TRTQ_METHODS), help="trtq calibration methods")
+    parser.add_argument(
+        "--export-variant", action="append", default=[], dest="export_variants", metavar="LABEL=FLAGS",
+        help="also export every trtq method's cache with these precision export flags (given --data cal/), "
+        'e.g. wc-seq="--weight-correction sequential --weight-correction-alpha 0.1"',
+    )  # fmt: skip
     parser.add_argument("--modelopt-timeout", type=float, default=1800.0, help="seconds per ModelOpt run")
     parser.add_argument("--work", type=Path, help="keep the models, caches and logs here (default: temp)")
     parser.add_argument("--json", type=Path, help="write all rows as JSON")
@@ -478,6 +499,9 @@ def main() -> None:
     args.modelopt_methods = [m for m in args.modelopt_methods.split(",") if m]
     args.trtq_methods = [m for m in args.trtq_methods.split(",") if m]
     args.extra_qdq = [tuple(x.split("=", 1)) for x in args.extra_qdq]
+    args.export_variants = [tuple(x.split("=", 1)) for x in args.export_variants]
+    if any(len(x) != 2 for x in args.export_variants):
+        parser.error("--export-variant takes LABEL=FLAGS")
     if any(len(x) != 2 for x in args.extra_qdq):
         parser.error("--extra-qdq takes LABEL=PATH")
     cases = model_cases(args.det_size)
