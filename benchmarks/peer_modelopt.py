@@ -384,7 +384,7 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
             row.note = (row.note + "; " if row.note else "") + f"ORT: {str(exc).splitlines()[0][:160]}"
 
     for method in args.trtq_methods:
-        cache, qdq = wd / f"trtq-{method}.cache", wd / f"trtq-{method}.qdq.onnx"
+        cache = wd / f"trtq-{method}.cache"
         calib = timed(
             _cli("trtq.calib.cli", "calib")
             + ["run", str(model), "--data", str(wd / "cal"), *trtq_shape, "--method", method,
@@ -396,33 +396,27 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
         if calib.code != 0:
             row.note = f"calib run failed: {calib.error}"
             continue
-        export = timed(
-            _cli("trtq.precision.cli", "precision")
-            + ["export", str(model), "--int8", "--cache", str(cache), "-o", str(qdq), "-q"],
-            cwd=ROOT, log=wd / f"trtq-{method}.export.log",
-        )  # fmt: skip
-        row.wall, row.rss_mb = calib.wall + export.wall, max(calib.rss_mb, export.rss_mb)
-        row.note = f"calib {calib.wall:.1f} s + export {export.wall:.1f} s"
-        if export.code != 0:
-            row.note = f"export failed: {export.error}"
-            continue
-        judge(row, qdq)
-        for label, extra in args.export_variants:  # the same cache, exported with extra flags
-            vqdq = wd / f"trtq-{method}-{label}.qdq.onnx"
-            vexport = timed(
+        # the plain export, then the same cache exported with each --export-variant's flags
+        variants = [("", [])] + [
+            (label, ["--data", str(wd / "cal"), "--batch-size", "1", *trtq_shape, *flags.split()])
+            for label, flags in args.export_variants
+        ]
+        for label, extra in variants:
+            out = wd / f"trtq-{method}{'-' + label if label else ''}.qdq.onnx"
+            export = timed(
                 _cli("trtq.precision.cli", "precision")
-                + ["export", str(model), "--int8", "--cache", str(cache), "-o", str(vqdq), "-q",
-                   "--data", str(wd / "cal"), "--batch-size", "1", *trtq_shape, *extra.split()],
-                cwd=ROOT, log=wd / f"trtq-{method}-{label}.export.log",
+                + ["export", str(model), "--int8", "--cache", str(cache), "-o", str(out), "-q", *extra],
+                cwd=ROOT, log=out.with_suffix(".log"),
             )  # fmt: skip
-            vrow = Row("trtq", f"{method} + {label}")
-            rows.append(vrow)
-            vrow.wall, vrow.rss_mb = calib.wall + vexport.wall, max(calib.rss_mb, vexport.rss_mb)
-            vrow.note = f"calib {calib.wall:.1f} s + export {vexport.wall:.1f} s"
-            if vexport.code != 0:
-                vrow.note = f"export failed: {vexport.error}"
+            if label:
+                row = Row("trtq", f"{method} + {label}")
+                rows.append(row)
+            row.wall, row.rss_mb = calib.wall + export.wall, max(calib.rss_mb, export.rss_mb)
+            row.note = f"calib {calib.wall:.1f} s + export {export.wall:.1f} s"
+            if export.code != 0:
+                row.note = f"export failed: {export.error}"
                 continue
-            judge(vrow, vqdq)
+            judge(row, out)
 
     for label, qdq in args.extra_qdq if case.key == args.models.split(",")[0] else []:
         row = Row("given", label, note=str(qdq))
