@@ -412,16 +412,13 @@ def _channel_means(
 ) -> list[np.ndarray]:
     """Per ``(tensor, channel axis, channels)``, the tensor's mean per channel over every batch,
     sample and position."""
-    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
+    from trtq.runtime.onnxruntime import run_marked
 
-    names = list(dict.fromkeys(name for name, _, _ in specs))
     sums = [np.zeros(c, dtype=np.float64) for _, _, c in specs]
     counts = [0] * len(specs)
-    with OnnxRuntimeRunner(model, mark=names, optimize=False, threads=threads) as runner:
-        for feeds in batches:
-            values = runner.run(feeds, names)
-            for k, (name, axis, channels) in enumerate(specs):
-                v = np.moveaxis(np.asarray(values[name], dtype=np.float64), axis, -1).reshape(-1, channels)
-                sums[k] += v.sum(axis=0)
-                counts[k] += v.shape[0]
+    for values in run_marked(model, [name for name, _, _ in specs], batches, threads=threads):
+        for k, (name, axis, channels) in enumerate(specs):
+            v = np.moveaxis(np.asarray(values[name], dtype=np.float64), axis, -1).reshape(-1, channels)
+            sums[k] += v.sum(axis=0)
+            counts[k] += v.shape[0]
     return [s / max(c, 1) for s, c in zip(sums, counts, strict=True)]

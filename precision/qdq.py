@@ -126,6 +126,14 @@ def fake_quantize_weight(w: np.ndarray, axis: int | None, qtype: str = "int8") -
     return (q.astype(np.float32) * scale.reshape(shape)).astype(np.float32)
 
 
+def fake_quantize_activation(x: np.ndarray, amax: float) -> np.ndarray:
+    """``x`` through a per-tensor INT8 Q/DQ with ``amax`` (scale :func:`activation_scale`, round
+    half to even, saturate to ``[-128, 127]``: zero point 0, as TensorRT's and ONNX Runtime's
+    QuantizeLinear compute it and the export deploys), in float32."""
+    scale = np.float32(activation_scale(amax))
+    return (np.clip(np.rint(x / scale), -128, 127) * scale).astype(np.float32)
+
+
 def activation_scale(amax: float, qtype: str = "int8") -> float:
     """Per-tensor scale as float32: ``amax / 127`` (the value a TensorRT cache stores) for INT8,
     ``amax / 448`` for FP8."""

@@ -305,18 +305,16 @@ def _fp32_targets(
 ) -> None:
     """``sequential``: every fit's FP32 output ``A u`` on its sampled positions, per batch (float32),
     from one FP32 pass, so that each wave needs only an emulation pass."""
-    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
+    from trtq.runtime.onnxruntime import run_marked
 
-    names = list(dict.fromkeys(f.input_fp32 for f in fits))
     for f in fits:
         f.ys = []
-    with OnnxRuntimeRunner(original, mark=names, optimize=False, threads=threads) as runner:
-        for b, feeds in enumerate(batches):
-            xs = runner.run(feeds, names)
-            for f in fits:
-                a = _patches(f, np.asarray(xs[f.input_fp32], np.float32), _rng(seed, f, b), positions)
-                f.ys.append(np.matmul(a, f.u).astype(np.float32))
-            progress(1)
+    names = [f.input_fp32 for f in fits]
+    for b, xs in enumerate(run_marked(original, names, batches, threads=threads)):
+        for f in fits:
+            a = _patches(f, np.asarray(xs[f.input_fp32], np.float32), _rng(seed, f, b), positions)
+            f.ys.append(np.matmul(a, f.u).astype(np.float32))
+        progress(1)
 
 
 def _accumulate(
@@ -331,36 +329,34 @@ def _accumulate(
     """Gram, ``A~^T y`` and output power of every fit over the batches. ``own``: ``model`` is the
     FP32 model, ``x~ = Q(x)``; ``sequential``: ``model`` is the emulation (``x~`` its anchor input,
     ``y`` from :func:`_fp32_targets`)."""
-    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
+    from trtq.runtime.onnxruntime import run_marked
 
     emulated = all(f.ys is not None for f in fits)
-    names = list(dict.fromkeys(f.input_q if emulated else f.input_fp32 for f in fits))
     for f in fits:
         k = f.u.shape[1]
         f.gram = np.zeros((f.groups, k, k))
         f.cross = np.zeros(f.u.shape)
         f.power = np.zeros(f.target.channels)
         f.samples = 0
-    with OnnxRuntimeRunner(model, mark=names, optimize=False, threads=threads) as runner:
-        for b, feeds in enumerate(batches):
-            xs = runner.run(feeds, names)
-            for f in fits:
-                if emulated:
-                    xq = np.asarray(xs[f.input_q], np.float32)
-                    y = f.ys[b].astype(np.float64)
-                else:
-                    x = np.asarray(xs[f.input_fp32], np.float32)
-                    xq = fake_quantize(x, f.amax)
-                    y = np.matmul(_patches(f, x, _rng(seed, f, b), positions), f.u)  # [g, P, out/g]
-                aq = _patches(f, xq, _rng(seed, f, b), positions)
-                if f.groups == 1:  # 2-D A^T A: numpy computes it as a symmetric rank-k update
-                    f.gram[0] += aq[0].T @ aq[0]
-                else:
-                    f.gram += np.einsum("gpk,gpl->gkl", aq, aq)  # many small groups
-                f.cross += np.matmul(aq.transpose(0, 2, 1), y)
-                f.power += np.sum(y * y, axis=1).reshape(-1)
-                f.samples += aq.shape[1]
-            progress(1)
+    names = [f.input_q if emulated else f.input_fp32 for f in fits]
+    for b, xs in enumerate(run_marked(model, names, batches, threads=threads)):
+        for f in fits:
+            if emulated:
+                xq = np.asarray(xs[f.input_q], np.float32)
+                y = f.ys[b].astype(np.float64)
+            else:
+                x = np.asarray(xs[f.input_fp32], np.float32)
+                xq = qdq.fake_quantize_activation(x, f.amax)
+                y = np.matmul(_patches(f, x, _rng(seed, f, b), positions), f.u)  # [g, P, out/g]
+            aq = _patches(f, xq, _rng(seed, f, b), positions)
+            if f.groups == 1:  # 2-D A^T A: numpy computes it as a symmetric rank-k update
+                f.gram[0] += aq[0].T @ aq[0]
+            else:
+                f.gram += np.einsum("gpk,gpl->gkl", aq, aq)  # many small groups
+            f.cross += np.matmul(aq.transpose(0, 2, 1), y)
+            f.power += np.sum(y * y, axis=1).reshape(-1)
+            f.samples += aq.shape[1]
+        progress(1)
     for f in fits:
         f.ys = None
 
@@ -368,14 +364,6 @@ def _accumulate(
 def _rng(seed: int, f: _Fit, batch: int) -> np.random.Generator:
     """The positions sampled for ``f`` in ``batch``: the same for its FP32 and quantized input."""
     return np.random.default_rng([seed, f.target.node_index, batch])
-
-
-def fake_quantize(x: np.ndarray, amax: float) -> np.ndarray:
-    """``x`` through a per-tensor INT8 Q/DQ with ``amax`` (scale ``amax / 127`` in float32, round
-    half to even, saturate to ``[-128, 127]``: zero point 0, as TensorRT's and ONNX Runtime's
-    QuantizeLinear compute it and the export deploys)."""
-    scale = np.float32(qdq.activation_scale(amax))
-    return (np.clip(np.rint(x / scale), -128, 127) * scale).astype(np.float32)
 
 
 def _patches(f: _Fit, x: np.ndarray, rng: np.random.Generator, positions: int) -> np.ndarray:

@@ -9,7 +9,7 @@ graph optimisations, so fetching them does not change their values.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +134,18 @@ class OnnxRuntimeRunner(Runner):
 
     def _close_impl(self) -> None:
         self.session = None  # type: ignore[assignment]
+
+
+def run_marked(
+    model: onnx.ModelProto,
+    names: Sequence[str],
+    batches: Iterable[Mapping[str, np.ndarray]],
+    *,
+    threads: int | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """``names`` of ``model`` for each batch, node for node (optimisations off: the values the
+    graph computes, as the precision passes measure them); one session for all batches."""
+    marked = list(dict.fromkeys(names))
+    with OnnxRuntimeRunner(model, mark=marked, optimize=False, threads=threads) as runner:
+        for feeds in batches:
+            yield runner.run(feeds, marked)
