@@ -218,12 +218,13 @@ def calibrate(
             from trtq.calib.auto import auto_thresholds
 
             fallback = compute_amax(hs, auto.fallback, threads=threads, **params)
-            floats = set(kept_float(hs))  # measured unquantized, as they will run
+            # Float-kept tensors are measured unquantized, as they will run, and get no threshold:
+            # the fallback has none for them, and auto measures only the activations given.
+            floats = set(kept_float(hs))
             amax, choices = auto_thresholds(
                 proto, hs, kept, runner.run, params, fallback_amax=fallback,
                 activations=[n for n in names if n not in floats],
             )  # fmt: skip
-            amax = {t: v for t, v in amax.items() if t not in floats}
             del kept
         else:
             amax = compute_amax(hs, method, threads=threads, **params)

@@ -601,18 +601,20 @@ def _export(opts: dict[str, Any]) -> None:
     proto = source = load_onnx(model.path)
     amax = cache_ranges(ranges.cache, "fp8" if opts["fp8"] else "int8") if opts["int8"] or opts["fp8"] else {}
     corrections: dict[str, Any] = {}
-    if opts["weight_correction"]:
-        proto, corrections["weight_correction"] = _weight_correction(proto, amax, pins, data, opts)
-    if opts["bias_correction"]:
-        from trtq.precision.bias_correction import correct_biases
+    batches: list = []  # the calibration data, decoded once for the corrections that read it
+    if opts["weight_correction"] or opts["bias_correction"]:
         from trtq.precision.cli_common import open_data
 
         dataset, batch_size = open_data(proto, data)
         with progress_bar(opts["quiet"], unit="img") as progress:
-            progress(0, total=len(dataset), description="bias correction")
-            proto, report = correct_biases(
-                proto, dataset.batches(batch_size, progress=progress), amax, pins=pins
-            )
+            progress(0, total=len(dataset), description="reading --data")
+            batches = list(dataset.batches(batch_size, progress=progress))
+    if opts["weight_correction"]:
+        proto, corrections["weight_correction"] = _weight_correction(proto, amax, pins, batches, opts)
+    if opts["bias_correction"]:
+        from trtq.precision.bias_correction import correct_biases
+
+        proto, report = correct_biases(proto, batches, amax, pins=pins)
         corrections["bias_correction"] = report.to_dict()
         if not opts["quiet"]:
             shift = max((c.mean_abs_shift for c in report.layers), default=0.0)
@@ -647,15 +649,12 @@ def _export(opts: dict[str, Any]) -> None:
         out.write_json(to_jsonable(doc))
 
 
-def _weight_correction(proto, amax, pins, data, opts: dict[str, Any]):
-    """``--weight-correction``: the refitted model and the report's dict; a per-layer summary on
-    stderr (the worst layers by output MSE after the correction)."""
-    from trtq.precision.cli_common import open_data
+def _weight_correction(proto, amax, pins, batches: list, opts: dict[str, Any]):
+    """``--weight-correction`` on the decoded calibration ``batches``: the refitted model and the
+    report's dict; a per-layer summary on stderr (the worst layers by output MSE after it)."""
     from trtq.precision.weight_correction import DEFAULT_ALPHA, correct_weights
 
     alpha = DEFAULT_ALPHA if opts["weight_correction_alpha"] is None else opts["weight_correction_alpha"]
-    dataset, batch_size = open_data(proto, data)
-    batches = list(dataset.batches(batch_size))
     with progress_bar(opts["quiet"], unit="batch") as progress:
         proto, report = correct_weights(
             proto, batches, amax, mode=opts["weight_correction"], alpha=alpha, pins=pins, progress=progress
