@@ -83,22 +83,28 @@ def minmax_amax(model: onnx.ModelProto, batches) -> dict[str, float]:
     return amax
 
 
-def two_conv_workspace(tmp_path):
-    """``two_conv_model`` saved as m.onnx, 4 random samples as .npy files in data/, and their
-    min/max TensorRT cache: ``(tmp_path, model path, data dir, cache path)``."""
+def write_workspace(tmp_path, model: onnx.ModelProto, batches: list[dict[str, np.ndarray]]):
+    """``model`` saved as m.onnx, ``batches`` as one file each in data/ (``.npy`` for one input,
+    ``.npz`` for several) and their min/max TensorRT cache: ``(model path, data dir, cache path)``."""
     from trtq.calib.cache import CalibrationCache, write_cache
 
-    model = two_conv_model()
     path = tmp_path / "m.onnx"
     onnx.save(model, path)
     data = tmp_path / "data"
     data.mkdir()
-    rs = np.random.RandomState(0)
-    batches = []
-    for i in range(4):
-        x = rs.randn(1, 3, 6, 6).astype(np.float32)
-        np.save(data / f"s{i}.npy", x)
-        batches.append({"x": x})
+    for i, b in enumerate(batches):
+        if len(b) == 1:
+            np.save(data / f"s{i}.npy", next(iter(b.values())))
+        else:
+            np.savez(data / f"s{i}.npz", **b)
     cache = tmp_path / "calib.cache"
     write_cache(cache, CalibrationCache.from_amax(minmax_amax(model, batches)))
-    return tmp_path, path, data, cache
+    return path, data, cache
+
+
+def two_conv_workspace(tmp_path):
+    """``two_conv_model`` with 4 random samples (:func:`write_workspace`): ``(tmp_path, model
+    path, data dir, cache path)``."""
+    rs = np.random.RandomState(0)
+    batches = [{"x": rs.randn(1, 3, 6, 6).astype(np.float32)} for _ in range(4)]
+    return (tmp_path, *write_workspace(tmp_path, two_conv_model(), batches))

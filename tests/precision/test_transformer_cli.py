@@ -9,28 +9,17 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from precision_tiny_models import minmax_amax
+from precision_tiny_models import write_workspace
 from transformer_tiny_blocks import block_inputs, encoder_block
 
-from trtq.calib.cache import CalibrationCache, write_cache
 from trtq.precision.cli import main
 
 
 @pytest.fixture(scope="module")
 def block_workspace(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("block")
-    model = encoder_block()
-    path = tmp / "block.onnx"
-    onnx.save(model, path)
-    data = tmp / "data"
-    data.mkdir()
     rs = np.random.RandomState(0)
-    batches = [block_inputs(rs) for _ in range(4)]
-    for i, b in enumerate(batches):
-        np.savez(data / f"s{i}.npz", **b)
-    cache = tmp / "calib.cache"
-    write_cache(cache, CalibrationCache.from_amax(minmax_amax(model, batches)))
-    return tmp, path, data, cache
+    return (tmp, *write_workspace(tmp, encoder_block(), [block_inputs(rs) for _ in range(4)]))
 
 
 def _invoke(*args):
