@@ -441,7 +441,7 @@ def run_bisect(
     backend: str = "onnxruntime",
     threads: int | None = None,
     early_stop: bool = True,
-    mha: str = "fp16",
+    mha: str = "fp16",  # emulate.DEFAULT_MHA (emulate is imported lazily here)
     progress: ProgressFn = null_progress,
     sources: Mapping[str, Any] | None = None,
     held_out: Sequence[Mapping[str, Any]] | None = None,

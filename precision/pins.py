@@ -33,7 +33,7 @@ import onnx
 from trtq._core.errors import InputError
 from trtq._core.jsonio import write_json
 from trtq._core.onnx_model import node_names
-from trtq.precision.emulate import PRECISIONS
+from trtq.precision.emulate import DEFAULT_MHA, PRECISIONS
 
 
 def write_pins(path: str | os.PathLike, doc: Mapping[str, Any]) -> None:
@@ -125,7 +125,7 @@ def apply_pins(
     *,
     precision: str,
     amax: Mapping[str, float] | None = None,
-    mha: str = "fp16",
+    mha: str = DEFAULT_MHA,
 ) -> onnx.ModelProto:
     """A deployable ONNX with ``nodes`` in FP32 and the rest in ``precision``.
 

@@ -18,7 +18,7 @@ from typing import Any
 import onnx
 
 from trtq.precision.builds import ModelBuild, onnx_candidate
-from trtq.precision.emulate import folded
+from trtq.precision.emulate import DEFAULT_MHA, folded
 from trtq.precision.evaluate import Criterion, EvalResult, Evaluator
 from trtq.precision.pins import apply_pins, check_nodes_exist
 from trtq.runtime.build import BuildSpec
@@ -67,7 +67,7 @@ def verify_pins(
     amax: Mapping[str, float] | None = None,
     threads: int | None = None,
     source: str = "pins",
-    mha: str = "fp16",
+    mha: str = DEFAULT_MHA,
 ) -> PinVerification:
     """Apply ``nodes`` (ONNX node names kept in FP32) to ``model`` and judge the result on
     ``batches`` against the FP32 model. ``amax`` are the INT8 ranges (scale = amax / 127);
