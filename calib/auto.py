@@ -22,9 +22,12 @@ Algorithm (one extra pass over a bounded subset of the calibration data, after t
    Gemm/MatMul chain; the residual stream is not quantized). Transformer patterns
    (:mod:`trtq._core.transformer_patterns`): LayerNorm and Softmax inputs are never quantized,
    and the two matrix products of an attention block only with ``mha="int8"`` (the default
-   ``fp16`` leaves them in float, as the emulation's default does). A BatchNormalization right after a Conv is folded into its
-   weights (as TensorRT does), and weights are quantized per output channel (amax_c = max |W_c|,
-   scale = amax_c / 127, values in [-127, 127]) as the INT8 build would.
+   ``fp16`` leaves them in float, as the emulation's default does). ``auto`` measures with
+   ``mha="int8"`` whatever the export will use (:data:`MEASURED_MHA`): the products' inputs (Q,
+   K, the softmax probabilities, V) get measured thresholds, the others are unchanged. A
+   BatchNormalization right after a Conv is folded into its weights (as TensorRT does), and
+   weights are quantized per output channel (amax_c = max |W_c|, scale = amax_c / 127, values in
+   [-127, 127]) as the INT8 build would.
 3. For every retained sample and every consumer, the consumer-output error with the input
    fake-quantized at each candidate (``q(x) = clip(round_half_even(x / s), -128, 127) * s``,
    ``s = amax / 127``), in a weight-aware proxy: ``sum_i w_i (q(x_i) - x_i)^2`` with ``w_i`` the
@@ -96,6 +99,17 @@ DEFAULT_SAMPLES = 16
 DEFAULT_GRID = 0
 DEFAULT_POSITIONS = 4096
 DEFAULT_FALLBACK = "entropy2"
+#: The attention products' precision ``auto`` measures for (``find_consumers``' ``mha``): always
+#: ``int8``, not the export's ``--mha``, which calibration does not know. Why: one cache serves
+#: both choices (``precision export --mha fp16|int8`` reads the same ranges) and TensorRT 10's
+#: implicit placement from a cache may run the products in INT8 too; with ``fp16`` the products'
+#: inputs got the fallback's thresholds, measured nowhere. Why nothing else changes: a
+#: tensor read only by attention products (the usual case: Q, K and V after their head
+#: transposes, the softmax output) is not quantized by an ``--mha fp16`` export, and the products
+#: are listed after every other consumer, so the other tensors keep their position and with it
+#: their seeded element draws (their choices are the same as with ``fp16``). A tensor read by a
+#: product *and* by another quantized consumer has its error averaged over both.
+MEASURED_MHA = "int8"
 AUTO_PERCENTILES = (99.9, 99.99, 99.999)
 
 _POINTWISE_CHAIN = frozenset(
@@ -227,7 +241,8 @@ def find_consumers(
 
     ``activations``: the model's float activations when the caller has them (they need shape
     inference: :func:`trtq._core.onnx_model.float_tensors`); ``mha``: ``int8`` when the
-    attention blocks' matrix products are quantized."""
+    attention blocks' matrix products are quantized (the export's rule for that ``--mha``;
+    ``auto`` passes :data:`MEASURED_MHA`). Their consumers come after all the others."""
     graph = model.graph
     consts = _constants(graph)
     acts = set(activations) if activations is not None else {t.name for t in float_tensors(model)}
@@ -261,14 +276,17 @@ def find_consumers(
             t = ins[0]
         return None
 
-    # Inside a transformer pattern only the attention products may be quantized (with mha int8).
+    # Inside a transformer pattern only the attention products may be quantized (with mha int8);
+    # they are listed after every other consumer (see MEASURED_MHA).
     never = {k for p in find_layernorms(graph) for k in p.nodes}
+    products: list[int] = []
     for p in find_attention(graph):
-        never |= set(p.nodes) - ({p.bmm1, p.bmm2} if mha == "int8" else set())
-    for k, node in enumerate(graph.node):
+        never |= set(p.nodes)
+        products += [p.bmm1, p.bmm2] if mha == "int8" else []
+    order = [k for k in range(len(graph.node)) if k not in never] + products
+    for k in order:
+        node = graph.node[k]
         op, name, ins = node.op_type, names[k], list(node.input)
-        if k in never:
-            continue
         if op == "Conv" and ins and ins[0] in acts:
             w = consts.get(ins[1]) if len(ins) > 1 else None
             if w is not None and w.ndim in (3, 4):
@@ -543,7 +561,8 @@ def auto_thresholds(
     if fallback_amax is None:
         fallback_amax = compute_amax(histograms, settings.fallback)
     known = {settings.fallback: fallback_amax}  # the candidates reuse the fallback's amax
-    search = AutoSearch(histograms, find_consumers(model, activations), settings, known_amax=known)
+    consumers = find_consumers(model, activations, mha=MEASURED_MHA)
+    search = AutoSearch(histograms, consumers, settings, known_amax=known)
     need = search.needed()
     for batch in batches:
         fetch = [n for n in need if n not in batch]
