@@ -89,7 +89,7 @@ import onnx
 from onnx import numpy_helper
 
 from trtq._core.errors import InputError
-from trtq._core.onnx_model import float_tensors
+from trtq._core.onnx_model import float_tensors, tensor_readers
 from trtq._core.progress import ProgressFn, null_progress
 from trtq._core.transformer_patterns import find_attention, find_layernorms
 from trtq.calib.histogram import HistogramSet, TensorHistogram
@@ -246,13 +246,8 @@ def find_consumers(
     graph = model.graph
     consts = _constants(graph)
     acts = set(activations) if activations is not None else {t.name for t in float_tensors(model)}
-    producer: dict[str, onnx.NodeProto] = {}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for o in node.output:
-            producer[o] = node
-        for i in node.input:
-            readers.setdefault(i, []).append(node)
+    producer = {o: node for node in graph.node for o in node.output}
+    readers = tensor_readers(graph)
     names = [n.name or f"{n.op_type}_{k}" for k, n in enumerate(graph.node)]
     found: list[tuple[str, str, str, dict]] = []
 
@@ -290,7 +285,9 @@ def find_consumers(
         if op == "Conv" and ins and ins[0] in acts:
             w = consts.get(ins[1]) if len(ins) > 1 else None
             if w is not None and w.ndim in (3, 4):
-                add(ins[0], name, "linear", channel_weight=_conv_weights(node, w, consts, readers), axis=0)
+                r = [graph.node[j] for j in readers.get(node.output[0], [])]
+                bn = r[0] if len(r) == 1 and r[0].op_type == "BatchNormalization" else None
+                add(ins[0], name, "linear", channel_weight=_conv_weights(node, w, consts, bn), axis=0)
             else:
                 add(ins[0], name, "identity")
         elif op == "ConvTranspose" and ins and ins[0] in acts:
@@ -341,19 +338,16 @@ def find_consumers(
 
 
 def _conv_weights(
-    node: onnx.NodeProto, w: np.ndarray, consts: Mapping[str, np.ndarray], readers: Mapping[str, list]
+    node: onnx.NodeProto, w: np.ndarray, consts: Mapping[str, np.ndarray], bn: onnx.NodeProto | None
 ) -> np.ndarray:
-    """Per input channel: the sum of the squared INT8 (BN-folded) weights that read it."""
+    """Per input channel: the sum of the squared INT8 weights that read it; ``bn``: the
+    BatchNormalization reading only this Conv, folded into its weights (per output channel)."""
     w = w.astype(np.float32)
-    # A BatchNormalization reading only this Conv is folded into its weights (per output channel).
-    out_readers = readers.get(node.output[0], [])
-    if len(out_readers) == 1 and out_readers[0].op_type == "BatchNormalization":
-        bn = out_readers[0]
-        if all(i in consts for i in bn.input[1:5]):
-            gamma, _beta, _mean, var = (consts[i].astype(np.float64) for i in bn.input[1:5])
-            eps = float(_attrs(bn).get("epsilon", 1e-5))
-            factor = (gamma / np.sqrt(var + eps)).astype(np.float32)
-            w = w * factor.reshape((-1,) + (1,) * (w.ndim - 1))
+    if bn is not None and all(i in consts for i in bn.input[1:5]):
+        gamma, _beta, _mean, var = (consts[i].astype(np.float64) for i in bn.input[1:5])
+        eps = float(_attrs(bn).get("epsilon", 1e-5))
+        factor = (gamma / np.sqrt(var + eps)).astype(np.float32)
+        w = w * factor.reshape((-1,) + (1,) * (w.ndim - 1))
     wq = fake_quantize_weight(w, 0)
     group = int(_attrs(node).get("group", 1))
     cout, cin_g = wq.shape[:2]

@@ -52,6 +52,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from trtq._core.errors import InputError
+from trtq._core.onnx_model import tensor_readers
 from trtq.precision.emulate import EmulationConfig, apply_plan, folded, plan_emulation
 
 logger = logging.getLogger(__name__)
@@ -197,10 +198,7 @@ def correction_targets(plan) -> list[Target]:
     model = plan.model
     nodes = model.graph.node
     inits = {i.name: i for i in model.graph.initializer}
-    consumers: dict[str, list[int]] = {}
-    for i, n in enumerate(nodes):
-        for t in n.input:
-            consumers.setdefault(t, []).append(i)
+    consumers = tensor_readers(model)
     graph_outputs = {o.name for o in model.graph.output}
     out: list[Target] = []
     for lp in plan.layers:
@@ -247,10 +245,7 @@ def prepare_biases(model: onnx.ModelProto, targets: list[Target]) -> None:
     nodes (``targets``' node indices are updated)."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    readers: dict[str, int] = {}
-    for n in graph.node:
-        for t in n.input:
-            readers[t] = readers.get(t, 0) + 1
+    readers = {t: len(ks) for t, ks in tensor_readers(graph).items()}
     new_nodes: dict[int, onnx.NodeProto] = {}
     for t in targets:
         node = graph.node[t.node_index]

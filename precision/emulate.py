@@ -82,7 +82,7 @@ import onnx
 from onnx import numpy_helper
 
 from trtq._core.errors import InputError
-from trtq._core.onnx_model import node_names
+from trtq._core.onnx_model import node_names, tensor_readers
 from trtq._core.tensors import TensorInfo
 from trtq.precision import qdq
 from trtq.precision.emulation_fusion import ANCHORS, Layer, LayerGraph, find_layers
@@ -336,10 +336,7 @@ def _unwrap_last_axis_softmax(converted: onnx.ModelProto, original: onnx.ModelPr
         return
     graph = converted.graph
     producer = {o: n for n in graph.node for o in n.output}
-    readers: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
+    reads = {t: len(ks) for t, ks in tensor_readers(graph).items()}
     drop: set[int] = set()
     for reshape in graph.node:
         src = last.get(reshape.output[0]) if reshape.op_type == "Reshape" and reshape.output else None
@@ -348,11 +345,11 @@ def _unwrap_last_axis_softmax(converted: onnx.ModelProto, original: onnx.ModelPr
         shape = producer.get(reshape.input[1]) if len(reshape.input) > 1 else None
         if flat is None or flat.op_type != "Flatten" or list(flat.input) != [src]:
             continue
-        if readers.get(op.output[0]) != 1 or readers.get(flat.output[0]) != 1:
+        if reads.get(op.output[0]) != 1 or reads.get(flat.output[0]) != 1:
             continue
         op.input[0], op.output[0] = src, reshape.output[0]
         drop |= {id(flat), id(reshape)}
-        if shape is not None and shape.op_type == "Shape" and readers.get(shape.output[0]) == 1:
+        if shape is not None and shape.op_type == "Shape" and reads.get(shape.output[0]) == 1:
             drop.add(id(shape))
     kept = [n for n in graph.node if id(n) not in drop]
     del graph.node[:]

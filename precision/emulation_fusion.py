@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from trtq._core.onnx_model import float_tensors, node_names
+from trtq._core.onnx_model import float_tensors, node_names, tensor_readers
 from trtq._core.tensors import TensorInfo
 from trtq._core.transformer_patterns import find_attention, find_layernorms
 
@@ -135,15 +135,8 @@ def find_layers(
     pins = set(pins)
     sites = tuple(float_tensors(model) if sites is None else sites)
     activations = frozenset(s.name for s in sites)
-    producer: dict[str, int] = {}
-    consumers: dict[str, list[int]] = defaultdict(list)
-    for idx, node in enumerate(graph.node):
-        for o in node.output:
-            if o:
-                producer[o] = idx
-        for i in node.input:
-            if i:
-                consumers[i].append(idx)
+    producer = {o: idx for idx, node in enumerate(graph.node) for o in node.output if o}
+    consumers = tensor_readers(graph)
     graph_outputs = {o.name for o in graph.output}
     layer_nodes = sorted({producer[s.name] for s in sites if s.name in producer})
     is_layer = set(layer_nodes)

@@ -19,14 +19,12 @@ Conv's own pre-BatchNorm output disappears, as it does in a TensorRT engine.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from trtq._core.onnx_fold import fold_constants
-from trtq._core.onnx_model import export_graph, tensor_ranks
+from trtq._core.onnx_model import export_graph, tensor_ranks, tensor_readers
 
 _CONV_OPS = ("Conv", "ConvTranspose")
 
@@ -63,10 +61,7 @@ def _fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
         return out
     inits = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, int] = defaultdict(int)
-    for n in graph.node:
-        for i in n.input:
-            consumers[i] += 1
+    readers = tensor_readers(graph)
     graph_outputs = {o.name for o in graph.output}
     ranks = tensor_ranks(model)
     used_names = set(inits) | {o for n in graph.node for o in n.output} | {n.name for n in graph.node}
@@ -94,7 +89,7 @@ def _fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
         if (
             conv is not None
             and conv.op_type in _CONV_OPS
-            and consumers[node.input[0]] == 1
+            and len(readers.get(node.input[0], ())) == 1
             and node.input[0] not in graph_outputs
             and conv.input[1] in inits
             and (len(conv.input) < 3 or not conv.input[2] or conv.input[2] in inits)

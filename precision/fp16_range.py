@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from trtq._core.onnx_model import float_tensors, node_names
+from trtq._core.onnx_model import float_tensors, node_names, tensor_readers
 from trtq.precision.emulate import folded
 from trtq.precision.metrics import MASK_FILL_ABS
 from trtq.precision.qdq import FP16_MAX
@@ -169,13 +169,8 @@ def fp32_nonfinite_constants(model: onnx.ModelProto, *, fold: bool = True) -> li
 
 def _readers(m: onnx.ModelProto) -> tuple[dict[str, str], dict[str, list[onnx.NodeProto]]]:
     """tensor -> the name of its first reader, and tensor -> all its reader nodes."""
-    consumer: dict[str, str] = {}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node, name in zip(m.graph.node, node_names(m), strict=True):
-        for i in node.input:
-            consumer.setdefault(i, name)
-            readers.setdefault(i, []).append(node)
-    return consumer, readers
+    names, nodes, at = node_names(m), m.graph.node, tensor_readers(m)
+    return {t: names[ks[0]] for t, ks in at.items()}, {t: [nodes[k] for k in ks] for t, ks in at.items()}
 
 
 def _nonfinite_share(

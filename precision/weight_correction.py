@@ -66,6 +66,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from trtq._core.errors import InputError
+from trtq._core.onnx_model import tensor_readers
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.precision import qdq
 from trtq.precision.bias_correction import Target, bias_vector, correction_targets, prepare_biases, shift_bias
@@ -252,8 +253,8 @@ def _make_fit(model: onnx.ModelProto, t: Target, amax: float) -> _Fit | str:
     if bias is None:
         return "no per-channel bias"
     inits = {i.name: i for i in graph.initializer}
-    readers = sum(x == node.input[1] for n in graph.node for x in n.input)
-    if readers > 1:  # a weight shared with other nodes: this layer gets its own copy
+    # a weight shared with other nodes: this layer gets its own copy
+    if len(tensor_readers(graph).get(node.input[1], ())) > 1:
         name = f"{t.node}__trtq_wc_weight"
         graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[node.input[1]]), name))
         node.input[1] = name

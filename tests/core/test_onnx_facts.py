@@ -21,6 +21,7 @@ from trtq._core.onnx_model import (
     model_summary,
     node_names,
     real_inputs,
+    tensor_readers,
 )
 from trtq._core.tensors import Producer, TensorInfo
 from trtq.precision.fold import fold_model
@@ -83,6 +84,19 @@ def test_node_names_of_a_subgraph_or_a_node_list():
 
 
 # -- real inputs and the tensor metadata type --------------------------------------------------
+
+
+def test_tensor_readers_lists_every_read_by_node_position():
+    # x -> Mul(x, x) = sq; Clip(sq, "", hi) = c (min omitted); Add(c, x) = y; sq and hi read once
+    nodes = [
+        h.make_node("Mul", ["x", "x"], ["sq"]),
+        h.make_node("Clip", ["sq", "", "hi"], ["c"]),
+        h.make_node("Add", ["c", "x"], ["y"]),
+    ]
+    model = _model(nodes, [_vi("x", [2])], [_vi("y", [2])], [nh.from_array(np.array(1, np.float32), "hi")])
+    expected = {"x": [0, 0, 2], "sq": [1], "hi": [1], "c": [2]}
+    assert tensor_readers(model) == expected
+    assert tensor_readers(model.graph) == expected  # no "" (omitted input), no "y" (read by nothing)
 
 
 def test_real_inputs_leave_out_initializers_listed_as_inputs():

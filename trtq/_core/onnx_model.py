@@ -12,7 +12,8 @@ Conventions used across trtq:
   computed from the data (not only from initializers/Constant nodes: TensorRT folds those away,
   so they never become network tensors with activations);
 - tensors are listed in topological order, keyed by their ONNX names, which are also the
-  TensorRT network tensor names produced by its ONNX parser.
+  TensorRT network tensor names produced by its ONNX parser;
+- who reads a tensor: :func:`tensor_readers` (node positions, one per input slot).
 """
 
 from __future__ import annotations
@@ -105,6 +106,25 @@ def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     for node, name in zip(model.graph.node, node_names(model), strict=True):
         node.name = name
     return model
+
+
+def tensor_readers(graph: onnx.ModelProto | onnx.GraphProto) -> dict[str, list[int]]:
+    """Tensor name -> the positions in ``graph.node`` of the nodes that read it, in node order.
+
+    One entry per input slot: a node reading a tensor twice (``Mul(x, x)``) is listed twice, so
+    ``len`` is the number of reads. Omitted optional inputs (``""``) are no tensor and are not
+    listed; tensors read by nothing (graph outputs included) are absent. Reads inside subgraphs
+    (If/Loop bodies) are not seen. The node list is the caller's: a rewrite that inserts or
+    removes nodes makes the map stale.
+    """
+    if isinstance(graph, onnx.ModelProto):
+        graph = graph.graph
+    readers: dict[str, list[int]] = {}
+    for k, node in enumerate(graph.node):
+        for t in node.input:
+            if t:
+                readers.setdefault(t, []).append(k)
+    return readers
 
 
 def _dim(d: onnx.TensorShapeProto.Dimension) -> int | str | None:

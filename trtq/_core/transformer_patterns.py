@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from trtq._core.onnx_model import tensor_readers
+
 #: Point-wise ops allowed between the first MatMul and the Softmax of an attention block.
 ATTENTION_EPILOGUE = frozenset({"Mul", "Div", "Add", "Sub", "Where"})
 
@@ -55,14 +57,11 @@ class _Graph:
     def __init__(self, graph: onnx.GraphProto, constants: Iterable[str] | None = None) -> None:
         self.nodes = list(graph.node)
         self.producer: dict[str, int] = {}
-        self.readers: dict[str, list[int]] = {}
         for k, n in enumerate(self.nodes):
             for o in n.output:
                 if o:
                     self.producer[o] = k
-            for i in n.input:
-                if i:
-                    self.readers.setdefault(i, []).append(k)
+        self.readers = tensor_readers(graph)
         consts = set(constants) if constants is not None else set()
         consts |= {i.name for i in graph.initializer}
         consts |= {n.output[0] for n in self.nodes if n.op_type == "Constant" and n.output}
