@@ -108,7 +108,9 @@ DEFAULT_FALLBACK = "entropy2"
 #: transposes, the softmax output) is not quantized by an ``--mha fp16`` export, and the products
 #: are listed after every other consumer, so the other tensors keep their position and with it
 #: their seeded element draws (their choices are the same as with ``fp16``). A tensor read by a
-#: product *and* by another quantized consumer has its error averaged over both.
+#: product *and* by another quantized consumer has its error averaged over both. Cost: auto went
+#: from 1.65x to 2.0x a plain run on ViT-S (BENCHMARKS.md, "auto measures the attention
+#: products' inputs"), paid by ``--mha fp16`` users too.
 MEASURED_MHA = "int8"
 AUTO_PERCENTILES = (99.9, 99.99, 99.999)
 
