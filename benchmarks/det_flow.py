@@ -437,7 +437,7 @@ def patch_residual_add(mode: str) -> None:
 
 def main() -> None:
     import onnx
-    from peer_modelopt import CALIBRATION_IMAGES, HELD_OUT_IMAGES
+    from method_splits import split_names
 
     from trtq.calib.run import calibrate
     from trtq.precision.bisect import model_layers, rank_layers, run_bisect
@@ -506,7 +506,14 @@ def main() -> None:
     ap.add_argument("--per-image", action="store_true", help="print every held-out image's IoU per row")
     ap.add_argument("--max-evals", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--split", default="peer", help="calibration / held-out images: peer (default), methods or random:K"
+    )
     args = ap.parse_args()
+    CALIBRATION_IMAGES, HELD_OUT_IMAGES = split_names(args.split)  # noqa: N806
+    print(
+        f"split {args.split}: calibration {', '.join(CALIBRATION_IMAGES)}; held out {', '.join(HELD_OUT_IMAGES)}"
+    )
 
     from conftest import real_model_path
 

@@ -24,7 +24,11 @@ Metrics against FP32 on the held-out images:
   the maps together (per-image figures would count text-free images, where both maps are ~0,
   as IoU 1 and as noise-dominated cosines);
 - rec: exact match of the greedy-CTC text (dictionary from the model's "character" metadata)
-  and the mean cosine of the output (softmax over the classes per time step);
+  and the mean cosine of the output (softmax over the classes per time step) on the held-out
+  photos; and the text read from 20 real text lines (page.png's 4 lines at 5 vertical shifts,
+  skipped when page.png is a calibration image): character error rate against FP32's reading
+  (``lines CER``) and exact lines. The photos are not text lines: a model that outputs only blanks
+  scores well on them (entropy2) and reads nothing from the lines;
 - cls, lcnet: top-1 agreement and mean cosine of the output;
 - vit: mean cosine of the output importance map;
 - bert: mean cosine of the output hidden states over the real (non-padded) tokens of the
@@ -272,8 +276,7 @@ def case_data(case: ModelCase, work: Path) -> tuple[dict[str, np.ndarray], dict[
     return {case.input: cal}, {case.input: held}
 
 
-def run_model(path: Path, data: dict[str, np.ndarray], optimize: bool = False) -> list[np.ndarray]:
-    """First output of the model for each sample (batch 1), ONNX Runtime CPU, 2 threads."""
+def _session(path: Path, optimize: bool):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -282,10 +285,30 @@ def run_model(path: Path, data: dict[str, np.ndarray], optimize: bool = False) -
     opts.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    out = session.get_outputs()[0].name
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_model(path: Path, data: dict[str, np.ndarray], optimize: bool = False) -> list[np.ndarray]:
+    """First output of the model for each sample (batch 1), ONNX Runtime CPU, 2 threads."""
     count = len(next(iter(data.values())))
-    return [session.run([out], {k: v[i : i + 1] for k, v in data.items()})[0] for i in range(count)]
+    return run_samples(path, [{k: v[i : i + 1] for k, v in data.items()} for i in range(count)], optimize)
+
+
+def run_samples(path: Path, samples: list[dict[str, np.ndarray]], optimize: bool = False) -> list[np.ndarray]:
+    """First output of the model for each sample (any shapes: one run per sample)."""
+    session = _session(path, optimize)
+    out = session.get_outputs()[0].name
+    return [session.run([out], s)[0] for s in samples]
+
+
+def line_metrics(ref: list[np.ndarray], got: list[np.ndarray], chars: list[str]) -> dict[str, float]:
+    """rec on real text lines: character error rate of the text read, against FP32's reading."""
+    want = [ocr.ctc_decode(r, chars) for r in ref]
+    read = [ocr.ctc_decode(g, chars) for g in got]
+    return {
+        "lines CER": ocr.char_error_rate(read, want),
+        "lines exact": float(np.mean([a == b for a, b in zip(read, want, strict=True)])),
+    }
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -370,6 +393,15 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
     trtq_shape = [] if case.metric == "hidden" else ["--shape", shape]
     chars = ocr.rec_chars(onnx.load(str(model), load_external_data=False)) if case.metric == "rec" else None
     ref = run_model(model, held)
+    from method_splits import split_names
+
+    # rec also reads real text lines (page.png's), unless page.png is a calibration image
+    lines = (
+        ocr.page_line_variants()
+        if case.metric == "rec" and "page.png" not in split_names(args.split)[0]
+        else []
+    )
+    ref_lines = run_samples(model, lines) if lines else []
     info = {
         "cal_shape": [list(v.shape) for v in cal.values()],
         "held_shape": [list(v.shape) for v in held.values()],
@@ -380,6 +412,8 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
     def judge(row: Row, qdq: Path, optimize: bool = False) -> None:
         try:
             row.metrics = metrics(case.metric, ref, run_model(qdq, held, optimize), chars, held)
+            if lines:
+                row.metrics.update(line_metrics(ref_lines, run_samples(qdq, lines, optimize), chars))
         except Exception as exc:  # a model ORT cannot load or run is a row, not a crash
             row.note = (row.note + "; " if row.note else "") + f"ORT: {str(exc).splitlines()[0][:160]}"
 
@@ -489,7 +523,13 @@ def main() -> None:
     parser.add_argument("--modelopt-timeout", type=float, default=1800.0, help="seconds per ModelOpt run")
     parser.add_argument("--work", type=Path, help="keep the models, caches and logs here (default: temp)")
     parser.add_argument("--json", type=Path, help="write all rows as JSON")
+    parser.add_argument(
+        "--split", default="peer", help="images: peer (alternate by name, the default), methods or random:K"
+    )
     args = parser.parse_args()
+    from method_splits import split_names
+
+    cal_images, held_images = split_names(args.split)
     args.modelopt_methods = [m for m in args.modelopt_methods.split(",") if m]
     args.trtq_methods = [m for m in args.trtq_methods.split(",") if m]
     args.extra_qdq = [tuple(x.split("=", 1)) for x in args.extra_qdq]
@@ -517,8 +557,8 @@ def main() -> None:
     )
     if mo_py:
         print(f"ModelOpt venv {MODELOPT_VENV}: {modelopt_versions(mo_py)}")
-    print(f"calibration images: {', '.join(CALIBRATION_IMAGES)}")
-    print(f"held-out images:    {', '.join(HELD_OUT_IMAGES)}")
+    print(f"split {args.split}; calibration images: {', '.join(cal_images)}")
+    print(f"held-out images:    {', '.join(held_images)}")
     print(f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
 
     tmp = None
@@ -528,8 +568,8 @@ def main() -> None:
     else:
         work = args.work
     try:
-        copy_images(CALIBRATION_IMAGES, work / "images" / "cal")
-        copy_images(HELD_OUT_IMAGES, work / "images" / "held")
+        copy_images(cal_images, work / "images" / "cal")
+        copy_images(held_images, work / "images" / "held")
         results, tables = {}, []
         for key in keys:
             case = cases[key]

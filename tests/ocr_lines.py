@@ -56,6 +56,36 @@ def page_batches(lines: int = len(PAGE_LINES)) -> list[dict[str, np.ndarray]]:
     return [{"x": text_line(page, box)} for box in PAGE_LINES[:lines]]
 
 
+def page_line_variants(shifts: tuple[int, ...] = (-2, -1, 0, 1, 2)) -> list[dict[str, np.ndarray]]:
+    """Each text line of page.png cropped at every vertical ``shifts`` (pixels) of its box: 20 real
+    rec inputs by default (the crops of one line differ, as a detector's boxes do)."""
+    from skimage import data
+
+    page = data.page()
+    return [
+        {"x": text_line(page, (r0 + d, r1 + d, c0, c1))}
+        for r0, r1, c0, c1 in PAGE_LINES
+        for d in shifts
+        if r0 + d >= 0 and r1 + d <= page.shape[0]
+    ]
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions of one character each)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def char_error_rate(got: list[str], ref: list[str]) -> float:
+    """Summed edit distance over summed reference length (0: every text as the reference)."""
+    return sum(edit_distance(g, r) for g, r in zip(got, ref, strict=True)) / max(1, sum(len(r) for r in ref))
+
+
 # A stand-alone check for `precision bisect --check`: exit 0 when the candidate reads every line
 # exactly as FP32 did. ONNX Runtime's optimisations are off to keep the Q/DQ rounding points.
 # It decodes with this module's ctc_decode (its folder is put on sys.path by write_text_check).

@@ -1,0 +1,63 @@
+"""The INT8 text recogniser must still read text: judged on real text lines, not on photos.
+
+PP-OCRv4 rec calibrated on photos (what the benchmarks' splits give it) and judged on the photos
+looks best with entropy2 ranges, yet that model reads nothing from real text lines: FP32's output
+on a photo is mostly blanks, and so is a model whose activations entropy2 clipped away.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from ocr_lines import char_error_rate, ctc_decode, edit_distance, page_line_variants, rec_chars
+
+from trtq._core.onnx_model import load_onnx
+from trtq.calib.run import calibrate
+from trtq.datasets.preprocess import PRESETS, PreprocessSpec, to_sample
+from trtq.precision.builds import onnx_candidate
+from trtq.precision.export import export_qdq
+
+# The peer benchmark's calibration photos: no printed text among them, and not page.png.
+PHOTOS = (
+    "astronaut.png", "camera.png", "chelsea.png", "coffee.png", "color.png", "gravel.png",
+    "hubble_deep_field.jpg", "logo.png", "moon.png", "motorcycle_right.png", "phantom.png", "rocket.jpg",
+)  # fmt: skip
+
+
+def test_edit_distance_and_character_error_rate():
+    assert edit_distance("kitten", "sitting") == 3  # two substitutions and one insertion
+    assert edit_distance("", "abc") == 3 and edit_distance("abc", "abc") == 0
+    assert char_error_rate(["abd", "xy"], ["abc", "xyz"]) == pytest.approx(2 / 6)
+
+
+def _read(model, samples, chars) -> list[str]:
+    candidate = onnx_candidate(model)  # ONNX Runtime, optimisations off: the Q/DQ rounding points stay
+    try:
+        return [ctc_decode(next(iter(candidate.run(s).values())), chars) for s in samples]
+    finally:
+        candidate.close()
+
+
+def test_default_ranges_from_photos_read_the_page_entropy2_ranges_do_not(real_models):
+    import skimage
+
+    model = load_onnx(real_models["rec"])
+    chars = rec_chars(model)
+    spec = PreprocessSpec(**PRESETS["paddleocr-rec"].fields)
+    src = Path(skimage.__file__).parent / "data"
+    photos = [
+        {"x": to_sample(cv2.imread(str(src / f), cv2.IMREAD_COLOR), 48, 320, "NCHW", np.float32, spec)[None]}
+        for f in PHOTOS
+    ]
+    lines = page_line_variants(shifts=(0,))
+    want = _read(model, lines, chars)
+    assert want[0] == "Region-based segmentation"  # FP32 reads the page
+
+    default = export_qdq(model, calibrate(model, photos).amax)  # method auto
+    entropy2 = export_qdq(model, calibrate(model, photos, method="entropy2").amax)
+
+    assert char_error_rate(_read(default, lines, chars), want) <= 0.05
+    assert char_error_rate(_read(entropy2, lines, chars), want) >= 0.5
