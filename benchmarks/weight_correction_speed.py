@@ -15,7 +15,10 @@ Cases (``--cases``, ``MODEL:MODE:ALPHA`` comma-separated):
 
 Ranges: ``calibrate(..., method="auto")`` on the calibration images (det: ``auto_fallback mse``,
 as det_flow's weight-correction rows), computed once per model and shared by both revisions.
-Each correction runs once per revision (``--repeat`` for more; the minimum is reported), then
+Each correction runs once per variant (``--repeat`` for more; the minimum is reported): the
+baseline's module, this checkout's, and for models with ConvTranspose layers this checkout's with
+them left alone as the baseline leaves them (the like-for-like comparison: same layers, so the
+weights must agree to float rounding); then
 the corrected model is exported (:func:`trtq.precision.export.export_qdq`) and run in ONNX
 Runtime CPU (optimisations off) on the held-out images. ``max rel dW``: the largest difference
 between the two revisions' corrected weights relative to the largest |w| of that initializer.
@@ -55,6 +58,7 @@ def baseline_module(rev: str):
     path.write_bytes(text)
     spec = importlib.util.spec_from_file_location("weight_correction_baseline", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -111,7 +115,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="vit:sequential:0.1,vit:own:0.01,det:own:0.1,cls:own:0.01")
     ap.add_argument("--baseline", default="main", help="git revision to compare with ('' : none)")
-    ap.add_argument("--det-augment", default="flip-crop", help="det_flow's --augment for det's calibration set")
+    ap.add_argument(
+        "--det-augment", default="flip-crop", help="det_flow's --augment for det's calibration set"
+    )
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
@@ -121,7 +127,7 @@ def main() -> None:
     from trtq.precision import weight_correction as mine
     from trtq.precision.export import export_qdq
 
-    impls = [("branch", mine)] + ([(args.baseline, baseline_module(args.baseline))] if args.baseline else [])
+    baseline = baseline_module(args.baseline) if args.baseline else None
     work = Path(tempfile.mkdtemp(prefix="wc-speed-"))
     loaded: dict[str, tuple] = {}
     rows = []
@@ -137,48 +143,62 @@ def main() -> None:
             ref = outputs(model, held)
             plain = accuracy(kind, ref, outputs(export_qdq(model, amax), held))
             print(f"{key}: no correction: {plain}", flush=True)
-            loaded[key] = (model, cal, held, kind, amax, ref)
-        model, cal, held, kind, amax, ref = loaded[key]
+            loaded[key] = (model, cal, held, kind, amax, ref, plain)
+        model, cal, held, kind, amax, ref, plain = loaded[key]
+        has_transpose = any(n.op_type == "ConvTranspose" for n in model.graph.node)
+        variants = [("branch", mine, False)]
+        if has_transpose:  # this checkout with ConvTranspose left alone, as the baseline does
+            variants.append(("branch, no ConvT", mine, True))
+        if baseline is not None:
+            variants.append((args.baseline, baseline, False))
         results = {}
-        for label, module in impls:
+        for label, module, no_transpose in variants:
             secs = []
             for _ in range(args.repeat):
                 prof = cProfile.Profile() if args.profile and label == "branch" else None
+                saved = mine._transpose_unsupported
+                if no_transpose:
+                    mine._transpose_unsupported = lambda *a: "ConvTranspose left alone (benchmark variant)"
                 t0 = time.perf_counter()
-                if prof:
-                    prof.enable()
-                out, rep = module.correct_weights(
-                    model, cal, amax, mode=mode, alpha=float(alpha), threads=args.threads
-                )
-                if prof:
-                    prof.disable()
+                try:
+                    if prof:
+                        prof.enable()
+                    out, rep = module.correct_weights(
+                        model, cal, amax, mode=mode, alpha=float(alpha), threads=args.threads
+                    )
+                finally:
+                    if prof:
+                        prof.disable()
+                    mine._transpose_unsupported = saved
                 secs.append(time.perf_counter() - t0)
                 if prof:
                     s = io.StringIO()
                     pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(30)
                     print(s.getvalue(), flush=True)
             acc = accuracy(kind, ref, outputs(export_qdq(out, amax), held))
-            results[label] = (min(secs), len(rep.layers), len(rep.skipped), rep.passes, acc, weights_of(out))
+            results[label] = (min(secs), len(rep.layers), rep.passes, acc, weights_of(out))
             print(f"{spec} [{label}]: {min(secs):.1f} s, {len(rep.layers)} layers ({len(rep.skipped)} skipped: "
                   f"{sorted(set(rep.skipped.values()))}), {rep.passes} passes; {acc}", flush=True)  # fmt: skip
+        like = results.get("branch, no ConvT", results["branch"])
         diff = float("nan")
-        if len(results) == 2:
-            a, b = results["branch"][5], results[args.baseline][5]
+        if args.baseline:
+            a, b = like[4], results[args.baseline][4]
             diff = max(
                 float(np.abs(a[n] - b[n]).max() / max(np.abs(b[n]).max(), 1e-30))
                 for n in b
                 if n in a and a[n].shape == b[n].shape and a[n].dtype.kind == "f"
             )
-        rows.append((spec, results, diff))
-    base = args.baseline
+        rows.append((spec, results, like, diff, plain))
+    base = args.baseline or "-"
     print()
-    print(f"| model:mode:alpha | s {base} | s branch | layers {base} / branch | passes {base} / branch "
-          f"| held-out {base} | held-out branch | max rel dW (shared layers) |")  # fmt: skip
-    print("|---|---:|---:|---|---|---|---|---:|")
-    for spec, res, diff in rows:
-        me, ba = res["branch"], res.get(base, (float("nan"), "-", "-", "-", "-"))
-        print(f"| {spec} | {ba[0]:.1f} | {me[0]:.1f} | {ba[1]} / {me[1]} | {ba[3]} / {me[3]} | {ba[4]} | {me[4]} "
-              f"| {diff:.2g} |")  # fmt: skip
+    print(f"| model:mode:alpha | s {base} | s branch, ConvT off | s branch | layers {base} / branch "
+          f"| held-out: none / {base} / branch ConvT off / branch | max rel dW {base} vs ConvT off |")  # fmt: skip
+    print("|---|---:|---:|---:|---|---|---:|")
+    nan = (float("nan"), "-", "-", "-")
+    for spec, res, like, diff, plain in rows:
+        me, ba = res["branch"], res.get(args.baseline, nan)
+        print(f"| {spec} | {ba[0]:.1f} | {like[0]:.1f} | {me[0]:.1f} | {ba[1]} / {me[1]} "
+              f"| {plain} / {ba[3]} / {like[3]} / {me[3]} | {diff:.2g} |")  # fmt: skip
 
 
 if __name__ == "__main__":

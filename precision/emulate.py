@@ -585,6 +585,28 @@ def apply_plan(plan: EmulationPlan) -> onnx.ModelProto:
     return out
 
 
+def refresh_initializers(emulated: onnx.ModelProto, plan: EmulationPlan, names: Iterable[str]) -> None:
+    """Update ``emulated`` (made by :func:`apply_plan` from ``plan``) in place after the
+    initializers ``names`` of ``plan.model`` changed value (same shapes): each one and every
+    quantized or rounded copy ``apply_plan`` made of it get the values ``apply_plan(plan)`` would
+    give now, without rebuilding the model."""
+    names = set(names)
+    at = {i.name: i for i in emulated.graph.initializer}
+    b = _Builder(plan.model, plan.amax, plan.config.qtype)
+    for name in names:
+        if name in at:
+            at[name].CopyFrom(b.inits[name])
+    nodes = plan.model.graph.node
+    for lp in plan.layers:
+        for (idx, pos), (kind, axis) in lp.weights.items():
+            src = nodes[idx].input[pos]
+            if src in names:
+                b.weight(src, kind, axis)
+    for init in b.new_inits:
+        if init.name in at:
+            at[init.name].CopyFrom(init)
+
+
 def build_layerwise_model(plans: Iterable[EmulationPlan]) -> tuple[onnx.ModelProto, list[dict[str, str]]]:
     """One model computing the FP32 graph plus, for each plan and each changed layer, a copy of
     that layer in reduced precision fed with the FP32 tensors ("each layer alone").

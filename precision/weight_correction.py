@@ -11,10 +11,10 @@ weights are written into the **FP32 model** (folded, as TensorRT folds it), whic
 (:func:`trtq.precision.export.export_qdq`, TensorRT 11) or a TensorRT 10 build then quantizes per
 channel as usual; the activation ranges (the cache) do not change.
 
-For every unpinned INT8 Conv (grouped and depthwise included; 1-D or 2-D), Gemm (``transA = 0``)
-and MatMul with a constant 2-D weight (the layers of
-:func:`trtq.precision.bias_correction.correction_targets`; ConvTranspose is left alone), and per
-output channel ``c`` (its group's input channels for a grouped Conv):
+For every unpinned INT8 Conv (grouped and depthwise included; 1-D or 2-D), ConvTranspose
+(``group = 1``; below), Gemm (``transA = 0``) and MatMul with a constant 2-D weight (the layers of
+:func:`trtq.precision.bias_correction.correction_targets`), and per output channel ``c`` (its
+group's input channels for a grouped Conv):
 
     min over w', b' of  sum_p (w'·x~_p + b' - (w_c·x_p + b_c))^2  +  lambda * ||w' - w_c||^2
 
@@ -25,8 +25,22 @@ alpha * mean(diag(G))``, ``G`` the Gram matrix of the ``x~`` patches of the chan
 regularised). ``alpha -> inf`` leaves the weights as they are; ``alpha = 0`` is the plain
 least-squares fit. The normal equations ``(G + lambda D) v = C u + lambda D u`` (``v = [w'; b']``,
 ``u = [w; b]``, ``C u`` the ``x~`` patches times the FP32 outputs, ``D`` the identity without
-the bias entry) are accumulated in float64 over a fixed, seeded sample of at most ``positions`` output
-positions per batch and layer, and solved once per group.
+the bias entry) are accumulated over a fixed, seeded sample of at most ``positions`` output
+positions per batch and layer (the products of one batch in float32 with BLAS, the bias row and
+column and the sums over batches in float64; ``w·x + b`` is the layer's output as the FP32 model
+computes it), and solved for all groups in one batched solve (a singular group alone: minimum
+norm). Layers reading the same ``x~`` at the same positions (the Q/K/V projections of a
+transformer) share one Gram product.
+
+A ConvTranspose (weight ``[Cin, Cout, k...]``, quantized per output channel along axis 1, as
+:func:`trtq.precision.qdq.weight_axis` and the export do) is the same linear map read the other
+way: output ``o`` receives input ``i`` through tap ``k`` where ``o = i * stride - pad + k *
+dilation``, so the output positions of one *phase* (``o mod stride`` per axis) all read the same
+subset of taps. The fit is solved per phase (``Cin x taps-of-the-phase`` unknowns per channel
+instead of ``Cin x k^2``, the zero blocks never formed), the phases coupled only by their shared
+bias, which is eliminated exactly (Schur complement); a ConvTranspose whose phases read unequal
+numbers of taps (e.g. ``k = 3``, stride 2), a grouped one (per-tensor weights) or one with
+``output_shape`` / ``auto_pad`` is skipped and the report says why.
 
 Modes:
 
@@ -38,9 +52,12 @@ Modes:
   corrected layer upstream of it already corrected (the layer-by-layer sequential fit, exactly).
   The layers are fitted in *waves*: a layer's wave is one more than the largest wave of the
   corrected layers it depends on, and each wave is fitted on one emulation pass of the model
-  corrected so far (layers of one wave cannot see each other, so nothing is approximated; the
-  cost is one emulation pass over the data per wave, after one FP32 pass whose sampled layer
-  outputs are kept in memory: 4 bytes x positions x output channels per layer and batch). Fitting a layer on inputs
+  corrected so far (layers of one wave cannot see each other, so nothing is approximated), after
+  one FP32 pass whose sampled layer outputs are kept in memory (4 bytes x positions x output
+  channels per layer and batch). A wave's pass runs only the part of the emulation that the
+  previous wave's corrections changed and that leads to this wave's inputs; the tensors it starts
+  from were computed by earlier passes and kept (``STORE_BYTES`` at most; beyond, recomputed),
+  so the waves together cost about one emulation pass over the data. Fitting a layer on inputs
   whose upstream layers are corrected *afterwards* over-corrects: measured on PP-OCRv4 det, four
   contiguous blocks of layers each fitted on one pass drove the output to zero (BENCHMARKS.md).
 
@@ -77,7 +94,7 @@ from trtq.precision.bias_correction import (
     prepare_biases,
     shift_bias,
 )
-from trtq.precision.emulate import EmulationConfig, apply_plan, folded, plan_emulation
+from trtq.precision.emulate import EmulationConfig, apply_plan, folded, plan_emulation, refresh_initializers
 
 logger = logging.getLogger(__name__)
 
@@ -230,21 +247,20 @@ def correct_weights(
         report.layers = [_solve_and_write(base, f, alpha) for f in fits]
     else:
         _fp32_targets(original, fits, batches, positions, seed, threads, progress)
-        # One plan for every wave: a wave changes initializer values only, never the graph.
+        # One plan and one emulation for every wave: a wave changes initializer values only.
         wave_plan = plan_emulation(base, config, amax)
+        if wave_plan.model is not base:  # folded() returns a folded model as is
+            raise AssertionError("weight correction: the emulation plan must read the corrected model")
         emulated = apply_plan(wave_plan)
         by_output = {n.output[0]: n for n in emulated.graph.node if n.output}
         for f in fits:
             f.input_q = by_output[base.graph.node[f.target.node_index].output[0]].input[0]
         passes = _WavePasses(emulated, blocks, threads)
         for i, block in enumerate(blocks):
-            if i:
-                emulated = apply_plan(
-                    wave_plan if wave_plan.model is base else plan_emulation(base, config, amax)
-                )
             values = passes.run(i, emulated, batches)
             _accumulate(block, _counted(values, progress), positions, seed)
             report.layers.extend(_solve_and_write(base, f, alpha) for f in block)
+            refresh_initializers(emulated, wave_plan, {n for f in block for n in (f.weight, f.bias) if n})
         logger.debug("weight correction: at most %.0f MiB of wave inputs kept", passes.peak_bytes / 2**20)
     logger.info(
         "weight correction (%s, alpha %g): %d layer(s), %d batch(es)", mode, alpha, len(fits), len(batches)
@@ -804,15 +820,14 @@ def _write(model: onnx.ModelProto, f: _Fit, v: np.ndarray) -> None:
 class _WavePasses:
     """``sequential``: each wave's anchor inputs in the emulation, computing per pass only what the
     previous waves changed. A tensor computed in pass ``j`` whose value no wave ``>= j`` can change
-    (no corrected anchor of those waves upstream of it) is final: kept (up to ``budget`` bytes)
+    (no corrected anchor of those waves upstream of it) is final: kept (up to ``STORE_BYTES`` in all)
     while a later pass reads it, and that pass starts from it instead of the model's inputs; a
     tensor not kept is computed again. Node for node as the whole emulation runs (ONNX Runtime's
     optimisations off), so the values are the same."""
 
-    def __init__(self, emulated: onnx.ModelProto, waves: list[list[_Fit]], threads: int | None,
-                 budget: int = STORE_BYTES) -> None:  # fmt: skip
+    def __init__(self, emulated: onnx.ModelProto, waves: list[list[_Fit]], threads: int | None) -> None:
         graph = emulated.graph
-        self.threads, self.budget = threads, budget
+        self.threads, self.budget = threads, STORE_BYTES
         self.nodes = list(graph.node)
         self.inits = {i.name for i in graph.initializer}
         self.inputs = {i.name for i in graph.input} - self.inits

@@ -371,3 +371,212 @@ def test_matmuls_without_bias_get_one_and_each_uses_its_own_input_range():
         np.testing.assert_allclose(got[add.input[1]], v[-1], rtol=1e-4, atol=1e-6)
     y = run_ort(corrected, batches[0])["y"]  # the graph still runs end to end
     assert y.shape == (30, 4)
+
+
+def _col2im_patches(x, k, stride, pads, dil, out_hw):
+    """ConvTranspose as a linear map, by plain loops (independent of the module): for every output
+    position (n, oh, ow), the [Cin * k * k] vector of input values each kernel tap adds into it
+    (input ``ih`` reaches output ``ih * stride - pad_top + kh * dil``), 0 where no input does."""
+    n, cin, h, w = x.shape
+    oh_n, ow_n = out_hw
+    rows = np.zeros((n * oh_n * ow_n, cin, k, k))
+    r = 0
+    for i in range(n):
+        for oh in range(oh_n):
+            for ow in range(ow_n):
+                for kh in range(k):
+                    for kw in range(k):
+                        ih, rem_h = divmod(oh + pads[0] - kh * dil, stride)
+                        iw, rem_w = divmod(ow + pads[1] - kw * dil, stride)
+                        if rem_h == 0 and rem_w == 0 and 0 <= ih < h and 0 <= iw < w:
+                            rows[r, :, kh, kw] = x[i, :, ih, iw]
+                r += 1
+    return rows.reshape(len(rows), -1)
+
+
+DECONVS = {  # cin, cout, k, stride, pads (t, l, b, r), dilation, output_padding
+    "k4-s2-p1 (ViT-S decoder)": (3, 4, 4, 2, (1, 1, 1, 1), 1, 0),
+    "k2-s2 (PP-OCR det head)": (3, 2, 2, 2, (0, 0, 0, 0), 1, 0),
+    "k4-s2-asym-pad-outpad": (2, 3, 4, 2, (2, 1, 0, 1), 1, 1),
+    "k3-s1-dilated": (3, 2, 3, 1, (1, 0, 2, 1), 2, 0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DECONVS))
+def test_conv_transpose_weights_are_the_ridge_solution(case):
+    """A ConvTranspose is refitted like a Conv: the weights [Cin, Cout, k, k] and bias equal the
+    ridge solution of the loop-built linear map above (checked against ONNX Runtime), and the
+    reported INT8 error quantizes the weights per output channel along axis 1, as the export."""
+    cin, cout, k, stride, pads, dil, outpad = DECONVS[case]
+    rs = np.random.RandomState(7)
+    w = (rs.randn(cin, cout, k, k) * 0.3).astype(np.float32)
+    w[:, 1] *= 6.0  # output channels of different ranges: the per-channel axis matters
+    b = rs.randn(cout).astype(np.float32) * 0.1
+    node = helper.make_node(
+        "ConvTranspose", ["x", "w", "b"], ["y"], name="deconv", strides=[stride] * 2, pads=list(pads),
+        dilations=[dil] * 2, output_padding=[outpad] * 2,
+    )  # fmt: skip
+    model = make_model(
+        [node], [vi("x", [None, cin, 5, 6])], [vi("y", [None, cout, None, None])], {"w": w, "b": b}
+    )
+    batches = [{"x": (rs.randn(2, cin, 5, 6) * 1.5).astype(np.float32)} for _ in range(3)]
+    amax = {"x": 2.5}
+    x = np.concatenate([bt["x"] for bt in batches])
+    ref = run_ort(model, {"x": x})["y"]
+    oh, ow = ref.shape[2:]
+    a = _col2im_patches(x, k, stride, pads, dil, (oh, ow))
+    wmat = w.transpose(0, 2, 3, 1).reshape(-1, cout).astype(np.float64)  # rows (ci, kh, kw)
+    mine = (a @ wmat + b).reshape(len(x), oh, ow, cout).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(mine, ref, rtol=1e-4, atol=1e-4)
+
+    corrected, rep = correct_weights(model, batches, amax, alpha=0.05, positions=10_000)
+    (layer,) = rep.layers
+    assert layer.op_type == "ConvTranspose" and layer.samples == len(x) * oh * ow and not rep.skipped
+    aq = _col2im_patches(_q(x, 2.5), k, stride, pads, dil, (oh, ow))
+    u = np.vstack([wmat, b[None]]).astype(np.float64)
+    v = _ridge(aq, a, u, 0.05)
+    got = _inits(corrected)
+    deconv = next(n for n in corrected.graph.node if n.op_type == "ConvTranspose")
+    got_w = got[deconv.input[1]].transpose(0, 2, 3, 1).reshape(-1, cout)
+    np.testing.assert_allclose(got_w, v[:-1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[deconv.input[2]], v[-1], rtol=1e-4, atol=1e-5)
+    # INT8 weights per output channel: axis 1 of [Cin, Cout, k, k]
+    s = np.abs(w).max(axis=(0, 2, 3), keepdims=True) / 127.0
+    wq = (np.clip(np.rint(w / s), -127, 127) * s).transpose(0, 2, 3, 1).reshape(-1, cout)
+    n = len(aq)
+    before = np.mean((np.hstack([aq, np.ones((n, 1))]) @ np.vstack([wq, b[None]]) - a @ wmat - b) ** 2)
+    assert layer.mse_before == pytest.approx(before, rel=1e-4)
+    fit = np.mean((np.hstack([aq, np.ones((n, 1))]) @ v - np.hstack([a, np.ones((n, 1))]) @ u) ** 2)
+    assert layer.fit_after == pytest.approx(fit, rel=1e-4)
+    assert layer.fit_after < layer.fit_before and layer.mse_after < layer.mse_before
+    y = run_ort(corrected, batches[0])["y"]  # the refitted graph runs, same output shape
+    assert y.shape == (2, cout, oh, ow)
+
+
+def test_conv_transpose_that_cannot_be_split_in_phases_is_skipped_with_the_reason():
+    rs = np.random.RandomState(8)
+    w = (rs.randn(2, 3, 3, 3) * 0.3).astype(np.float32)  # k 3, stride 2: phases read 2 and 1 taps
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="deconv", strides=[2, 2])
+    model = make_model([node], [vi("x", [None, 2, 4, 4])], [vi("y", [None, 3, None, None])], {"w": w})
+    batches = [{"x": rs.randn(1, 2, 4, 4).astype(np.float32)}]
+    corrected, rep = correct_weights(model, batches, {"x": 2.0})
+    assert not rep.layers and "phases" in rep.skipped["deconv"]
+    deconv = next(n for n in corrected.graph.node if n.op_type == "ConvTranspose")
+    np.testing.assert_array_equal(_inits(corrected)[deconv.input[1]], w)
+
+
+def test_singular_group_gets_the_minimum_norm_answer_and_the_others_their_exact_solve():
+    """alpha 0 and one group of a grouped Conv with a dead input channel: the batched solve of all
+    groups fails, each group is then solved alone (the dead one by least squares, minimum norm),
+    every group equal to its own independent least-squares fit."""
+    cin, cout, groups = 4, 4, 2
+    rs = np.random.RandomState(9)
+    w = (rs.randn(cout, cin // groups, 3, 3) * 0.3).astype(np.float32)
+    b = rs.randn(cout).astype(np.float32) * 0.1
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1], group=groups)
+    model = make_model(
+        [node], [vi("x", [None, cin, 6, 6])], [vi("y", [None, cout, None, None])], {"w": w, "b": b}
+    )
+    batches = []
+    for _ in range(3):
+        xb = (rs.randn(2, cin, 6, 6) * 1.5).astype(np.float32)
+        xb[:, 1] = 0.0  # group 0's second channel is dead
+        batches.append({"x": xb})
+    corrected, _ = correct_weights(model, batches, {"x": 2.0}, alpha=0.0, positions=10_000)
+    x = np.concatenate([bt["x"] for bt in batches])
+    a, _, _ = _im2col(x, 3, 3, 1, (1, 1, 1, 1), 1, groups)
+    aq, _, _ = _im2col(_q(x, 2.0), 3, 3, 1, (1, 1, 1, 1), 1, groups)
+    got = _inits(corrected)
+    conv = next(n for n in corrected.graph.node if n.op_type == "Conv")
+    per = cout // groups
+    for g in range(groups):
+        sl = slice(g * per, (g + 1) * per)
+        u = np.vstack([w[sl].reshape(per, -1).T, b[None, sl]]).astype(np.float64)
+        v = _ridge(aq[g], a[g], u, 0.0)  # lstsq: the minimum-norm least-squares fit
+        np.testing.assert_allclose(got[conv.input[1]][sl].reshape(per, -1), v[:-1].T, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(got[conv.input[2]][sl], v[-1], rtol=1e-3, atol=1e-5)
+    assert np.all(got[conv.input[1]][0:per, 1] == 0.0)  # the dead channel's weights: minimum norm
+
+
+def _residual_net(rs):
+    """x -> conv1 -> relu -> conv2 -> + (conv1's relu) -> relu -> conv3 (1x1) -> y, and a branch
+    conv4 on x added at the end: the later waves read tensors computed several waves before."""
+    c = 4
+
+    def conv(name, src, dst, k=3):
+        return helper.make_node("Conv", [src, f"{name}_w", f"{name}_b"], [dst], name=name, pads=[k // 2] * 4)
+
+    inits = {}
+    for name, k in (("c1", 3), ("c2", 3), ("c3", 1), ("c4", 3)):
+        cin = 2 if name in ("c1", "c4") else c
+        inits[f"{name}_w"] = (rs.randn(c, cin, k, k) * 0.4).astype(np.float32)
+        inits[f"{name}_b"] = (rs.randn(c) * 0.1).astype(np.float32)
+    nodes = [
+        conv("c1", "x", "h1"),
+        helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
+        conv("c2", "r1", "h2"),
+        helper.make_node("Add", ["h2", "r1"], ["s"], name="add"),
+        helper.make_node("Relu", ["s"], ["r2"], name="relu2"),
+        conv("c3", "r2", "h3", k=1),
+        conv("c4", "x", "h4"),
+        helper.make_node("Add", ["h3", "h4"], ["y"], name="out"),
+    ]
+    return make_model(nodes, [vi("x", [None, 2, 7, 7])], [vi("y", [None, c, 7, 7])], inits)
+
+
+def test_sequential_passes_that_reuse_earlier_tensors_equal_whole_emulation_passes(monkeypatch):
+    """The sequential fit computes per wave only what the previous waves changed and reads the
+    rest from tensors kept from earlier passes; the answer equals the plain algorithm (the whole
+    emulation run for every wave) and the one that keeps nothing (everything recomputed)."""
+    from trtq.precision import weight_correction as wc
+    from trtq.runtime.onnxruntime import run_marked
+
+    rs = np.random.RandomState(10)
+    model = _residual_net(rs)
+    batches = [{"x": (rs.randn(2, 2, 7, 7) * 1.2).astype(np.float32)} for _ in range(3)]
+    names = ["x", "r1", "r2", "h1", "h2", "h3", "h4", "s"]
+    outs = [run_ort(model, bt, names) for bt in batches]
+    amax = {t: float(max(np.abs(o[t]).max() for o in outs)) * 0.7 for t in names}
+    runs = []
+
+    def whole(self, j, emulated, feeds):
+        runs.append(j)
+        yield from run_marked(emulated, self.needed[j], feeds)
+
+    fast, rep = correct_weights(model, batches, amax, mode="sequential", alpha=0.02)
+    assert rep.passes == 4  # FP32 + waves {c1, c4}, {c2}, {c3}
+    monkeypatch.setattr(wc, "STORE_BYTES", 0)
+    recomputed, _ = correct_weights(model, batches, amax, mode="sequential", alpha=0.02)
+    monkeypatch.setattr(wc._WavePasses, "run", whole)
+    plain, _ = correct_weights(model, batches, amax, mode="sequential", alpha=0.02)
+    assert runs == [0, 1, 2]
+    a, b, c = _inits(fast), _inits(recomputed), _inits(plain)
+    for name in ("c1_w", "c2_w", "c3_w", "c4_w", "c1_b", "c2_b", "c3_b", "c4_b"):
+        np.testing.assert_allclose(a[name], c[name], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(b[name], c[name], rtol=1e-6, atol=1e-7)
+    assert np.abs(a["c3_w"] - _inits(model)["c3_w"]).max() > 1e-4  # the last wave did change
+
+
+def test_refreshed_emulation_equals_a_rebuilt_one():
+    """``sequential`` updates its one emulation in place after each wave
+    (``emulate.refresh_initializers``): every initializer equals what ``apply_plan`` gives on the
+    changed model, the INT8 copies of the changed weights included."""
+    from trtq.precision.emulate import EmulationConfig, apply_plan, plan_emulation, refresh_initializers
+
+    rs = np.random.RandomState(11)
+    model = _residual_net(rs)
+    amax = {t: 2.0 for t in ("x", "r1", "r2", "h1", "h2", "h3", "h4", "s")}
+    plan = plan_emulation(model, EmulationConfig("int8", "explicit", frozenset()), amax)
+    emulated = apply_plan(plan)
+    inits = {i.name: i for i in plan.model.graph.initializer}
+    for name in ("c2_w", "c2_b"):
+        value = numpy_helper.to_array(inits[name]) * 1.7 + 0.05
+        inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+    before = _inits(emulated)
+    refresh_initializers(emulated, plan, {"c2_w", "c2_b"})
+    got, want = _inits(emulated), _inits(apply_plan(plan))
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    changed = {n for n in want if not np.array_equal(before[n], want[n])}
+    assert "c2_b" in changed and any(n.startswith("c2_w__trtq_int8") for n in changed), changed
