@@ -18,11 +18,14 @@ as det_flow's weight-correction rows), computed once per model and shared by bot
 Each correction runs once per variant (``--repeat`` for more; the minimum is reported): the
 baseline's module, this checkout's, and for models with ConvTranspose layers this checkout's with
 them left alone as the baseline leaves them (the like-for-like comparison: same layers, so the
-weights must agree to float rounding); then
-the corrected model is exported (:func:`trtq.precision.export.export_qdq`) and run in ONNX
-Runtime CPU (optimisations off) on the held-out images. ``max rel dW``: the largest difference
-between the two revisions' corrected weights relative to the largest |w| of that initializer.
-``--profile``: a cProfile of this checkout's correction (top functions by cumulative time).
+weights must agree to float rounding); then the corrected model is exported
+(:func:`trtq.precision.export.export_qdq`) and run in ONNX Runtime CPU (optimisations off) on the
+held-out images. ``max rel dW``: the largest difference between the two revisions' corrected
+weights relative to the largest |w| of that initializer. ``--jitter R:N``: the held-out metric of
+this checkout's corrected model with every refitted weight multiplied by ``1 + R * noise``
+(standard normal, seeds 0..N-1): how much weight differences of float-rounding size move the
+INT8 model's metric (through the INT8 rounding of weights and activations), the yardstick for
+the baseline-vs-branch differences. ``--profile``: a cProfile of this checkout's correction.
 
     PYTHONPATH=. nice python benchmarks/weight_correction_speed.py \
         --cases vit:sequential:0.1,vit:own:0.01,det:own:0.1,cls:own:0.01
@@ -42,6 +45,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -86,13 +91,10 @@ def load_case(key: str, det_augment: str, work: Path):
 
 
 def outputs(model, batches) -> list[np.ndarray]:
-    import onnxruntime as ort
+    """First output per batch, ONNX Runtime CPU, optimisations off (det_flow's runner)."""
+    from det_flow import _maps
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return [s.run(None, b)[0].astype(np.float64) for b in batches]
+    return _maps(model, batches)
 
 
 def accuracy(kind: str, ref: list[np.ndarray], got: list[np.ndarray]) -> str:
@@ -121,6 +123,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--jitter",
+        default="",
+        help="R:N: also the held-out metric of this checkout's corrected weights times (1 + R * noise), N seeds: "
+        "how far weight differences of float-rounding size move the INT8 model's metric",
+    )
     args = ap.parse_args()
 
     from trtq.calib.run import calibrate
@@ -147,7 +155,7 @@ def main() -> None:
         model, cal, held, kind, amax, ref, plain = loaded[key]
         has_transpose = any(n.op_type == "ConvTranspose" for n in model.graph.node)
         variants = [("branch", mine, False)]
-        if has_transpose:  # this checkout with ConvTranspose left alone, as the baseline does
+        if has_transpose and baseline is not None:  # with ConvTranspose left alone, as the baseline does
             variants.append(("branch, no ConvT", mine, True))
         if baseline is not None:
             variants.append((args.baseline, baseline, False))
@@ -176,9 +184,24 @@ def main() -> None:
                     pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(30)
                     print(s.getvalue(), flush=True)
             acc = accuracy(kind, ref, outputs(export_qdq(out, amax), held))
-            results[label] = (min(secs), len(rep.layers), rep.passes, acc, weights_of(out))
+            results[label] = (min(secs), len(rep.layers), rep.passes, acc, weights_of(out), out,
+                              {f.weight for f in rep.layers})  # fmt: skip
             print(f"{spec} [{label}]: {min(secs):.1f} s, {len(rep.layers)} layers ({len(rep.skipped)} skipped: "
                   f"{sorted(set(rep.skipped.values()))}), {rep.passes} passes; {acc}", flush=True)  # fmt: skip
+        if args.jitter:
+            rel, seeds = args.jitter.split(":")
+            jit = []
+            for seed in range(int(seeds)):
+                rng = np.random.default_rng(seed)
+                noisy = onnx.ModelProto()
+                noisy.CopyFrom(results["branch"][5])
+                for init in noisy.graph.initializer:
+                    if init.name in results["branch"][6]:
+                        w = numpy_helper.to_array(init)
+                        w = (w * (1 + float(rel) * rng.standard_normal(w.shape))).astype(np.float32)
+                        init.CopyFrom(numpy_helper.from_array(w, init.name))
+                jit.append(accuracy(kind, ref, outputs(export_qdq(noisy, amax), held)))
+            print(f"{spec} [branch, weights x (1 + {rel} noise)]: " + "; ".join(jit), flush=True)
         like = results.get("branch, no ConvT", results["branch"])
         diff = float("nan")
         if args.baseline:
@@ -186,7 +209,7 @@ def main() -> None:
             diff = max(
                 float(np.abs(a[n] - b[n]).max() / max(np.abs(b[n]).max(), 1e-30))
                 for n in b
-                if n in a and a[n].shape == b[n].shape and a[n].dtype.kind == "f"
+                if n in a and a[n].shape == b[n].shape and a[n].dtype.kind == "f" and b[n].size
             )
         rows.append((spec, results, like, diff, plain))
     base = args.baseline or "-"

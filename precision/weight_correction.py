@@ -402,8 +402,8 @@ def _own_values(
     threads: int | None,
     progress: ProgressFn,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """``own``: per batch, every fit's FP32 input and output, its quantized input ``Q(x)`` under
-    the key ``input_q`` (computed here), from one FP32 pass."""
+    """``own``: per batch, every fit's FP32 input and output, and the INT8 codes of ``Q(x)``
+    (``Q(x) = codes * scale``, computed here) under :func:`_own_key`, from one FP32 pass."""
     from trtq.runtime.onnxruntime import run_marked
 
     names = [n for f in fits for n in (f.input_fp32, f.output_fp32)]
@@ -411,9 +411,7 @@ def _own_values(
         values = dict(xs)
         for f in fits:
             if _own_key(f) not in values:
-                values[_own_key(f)] = qdq.fake_quantize_activation(
-                    np.asarray(xs[f.input_fp32], np.float32), f.amax
-                )
+                values[_own_key(f)] = qdq.activation_codes(xs[f.input_fp32], f.amax)
         yield values
         progress(1)
 
@@ -449,9 +447,14 @@ def _accumulate(
     fits: list[_Fit], values: Iterable[Mapping[str, np.ndarray]], positions: int, seed: int
 ) -> None:
     """Gram, ``A~^T y`` and output power of every fit over the batches: ``values`` holds per batch
-    the quantized input ``x~`` (own: under :func:`_own_key`, and the FP32 output; sequential: the
-    emulation's anchor input, ``y`` from :func:`_fp32_targets`). Products in float32 (BLAS),
-    summed over batches in float64."""
+    the quantized input (own: its INT8 codes under :func:`_own_key`, and the FP32 output;
+    sequential: the emulation's anchor input, ``y`` from :func:`_fp32_targets`).
+
+    ``x~`` is ``codes * scale`` with integer codes in ``[-128, 127]``: the Gram matrix of the codes
+    (and the ones of the bias) is computed in float32 with BLAS on row chunks small enough that
+    every partial sum is an integer below ``2^24``, so it is exact, and scaled in float64;
+    ``A~^T y`` is a float32 product, its bias row (the sum of ``y``) summed in float64; every
+    sum over batches in float64."""
     emulated = all(f.ys is not None for f in fits)
     for f in fits:
         k = f.u.shape[1]
@@ -463,12 +466,16 @@ def _accumulate(
     for b, xs in enumerate(values):
         shared.clear()
         for f in fits:
+            scale = qdq.activation_scale(f.amax)
             if emulated:
                 xq = np.asarray(xs[f.input_q], np.float32)
+                codes = _codes(xq, scale)
+                if codes is None:  # not an INT8 grid (never seen): the values, inexact products
+                    codes, scale = xq, 1.0
                 ys = f.ys[b]
                 out_shape = _output_shape(f, xq.shape)
             else:
-                xq = xs[_own_key(f)]
+                codes = xs[_own_key(f)]
                 y = np.asarray(xs[f.output_fp32], np.float32)
                 out_shape = y.shape
             pick = _pick(f, out_shape, _rng(seed, f, b), positions)
@@ -476,36 +483,50 @@ def _accumulate(
                 ys = _sampled_outputs(f, y, pick)
             key = (f.input_q or _own_key(f), f.layout, repr(f.conv), f.groups, pick.tobytes())
             if key not in shared:
-                aqs = _patches(f, xq, pick, out_shape)
-                grams = [_gram(a) for a in aqs]
-                shared[key] = [aqs, grams]
-            aqs, grams = shared[key]
+                aqs = _patches(f, codes, pick, out_shape)
+                d = np.full(aqs[0].shape[2], scale)
+                d[-1] = 1.0  # the bias column is not scaled
+                shared[key] = [aqs, [_gram(a) * np.outer(d, d) for a in aqs], d]
+            aqs, grams, d = shared[key]
             for j, (a, g, y) in enumerate(zip(aqs, grams, ys, strict=True)):
                 sl = slice(None) if f.phases is None else slice(j, j + 1)
                 f.gram[sl] += g
-                f.cross[sl] += _cross(a, y)
+                f.cross[sl] += _cross(a, y) * d[:, None]
                 f.power += np.einsum("gpc,gpc->gc", y, y, dtype=np.float64).reshape(-1)
                 f.samples += a.shape[1]
     for f in fits:
         f.ys = None
 
 
+#: Rows per float32 Gram product: 1024 * 128 * 128 = 2^24, so sums of INT8 code products are exact.
+_EXACT_ROWS = 1024
+
+
+def _codes(xq: np.ndarray, scale: float) -> np.ndarray | None:
+    """The INT8 codes of a dequantized tensor (``xq == codes * scale`` in float32, as
+    DequantizeLinear computes it), as float32; ``None`` when ``xq`` is not on that grid."""
+    s = np.float32(scale)
+    codes = np.rint(xq / s)
+    if np.abs(codes).max(initial=0.0) > 128 or not np.array_equal(codes * s, xq):
+        return None
+    return codes
+
+
 def _gram(a: np.ndarray) -> np.ndarray:
-    """``a^T a`` per block of ``a`` [blocks, P, K + 1] (last column the ones), float64: the
-    weight block from float32 products (BLAS, the cost), the bias row and column (sums of the
-    inputs, which the bias solve subtracts from sums of the outputs) summed in float64."""
-    if a.shape[0] == 1:  # 2-D A^T A: numpy computes it as a symmetric rank-k update
-        g = (a[0].T @ a[0])[None].astype(np.float64)
-    else:
-        g = np.matmul(a.transpose(0, 2, 1), a).astype(np.float64)
-    sums = np.sum(a, axis=1, dtype=np.float64)  # [blocks, K + 1]; the last entry is P
-    g[:, -1, :] = sums
-    g[:, :, -1] = sums
+    """``a^T a`` per block of ``a`` [blocks, P, K + 1] (float32 products on chunks of
+    :data:`_EXACT_ROWS` rows, summed in float64: exact for INT8 codes and the ones of the bias)."""
+    g = np.zeros((a.shape[0], a.shape[2], a.shape[2]))
+    for start in range(0, a.shape[1], _EXACT_ROWS):
+        c = a[:, start : start + _EXACT_ROWS]
+        if a.shape[0] == 1:  # 2-D A^T A: numpy computes it as a symmetric rank-k update
+            g[0] += c[0].T @ c[0]
+        else:
+            g += np.matmul(c.transpose(0, 2, 1), c)
     return g
 
 
 def _cross(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``a^T y`` per block (float64; float32 products but for the bias row, as :func:`_gram`)."""
+    """``a^T y`` per block (float32 products; the bias row, the sum of ``y``, in float64)."""
     c = np.matmul(a.transpose(0, 2, 1), y).astype(np.float64)
     c[:, -1, :] = np.sum(y, axis=1, dtype=np.float64)
     return c

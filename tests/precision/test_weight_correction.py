@@ -79,7 +79,7 @@ def test_gemm_weights_are_the_ridge_solution(trans_b):
     fit = np.mean(
         (np.hstack([_q(x, 2.0), np.ones((120, 1))]) @ v - np.hstack([x, np.ones((120, 1))]) @ u) ** 2
     )
-    assert layer.fit_after == pytest.approx(fit, rel=1e-5)
+    assert layer.fit_after == pytest.approx(fit, rel=1e-6)
 
 
 def _im2col(x, kh, kw, stride, pads, dil, groups):
