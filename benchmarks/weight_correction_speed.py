@@ -21,7 +21,9 @@ them left alone as the baseline leaves them (the like-for-like comparison: same 
 weights must agree to float rounding); then the corrected model is exported
 (:func:`trtq.precision.export.export_qdq`) and run in ONNX Runtime CPU (optimisations off) on the
 held-out images. ``max rel dW``: the largest difference between the two revisions' corrected
-weights relative to the largest |w| of that initializer. ``--jitter R:N``: the held-out metric of
+weights relative to the largest |w| of that initializer (refitted weights, biases left out);
+``--control R``: the baseline once more on calibration inputs times ``1 + R * noise``, and the
+same figure between its two answers (what float-rounding-size changes do to the fit). ``--jitter R:N``: the held-out metric of
 this checkout's corrected model with every refitted weight multiplied by ``1 + R * noise``
 (standard normal, seeds 0..N-1): how much weight differences of float-rounding size move the
 INT8 model's metric (through the INT8 rounding of weights and activations), the yardstick for
@@ -113,6 +115,13 @@ def weights_of(model) -> dict[str, np.ndarray]:
     return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
+def _max_rel_dw(a: tuple, b: tuple) -> float:
+    """Largest |w_a - w_b| / max |w_b| over the weights ``b`` refitted (biases left out: a bias
+    created at zero makes that ratio meaningless)."""
+    wa, wb = a[4], b[4]
+    return max(float(np.abs(wa[n] - wb[n]).max() / max(np.abs(wb[n]).max(), 1e-30)) for n in b[6] if n in wa)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", default="vit:sequential:0.1,vit:own:0.01,det:own:0.1,cls:own:0.01")
@@ -123,6 +132,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--control",
+        type=float,
+        default=0.0,
+        help="R: run the baseline again on the calibration inputs times (1 + R * noise): how far "
+        "float-rounding-size input changes move its weights (the yardstick for max rel dW)",
+    )
     ap.add_argument(
         "--jitter",
         default="",
@@ -159,8 +175,20 @@ def main() -> None:
             variants.append(("branch, no ConvT", mine, True))
         if baseline is not None:
             variants.append((args.baseline, baseline, False))
+            if args.control:
+                variants.append((f"{args.baseline}, inputs x (1 + {args.control} noise)", baseline, False))
         results = {}
         for label, module, no_transpose in variants:
+            feeds = cal
+            if "noise)" in label:
+                rng = np.random.default_rng(0)
+                feeds = [
+                    {
+                        k: (v * (1 + args.control * rng.standard_normal(v.shape))).astype(np.float32)
+                        for k, v in b.items()
+                    }
+                    for b in cal
+                ]
             secs = []
             for _ in range(args.repeat):
                 prof = cProfile.Profile() if args.profile and label == "branch" else None
@@ -172,7 +200,7 @@ def main() -> None:
                     if prof:
                         prof.enable()
                     out, rep = module.correct_weights(
-                        model, cal, amax, mode=mode, alpha=float(alpha), threads=args.threads
+                        model, feeds, amax, mode=mode, alpha=float(alpha), threads=args.threads
                     )
                 finally:
                     if prof:
@@ -203,25 +231,28 @@ def main() -> None:
                 jit.append(accuracy(kind, ref, outputs(export_qdq(noisy, amax), held)))
             print(f"{spec} [branch, weights x (1 + {rel} noise)]: " + "; ".join(jit), flush=True)
         like = results.get("branch, no ConvT", results["branch"])
-        diff = float("nan")
+        diff = control = float("nan")
         if args.baseline:
-            a, b = like[4], results[args.baseline][4]
-            diff = max(
-                float(np.abs(a[n] - b[n]).max() / max(np.abs(b[n]).max(), 1e-30))
-                for n in b
-                if n in a and a[n].shape == b[n].shape and a[n].dtype.kind == "f" and b[n].size
+            ref_w = results[args.baseline]
+            diff = _max_rel_dw(like, ref_w)
+            noisy = next((r for k, r in results.items() if "noise)" in k), None)
+            control = _max_rel_dw(noisy, ref_w) if noisy else control
+            print(
+                f"{spec}: max rel dW {args.baseline} vs branch (same layers) {diff:.2g}; "
+                f"{args.baseline} vs itself on inputs x (1 + {args.control} noise) {control:.2g}",
+                flush=True,
             )
-        rows.append((spec, results, like, diff, plain))
+        rows.append((spec, results, like, (diff, control), plain))
     base = args.baseline or "-"
     print()
     print(f"| model:mode:alpha | s {base} | s branch, ConvT off | s branch | layers {base} / branch "
-          f"| held-out: none / {base} / branch ConvT off / branch | max rel dW {base} vs ConvT off |")  # fmt: skip
+          f"| held-out: none / {base} / branch ConvT off / branch | max rel dW {base} vs ConvT off; vs noisy inputs |")  # fmt: skip
     print("|---|---:|---:|---:|---|---|---:|")
     nan = (float("nan"), "-", "-", "-")
     for spec, res, like, diff, plain in rows:
         me, ba = res["branch"], res.get(args.baseline, nan)
         print(f"| {spec} | {ba[0]:.1f} | {like[0]:.1f} | {me[0]:.1f} | {ba[1]} / {me[1]} "
-              f"| {plain} / {ba[3]} / {like[3]} / {me[3]} | {diff:.2g} |")  # fmt: skip
+              f"| {plain} / {ba[3]} / {like[3]} / {me[3]} | {diff[0]:.2g}; {diff[1]:.2g} |")  # fmt: skip
 
 
 if __name__ == "__main__":
