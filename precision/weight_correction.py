@@ -26,9 +26,9 @@ regularised). ``alpha -> inf`` leaves the weights as they are; ``alpha = 0`` is 
 least-squares fit. The normal equations ``(G + lambda D) v = C u + lambda D u`` (``v = [w'; b']``,
 ``u = [w; b]``, ``C u`` the ``x~`` patches times the FP32 outputs, ``D`` the identity without
 the bias entry) are accumulated over a fixed, seeded sample of at most ``positions`` output
-positions per batch and layer (the products of one batch in float32 with BLAS, the bias row and
-column and the sums over batches in float64; ``w·x + b`` is the layer's output as the FP32 model
-computes it), and solved for all groups in one batched solve (a singular group alone: minimum
+positions per batch and layer (``G`` from the INT8 codes of ``x~`` in float32 BLAS on row chunks
+that keep it exact, ``C u`` in float32 BLAS but for its bias row, sums over batches in float64:
+:func:`_accumulate`; ``w·x + b`` is the layer's output as the FP32 model computes it), and solved for all groups in one batched solve (a singular group alone: minimum
 norm). Layers reading the same ``x~`` at the same positions (the Q/K/V projections of a
 transformer) share one Gram product.
 
