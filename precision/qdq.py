@@ -126,16 +126,11 @@ def fake_quantize_weight(w: np.ndarray, axis: int | None, qtype: str = "int8") -
     return (q.astype(np.float32) * scale.reshape(shape)).astype(np.float32)
 
 
-def fake_quantize_activation(x: np.ndarray, amax: float) -> np.ndarray:
-    """``x`` through a per-tensor INT8 Q/DQ with ``amax`` (scale :func:`activation_scale`, round
-    half to even, saturate to ``[-128, 127]``: zero point 0, as TensorRT's and ONNX Runtime's
-    QuantizeLinear compute it and the export deploys), in float32."""
-    return (activation_codes(x, amax) * np.float32(activation_scale(amax))).astype(np.float32)
-
-
 def activation_codes(x: np.ndarray, amax: float) -> np.ndarray:
-    """The INT8 codes of :func:`fake_quantize_activation` (integers in ``[-128, 127]`` as float32):
-    ``fake_quantize_activation(x, amax) == activation_codes(x, amax) * activation_scale(amax)``."""
+    """The INT8 codes of ``x`` through a per-tensor Q/DQ with ``amax``: integers in ``[-128, 127]``
+    as float32 (scale :func:`activation_scale`, round half to even, saturate; zero point 0, as
+    TensorRT's and ONNX Runtime's QuantizeLinear compute them). The dequantized value is
+    ``activation_codes(x, amax) * activation_scale(amax)``."""
     scale = np.float32(activation_scale(amax))
     return np.clip(np.rint(np.asarray(x, np.float32) / scale), -128, 127).astype(np.float32)
 
