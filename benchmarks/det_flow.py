@@ -510,20 +510,18 @@ def main() -> None:
         "--split", default="peer", help="calibration / held-out images: peer (default), methods or random:K"
     )
     args = ap.parse_args()
-    CALIBRATION_IMAGES, HELD_OUT_IMAGES = split_names(args.split)  # noqa: N806
-    print(
-        f"split {args.split}: calibration {', '.join(CALIBRATION_IMAGES)}; held out {', '.join(HELD_OUT_IMAGES)}"
-    )
+    cal_images, held_images = split_names(args.split)
+    print(f"split {args.split}: calibration {', '.join(cal_images)}; held out {', '.join(held_images)}")
 
     from conftest import real_model_path
 
     patch_residual_add(args.residual_add)
     model = onnx.load(str(real_model_path("det")))
     no_text = frozenset(f for f in args.no_text.split(",") if f)
-    cal = _batches(CALIBRATION_IMAGES, args.det_size, args.augment, no_text)
-    held = _batches(HELD_OUT_IMAGES, args.det_size)
+    cal = _batches(cal_images, args.det_size, args.augment, no_text)
+    held = _batches(held_images, args.det_size)
     ref_cal, ref_held = _maps(model, cal), _maps(model, held)
-    kinds = [k for _, k in _images(CALIBRATION_IMAGES, args.augment, no_text)]
+    kinds = [k for _, k in _images(cal_images, args.augment, no_text)]
     for kind in AUGMENT[args.augment]:  # does FP32's text map fire on the drawn text?
         on = [float((r > THRESHOLD).mean()) for r, k in zip(ref_cal, kinds, strict=True) if k == kind]
         print(f"FP32 map > {THRESHOLD} on calibration '{kind}': {100 * np.mean(on):.2f} % of pixels"
@@ -573,13 +571,11 @@ def main() -> None:
         if args.per_image:
             per = (
                 f"{f.split('.')[0]} {score([r], [o])['iou']:.3f}"
-                for f, r, o in zip(HELD_OUT_IMAGES, ref_held, out_held, strict=True)
+                for f, r, o in zip(held_images, ref_held, out_held, strict=True)
             )
             print(f"  held-out IoU per image: {', '.join(per)}", flush=True)
 
-    rank_cal = (
-        _batches(CALIBRATION_IMAGES, args.det_size, args.rank_augment, no_text) if args.rank_augment else cal
-    )
+    rank_cal = _batches(cal_images, args.det_size, args.rank_augment, no_text) if args.rank_augment else cal
     t0 = time.perf_counter()
     ranked = rank_layers(
         layers,

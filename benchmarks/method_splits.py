@@ -35,32 +35,16 @@ sys.path.insert(0, str(HERE.parent))
 
 import methods  # noqa: E402  (benchmarks/methods.py: bench, _images)
 
-NATURAL = [
-    "astronaut.png",
-    "brick.png",
-    "camera.png",
-    "cell.png",
-    "chelsea.png",
-    "clock_motion.png",
-    "coffee.png",
-    "coins.png",
-    "color.png",
-    "grass.png",
-    "gravel.png",
-    "horse.png",
-    "hubble_deep_field.jpg",
-    "ihc.png",
-    "logo.png",
-    "microaneurysms.png",
-    "moon.png",
-    "motorcycle_left.png",
-    "motorcycle_right.png",
-    "page.png",
-    "phantom.png",
-    "retina.jpg",
-    "rocket.jpg",
-    "text.png",
-]  # fmt: skip  (peer_modelopt.ALL_IMAGES: the sample photos without the two chessboards)
+# The sample photos of scikit-image 0.26 (skimage/data/*.png|jpg) without the two synthetic
+# chessboards, sorted by name: the peer split (peer_modelopt.py's) alternates them, the random
+# splits partition them.
+PHOTOS = [
+    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
+    "coffee.png", "coins.png", "color.png", "grass.png", "gravel.png", "horse.png",
+    "hubble_deep_field.jpg", "ihc.png", "logo.png", "microaneurysms.png", "moon.png",
+    "motorcycle_left.png", "motorcycle_right.png", "page.png", "phantom.png", "retina.jpg",
+    "rocket.jpg", "text.png",
+]  # fmt: skip
 
 
 def splits(count: int, seed: int = 0) -> list[tuple[str, list[Path], list[Path]]]:
@@ -70,13 +54,13 @@ def splits(count: int, seed: int = 0) -> list[tuple[str, list[Path], list[Path]]
     data = Path(skimage.__file__).parent / "data"
     first = methods._images()
     out = [("methods", first[:12], first[12:24])]
-    out.append(("peer", [data / n for n in NATURAL[0::2]], [data / n for n in NATURAL[1::2]]))
+    out.append(("peer", [data / n for n in PHOTOS[0::2]], [data / n for n in PHOTOS[1::2]]))
     rng = np.random.default_rng(seed)
     k = 0
     while len(out) < count:
-        perm = rng.permutation(len(NATURAL))
+        perm = rng.permutation(len(PHOTOS))
         out.append(
-            (f"random:{k}", [data / NATURAL[i] for i in perm[:12]], [data / NATURAL[i] for i in perm[12:]])
+            (f"random:{k}", [data / PHOTOS[i] for i in perm[:12]], [data / PHOTOS[i] for i in perm[12:]])
         )
         k += 1
     return out[:count]
@@ -90,12 +74,6 @@ def split_names(label: str, seed: int = 0) -> tuple[list[str], list[str]]:
         raise SystemExit(f"unknown split '{label}' (methods, peer, random:K)")
     _, cal, held = splits(labels.index(label) + 1, seed)[-1]
     return [p.name for p in cal], [p.name for p in held]
-
-
-def bootstrap_mean(d: np.ndarray, draws: int = 4000, seed: int = 0) -> tuple[float, float, float]:
-    idx = np.random.default_rng(seed).integers(0, len(d), (draws, len(d)))
-    m = d[idx].mean(axis=1)
-    return float(d.mean()), float(np.percentile(m, 2.5)), float(np.percentile(m, 97.5))
 
 
 SKIP = frozenset({"model", "type", "mha", "method", "bc", "wc", "calib_s", "split"})
@@ -118,7 +96,7 @@ def _print_metric(key: str, metric: str, labels: list[str], vals: dict[str, np.n
     singles = [m for m in vals if m != "auto"]
     best = max(singles, key=lambda m: sign * vals[m].mean())
     for m in singles:
-        d, lo, hi = bootstrap_mean(vals["auto"] - vals[m])
+        d, lo, hi = methods.paired_interval(vals["auto"], vals[m])  # resampling the splits
         mark = " (best single on average)" if m == best else ""
         print(f"{key} {metric}: auto - {m}{mark}: {d:+.4f} [95% over splits {lo:+.4f}, {hi:+.4f}]")
 

@@ -62,6 +62,7 @@ Metrics (held-out, vs FP32):
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -136,6 +137,20 @@ def _outputs(model, batches) -> list[np.ndarray]:
     return [s.run(None, b)[0].astype(np.float64) for b in batches]
 
 
+def _cosine(r: np.ndarray, o: np.ndarray) -> float:
+    r, o = r.ravel(), o.ravel()
+    return float(r @ o / (np.linalg.norm(r) * np.linalg.norm(o) + 1e-30))
+
+
+@functools.cache
+def _rec_chars() -> tuple[str, ...]:
+    """PP-OCRv4 rec's dictionary (read once per process, not once per scored model)."""
+    import ocr_lines
+    import onnx
+
+    return tuple(ocr_lines.rec_chars(onnx.load(str(_model("rec")), load_external_data=False)))
+
+
 def _per_image(key: str, ref: list[np.ndarray], out: list[np.ndarray], held: list[dict]) -> np.ndarray:
     """The metric of each held-out sample: det IoU@0.3 (1 when neither map has text), bert the
     cosine over real tokens, else the cosine of the whole output."""
@@ -154,8 +169,7 @@ def _per_image(key: str, ref: list[np.ndarray], out: list[np.ndarray], held: lis
             a, b = r > 0.3, o > 0.3
             union = np.logical_or(a, b).sum()
             return float(np.logical_and(a, b).sum() / union) if union else 1.0
-        r, o = r.ravel(), o.ravel()
-        return float(r @ o / (np.linalg.norm(r) * np.linalg.norm(o) + 1e-30))
+        return _cosine(r, o)
 
     return np.array([one(r, o) for r, o in zip(ref, out, strict=True)])
 
@@ -174,9 +188,8 @@ def _score(key: str, ref: list[np.ndarray], out: list[np.ndarray], held: list[di
         return {"cosine": float(per.mean())}
     if key == "rec":  # greedy-CTC text equal to FP32's, and the mean cosine of the class probabilities
         import ocr_lines
-        import onnx
 
-        chars = ocr_lines.rec_chars(onnx.load(str(_model("rec")), load_external_data=False))
+        chars = _rec_chars()
         same = [
             ocr_lines.ctc_decode(r, chars) == ocr_lines.ctc_decode(o, chars)
             for r, o in zip(ref, out, strict=True)
@@ -211,20 +224,17 @@ def _page_lines(key: str, cal_names: list[str] | None) -> list[dict[str, np.ndar
 
 def _line_scores(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
     """Page lines against FP32: rec, the text read (character error rate, exact lines); cls (two
-    classes per line), top-1 agreement and mean cosine of the scores."""
+    classes per line) and lcnet (four per document), top-1 agreement and mean cosine."""
     import ocr_lines
-    import onnx
 
+    pairs = list(zip(ref, out, strict=True))
     if ref and ref[0].size in (2, 4):  # a classifier: cls [1, 2] per line, lcnet [1, 4] per document
         kind = "lines" if ref[0].size == 2 else "docs"
-        pairs = list(zip(ref, out, strict=True))
         return {
             f"{kind} top1": float(np.mean([int(r.argmax() == o.argmax()) for r, o in pairs])),
-            f"{kind} cosine": float(
-                np.mean([r.ravel() @ o.ravel() / (np.linalg.norm(r) * np.linalg.norm(o)) for r, o in pairs])
-            ),
+            f"{kind} cosine": float(np.mean([_cosine(r, o) for r, o in pairs])),
         }
-    chars = ocr_lines.rec_chars(onnx.load(str(_model("rec")), load_external_data=False))
+    chars = list(_rec_chars())
     want = [ocr_lines.ctc_decode(r, chars) for r in ref]
     got = [ocr_lines.ctc_decode(o, chars) for o in out]
     return {
@@ -303,16 +313,22 @@ def bench(
               f"median auto / entropy2 = {t_auto / t_plain:.2f}x", flush=True)  # fmt: skip
     rows = []
     per_image: dict[tuple[str, str, str], np.ndarray] = {}
+
+    def judge(q) -> tuple[dict[str, float], list[np.ndarray]]:
+        """The Q/DQ model ``q`` on the held-out samples (and the model's own inputs, if any)."""
+        out = _outputs(q, held)
+        scores = _score(key, ref, out, held)
+        if lines:
+            scores.update(_line_scores(ref_lines, _outputs(q, lines)))
+        return scores, out
+
     for m in methods:
         amax = auto.amax if m == "auto" else compute_amax(plain.histograms, m)
         seconds = {"entropy2": t_plain, "auto": t_auto}.get(m)
         for t in types:
             for mha in mhas:
                 q = export_qdq(model, amax, fp8=t == "fp8", mha=mha)
-                out = _outputs(q, held)
-                scores = _score(key, ref, out, held)
-                if lines:
-                    scores.update(_line_scores(ref_lines, _outputs(q, lines)))
+                scores, out = judge(q)
                 per_image[(m, t, mha)] = _per_image(key, ref, out, held)
                 if ref_cal is not None:  # the output error on the calibration images (what a safeguard sees)
                     scores["cal_rel_l2"] = _pooled_rel_l2(ref_cal, _outputs(q, cal))
@@ -332,10 +348,7 @@ def bench(
             t0 = time.perf_counter()
             corrected, _ = correct_biases(model, cal, amax, passes=p, threads=threads)
             t_bc = time.perf_counter() - t0
-            q = export_qdq(corrected, amax)
-            scores = _score(key, ref, _outputs(q, held), held)
-            if lines:
-                scores.update(_line_scores(ref_lines, _outputs(q, lines)))
+            scores, _ = judge(export_qdq(corrected, amax))
             rows.append(
                 {"model": key, "type": "int8", "mha": "fp16", "method": m, "bc": p, "wc": "off", **scores,
                  "calib_s": t_bc}
@@ -348,10 +361,7 @@ def bench(
             t0 = time.perf_counter()
             corrected, _ = correct_weights(model, cal, amax, mode=mode, alpha=a, threads=threads)
             t_wc = time.perf_counter() - t0
-            q = export_qdq(corrected, amax)
-            scores = _score(key, ref, _outputs(q, held), held)
-            if lines:
-                scores.update(_line_scores(ref_lines, _outputs(q, lines)))
+            scores, _ = judge(export_qdq(corrected, amax))
             rows.append(
                 {"model": key, "type": "int8", "mha": "fp16", "method": m, "bc": 0, "wc": f"{mode} {a:g}",
                  **scores, "calib_s": t_wc}

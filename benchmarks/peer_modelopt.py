@@ -76,22 +76,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # This checkout's trtq, not an installed one (`python benchmarks/x.py` puts benchmarks/ first on
 # sys.path, so an editable install of another checkout would win); the CLIs run with cwd=ROOT.
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "benchmarks"))
+from method_splits import split_names  # noqa: E402  (the calibration / held-out splits)
+
 BENCH_CACHE = Path(os.environ.get("TRTQ_BENCH_CACHE", Path.home() / ".cache" / "trtq-bench"))
 MODELOPT_VENV = BENCH_CACHE / "modelopt-venv"
 MODELOPT_REQ = ["torch==2.13.0", "nvidia-modelopt[onnx]==0.47.0"]  # torch first: the local CPU build
 TRTQ_METHODS = ["entropy2", "minmax", "percentile", "mse"]
 DET_THRESHOLD = 0.3
-# Sample images of scikit-image 0.26 (skimage/data/*.png|jpg), sorted by name, without the two
-# synthetic chessboards; alternately calibration / held-out.
-ALL_IMAGES = [
-    "astronaut.png", "brick.png", "camera.png", "cell.png", "chelsea.png", "clock_motion.png",
-    "coffee.png", "coins.png", "color.png", "grass.png", "gravel.png", "horse.png",
-    "hubble_deep_field.jpg", "ihc.png", "logo.png", "microaneurysms.png", "moon.png",
-    "motorcycle_left.png", "motorcycle_right.png", "page.png", "phantom.png", "retina.jpg",
-    "rocket.jpg", "text.png",
-]  # fmt: skip
-CALIBRATION_IMAGES = ALL_IMAGES[0::2]
-HELD_OUT_IMAGES = ALL_IMAGES[1::2]
+# The peer split: scikit-image's sample photos alternately calibration / held-out (method_splits.py).
+CALIBRATION_IMAGES, HELD_OUT_IMAGES = split_names("peer")
 
 
 def _load(name: str, path: Path):
@@ -403,8 +397,6 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
     trtq_shape = [] if case.metric == "hidden" else ["--shape", shape]
     chars = ocr.rec_chars(onnx.load(str(model), load_external_data=False)) if case.metric == "rec" else None
     ref = run_model(model, held)
-    from method_splits import split_names
-
     # rec and cls also judged on real text lines (page.png's), unless page.png is a calibration image
     lines = []
     if case.key in ("rec", "cls") and "page.png" not in split_names(args.split)[0]:
@@ -549,8 +541,6 @@ def main() -> None:
         "--split", default="peer", help="images: peer (alternate by name, the default), methods or random:K"
     )
     args = parser.parse_args()
-    from method_splits import split_names
-
     cal_images, held_images = split_names(args.split)
     args.modelopt_methods = [m for m in args.modelopt_methods.split(",") if m]
     args.trtq_methods = [m for m in args.trtq_methods.split(",") if m]

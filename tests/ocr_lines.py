@@ -37,6 +37,18 @@ def ctc_decode(prob: np.ndarray, chars: list[str]) -> str:
     return "".join(out)
 
 
+def read_text(model, batches: list[dict[str, np.ndarray]], chars: list[str]) -> list[str]:
+    """Greedy-CTC text of every batch: ``model`` an ONNX model (run on ONNX Runtime with its
+    optimisations off, so Q/DQ rounding points stay) or an open trtq ``Candidate``."""
+    from trtq.precision.builds import Candidate, onnx_candidate
+
+    candidate = model if isinstance(model, Candidate) else onnx_candidate(model)
+    try:
+        return [ctc_decode(next(iter(candidate.run(b).values())), chars) for b in batches]
+    finally:
+        candidate.close()
+
+
 def text_line(page: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """A grayscale page crop resized to height 48 (width by aspect), BGR, (x/255 - 0.5) / 0.5, NCHW."""
     import cv2  # here, not at the top: the check script imports this module once per evaluation
@@ -62,11 +74,17 @@ def page_line_variants(shifts: tuple[int, ...] = (-2, -1, 0, 1, 2)) -> list[dict
     from skimage import data
 
     page = data.page()
+    return [{"x": text_line(page, box)} for box in shifted_boxes(page.shape[0], shifts)]
+
+
+def shifted_boxes(height: int, shifts: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+    """:data:`PAGE_LINES`' boxes moved down by each of ``shifts`` (pixels), those that stay on a
+    page ``height`` rows tall; line by line, shift by shift."""
     return [
-        {"x": text_line(page, (r0 + d, r1 + d, c0, c1))}
+        (r0 + d, r1 + d, c0, c1)
         for r0, r1, c0, c1 in PAGE_LINES
         for d in shifts
-        if r0 + d >= 0 and r1 + d <= page.shape[0]
+        if r0 + d >= 0 and r1 + d <= height
     ]
 
 
@@ -89,13 +107,10 @@ def direction_line_variants(shifts: tuple[int, ...] = (-2, -1, 0, 1, 2)) -> list
         return {"x": x}
 
     out = []
-    for r0, r1, c0, c1 in PAGE_LINES:
-        for d in shifts:
-            if r0 + d < 0 or r1 + d > page.shape[0]:
-                continue
-            crop = page[r0 + d : r1 + d, c0:c1]
-            for c in (crop, crop[::-1, ::-1]):
-                out += [sample(c), sample(c[:, : c.shape[1] // 2])]
+    for r0, r1, c0, c1 in shifted_boxes(page.shape[0], shifts):
+        crop = page[r0:r1, c0:c1]
+        for c in (crop, crop[::-1, ::-1]):
+            out += [sample(c), sample(c[:, : c.shape[1] // 2])]
     return out
 
 

@@ -12,12 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from ocr_lines import char_error_rate, ctc_decode, edit_distance, page_line_variants, rec_chars
+from ocr_lines import char_error_rate, edit_distance, page_line_variants, read_text, rec_chars
 
 from trtq._core.onnx_model import load_onnx
 from trtq.calib.run import calibrate
 from trtq.datasets.preprocess import PRESETS, PreprocessSpec, to_sample
-from trtq.precision.builds import onnx_candidate
 from trtq.precision.export import export_qdq
 
 # The peer benchmark's calibration photos: no printed text among them, and not page.png.
@@ -33,14 +32,6 @@ def test_edit_distance_and_character_error_rate():
     assert char_error_rate(["abd", "xy"], ["abc", "xyz"]) == pytest.approx(2 / 6)
 
 
-def _read(model, samples, chars) -> list[str]:
-    candidate = onnx_candidate(model)  # ONNX Runtime, optimisations off: the Q/DQ rounding points stay
-    try:
-        return [ctc_decode(next(iter(candidate.run(s).values())), chars) for s in samples]
-    finally:
-        candidate.close()
-
-
 def test_default_ranges_from_photos_read_the_page_entropy2_ranges_do_not(real_models):
     import skimage
 
@@ -53,11 +44,11 @@ def test_default_ranges_from_photos_read_the_page_entropy2_ranges_do_not(real_mo
         for f in PHOTOS
     ]
     lines = page_line_variants(shifts=(0,))
-    want = _read(model, lines, chars)
+    want = read_text(model, lines, chars)
     assert want[0] == "Region-based segmentation"  # FP32 reads the page
 
     default = export_qdq(model, calibrate(model, photos).amax)  # method auto
     entropy2 = export_qdq(model, calibrate(model, photos, method="entropy2").amax)
 
-    assert char_error_rate(_read(default, lines, chars), want) <= 0.05
-    assert char_error_rate(_read(entropy2, lines, chars), want) >= 0.5
+    assert char_error_rate(read_text(default, lines, chars), want) <= 0.05
+    assert char_error_rate(read_text(entropy2, lines, chars), want) >= 0.5

@@ -8,27 +8,19 @@ must find pins after which the deployed Q/DQ model reads the text exactly as FP3
 from __future__ import annotations
 
 import pytest
-from ocr_lines import ctc_decode, page_batches, rec_chars, write_text_check
+from ocr_lines import page_batches, read_text, rec_chars, write_text_check
 
 from trtq._core.onnx_model import load_onnx
 from trtq.calib.run import calibrate
 from trtq.datasets import PRESETS, PreprocessSpec, open_dataset, resolve_input_specs
 from trtq.precision.bisect import run_bisect
-from trtq.precision.builds import Candidate, ModelBuild, onnx_candidate
+from trtq.precision.builds import ModelBuild
 from trtq.precision.evaluate import CheckCommand, Evaluator, metric_criterion
 from trtq.precision.pins import apply_pins
 from trtq.runtime.build import BuildSpec
 from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
 pytestmark = pytest.mark.slow
-
-
-def read_text(model, batches, chars) -> list[str]:
-    candidate = model if isinstance(model, Candidate) else onnx_candidate(model)
-    try:
-        return [ctc_decode(next(iter(candidate.run(b).values())), chars) for b in batches]
-    finally:
-        candidate.close()
 
 
 def test_rec_int8_text_restored_by_bisect_with_a_text_check(real_models, tmp_path):
