@@ -441,6 +441,7 @@ def main() -> None:
 
     from trtq.calib.run import calibrate
     from trtq.precision.bisect import model_layers, rank_layers, run_bisect
+    from trtq.precision.builds import PrecisionTools
     from trtq.precision.compare import layerwise_sensitivity
     from trtq.precision.emulate import EmulationConfig, folded
     from trtq.precision.evaluate import metric_criterion
@@ -532,7 +533,9 @@ def main() -> None:
     params = {"auto_samples": args.auto_samples or len(cal)} if args.method == "auto" else {}
     if args.method == "auto" and args.auto_fallback:
         params["auto_fallback"] = args.auto_fallback
-    amax = calibrate(model, cal, method=args.method, params=params, threads=args.threads).amax
+    amax = calibrate(
+        model, cal, method=args.method, params=params, threads=args.threads, tools=PrecisionTools()
+    ).amax
     print(f"calib {args.method}: {time.perf_counter() - t0:.1f} s", flush=True)
 
     def corrected(model, pins=()):

@@ -91,7 +91,7 @@ def _print_metric(key: str, metric: str, labels: list[str], vals: dict[str, np.n
         print(
             f"| {m} | " + " | ".join(f"{x:.4f}" for x in v) + f" | {v.mean():.4f} | {wins} of {len(labels)} |"
         )
-    if "auto" not in vals:
+    if "auto" not in vals or len(vals) < 2:
         return
     singles = [m for m in vals if m != "auto"]
     best = max(singles, key=lambda m: sign * vals[m].mean())

@@ -278,6 +278,7 @@ def bench(
 
     from trtq.calib.run import calibrate, compute_amax
     from trtq.precision.bias_correction import correct_biases
+    from trtq.precision.builds import PrecisionTools
     from trtq.precision.export import export_qdq
 
     model = onnx.load(str(_model(key)))
@@ -304,7 +305,10 @@ def bench(
         times["entropy2"].append(time.perf_counter() - t0)
         if "auto" in methods:
             t0 = time.perf_counter()
-            auto = calibrate(model, cal, method="auto", params=auto_params, threads=threads)
+            # with precision's build tools, as `calib run` calibrates: auto's model-output check runs
+            auto = calibrate(
+                model, cal, method="auto", params=auto_params, threads=threads, tools=PrecisionTools()
+            )
             times["auto"].append(time.perf_counter() - t0)
     t_plain = float(np.median(times["entropy2"]))
     t_auto = float(np.median(times["auto"])) if times["auto"] else None

@@ -69,6 +69,11 @@ Algorithm (one extra pass over a bounded subset of the calibration data, after t
    PP-OCRv4 det (IoU 0.878 vs 0.864) and PP-OCR cls (cosine 0.990 vs 0.984) and lost slightly on
    PP-LCNet (0.980 vs 0.983); pass ``auto_fallback=mse`` for that case.
 
+5. With build tools from the caller (``calib run`` and ``precision`` lend the precision room's),
+   the choices are then checked at the model output (:mod:`trtq.calib.auto_check`): the tensors
+   auto clipped below 1/1.5 of their max|x| get max|x| when the INT8 model's outputs on the same
+   samples say so.
+
 Known limits: the error of each tensor is measured with the other tensors in FP32 (no
 interaction between choices); the diagonal proxy ignores correlated errors (a cluster of clipped
 neighbours adds up coherently in a smoothing kernel, so clipping is underrated); weight-unaware
@@ -92,6 +97,7 @@ from trtq._core.errors import InputError
 from trtq._core.onnx_model import float_tensors, tensor_readers
 from trtq._core.progress import ProgressFn, null_progress
 from trtq._core.transformer_patterns import find_attention, find_layernorms
+from trtq.calib.auto_check import BuildInt8, CheckOutcome, check_ranges
 from trtq.calib.histogram import HistogramSet, TensorHistogram
 from trtq.calib.methods import EMPTY_AMAX, get_method
 
@@ -119,6 +125,9 @@ _POINTWISE_CHAIN = frozenset(
      "HardSigmoid", "HardSwish", "Tanh", "Erf", "Gelu"}
 )  # fmt: skip
 _ANCHORS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+_FLOATS = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+)
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,7 @@ class AutoSettings:
     grid: int = DEFAULT_GRID  # geometric grid points between the 99th percentile and max|x| (0: none)
     positions: int = DEFAULT_POSITIONS  # uniform element draws per sample (plus the tail)
     fallback: str = DEFAULT_FALLBACK  # method for tensors without a quantized consumer
+    check: bool = True  # the model-output check (trtq.calib.auto_check), when a build is given
 
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> AutoSettings:
@@ -141,6 +151,7 @@ class AutoSettings:
             get("grid", DEFAULT_GRID),
             get("positions", DEFAULT_POSITIONS),
             get("fallback", DEFAULT_FALLBACK),
+            bool(get("check", 1)),
         )
         if s.samples < 1 or s.grid < 0 or s.positions < 1:
             raise InputError("auto: auto_samples and auto_positions must be >= 1, auto_grid >= 0")
@@ -542,14 +553,18 @@ def auto_thresholds(
     *,
     fallback_amax: Mapping[str, float] | None = None,
     activations: Iterable[str] | None = None,
+    build: BuildInt8 | None = None,
     progress: ProgressFn = null_progress,
-) -> tuple[dict[str, float], dict[str, dict]]:
-    """The ``auto`` thresholds: ``(amax per tensor, choice per tensor)``.
+) -> tuple[dict[str, float], dict[str, dict], CheckOutcome | None]:
+    """The ``auto`` thresholds: ``(amax per tensor, choice per tensor, check outcome)``.
 
     ``batches``: the (retained) calibration batches to measure on; ``run(batch, names)`` returns
     the FP32 values of ``names`` for a batch (graph inputs are taken from the batch itself).
     ``fallback_amax``: the fallback method's amax for every tensor (computed when omitted);
-    ``activations``: the float activations, when known (see :func:`find_consumers`).
+    ``activations``: the float activations, when known (see :func:`find_consumers`);
+    ``build(amax)``: a runner of the model with INT8 at ``amax`` as the export places it, for
+    the model-output check (:mod:`trtq.calib.auto_check`; the outcome is None without it or
+    with ``auto_check=0``).
     """
     from trtq.calib.run import compute_amax
 
@@ -560,10 +575,24 @@ def auto_thresholds(
     consumers = find_consumers(model, activations, mha=MEASURED_MHA)
     search = AutoSearch(histograms, consumers, settings, known_amax=known)
     need = search.needed()
+    checking = build is not None and settings.check
+    outputs = (
+        [o.name for o in model.graph.output if o.type.tensor_type.elem_type in _FLOATS] if checking else []
+    )
+    kept: list[Mapping[str, np.ndarray]] = []
+    reference: list[dict[str, np.ndarray]] = []
     for batch in batches:
-        fetch = [n for n in need if n not in batch]
+        fetch = [n for n in dict.fromkeys(need + outputs) if n not in batch]
         outs = run(batch, fetch) if fetch else {}
         outs = {**{n: batch[n] for n in need if n in batch}, **outs}
         search.add(outs)
+        if checking:
+            kept.append(batch)
+            reference.append({o: outs[o] for o in outputs})
         progress(int(next(iter(batch.values())).shape[0]))
-    return search.choose(fallback_amax)
+    amax, choices = search.choose(fallback_amax)
+    if not checking:
+        return amax, choices, None
+    max_abs = {t: histograms[t].max_abs for t in search.cands}
+    amax, outcome = check_ranges(amax, choices, max_abs, list(search.cands), kept, reference, build)
+    return amax, choices, outcome

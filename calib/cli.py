@@ -33,7 +33,10 @@ Examples:
 The default method, auto, picks per tensor among the histogram methods' thresholds (entropy2, mse,
 percentiles, minmax) the one with the least error measured at the layer that reads the tensor, on
 one extra pass over the first 16 samples; tensors no layer quantizes get entropy2's threshold
-(auto_fallback = "mse" in [tool.trtq] changes that; see the README).
+(auto_fallback = "mse" in [tool.trtq] changes that; see the README). Then it checks its choices at
+the model output on those samples: the INT8 model (emulated) with auto's ranges against the same
+with max|x| for the tensors auto clipped by more than a third, keeping the better
+(auto_check = 0 turns it off; the JSON's auto_check says what it did).
 The histograms are saved beside the cache (CACHE.hist.npz): `calib compute` re-derives
 thresholds with a histogram method (default entropy2) and `calib merge` combines shards, without
 rerunning the model.
@@ -117,6 +120,7 @@ def _run(opts: dict[str, Any]) -> None:
     from trtq.calib.resumable import calibrate_dataset
     from trtq.calib.run import histogram_path_for, kept_float
     from trtq.calib.summary import calib_document
+    from trtq.precision.builds import PrecisionTools  # the CLI wires the rooms: auto's check
     from trtq.runtime import get_backend
 
     model, ranges, runtime, out, data = resolve_groups(opts, *RUN_GROUPS)
@@ -155,6 +159,7 @@ def _run(opts: dict[str, Any]) -> None:
             resume=bool(opts.get("resume")),
             histogram_path=hist_path,
             progress=progress,
+            tools=PrecisionTools(),
         )
     result, cache = run.result, run.cache
     stats = dataset.stats

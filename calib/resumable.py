@@ -31,6 +31,7 @@ from trtq.calib.cache import DEFAULT_TRT_VERSION, CalibrationCache, write_cache
 from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
 from trtq.calib.methods import get_method
 from trtq.calib.run import CalibrationResult, calibrate, histogram_path_for
+from trtq.runtime.build import BuildTools
 
 #: Batches between two histogram checkpoints.
 CHECKPOINT_EVERY = 25
@@ -85,11 +86,12 @@ def calibrate_dataset(
     histogram_path: str | os.PathLike | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
     progress: ProgressFn = null_progress,
+    tools: BuildTools | None = None,
 ) -> CalibrationRun:
     """Calibrate ``model`` on ``dataset`` and write the TensorRT cache and its histograms.
 
     ``histogram_path`` defaults to ``CACHE.hist.npz``. ``progress`` is advanced per sample
-    (skipped samples included). An interruption (Ctrl-C) keeps the last checkpoint and raises a
+    (skipped samples included); ``tools``: see :func:`trtq.calib.run.calibrate`. An interruption (Ctrl-C) keeps the last checkpoint and raises a
     :class:`TrtqError` that says to resume.
     """
     cache_path = Path(cache_path)
@@ -129,6 +131,7 @@ def calibrate_dataset(
             threads=threads,
             on_batch=checkpoint,
             backend=backend,
+            tools=tools,
         )
     except KeyboardInterrupt:
         raise TrtqError("interrupted; rerun with --resume to continue from the last checkpoint") from None

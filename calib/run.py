@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -26,6 +27,7 @@ from trtq._core.tensors import TensorInfo
 from trtq.calib.cache import DEFAULT_TRT_VERSION, CalibrationCache
 from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
 from trtq.calib.methods import available_methods, get_method
+from trtq.runtime.build import BuildSpec, BuildTools
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class CalibrationResult:
     seconds: float = 0.0
     batches: int = 0
     choices: dict[str, dict] | None = None  # auto: the choice per tensor (trtq.calib.auto)
+    check: dict[str, Any] | None = None  # auto: what the model-output check did (trtq.calib.auto_check)
     _by_method: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     def cache(self, trt_version: str = DEFAULT_TRT_VERSION, algorithm: str | None = None) -> CalibrationCache:
@@ -131,6 +134,7 @@ def calibrate(
     progress: ProgressFn = null_progress,
     on_batch: object = None,
     backend: str = "onnxruntime",
+    tools: BuildTools | None = None,
 ) -> CalibrationResult:
     """Calibrate ``model`` on ``batches`` (dicts of input name -> array, batch dim first).
 
@@ -154,6 +158,10 @@ def calibrate(
             checkpoint the histograms.
         backend: the backend (registry name) whose FP32 activations are histogrammed. Backends
             that calibrate natively (TensorRT 10) go through :func:`trtq.calib.tensorrt.calibrate_with_tensorrt`.
+        tools: the precision room's build tools (``trtq.precision.builds.PrecisionTools()``):
+            with them ``auto`` checks its choices at the model output on ``backend``'s INT8
+            emulation (:mod:`trtq.calib.auto_check`; ``calib run`` passes them). calib never
+            imports precision, so without them the check does not run.
 
     Returns:
         A :class:`CalibrationResult`; ``amax`` holds a threshold for every float tensor but
@@ -192,7 +200,7 @@ def calibrate(
             kept_samples += int(next(iter(batch.values())).shape[0]) if batch else 0
     start = time.perf_counter()
     n_batches = 0
-    choices = None
+    choices = check = None
     with (
         backend_cls.build(proto, mark=output_names) as runner,
         ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool,
@@ -221,16 +229,27 @@ def calibrate(
             # Float-kept tensors are measured unquantized, as they will run, and get no threshold:
             # the fallback has none for them, and auto measures only the activations given.
             floats = set(kept_float(hs))
-            amax, choices = auto_thresholds(
+            build = None if tools is None else _int8_builder(backend_cls, proto, tools, threads)
+            amax, choices, check = auto_thresholds(
                 proto, hs, kept, runner.run, params, fallback_amax=fallback,
-                activations=[n for n in names if n not in floats],
+                activations=[n for n in names if n not in floats], build=build,
             )  # fmt: skip
             del kept
         else:
             amax = compute_amax(hs, method, threads=threads, **params)
     result = CalibrationResult(hs, sites, method, params, amax, time.perf_counter() - start, n_batches)
     result.choices = choices
+    result.check = check.to_dict() if check is not None else None
     return result
+
+
+def _int8_builder(backend_cls: Any, proto: onnx.ModelProto, tools: BuildTools, threads: int | None) -> Any:
+    """``build(amax)``: a runner of ``proto`` with INT8 at ``amax``, placed as the export does."""
+
+    def build(amax: Mapping[str, float]) -> Any:
+        return backend_cls.build(proto, BuildSpec("int8", amax=dict(amax)), tools, threads=threads)
+
+    return build
 
 
 def result_from_histograms(

@@ -62,4 +62,5 @@ def calib_document(
         tensors=tensors,
         time_s=seconds,
         images_per_s=(used / seconds) if seconds > 0 else None,
+        **({"auto_check": result.check} if result.check is not None else {}),
     )

@@ -104,9 +104,13 @@ def read_or_calibrate(
     if cache_path:
         return cache_ranges(cache_path, precision, method_given)
     from trtq.calib.run import calibrate
+    from trtq.precision.builds import PrecisionTools
 
+    tools = PrecisionTools()  # auto's model-output check runs on the emulation
     with progress_bar(quiet, unit="img") as progress:
         progress(0, total=total, description=f"calibrating ({method})")
         if callable(batches):
-            return dict(calibrate(proto, batches(progress), method=method, params=params).amax)
-        return dict(calibrate(proto, batches, method=method, params=params, progress=progress).amax)
+            return dict(calibrate(proto, batches(progress), method=method, params=params, tools=tools).amax)
+        return dict(
+            calibrate(proto, batches, method=method, params=params, progress=progress, tools=tools).amax
+        )

@@ -63,7 +63,9 @@ def _fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     producer = {o: n for n in graph.node for o in n.output}
     readers = tensor_readers(graph)
     graph_outputs = {o.name for o in graph.output}
-    ranks = tensor_ranks(model)
+    ranks: dict[str, int] | None = (
+        None  # shape inference only for a standalone BatchNorm (slow on big models)
+    )
     used_names = set(inits) | {o for n in graph.node for o in n.output} | {n.name for n in graph.node}
 
     def fresh(base: str) -> str:
@@ -121,6 +123,8 @@ def _fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
             dropped.add(id(node))
             continue
         # Standalone BatchNorm -> x * scale + shift per channel (axis 1), as TensorRT's Scale layer.
+        if ranks is None:
+            ranks = tensor_ranks(model)
         rank = ranks.get(node.input[0], 4)
         shape = (1, -1) + (1,) * max(rank - 2, 0)
         s_name, t_name = fresh(node.name + "_scale"), fresh(node.name + "_shift")

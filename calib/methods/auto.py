@@ -33,6 +33,8 @@ def auto_amax(
     auto_grid: int = 0,
     auto_positions: int = 4096,
     auto_fallback: str = "entropy2",
+    auto_check: int = 1,
 ) -> float:
-    """Parameters: samples measured on, grid points, positions per sample, fallback method."""
+    """Parameters: samples measured on, grid points, positions per sample, fallback method, and
+    whether the model-output check runs (1; it needs the precision room's build tools)."""
     raise InputError(NEEDS_DATA)

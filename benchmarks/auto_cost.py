@@ -1,0 +1,93 @@
+"""Benchmark: what ``auto`` and its model-output check cost against a plain calibration, by the size
+of the calibration set.
+
+auto's extra work is bounded: one more pass over its first ``auto_samples`` (16) samples, and the
+check's two INT8 runs over the same samples plus two emulated builds. The plain run's work grows
+with the data. This script times, per model and calibration size, ``calibrate`` with entropy2
+(plain), with auto without the check (``auto_check=0``, stage 1) and with auto as ``calib run``
+runs it (the check on, with the precision room's build tools), and prints the ratios. Sizes
+above 24 reuse the 24 scikit-image photos flipped and turned (4 variants each: up to 96).
+
+    nice python benchmarks/auto_cost.py --models cls,lcnet,rec,vit --sizes 12,96 --repeat 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import methods  # noqa: E402  (benchmarks/methods.py: _model, _batches, _images)
+
+
+def variants(batches: list[dict[str, np.ndarray]], count: int) -> list[dict[str, np.ndarray]]:
+    """``count`` samples: the batches, then flipped left-right, upside down and turned 180°."""
+    flips = [(), (-1,), (-2,), (-2, -1)]
+    out = []
+    for axes in flips:
+        for b in batches:
+            out.append({k: np.ascontiguousarray(np.flip(v, axes) if axes else v) for k, v in b.items()})
+            if len(out) == count:
+                return out
+    raise SystemExit(f"at most {len(batches) * len(flips)} samples")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="cls,lcnet,rec,vit")
+    ap.add_argument("--sizes", default="12,96", help="calibration samples per run")
+    ap.add_argument("--repeat", type=int, default=2, help="timed calls per configuration (median)")
+    ap.add_argument("--det-size", type=int, default=640)
+    args = ap.parse_args()
+
+    import onnx
+
+    from trtq.calib.run import calibrate
+    from trtq.precision.builds import PrecisionTools
+
+    rows = []
+    for key in [m for m in args.models.split(",") if m]:
+        model = onnx.load(str(methods._model(key)))
+        photos = methods._batches(key, methods._images(), args.det_size)
+        calibrate(model, photos[:1], method="entropy2")  # warm-up
+        for size in [int(s) for s in args.sizes.split(",")]:
+            data = variants(photos, size)
+            runs = {
+                "plain": {"method": "entropy2"},
+                "auto, no check": {"method": "auto", "params": {"auto_check": 0}},
+                "auto": {"method": "auto", "tools": PrecisionTools},  # a fresh one per call, as calib run
+            }
+            times, check = {}, None
+            for label, kw in runs.items():
+                ts = []
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    tools = kw["tools"]() if "tools" in kw else None
+                    result = calibrate(model, data, method=kw["method"], params=kw.get("params"), tools=tools)
+                    ts.append(time.perf_counter() - t0)
+                times[label] = float(np.median(ts))
+                check = result.check if label == "auto" else check
+            rows.append((key, size, times, check))
+            print(key, size, {k: round(v, 2) for k, v in times.items()}, check, flush=True)
+
+    print(
+        "\n| model | samples | plain s | auto, no check s | auto s | auto, no check / plain | auto / plain | check: flagged, kept |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for key, size, t, check in rows:
+        kept = f"{check['flagged']}, {check['kept']}" if check else "-"
+        print(
+            f"| {key} | {size} | {t['plain']:.2f} | {t['auto, no check']:.2f} | {t['auto']:.2f} | "
+            f"{t['auto, no check'] / t['plain']:.2f}x | {t['auto'] / t['plain']:.2f}x | {kept} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

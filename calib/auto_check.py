@@ -1,0 +1,132 @@
+"""``auto``'s model-output check: keep auto's choices, or give max|x| to the tensors it clipped hard,
+whichever set the *model output* prefers on the calibration samples.
+
+Why: auto's per-tensor search judges a threshold at the layer that reads the tensor. That misses
+errors whose cost appears only further on. Transformers carry a few very large activations (the
+MLP's GELU outputs of a few tokens, which feed the residual stream's outliers); clipping them is
+cheap at ``fc2``'s output and expensive at the model's (BENCHMARKS.md, "auto's model-output check":
+on ViT-S, max|x| for the 12 ``fc2`` inputs alone moves held-out cosine by +0.005, more than
+auto's whole gap to minmax). A per-tensor decision at the model output overfits a few
+calibration samples (the greedy search of BENCHMARKS.md, "auto stage 2", lost held-out accuracy);
+one decision between two whole sets does not.
+
+Algorithm, after auto's search (:func:`trtq.calib.auto.auto_thresholds`):
+
+1. *Flag* each measured tensor whose max|x| exceeds ``CLIP_FACTOR`` x auto's amax (auto clipped
+   its range by more than a third).
+2. Build the model twice with INT8 as the export places it (the caller's ``build``: the
+   precision room's emulation on ONNX Runtime): once with auto's amax, once with max|x| for the
+   flagged tensors and auto's amax for the others.
+3. Run both on the kept calibration samples (the ones auto measured on) and compare the relative
+   L2 error of all float model outputs against FP32 (``sqrt(sum (y_q - y)^2 / sum y^2)``, pooled
+   over outputs and samples). The flagged tensors get max|x| only when that set's error is lower.
+
+Cost: two INT8 builds and two passes over at most ``auto_samples`` samples (the FP32 outputs come
+from auto's own pass). Nothing runs when no tensor is flagged, and ``auto_check=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trtq._core.progress import ProgressFn, null_progress
+
+#: A tensor is flagged when max|x| > CLIP_FACTOR x auto's amax. 1.5 was the one factor measured
+#: (BENCHMARKS.md, "auto stage 2"): 1.0 swapped tensors whose clipping helps (PP-OCR cls lost).
+CLIP_FACTOR = 1.5
+
+#: ``build(amax)`` returns a runner of the model with INT8 at those ranges (a context manager
+#: with ``run(feeds, outputs=None)``, as :class:`trtq.runtime.runner.Runner`).
+BuildInt8 = Callable[[Mapping[str, float]], Any]
+
+
+@dataclass
+class CheckOutcome:
+    """What the check did (the ``auto_check`` entry of the calib document)."""
+
+    flagged: list[str] = field(default_factory=list)  # tensors with max|x| > CLIP_FACTOR x auto's amax
+    error_auto: float | None = None  # output rel. L2 of auto's set on the kept samples
+    error_max: float | None = None  # ... of the set with max|x| for the flagged tensors
+    kept: str = "auto"  # "auto" | "max" (the flagged tensors got max|x|)
+    samples: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flagged": len(self.flagged),
+            "error_auto": self.error_auto,
+            "error_max": self.error_max,
+            "kept": self.kept,
+            "samples": self.samples,
+            "clip_factor": CLIP_FACTOR,
+        }
+
+
+def flag(amax: Mapping[str, float], max_abs: Mapping[str, float], measured: Sequence[str]) -> list[str]:
+    """The measured tensors whose max|x| exceeds ``CLIP_FACTOR`` x their amax."""
+    return [t for t in measured if t in amax and max_abs.get(t, 0.0) > CLIP_FACTOR * amax[t]]
+
+
+def output_error(
+    build: BuildInt8,
+    amax: Mapping[str, float],
+    batches: Sequence[Mapping[str, np.ndarray]],
+    reference: Sequence[Mapping[str, np.ndarray]],
+) -> float:
+    """Relative L2 error of the float outputs of the INT8 model at ``amax`` against ``reference``
+    (the FP32 outputs of ``batches``), pooled over outputs and samples; ``inf`` when the INT8 model
+    outputs a non-finite value the reference does not have."""
+    sse = energy = 0.0
+    with build(amax) as runner:
+        for batch, ref in zip(batches, reference, strict=True):
+            got = runner.run(batch, list(ref))
+            for name, r in ref.items():
+                r64, g64 = r.astype(np.float64), np.asarray(got[name], np.float64)
+                finite = np.isfinite(r64)
+                if not np.isfinite(g64[finite]).all():
+                    return float("inf")
+                sse += float(np.square(g64[finite] - r64[finite]).sum())
+                energy += float(np.square(r64[finite]).sum())
+    return float(np.sqrt(sse / energy)) if energy > 0 else float(np.sqrt(sse))
+
+
+def check_ranges(
+    amax: dict[str, float],
+    choices: dict[str, dict],
+    max_abs: Mapping[str, float],
+    measured: Sequence[str],
+    batches: Sequence[Mapping[str, np.ndarray]],
+    reference: Sequence[Mapping[str, np.ndarray]],
+    build: BuildInt8,
+    progress: ProgressFn = null_progress,
+) -> tuple[dict[str, float], CheckOutcome]:
+    """``(amax, outcome)`` after the check (module docstring). ``measured``: the tensors auto
+    measured; ``max_abs``: their max|x|; ``batches`` / ``reference``: the kept calibration
+    batches and their FP32 float outputs. ``choices`` of the tensors that get max|x| are updated
+    in place (``method`` ``minmax``, ``check`` ``max``)."""
+    outcome = CheckOutcome(flagged=flag(amax, max_abs, measured))
+    outcome.samples = sum(int(next(iter(b.values())).shape[0]) for b in batches if b)
+    if not outcome.flagged or not reference:
+        return amax, outcome
+    swapped = {**amax, **{t: float(max_abs[t]) for t in outcome.flagged}}
+    outcome.error_auto = output_error(build, amax, batches, reference)
+    progress(1)
+    outcome.error_max = output_error(build, swapped, batches, reference)
+    progress(1)
+    if outcome.error_max < outcome.error_auto:
+        outcome.kept = "max"
+        for t in outcome.flagged:
+            choices[t].update(
+                {
+                    "method": "minmax",
+                    "candidate": "minmax",
+                    "amax": swapped[t],
+                    "check": "max",
+                    "auto_amax": amax[t],
+                }
+            )
+        return swapped, outcome
+    return amax, outcome

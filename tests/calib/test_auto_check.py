@@ -1,0 +1,126 @@
+"""auto's model-output check (trtq.calib.auto_check), against an independent computation: the Q/DQ
+model that ``precision export`` writes, run in ONNX Runtime against FP32."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from test_auto import _independent_errors  # the exported Q/DQ model against FP32, in ONNX Runtime
+
+from trtq.calib.auto_check import CLIP_FACTOR
+from trtq.calib.run import calibrate
+from trtq.precision.builds import PrecisionTools
+
+TOKENS = 128
+
+
+def _gain_model(w: np.ndarray, gain: np.ndarray) -> onnx.ModelProto:
+    """x [N, 128, 32] -> MatMul(W) -> z [N, 128, 8] -> Mul(gain) -> y: the matrix product is the
+    quantized consumer; the per-channel gain after it (kept in float by the export) makes
+    output channel 0 matter 30x more at the model output than at the product's."""
+    nodes = [
+        helper.make_node("MatMul", ["x", "W"], ["z"], name="matmul"),
+        helper.make_node("Mul", ["z", "gain"], ["y"], name="gain"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, TOKENS, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, TOKENS, 8])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(gain, "gain")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _weights(seed: int = 1) -> np.ndarray:
+    """Features 0-31 drive output channels 1-7 strongly (rounding them is expensive), except
+    feature 5, which drives channel 0 alone."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((32, 8)) * 3.0).astype(np.float32)
+    w[:, 0] = rng.standard_normal(32) * 0.1
+    w[5] = 0.0
+    w[5, 0] = 1.0
+    return w
+
+
+def _outliers(samples: int = 8, seed: int = 0) -> np.ndarray:
+    """Tokens uniform in [-1, 1]; in each sample one token carries a large value in feature 5."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (samples, TOKENS, 32)).astype(np.float32)
+    for s in range(samples):
+        x[s, rng.integers(TOKENS), 5] = rng.uniform(15, 20)
+    return x
+
+
+GAIN = np.array([30, 1, 1, 1, 1, 1, 1, 1], np.float32)
+
+
+def _output_error(model: onnx.ModelProto, amax: dict[str, float], x: np.ndarray) -> float:
+    """Relative L2 of the exported Q/DQ model's output against FP32 (ONNX Runtime, no fusions)."""
+    return float(np.sqrt(_independent_errors(model, x, [amax["x"]])[0]))
+
+
+def test_check_gives_max_to_the_tensor_whose_clipping_costs_at_the_model_output():
+    model, x = _gain_model(_weights(), GAIN), _outliers()
+    batches = [{"x": x[i : i + 2]} for i in range(0, 8, 2)]
+    checked = calibrate(model, batches, method="auto", threads=1, tools=PrecisionTools())
+    stage1 = calibrate(
+        model, batches, method="auto", threads=1, tools=PrecisionTools(), params={"auto_check": 0}
+    )
+    assert stage1.check is None
+    # stage 1 clips the outliers (cheap at the MatMul's output); the check flags the tensor ...
+    auto_amax, max_abs = stage1.amax["x"], stage1.histograms["x"].max_abs
+    assert max_abs > CLIP_FACTOR * auto_amax
+    check = checked.check
+    assert check["flagged"] == 1 and check["samples"] == 8
+    # ... and gives it max|x|, because the exported model's output error says so
+    assert check["kept"] == "max" and checked.amax["x"] == max_abs
+    independent_auto = _output_error(model, {"x": auto_amax}, x)
+    independent_max = _output_error(model, {"x": max_abs}, x)
+    assert independent_max < 0.5 * independent_auto
+    assert check["error_auto"] == pytest.approx(independent_auto, rel=1e-3)
+    assert check["error_max"] == pytest.approx(independent_max, rel=1e-3)
+    choice = checked.choices["x"]
+    assert choice["check"] == "max" and choice["method"] == "minmax" and choice["auto_amax"] == auto_amax
+
+
+def test_check_keeps_auto_when_the_consumer_is_the_output():
+    """Without the gain the MatMul's output is the model's: auto's clipping, measured right there,
+    is also what the model output prefers, and the check keeps it."""
+    model, x = _gain_model(_weights(), np.ones(8, np.float32)), _outliers()
+    result = calibrate(model, [{"x": x}], method="auto", threads=1, tools=PrecisionTools())
+    assert result.check["flagged"] == 1
+    assert result.check["kept"] == "auto" and result.check["error_auto"] <= result.check["error_max"]
+    assert result.amax["x"] < result.histograms["x"].max_abs / CLIP_FACTOR
+    assert "check" not in result.choices["x"]
+
+
+def test_check_in_the_calib_document(tmp_path, monkeypatch):
+    """`calib run --json` reports what the check did; `auto_check = 0` in the config turns it off."""
+    import json
+
+    from click.testing import CliRunner
+
+    from trtq.calib.cli import main
+
+    model_path = tmp_path / "m.onnx"
+    onnx.save(_gain_model(_weights(), GAIN), model_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, sample in enumerate(_outliers()):
+        np.save(data / f"{i}.npy", sample[None])
+    monkeypatch.chdir(tmp_path)
+    docs = []
+    for config in ("", "[tool.trtq]\nauto_check = 0\n"):
+        (tmp_path / "trtq.toml").write_text(config)
+        out = tmp_path / f"run{len(docs)}.json"
+        args = ["run", str(model_path), "--data", str(data), "--cache", str(tmp_path / "c.cache")]
+        res = CliRunner().invoke(main, [*args, "--json", str(out), "--quiet"])
+        assert res.exit_code == 0, res.output
+        docs.append(json.loads(out.read_text()))
+    assert docs[0]["auto_check"]["kept"] == "max" and docs[0]["auto_check"]["flagged"] == 1
+    tensor = next(t for t in docs[0]["tensors"] if t["name"] == "x")
+    assert tensor["auto_choice"]["check"] == "max" and tensor["amax"] == tensor["max_abs"]
+    assert "auto_check" not in docs[1]
