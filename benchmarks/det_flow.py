@@ -69,6 +69,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import documents  # noqa: E402  (tests/documents.py: drawn pages of printed lines)
+
 THRESHOLD = 0.3  # text-map binarisation (PP-OCR's DB post-processing default)
 
 
@@ -263,6 +265,22 @@ def _batches(
             x = draw_text(RESIZERS[spec.resize](x, size, size, spec), rng, **text)
         out.append({"x": to_sample(x, size, size, "NCHW", np.float32, spec)[None]})
     return out
+
+
+def _documents(size: int, count: int, held_images: list[str]) -> list[dict[str, np.ndarray]]:
+    """Held-out inputs of the detector's own kind: ``count`` pages of printed lines drawn by
+    ``tests/documents.py`` (seeded: every run draws the same), plus page.png and text.png where
+    they are held out (never when they calibrate)."""
+    from skimage import data
+
+    from trtq.datasets.preprocess import PRESETS, PreprocessSpec, to_sample
+
+    spec = PreprocessSpec(**PRESETS["paddleocr"].fields)
+    images = documents.document_images(count, real=False)
+    for name, img in (("page.png", data.page()), ("text.png", data.text())):
+        if name in held_images:
+            images.append(cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img[..., ::-1].copy())
+    return [{"x": to_sample(img, size, size, "NCHW", np.float32, spec)[None]} for img in images]
 
 
 def _maps(model, batches) -> list[np.ndarray]:
@@ -505,6 +523,15 @@ def main() -> None:
         "--auto-fallback", default="", help="auto's auto_fallback (default: the library's, entropy2)"
     )
     ap.add_argument("--per-image", action="store_true", help="print every held-out image's IoU per row")
+    ap.add_argument(
+        "--cal-docs", type=int, default=0,
+        help="calibrate on N drawn document pages instead of the split's photos",
+    )  # fmt: skip
+    ap.add_argument("--cal-docs-seed", type=int, default=2, help="their seed (the held-out pages' is 1)")
+    ap.add_argument(
+        "--docs", type=int, default=10,
+        help="also judge on N drawn document pages (+ page.png, text.png where held out): docs IoU",
+    )  # fmt: skip
     ap.add_argument("--max-evals", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument(
@@ -520,8 +547,24 @@ def main() -> None:
     model = onnx.load(str(real_model_path("det")))
     no_text = frozenset(f for f in args.no_text.split(",") if f)
     cal = _batches(cal_images, args.det_size, args.augment, no_text)
+    if args.cal_docs:  # calibrate on drawn pages instead (another seed than the held-out pages)
+        from trtq.datasets.preprocess import PRESETS, PreprocessSpec, to_sample
+
+        spec = PreprocessSpec(**PRESETS["paddleocr"].fields)
+        pages = documents.document_images(args.cal_docs, seed=args.cal_docs_seed, real=False)
+        cal = [
+            {"x": to_sample(p, args.det_size, args.det_size, "NCHW", np.float32, spec)[None]} for p in pages
+        ]
+        cal_images, args.augment = [f"page{i}" for i in range(len(cal))], "none"
     held = _batches(held_images, args.det_size)
     ref_cal, ref_held = _maps(model, cal), _maps(model, held)
+    docs = _documents(args.det_size, args.docs, held_images) if args.docs else []
+    ref_docs = _maps(model, docs)
+    if docs:
+        on = [float((r > THRESHOLD).mean()) for r in ref_docs]
+        print(
+            f"FP32 map > {THRESHOLD} on {len(docs)} held-out documents: {100 * np.mean(on):.2f} % of pixels"
+        )
     kinds = [k for _, k in _images(cal_images, args.augment, no_text)]
     for kind in AUGMENT[args.augment]:  # does FP32's text map fire on the drawn text?
         on = [float((r > THRESHOLD).mean()) for r, k in zip(ref_cal, kinds, strict=True) if k == kind]
@@ -569,6 +612,8 @@ def main() -> None:
         q = export_qdq(corrected(model, sorted(members)) if per_pins else model, amax, sorted(members))
         out_held = _maps(q, held)
         c, h = score(ref_cal, _maps(q, cal)), score(ref_held, out_held)
+        out_docs = _maps(q, docs)
+        h["docs"] = score(ref_docs, out_docs)["iou"] if docs else None
         rows.append((label, n_pins, evals, c, h, secs))
         print(rows[-1], flush=True)
         if args.per_image:
@@ -577,6 +622,8 @@ def main() -> None:
                 for f, r, o in zip(held_images, ref_held, out_held, strict=True)
             )
             print(f"  held-out IoU per image: {', '.join(per)}", flush=True)
+            per = (f"{score([r], [o])['iou']:.3f}" for r, o in zip(ref_docs, out_docs, strict=True))
+            print(f"  held-out documents IoU (drawn pages, then page/text if held out): {', '.join(per)}")
 
     rank_cal = _batches(cal_images, args.det_size, args.rank_augment, no_text) if args.rank_augment else cal
     t0 = time.perf_counter()
@@ -629,12 +676,13 @@ def main() -> None:
         f"{f' ({args.weight_correction_stage})' if args.weight_correction else ''}"
         f"{'' if args.weight_correction_alpha is None else f' alpha {args.weight_correction_alpha:g}'}"
         "\n\n| pins from | layers in FP32 | % of layers | evaluations | calibration IoU | held-out IoU"
-        " | held-out cosine | search s |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        " | held-out cosine | docs IoU | search s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     for label, k, evals, c, h, secs in rows:
         s = "" if secs is None else f"{secs:.1f}"
+        d = "" if h["docs"] is None else f"{h['docs']:.3f}"
         print(
-            f"| {label} | {k} | {100 * k / n:.1f} | {evals} | {c['iou']:.3f} | {h['iou']:.3f} | {h['cosine']:.3f} | {s} |"
+            f"| {label} | {k} | {100 * k / n:.1f} | {evals} | {c['iou']:.3f} | {h['iou']:.3f} | {h['cosine']:.3f} | {d} | {s} |"
         )
 
 

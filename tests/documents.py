@@ -1,8 +1,10 @@
-"""Document images for the PP-LCNet orientation model: what it is made to judge.
+"""Document images and printed text lines: the inputs the OCR models are made for.
 
 scikit-image's ``page.png`` and ``text.png`` and pages of printed lines drawn here with OpenCV's
 Hershey fonts (``cv2.putText``; seeded, so every run draws the same pages), each turned by 0, 90,
-180 and 270 degrees. Shared by the benchmarks (``methods.py``'s ``docs`` metrics).
+180 and 270 degrees (PP-LCNet's orientation classes), and single drawn text lines (what the
+PP-OCR recogniser and direction classifier read). Shared by the benchmarks (``methods.py``'s
+``docs`` metrics, ``det_flow.py``'s documents, ``in_domain.py``'s calibration data).
 """
 
 from __future__ import annotations
@@ -16,12 +18,38 @@ WORDS = (
 ).split()
 
 
+def _fonts() -> tuple[int, ...]:
+    import cv2
+
+    return (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
+            cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_PLAIN)  # fmt: skip
+
+
+def drawn_line(rng: np.random.Generator, words: tuple[int, int] = (2, 6)) -> np.ndarray:
+    """A grayscale uint8 image of one printed line (2-5 words by default, a random Hershey font,
+    size and stroke; dark ink on a light background, 5 px margins), as a detector would crop it."""
+    import cv2
+
+    fonts = _fonts()
+    text = " ".join(rng.choice(WORDS, int(rng.integers(*words))))
+    if rng.random() < 0.5:
+        text = text.capitalize()
+    font, scale, stroke = (
+        fonts[int(rng.integers(len(fonts)))],
+        float(rng.uniform(0.8, 1.4)),
+        int(rng.integers(1, 3)),
+    )
+    (w, h), base = cv2.getTextSize(text, font, scale, stroke)
+    img = np.full((h + base + 10, w + 10), int(rng.integers(180, 256)), np.uint8)
+    cv2.putText(img, text, (5, h + 5), font, scale, int(rng.integers(0, 80)), stroke, cv2.LINE_AA)
+    return img
+
+
 def synthetic_page(rng: np.random.Generator) -> np.ndarray:
     """A BGR uint8 page (300-500 px a side) of dark text lines on a light background."""
     import cv2
 
-    fonts = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
-             cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_PLAIN)  # fmt: skip
+    fonts = _fonts()
     h, w = int(rng.integers(300, 500)), int(rng.integers(300, 500))
     img = np.full((h, w, 3), int(rng.integers(200, 256)), np.uint8)
     font, scale = fonts[int(rng.integers(len(fonts)))], float(rng.uniform(0.5, 0.9))

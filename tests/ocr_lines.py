@@ -88,29 +88,31 @@ def shifted_boxes(height: int, shifts: tuple[int, ...]) -> list[tuple[int, int, 
     ]
 
 
+def direction_sample(crop: np.ndarray) -> dict[str, np.ndarray]:
+    """The direction classifier's input (48x192) from a grayscale line crop: resized to height 48
+    (width at most 192), BGR, (x/255 - 0.5) / 0.5, padded right with 0 as PaddleOCR does."""
+    import cv2
+
+    h, w = crop.shape
+    width = min(192, int(np.ceil(48 * w / h)))
+    bgr = cv2.cvtColor(cv2.resize(np.ascontiguousarray(crop), (width, 48)), cv2.COLOR_GRAY2BGR)
+    x = np.zeros((1, 3, 48, 192), np.float32)
+    x[0, :, :, :width] = ((bgr.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
+    return {"x": x}
+
+
 def direction_line_variants(shifts: tuple[int, ...] = (-2, -1, 0, 1, 2)) -> list[dict[str, np.ndarray]]:
     """Inputs of the PP-OCR direction classifier (48x192): each page.png line at every vertical
     shift, whole and its first half (a word group, as a detector cuts lines), upright and turned
-    180 degrees; 80 by default. Resized to height 48 (width at most 192), padded right with 0 as
-    PaddleOCR's classifier does."""
-    import cv2
+    180 degrees; 80 by default (:func:`direction_sample`)."""
     from skimage import data
 
     page = data.page()
-
-    def sample(crop: np.ndarray) -> dict[str, np.ndarray]:
-        h, w = crop.shape
-        width = min(192, int(np.ceil(48 * w / h)))
-        bgr = cv2.cvtColor(cv2.resize(np.ascontiguousarray(crop), (width, 48)), cv2.COLOR_GRAY2BGR)
-        x = np.zeros((1, 3, 48, 192), np.float32)
-        x[0, :, :, :width] = ((bgr.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)
-        return {"x": x}
-
     out = []
     for r0, r1, c0, c1 in shifted_boxes(page.shape[0], shifts):
         crop = page[r0:r1, c0:c1]
         for c in (crop, crop[::-1, ::-1]):
-            out += [sample(c), sample(c[:, : c.shape[1] // 2])]
+            out += [direction_sample(c), direction_sample(c[:, : c.shape[1] // 2])]
     return out
 
 
