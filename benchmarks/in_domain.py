@@ -49,23 +49,15 @@ def calibration_set(key: str, seed: int, count: int = 16) -> list[dict[str, np.n
     rng = np.random.default_rng(1000 + seed)  # the held-out documents use seed 1
     if key == "rec":
         lines = [documents.drawn_line(rng) for _ in range(count)]
-        return [{"x": _pad_width(ocr_lines.text_line(g, (0, g.shape[0], 0, g.shape[1])))} for g in lines]
+        return [
+            {"x": ocr_lines.pad_width(ocr_lines.text_line(g, (0, g.shape[0], 0, g.shape[1])))} for g in lines
+        ]
     if key == "cls":
         lines = [documents.drawn_line(rng, words=(1, 4)) for _ in range(count)]
         return [ocr_lines.direction_sample(g if i % 2 == 0 else g[::-1, ::-1]) for i, g in enumerate(lines)]
     _, shape, spec = methods._setup("lcnet", 0)
     pages = documents.rotations([documents.synthetic_page(rng) for _ in range(count // 4)])
     return [{"x": to_sample(img, shape[2], shape[3], "NCHW", np.float32, spec)[None]} for img, _ in pages]
-
-
-def _pad_width(x: np.ndarray, width: int = 320) -> np.ndarray:
-    """A normalised line padded right with 0 to at least ``width`` columns, as PaddleOCR's rec
-    preprocessing does (its batch width is at least 48 x 320 / 48; the page's lines are wider)."""
-    if x.shape[-1] >= width:
-        return x
-    out = np.zeros((*x.shape[:-1], width), x.dtype)
-    out[..., : x.shape[-1]] = x
-    return out
 
 
 def held_out(key: str) -> list[dict[str, np.ndarray]]:

@@ -60,6 +60,16 @@ def text_line(page: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return ((bgr.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None].copy()
 
 
+def pad_width(x: np.ndarray, width: int = 320) -> np.ndarray:
+    """A normalised line (NCHW) padded right with 0 to at least ``width`` columns, as PaddleOCR's
+    rec batches are (at least 48 x 320; page.png's lines are wider and stay as they are)."""
+    if x.shape[-1] >= width:
+        return x
+    out = np.zeros((*x.shape[:-1], width), x.dtype)
+    out[..., : x.shape[-1]] = x
+    return out
+
+
 def page_batches(lines: int = len(PAGE_LINES)) -> list[dict[str, np.ndarray]]:
     """One batch per text line of skimage's page.png, for the rec model's input ``x``."""
     from skimage import data
