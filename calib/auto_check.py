@@ -14,14 +14,15 @@ Algorithm, after auto's search (:func:`trtq.calib.auto.auto_thresholds`):
 
 1. *Flag* each measured tensor whose max|x| exceeds ``CLIP_FACTOR`` x auto's amax (auto clipped
    its range by more than a third).
-2. Build the model twice with INT8 as the export places it (the caller's ``build``: the
-   precision room's emulation on ONNX Runtime): once with auto's amax, once with max|x| for the
-   flagged tensors and auto's amax for the others.
+2. Build the model once with INT8 as the export places it (the caller's ``build``: the
+   precision room's emulation on ONNX Runtime), the flagged tensors' scales as graph inputs
+   (:class:`ScalesAsInputs`), and run it twice: with auto's amax, and with max|x| for the flagged
+   tensors and auto's amax for the others.
 3. Run both on the kept calibration samples (the ones auto measured on) and compare the relative
    L2 error of all float model outputs against FP32 (``sqrt(sum (y_q - y)^2 / sum y^2)``, pooled
    over outputs and samples). The flagged tensors get max|x| only when that set's error is lower.
 
-Cost: two INT8 builds and two passes over at most ``auto_samples`` samples (the FP32 outputs come
+Cost: one INT8 build and two passes over at most ``auto_samples`` samples (the FP32 outputs come
 from auto's own pass). Nothing runs when no tensor is flagged, and ``auto_check=0`` turns it off.
 """
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import onnx
 
 from trtq._core.progress import ProgressFn, null_progress
 
@@ -39,9 +41,61 @@ from trtq._core.progress import ProgressFn, null_progress
 #: (BENCHMARKS.md, "auto stage 2"): 1.0 swapped tensors whose clipping helps (PP-OCR cls lost).
 CLIP_FACTOR = 1.5
 
-#: ``build(amax)`` returns a runner of the model with INT8 at those ranges (a context manager
-#: with ``run(feeds, outputs=None)``, as :class:`trtq.runtime.runner.Runner`).
-BuildInt8 = Callable[[Mapping[str, float]], Any]
+#: ``build(amax, variable)`` returns a runner of the model with INT8 at those ranges (a context
+#: manager with ``inputs()`` and ``run(feeds, outputs=None)``, as :class:`trtq.runtime.runner.Runner`)
+#: in which the activation scales of the ``variable`` tensors are graph inputs named
+#: :func:`scale_input` (:class:`ScalesAsInputs`), so that one build serves both sets.
+BuildInt8 = Callable[[Mapping[str, float], Sequence[str]], Any]
+
+
+def scale_input(tensor: str) -> str:
+    """The graph input that carries ``tensor``'s activation scale in the check's build."""
+    return f"{tensor}::check_scale"
+
+
+def int8_scale(amax: float) -> np.ndarray:
+    """INT8 activation scale ``amax / 127`` in float32, as the export writes it."""
+    return np.array(np.float32(amax) / np.float32(127.0), np.float32)
+
+
+def scales_as_inputs(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
+    """``model`` (a Q/DQ model) with the scale of every QuantizeLinear reading one of ``tensors``,
+    and of the DequantizeLinear reading it, taken from a scalar float graph input
+    (:func:`scale_input`) instead of an initializer. A tensor without a QuantizeLinear gets none."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    wanted = set(tensors)
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in out.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    added: set[str] = set()
+    for node in out.graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] not in wanted:
+            continue
+        name = scale_input(node.input[0])
+        node.input[1] = name
+        for dq in readers.get(node.output[0], []):
+            if dq.op_type == "DequantizeLinear":
+                dq.input[1] = name
+        if name not in added:
+            added.add(name)
+            out.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, []))
+    return out
+
+
+class ScalesAsInputs:
+    """Build tools (:class:`trtq.runtime.build.BuildTools`) that emulate as ``tools`` do, then make
+    the ``tensors``' activation scales graph inputs (:func:`scales_as_inputs`)."""
+
+    def __init__(self, tools: Any, tensors: Sequence[str]) -> None:
+        self._tools, self._tensors = tools, list(tensors)
+
+    def emulate(self, model: onnx.ModelProto, spec: Any) -> onnx.ModelProto:
+        return scales_as_inputs(self._tools.emulate(model, spec), self._tensors)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tools, name)
 
 
 @dataclass
@@ -71,25 +125,24 @@ def flag(amax: Mapping[str, float], max_abs: Mapping[str, float], measured: Sequ
 
 
 def output_error(
-    build: BuildInt8,
-    amax: Mapping[str, float],
+    runner: Any,
+    scales: Mapping[str, np.ndarray],
     batches: Sequence[Mapping[str, np.ndarray]],
     reference: Sequence[Mapping[str, np.ndarray]],
 ) -> float:
-    """Relative L2 error of the float outputs of the INT8 model at ``amax`` against ``reference``
-    (the FP32 outputs of ``batches``), pooled over outputs and samples; ``inf`` when the INT8 model
-    outputs a non-finite value the reference does not have."""
+    """Relative L2 error of the float outputs of the INT8 ``runner`` (fed ``scales`` besides each
+    batch) against ``reference`` (the FP32 outputs of ``batches``), pooled over outputs and
+    samples; ``inf`` when the INT8 model outputs a non-finite value the reference does not have."""
     sse = energy = 0.0
-    with build(amax) as runner:
-        for batch, ref in zip(batches, reference, strict=True):
-            got = runner.run(batch, list(ref))
-            for name, r in ref.items():
-                r64, g64 = r.astype(np.float64), np.asarray(got[name], np.float64)
-                finite = np.isfinite(r64)
-                if not np.isfinite(g64[finite]).all():
-                    return float("inf")
-                sse += float(np.square(g64[finite] - r64[finite]).sum())
-                energy += float(np.square(r64[finite]).sum())
+    for batch, ref in zip(batches, reference, strict=True):
+        got = runner.run({**batch, **scales}, list(ref))
+        for name, r in ref.items():
+            r64, g64 = r.astype(np.float64), np.asarray(got[name], np.float64)
+            finite = np.isfinite(r64)
+            if not np.isfinite(g64[finite]).all():
+                return float("inf")
+            sse += float(np.square(g64[finite] - r64[finite]).sum())
+            energy += float(np.square(r64[finite]).sum())
     return float(np.sqrt(sse / energy)) if energy > 0 else float(np.sqrt(sse))
 
 
@@ -112,10 +165,18 @@ def check_ranges(
     if not outcome.flagged or not reference:
         return amax, outcome
     swapped = {**amax, **{t: float(max_abs[t]) for t in outcome.flagged}}
-    outcome.error_auto = output_error(build, amax, batches, reference)
-    progress(1)
-    outcome.error_max = output_error(build, swapped, batches, reference)
-    progress(1)
+    with build(amax, outcome.flagged) as runner:  # one build: the flagged scales are inputs
+        have = {t.name for t in runner.inputs()}
+        for ranges in (amax, swapped):
+            scales = {
+                scale_input(t): int8_scale(ranges[t]) for t in outcome.flagged if scale_input(t) in have
+            }
+            error = output_error(runner, scales, batches, reference)
+            if ranges is amax:
+                outcome.error_auto = error
+            else:
+                outcome.error_max = error
+            progress(1)
     if outcome.error_max < outcome.error_auto:
         outcome.kept = "max"
         for t in outcome.flagged:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,10 +244,13 @@ def calibrate(
 
 
 def _int8_builder(backend_cls: Any, proto: onnx.ModelProto, tools: BuildTools, threads: int | None) -> Any:
-    """``build(amax)``: a runner of ``proto`` with INT8 at ``amax``, placed as the export does."""
+    """``build(amax, variable)``: a runner of ``proto`` with INT8 at ``amax``, placed as the export
+    does, the ``variable`` tensors' scales as graph inputs (:data:`trtq.calib.auto_check.BuildInt8`)."""
+    from trtq.calib.auto_check import ScalesAsInputs
 
-    def build(amax: Mapping[str, float]) -> Any:
-        return backend_cls.build(proto, BuildSpec("int8", amax=dict(amax)), tools, threads=threads)
+    def build(amax: Mapping[str, float], variable: Sequence[str] = ()) -> Any:
+        lent = ScalesAsInputs(tools, variable) if variable else tools
+        return backend_cls.build(proto, BuildSpec("int8", amax=dict(amax)), lent, threads=threads)
 
     return build
 
