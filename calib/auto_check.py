@@ -16,9 +16,9 @@ Algorithm, after auto's search (:func:`trtq.calib.auto.auto_thresholds`):
    its range by more than a third).
 2. Build the model once with INT8 as the export places it (the caller's ``build``: the
    precision room's emulation on ONNX Runtime), the flagged tensors' scales as graph inputs
-   (:class:`ScalesAsInputs`), and run it twice: with auto's amax, and with max|x| for the flagged
-   tensors and auto's amax for the others.
-3. Run both on the kept calibration samples (the ones auto measured on) and compare the relative
+   (:class:`ScalesAsInputs`).
+3. Run it twice on the kept calibration samples (the ones auto measured on): with auto's amax,
+   and with max|x| for the flagged tensors and auto's amax for the others; compare the relative
    L2 error of all float model outputs against FP32 (``sqrt(sum (y_q - y)^2 / sum y^2)``, pooled
    over outputs and samples). The flagged tensors get max|x| only when that set's error is lower.
 
@@ -167,16 +167,12 @@ def check_ranges(
     swapped = {**amax, **{t: float(max_abs[t]) for t in outcome.flagged}}
     with build(amax, outcome.flagged) as runner:  # one build: the flagged scales are inputs
         have = {t.name for t in runner.inputs()}
+        errors = []
         for ranges in (amax, swapped):
-            scales = {
-                scale_input(t): int8_scale(ranges[t]) for t in outcome.flagged if scale_input(t) in have
-            }
-            error = output_error(runner, scales, batches, reference)
-            if ranges is amax:
-                outcome.error_auto = error
-            else:
-                outcome.error_max = error
+            feeds = {scale_input(t): int8_scale(ranges[t]) for t in outcome.flagged if scale_input(t) in have}
+            errors.append(output_error(runner, feeds, batches, reference))
             progress(1)
+    outcome.error_auto, outcome.error_max = errors
     if outcome.error_max < outcome.error_auto:
         outcome.kept = "max"
         for t in outcome.flagged:
