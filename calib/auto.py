@@ -94,7 +94,7 @@ import onnx
 from onnx import numpy_helper
 
 from trtq._core.errors import InputError
-from trtq._core.onnx_model import float_tensors, tensor_readers
+from trtq._core.onnx_model import FLOAT_TYPES, float_tensors, tensor_readers
 from trtq._core.progress import ProgressFn, null_progress
 from trtq._core.transformer_patterns import find_attention, find_layernorms
 from trtq.calib.auto_check import BuildInt8, CheckOutcome, check_ranges
@@ -125,9 +125,6 @@ _POINTWISE_CHAIN = frozenset(
      "HardSigmoid", "HardSwish", "Tanh", "Erf", "Gelu"}
 )  # fmt: skip
 _ANCHORS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-_FLOATS = frozenset(
-    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-)
 
 
 @dataclass(frozen=True)
@@ -577,7 +574,9 @@ def auto_thresholds(
     need = search.needed()
     checking = build is not None and settings.check
     outputs = (
-        [o.name for o in model.graph.output if o.type.tensor_type.elem_type in _FLOATS] if checking else []
+        [o.name for o in model.graph.output if o.type.tensor_type.elem_type in FLOAT_TYPES]
+        if checking
+        else []
     )
     kept: list[Mapping[str, np.ndarray]] = []
     reference: list[dict[str, np.ndarray]] = []

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from trtq._core.progress import ProgressFn, null_progress
+from trtq._core.onnx_model import tensor_readers
 
 #: A tensor is flagged when max|x| > CLIP_FACTOR x auto's amax. 1.5 was the one factor measured
 #: (BENCHMARKS.md, "auto stage 2"): 1.0 swapped tensors whose clipping helps (PP-OCR cls lost).
@@ -65,19 +65,16 @@ def scales_as_inputs(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.Mod
     out = onnx.ModelProto()
     out.CopyFrom(model)
     wanted = set(tensors)
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in out.graph.node:
-        for i in node.input:
-            readers.setdefault(i, []).append(node)
+    nodes, readers = out.graph.node, tensor_readers(out.graph)
     added: set[str] = set()
     for node in out.graph.node:
         if node.op_type != "QuantizeLinear" or node.input[0] not in wanted:
             continue
         name = scale_input(node.input[0])
         node.input[1] = name
-        for dq in readers.get(node.output[0], []):
-            if dq.op_type == "DequantizeLinear":
-                dq.input[1] = name
+        for j in readers.get(node.output[0], []):
+            if nodes[j].op_type == "DequantizeLinear":
+                nodes[j].input[1] = name
         if name not in added:
             added.add(name)
             out.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, []))
@@ -154,7 +151,6 @@ def check_ranges(
     batches: Sequence[Mapping[str, np.ndarray]],
     reference: Sequence[Mapping[str, np.ndarray]],
     build: BuildInt8,
-    progress: ProgressFn = null_progress,
 ) -> tuple[dict[str, float], CheckOutcome]:
     """``(amax, outcome)`` after the check (module docstring). ``measured``: the tensors auto
     measured; ``max_abs``: their max|x|; ``batches`` / ``reference``: the kept calibration
@@ -171,7 +167,6 @@ def check_ranges(
         for ranges in (amax, swapped):
             feeds = {scale_input(t): int8_scale(ranges[t]) for t in outcome.flagged if scale_input(t) in have}
             errors.append(output_error(runner, feeds, batches, reference))
-            progress(1)
     outcome.error_auto, outcome.error_max = errors
     if outcome.error_max < outcome.error_auto:
         outcome.kept = "max"

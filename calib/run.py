@@ -24,6 +24,7 @@ from trtq._core.errors import InputError
 from trtq._core.onnx_model import float_tensors, load_onnx
 from trtq._core.progress import ProgressFn, null_progress
 from trtq._core.tensors import TensorInfo
+from trtq.calib.auto_check import ScalesAsInputs
 from trtq.calib.cache import DEFAULT_TRT_VERSION, CalibrationCache
 from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
 from trtq.calib.methods import available_methods, get_method
@@ -246,7 +247,6 @@ def calibrate(
 def _int8_builder(backend_cls: Any, proto: onnx.ModelProto, tools: BuildTools, threads: int | None) -> Any:
     """``build(amax, variable)``: a runner of ``proto`` with INT8 at ``amax``, placed as the export
     does, the ``variable`` tensors' scales as graph inputs (:data:`trtq.calib.auto_check.BuildInt8`)."""
-    from trtq.calib.auto_check import ScalesAsInputs
 
     def build(amax: Mapping[str, float], variable: Sequence[str] = ()) -> Any:
         lent = ScalesAsInputs(tools, variable) if variable else tools

@@ -63,9 +63,8 @@ def _fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
     producer = {o: n for n in graph.node for o in n.output}
     readers = tensor_readers(graph)
     graph_outputs = {o.name for o in graph.output}
-    ranks: dict[str, int] | None = (
-        None  # shape inference only for a standalone BatchNorm (slow on big models)
-    )
+    # shape inference (slow on big models) only once a standalone BatchNorm needs the ranks
+    ranks: dict[str, int] | None = None
     used_names = set(inits) | {o for n in graph.node for o in n.output} | {n.name for n in graph.node}
 
     def fresh(base: str) -> str:
