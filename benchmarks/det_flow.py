@@ -70,6 +70,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import documents  # noqa: E402  (tests/documents.py: drawn pages of printed lines)
+import methods  # noqa: E402  (benchmarks/methods.py: _samples)
 
 THRESHOLD = 0.3  # text-map binarisation (PP-OCR's DB post-processing default)
 
@@ -271,16 +272,9 @@ def _documents(size: int, count: int, held_images: list[str]) -> list[dict[str, 
     """Held-out inputs of the detector's own kind: ``count`` pages of printed lines drawn by
     ``tests/documents.py`` (seeded: every run draws the same), plus page.png and text.png where
     they are held out (never when they calibrate)."""
-    from skimage import data
-
-    from trtq.datasets.preprocess import PRESETS, PreprocessSpec, to_sample
-
-    spec = PreprocessSpec(**PRESETS["paddleocr"].fields)
-    images = documents.document_images(count, real=False)
-    for name, img in (("page.png", data.page()), ("text.png", data.text())):
-        if name in held_images:
-            images.append(cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img[..., ::-1].copy())
-    return [{"x": to_sample(img, size, size, "NCHW", np.float32, spec)[None]} for img in images]
+    real = zip(("page.png", "text.png"), documents.document_images(0), strict=True)
+    images = documents.document_images(count, real=False) + [img for n, img in real if n in held_images]
+    return methods._samples("det", images, size)
 
 
 def _maps(model, batches) -> list[np.ndarray]:
@@ -548,13 +542,8 @@ def main() -> None:
     no_text = frozenset(f for f in args.no_text.split(",") if f)
     cal = _batches(cal_images, args.det_size, args.augment, no_text)
     if args.cal_docs:  # calibrate on drawn pages instead (another seed than the held-out pages)
-        from trtq.datasets.preprocess import PRESETS, PreprocessSpec, to_sample
-
-        spec = PreprocessSpec(**PRESETS["paddleocr"].fields)
         pages = documents.document_images(args.cal_docs, seed=args.cal_docs_seed, real=False)
-        cal = [
-            {"x": to_sample(p, args.det_size, args.det_size, "NCHW", np.float32, spec)[None]} for p in pages
-        ]
+        cal = methods._samples("det", pages, args.det_size)
         cal_images, args.augment = [f"page{i}" for i in range(len(cal))], "none"
     held = _batches(held_images, args.det_size)
     ref_cal, ref_held = _maps(model, cal), _maps(model, held)

@@ -44,8 +44,6 @@ METRIC = {"rec": ("lines CER", True), "cls": ("lines cosine", False), "lcnet": (
 
 def calibration_set(key: str, seed: int, count: int = 16) -> list[dict[str, np.ndarray]]:
     """``count`` drawn inputs of ``key``'s own kind (module docstring), seeded."""
-    from trtq.datasets.preprocess import to_sample
-
     rng = np.random.default_rng(1000 + seed)  # the held-out documents use seed 1
     if key == "rec":
         lines = [documents.drawn_line(rng) for _ in range(count)]
@@ -55,9 +53,8 @@ def calibration_set(key: str, seed: int, count: int = 16) -> list[dict[str, np.n
     if key == "cls":
         lines = [documents.drawn_line(rng, words=(1, 4)) for _ in range(count)]
         return [ocr_lines.direction_sample(g if i % 2 == 0 else g[::-1, ::-1]) for i, g in enumerate(lines)]
-    _, shape, spec = methods._setup("lcnet", 0)
     pages = documents.rotations([documents.synthetic_page(rng) for _ in range(count // 4)])
-    return [{"x": to_sample(img, shape[2], shape[3], "NCHW", np.float32, spec)[None]} for img, _ in pages]
+    return methods._samples("lcnet", [img for img, _ in pages])
 
 
 def held_out(key: str) -> list[dict[str, np.ndarray]]:

@@ -113,14 +113,15 @@ def _setup(key: str, det_size: int):
 def _batches(key: str, files: list[Path], det_size: int) -> list[dict[str, np.ndarray]]:
     import cv2
 
+    return _samples(key, [cv2.imread(str(f), cv2.IMREAD_COLOR) for f in files], det_size)
+
+
+def _samples(key: str, images: list[np.ndarray], det_size: int = 0) -> list[dict[str, np.ndarray]]:
+    """BGR uint8 images -> one batch each of ``key``'s input, preprocessed as ``_setup`` says."""
     from trtq.datasets.preprocess import to_sample
 
     name, shape, spec = _setup(key, det_size)
-    out = []
-    for f in files:
-        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-        out.append({name: to_sample(img, shape[2], shape[3], "NCHW", np.float32, spec)[None]})
-    return out
+    return [{name: to_sample(img, shape[2], shape[3], "NCHW", np.float32, spec)[None]} for img in images]
 
 
 def _session(model):
@@ -212,13 +213,7 @@ def _page_lines(key: str, cal_names: list[str] | None) -> list[dict[str, np.ndar
     if key == "lcnet":
         import documents
 
-        from trtq.datasets.preprocess import to_sample
-
-        _, shape, spec = _setup(key, 0)
-        images = documents.rotations(documents.document_images())
-        return [
-            {"x": to_sample(img, shape[2], shape[3], "NCHW", np.float32, spec)[None]} for img, _ in images
-        ]
+        return _samples(key, [img for img, _ in documents.rotations(documents.document_images())])
     return ocr_lines.page_line_variants() if key == "rec" else ocr_lines.direction_line_variants()
 
 
