@@ -141,14 +141,22 @@ class AutoSettings:
     def from_params(cls, params: Mapping[str, object]) -> AutoSettings:
         def get(key: str, default: Any) -> Any:
             v = params.get(f"auto_{key}")
-            return default if v is None else type(default)(v)
+            if v is None:
+                return default
+            try:
+                return type(default)(v)
+            except (TypeError, ValueError):
+                raise InputError(f"auto_{key} must be an {type(default).__name__}, not {v!r}") from None
 
+        check = get("check", 1)
+        if check not in (0, 1):
+            raise InputError(f"auto_check must be 0 (off) or 1 (on), not {check!r}")
         s = cls(
             get("samples", DEFAULT_SAMPLES),
             get("grid", DEFAULT_GRID),
             get("positions", DEFAULT_POSITIONS),
             get("fallback", DEFAULT_FALLBACK),
-            bool(get("check", 1)),
+            bool(check),
         )
         if s.samples < 1 or s.grid < 0 or s.positions < 1:
             raise InputError("auto: auto_samples and auto_positions must be >= 1, auto_grid >= 0")

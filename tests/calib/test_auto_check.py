@@ -124,3 +124,23 @@ def test_check_in_the_calib_document(tmp_path, monkeypatch):
     tensor = next(t for t in docs[0]["tensors"] if t["name"] == "x")
     assert tensor["auto_choice"]["check"] == "max" and tensor["amax"] == tensor["max_abs"]
     assert "auto_check" not in docs[1]
+
+
+@pytest.mark.parametrize("value", ["yes", 2])
+def test_a_bad_auto_check_is_one_line(tmp_path, monkeypatch, value):
+    """`auto_check = "yes"` (or 2) in the config: one line naming the key, exit code 2, no cache."""
+    from click.testing import CliRunner
+
+    from trtq.calib.cli import main
+
+    model_path = tmp_path / "m.onnx"
+    onnx.save(_gain_model(_weights(), GAIN), model_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "0.npy", _outliers(1)[0][None])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "trtq.toml").write_text(f"[tool.trtq]\nauto_check = {value!r}\n".replace("'", '"'))
+    res = CliRunner().invoke(main, ["run", str(model_path), "--data", str(data), "--cache", "c.cache"])
+    assert res.exit_code == 2, res.output
+    assert "auto_check" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c.cache").exists()
