@@ -8,7 +8,13 @@ with the data. This script times, per model and calibration size, ``calibrate`` 
 runs it (the check on, with the precision room's build tools), and prints the ratios. Sizes
 above 24 reuse the 24 scikit-image photos flipped and turned (4 variants each: up to 96).
 
+``--cli`` times what the issue's bar names instead: the whole ``calib run`` command (a new
+process: imports, model load, reading the samples, the passes, the cache), plain entropy2 against
+``--method auto``, on the same samples written as ``.npy`` tensors (as ``peer_modelopt.py`` feeds
+trtq), with each process's peak RSS.
+
     nice python benchmarks/auto_cost.py --models cls,lcnet,rec,vit --sizes 12,96 --repeat 2
+    nice python benchmarks/auto_cost.py --cli --models cls,lcnet,rec,vit,det --sizes 12,96 --repeat 3
 """
 
 from __future__ import annotations
@@ -39,13 +45,57 @@ def variants(batches: list[dict[str, np.ndarray]], count: int) -> list[dict[str,
     raise SystemExit(f"at most {len(batches) * len(flips)} samples")
 
 
+def cli_rows(args, keys: list[str]) -> None:
+    """``--cli``: the ``calib run`` command end to end, plain against auto (module docstring)."""
+    import tempfile
+
+    import peer_modelopt as peer  # benchmarks/peer_modelopt.py: timed, _cli
+
+    rows = []
+    for key in keys:
+        model = methods._model(key)
+        photos = methods._batches(key, methods._images(), args.det_size)
+        for size in [int(s) for s in args.sizes.split(",")]:
+            with tempfile.TemporaryDirectory() as tmp:
+                data = Path(tmp) / "cal"
+                data.mkdir()
+                for i, sample in enumerate(variants(photos, size)):
+                    ((name, x),) = sample.items()
+                    np.save(data / f"{i:03d}.npy", x[0])
+                shape = f"{name}:1x" + "x".join(str(d) for d in x.shape[1:])
+                res = {}
+                for method in ("entropy2", "auto"):
+                    cmd = peer._cli("trtq.calib.cli", "calib") + [
+                        "run", str(model), "--data", str(data), "--shape", shape, "--method", method,
+                        "--cache", str(Path(tmp) / f"{method}.cache"), "--batch-size", "1", "-q",
+                    ]  # fmt: skip
+                    runs = [peer.timed(cmd) for _ in range(args.repeat)]
+                    bad = [r.error for r in runs if r.code != 0]
+                    if bad:
+                        raise SystemExit(f"{key} {method}: calib run failed: {bad[0]}")
+                    res[method] = (float(np.median([r.wall for r in runs])), max(r.rss_mb for r in runs))
+            rows.append((key, size, res))
+            print(key, size, res, flush=True)
+    print(
+        "\n| model | samples | `calib run` entropy2 s | `calib run --method auto` s | **auto / plain** | peak RSS MB plain / auto |"
+    )
+    print("|---|---:|---:|---:|---:|---|")
+    for key, size, r in rows:
+        (tp, mp), (ta, ma) = r["entropy2"], r["auto"]
+        print(f"| {key} | {size} | {tp:.2f} | {ta:.2f} | {ta / tp:.2f}x | {mp:.0f} / {ma:.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="cls,lcnet,rec,vit")
     ap.add_argument("--sizes", default="12,96", help="calibration samples per run")
     ap.add_argument("--repeat", type=int, default=2, help="timed calls per configuration (median)")
     ap.add_argument("--det-size", type=int, default=640)
+    ap.add_argument("--cli", action="store_true", help="time the whole `calib run` command (docstring)")
     args = ap.parse_args()
+    if args.cli:
+        cli_rows(args, [m for m in args.models.split(",") if m])
+        return
 
     import onnx
 

@@ -565,10 +565,13 @@ def main() -> None:
     params = {"auto_samples": args.auto_samples or len(cal)} if args.method == "auto" else {}
     if args.method == "auto" and args.auto_fallback:
         params["auto_fallback"] = args.auto_fallback
-    amax = calibrate(
+    calibrated = calibrate(
         model, cal, method=args.method, params=params, threads=args.threads, tools=PrecisionTools()
-    ).amax
-    print(f"calib {args.method}: {time.perf_counter() - t0:.1f} s", flush=True)
+    )
+    amax = calibrated.amax
+    print(
+        f"calib {args.method}: {time.perf_counter() - t0:.1f} s; auto's check {calibrated.check}", flush=True
+    )
 
     def corrected(model, pins=()):
         if not args.weight_correction:

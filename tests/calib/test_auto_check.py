@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from test_auto import _independent_errors  # the exported Q/DQ model against FP32, in ONNX Runtime
 
-from trtq.calib.auto_check import CLIP_FACTOR
+from trtq.calib.auto_check import CLIP_FACTOR, CONFIDENCE, confidence
 from trtq.calib.run import calibrate
 from trtq.precision.builds import PrecisionTools
 
@@ -95,6 +95,39 @@ def test_check_keeps_auto_when_the_consumer_is_the_output():
     assert result.check["kept"] == "auto" and result.check["error_auto"] <= result.check["error_max"]
     assert result.amax["x"] < result.histograms["x"].max_abs / CLIP_FACTOR
     assert "check" not in result.choices["x"]
+
+
+def test_check_does_not_swap_on_one_sample():
+    """The outlier in 1 of 12 samples: max|x| lowers the pooled output error a lot (that sample's
+    clipping error dominates it) while the 11 others lose a little resolution. Resampling the 12,
+    max's pooled error is the lower exactly when the outlier sample is drawn at least once,
+    probability 1 - (11/12)^12 = 0.648 < CONFIDENCE: the evidence is one sample, auto is kept."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (12, TOKENS, 32)).astype(np.float32)
+    x[0, 3, 5] = 20.0
+    batches = [{"x": x[i : i + 1]} for i in range(12)]
+    result = calibrate(
+        _gain_model(_weights(), GAIN), batches, method="auto", threads=1, tools=PrecisionTools()
+    )
+    check = result.check
+    assert check["flagged"] == 1 and check["error_max"] < 0.5 * check["error_auto"]
+    assert check["confidence"] == pytest.approx(1 - (11 / 12) ** 12, abs=0.035)
+    assert check["confidence_needed"] == CONFIDENCE > check["confidence"]
+    assert check["kept"] == "auto" and result.amax["x"] < 20.0 / CLIP_FACTOR
+    assert "check" not in result.choices["x"]
+
+
+def test_confidence_is_the_bootstrap_share_of_resamples_where_max_wins():
+    """One batch gains 10, eleven lose 1 each: a resample favours max when it draws the gaining
+    batch at least twice (k = 1 leaves -10 + 11 > 0), P = 1 - B(0) - B(1) with B ~ Binomial(12,
+    1/12); no gain at all gives 0, gains everywhere 1."""
+    sse_auto = np.full(12, 20.0)
+    sse_max = sse_auto + np.array([-10.0] + [1.0] * 11)
+    exact = 1 - (11 / 12) ** 12 - 12 * (1 / 12) * (11 / 12) ** 11
+    assert confidence(sse_auto, sse_max) == pytest.approx(exact, abs=0.035)
+    assert confidence(sse_auto, sse_auto + 1.0) == 0.0
+    assert confidence(sse_auto, sse_auto - 1.0) == 1.0
+    assert confidence(sse_auto, np.where(np.arange(12) == 3, np.inf, sse_auto - 1.0)) == 0.0
 
 
 def test_check_in_the_calib_document(tmp_path, monkeypatch):

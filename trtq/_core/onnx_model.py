@@ -44,10 +44,44 @@ RANDOM_OPS = {
 }
 
 
+#: Float initializers with at least this many elements are passed to shape inference without
+#: their values (:func:`without_weights`): no shape input or attribute-like input is this large.
+_WEIGHT_ELEMENTS = 1024
+_FLOAT_DATA = (*FLOAT_TYPES, onnx.TensorProto.DOUBLE)
+
+
+def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose large float initializers keep name, type and dims but no values.
+
+    Shape inference needs an initializer's values only where they are shapes, indices or scales
+    (int64, or a handful of floats such as Resize's scales); the weights only lend their dims.
+    Inference on this copy gives the same value infos and does not serialise the weights
+    (ViT-S: 0.3 s -> 0.01 s per call). Small and external initializers are copied as they are.
+    """
+    g = model.graph
+    out = onnx.ModelProto(
+        ir_version=model.ir_version, opset_import=model.opset_import, functions=model.functions
+    )
+    og = out.graph
+    og.name = g.name
+    for part in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(og, part).extend(getattr(g, part))
+    for init in g.initializer:
+        if (
+            init.data_type in _FLOAT_DATA
+            and init.data_location != onnx.TensorProto.EXTERNAL
+            and int(np.prod(init.dims, dtype=np.int64)) >= _WEIGHT_ELEMENTS
+        ):
+            og.initializer.add(name=init.name, dims=init.dims, data_type=init.data_type)
+        else:
+            og.initializer.append(init)
+    return out
+
+
 def _inferred_value_infos(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     """Declared and shape-inferred value infos (only the declared ones when inference fails)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+        inferred = onnx.shape_inference.infer_shapes(without_weights(model), strict_mode=False).graph
     except Exception:  # a model shape inference cannot handle keeps its declared types
         inferred = model.graph
     return list(inferred.value_info) + list(inferred.input) + list(inferred.output)

@@ -8,6 +8,7 @@ graph optimisations, so fetching them does not change their values.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -85,6 +86,10 @@ class OnnxRuntimeRunner(Runner):
         run_model = mark_outputs(proto, marked, types=types) if marked else proto
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        # Graph-optimiser notes ("UnsqueezeElimination cannot remove node") go to ONNX Runtime's
+        # process-wide logger, not the session's: quiet it too, unless trtq logs at DEBUG.
+        if not logging.getLogger("trtq").isEnabledFor(logging.DEBUG):
+            ort.set_default_logger_severity(3)
         if threads:
             opts.intra_op_num_threads = threads
         if not spin:
