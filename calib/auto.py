@@ -166,6 +166,11 @@ class AutoSettings:
 
 
 # -- candidates ------------------------------------------------------------------------------------
+#: Candidates whose amax does not depend on method parameters: what auto computes for them is
+#: what ``compute_amax`` would, so the memo of :func:`auto_thresholds` may share it.
+SHARED_METHODS = ("mse", "minmax")
+
+
 def candidates(
     h: TensorHistogram, grid: int = DEFAULT_GRID, known: Mapping[str, float] | None = None
 ) -> list[tuple[str, float]]:
@@ -557,6 +562,7 @@ def auto_thresholds(
     params: Mapping[str, object] | None = None,
     *,
     fallback_amax: Mapping[str, float] | None = None,
+    known_amax: dict[str, dict[str, float]] | None = None,
     activations: Iterable[str] | None = None,
     build: BuildInt8 | None = None,
     progress: ProgressFn = null_progress,
@@ -566,6 +572,9 @@ def auto_thresholds(
     ``batches``: the (retained) calibration batches to measure on; ``run(batch, names)`` returns
     the FP32 values of ``names`` for a batch (graph inputs are taken from the batch itself).
     ``fallback_amax``: the fallback method's amax for every tensor (computed when omitted);
+    ``known_amax``: a memo of method -> tensor -> amax that the caller keeps: its values are reused
+    as candidates, and the parameter-free methods' amax computed here (``SHARED_METHODS``) are
+    added to it, so that the calib document's ``amax_by_method`` does not compute them again;
     ``activations``: the float activations, when known (see :func:`find_consumers`);
     ``build(amax)``: a runner of the model with INT8 at ``amax`` as the export places it, for
     the model-output check (:mod:`trtq.calib.auto_check`; the outcome is None without it or
@@ -576,9 +585,14 @@ def auto_thresholds(
     settings = AutoSettings.from_params(params or {})
     if fallback_amax is None:
         fallback_amax = compute_amax(histograms, settings.fallback)
-    known = {settings.fallback: fallback_amax}  # the candidates reuse the fallback's amax
+    known = known_amax if known_amax is not None else {}
+    known[settings.fallback] = dict(fallback_amax)  # the candidates reuse the fallback's amax
     consumers = find_consumers(model, activations, mha=MEASURED_MHA)
     search = AutoSearch(histograms, consumers, settings, known_amax=known)
+    for t, cands in search.cands.items():  # hand the computed methods' amax back to the memo
+        for label, value in cands:
+            if label in SHARED_METHODS:
+                known.setdefault(label, {})[t] = value
     need = search.needed()
     checking = build is not None and settings.check
     outputs = (

@@ -34,7 +34,12 @@ log = logging.getLogger(__name__)
 
 
 def compute_amax(
-    histograms: HistogramSet, method: str = "entropy2", *, threads: int | None = None, **params: object
+    histograms: HistogramSet,
+    method: str = "entropy2",
+    *,
+    threads: int | None = None,
+    known: Mapping[str, float] | None = None,
+    **params: object,
 ) -> dict[str, float]:
     """Thresholds (amax) for the tensors of ``histograms`` with the named method.
 
@@ -44,6 +49,7 @@ def compute_amax(
     Tensors that never held a finite non-zero value get a tiny positive amax (see
     :data:`trtq.calib.methods.EMPTY_AMAX`). Tensors that held ±inf/NaN or mask fills get none
     (:func:`kept_float`). Methods run on a thread pool (their kernels release the GIL).
+    ``known``: this method's amax already computed for some tensors (reused as they are).
     """
     m = get_method(method)
     if m.needs_data:
@@ -57,9 +63,11 @@ def compute_amax(
 
     floats = set(kept_float(histograms))
     names = [n for n in histograms.names if n not in floats]
+    known = known or {}
+    todo = [n for n in names if n not in known]
     with ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
-        values = list(pool.map(one, names))
-    return dict(zip(names, values, strict=True))
+        computed = dict(zip(todo, pool.map(one, todo), strict=True))
+    return {n: known[n] if n in known else computed[n] for n in names}
 
 
 def kept_float(histograms: HistogramSet) -> list[str]:
@@ -88,6 +96,7 @@ class CalibrationResult:
     choices: dict[str, dict] | None = None  # auto: the choice per tensor (trtq.calib.auto)
     check: dict[str, Any] | None = None  # auto: what the model-output check did (trtq.calib.auto_check)
     _by_method: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    _known: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)  # auto's memo
 
     def cache(self, trt_version: str = DEFAULT_TRT_VERSION, algorithm: str | None = None) -> CalibrationCache:
         """The TensorRT cache for these thresholds (``scale = amax / 127``).
@@ -110,7 +119,7 @@ class CalibrationResult:
                 self._by_method[m.name] = (
                     self.amax
                     if m.name == self.method
-                    else compute_amax(self.histograms, m.name, **self.params)
+                    else compute_amax(self.histograms, m.name, known=self._known.get(m.name), **self.params)
                 )
         return self._by_method
 
@@ -224,21 +233,25 @@ def calibrate(
         if n_batches == 0 and hs.samples == 0:
             raise InputError("no batches to calibrate on: the data source yielded nothing")
         if auto is not None:
-            from trtq.calib.auto import auto_thresholds
+            from trtq.calib.auto import SHARED_METHODS, auto_thresholds
 
             fallback = compute_amax(hs, auto.fallback, threads=threads, **params)
             # Float-kept tensors are measured unquantized, as they will run, and get no threshold:
             # the fallback has none for them, and auto measures only the activations given.
             floats = set(kept_float(hs))
             build = None if tools is None else _int8_builder(backend_cls, proto, tools, threads)
+            known: dict[str, dict[str, float]] = {}  # auto's memo of methods' amax, for the document
             amax, choices, check = auto_thresholds(
-                proto, hs, kept, runner.run, params, fallback_amax=fallback,
+                proto, hs, kept, runner.run, params, fallback_amax=fallback, known_amax=known,
                 activations=[n for n in names if n not in floats], build=build,
             )  # fmt: skip
             del kept
         else:
             amax = compute_amax(hs, method, threads=threads, **params)
     result = CalibrationResult(hs, sites, method, params, amax, time.perf_counter() - start, n_batches)
+    if auto is not None:  # what auto computed, the document's amax_by_method does not recompute
+        result._by_method[auto.fallback] = fallback  # the same call, the same params
+        result._known = {m: v for m, v in known.items() if m in SHARED_METHODS}
     result.choices = choices
     result.check = check.to_dict() if check is not None else None
     return result
