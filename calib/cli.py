@@ -35,8 +35,9 @@ percentiles, minmax) the one with the least error measured at the layer that rea
 one extra pass over the first 16 samples; tensors no layer quantizes get entropy2's threshold
 (auto_fallback = "mse" in [tool.trtq] changes that; see the README). Then it checks its choices at
 the model output on those samples: the INT8 model (emulated) with auto's ranges against the same
-with max|x| for the tensors auto clipped by more than a third, keeping the better
-(auto_check = 0 turns it off; the JSON's auto_check says what it did).
+with max|x| for the tensors auto clipped by more than a third, keeping max|x| only when its
+output error is lower and stays lower in 80 % of resamples of those samples (auto_check = 0
+turns it off; the summary line and the JSON's auto_check say what it did).
 The histograms are saved beside the cache (CACHE.hist.npz): `calib compute` re-derives
 thresholds with a histogram method (default entropy2) and `calib merge` combines shards, without
 rerunning the model.
@@ -196,6 +197,16 @@ def _run(opts: dict[str, Any]) -> None:
             f"{noun} used {stats.used}, skipped {len(stats.skipped_files)}; "
             f"{seconds} s, {rate} {noun}/s"
         )
+        if result.check and result.check["error_max"] is not None:
+            c = result.check
+            stderr_console().print(
+                f"auto's check: {c['flagged']} tensor(s) clipped below 1/{c['clip_factor']:g} of their range; "
+                f"output rel. error on {c['samples']} samples {c['error_auto']:.4g} (auto) vs "
+                f"{c['error_max']:.4g} (max|x|), max|x| lower in {100 * c['confidence']:.0f} % of resamples "
+                f"(needs {100 * c['confidence_needed']:.0f} %): kept {c['kept']}",
+                markup=False,
+                soft_wrap=True,
+            )
         hs = result.histograms
         floats = kept_float(hs)
         if floats:

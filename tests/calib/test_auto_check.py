@@ -157,6 +157,14 @@ def test_check_in_the_calib_document(tmp_path, monkeypatch):
     tensor = next(t for t in docs[0]["tensors"] if t["name"] == "x")
     assert tensor["auto_choice"]["check"] == "max" and tensor["amax"] == tensor["max_abs"]
     assert "auto_check" not in docs[1]
+    # without --quiet, one line says what the check did
+    (tmp_path / "trtq.toml").write_text("")
+    res = CliRunner().invoke(
+        main, ["run", str(model_path), "--data", str(data), "--cache", str(tmp_path / "d.cache")]
+    )
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("auto's check:"))
+    assert "1 tensor(s)" in line and "100 % of resamples" in line and line.endswith("kept max")
 
 
 @pytest.mark.parametrize("value", ["yes", 2])
