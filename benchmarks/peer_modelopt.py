@@ -221,6 +221,29 @@ def modelopt_python() -> Path:
     return py
 
 
+def calibration_shapes(cal: dict[str, np.ndarray]) -> str:
+    """``NAME:1xCxHxW,...``: one sample of each stacked calibration array (batch 1), as
+    ``--calibration_shapes`` (ModelOpt) and ``--shape`` (trtq) take it."""
+    return ",".join(f"{k}:1x" + "x".join(str(d) for d in v.shape[1:]) for k, v in cal.items())
+
+
+def modelopt_quantize(
+    py: Path, model: Path, cal_npz: Path, shapes: str, method: str, out: Path, timeout: float | None = None
+) -> Timed:
+    """ModelOpt's INT8 ONNX PTQ of ``model`` (a private copy: ModelOpt writes files beside it),
+    calibrated with ``method`` on ``cal_npz`` (the stacked arrays, ``--calibration_shapes
+    shapes``) in ONNX Runtime's CPU provider, FP32 as the high precision type (its FP16 default
+    makes det's output NaN); its log beside ``out``. ``error`` set when it wrote no model."""
+    cmd = [str(py), "-m", "modelopt.onnx.quantization", "--onnx_path", str(model),
+           "--quantize_mode", "int8", "--calibration_method", method,
+           "--calibration_data_path", str(cal_npz), "--calibration_shapes", shapes,
+           "--calibration_eps", "cpu", "--high_precision_dtype", "fp32", "--output_path", str(out)]  # fmt: skip
+    res = timed(cmd, timeout=timeout, cwd=model.parent, log=out.with_suffix(".log"))
+    if res.code == 0 and not out.exists():
+        res.code, res.error = 1, "no output model"
+    return res
+
+
 def modelopt_versions(py: Path) -> str:
     code = (
         "import importlib.metadata as m\n"
@@ -393,7 +416,7 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
             np.savez(wd / "cal" / f"{i:03d}.npz", **{k: v[i] for k, v in cal.items()})
     np.savez(wd / "cal.npz", **cal)
     # trtq: images need --shape (their models' H, W are dynamic); text samples tell their length
-    shape = ",".join(f"{k}:1x" + "x".join(str(d) for d in v.shape[1:]) for k, v in cal.items())
+    shape = calibration_shapes(cal)
     trtq_shape = [] if case.metric == "hidden" else ["--shape", shape]
     chars = ocr.rec_chars(onnx.load(str(model), load_external_data=False)) if case.metric == "rec" else None
     ref = run_model(model, held)
@@ -473,15 +496,11 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
 
     for method in args.modelopt_methods if mo_py else []:
         out = wd / f"modelopt-{method}.qdq.onnx"
-        cmd = [str(mo_py), "-m", "modelopt.onnx.quantization", "--onnx_path", str(model),
-               "--quantize_mode", "int8", "--calibration_method", method,
-               "--calibration_data_path", str(wd / "cal.npz"), "--calibration_shapes", shape,
-               "--calibration_eps", "cpu", "--high_precision_dtype", "fp32", "--output_path", str(out)]  # fmt: skip
-        res = timed(cmd, timeout=args.modelopt_timeout, cwd=wd, log=wd / f"modelopt-{method}.log")
+        res = modelopt_quantize(mo_py, model, wd / "cal.npz", shape, method, out, args.modelopt_timeout)
         row = Row("ModelOpt", method, res.wall, res.rss_mb)
         rows.append(row)
-        if res.code != 0 or not out.exists():
-            row.note = f"failed: {res.error or 'no output model'}"
+        if res.code != 0:
+            row.note = f"failed: {res.error}"
             continue
         judge(row, out)
         opt = Row("ModelOpt", f"{method}, ORT opt on", note="same model, ORT_ENABLE_ALL")
