@@ -169,34 +169,56 @@ def _first_error_line(text: str) -> str:
     return (lines[-1] if lines else "no output")[:200]
 
 
+def _tree_peak_mb(pid: int) -> float:
+    """The largest ``VmHWM`` (peak RSS of the process's own memory since its exec) of ``pid`` and
+    its descendants now alive, in MB; 0 where /proc cannot tell."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        kids = [
+            int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()
+        ]
+    except OSError:
+        return 0.0
+    peak = next((int(ln.split()[1]) / 1024.0 for ln in status.splitlines() if ln.startswith("VmHWM:")), 0.0)
+    return max([peak, *(_tree_peak_mb(k) for k in kids)])
+
+
 def timed(
     cmd: list[str], *, timeout: float | None = None, cwd: Path | None = None, log: Path | None = None
 ) -> Timed:
-    """Run ``cmd`` at the current niceness; wall seconds and the child's own peak RSS (MB)."""
+    """Run ``cmd`` at the current niceness; wall seconds and the child's own peak RSS (MB).
+
+    The peak is the largest ``VmHWM`` of the child and its descendants, polled every 50 ms:
+    ``os.wait4``'s ``ru_maxrss`` (the fallback where /proc is missing) is never below this
+    process's own peak RSS, which Linux hands to a child at its exec (subprocess starts children
+    with vfork), so it would count the evaluations this process ran before."""
     with tempfile.TemporaryFile() as out:  # a pipe nobody reads would block a chatty child
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         deadline = None if timeout is None else t0 + timeout
+        peak, error = 0.0, ""
         while True:
+            peak = max(peak, _tree_peak_mb(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if deadline is not None and time.perf_counter() > deadline:
                 proc.kill()
                 _, status, usage = os.wait4(proc.pid, 0)
-                proc.returncode = -9
-                return Timed(
-                    time.perf_counter() - t0, usage.ru_maxrss / 1024.0, -9, f"timed out after {timeout:.0f} s"
-                )
+                error = f"timed out after {timeout:.0f} s"
+                break
             time.sleep(0.05)
         wall = time.perf_counter() - t0
-        proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait
+        proc.returncode = code = (
+            -9 if error else os.waitstatus_to_exitcode(status)
+        )  # reaped: Popen must not wait
         out.seek(0)
         text = out.read().decode(errors="replace")
     if log is not None:
         log.write_text(text, encoding="utf-8")
-    return Timed(wall, usage.ru_maxrss / 1024.0, code, "" if code == 0 else _first_error_line(text))
+    rss = peak or usage.ru_maxrss / 1024.0
+    return Timed(wall, rss, code, error or ("" if code == 0 else _first_error_line(text)))
 
 
 def _cli(module: str, prog: str) -> list[str]:
