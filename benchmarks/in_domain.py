@@ -31,9 +31,14 @@ calibrated on the very samples trtq gets for the seed, stacked in one ``.npz``, 
 judged on the same held-out inputs by the same metric functions (ONNX Runtime CPU, optimisations
 off). Its wall time and peak RSS are the process's (python start and imports included); trtq's
 ``calibrate`` times are in-process. A ModelOpt run that fails is a row saying why.
+``--modelopt-initializers``: also ModelOpt on a copy of the model whose ``Constant`` nodes are
+initializers (``peer_modelopt.constants_as_initializers``). paddle2onnx writes the weights of rec,
+cls and det as ``Constant`` nodes, and ModelOpt 0.47 (ORT's ``quantize_static``) quantizes such
+weights per tensor, as activations; initializers it quantizes per output channel.
 
     nice python benchmarks/in_domain.py --models rec,cls,lcnet --seeds 5
     nice python benchmarks/in_domain.py --models det --det-seeds 2
+    nice python benchmarks/in_domain.py --models rec,cls,lcnet,det --modelopt-initializers
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ import peer_modelopt  # noqa: E402  (benchmarks/peer_modelopt.py: ModelOpt's ven
 
 METHODS = ("entropy2", "minmax", "percentile", "mse", "auto")
 MODELOPT = ("modelopt entropy", "modelopt max")
+INIT = " (initializers)"  # --modelopt-initializers' columns: the model's Constant nodes as initializers
 #: The metric each model is judged by, and whether lower is better.
 METRIC = {
     "rec": ("lines CER", True),
@@ -136,28 +142,34 @@ def bench(key: str, cal: list[dict], held: list[dict], ref: list[np.ndarray]) ->
 
 def bench_modelopt(
     key: str, seed: int, cal: list[dict], held: list[dict], ref: list[np.ndarray], py: Path, work: Path,
-    timeout: float | None = None,
+    timeout: float | None = None, initializers: bool = False,
 ) -> dict[str, dict]:  # fmt: skip
     """ModelOpt's entropy and max Q/DQ models calibrated on ``cal`` (trtq's samples of the seed,
     stacked in one ``.npz``), judged as trtq's are; ``s`` / ``rss``: its process's wall seconds
-    and peak RSS (MB); ``{"error": one line}`` where it fails."""
+    and peak RSS (MB); ``{"error": one line}`` where it fails. ``initializers``: also ModelOpt on
+    a copy of the model whose ``Constant`` nodes are initializers (columns ``... (initializers)``)."""
     import onnx
 
     model = work / methods._model(key).name  # a private copy: ModelOpt writes files beside it
     if not model.exists():
         shutil.copy(methods._model(key), model)
+    models = {"": model}
+    if initializers:
+        models[INIT] = model.with_name(f"{model.stem}-initializers.onnx")
+        if not models[INIT].exists():
+            onnx.save(peer_modelopt.constants_as_initializers(onnx.load(str(model))), models[INIT])
+    cols = [(c + tag, c.split()[1], tag) for tag in models for c in MODELOPT]
     shapes = {k: {c[k].shape for c in cal} for k in cal[0]}
     if any(len(v) > 1 for v in shapes.values()):
-        return dict.fromkeys(MODELOPT, {"error": f"calibration samples of several shapes {shapes}"})
+        return {col: {"error": f"calibration samples of several shapes {shapes}"} for col, _, _ in cols}
     stacked = {k: np.concatenate([c[k] for c in cal]) for k in cal[0]}
     npz = work / f"{key}-cal-seed{seed}.npz"
     np.savez(npz, **stacked)
     out = {}
-    for col in MODELOPT:
-        method = col.split()[1]
-        qdq = work / f"{key}-modelopt-{method}-seed{seed}.qdq.onnx"
+    for col, method, tag in cols:
+        qdq = work / f"{key}-modelopt-{method}{'-init' if tag else ''}-seed{seed}.qdq.onnx"
         res = peer_modelopt.modelopt_quantize(
-            py, model, npz, peer_modelopt.calibration_shapes(stacked), method, qdq, timeout
+            py, models[tag], npz, peer_modelopt.calibration_shapes(stacked), method, qdq, timeout
         )
         if res.code != 0:
             out[col] = {"error": f"ModelOpt failed after {res.wall:.0f} s: {res.error}"}
@@ -219,6 +231,10 @@ def main() -> None:
     ap.add_argument("--det-seeds", type=int, default=2, help="det's calibration sets (det is slow)")
     ap.add_argument("--det-size", type=int, default=640, help="det's input is SxS")
     ap.add_argument("--no-modelopt", action="store_true", help="trtq's methods only (no ModelOpt venv)")
+    ap.add_argument(
+        "--modelopt-initializers", action="store_true",
+        help="also ModelOpt on the model with its Constant nodes as initializers (so per-channel weights)",
+    )  # fmt: skip
     ap.add_argument("--modelopt-timeout", type=float, default=1800.0, help="seconds per ModelOpt run")
     ap.add_argument("--work", type=Path, help="keep ModelOpt's inputs, models and logs here (default: temp)")
     args = ap.parse_args()
@@ -235,7 +251,8 @@ def main() -> None:
             print(f"ModelOpt venv {peer_modelopt.MODELOPT_VENV}: {peer_modelopt.modelopt_versions(py)}")
         except (subprocess.CalledProcessError, OSError) as exc:
             print(f"ModelOpt off: its venv could not be made ({exc})")
-    columns = METHODS + MODELOPT if py else METHODS
+    tags = ("", INIT) if args.modelopt_initializers else ("",)
+    columns = METHODS + tuple(c + t for t in tags for c in MODELOPT) if py else METHODS
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="trtq-in-domain-") as tmp:
         work = args.work or Path(tmp)
@@ -250,7 +267,17 @@ def main() -> None:
                 runs.append(bench(key, cal, held, ref))
                 if py:
                     runs[-1].update(
-                        bench_modelopt(key, seed, cal, held, ref, py, work, args.modelopt_timeout)
+                        bench_modelopt(
+                            key,
+                            seed,
+                            cal,
+                            held,
+                            ref,
+                            py,
+                            work,
+                            args.modelopt_timeout,
+                            args.modelopt_initializers,
+                        )
                     )
                 row = {c: round(_value(runs[-1][c], metric), 4) for c in columns}
                 secs = ", ".join(f"{c} {runs[-1][c]['s']:.1f}" for c in columns if "s" in runs[-1][c])

@@ -266,6 +266,30 @@ def modelopt_quantize(
     return res
 
 
+def constants_as_initializers(model):
+    """A copy of ``model`` (onnx.ModelProto) whose ``Constant`` nodes holding a tensor are
+    initializers. paddle2onnx writes PP-OCR's weights as ``Constant`` nodes; ModelOpt (ORT's
+    ``quantize_static``) quantizes per channel only the weights that are initializers, the rest
+    per tensor, as activations."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = []
+    for node in out.graph.node:
+        value = [a for a in node.attribute if a.name == "value"]
+        if node.op_type == "Constant" and value and node.domain in ("", "ai.onnx"):
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value[0].t)
+            tensor.name = node.output[0]
+            out.graph.initializer.append(tensor)
+        else:
+            keep.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(keep)
+    return out
+
+
 def modelopt_versions(py: Path) -> str:
     code = (
         "import importlib.metadata as m\n"
