@@ -277,6 +277,12 @@ def _documents(size: int, count: int, held_images: list[str]) -> list[dict[str, 
     return methods._samples("det", images, size)
 
 
+def cal_documents(size: int, count: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Calibration inputs of the detector's own kind: ``count`` pages of printed lines drawn by
+    ``tests/documents.py`` with ``seed`` (another than the held-out pages' 1), at SxS."""
+    return methods._samples("det", documents.document_images(count, seed=seed, real=False), size)
+
+
 def _maps(model, batches) -> list[np.ndarray]:
     import onnxruntime as ort
 
@@ -542,8 +548,7 @@ def main() -> None:
     no_text = frozenset(f for f in args.no_text.split(",") if f)
     cal = _batches(cal_images, args.det_size, args.augment, no_text)
     if args.cal_docs:  # calibrate on drawn pages instead (another seed than the held-out pages)
-        pages = documents.document_images(args.cal_docs, seed=args.cal_docs_seed, real=False)
-        cal = methods._samples("det", pages, args.det_size)
+        cal = cal_documents(args.det_size, args.cal_docs, args.cal_docs_seed)
         cal_images, args.augment = [f"page{i}" for i in range(len(cal))], "none"
     held = _batches(held_images, args.det_size)
     ref_cal, ref_held = _maps(model, cal), _maps(model, held)

@@ -6,24 +6,50 @@ inputs the method ranking there partly reflects that mismatch (BENCHMARKS.md, "I
 on more splits"). A user calibrates on their own data; this script does what they would:
 
 - rec: calibrated on 16 drawn text lines (``tests/documents.drawn_line``; height 48, padded right
-  with 0 to width 320 as PaddleOCR's batches are), judged on page.png's 20 line crops (``ocr_lines.page_line_variants``):
+  with 0 to width 320 as PaddleOCR's batches are, and lines wider than 320 squeezed to 320 as
+  PaddleOCR resizes for a fixed 48x320 input: one shape, ``x:1x3x48x320``, the peer benchmark's),
+  judged on page.png's 20 line crops (``ocr_lines.page_line_variants``, at their own widths):
   character error rate of the greedy-CTC text against FP32's reading, and the share of exact lines;
 - cls: calibrated on 16 drawn lines, every other one turned 180 degrees, judged on page.png's 80
   line crops (``ocr_lines.direction_line_variants``): top-1 agreement and cosine against FP32;
 - lcnet: calibrated on 4 drawn pages at the 4 rotations (16 inputs, another seed than the
-  held-out pages), judged on 12 documents at 4 rotations (``methods._page_lines``).
+  held-out pages), judged on 12 documents at 4 rotations (``methods._page_lines``);
+- det (PP-OCRv4 det at SxS, ``--det-size``, 640 by default): calibrated on 12 drawn pages
+  (``det_flow.cal_documents``; seed s draws with ``det_flow.py --cal-docs-seed`` s + 2), judged on
+  det_flow's held-out documents (10 drawn pages of seed 1, page.png, text.png): the IoU of the text
+  map binarised at 0.3 against FP32's, pooled over the documents (det_flow's ``docs IoU``), and
+  the cosine of all maps together. No layers pinned. ``--det-seeds`` seeds (2 by default: slow).
 
 Each seed draws another calibration set; the held-out inputs never change and never calibrate.
 Methods: entropy2, minmax, percentile (99.99), mse from one histogram pass, and auto as ``calib
 run`` runs it (its model-output check on, with the precision room's build tools).
 
+ModelOpt (on unless ``--no-modelopt``, when ``peer_modelopt.modelopt_python`` can make its venv):
+``modelopt entropy`` and ``modelopt max``, ``python -m modelopt.onnx.quantization --quantize_mode
+int8 --calibration_eps cpu --high_precision_dtype fp32`` (``peer_modelopt.modelopt_quantize``)
+calibrated on the very samples trtq gets for the seed, stacked in one ``.npz``, its Q/DQ model
+judged on the same held-out inputs by the same metric functions (ONNX Runtime CPU, optimisations
+off). Its wall time and peak RSS are the process's (python start and imports included); trtq's
+``calibrate`` times are in-process. A ModelOpt run that fails is a row saying why.
+``--modelopt-initializers``: also ModelOpt on a copy of the model whose ``Constant`` nodes are
+initializers (``peer_modelopt.constants_as_initializers``). paddle2onnx writes the weights of rec,
+cls and det as ``Constant`` nodes, and ModelOpt 0.47 (ORT's ``quantize_static``) quantizes such
+weights per tensor, as activations; initializers it quantizes per output channel.
+
     nice python benchmarks/in_domain.py --models rec,cls,lcnet --seeds 5
+    nice python benchmarks/in_domain.py --models det --det-seeds 2
+    nice python benchmarks/in_domain.py --models rec,cls,lcnet,det --modelopt-initializers
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,22 +59,42 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+import det_flow  # noqa: E402  (benchmarks/det_flow.py: det's drawn pages, held-out documents, IoU)
 import documents  # noqa: E402  (tests/documents.py)
 import methods  # noqa: E402  (benchmarks/methods.py)
 import ocr_lines  # noqa: E402  (tests/ocr_lines.py)
+import peer_modelopt  # noqa: E402  (benchmarks/peer_modelopt.py: ModelOpt's venv and its runs)
 
 METHODS = ("entropy2", "minmax", "percentile", "mse", "auto")
+MODELOPT = ("modelopt entropy", "modelopt max")
+INIT = " (initializers)"  # --modelopt-initializers' columns: the model's Constant nodes as initializers
 #: The metric each model is judged by, and whether lower is better.
-METRIC = {"rec": ("lines CER", True), "cls": ("lines cosine", False), "lcnet": ("docs cosine", False)}
+METRIC = {
+    "rec": ("lines CER", True),
+    "cls": ("lines cosine", False),
+    "lcnet": ("docs cosine", False),
+    "det": ("docs IoU", False),
+}
+#: The second figure reported per model (its mean over the seeds).
+OTHER = {"rec": "lines exact", "cls": "lines top1", "lcnet": "docs top1", "det": "docs cosine"}
+REC_WIDTH = 320  # rec's calibration lines: 48 x 320, one shape for ModelOpt's --calibration_shapes
+DET_PAGES, DET_DOCS = 12, 10  # det: drawn calibration pages; held-out drawn pages (+ page.png, text.png)
 
 
-def calibration_set(key: str, seed: int, count: int = 16) -> list[dict[str, np.ndarray]]:
-    """``count`` drawn inputs of ``key``'s own kind (module docstring), seeded."""
+def calibration_set(key: str, seed: int, count: int = 16, det_size: int = 640) -> list[dict[str, np.ndarray]]:
+    """``count`` drawn inputs of ``key``'s own kind (module docstring), seeded; det: 12 pages."""
+    if key == "det":
+        return det_flow.cal_documents(det_size, DET_PAGES, seed + 2)
     rng = np.random.default_rng(1000 + seed)  # the held-out documents use seed 1
     if key == "rec":
         lines = [documents.drawn_line(rng) for _ in range(count)]
         return [
-            {"x": ocr_lines.pad_width(ocr_lines.text_line(g, (0, g.shape[0], 0, g.shape[1])))} for g in lines
+            {
+                "x": ocr_lines.pad_width(
+                    ocr_lines.text_line(g, (0, g.shape[0], 0, g.shape[1]), REC_WIDTH), REC_WIDTH
+                )
+            }
+            for g in lines
         ]
     if key == "cls":
         lines = [documents.drawn_line(rng, words=(1, 4)) for _ in range(count)]
@@ -57,12 +103,22 @@ def calibration_set(key: str, seed: int, count: int = 16) -> list[dict[str, np.n
     return methods._samples("lcnet", [img for img, _ in pages])
 
 
-def held_out(key: str) -> list[dict[str, np.ndarray]]:
+def held_out(key: str, det_size: int = 640) -> list[dict[str, np.ndarray]]:
+    if key == "det":
+        return det_flow._documents(det_size, DET_DOCS, ["page.png", "text.png"])
     return methods._page_lines(key, cal_names=None)
 
 
-def bench(key: str, seed: int, held: list[dict[str, np.ndarray]], ref: list[np.ndarray]) -> dict[str, dict]:
-    """The held-out scores of every method calibrated on seed ``seed``'s drawn inputs."""
+def scores(key: str, ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
+    """A Q/DQ model's outputs on the held-out inputs against FP32's (every tool's, the same way)."""
+    if key == "det":
+        s = det_flow.score(ref, out)
+        return {"docs IoU": s["iou"], "docs cosine": s["cosine"]}
+    return methods._line_scores(ref, out)
+
+
+def bench(key: str, cal: list[dict], held: list[dict], ref: list[np.ndarray]) -> dict[str, dict]:
+    """The held-out scores of every trtq method calibrated on ``cal`` (``s``: calibrate's seconds)."""
     import onnx
 
     from trtq.calib.run import calibrate, compute_amax
@@ -70,60 +126,168 @@ def bench(key: str, seed: int, held: list[dict[str, np.ndarray]], ref: list[np.n
     from trtq.precision.export import export_qdq
 
     model = onnx.load(str(methods._model(key)))
-    cal = calibration_set(key, seed)
+    t0 = time.perf_counter()
     plain = calibrate(model, cal, method="entropy2")
+    t1 = time.perf_counter()
     auto = calibrate(model, cal, method="auto", tools=PrecisionTools())
+    t2 = time.perf_counter()
     out = {}
     for m in METHODS:
         amax = auto.amax if m == "auto" else compute_amax(plain.histograms, m)
-        out[m] = methods._line_scores(ref, methods._outputs(export_qdq(model, amax), held))
+        out[m] = scores(key, ref, methods._outputs(export_qdq(model, amax), held))
+    out["entropy2"]["s"], out["auto"]["s"] = t1 - t0, t2 - t1
     out["auto"]["check"] = auto.check["kept"] if auto.check and auto.check["error_max"] is not None else "-"
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="rec,cls,lcnet")
-    ap.add_argument("--seeds", type=int, default=5, help="calibration sets drawn (seeds 0..N-1)")
-    args = ap.parse_args()
+def bench_modelopt(
+    key: str, seed: int, cal: list[dict], held: list[dict], ref: list[np.ndarray], py: Path, work: Path,
+    timeout: float | None = None, initializers: bool = False,
+) -> dict[str, dict]:  # fmt: skip
+    """ModelOpt's entropy and max Q/DQ models calibrated on ``cal`` (trtq's samples of the seed,
+    stacked in one ``.npz``), judged as trtq's are; ``s`` / ``rss``: its process's wall seconds
+    and peak RSS (MB); ``{"error": one line}`` where it fails. ``initializers``: also ModelOpt on
+    a copy of the model whose ``Constant`` nodes are initializers (columns ``... (initializers)``)."""
     import onnx
 
-    for key in [m for m in args.models.split(",") if m]:
-        metric, lower = METRIC[key]
-        held = held_out(key)
-        ref = methods._outputs(onnx.load(str(methods._model(key))), held)
-        runs = []
-        for seed in range(args.seeds):
-            runs.append(bench(key, seed, held, ref))
-            row = {m: round(runs[-1][m][metric], 4) for m in METHODS}
-            print(
-                f"{key} seed {seed}: {metric} {row}; auto's check kept {runs[-1]['auto']['check']}",
-                flush=True,
-            )
-        seeds = [f"seed {s}" for s in range(args.seeds)]
-        print(f"\n{key}: {metric} on {len(held)} held-out real inputs, calibrated on drawn ones"
-              f"{' (lower is better)' if lower else ''}\n")  # fmt: skip
-        print("| method | " + " | ".join(seeds) + " | mean | best of seed |")
-        print("|---|" + "---:|" * (len(seeds) + 2))
-        vals = {m: np.array([r[m][metric] for r in runs]) for m in METHODS}
-        sign = -1.0 if lower else 1.0
-        best = np.max(np.stack([sign * v for v in vals.values()]), axis=0)
-        for m, v in vals.items():
-            wins = int(np.sum(np.isclose(sign * v, best)))
-            print(
-                f"| {m} | " + " | ".join(f"{x:.4f}" for x in v) + f" | {v.mean():.4f} | {wins} of {len(v)} |"
-            )
-        singles = [m for m in METHODS if m != "auto"]
-        top = max(singles, key=lambda m: sign * vals[m].mean())
-        for m in singles:
-            d, lo, hi = methods.paired_interval(vals["auto"], vals[m])
-            mark = " (best single on average)" if m == top else ""
-            print(f"{key} {metric}: auto - {m}{mark}: {d:+.4f} [95% over seeds {lo:+.4f}, {hi:+.4f}]")
-        other = "lines exact" if key == "rec" else metric.replace("cosine", "top1")
-        print(
-            f"{key} {other} means: "
-            + ", ".join(f"{m} {np.mean([r[m][other] for r in runs]):.3f}" for m in METHODS)
+    model = work / methods._model(key).name  # a private copy: ModelOpt writes files beside it
+    if not model.exists():
+        shutil.copy(methods._model(key), model)
+    models = {"": model}
+    if initializers:
+        models[INIT] = model.with_name(f"{model.stem}-initializers.onnx")
+        if not models[INIT].exists():
+            onnx.save(peer_modelopt.constants_as_initializers(onnx.load(str(model))), models[INIT])
+    cols = [(c + tag, c.split()[1], tag) for tag in models for c in MODELOPT]
+    shapes = {k: {c[k].shape for c in cal} for k in cal[0]}
+    if any(len(v) > 1 for v in shapes.values()):
+        return {col: {"error": f"calibration samples of several shapes {shapes}"} for col, _, _ in cols}
+    stacked = {k: np.concatenate([c[k] for c in cal]) for k in cal[0]}
+    npz = work / f"{key}-cal-seed{seed}.npz"
+    np.savez(npz, **stacked)
+    out = {}
+    for col, method, tag in cols:
+        qdq = work / f"{key}-modelopt-{method}{'-init' if tag else ''}-seed{seed}.qdq.onnx"
+        res = peer_modelopt.modelopt_quantize(
+            py, models[tag], npz, peer_modelopt.calibration_shapes(stacked), method, qdq, timeout
         )
+        if res.code != 0:
+            out[col] = {"error": f"ModelOpt failed after {res.wall:.0f} s: {res.error}"}
+            continue
+        try:
+            got = methods._outputs(onnx.load(str(qdq)), held)
+        except Exception as exc:  # a model ORT cannot load or run is a row, not a crash
+            out[col] = {"error": f"ORT: {str(exc).splitlines()[0][:160]}"}
+            continue
+        out[col] = {**scores(key, ref, got), "s": res.wall, "rss": res.rss_mb}
+    return out
+
+
+def _value(run: dict, metric: str) -> float:
+    return float("nan") if "error" in run else run[metric]
+
+
+def report(key: str, runs: list[dict[str, dict]], columns: tuple[str, ...], held: int) -> None:
+    """The per-seed table of ``key``'s metric, auto against every other column, the other metric."""
+    metric, lower = METRIC[key]
+    seeds = [f"seed {s}" for s in range(len(runs))]
+    print(f"\n{key}: {metric} on {held} held-out real inputs, calibrated on drawn ones"
+          f"{' (lower is better)' if lower else ''}\n")  # fmt: skip
+    print("| method | " + " | ".join(seeds) + " | mean | best of seed | calib s (mean) | note |")
+    print("|---|" + "---:|" * (len(seeds) + 3) + "---|")
+    vals = {c: np.array([_value(r[c], metric) for r in runs]) for c in columns}
+    sign = -1.0 if lower else 1.0
+    best = np.nanmax(np.stack([sign * v for v in vals.values()]), axis=0)
+    for c, v in vals.items():
+        ok = np.isfinite(v)
+        wins = int(np.sum(np.isclose(sign * v, best)))
+        secs = [r[c]["s"] for r in runs if "s" in r[c]]
+        note = "; ".join(sorted({r[c]["error"] for r in runs if "error" in r[c]}))
+        if c.startswith("modelopt") and ok.any():
+            rss = max(r[c]["rss"] for r in runs if "rss" in r[c])
+            note = f"process wall time, peak RSS {rss:.0f} MB" + (f"; {note}" if note else "")
+        elif c in ("minmax", "percentile", "mse"):
+            note = "entropy2's histograms"
+        cells = [f"{x:.4f}" if np.isfinite(x) else "failed" for x in v]
+        mean = f"{v[ok].mean():.4f}" + ("" if ok.all() else f" ({ok.sum()} seeds)") if ok.any() else "-"
+        print(f"| {c} | " + " | ".join(cells) + f" | {mean} | {wins} of {len(v)} | "
+              f"{f'{np.mean(secs):.1f}' if secs else ''} | {note} |")  # fmt: skip
+    others = [c for c in columns if c != "auto" and np.isfinite(vals[c]).all()]
+    top = max([c for c in others if c in METHODS], key=lambda c: sign * vals[c].mean())
+    for c in others:
+        d, lo, hi = methods.paired_interval(vals["auto"], vals[c])
+        mark = " (best single trtq method on average)" if c == top else ""
+        print(f"{key} {metric}: auto - {c}{mark}: {d:+.4f} [95% over seeds {lo:+.4f}, {hi:+.4f}]")
+    other = OTHER[key]
+    means = (f"{c} {np.nanmean([_value(r[c], other) for r in runs]):.3f}" for c in columns
+             if np.isfinite(vals[c]).any())  # fmt: skip
+    print(f"{key} {other} means: " + ", ".join(means), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="rec,cls,lcnet", help="of rec, cls, lcnet, det")
+    ap.add_argument("--seeds", type=int, default=5, help="calibration sets drawn (seeds 0..N-1)")
+    ap.add_argument("--det-seeds", type=int, default=2, help="det's calibration sets (det is slow)")
+    ap.add_argument("--det-size", type=int, default=640, help="det's input is SxS")
+    ap.add_argument("--no-modelopt", action="store_true", help="trtq's methods only (no ModelOpt venv)")
+    ap.add_argument(
+        "--modelopt-initializers", action="store_true",
+        help="also ModelOpt on the model with its Constant nodes as initializers (so per-channel weights)",
+    )  # fmt: skip
+    ap.add_argument("--modelopt-timeout", type=float, default=1800.0, help="seconds per ModelOpt run")
+    ap.add_argument("--work", type=Path, help="keep ModelOpt's inputs, models and logs here (default: temp)")
+    args = ap.parse_args()
+    keys = [m for m in args.models.split(",") if m]
+    unknown = [k for k in keys if k not in METRIC]
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; choose from {list(METRIC)}")
+    import onnx
+
+    py = None
+    if not args.no_modelopt:
+        try:
+            py = peer_modelopt.modelopt_python()
+            print(f"ModelOpt venv {peer_modelopt.MODELOPT_VENV}: {peer_modelopt.modelopt_versions(py)}")
+        except (subprocess.CalledProcessError, OSError) as exc:
+            print(f"ModelOpt off: its venv could not be made ({exc})")
+    tags = ("", INIT) if args.modelopt_initializers else ("",)
+    columns = METHODS + tuple(c + t for t in tags for c in MODELOPT) if py else METHODS
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory(prefix="trtq-in-domain-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for key in keys:
+            metric = METRIC[key][0]
+            held = held_out(key, args.det_size)
+            ref = methods._outputs(onnx.load(str(methods._model(key))), held)
+            runs = []
+            for seed in range(args.det_seeds if key == "det" else args.seeds):
+                cal = calibration_set(key, seed, det_size=args.det_size)
+                runs.append(bench(key, cal, held, ref))
+                if py:
+                    runs[-1].update(
+                        bench_modelopt(
+                            key,
+                            seed,
+                            cal,
+                            held,
+                            ref,
+                            py,
+                            work,
+                            args.modelopt_timeout,
+                            args.modelopt_initializers,
+                        )
+                    )
+                row = {c: round(_value(runs[-1][c], metric), 4) for c in columns}
+                secs = ", ".join(f"{c} {runs[-1][c]['s']:.1f}" for c in columns if "s" in runs[-1][c])
+                print(f"{key} seed {seed}: {metric} {row}; auto's check kept {runs[-1]['auto']['check']}; "
+                      f"seconds {secs}", flush=True)  # fmt: skip
+                for c in columns:
+                    if "error" in runs[-1][c]:
+                        print(f"{key} seed {seed}: {c}: {runs[-1][c]['error']}", flush=True)
+            report(key, runs, columns, len(held))
+            print(f"({time.strftime('%H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

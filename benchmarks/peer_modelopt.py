@@ -169,34 +169,56 @@ def _first_error_line(text: str) -> str:
     return (lines[-1] if lines else "no output")[:200]
 
 
+def _tree_peak_mb(pid: int) -> float:
+    """The largest ``VmHWM`` (peak RSS of the process's own memory since its exec) of ``pid`` and
+    its descendants now alive, in MB; 0 where /proc cannot tell."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        kids = [
+            int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()
+        ]
+    except OSError:
+        return 0.0
+    peak = next((int(ln.split()[1]) / 1024.0 for ln in status.splitlines() if ln.startswith("VmHWM:")), 0.0)
+    return max([peak, *(_tree_peak_mb(k) for k in kids)])
+
+
 def timed(
     cmd: list[str], *, timeout: float | None = None, cwd: Path | None = None, log: Path | None = None
 ) -> Timed:
-    """Run ``cmd`` at the current niceness; wall seconds and the child's own peak RSS (MB)."""
+    """Run ``cmd`` at the current niceness; wall seconds and the child's own peak RSS (MB).
+
+    The peak is the largest ``VmHWM`` of the child and its descendants, polled every 50 ms:
+    ``os.wait4``'s ``ru_maxrss`` (the fallback where /proc is missing) is never below this
+    process's own peak RSS, which Linux hands to a child at its exec (subprocess starts children
+    with vfork), so it would count the evaluations this process ran before."""
     with tempfile.TemporaryFile() as out:  # a pipe nobody reads would block a chatty child
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         deadline = None if timeout is None else t0 + timeout
+        peak, error = 0.0, ""
         while True:
+            peak = max(peak, _tree_peak_mb(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if deadline is not None and time.perf_counter() > deadline:
                 proc.kill()
                 _, status, usage = os.wait4(proc.pid, 0)
-                proc.returncode = -9
-                return Timed(
-                    time.perf_counter() - t0, usage.ru_maxrss / 1024.0, -9, f"timed out after {timeout:.0f} s"
-                )
+                error = f"timed out after {timeout:.0f} s"
+                break
             time.sleep(0.05)
         wall = time.perf_counter() - t0
-        proc.returncode = code = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait
+        proc.returncode = code = (
+            -9 if error else os.waitstatus_to_exitcode(status)
+        )  # reaped: Popen must not wait
         out.seek(0)
         text = out.read().decode(errors="replace")
     if log is not None:
         log.write_text(text, encoding="utf-8")
-    return Timed(wall, usage.ru_maxrss / 1024.0, code, "" if code == 0 else _first_error_line(text))
+    rss = peak or usage.ru_maxrss / 1024.0
+    return Timed(wall, rss, code, error or ("" if code == 0 else _first_error_line(text)))
 
 
 def _cli(module: str, prog: str) -> list[str]:
@@ -219,6 +241,53 @@ def modelopt_python() -> Path:
         subprocess.run([str(py), "-m", "pip", "install", "-q", req], check=True)
     marker.touch()
     return py
+
+
+def calibration_shapes(cal: dict[str, np.ndarray]) -> str:
+    """``NAME:1xCxHxW,...``: one sample of each stacked calibration array (batch 1), as
+    ``--calibration_shapes`` (ModelOpt) and ``--shape`` (trtq) take it."""
+    return ",".join(f"{k}:1x" + "x".join(str(d) for d in v.shape[1:]) for k, v in cal.items())
+
+
+def modelopt_quantize(
+    py: Path, model: Path, cal_npz: Path, shapes: str, method: str, out: Path, timeout: float | None = None
+) -> Timed:
+    """ModelOpt's INT8 ONNX PTQ of ``model`` (a private copy: ModelOpt writes files beside it),
+    calibrated with ``method`` on ``cal_npz`` (the stacked arrays, ``--calibration_shapes
+    shapes``) in ONNX Runtime's CPU provider, FP32 as the high precision type (its FP16 default
+    makes det's output NaN); its log beside ``out``. ``error`` set when it wrote no model."""
+    cmd = [str(py), "-m", "modelopt.onnx.quantization", "--onnx_path", str(model),
+           "--quantize_mode", "int8", "--calibration_method", method,
+           "--calibration_data_path", str(cal_npz), "--calibration_shapes", shapes,
+           "--calibration_eps", "cpu", "--high_precision_dtype", "fp32", "--output_path", str(out)]  # fmt: skip
+    res = timed(cmd, timeout=timeout, cwd=model.parent, log=out.with_suffix(".log"))
+    if res.code == 0 and not out.exists():
+        res.code, res.error = 1, "no output model"
+    return res
+
+
+def constants_as_initializers(model):
+    """A copy of ``model`` (onnx.ModelProto) whose ``Constant`` nodes holding a tensor are
+    initializers. paddle2onnx writes PP-OCR's weights as ``Constant`` nodes; ModelOpt (ORT's
+    ``quantize_static``) quantizes per channel only the weights that are initializers, the rest
+    per tensor, as activations."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = []
+    for node in out.graph.node:
+        value = [a for a in node.attribute if a.name == "value"]
+        if node.op_type == "Constant" and value and node.domain in ("", "ai.onnx"):
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value[0].t)
+            tensor.name = node.output[0]
+            out.graph.initializer.append(tensor)
+        else:
+            keep.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(keep)
+    return out
 
 
 def modelopt_versions(py: Path) -> str:
@@ -393,7 +462,7 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
             np.savez(wd / "cal" / f"{i:03d}.npz", **{k: v[i] for k, v in cal.items()})
     np.savez(wd / "cal.npz", **cal)
     # trtq: images need --shape (their models' H, W are dynamic); text samples tell their length
-    shape = ",".join(f"{k}:1x" + "x".join(str(d) for d in v.shape[1:]) for k, v in cal.items())
+    shape = calibration_shapes(cal)
     trtq_shape = [] if case.metric == "hidden" else ["--shape", shape]
     chars = ocr.rec_chars(onnx.load(str(model), load_external_data=False)) if case.metric == "rec" else None
     ref = run_model(model, held)
@@ -473,15 +542,11 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
 
     for method in args.modelopt_methods if mo_py else []:
         out = wd / f"modelopt-{method}.qdq.onnx"
-        cmd = [str(mo_py), "-m", "modelopt.onnx.quantization", "--onnx_path", str(model),
-               "--quantize_mode", "int8", "--calibration_method", method,
-               "--calibration_data_path", str(wd / "cal.npz"), "--calibration_shapes", shape,
-               "--calibration_eps", "cpu", "--high_precision_dtype", "fp32", "--output_path", str(out)]  # fmt: skip
-        res = timed(cmd, timeout=args.modelopt_timeout, cwd=wd, log=wd / f"modelopt-{method}.log")
+        res = modelopt_quantize(mo_py, model, wd / "cal.npz", shape, method, out, args.modelopt_timeout)
         row = Row("ModelOpt", method, res.wall, res.rss_mb)
         rows.append(row)
-        if res.code != 0 or not out.exists():
-            row.note = f"failed: {res.error or 'no output model'}"
+        if res.code != 0:
+            row.note = f"failed: {res.error}"
             continue
         judge(row, out)
         opt = Row("ModelOpt", f"{method}, ORT opt on", note="same model, ORT_ENABLE_ALL")

@@ -49,13 +49,15 @@ def read_text(model, batches: list[dict[str, np.ndarray]], chars: list[str]) -> 
         candidate.close()
 
 
-def text_line(page: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """A grayscale page crop resized to height 48 (width by aspect), BGR, (x/255 - 0.5) / 0.5, NCHW."""
+def text_line(page: np.ndarray, box: tuple[int, int, int, int], max_width: int | None = None) -> np.ndarray:
+    """A grayscale page crop resized to height 48 (width by aspect, squeezed to ``max_width`` where
+    wider, as PaddleOCR's rec resizes for a fixed input width), BGR, (x/255 - 0.5) / 0.5, NCHW."""
     import cv2  # here, not at the top: the check script imports this module once per evaluation
 
     r0, r1, c0, c1 = box
     crop = page[r0:r1, c0:c1]
     width = int(round(crop.shape[1] * 48 / crop.shape[0]))
+    width = width if max_width is None else min(width, max_width)
     bgr = cv2.cvtColor(cv2.resize(crop, (width, 48), interpolation=cv2.INTER_LINEAR), cv2.COLOR_GRAY2BGR)
     return ((bgr.astype(np.float32) / 255.0 - 0.5) / 0.5).transpose(2, 0, 1)[None].copy()
 
