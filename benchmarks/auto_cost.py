@@ -62,7 +62,7 @@ def cli_rows(args, keys: list[str]) -> None:
                 for i, sample in enumerate(variants(photos, size)):
                     ((name, x),) = sample.items()
                     np.save(data / f"{i:03d}.npy", x[0])
-                shape = f"{name}:1x" + "x".join(str(d) for d in x.shape[1:])
+                shape = peer.calibration_shapes({name: x})
                 res = {}
                 for method in ("entropy2", "auto"):
                     cmd = peer._cli("trtq.calib.cli", "calib") + [

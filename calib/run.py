@@ -96,7 +96,9 @@ class CalibrationResult:
     choices: dict[str, dict] | None = None  # auto: the choice per tensor (trtq.calib.auto)
     check: dict[str, Any] | None = None  # auto: what the model-output check did (trtq.calib.auto_check)
     _by_method: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
-    _known: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)  # auto's memo
+    _known: dict[str, dict[str, float]] = field(
+        default_factory=dict, repr=False
+    )  # auto's memo: method -> amax
 
     def cache(self, trt_version: str = DEFAULT_TRT_VERSION, algorithm: str | None = None) -> CalibrationCache:
         """The TensorRT cache for these thresholds (``scale = amax / 127``).
@@ -233,7 +235,7 @@ def calibrate(
         if n_batches == 0 and hs.samples == 0:
             raise InputError("no batches to calibrate on: the data source yielded nothing")
         if auto is not None:
-            from trtq.calib.auto import SHARED_METHODS, auto_thresholds
+            from trtq.calib.auto import auto_thresholds
 
             fallback = compute_amax(hs, auto.fallback, threads=threads, **params)
             # Float-kept tensors are measured unquantized, as they will run, and get no threshold:
@@ -249,9 +251,8 @@ def calibrate(
         else:
             amax = compute_amax(hs, method, threads=threads, **params)
     result = CalibrationResult(hs, sites, method, params, amax, time.perf_counter() - start, n_batches)
-    if auto is not None:  # what auto computed, the document's amax_by_method does not recompute
-        result._by_method[auto.fallback] = fallback  # the same call, the same params
-        result._known = {m: v for m, v in known.items() if m in SHARED_METHODS}
+    if auto is not None:  # what auto computed (its fallback, mse, minmax): not computed again
+        result._known = known
     result.choices = choices
     result.check = check.to_dict() if check is not None else None
     return result

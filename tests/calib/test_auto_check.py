@@ -185,3 +185,17 @@ def test_a_bad_auto_check_is_one_line(tmp_path, monkeypatch, value):
     assert res.exit_code == 2, res.output
     assert "auto_check" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "c.cache").exists()
+
+
+@pytest.mark.parametrize("fallback", ["entropy2", "mse"])
+def test_the_document_reuses_what_auto_computed(fallback):
+    """amax_by_method takes auto's fallback, mse and minmax amax from its memo: every method's
+    values equal a fresh compute_amax on the same histograms."""
+    from trtq.calib.run import compute_amax
+
+    model, x = _gain_model(_weights(), GAIN), _outliers()
+    result = calibrate(model, [{"x": x}], method="auto", threads=1, params={"auto_fallback": fallback})
+    assert {"mse", "minmax", fallback} <= set(result._known)
+    for method, amax in result.amax_by_method().items():
+        if method != "auto":
+            assert amax == compute_amax(result.histograms, method, **result.params), method
