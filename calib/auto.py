@@ -97,7 +97,7 @@ from trtq._core.errors import InputError
 from trtq._core.onnx_model import FLOAT_TYPES, float_tensors, tensor_readers
 from trtq._core.progress import ProgressFn, null_progress
 from trtq._core.transformer_patterns import find_attention, find_layernorms
-from trtq.calib.auto_check import BuildInt8, CheckOutcome, check_ranges
+from trtq.calib.auto_check import CLIP_FACTOR, BuildInt8, CheckOutcome, EarlyBuild, check_ranges
 from trtq.calib.histogram import HistogramSet, TensorHistogram
 from trtq.calib.methods import EMPTY_AMAX, get_method
 
@@ -595,6 +595,12 @@ def auto_thresholds(
                 known.setdefault(label, {})[t] = value
     need = search.needed()
     checking = build is not None and settings.check
+    early = None
+    if checking:  # build ahead, in a thread, unless no candidate clips enough to be flagged
+        max_abs = {t: histograms[t].max_abs for t in search.cands}
+        lowest = {t: min(a for _, a in cands) for t, cands in search.cands.items()}
+        may_flag = [t for t in search.cands if t in fallback_amax and max_abs[t] > CLIP_FACTOR * lowest[t]]
+        early = EarlyBuild(build, fallback_amax, may_flag) if may_flag else None
     outputs = (
         [o.name for o in model.graph.output if o.type.tensor_type.elem_type in FLOAT_TYPES]
         if checking
@@ -602,18 +608,22 @@ def auto_thresholds(
     )
     kept: list[Mapping[str, np.ndarray]] = []
     reference: list[dict[str, np.ndarray]] = []
-    for batch in batches:
-        fetch = [n for n in dict.fromkeys(need + outputs) if n not in batch]
-        outs = run(batch, fetch) if fetch else {}
-        outs = {**{n: batch[n] for n in need if n in batch}, **outs}
-        search.add(outs)
-        if checking:
-            kept.append(batch)
-            reference.append({o: outs[o] for o in outputs})
-        progress(int(next(iter(batch.values())).shape[0]))
-    amax, choices = search.choose(fallback_amax)
+    try:
+        for batch in batches:
+            fetch = [n for n in dict.fromkeys(need + outputs) if n not in batch]
+            outs = run(batch, fetch) if fetch else {}
+            outs = {**{n: batch[n] for n in need if n in batch}, **outs}
+            search.add(outs)
+            if checking:
+                kept.append(batch)
+                reference.append({o: outs[o] for o in outputs})
+            progress(int(next(iter(batch.values())).shape[0]))
+        amax, choices = search.choose(fallback_amax)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     if not checking:
         return amax, choices, None
-    max_abs = {t: histograms[t].max_abs for t in search.cands}
-    amax, outcome = check_ranges(amax, choices, max_abs, list(search.cands), kept, reference, build)
+    amax, outcome = check_ranges(amax, choices, max_abs, list(search.cands), kept, reference, build, early)
     return amax, choices, outcome

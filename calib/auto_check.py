@@ -27,12 +27,17 @@ Algorithm, after auto's search (:func:`trtq.calib.auto.auto_thresholds`):
    decision on the benchmarks (PP-OCRv4 rec calibrated on photos: 0.742, CER 0.0078 -> 0.0157).
 
 Cost: one INT8 build and two passes over at most ``auto_samples`` samples (the FP32 outputs come
-from auto's own pass). Nothing runs when no tensor is flagged, and ``auto_check=0`` turns it off.
+from auto's own pass). The build does not wait for auto's choices: once the candidates are known,
+:class:`EarlyBuild` starts it in a background thread, with every tensor that *can* be flagged (one
+of its candidates clips more than ``CLIP_FACTOR``) taking its scale from a graph input, so that
+folding, Q/DQ placement and the session's creation overlap auto's pass instead of following it.
+Nothing is built when no tensor can be flagged, and ``auto_check=0`` turns the check off.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,12 +74,17 @@ def int8_scale(amax: float) -> np.ndarray:
     return np.array(np.float32(amax) / np.float32(127.0), np.float32)
 
 
-def scales_as_inputs(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
+def scales_as_inputs(
+    model: onnx.ModelProto, tensors: Sequence[str], *, in_place: bool = False
+) -> onnx.ModelProto:
     """``model`` (a Q/DQ model) with the scale of every QuantizeLinear reading one of ``tensors``,
     and of the DequantizeLinear reading it, taken from a scalar float graph input
-    (:func:`scale_input`) instead of an initializer. A tensor without a QuantizeLinear gets none."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    (:func:`scale_input`) instead of an initializer. A tensor without a QuantizeLinear gets none.
+    A copy, unless ``in_place``."""
+    out = model
+    if not in_place:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     wanted = set(tensors)
     nodes, readers = out.graph.node, tensor_readers(out.graph)
     added: set[str] = set()
@@ -100,7 +110,8 @@ class ScalesAsInputs:
         self._tools, self._tensors = tools, list(tensors)
 
     def emulate(self, model: onnx.ModelProto, spec: Any) -> onnx.ModelProto:
-        return scales_as_inputs(self._tools.emulate(model, spec), self._tensors)
+        emulated = self._tools.emulate(model, spec)  # a new model, unless there was nothing to do
+        return scales_as_inputs(emulated, self._tensors, in_place=emulated is not model)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._tools, name)
@@ -133,6 +144,53 @@ class CheckOutcome:
 def flag(amax: Mapping[str, float], max_abs: Mapping[str, float], measured: Sequence[str]) -> list[str]:
     """The measured tensors whose max|x| exceeds ``CLIP_FACTOR`` x their amax."""
     return [t for t in measured if t in amax and max_abs.get(t, 0.0) > CLIP_FACTOR * amax[t]]
+
+
+def _quantized(amax: Mapping[str, float]) -> frozenset[str]:
+    """The tensors an INT8 build quantizes at ``amax`` (a finite positive amax): what decides the
+    structure of the build; the values of the variable scales do not."""
+    return frozenset(t for t, a in amax.items() if np.isfinite(a) and a > 0)
+
+
+class EarlyBuild:
+    """The check's one INT8 build, started in a background thread before auto's choices exist.
+
+    ``build(amax, variable)`` runs in the thread with ``amax`` (the fallback's ranges: same
+    tensors as auto's final set) and ``variable`` (every tensor auto may flag), so it serves any
+    choice of auto's: the variable scales are fed at run time, the others are the fallback's,
+    which auto keeps for every tensor it does not measure. :meth:`take` hands the runner over when
+    the final ranges quantize the same tensors (else ``None``: the caller builds anew); a runner
+    never taken is closed by :meth:`close`.
+    """
+
+    def __init__(self, build: BuildInt8, amax: Mapping[str, float], variable: Sequence[str]) -> None:
+        self.variable = list(variable)
+        self._quantized = _quantized(amax)
+        self._taken = False
+        pool = ThreadPoolExecutor(1, thread_name_prefix="trtq-auto-check-build")
+        self._future: Future = pool.submit(build, dict(amax), self.variable)
+        pool.shutdown(wait=False)
+
+    def take(self, amax: Mapping[str, float], flagged: Sequence[str]) -> Any | None:
+        """The runner, when it fits ``amax`` and covers ``flagged`` (waits for the thread; its
+        error, if any, is raised here)."""
+        runner = self._future.result()
+        if _quantized(amax) != self._quantized or not set(flagged) <= set(self.variable):
+            return None
+        self._taken = True
+        return runner
+
+    def close(self) -> None:
+        """Close the runner unless :meth:`take` handed it over (waits for the thread; errors of a
+        build nobody used are dropped)."""
+        if self._taken:
+            return
+        self._taken = True
+        try:
+            runner = self._future.result()
+        except Exception:  # noqa: BLE001 - an unused build's failure changes nothing
+            return
+        runner.close()
 
 
 def output_error(
@@ -193,21 +251,31 @@ def check_ranges(
     batches: Sequence[Mapping[str, np.ndarray]],
     reference: Sequence[Mapping[str, np.ndarray]],
     build: BuildInt8,
+    early: EarlyBuild | None = None,
 ) -> tuple[dict[str, float], CheckOutcome]:
     """``(amax, outcome)`` after the check (module docstring). ``measured``: the tensors auto
     measured; ``max_abs``: their max|x|; ``batches`` / ``reference``: the kept calibration
-    batches and their FP32 float outputs. ``choices`` of the tensors that get max|x| are updated
-    in place (``method`` ``minmax``, ``check`` ``max``)."""
+    batches and their FP32 float outputs; ``early``: the build started ahead (used when it fits,
+    closed in any case). ``choices`` of the tensors that get max|x| are updated in place
+    (``method`` ``minmax``, ``check`` ``max``)."""
     outcome = CheckOutcome(flagged=flag(amax, max_abs, measured))
     outcome.samples = sum(int(next(iter(b.values())).shape[0]) for b in batches if b)
     if not outcome.flagged or not reference:
+        if early is not None:
+            early.close()
         return amax, outcome
     swapped = {**amax, **{t: float(max_abs[t]) for t in outcome.flagged}}
-    with build(amax, outcome.flagged) as runner:  # one build: the flagged scales are inputs
+    runner, variable = None, outcome.flagged
+    if early is not None:
+        runner, variable = early.take(amax, outcome.flagged), early.variable
+        early.close()
+    if runner is None:
+        runner, variable = build(amax, outcome.flagged), outcome.flagged
+    with runner:  # one build: the variable scales are inputs
         have = {t.name for t in runner.inputs()}
         sse = []
         for ranges in (amax, swapped):
-            feeds = {scale_input(t): int8_scale(ranges[t]) for t in outcome.flagged if scale_input(t) in have}
+            feeds = {scale_input(t): int8_scale(ranges[t]) for t in variable if scale_input(t) in have}
             sse.append(output_error(runner, feeds, batches, reference))
     energy = reference_energy(reference)
     outcome.error_auto, outcome.error_max = (relative_l2(e, energy) for e in sse)

@@ -82,7 +82,7 @@ import onnx
 from onnx import numpy_helper
 
 from trtq._core.errors import InputError
-from trtq._core.onnx_model import node_names, tensor_readers
+from trtq._core.onnx_model import node_names, tensor_readers, without_initializers
 from trtq._core.tensors import TensorInfo
 from trtq.precision import qdq
 from trtq.precision.emulation_fusion import ANCHORS, Layer, LayerGraph, find_layers
@@ -551,10 +551,9 @@ def _warn_layernorm_fp16(lg: LayerGraph, nodes: Sequence[onnx.NodeProto], amax: 
 
 def apply_plan(plan: EmulationPlan) -> onnx.ModelProto:
     """Rewrite the folded model so that ONNX Runtime computes what the plan says (graphwise)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(plan.model)
+    out = without_initializers(plan.model)  # the weights kept are added once, at the end
     graph = out.graph
-    b = _Builder(out, plan.amax, plan.config.qtype)
+    b = _Builder(plan.model, plan.amax, plan.config.qtype)
     plan_of_node = plan.plan_of_node
     rounded_at_producer = {t for lp in plan.layers if lp.fp16 for t in lp.layer.outputs}
     acts = plan.graph.activations
@@ -580,8 +579,9 @@ def apply_plan(plan: EmulationPlan) -> onnx.ModelProto:
                     new_nodes.extend(qdq.cast_pair(node.output[k], o, f"{o}__trtq_fp16"))
     del graph.node[:]
     graph.node.extend(new_nodes)
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    graph.initializer.extend(i for i in plan.model.graph.initializer if i.name in used)
     graph.initializer.extend(b.new_inits)
-    prune_initializers(out)
     return out
 
 

@@ -199,3 +199,84 @@ def test_the_document_reuses_what_auto_computed(fallback):
     for method, amax in result.amax_by_method().items():
         if method != "auto":
             assert amax == compute_amax(result.histograms, method, **result.params), method
+
+
+def _stage1(model: onnx.ModelProto, x: np.ndarray):
+    """auto without the check, the FP32 outputs of the samples, and a recording INT8 builder (the
+    one ``calib run`` uses) whose runners remember being closed."""
+    import threading
+
+    from trtq.calib.run import _int8_builder
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
+
+    batches = [{"x": x[i : i + 1]} for i in range(len(x))]
+    stage1 = calibrate(model, batches, method="auto", threads=1, params={"auto_check": 0})
+    with OnnxRuntimeRunner(model) as fp32:
+        reference = [fp32.run(b) for b in batches]
+    inner, calls = _int8_builder(OnnxRuntimeRunner, model, PrecisionTools(), 1), []
+
+    def build(amax, variable=()):
+        runner = inner(amax, variable)
+        calls.append({"thread": threading.current_thread().name, "variable": list(variable), "closed": False})
+        record, close = calls[-1], runner.close
+        runner.close = lambda: (record.update(closed=True), close())
+        return runner
+
+    return stage1, batches, reference, build, calls
+
+
+def _check(stage1, batches, reference, build, early=None, amax=None):
+    from trtq.calib.auto_check import check_ranges
+
+    amax = dict(stage1.amax if amax is None else amax)
+    choices = {t: dict(c) for t, c in stage1.choices.items()}
+    max_abs = {"x": stage1.histograms["x"].max_abs}
+    return check_ranges(amax, choices, max_abs, ["x"], batches, reference, build, early)
+
+
+def test_the_early_build_gives_the_check_what_a_late_build_gives():
+    """The check's build starts in a thread before auto's choices exist, with the fallback's ranges
+    and every tensor that may be flagged taking its scale from an input: the errors, and so the
+    decision, are those of a build made after the choices, with auto's ranges baked in."""
+    from trtq.calib.auto_check import EarlyBuild
+
+    stage1, batches, reference, build, calls = _stage1(_gain_model(_weights(), GAIN), _outliers())
+    fallback = {t: 1.0 for t in stage1.amax}  # any ranges of the same tensors
+    _, late = _check(stage1, batches, reference, build)
+    _, early = _check(stage1, batches, reference, build, EarlyBuild(build, fallback, ["x"]))
+    assert late.kept == early.kept == "max"
+    assert early.error_auto == pytest.approx(late.error_auto, rel=1e-6)
+    assert early.error_max == pytest.approx(late.error_max, rel=1e-6)
+    assert [c["thread"].startswith("trtq-auto-check-build") for c in calls] == [False, True]
+    assert all(c["closed"] for c in calls)
+
+
+def test_an_early_build_that_does_not_fit_is_closed_and_the_check_builds_anew():
+    """Early ranges that leave a tensor unquantized (amax 0) build another model: the check makes
+    its own; a check with nothing flagged closes the early build unused."""
+    from trtq.calib.auto_check import EarlyBuild
+
+    stage1, batches, reference, build, calls = _stage1(_gain_model(_weights(), GAIN), _outliers())
+    _, outcome = _check(
+        stage1, batches, reference, build, EarlyBuild(build, {**stage1.amax, "x": 0.0}, ["x"])
+    )
+    assert outcome.kept == "max" and len(calls) == 2 and all(c["closed"] for c in calls)
+    assert calls[1]["variable"] == ["x"] and not calls[1]["thread"].startswith("trtq-auto-check-build")
+    calls.clear()
+    wide = {**stage1.amax, "x": stage1.histograms["x"].max_abs}  # nothing clipped: nothing flagged
+    _, outcome = _check(stage1, batches, reference, build, EarlyBuild(build, wide, ["x"]), amax=wide)
+    assert outcome.flagged == [] and outcome.error_auto is None
+    assert len(calls) == 1 and calls[0]["closed"]
+
+
+def test_an_early_build_that_fails_fails_the_check():
+    from trtq._core.errors import InputError
+    from trtq.calib.auto_check import EarlyBuild
+
+    stage1, batches, reference, _, _ = _stage1(_gain_model(_weights(), GAIN), _outliers())
+
+    def broken(amax, variable=()):
+        raise InputError("model.onnx: ONNX Runtime cannot load it")
+
+    with pytest.raises(InputError, match="cannot load it"):
+        _check(stage1, batches, reference, broken, EarlyBuild(broken, stage1.amax, ["x"]))

@@ -22,6 +22,7 @@ from trtq._core.onnx_model import (
     node_names,
     real_inputs,
     tensor_readers,
+    without_initializers,
 )
 from trtq._core.tensors import Producer, TensorInfo
 from trtq.precision.fold import fold_model
@@ -191,6 +192,19 @@ def _metadata(m: onnx.ModelProto) -> tuple:
         opsets,
         dict((p.key, p.value) for p in m.metadata_props),
     )
+
+
+def test_without_initializers_copies_everything_else():
+    src = _with_metadata()
+    src.graph.node.append(h.make_node("Add", ["y", "b"], ["z"], name="add"))
+    src.graph.initializer.append(nh.from_array(np.arange(4, dtype=np.float32).reshape(1, 4), "b"))
+    src.graph.value_info.append(_vi("z", [1, 4]))
+    src.graph.doc_string = "graph doc"
+    before = src.SerializeToString()
+    out = without_initializers(src)
+    assert len(out.graph.initializer) == 0 and src.SerializeToString() == before
+    out.graph.initializer.extend(src.graph.initializer)
+    assert out == src
 
 
 def test_export_graph_keeps_the_source_metadata():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from trtq._core.atomic import atomic_path
 from trtq._core.errors import InputError
@@ -75,6 +75,26 @@ def without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
             og.initializer.add(name=init.name, dims=init.dims, data_type=init.data_type)
         else:
             og.initializer.append(init)
+    return out
+
+
+def without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph has no initializers; everything else is copied. For passes
+    that replace most weights: copying them only to drop them costs a copy of the whole model."""
+    out = onnx.ModelProto()
+    for owner, copy, skip in ((model, out, "graph"), (model.graph, out.graph, "initializer")):
+        for fd, value in owner.ListFields():
+            if fd.name == skip:
+                continue
+            if isinstance(value, Message):
+                getattr(copy, fd.name).CopyFrom(value)
+            elif (
+                hasattr(value, "extend") or isinstance(value, Sequence) and not isinstance(value, str | bytes)
+            ):
+                getattr(copy, fd.name).extend(value)
+            else:
+                setattr(copy, fd.name, value)
+    out.graph.SetInParent()
     return out
 
 
