@@ -1,8 +1,8 @@
 """Benchmark: what ``auto`` and its model-output check cost against a plain calibration, by the size
 of the calibration set.
 
-auto's extra work is bounded: one more pass over its first ``auto_samples`` (16) samples, and the
-check's two INT8 runs over the same samples plus two emulated builds. The plain run's work grows
+auto's extra work is bounded: one more pass over ``auto_samples`` (16) samples, and the check's
+two INT8 runs over the same samples plus one emulated build (started in a thread during that pass). The plain run's work grows
 with the data. This script times, per model and calibration size, ``calibrate`` with entropy2
 (plain), with auto without the check (``auto_check=0``, stage 1) and with auto as ``calib run``
 runs it (the check on, with the precision room's build tools), and prints the ratios. Sizes

@@ -78,7 +78,7 @@ Known limits: the error of each tensor is measured with the other tensors in FP3
 interaction between choices); the diagonal proxy ignores correlated errors (a cluster of clipped
 neighbours adds up coherently in a smoothing kernel, so clipping is underrated); weight-unaware
 for the identity cases listed above; and on at most
-``auto_samples`` samples (default 16, the first ones of the data). The cache and Q/DQ formats do
+``auto_samples`` samples (default 16, a uniform subset of the data: :class:`MeasuredSubset`). The cache and Q/DQ formats do
 not change: only the amax values differ, so the result serves TensorRT 10 caches and TensorRT 11
 Q/DQ models alike.
 """
@@ -548,6 +548,49 @@ class AutoSearch:
             if t not in choices:
                 choices[t] = {"method": self.settings.fallback, "candidate": "fallback", "amax": fallback[t]}
         return amax, choices
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def batch_priority(index: int) -> int:
+    """A fixed pseudo-random 64-bit rank of batch ``index`` (splitmix64's finaliser): the batches
+    with the lowest ranks are the ones auto measures on (:class:`MeasuredSubset`)."""
+    z = (index + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+class MeasuredSubset:
+    """The batches auto measures on: a uniform subset of the data holding ``samples`` samples.
+
+    Every batch is offered in data order with its index; the subset keeps the batches of the
+    lowest :func:`batch_priority` whose sizes add up to ``samples`` (all of them on smaller data),
+    holding at most that many batches plus one. The ranks depend on the index alone, so a subset
+    does not depend on what the data holds, and a resumed run that offers the batches it skips
+    keeps exactly the batches a whole run keeps. The first samples of a folder sorted by class
+    would be one class; these are spread over the data.
+    """
+
+    def __init__(self, samples: int) -> None:
+        self.samples = samples
+        self._heap: list[tuple[int, int, int, Mapping[str, np.ndarray]]] = []  # (-rank, index, size, batch)
+        self._held = 0
+
+    def offer(self, index: int, batch: Mapping[str, np.ndarray]) -> None:
+        """Consider batch ``index`` (its position in the data, counting from 0)."""
+        import heapq
+
+        size = int(next(iter(batch.values())).shape[0]) if batch else 0
+        heapq.heappush(self._heap, (-batch_priority(index), index, size, batch))
+        self._held += size
+        while self._heap and self._held - self._heap[0][2] >= self.samples:
+            self._held -= heapq.heappop(self._heap)[2]
+
+    def batches(self) -> list[Mapping[str, np.ndarray]]:
+        """The kept batches, in data order."""
+        return [b for _, _, _, b in sorted(self._heap, key=lambda e: e[1])]
 
 
 def _short(v: float) -> float:

@@ -7,9 +7,10 @@ With ``resume=True`` it continues from the saved histograms: the samples they al
 skipped, which is exact because histograms do not depend on batch order or batching
 (:mod:`trtq.calib.histogram`). Resuming needs the same files in the same order: the histograms
 record their source files, and a mismatch is an input error, never a silent double count. With
-``auto`` (the default method) the resumed run is exact too: its measuring pass runs on the data's
-first samples, so the skipped batches up to ``auto_samples`` samples are kept for it
-(:func:`~trtq.calib.run.calibrate`'s ``skipped``).
+``auto`` (the default method) the resumed run is exact too: the batches it measures on are chosen
+by their index alone (:class:`~trtq.calib.auto.MeasuredSubset`), so the skipped batches are offered
+to it as they are read (:func:`~trtq.calib.run.calibrate`'s ``skipped``); they are read anyway, to
+find where the run stopped.
 """
 
 from __future__ import annotations
@@ -112,12 +113,14 @@ def calibrate_dataset(
 
     progress(0, total=len(dataset), description="calibrating")
     batches: Iterable[Mapping[str, Any]] = dataset.batches(batch_size, progress=progress)
-    skipped: list[Mapping[str, Any]] = []
+    skipped: Iterable[Mapping[str, Any]] = ()
     if skip:
         progress(0, description=f"skipping {skip * batch_size} samples already collected")
         batches = iter(batches)
-        skipped = list(itertools.islice(batches, min(skip, _measured_batches(method, params, batch_size))))
-        batches = itertools.islice(batches, skip - len(skipped), None)
+        if get_method(method).needs_data:  # auto: calibrate() takes them all before the rest
+            skipped = itertools.islice(batches, skip)
+        else:
+            batches = itertools.islice(batches, skip, None)
     t0 = time.perf_counter()
     try:
         result = calibrate(
@@ -141,12 +144,3 @@ def calibrate_dataset(
     write_cache(cache_path, cache)
     result.histograms.save(hist_path)
     return CalibrationRun(result, cache, cache_path, hist_path, skip * batch_size)
-
-
-def _measured_batches(method: str, params: Mapping[str, object] | None, batch_size: int) -> int:
-    """How many of the first batches a method measures on after the histograms (``auto``), else 0."""
-    if not get_method(method).needs_data:
-        return 0
-    from trtq.calib.auto import AutoSettings
-
-    return -(-AutoSettings.from_params(params or {}).samples // batch_size)

@@ -152,17 +152,19 @@ def calibrate(
 
     Args:
         method: threshold method name (``auto``, the default | ``entropy2`` | ``minmax`` |
-            ``percentile`` | ``mse``). ``auto`` keeps the first ``auto_samples`` samples' batches
-            in memory and, after the histogram pass, runs them once more to measure every
-            candidate threshold at the consumer layers (:mod:`trtq.calib.auto`; tensors without
+            ``percentile`` | ``mse``). ``auto`` keeps ``auto_samples`` samples' batches in
+            memory (a uniform subset of the data: :class:`trtq.calib.auto.MeasuredSubset`)
+            and, after the histogram pass, runs them once more to measure every candidate
+            threshold at the consumer layers (:mod:`trtq.calib.auto`; tensors without
             one get the ``auto_fallback`` method's, entropy2 by default); the choices land in
             ``choices``. Its cache header is ``EntropyCalibration2``'s.
         num_bins: histogram bins per tensor (even).
         params: method parameters, e.g. ``{"percentile": 99.99}``, ``{"auto_fallback": "mse"}``.
         histograms: an existing :class:`HistogramSet` to continue (resume / add more data).
         skipped: the batches that ``histograms`` already holds and ``batches`` leaves out (a
-            resumed run's first ones), in the data's order: ``auto`` measures on the data's
-            first samples, which these are; other methods ignore them.
+            resumed run's first ones), in the data's order, all of them: ``auto`` picks the
+            batches it measures on from the whole data (consumed one at a time, at most
+            ``auto_samples`` samples' worth held); other methods ignore them.
         threads: histogram threads (default: all cores).
         progress: advanced by the number of samples of each batch (callers that already
             report progress from their data loader pass ``null_progress``).
@@ -202,14 +204,14 @@ def calibrate(
         from trtq.calib.auto import AutoSettings
 
         auto = AutoSettings.from_params(params)
-    kept: list[Mapping[str, np.ndarray]] = []  # auto: the batches measured on after the histograms
-    kept_samples = 0
+    measured = None  # auto: the batches it measures on after the histograms
+    n_offered = 0
     if auto is not None:
-        for batch in skipped:
-            if kept_samples >= auto.samples:
-                break
-            kept.append(batch)
-            kept_samples += int(next(iter(batch.values())).shape[0]) if batch else 0
+        from trtq.calib.auto import MeasuredSubset
+
+        measured = MeasuredSubset(auto.samples)
+        for n_offered, batch in enumerate(skipped, 1):
+            measured.offer(n_offered - 1, batch)
     start = time.perf_counter()
     n_batches = 0
     choices = check = None
@@ -223,9 +225,9 @@ def calibrate(
                 if n in batch:
                     outs[n] = batch[n]
             size = int(next(iter(batch.values())).shape[0]) if batch else 0
-            if auto is not None and kept_samples < auto.samples:
-                kept.append(batch)
-                kept_samples += size
+            if measured is not None:
+                measured.offer(n_offered, batch)
+                n_offered += 1
             hs.collect(outs, samples=size, executor=pool)
             del outs
             n_batches += 1
@@ -244,10 +246,10 @@ def calibrate(
             build = None if tools is None else _int8_builder(backend_cls, proto, tools, threads)
             known: dict[str, dict[str, float]] = {}  # auto's memo of methods' amax, for the document
             amax, choices, check = auto_thresholds(
-                proto, hs, kept, runner.run, params, fallback_amax=fallback, known_amax=known,
-                activations=[n for n in names if n not in floats], build=build,
+                proto, hs, measured.batches(), runner.run, params, fallback_amax=fallback,
+                known_amax=known, activations=[n for n in names if n not in floats], build=build,
             )  # fmt: skip
-            del kept
+            del measured
         else:
             amax = compute_amax(hs, method, threads=threads, **params)
     result = CalibrationResult(hs, sites, method, params, amax, time.perf_counter() - start, n_batches)

@@ -252,3 +252,26 @@ def test_calib_compute_refuses_auto_with_one_line(tmp_path):
     )
     assert r.exit_code == 2, r.output
     assert "use `calib run` (auto is its default)" in r.output and "Traceback" not in r.output
+
+
+def test_auto_measures_on_a_uniform_subset_chosen_by_index():
+    """100 batches of one sample: the 16 kept are the 16 lowest ranks, spread over the data (a
+    folder sorted by class would give the first 16 one class); batches of 3 keep the fewest
+    batches holding 16 samples; smaller data is kept whole, in data order."""
+    from trtq.calib.auto import MeasuredSubset, batch_priority
+
+    subset, most_held = MeasuredSubset(16), 0
+    for i in range(100):
+        subset.offer(i, {"x": np.full((1, 2), i, np.float32)})
+        most_held = max(most_held, len(subset._heap))
+    kept = [int(b["x"][0, 0]) for b in subset.batches()]
+    assert kept == sorted(sorted(range(100), key=batch_priority)[:16])
+    assert {k // 25 for k in kept} == {0, 1, 2, 3} and most_held == 16
+    threes = MeasuredSubset(16)
+    for i in range(30):
+        threes.offer(i, {"x": np.zeros((3, 2), np.float32)})
+    assert len(threes.batches()) == 6  # 18 samples; 5 batches would hold 15
+    few = MeasuredSubset(16)
+    for i in range(5):
+        few.offer(i, {"x": np.full((1, 2), i, np.float32)})
+    assert [int(b["x"][0, 0]) for b in few.batches()] == [0, 1, 2, 3, 4]

@@ -78,7 +78,7 @@ def test_second_run_and_shuffled_order_are_bit_identical(det_run, real_models, i
     assert _run_det(real_models, image_dir, "-q", "--limit", "4", "--cache", str(again)).exit_code == 0
     assert again.read_bytes() == cache.read_bytes()
     # The same 4 images in another order: histograms are order-independent, so is a histogram
-    # method's cache (auto measures on the first samples in data order, seeded by their index).
+    # method's cache (auto measures on batches chosen by their index, not their content).
     files = sorted(p.name for p in image_dir.iterdir())[:4]
     sub = tmp_path / "sub"
     sub.mkdir()

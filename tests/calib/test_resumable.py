@@ -11,6 +11,7 @@ from trtq._core.tensors import TensorInfo
 from trtq.calib.cache import read_cache
 from trtq.calib.histogram import HistogramSet
 from trtq.calib.resumable import calibrate_dataset
+from trtq.calib.run import calibrate
 from trtq.datasets.folder import open_dataset
 from trtq.datasets.preprocess import PreprocessSpec
 
@@ -54,6 +55,37 @@ def test_interrupted_calibration_resumes_to_the_one_pass_result(real_models, ima
     assert resumed.resumed_samples == 2
     assert read_cache(cache).scales == read_cache(tmp_path / "whole.cache").scales
     assert resumed.result.histograms.samples == whole.result.histograms.samples == 4
+
+
+def test_a_resumed_auto_run_measures_on_the_batches_a_whole_run_does(real_models, image_dir, tmp_path):
+    """auto measuring on 2 of 6 images picks them by index over the whole data (here batches 3
+    and 5): interrupted after 5 and resumed from the checkpoint at 4, the run offers the skipped
+    batches to the choice as it reads past them, and measures on the same two."""
+    from trtq.calib.auto import batch_priority
+
+    assert sorted(sorted(range(6), key=batch_priority)[:2]) == [3, 5]  # one skipped, one new
+    model, params = load_onnx(real_models["det"]), {"auto_samples": 2}
+    whole = calibrate_dataset(
+        model, _dataset(image_dir, 6), tmp_path / "whole.cache", batch_size=1, params=params
+    )
+    first_two = calibrate(model, list(_dataset(image_dir, 2).batches(1)), params=params)
+    assert first_two.amax != whole.result.amax  # the first two images would give other ranges
+    cache = tmp_path / "resumed.cache"
+    with pytest.raises(TrtqError, match="--resume"):
+        calibrate_dataset(
+            model,
+            _StopAfter(_dataset(image_dir, 6), 5),
+            cache,
+            batch_size=1,
+            checkpoint_every=2,
+            params=params,
+        )
+    resumed = calibrate_dataset(
+        model, _dataset(image_dir, 6), cache, batch_size=1, resume=True, params=params
+    )
+    assert resumed.resumed_samples == 4
+    assert resumed.result.choices == whole.result.choices
+    assert read_cache(cache).scales == read_cache(tmp_path / "whole.cache").scales
 
 
 def test_resume_refuses_other_files_and_a_missing_checkpoint(real_models, image_dir, tmp_path):
