@@ -10,8 +10,9 @@ above 24 reuse the 24 scikit-image photos flipped and turned (4 variants each: u
 
 ``--cli`` times what the issue's bar names instead: the whole ``calib run`` command (a new
 process: imports, model load, reading the samples, the passes, the cache), plain entropy2 against
-``--method auto``, on the same samples written as ``.npy`` tensors (as ``peer_modelopt.py`` feeds
-trtq), with each process's peak RSS.
+``--method auto``, with and without its check (``auto_check = 0`` in a ``trtq.toml``), on the
+same samples written as ``.npy`` tensors (as ``peer_modelopt.py`` feeds trtq), with each
+process's peak RSS.
 
     nice python benchmarks/auto_cost.py --models cls,lcnet,rec,vit --sizes 12,96 --repeat 2
     nice python benchmarks/auto_cost.py --cli --models cls,lcnet,rec,vit,det --sizes 12,96 --repeat 3
@@ -63,26 +64,37 @@ def cli_rows(args, keys: list[str]) -> None:
                     ((name, x),) = sample.items()
                     np.save(data / f"{i:03d}.npy", x[0])
                 shape = peer.calibration_shapes({name: x})
+                off = Path(tmp) / "check_off"  # a working folder whose trtq.toml turns the check off
+                off.mkdir()
+                (off / "trtq.toml").write_text("[tool.trtq]\nauto_check = 0\n")
                 res = {}
-                for method in ("entropy2", "auto"):
+                for label, method, cwd in (
+                    ("entropy2", "entropy2", tmp),
+                    ("auto", "auto", tmp),
+                    ("off", "auto", off),
+                ):
                     cmd = peer._cli("trtq.calib.cli", "calib") + [
                         "run", str(model), "--data", str(data), "--shape", shape, "--method", method,
-                        "--cache", str(Path(tmp) / f"{method}.cache"), "--batch-size", "1", "-q",
+                        "--cache", str(Path(tmp) / f"{label}.cache"), "--batch-size", "1", "-q",
                     ]  # fmt: skip
-                    runs = [peer.timed(cmd) for _ in range(args.repeat)]
+                    runs = [peer.timed(cmd, cwd=Path(cwd)) for _ in range(args.repeat)]
                     bad = [r.error for r in runs if r.code != 0]
                     if bad:
-                        raise SystemExit(f"{key} {method}: calib run failed: {bad[0]}")
-                    res[method] = (float(np.median([r.wall for r in runs])), max(r.rss_mb for r in runs))
+                        raise SystemExit(f"{key} {label}: calib run failed: {bad[0]}")
+                    res[label] = (float(np.median([r.wall for r in runs])), max(r.rss_mb for r in runs))
             rows.append((key, size, res))
             print(key, size, res, flush=True)
     print(
-        "\n| model | samples | `calib run` entropy2 s | `calib run --method auto` s | **auto / plain** | peak RSS MB plain / auto |"
+        "\n| model | samples | `calib run` entropy2 s | `calib run --method auto` s | **auto / plain** "
+        "| auto, check off (`auto_check = 0`) s | / plain | peak RSS MB plain / auto |"
     )
-    print("|---|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for key, size, r in rows:
-        (tp, mp), (ta, ma) = r["entropy2"], r["auto"]
-        print(f"| {key} | {size} | {tp:.2f} | {ta:.2f} | {ta / tp:.2f}x | {mp:.0f} / {ma:.0f} |")
+        (tp, mp), (ta, ma), (to, _) = r["entropy2"], r["auto"], r["off"]
+        print(
+            f"| {key} | {size} | {tp:.2f} | {ta:.2f} | {ta / tp:.2f}x | {to:.2f} | {to / tp:.2f}x "
+            f"| {mp:.0f} / {ma:.0f} |"
+        )
 
 
 def main() -> None:
