@@ -90,9 +90,12 @@ def main() -> None:
             continue
         pooled = "max" if c["error_max"] < c["error_auto"] else "auto"
         changed = " (changed)" if pooled != c["kept"] else ""
+        stopped = c.get("max_stopped_after")  # the max pass stopped: its error is a lower bound
+        error_max = f"> {c['error_max']:.4f} ({stopped} samples)" if stopped else f"{c['error_max']:.4f}"
+        conf = "" if c["confidence"] is None else f"{c['confidence']:.3f}"
         print(
-            f"| {key} | {label} | {c['flagged']} | {c['error_auto']:.4f} | {c['error_max']:.4f} | "
-            f"{c['confidence']:.3f} | {pooled} | {c['kept']}{changed} |"
+            f"| {key} | {label} | {c['flagged']} | {c['error_auto']:.4f} | {error_max} | "
+            f"{conf} | {pooled} | {c['kept']}{changed} |"
         )
 
 

@@ -27,7 +27,9 @@ Algorithm, after auto's search (:func:`trtq.calib.auto.auto_thresholds`):
    decision on the benchmarks (PP-OCRv4 rec calibrated on photos: 0.742, CER 0.0078 -> 0.0157).
 
 Cost: one INT8 build and two passes over at most ``auto_samples`` samples (the FP32 outputs come
-from auto's own pass). The build does not wait for auto's choices: once the candidates are known,
+from auto's own pass); the second pass, with the max set, stops as soon as its squared errors so
+far add up to more than auto's whole pass (the max set can no longer win: the decision is the one
+the whole pass would make). The build does not wait for auto's choices: once the candidates are known,
 :class:`EarlyBuild` starts it in a background thread, with every tensor that *can* be flagged (one
 of its candidates clips more than ``CLIP_FACTOR``) taking its scale from a graph input, so that
 folding, Q/DQ placement and the session's creation overlap auto's pass instead of following it.
@@ -127,6 +129,7 @@ class CheckOutcome:
     kept: str = "auto"  # "auto" | "max" (the flagged tensors got max|x|)
     samples: int = 0
     confidence: float | None = None  # share of resamples in which the max set's error is lower
+    max_stopped_after: int | None = None  # samples of the max set run before it lost for sure
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +139,7 @@ class CheckOutcome:
             "kept": self.kept,
             "samples": self.samples,
             "confidence": self.confidence,
+            "max_stopped_after": self.max_stopped_after,
             "clip_factor": CLIP_FACTOR,
             "confidence_needed": CONFIDENCE,
         }
@@ -198,13 +202,19 @@ def output_error(
     scales: Mapping[str, np.ndarray],
     batches: Sequence[Mapping[str, np.ndarray]],
     reference: Sequence[Mapping[str, np.ndarray]],
+    stop_above: float = np.inf,
 ) -> np.ndarray:
     """Squared error of the float outputs of the INT8 ``runner`` (fed ``scales`` besides each
     batch) against ``reference`` (the FP32 outputs of ``batches``): one sum per batch, over its
     outputs' finite reference values; ``inf`` for a batch where the INT8 model outputs a
-    non-finite value the reference does not have. :func:`relative_l2` pools them."""
+    non-finite value the reference does not have. :func:`relative_l2` pools them.
+
+    ``stop_above``: stop once the sum so far exceeds it (the errors are >= 0, so the total will
+    too); the array then holds only the batches run."""
     sse = np.zeros(len(batches))
     for i, (batch, ref) in enumerate(zip(batches, reference, strict=True)):
+        if i and sse[:i].sum() > stop_above:
+            return sse[:i]
         got = runner.run({**batch, **scales}, list(ref))
         for name, r in ref.items():
             r64, g64 = r.astype(np.float64), np.asarray(got[name], np.float64)
@@ -273,13 +283,21 @@ def check_ranges(
         runner, variable = build(amax, outcome.flagged), outcome.flagged
     with runner:  # one build: the variable scales are inputs
         have = {t.name for t in runner.inputs()}
-        sse = []
-        for ranges in (amax, swapped):
-            feeds = {scale_input(t): int8_scale(ranges[t]) for t in variable if scale_input(t) in have}
-            sse.append(output_error(runner, feeds, batches, reference))
+
+        def feeds(ranges: Mapping[str, float]) -> dict[str, np.ndarray]:
+            return {scale_input(t): int8_scale(ranges[t]) for t in variable if scale_input(t) in have}
+
+        sse_auto = output_error(runner, feeds(amax), batches, reference)
+        # the max set loses for sure once its errors so far exceed auto's total: stop there
+        sse_max = output_error(runner, feeds(swapped), batches, reference, stop_above=float(np.sum(sse_auto)))
     energy = reference_energy(reference)
-    outcome.error_auto, outcome.error_max = (relative_l2(e, energy) for e in sse)
-    outcome.confidence = confidence(*sse)
+    outcome.error_auto, outcome.error_max = relative_l2(sse_auto, energy), relative_l2(sse_max, energy)
+    if len(sse_max) < len(sse_auto):
+        outcome.max_stopped_after = int(
+            sum(int(next(iter(b.values())).shape[0]) for b in batches[: len(sse_max)])
+        )
+        return amax, outcome  # error_max is then a lower bound, above error_auto
+    outcome.confidence = confidence(sse_auto, sse_max)
     if outcome.error_max < outcome.error_auto and outcome.confidence >= CONFIDENCE:
         outcome.kept = "max"
         for t in outcome.flagged:

@@ -199,11 +199,19 @@ def _run(opts: dict[str, Any]) -> None:
         )
         if result.check and result.check["error_max"] is not None:
             c = result.check
+            if c.get("max_stopped_after"):
+                verdict = (
+                    f"> {c['error_max']:.4g} (max|x|, already above after {c['max_stopped_after']} samples)"
+                )
+            else:
+                verdict = (
+                    f"{c['error_max']:.4g} (max|x|), max|x| lower in {100 * c['confidence']:.0f} % of "
+                    f"resamples (needs {100 * c['confidence_needed']:.0f} %)"
+                )
             stderr_console().print(
                 f"auto's check: {c['flagged']} tensor(s) clipped below 1/{c['clip_factor']:g} of their range; "
-                f"output rel. error on {c['samples']} samples {c['error_auto']:.4g} (auto) vs "
-                f"{c['error_max']:.4g} (max|x|), max|x| lower in {100 * c['confidence']:.0f} % of resamples "
-                f"(needs {100 * c['confidence_needed']:.0f} %): kept {c['kept']}",
+                f"output rel. error on {c['samples']} samples {c['error_auto']:.4g} (auto) vs {verdict}: "
+                f"kept {c['kept']}",
                 markup=False,
                 soft_wrap=True,
             )

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from test_auto import _independent_errors  # the exported Q/DQ model against FP32, in ONNX Runtime
 
-from trtq.calib.auto_check import CLIP_FACTOR, CONFIDENCE, confidence
+from trtq.calib.auto_check import CLIP_FACTOR, CONFIDENCE, confidence, int8_scale
 from trtq.calib.run import calibrate
 from trtq.precision.builds import PrecisionTools
 
@@ -280,3 +280,49 @@ def test_an_early_build_that_fails_fails_the_check():
 
     with pytest.raises(InputError, match="cannot load it"):
         _check(stage1, batches, reference, broken, EarlyBuild(broken, stage1.amax, ["x"]))
+
+
+def test_the_max_pass_stops_once_it_cannot_win_and_decides_as_the_whole_pass():
+    """Without the gain, max|x| is the worse set by far: its pass stops once its squared errors
+    exceed auto's whole pass, which is the whole pass's decision (errors are >= 0); the error it
+    reports is a lower bound of the whole pass's, and the CLI's line says it stopped."""
+    from trtq.calib.auto_check import output_error, reference_energy, relative_l2, scale_input
+
+    stage1, batches, reference, build, _ = _stage1(
+        _gain_model(_weights(), np.ones(8, np.float32)), _outliers(12)
+    )
+    _, outcome = _check(stage1, batches, reference, build)
+    assert outcome.kept == "auto" and outcome.confidence is None
+    assert (
+        1 <= outcome.max_stopped_after < 12
+        and outcome.to_dict()["max_stopped_after"] == outcome.max_stopped_after
+    )
+    max_abs = stage1.histograms["x"].max_abs
+    with build(stage1.amax, ["x"]) as runner:
+        whole = {
+            a: output_error(runner, {scale_input("x"): int8_scale(a)}, batches, reference)
+            for a in (stage1.amax["x"], max_abs)
+        }
+    energy = reference_energy(reference)
+    full_max, full_auto = relative_l2(whole[max_abs], energy), relative_l2(whole[stage1.amax["x"]], energy)
+    assert full_auto == pytest.approx(outcome.error_auto, rel=1e-6) and full_max > full_auto
+    assert outcome.error_auto < outcome.error_max <= full_max
+    partial = whole[max_abs][: outcome.max_stopped_after]
+    assert partial.sum() > whole[stage1.amax["x"]].sum() >= partial[:-1].sum()
+
+
+def test_calib_run_says_when_the_max_pass_stopped(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from trtq.calib.cli import main
+
+    model_path, data = tmp_path / "m.onnx", tmp_path / "data"
+    onnx.save(_gain_model(_weights(), np.ones(8, np.float32)), model_path)
+    data.mkdir()
+    for i, sample in enumerate(_outliers(12)):
+        np.save(data / f"{i:02d}.npy", sample[None])
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["run", str(model_path), "--data", str(data), "--cache", "c.cache"])
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("auto's check:"))
+    assert "on 12 samples" in line and "(max|x|, already above after" in line and line.endswith("kept auto")
