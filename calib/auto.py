@@ -642,8 +642,9 @@ def auto_thresholds(
     if checking:  # build ahead, in a thread, unless no candidate clips enough to be flagged
         max_abs = {t: histograms[t].max_abs for t in search.cands}
         lowest = {t: min(a for _, a in cands) for t, cands in search.cands.items()}
-        may_flag = [t for t in search.cands if t in fallback_amax and max_abs[t] > CLIP_FACTOR * lowest[t]]
-        early = EarlyBuild(build, fallback_amax, may_flag) if may_flag else None
+        if any(max_abs[t] > CLIP_FACTOR * lowest[t] for t in search.cands):
+            # every measured tensor's scale is an input: auto may choose any candidate for it
+            early = EarlyBuild(build, fallback_amax, [t for t in search.cands if t in fallback_amax])
     outputs = (
         [o.name for o in model.graph.output if o.type.tensor_type.elem_type in FLOAT_TYPES]
         if checking

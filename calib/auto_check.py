@@ -30,10 +30,11 @@ Cost: one INT8 build and two passes over at most ``auto_samples`` samples (the F
 from auto's own pass); the second pass, with the max set, stops as soon as its squared errors so
 far add up to more than auto's whole pass (the max set can no longer win: the decision is the one
 the whole pass would make). The build does not wait for auto's choices: once the candidates are known,
-:class:`EarlyBuild` starts it in a background thread, with every tensor that *can* be flagged (one
-of its candidates clips more than ``CLIP_FACTOR``) taking its scale from a graph input, so that
-folding, Q/DQ placement and the session's creation overlap auto's pass instead of following it.
-Nothing is built when no tensor can be flagged, and ``auto_check=0`` turns the check off.
+:class:`EarlyBuild` starts it in a background thread, with every tensor auto measures taking its
+scale from a graph input (auto's values are not known yet), so that folding, Q/DQ placement and
+the session's creation overlap auto's pass instead of following it. Nothing is built when no
+tensor can be flagged (no candidate clips more than ``CLIP_FACTOR``), and ``auto_check=0`` turns
+the check off.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ class EarlyBuild:
     """The check's one INT8 build, started in a background thread before auto's choices exist.
 
     ``build(amax, variable)`` runs in the thread with ``amax`` (the fallback's ranges: same
-    tensors as auto's final set) and ``variable`` (every tensor auto may flag), so it serves any
+    tensors as auto's final set) and ``variable`` (every tensor auto measures), so it serves any
     choice of auto's: the variable scales are fed at run time, the others are the fallback's,
     which auto keeps for every tensor it does not measure. :meth:`take` hands the runner over when
     the final ranges quantize the same tensors (else ``None``: the caller builds anew); a runner

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_auto import _independent_errors  # the exported Q/DQ model against FP32, in ONNX Runtime
 
 from trtq.calib.auto_check import CLIP_FACTOR, CONFIDENCE, confidence, int8_scale
-from trtq.calib.run import calibrate
+from trtq.calib.run import calibrate, compute_amax
 from trtq.precision.builds import PrecisionTools
 
 TOKENS = 128
@@ -326,3 +326,31 @@ def test_calib_run_says_when_the_max_pass_stopped(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     line = next(ln for ln in res.output.splitlines() if ln.startswith("auto's check:"))
     assert "on 12 samples" in line and "(max|x|, already above after" in line and line.endswith("kept auto")
+
+
+def test_the_early_build_measures_auto_s_own_ranges_on_a_real_model(real_models):
+    """PP-OCR cls on page.png's line crops: auto chooses other thresholds than the fallback's for
+    tensors it does not flag, so the early build (fallback ranges baked in) must take every
+    measured tensor's scale from an input. The check's error for auto's set equals that of a build
+    made after the choices, with auto's ranges baked in and no scale inputs."""
+    import ocr_lines
+
+    from trtq.calib.auto_check import output_error, reference_energy, relative_l2
+    from trtq.calib.run import _int8_builder
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
+
+    model = onnx.load(str(real_models["cls"]))
+    batches = ocr_lines.direction_line_variants(shifts=(0,))[:8]
+    result = calibrate(model, batches, method="auto", threads=1, tools=PrecisionTools())
+    auto_amax = {t: c.get("auto_amax", result.amax[t]) for t, c in result.choices.items()}  # before any swap
+    fallback = compute_amax(result.histograms, "entropy2")
+    not_flagged = [t for t in auto_amax if result.histograms[t].max_abs <= CLIP_FACTOR * auto_amax[t]]
+    assert result.check["flagged"] >= 1
+    assert any(auto_amax[t] != fallback[t] for t in not_flagged)  # the case the early build must get right
+    with OnnxRuntimeRunner(model) as fp32:
+        reference = [fp32.run(b) for b in batches]
+    with _int8_builder(OnnxRuntimeRunner, model, PrecisionTools(), 1)(auto_amax, ()) as late:
+        sse = output_error(late, {}, batches, reference)
+    assert relative_l2(sse, reference_energy(reference)) == pytest.approx(
+        result.check["error_auto"], rel=1e-5
+    )
