@@ -77,14 +77,15 @@ Algorithm (one extra pass over a bounded subset of the calibration data, after t
 Known limits: the error of each tensor is measured with the other tensors in FP32 (no
 interaction between choices); the diagonal proxy ignores correlated errors (a cluster of clipped
 neighbours adds up coherently in a smoothing kernel, so clipping is underrated); weight-unaware
-for the identity cases listed above; and on at most
-``auto_samples`` samples (default 16, a uniform subset of the data: :class:`MeasuredSubset`). The cache and Q/DQ formats do
-not change: only the amax values differ, so the result serves TensorRT 10 caches and TensorRT 11
-Q/DQ models alike.
+for the identity cases listed above; and on at most ``auto_samples`` samples (default 16, a
+uniform subset of the data: :class:`MeasuredSubset`). The cache and Q/DQ formats do not change:
+only the amax values differ, so the result serves TensorRT 10 caches and TensorRT 11 Q/DQ models
+alike.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -565,8 +566,9 @@ def batch_priority(index: int) -> int:
 class MeasuredSubset:
     """The batches auto measures on: a uniform subset of the data holding ``samples`` samples.
 
-    Every batch is offered in data order with its index; the subset keeps the batches of the
-    lowest :func:`batch_priority` whose sizes add up to ``samples`` (all of them on smaller data),
+    Every batch is offered in data order (its index is the number offered before it); the subset
+    keeps the batches of the lowest :func:`batch_priority` whose sizes add up to ``samples`` (all
+    of them on smaller data),
     holding at most that many batches plus one. The ranks depend on the index alone, so a subset
     does not depend on what the data holds, and a resumed run that offers the batches it skips
     keeps exactly the batches a whole run keeps. The first samples of a folder sorted by class
@@ -577,11 +579,11 @@ class MeasuredSubset:
         self.samples = samples
         self._heap: list[tuple[int, int, int, Mapping[str, np.ndarray]]] = []  # (-rank, index, size, batch)
         self._held = 0
+        self.offered = 0
 
-    def offer(self, index: int, batch: Mapping[str, np.ndarray]) -> None:
-        """Consider batch ``index`` (its position in the data, counting from 0)."""
-        import heapq
-
+    def offer(self, batch: Mapping[str, np.ndarray]) -> None:
+        """Consider the next batch of the data."""
+        index, self.offered = self.offered, self.offered + 1
         size = int(next(iter(batch.values())).shape[0]) if batch else 0
         heapq.heappush(self._heap, (-batch_priority(index), index, size, batch))
         self._held += size
@@ -638,9 +640,9 @@ def auto_thresholds(
                 known.setdefault(label, {})[t] = value
     need = search.needed()
     checking = build is not None and settings.check
+    max_abs = {t: histograms[t].max_abs for t in search.cands}
     early = None
     if checking:  # build ahead, in a thread, unless no candidate clips enough to be flagged
-        max_abs = {t: histograms[t].max_abs for t in search.cands}
         lowest = {t: min(a for _, a in cands) for t, cands in search.cands.items()}
         if any(max_abs[t] > CLIP_FACTOR * lowest[t] for t in search.cands):
             # every measured tensor's scale is an input: auto may choose any candidate for it

@@ -177,10 +177,11 @@ class EarlyBuild:
         pool.shutdown(wait=False)
 
     def take(self, amax: Mapping[str, float], flagged: Sequence[str]) -> Any | None:
-        """The runner, when it fits ``amax`` and covers ``flagged`` (waits for the thread; its
-        error, if any, is raised here)."""
+        """The runner, when it fits ``amax`` and covers ``flagged``; else ``None``, the runner
+        closed (waits for the thread; its error, if any, is raised here)."""
         runner = self._future.result()
         if _quantized(amax) != self._quantized or not set(flagged) <= set(self.variable):
+            self.close()
             return None
         self._taken = True
         return runner
@@ -276,12 +277,10 @@ def check_ranges(
             early.close()
         return amax, outcome
     swapped = {**amax, **{t: float(max_abs[t]) for t in outcome.flagged}}
-    runner, variable = None, outcome.flagged
-    if early is not None:
-        runner, variable = early.take(amax, outcome.flagged), early.variable
-        early.close()
+    runner = early.take(amax, outcome.flagged) if early is not None else None
+    variable = early.variable if runner is not None else outcome.flagged
     if runner is None:
-        runner, variable = build(amax, outcome.flagged), outcome.flagged
+        runner = build(amax, outcome.flagged)
     with runner:  # one build: the variable scales are inputs
         have = {t.name for t in runner.inputs()}
 

@@ -96,9 +96,8 @@ class CalibrationResult:
     choices: dict[str, dict] | None = None  # auto: the choice per tensor (trtq.calib.auto)
     check: dict[str, Any] | None = None  # auto: what the model-output check did (trtq.calib.auto_check)
     _by_method: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
-    _known: dict[str, dict[str, float]] = field(
-        default_factory=dict, repr=False
-    )  # auto's memo: method -> amax
+    # auto's memo: method -> amax per tensor
+    _known: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
 
     def cache(self, trt_version: str = DEFAULT_TRT_VERSION, algorithm: str | None = None) -> CalibrationCache:
         """The TensorRT cache for these thresholds (``scale = amax / 127``).
@@ -205,13 +204,12 @@ def calibrate(
 
         auto = AutoSettings.from_params(params)
     measured = None  # auto: the batches it measures on after the histograms
-    n_offered = 0
     if auto is not None:
         from trtq.calib.auto import MeasuredSubset
 
         measured = MeasuredSubset(auto.samples)
-        for n_offered, batch in enumerate(skipped, 1):
-            measured.offer(n_offered - 1, batch)
+        for batch in skipped:
+            measured.offer(batch)
     start = time.perf_counter()
     n_batches = 0
     choices = check = None
@@ -226,8 +224,7 @@ def calibrate(
                     outs[n] = batch[n]
             size = int(next(iter(batch.values())).shape[0]) if batch else 0
             if measured is not None:
-                measured.offer(n_offered, batch)
-                n_offered += 1
+                measured.offer(batch)
             hs.collect(outs, samples=size, executor=pool)
             del outs
             n_batches += 1

@@ -579,7 +579,7 @@ def apply_plan(plan: EmulationPlan) -> onnx.ModelProto:
                     new_nodes.extend(qdq.cast_pair(node.output[k], o, f"{o}__trtq_fp16"))
     del graph.node[:]
     graph.node.extend(new_nodes)
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    used = _read_names(graph)  # prune_initializers' rule, without copying what it would drop
     graph.initializer.extend(i for i in plan.model.graph.initializer if i.name in used)
     graph.initializer.extend(b.new_inits)
     return out
@@ -665,9 +665,14 @@ def build_layerwise_model(plans: Iterable[EmulationPlan]) -> tuple[onnx.ModelPro
     return out, maps
 
 
+def _read_names(graph: onnx.GraphProto) -> set[str]:
+    """Names a node or the graph's outputs read: the initializers worth keeping."""
+    return {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+
+
 def prune_initializers(model: onnx.ModelProto) -> None:
     """Drop initializers no node reads any more (weights replaced by rounded/quantized copies)."""
-    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    used = _read_names(model.graph)
     keep = [i for i in model.graph.initializer if i.name in used]
     if len(keep) != len(model.graph.initializer):
         del model.graph.initializer[:]

@@ -262,16 +262,16 @@ def test_auto_measures_on_a_uniform_subset_chosen_by_index():
 
     subset, most_held = MeasuredSubset(16), 0
     for i in range(100):
-        subset.offer(i, {"x": np.full((1, 2), i, np.float32)})
+        subset.offer({"x": np.full((1, 2), i, np.float32)})
         most_held = max(most_held, len(subset._heap))
     kept = [int(b["x"][0, 0]) for b in subset.batches()]
     assert kept == sorted(sorted(range(100), key=batch_priority)[:16])
     assert {k // 25 for k in kept} == {0, 1, 2, 3} and most_held == 16
     threes = MeasuredSubset(16)
-    for i in range(30):
-        threes.offer(i, {"x": np.zeros((3, 2), np.float32)})
+    for _ in range(30):
+        threes.offer({"x": np.zeros((3, 2), np.float32)})
     assert len(threes.batches()) == 6  # 18 samples; 5 batches would hold 15
     few = MeasuredSubset(16)
     for i in range(5):
-        few.offer(i, {"x": np.full((1, 2), i, np.float32)})
+        few.offer({"x": np.full((1, 2), i, np.float32)})
     assert [int(b["x"][0, 0]) for b in few.batches()] == [0, 1, 2, 3, 4]
