@@ -2,11 +2,12 @@
 of the calibration set.
 
 auto's extra work is bounded: one more pass over ``auto_samples`` (16) samples, and the check's
-two INT8 runs over the same samples plus one emulated build (started in a thread during that pass). The plain run's work grows
-with the data. This script times, per model and calibration size, ``calibrate`` with entropy2
-(plain), with auto without the check (``auto_check=0``, stage 1) and with auto as ``calib run``
-runs it (the check on, with the precision room's build tools), and prints the ratios. Sizes
-above 24 reuse the 24 scikit-image photos flipped and turned (4 variants each: up to 96).
+two INT8 runs over the same samples plus one emulated build (started in a thread during that
+pass). The plain run's work grows with the data. This script times, per model and calibration
+size, ``calibrate`` with entropy2 (plain), with auto without the check (``auto_check=0``, stage
+1) and with auto as ``calib run`` runs it (the check on, with the precision room's build tools),
+and prints the ratios. Sizes above 24 reuse the 24 scikit-image photos flipped and turned (4
+variants each: up to 96).
 
 ``--cli`` times what the issue's bar names instead: the whole ``calib run`` command (a new
 process: imports, model load, reading the samples, the passes, the cache), plain entropy2 against
@@ -15,7 +16,7 @@ same samples written as ``.npy`` tensors (as ``peer_modelopt.py`` feeds trtq), w
 process's peak RSS.
 
     nice python benchmarks/auto_cost.py --models cls,lcnet,rec,vit --sizes 12,96 --repeat 2
-    nice python benchmarks/auto_cost.py --cli --models cls,lcnet,rec,vit,det --sizes 12,96 --repeat 3
+    nice python benchmarks/auto_cost.py --cli --models cls,lcnet,rec,vit,det --sizes 12,32,96 --repeat 3
 """
 
 from __future__ import annotations
