@@ -33,45 +33,63 @@ def _round_err_integral(u):  # pragma: no cover - compiled
 
 
 @njit(nogil=True)
+def _candidate_error(counts, edges, filled, i, bound):  # pragma: no cover - compiled
+    """Expected squared error of candidate ``edges[i]``, or ``inf`` once its partial sum exceeds
+    ``bound``. Every term is >= 0 and a float sum of non-negative terms never decreases, so a
+    partial sum above ``bound`` means the total is above it too. The order of the sums is fixed
+    (clipped bins from the top down, then rounded bins from the bottom up): a candidate that is
+    not cut short gets the same value whatever the bound."""
+    t = edges[i]
+    s = t / 127.0
+    clip = 0.0
+    for k in range(filled.shape[0] - 1, -1, -1):  # bins [lo, hi] above t: clipped to t
+        j = filled[k]
+        lo = edges[j]
+        if lo < t:
+            break
+        hi = edges[j + 1]
+        clip += counts[j] * (((hi - t) ** 3 - (lo - t) ** 3) / 3.0) / (hi - lo)
+        if clip > bound:
+            return np.inf
+    err = 0.0
+    for j in filled:  # bins below t: rounding error, periodic in x with period s
+        lo = edges[j]
+        if lo >= t:
+            break
+        hi = edges[j + 1]
+        err += counts[j] * (s**3 * (_round_err_integral(hi / s) - _round_err_integral(lo / s))) / (hi - lo)
+        if clip + err > bound:
+            return np.inf
+    return err + clip
+
+
+#: Candidates evaluated first, evenly spaced, to find a bound that cuts the others short.
+_SEEDS = 32
+
+
+@njit(nogil=True)
 def squared_errors(counts, edges):  # pragma: no cover - compiled
     """Expected total squared error for each candidate amax ``edges[i]``, i = 1..B; ``inf`` for a
     candidate that cannot be the smallest.
 
-    Candidates are visited from the largest down. A candidate's clipped error (bins above it,
-    every term positive) is summed first, from the top bin down; once it exceeds the smallest
-    total seen so far, the candidate cannot win and the rest of its sum is skipped. The clipped
-    error only grows as the candidate falls, so such candidates are most of those below the
-    optimum: only the winner and the candidates above it cost a full pass over the bins.
+    A candidate's sum stops as soon as it exceeds the smallest total found so far
+    (:func:`_candidate_error`): the clipped error, summed first, rules out most candidates below
+    the optimum; the rounding error, which grows with the step, most of those above it. So that
+    the bound is tight from the start, ``_SEEDS`` evenly spaced candidates are evaluated in full
+    first; then every candidate is visited from the largest down. Candidates that are not cut
+    short get their full value, so the first minimum is the one a full evaluation finds.
     """
     n = counts.shape[0]
     out = np.full(n, np.inf)
     filled = np.flatnonzero(counts)
     best = np.inf
+    step = max(1, n // _SEEDS)
+    for i in range(n, 0, -step):
+        err = _candidate_error(counts, edges, filled, i, np.inf)
+        if err < best:
+            best = err
     for i in range(n, 0, -1):
-        t = edges[i]
-        s = t / 127.0
-        clip = 0.0
-        for k in range(filled.shape[0] - 1, -1, -1):  # bins [lo, hi] above t: clipped to t
-            j = filled[k]
-            lo = edges[j]
-            if lo < t:
-                break
-            hi = edges[j + 1]
-            clip += counts[j] * (((hi - t) ** 3 - (lo - t) ** 3) / 3.0) / (hi - lo)
-            if clip > best:
-                break
-        if clip > best:
-            continue
-        err = 0.0
-        for j in filled:  # bins below t: rounding error, periodic in x with period s
-            lo = edges[j]
-            if lo >= t:
-                break
-            hi = edges[j + 1]
-            err += (
-                counts[j] * (s**3 * (_round_err_integral(hi / s) - _round_err_integral(lo / s))) / (hi - lo)
-            )
-        err += clip
+        err = _candidate_error(counts, edges, filled, i, best)
         out[i - 1] = err
         if err < best:
             best = err
