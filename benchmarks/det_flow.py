@@ -519,9 +519,7 @@ def main() -> None:
     ap.add_argument(
         "--auto-samples", type=int, default=0, help="auto's auto_samples (0: all calibration images)"
     )
-    ap.add_argument(
-        "--auto-fallback", default="", help="auto's auto_fallback (default: the library's, entropy2)"
-    )
+    ap.add_argument("--auto-fallback", default="", help="auto's auto_fallback (default: the library's, mse)")
     ap.add_argument("--per-image", action="store_true", help="print every held-out image's IoU per row")
     ap.add_argument(
         "--cal-docs", type=int, default=0,

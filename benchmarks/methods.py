@@ -407,7 +407,11 @@ def main() -> None:
         action="store_true",
         help="also each method's output error on the calibration images, and the method with the smallest",
     )
-    ap.add_argument("--auto-params", default="", help="auto's parameters, e.g. auto_fallback=entropy2")
+    ap.add_argument(
+        "--auto-params",
+        default="",
+        help="auto's parameters, e.g. auto_fallback=entropy2 (the default is mse)",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="timed calibrate calls per method (median)")
     args = ap.parse_args()
     auto_params = dict(kv.split("=", 1) for kv in args.auto_params.split(",") if kv)

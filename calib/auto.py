@@ -58,16 +58,16 @@ Algorithm (one extra pass over a bounded subset of the calibration data, after t
    ``SSE / energy``; the candidate with the smallest error wins (the first in the order above on
    a tie, so entropy2 keeps a tie). A tensor with no quantized consumer (it is quantized only by
    TensorRT 10's implicit placement), or with no finite non-zero value, gets the ``auto_fallback``
-   method's amax (default ``entropy2``). Why entropy2 (BENCHMARKS.md, "The cost of auto as
-   shipped" and "auto becomes the default"): the fallback is computed for every tensor, and mse's
-   search over all tensors made ``auto`` 3x a plain run on PP-LCNet and PP-OCRv4 det, over the
-   2x cost target, while with entropy2 it stays within about 2x; the Q/DQ export quantizes
-   almost none of the fallback tensors (a few on PP-OCRv4 det that the consumer finder misses),
-   so its held-out accuracy is nearly the same (det IoU 0.876 vs 0.878 with mse; cls, PP-LCNet equal).
-   The trade-off is TensorRT 10's implicit placement from the cache, which does quantize them:
-   there, measured in the pessimistic implicit emulation, mse beat entropy2 as the fallback on
-   PP-OCRv4 det (IoU 0.878 vs 0.864) and PP-OCR cls (cosine 0.990 vs 0.984) and lost slightly on
-   PP-LCNet (0.980 vs 0.983); pass ``auto_fallback=mse`` for that case.
+   method's amax (default ``mse``). These tensors matter for TensorRT 10's implicit placement
+   from the cache, which quantizes them; the Q/DQ export quantizes almost none (a few on
+   PP-OCRv4 det that the consumer finder misses). Why mse (BENCHMARKS.md, "auto's fallback
+   back to mse"): in the implicit emulation, held out over 4 splits, it beat entropy2 on PP-OCR
+   cls (top-1 +0.125, cosine +0.004) and on rec's reading of real text lines (CER -0.003, exact
+   lines +0.10), tied on PP-OCRv4 det and ViT-S, and was mixed on PP-LCNet (top-1 +0.04, photo
+   cosine -0.0035, document cosine +0.0003); the Q/DQ export gained +0.0025 IoU on det. The
+   fallback is computed for every tensor; entropy2 was the default while mse's search cost 3x a
+   plain run over all tensors, until its kernel learned to stop a candidate's sum once it
+   cannot win (:mod:`trtq.calib.methods.mse`: 1-2 ms a tensor, about entropy2's cost).
 
 5. With build tools from the caller (``calib run`` and ``precision`` lend the precision room's),
    the choices are then checked at the model output (:mod:`trtq.calib.auto_check`): the tensors
@@ -105,7 +105,7 @@ from trtq.calib.methods import EMPTY_AMAX, get_method
 DEFAULT_SAMPLES = 16
 DEFAULT_GRID = 0
 DEFAULT_POSITIONS = 4096
-DEFAULT_FALLBACK = "entropy2"
+DEFAULT_FALLBACK = "mse"
 #: The attention products' precision ``auto`` measures for (``find_consumers``' ``mha``): always
 #: ``int8``, not the export's ``--mha``, which calibration does not know. Why: one cache serves
 #: both choices (``precision export --mha fp16|int8`` reads the same ranges) and TensorRT 10's

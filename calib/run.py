@@ -155,7 +155,7 @@ def calibrate(
             memory (a uniform subset of the data: :class:`trtq.calib.auto.MeasuredSubset`)
             and, after the histogram pass, runs them once more to measure every candidate
             threshold at the consumer layers (:mod:`trtq.calib.auto`; tensors without
-            one get the ``auto_fallback`` method's, entropy2 by default); the choices land in
+            one get the ``auto_fallback`` method's, mse by default); the choices land in
             ``choices``. Its cache header is ``EntropyCalibration2``'s.
         num_bins: histogram bins per tensor (even).
         params: method parameters, e.g. ``{"percentile": 99.99}``, ``{"auto_fallback": "mse"}``.

@@ -32,7 +32,7 @@ def auto_amax(
     auto_samples: int = 16,
     auto_grid: int = 0,
     auto_positions: int = 4096,
-    auto_fallback: str = "entropy2",
+    auto_fallback: str = "mse",
     auto_check: int = 1,
 ) -> float:
     """Parameters: samples measured on, grid points, positions per sample, fallback method, and

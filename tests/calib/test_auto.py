@@ -151,10 +151,10 @@ def test_auto_settings_and_errors():
         )
 
 
-@pytest.mark.parametrize(("params", "fallback"), [({}, "entropy2"), ({"auto_fallback": "mse"}, "mse")])
+@pytest.mark.parametrize(("params", "fallback"), [({}, "mse"), ({"auto_fallback": "entropy2"}, "entropy2")])
 def test_tensors_without_a_quantized_consumer_fall_back(params, fallback):
-    # x -> Relu -> r -> Conv: r is measured, x (read only by the Relu) falls back to entropy2
-    # (the default) or the auto_fallback given.
+    # x -> Relu -> r -> Conv: r is measured, x (read only by the Relu) falls back to mse (the
+    # default) or the auto_fallback given.
     w = numpy_helper.from_array(
         np.random.default_rng(0).standard_normal((3, 2, 1, 1)).astype(np.float32), "W"
     )

@@ -343,7 +343,7 @@ def test_the_early_build_measures_auto_s_own_ranges_on_a_real_model(real_models)
     batches = ocr_lines.direction_line_variants(shifts=(0,))[:8]
     result = calibrate(model, batches, method="auto", threads=1, tools=PrecisionTools())
     auto_amax = {t: c.get("auto_amax", result.amax[t]) for t, c in result.choices.items()}  # before any swap
-    fallback = compute_amax(result.histograms, "entropy2")
+    fallback = compute_amax(result.histograms, "mse")  # auto's default fallback
     not_flagged = [t for t in auto_amax if result.histograms[t].max_abs <= CLIP_FACTOR * auto_amax[t]]
     assert result.check["flagged"] >= 1
     assert any(auto_amax[t] != fallback[t] for t in not_flagged)  # the case the early build must get right

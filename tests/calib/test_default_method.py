@@ -1,4 +1,4 @@
-"""The default calibration method: ``auto`` (entropy2 fallback) where the model and the data are at
+"""The default calibration method: ``auto`` (mse fallback) where the model and the data are at
 hand, entropy2 where only histograms are (``calib compute/merge``) and TensorRT's own calibrator's
 entropy2 with ``--backend tensorrt``. End to end on PP-OCR cls and real images."""
 
@@ -53,30 +53,30 @@ def test_defaults_agree():
     from trtq.calib.cli_options import DEFAULT_METHOD, HISTOGRAM_DEFAULT_METHOD
 
     assert DEFAULT_METHOD == "auto" and HISTOGRAM_DEFAULT_METHOD == "entropy2"
-    assert AutoSettings().fallback == "entropy2"
+    assert AutoSettings().fallback == "mse"
     assert get_method("auto").params["auto_fallback"] == AutoSettings().fallback
     assert get_method("auto").params["auto_samples"] == AutoSettings().samples
 
 
-def test_calib_run_defaults_to_auto_with_the_entropy2_fallback(default_run):
+def test_calib_run_defaults_to_auto_with_the_mse_fallback(default_run):
     cache, doc = default_run
     assert doc["settings"]["method"] == "auto"
     hs = HistogramSet.load(str(cache) + ".hist.npz")
-    entropy2 = compute_amax(hs, "entropy2")  # independent of auto's own fallback computation
+    mse = compute_amax(hs, "mse")  # independent of auto's own fallback computation
     amax = read_cache(cache).amax()
     rows = {r["name"]: r for r in doc["tensors"]}
     fallback = {n: r for n, r in rows.items() if r["auto_choice"]["candidate"] == "fallback"}
     measured = {n: r for n, r in rows.items() if r["auto_choice"]["candidate"] != "fallback"}
     assert len(fallback) > 50 and len(measured) > 20  # cls: 235 tensors, 54 with quantized consumers
     for n, r in fallback.items():
-        assert r["auto_choice"]["method"] == "entropy2"
-        assert amax[n] == pytest.approx(entropy2[n], rel=1e-6)
+        assert r["auto_choice"]["method"] == "mse"
+        assert amax[n] == pytest.approx(mse[n], rel=1e-6)
     for n in measured:  # the winner is one of the tensor's histogram candidates
         values = [v for _, v in candidates(hs[n])]
         assert min(abs(amax[n] - v) / v for v in values) < 1e-6, n
-    # not entropy2 under another name: the measured choices move some thresholds off entropy2's
-    moved = [n for n in measured if abs(amax[n] - entropy2[n]) > 1e-6 * entropy2[n]]
-    assert moved and {r["auto_choice"]["method"] for r in measured.values()} - {"entropy2"}
+    # not the fallback under another name: the measured choices move some thresholds off mse's
+    moved = [n for n in measured if abs(amax[n] - mse[n]) > 1e-6 * mse[n]]
+    assert moved and {r["auto_choice"]["method"] for r in measured.values()} - {"mse"}
 
 
 def test_the_default_cache_header_is_the_one_the_entropy2_calibrator_reads(default_run):
@@ -110,18 +110,19 @@ def test_histogram_commands_keep_entropy2_and_refuse_auto_before_writing(default
 
 
 def test_config_auto_fallback_reaches_the_run(real_models, image_dir, tmp_path, monkeypatch):
-    """auto's parameters come from [tool.trtq]: auto_fallback = "mse" gives mse to the unmeasured tensors."""
-    (tmp_path / "trtq.toml").write_text('auto_fallback = "mse"\n')
+    """auto's parameters come from [tool.trtq]: auto_fallback = "entropy2" gives entropy2 (not the
+    default mse) to the unmeasured tensors."""
+    (tmp_path / "trtq.toml").write_text('auto_fallback = "entropy2"\n')
     monkeypatch.chdir(tmp_path)
     r = _calib(
         "run", real_models["cls"], "--data", image_dir, *CLS, "--cache", "c.cache", "--json", "r.json", "-q"
     )
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "r.json").read_text())
-    mse = compute_amax(HistogramSet.load(tmp_path / "c.cache.hist.npz"), "mse")
+    e2 = compute_amax(HistogramSet.load(tmp_path / "c.cache.hist.npz"), "entropy2")
     fallback = [r for r in doc["tensors"] if r["auto_choice"]["candidate"] == "fallback"]
-    assert fallback and {r["auto_choice"]["method"] for r in fallback} == {"mse"}
-    assert all(r["amax"] == pytest.approx(mse[r["name"]], rel=1e-6) for r in fallback)
+    assert fallback and {r["auto_choice"]["method"] for r in fallback} == {"entropy2"}
+    assert all(r["amax"] == pytest.approx(e2[r["name"]], rel=1e-6) for r in fallback)
 
 
 def test_tensorrt_backend_keeps_tensorrts_entropy2_calibrator(real_models, image_dir, tmp_path, monkeypatch):
@@ -159,8 +160,8 @@ def test_python_api_defaults(real_models, image_dir):
     result = calibrate(load_onnx(real_models["cls"]), data.batches(1))
     assert result.method == "auto" and result.choices
     fallback = {n for n, c in result.choices.items() if c["candidate"] == "fallback"}
-    e2 = compute_amax(result.histograms)  # the histogram default: entropy2
-    assert all(result.amax[n] == e2[n] for n in fallback if n in result.amax)
+    mse = compute_amax(result.histograms, "mse")  # auto's fallback; the histogram default is entropy2
+    assert all(result.amax[n] == mse[n] for n in fallback if n in result.amax)
     assert inspect.signature(calibrate_dataset).parameters["method"].default == "auto"
     assert result_from_histograms(result.histograms).amax == compute_amax(result.histograms, "entropy2")
 
