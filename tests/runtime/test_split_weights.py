@@ -9,10 +9,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+from ocr_lines import page_batches  # tests/ is on sys.path (pytest's rootdir conftest)
 from onnx import numpy_helper
 
-from tests.conftest import real_model_path
-from tests.ocr_lines import page_batches
 from trtq._core.onnx_model import load_onnx
 from trtq.precision.builds import PrecisionTools
 from trtq.runtime.build import BuildSpec
@@ -47,9 +46,9 @@ def test_split_keeps_small_initializers_and_hands_over_the_large_ones_unchanged(
     assert light.ByteSize() < model.ByteSize() / 100  # ViT-S: 88 MB of weights
 
 
-def test_a_split_session_computes_what_the_whole_model_computes_fp32_and_int8():
+def test_a_split_session_computes_what_the_whole_model_computes_fp32_and_int8(real_models):
     tools = PrecisionTools()
-    model = load_onnx(real_model_path("rec"))
+    model = load_onnx(real_models["rec"])
     folded, _ = tools.prepared(model)
     assert len(split_weights(folded)[1]) >= 20  # the weights of 64 KB and more
     lines = page_batches(2)
