@@ -530,6 +530,11 @@ def main() -> None:
         "--docs", type=int, default=10,
         help="also judge on N drawn document pages (+ page.png, text.png where held out): docs IoU",
     )  # fmt: skip
+    ap.add_argument(
+        "--equalize",
+        action="store_true",
+        help="cross-layer equalisation first (precision equalize); FP32 references unchanged",
+    )
     ap.add_argument("--max-evals", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument(
@@ -552,6 +557,11 @@ def main() -> None:
     ref_cal, ref_held = _maps(model, cal), _maps(model, held)
     docs = _documents(args.det_size, args.docs, held_images) if args.docs else []
     ref_docs = _maps(model, docs)
+    if args.equalize:  # every INT8 model below comes from the equalised one, judged against the original
+        from trtq.precision.equalize import equalize
+
+        model, done = equalize(model)
+        print(f"cross-layer equalisation: {len(done.pairs)} Conv -> [Relu] -> Conv pairs")
     if docs:
         on = [float((r > THRESHOLD).mean()) for r in ref_docs]
         print(

@@ -1,0 +1,172 @@
+"""Benchmark: cross-layer equalisation (issue 12, item 2's "consider") on PP-OCRv4 det, measured
+before anything is built into trtq.
+
+For every pair ``Conv1 -> [Relu] -> Conv2`` of the folded model (BatchNorm already in the weights;
+the tensor between read by Conv2 alone; Relu is positive-homogeneous, so ``relu(x / s) = relu(x)
+/ s`` for ``s > 0``), output channel ``c`` of Conv1 (weights and bias) is divided by ``s_c`` and
+the weights that read channel ``c`` in Conv2 are multiplied by it: the FP32 function does not
+change, the ranges do. Two choices of ``s``:
+
+- ``weights`` (Nagel et al. 2019, data-free): ``s_c = sqrt(r1_c / r2_c)`` with ``r1_c`` the
+  largest |weight| of Conv1's output channel c and ``r2_c`` that of Conv2's input channel c, which
+  equalises the two weight ranges. TensorRT quantizes weights per output channel, so what it
+  changes for INT8 is the activation between: channel c's values are divided by ``s_c``.
+- ``activations``: ``s_c = (a_c / mean_c a)^alpha`` with ``a_c`` the largest value of channel c
+  of the tensor between over the calibration images: channels of a per-tensor-quantized
+  activation are brought towards one range (alpha 0.5: half-way, in the log), moving the spread
+  into Conv2's per-channel weights.
+
+Each variant is calibrated with ``auto`` (the default, check on) on the split's 12 photos, exported
+as Q/DQ, and judged held out against the *original* FP32 model (IoU of the text map at 0.3 and
+cosine), nothing pinned; the split's drawn documents too (det_flow's held-out documents).
+
+    nice python benchmarks/equalize.py --splits 8
+    nice python benchmarks/equalize.py --splits 5 --cal-docs   # calibrated on drawn pages
+
+``--cal-docs``: each split's calibration set is 12 drawn pages (``det_flow.cal_documents``, seed
+2 + the split's index) instead of its photos; the split's photos are still judged held out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import method_splits  # noqa: E402  (splits)
+import methods  # noqa: E402  (_model, _batches, _outputs, _score)
+
+
+def _attr(node, name: str, default: int) -> int:
+    return next((a.i for a in node.attribute if a.name == name), default)
+
+
+def equalize_activations(model, act_max: dict[str, np.ndarray], alpha: float = 0.5):
+    """A copy of the folded ``model`` with every pair's activation channels brought towards one
+    range (the ``activations`` variant of the module docstring; the shipped ``weights`` one is
+    :func:`trtq.precision.equalize.equalize`)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from trtq.precision.equalize import find_pairs
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {i.name: i for i in out.graph.initializer}
+
+    def get(name):
+        return numpy_helper.to_array(inits[name]).astype(np.float64)
+
+    def put(name, value):
+        inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+
+    for conv1, relu, conv2 in find_pairs(out):
+        w1, w2 = get(conv1.input[1]), get(conv2.input[1])
+        c = w1.shape[0]
+        group = _attr(conv2, "group", 1)
+        cout, cin_g = w2.shape[:2]
+        cout_g = cout // group
+        # the Conv2 weights that read input channel k: group k // cin_g, column k % cin_g
+        w2v = w2.reshape(group, cout_g, cin_g, -1)
+        r2 = np.array([np.abs(w2v[k // cin_g, :, k % cin_g]).max() for k in range(c)])
+        r1 = np.abs(w1.reshape(c, -1)).max(axis=1)
+        between = (relu or conv1).output[0]
+        a = np.maximum(act_max[between], 1e-12)
+        s = (a / a.mean()) ** alpha
+        s = np.where((r1 > 0) & (r2 > 0) & np.isfinite(s) & (s > 0), s, 1.0)
+        put(conv1.input[1], w1 / s.reshape(-1, *([1] * (w1.ndim - 1))))
+        if len(conv1.input) > 2 and conv1.input[2]:
+            put(conv1.input[2], get(conv1.input[2]) / s)
+        for k in range(c):
+            w2v[k // cin_g, :, k % cin_g] *= s[k]
+        put(conv2.input[1], w2v.reshape(w2.shape))
+    return out
+
+
+def channel_max(model, names: list[str], batches) -> dict[str, np.ndarray]:
+    """Per channel (axis 1) the largest |x| of each tensor over the batches."""
+    from trtq.runtime.onnxruntime import OnnxRuntimeRunner
+
+    out: dict[str, np.ndarray] = {}
+    with OnnxRuntimeRunner(model, mark=names) as r:
+        for b in batches:
+            for n, v in r.run(b, names).items():
+                m = np.abs(v).max(axis=tuple(i for i in range(v.ndim) if i != 1))
+                out[n] = np.maximum(out.get(n, m), m)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--splits", type=int, default=4)
+    ap.add_argument("--det-size", type=int, default=640)
+    ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument(
+        "--cal-docs",
+        action="store_true",
+        help="calibrate on 12 drawn pages (seed 2 + split index) instead of photos",
+    )
+    args = ap.parse_args()
+    import det_flow
+    import onnx
+
+    from trtq.calib.run import calibrate
+    from trtq.precision.builds import PrecisionTools
+    from trtq.precision.emulate import folded
+    from trtq.precision.equalize import equalize, find_pairs
+    from trtq.precision.export import export_qdq
+
+    original = onnx.load(str(methods._model("det")))
+    base = folded(original)
+    found = find_pairs(base)
+    print(
+        f"det: {len(found)} Conv -> [Relu] -> Conv pairs ({sum(r is not None for _, r, _ in found)} with a Relu)"
+    )
+    docs = det_flow._documents(args.det_size, 10, [])  # 10 drawn pages (page.png may calibrate)
+    ref_docs = methods._outputs(original, docs)
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    for k, (label, cal_files, held_files) in enumerate(method_splits.splits(args.splits)):
+        cal = methods._batches("det", cal_files, args.det_size)
+        if args.cal_docs:
+            cal, label = det_flow.cal_documents(args.det_size, 12, 2 + k), f"pages seed {2 + k}"
+        held = methods._batches("det", held_files, args.det_size)
+        ref = methods._outputs(original, held)
+        between = [(r or c1).output[0] for c1, r, _ in found]
+        variants = {
+            "none": base,
+            "weights (DFQ)": equalize(original)[0],
+            f"activations, alpha {args.alpha:g}": equalize_activations(
+                base, channel_max(base, between, cal), args.alpha
+            ),
+        }
+        for name, m in variants.items():
+            fp32 = methods._outputs(m, held[:2])  # equalisation must not change the FP32 function
+            drift = max(float(np.abs(a - b).max()) for a, b in zip(fp32, ref[:2], strict=True))
+            res = calibrate(m, cal, method="auto", tools=PrecisionTools())
+            q = export_qdq(m, res.amax)
+            iou = methods._score("det", ref, methods._outputs(q, held), held)["iou@0.3"]
+            d_iou = methods._score("det", ref_docs, methods._outputs(q, docs), docs)["iou@0.3"]
+            rows.setdefault(name, []).append((iou, d_iou, drift))
+            print(
+                f"det {label} {name}: held-out IoU {iou:.4f}, documents IoU {d_iou:.4f}, FP32 drift {drift:.2g}",
+                flush=True,
+            )
+    print("\n| det 640, nothing pinned, auto | photos IoU (mean) | documents IoU (mean) | FP32 max drift |")
+    print("|---|---:|---:|---:|")
+    for name, r in rows.items():
+        a = np.array(r)
+        print(f"| {name} | {a[:, 0].mean():.4f} | {a[:, 1].mean():.4f} | {a[:, 2].max():.2g} |")
+    for name, r in rows.items():
+        if name != "none":
+            d, lo, hi = methods.paired_interval(np.array(r)[:, 0], np.array(rows["none"])[:, 0])
+            print(f"{name} - none, photos IoU {d:+.4f} [95% over splits {lo:+.4f}, {hi:+.4f}]")
+
+
+if __name__ == "__main__":
+    main()
