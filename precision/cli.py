@@ -614,9 +614,22 @@ def _equalize(opts: dict[str, Any]) -> None:
     from trtq.precision.equalize import equalize
 
     model, out = resolve_groups(opts, *EQUALIZE_GROUPS)
-    result_model, result = equalize(load_onnx(model.path))
+    source = load_onnx(model.path)
+    result_model, result = equalize(source)
     save_onnx(result_model, out.output)
-    out.write_json({"model": str(model.path), "output": str(out.output), **result.to_dict()})
+    if out.json:
+        from trtq._core.onnx_model import model_summary
+        from trtq._core.result import result_document
+
+        doc = result_document(
+            "equalize",
+            backend=None,
+            created_by="precision equalize",
+            model=model_summary(source, model.path),
+            output=str(out.output),
+            **result.to_dict(),
+        )
+        out.write_json(doc)
     if not (opts["quiet"] or out.json_to_stdout):
         what = (
             f"{len(result.pairs)} Conv -> [Relu] -> Conv pair(s) equalised"

@@ -54,10 +54,7 @@ class EqualizeResult:
     pairs: list[Pair] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "pairs": [p.__dict__ for p in self.pairs],
-            "count": len(self.pairs),
-        }
+        return {"count": len(self.pairs), "pairs": [dict(p.__dict__) for p in self.pairs]}
 
 
 def find_pairs(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.NodeProto | None, onnx.NodeProto]]:

@@ -131,6 +131,7 @@ def test_det_keeps_its_text_map_and_the_cli_writes_the_model(real_models, tmp_pa
     )
     assert r.exit_code == 0, r.output
     doc = json.loads((tmp_path / "eq.json").read_text())
+    assert doc["kind"] == "equalize" and doc["created_by"] == "precision equalize"
     assert doc["count"] == len(doc["pairs"]) >= 10  # PP-OCRv4 det: 15
     assert any(p["scale_max"] / p["scale_min"] > 10 for p in doc["pairs"])  # channels really moved
     (want,), (got,) = _run(load_onnx(real_models["det"]), x), _run(load_onnx(out_path), x)

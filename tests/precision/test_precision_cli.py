@@ -23,7 +23,7 @@ def _invoke(*args):
 
 
 def test_help_has_examples():
-    for cmd in ([], ["compare"], ["export"]):
+    for cmd in ([], ["compare"], ["export"], ["equalize"]):
         res = _invoke(*cmd, "--help")
         assert res.exit_code == 0 and "Examples" in res.output
 
