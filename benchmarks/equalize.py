@@ -22,6 +22,11 @@ cosine), nothing pinned; the split's drawn documents too (det_flow's held-out do
 
     nice python benchmarks/equalize.py --splits 8
     nice python benchmarks/equalize.py --splits 5 --cal-docs   # calibrated on drawn pages
+    nice python benchmarks/equalize.py --model cls --splits 8  # and --model rec
+
+``--model cls|rec``: PP-OCR cls (6 pairs) or PP-OCRv4 rec (3), judged by the photos' cosine and
+page.png's text lines (cls: cosine of the direction; rec: character error rate), where page.png
+is held out.
 
 ``--cal-docs``: each split's calibration set is 12 drawn pages (``det_flow.cal_documents``, seed
 2 + the split's index) instead of its photos; the split's photos are still judged held out.
@@ -102,15 +107,21 @@ def channel_max(model, names: list[str], batches) -> dict[str, np.ndarray]:
     return out
 
 
+#: Per model: the held-out photos' metric, and the own-kind inputs' metric (det: 10 drawn
+#: documents; cls, rec: page.png's text lines, where page.png is held out).
+METRICS = {"det": ("iou@0.3", "iou@0.3"), "cls": ("cosine", "lines cosine"), "rec": ("cosine", "lines CER")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="det", choices=sorted(METRICS))
     ap.add_argument("--splits", type=int, default=4)
     ap.add_argument("--det-size", type=int, default=640)
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument(
         "--cal-docs",
         action="store_true",
-        help="calibrate on 12 drawn pages (seed 2 + split index) instead of photos",
+        help="det: calibrate on 12 drawn pages (seed 2 + split index) instead of photos",
     )
     args = ap.parse_args()
     import det_flow
@@ -122,21 +133,23 @@ def main() -> None:
     from trtq.precision.equalize import equalize, find_pairs
     from trtq.precision.export import export_qdq
 
-    original = onnx.load(str(methods._model("det")))
+    key = args.model
+    photo_metric, own_metric = METRICS[key]
+    original = onnx.load(str(methods._model(key)))
     base = folded(original)
     found = find_pairs(base)
     print(
-        f"det: {len(found)} Conv -> [Relu] -> Conv pairs ({sum(r is not None for _, r, _ in found)} with a Relu)"
+        f"{key}: {len(found)} Conv -> [Relu] -> Conv pairs ({sum(r is not None for _, r, _ in found)} with a Relu)"
     )
-    docs = det_flow._documents(args.det_size, 10, [])  # 10 drawn pages (page.png may calibrate)
-    ref_docs = methods._outputs(original, docs)
+    docs = det_flow._documents(args.det_size, 10, []) if key == "det" else []  # 10 drawn pages
     rows: dict[str, list[tuple[float, float, float]]] = {}
     for k, (label, cal_files, held_files) in enumerate(method_splits.splits(args.splits)):
-        cal = methods._batches("det", cal_files, args.det_size)
-        if args.cal_docs:
+        cal = methods._batches(key, cal_files, args.det_size)
+        if args.cal_docs and key == "det":
             cal, label = det_flow.cal_documents(args.det_size, 12, 2 + k), f"pages seed {2 + k}"
-        held = methods._batches("det", held_files, args.det_size)
-        ref = methods._outputs(original, held)
+        held = methods._batches(key, held_files, args.det_size)
+        own = docs or methods._page_lines(key, [p.name for p in cal_files])
+        ref, ref_own = methods._outputs(original, held), methods._outputs(original, own) if own else []
         between = [(r or c1).output[0] for c1, r, _ in found]
         variants = {
             "none": base,
@@ -150,22 +163,30 @@ def main() -> None:
             drift = max(float(np.abs(a - b).max()) for a, b in zip(fp32, ref[:2], strict=True))
             res = calibrate(m, cal, method="auto", tools=PrecisionTools())
             q = export_qdq(m, res.amax)
-            iou = methods._score("det", ref, methods._outputs(q, held), held)["iou@0.3"]
-            d_iou = methods._score("det", ref_docs, methods._outputs(q, docs), docs)["iou@0.3"]
-            rows.setdefault(name, []).append((iou, d_iou, drift))
+            photos = methods._score(key, ref, methods._outputs(q, held), held)[photo_metric]
+            if not own:
+                mine = float("nan")
+            elif key == "det":
+                mine = methods._score(key, ref_own, methods._outputs(q, own), own)[own_metric]
+            else:
+                mine = methods._line_scores(ref_own, methods._outputs(q, own))[own_metric]
+            rows.setdefault(name, []).append((photos, mine, drift))
             print(
-                f"det {label} {name}: held-out IoU {iou:.4f}, documents IoU {d_iou:.4f}, FP32 drift {drift:.2g}",
+                f"{key} {label} {name}: photos {photo_metric} {photos:.4f}, own kind {own_metric} {mine:.4f}, "
+                f"FP32 drift {drift:.2g}",
                 flush=True,
             )
-    print("\n| det 640, nothing pinned, auto | photos IoU (mean) | documents IoU (mean) | FP32 max drift |")
+    print(
+        f"\n| {key}, nothing pinned, auto | photos {photo_metric} (mean) | own kind {own_metric} (mean) | FP32 max drift |"
+    )
     print("|---|---:|---:|---:|")
     for name, r in rows.items():
         a = np.array(r)
-        print(f"| {name} | {a[:, 0].mean():.4f} | {a[:, 1].mean():.4f} | {a[:, 2].max():.2g} |")
+        print(f"| {name} | {a[:, 0].mean():.4f} | {np.nanmean(a[:, 1]):.4f} | {a[:, 2].max():.2g} |")
     for name, r in rows.items():
         if name != "none":
             d, lo, hi = methods.paired_interval(np.array(r)[:, 0], np.array(rows["none"])[:, 0])
-            print(f"{name} - none, photos IoU {d:+.4f} [95% over splits {lo:+.4f}, {hi:+.4f}]")
+            print(f"{name} - none, photos {photo_metric} {d:+.4f} [95% over splits {lo:+.4f}, {hi:+.4f}]")
 
 
 if __name__ == "__main__":
