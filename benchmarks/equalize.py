@@ -48,50 +48,15 @@ import method_splits  # noqa: E402  (splits)
 import methods  # noqa: E402  (_model, _batches, _outputs, _score)
 
 
-def _attr(node, name: str, default: int) -> int:
-    return next((a.i for a in node.attribute if a.name == name), default)
+def activation_rule(act_max: dict[str, np.ndarray], alpha: float = 0.5):
+    """The ``activations`` variant's factors (module docstring): ``(a_c / mean a)^alpha`` from the
+    channel maxima ``a_c`` of the tensor between the pair, for :func:`trtq.precision.equalize.equalize`."""
 
+    def rule(conv1, relu, conv2, r1, r2):
+        a = np.maximum(act_max[(relu or conv1).output[0]], 1e-12)
+        return (a / a.mean()) ** alpha
 
-def equalize_activations(model, act_max: dict[str, np.ndarray], alpha: float = 0.5):
-    """A copy of the folded ``model`` with every pair's activation channels brought towards one
-    range (the ``activations`` variant of the module docstring; the shipped ``weights`` one is
-    :func:`trtq.precision.equalize.equalize`)."""
-    import onnx
-    from onnx import numpy_helper
-
-    from trtq.precision.equalize import find_pairs
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    inits = {i.name: i for i in out.graph.initializer}
-
-    def get(name):
-        return numpy_helper.to_array(inits[name]).astype(np.float64)
-
-    def put(name, value):
-        inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
-
-    for conv1, relu, conv2 in find_pairs(out):
-        w1, w2 = get(conv1.input[1]), get(conv2.input[1])
-        c = w1.shape[0]
-        group = _attr(conv2, "group", 1)
-        cout, cin_g = w2.shape[:2]
-        cout_g = cout // group
-        # the Conv2 weights that read input channel k: group k // cin_g, column k % cin_g
-        w2v = w2.reshape(group, cout_g, cin_g, -1)
-        r2 = np.array([np.abs(w2v[k // cin_g, :, k % cin_g]).max() for k in range(c)])
-        r1 = np.abs(w1.reshape(c, -1)).max(axis=1)
-        between = (relu or conv1).output[0]
-        a = np.maximum(act_max[between], 1e-12)
-        s = (a / a.mean()) ** alpha
-        s = np.where((r1 > 0) & (r2 > 0) & np.isfinite(s) & (s > 0), s, 1.0)
-        put(conv1.input[1], w1 / s.reshape(-1, *([1] * (w1.ndim - 1))))
-        if len(conv1.input) > 2 and conv1.input[2]:
-            put(conv1.input[2], get(conv1.input[2]) / s)
-        for k in range(c):
-            w2v[k // cin_g, :, k % cin_g] *= s[k]
-        put(conv2.input[1], w2v.reshape(w2.shape))
-    return out
+    return rule
 
 
 def channel_max(model, names: list[str], batches) -> dict[str, np.ndarray]:
@@ -154,9 +119,9 @@ def main() -> None:
         variants = {
             "none": base,
             "weights (DFQ)": equalize(original)[0],
-            f"activations, alpha {args.alpha:g}": equalize_activations(
-                base, channel_max(base, between, cal), args.alpha
-            ),
+            f"activations, alpha {args.alpha:g}": equalize(
+                original, activation_rule(channel_max(base, between, cal), args.alpha)
+            )[0],
         }
         for name, m in variants.items():
             fp32 = methods._outputs(m, held[:2])  # equalisation must not change the FP32 function

@@ -21,11 +21,15 @@ convolution weights, as TensorRT builds it), so its result is a folded FP32 mode
 compare, bisect and export *that* model, and build the engine from it. Pairs are chained as they
 come (a convolution can be Conv2 of one pair and Conv1 of the next); each pair is equalised once,
 in graph order. Clip (ReLU6), HardSwish and other activations are not positive-homogeneous and end
-a pair; so do grouped Conv1 outputs read by anything but one Conv.
+a pair; so does a tensor of the chain read by any other node.
+
+The factors come from a :data:`ScaleRule`; :func:`meet_at_geometric_mean` (the one above) is the
+default, and ``benchmarks/equalize.py`` measures an activation-driven one through the same pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +37,20 @@ import onnx
 from onnx import numpy_helper
 
 from trtq._core.onnx_model import tensor_readers
+
+#: ``rule(conv1, relu or None, conv2, r1, r2) -> s``: the factor of each channel between the pair
+#: (``r1``/``r2``: each channel's largest |weight| in Conv1 / Conv2). Factors that are not finite
+#: and positive, and those of channels with a zero range, become 1.
+ScaleRule = Callable[
+    [onnx.NodeProto, onnx.NodeProto | None, onnx.NodeProto, np.ndarray, np.ndarray], np.ndarray
+]
+
+
+def meet_at_geometric_mean(
+    conv1: onnx.NodeProto, relu: onnx.NodeProto | None, conv2: onnx.NodeProto, r1: np.ndarray, r2: np.ndarray
+) -> np.ndarray:
+    """``sqrt(r1 / r2)``: both weight ranges become ``sqrt(r1 * r2)`` (Nagel et al. 2019)."""
+    return np.sqrt(r1 / r2)
 
 
 @dataclass(frozen=True)
@@ -91,18 +109,23 @@ def find_pairs(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.NodePr
         else:
             relu = None
         conv1 = producer.get(t)
-        if conv1 is not None and conv1 is not conv2 and constant_conv(conv1) and sole(t):
+        if conv1 is not None and constant_conv(conv1) and sole(t):
             out.append((conv1, relu, conv2))
     return out
 
 
-def equalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, EqualizeResult]:
+def equalize(
+    model: onnx.ModelProto, rule: ScaleRule = meet_at_geometric_mean
+) -> tuple[onnx.ModelProto, EqualizeResult]:
     """``(equalised model, what was done)``: ``model`` folded, then every pair of
-    :func:`find_pairs` equalised (module docstring). ``model`` is not modified."""
+    :func:`find_pairs` rescaled by the factors of ``rule`` (module docstring). ``model`` is not
+    modified."""
     from trtq.precision.emulate import folded
 
-    out = onnx.ModelProto()
-    out.CopyFrom(folded(model))
+    out = folded(model)  # a new model, unless ``model`` was folded already
+    if out is model:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     inits = {i.name: i for i in out.graph.initializer}
     result = EqualizeResult()
 
@@ -124,8 +147,8 @@ def equalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, EqualizeResult]:
         r2 = np.abs(w2g).max(axis=(1, 3)).reshape(-1)  # [group * cin_g] = per input channel
         r1 = np.abs(w1.reshape(channels, -1)).max(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            s = np.sqrt(r1 / r2)
-        s = np.where((r1 > 0) & (r2 > 0) & np.isfinite(s), s, 1.0)  # a dead channel keeps scale 1
+            s = np.asarray(rule(conv1, relu, conv2, r1, r2), np.float64)
+        s = np.where((r1 > 0) & (r2 > 0) & np.isfinite(s) & (s > 0), s, 1.0)  # a dead channel keeps 1
         put(conv1.input[1], w1 / s.reshape(-1, *([1] * (w1.ndim - 1))))
         if len(conv1.input) > 2 and conv1.input[2]:
             put(conv1.input[2], get(conv1.input[2]) / s)
