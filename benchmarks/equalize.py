@@ -20,7 +20,7 @@ Each variant is calibrated with ``auto`` (the default, check on) on the split's 
 as Q/DQ, and judged held out against the *original* FP32 model (IoU of the text map at 0.3 and
 cosine), nothing pinned; the split's drawn documents too (det_flow's held-out documents).
 
-    nice python benchmarks/equalize.py --splits 8
+    nice python benchmarks/equalize.py --splits 8 --modelopt   # ModelOpt's PTQ beside, same inputs
     nice python benchmarks/equalize.py --splits 5 --cal-docs   # calibrated on drawn pages
     nice python benchmarks/equalize.py --model cls --splits 8  # and --model rec
 
@@ -35,7 +35,9 @@ is held out.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -77,12 +79,26 @@ def channel_max(model, names: list[str], batches) -> dict[str, np.ndarray]:
 METRICS = {"det": ("iou@0.3", "iou@0.3"), "cls": ("cosine", "lines cosine"), "rec": ("cosine", "lines CER")}
 
 
+def _own_metric(key: str, q, own: list, ref_own: list, metric: str) -> float:
+    """The Q/DQ model ``q`` on the own-kind inputs (nan where there are none)."""
+    if not own:
+        return float("nan")
+    if key == "det":
+        return methods._score(key, ref_own, methods._outputs(q, own), own)[metric]
+    return methods._line_scores(ref_own, methods._outputs(q, own))[metric]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="det", choices=sorted(METRICS))
     ap.add_argument("--splits", type=int, default=4)
     ap.add_argument("--det-size", type=int, default=640)
     ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument(
+        "--modelopt",
+        action="store_true",
+        help="also ModelOpt's ONNX PTQ (entropy, its default) on the same calibration inputs (peer_modelopt's venv)",
+    )
     ap.add_argument(
         "--cal-docs",
         action="store_true",
@@ -107,6 +123,12 @@ def main() -> None:
         f"{key}: {len(found)} Conv -> [Relu] -> Conv pairs ({sum(r is not None for _, r, _ in found)} with a Relu)"
     )
     docs = det_flow._documents(args.det_size, 10, []) if key == "det" else []  # 10 drawn pages
+    work = Path(tempfile.mkdtemp(prefix="trtq-equalize-"))
+    if args.modelopt:  # a private copy: ModelOpt writes files beside the model it quantizes
+        import peer_modelopt
+
+        py = peer_modelopt.modelopt_python()
+        shutil.copy(methods._model(key), work / "model.onnx")
     rows: dict[str, list[tuple[float, float, float]]] = {}
     for k, (label, cal_files, held_files) in enumerate(method_splits.splits(args.splits)):
         cal = methods._batches(key, cal_files, args.det_size)
@@ -123,24 +145,41 @@ def main() -> None:
                 original, activation_rule(channel_max(base, between, cal), args.alpha)
             )[0],
         }
+        if args.modelopt:  # the peer, calibrated on the very same inputs
+            stacked = {n: np.concatenate([c[n] for c in cal]) for n in cal[0]}
+            np.savez(work / "cal.npz", **stacked)
+            shapes = peer_modelopt.calibration_shapes(stacked)
+            variants["ModelOpt entropy"] = work / f"modelopt-{k}.qdq.onnx"
         for name, m in variants.items():
+            if isinstance(m, Path):  # ModelOpt's Q/DQ model, judged as trtq's are
+                res = peer_modelopt.modelopt_quantize(
+                    py, work / "model.onnx", work / "cal.npz", shapes, "entropy", m
+                )
+                if res.code != 0:
+                    print(f"{key} {label} {name}: failed ({res.error})", flush=True)
+                    continue
+                q, drift = onnx.load(str(m)), float("nan")
+                photos = methods._score(key, ref, methods._outputs(q, held), held)[photo_metric]
+                mine = _own_metric(key, q, own, ref_own, own_metric)
+                rows.setdefault(name, []).append((photos, mine, drift))
+                print(
+                    f"{key} {label} {name}: photos {photo_metric} {photos:.4f}, own kind {own_metric} {mine:.4f}",
+                    flush=True,
+                )
+                continue
             fp32 = methods._outputs(m, held[:2])  # equalisation must not change the FP32 function
             drift = max(float(np.abs(a - b).max()) for a, b in zip(fp32, ref[:2], strict=True))
             res = calibrate(m, cal, method="auto", tools=PrecisionTools())
             q = export_qdq(m, res.amax)
             photos = methods._score(key, ref, methods._outputs(q, held), held)[photo_metric]
-            if not own:
-                mine = float("nan")
-            elif key == "det":
-                mine = methods._score(key, ref_own, methods._outputs(q, own), own)[own_metric]
-            else:
-                mine = methods._line_scores(ref_own, methods._outputs(q, own))[own_metric]
+            mine = _own_metric(key, q, own, ref_own, own_metric)
             rows.setdefault(name, []).append((photos, mine, drift))
             print(
                 f"{key} {label} {name}: photos {photo_metric} {photos:.4f}, own kind {own_metric} {mine:.4f}, "
                 f"FP32 drift {drift:.2g}",
                 flush=True,
             )
+    shutil.rmtree(work, ignore_errors=True)
     print(
         f"\n| {key}, nothing pinned, auto | photos {photo_metric} (mean) | own kind {own_metric} (mean) | FP32 max drift |"
     )
