@@ -507,6 +507,13 @@ def main() -> None:
         help="--weight-correction-alpha (default: the library's)",
     )
     ap.add_argument(
+        "--weight-rounding",
+        default="nearest",
+        choices=("nearest", "adaround"),
+        help="with --weight-correction: INT8 steps to the nearest, or chosen by AdaRound (precision export "
+        "--adaround); --weight-correction own --weight-correction-alpha inf is --adaround alone",
+    )
+    ap.add_argument(
         "--weight-correction-stage",
         default="per-pins",
         choices=("per-pins", "before-ranking"),
@@ -594,10 +601,12 @@ def main() -> None:
         t0 = time.perf_counter()
         alpha = DEFAULT_ALPHA if args.weight_correction_alpha is None else args.weight_correction_alpha
         out, rep = correct_weights(
-            model, cal, amax, mode=args.weight_correction, alpha=alpha, pins=pins, threads=args.threads
-        )
+            model, cal, amax, mode=args.weight_correction, alpha=alpha, rounding=args.weight_rounding,
+            pins=pins, threads=args.threads,
+        )  # fmt: skip
         before, after = sum(f.mse_before for f in rep.layers), sum(f.mse_after for f in rep.layers)
-        print(f"weight correction {args.weight_correction} alpha {alpha:g}, {len(pins)} pinned nodes: "
+        print(f"weight correction {args.weight_correction} alpha {alpha:g} {args.weight_rounding}, "
+              f"{sum(f.flipped for f in rep.layers)} weights flipped, {len(pins)} pinned nodes: "
               f"{len(rep.layers)} layers, summed layer MSE {before:.4g} -> {after:.4g}, "
               f"{time.perf_counter() - t0:.1f} s", flush=True)  # fmt: skip
         return out

@@ -190,6 +190,13 @@ ridge regression so that, on its quantized input, it reproduces its FP32 output 
 the input rounded per tensor, one FP32 pass; sequential: the input in the INT8 emulation with the
 earlier layers corrected). --weight-correction-alpha sets the pull towards the original weights.
 Runs before --bias-correction when both are given. Off by default (BENCHMARKS.md).
+
+\b
+--adaround chooses, for every INT8 weight, the step below or above it (instead of the nearest) so
+that the layer's output on its quantized --data input is closest to FP32's (Nagel et al. 2020);
+the per-channel weight scales and the biases do not change. Alone it rounds the original weights;
+with --weight-correction it rounds the refitted ones. Off by default: it pays when --data looks
+like the deployment's inputs and nothing or little is pinned (BENCHMARKS.md, "AdaRound").
 """
 
 
@@ -233,6 +240,15 @@ Runs before --bias-correction when both are given. Off by default (BENCHMARKS.md
     type=click.FloatRange(min=0.0),
     default=None,
     help="Ridge strength relative to the mean input power (default 0.01; larger = weights change less).",
+)
+@click.option(
+    "--adaround/--no-adaround",
+    "adaround",
+    default=False,
+    show_default=True,
+    help="INT8: round each quantized layer's weights up or down (AdaRound) so that its output on "
+    "--data is closest to FP32; after --weight-correction's refit when given, else on the original "
+    "weights.",
 )
 @mha_option
 @uses(*EXPORT_GROUPS)
@@ -652,7 +668,11 @@ def _export(opts: dict[str, Any]) -> None:
     flag = "--fp8" if opts["fp8"] else "--int8"
     if (opts["int8"] or opts["fp8"]) and not ranges.cache:
         raise InputError(f"{flag} needs --cache FILE (a TensorRT calibration cache, e.g. from 'calib run')")
-    for flag, key in (("--bias-correction", "bias_correction"), ("--weight-correction", "weight_correction")):
+    for flag, key in (
+        ("--bias-correction", "bias_correction"),
+        ("--weight-correction", "weight_correction"),
+        ("--adaround", "adaround"),
+    ):
         if opts[key] and not opts["int8"]:
             raise InputError(f"{flag} corrects INT8 layers: give --int8 too")
     if opts["weight_correction_alpha"] is not None and not opts["weight_correction"]:
@@ -662,14 +682,14 @@ def _export(opts: dict[str, Any]) -> None:
     amax = cache_ranges(ranges.cache, "fp8" if opts["fp8"] else "int8") if opts["int8"] or opts["fp8"] else {}
     corrections: dict[str, Any] = {}
     batches: list = []  # the calibration data, decoded once for the corrections that read it
-    if opts["weight_correction"] or opts["bias_correction"]:
+    if opts["weight_correction"] or opts["bias_correction"] or opts["adaround"]:
         from trtq.precision.cli_common import open_data
 
         dataset, batch_size = open_data(proto, data)
         with progress_bar(opts["quiet"], unit="img") as progress:
             progress(0, total=len(dataset), description="reading --data")
             batches = list(dataset.batches(batch_size, progress=progress))
-    if opts["weight_correction"]:
+    if opts["weight_correction"] or opts["adaround"]:
         proto, corrections["weight_correction"] = _weight_correction(proto, amax, pins, batches, opts)
     if opts["bias_correction"]:
         from trtq.precision.bias_correction import correct_biases
@@ -710,23 +730,35 @@ def _export(opts: dict[str, Any]) -> None:
 
 
 def _weight_correction(proto, amax, pins, batches: list, opts: dict[str, Any]):
-    """``--weight-correction`` on the decoded calibration ``batches``: the refitted model and the
-    report's dict; a per-layer summary on stderr (the worst layers by output MSE after it)."""
+    """``--weight-correction`` and/or ``--adaround`` on the decoded calibration ``batches``: the
+    refitted (rounded) model and the report's dict; a per-layer summary on stderr (the worst layers
+    by output MSE after it). ``--adaround`` alone: mode ``own``, no refit (alpha infinite)."""
     from trtq.precision.weight_correction import DEFAULT_ALPHA, correct_weights
 
-    alpha = DEFAULT_ALPHA if opts["weight_correction_alpha"] is None else opts["weight_correction_alpha"]
+    mode = opts["weight_correction"] or "own"
+    if not opts["weight_correction"]:
+        alpha = float("inf")
+    else:
+        alpha = DEFAULT_ALPHA if opts["weight_correction_alpha"] is None else opts["weight_correction_alpha"]
+    rounding = "adaround" if opts["adaround"] else "nearest"
     with progress_bar(opts["quiet"], unit="batch") as progress:
         proto, report = correct_weights(
-            proto, batches, amax, mode=opts["weight_correction"], alpha=alpha, pins=pins, progress=progress
+            proto, batches, amax, mode=mode, alpha=alpha, rounding=rounding, pins=pins, progress=progress
         )
     if not opts["quiet"]:
         err = stderr_console()
         before = sum(f.mse_before for f in report.layers)
         after = sum(f.mse_after for f in report.layers)
+        what = "weight correction" if opts["weight_correction"] else "adaround"
+        how = f"{report.mode}, alpha {alpha:g}" + (
+            ", adaround" if opts["adaround"] and opts["weight_correction"] else ""
+        )
+        flipped = sum(f.flipped for f in report.layers)
         err.print(
-            f"weight correction ({report.mode}, alpha {alpha:g}): {len(report.layers)} layer(s) on "
+            f"{what} ({how}): {len(report.layers)} layer(s) on "
             f"{report.samples} batch(es), {len(report.skipped)} skipped; summed layer output MSE "
             f"{before:.4g} -> {after:.4g} (INT8 weights, calibration data)"
+            + (f"; {flipped} weight(s) rounded away from their nearest step" if opts["adaround"] else "")
         )
         worst = sorted(report.layers, key=lambda f: -f.mse_after / max(f.output_power, 1e-30))[:5]
         for f in worst:

@@ -86,6 +86,7 @@ from trtq._core.errors import InputError
 from trtq._core.onnx_model import tensor_readers, tensor_types
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.precision import qdq
+from trtq.precision.adaround import adaround
 from trtq.precision.bias_correction import (
     Target,
     bias_name,
@@ -99,6 +100,14 @@ from trtq.precision.emulate import EmulationConfig, apply_plan, folded, plan_emu
 logger = logging.getLogger(__name__)
 
 MODES = ("own", "sequential")
+#: How the refitted weights become INT8 steps: to the nearest (what TensorRT and the export do with
+#: any float weight), or up or down by :func:`trtq.precision.adaround.adaround`.
+ROUNDINGS = ("nearest", "adaround")
+#: AdaRound's pull toward the float weights, ``ridge * mean(diag(G))``, and the bias it keeps (the
+#: float one it is given, not a refit): of the four variants measured on held-out images (bias
+#: refit or kept, ridge 0 or 0.1), the only one no worse than nearest rounding on every model
+#: (BENCHMARKS.md, "AdaRound").
+ADAROUND_RIDGE = 0.1
 #: ``lambda = alpha * mean(diag(G))``: BENCHMARKS.md, "Least-squares weight correction".
 DEFAULT_ALPHA = 0.01
 DEFAULT_POSITIONS = 2048
@@ -124,6 +133,7 @@ class LayerFit:
     fit_before: float
     fit_after: float
     output_power: float  # mean (w·x + b)^2 on the same samples: the scale of the MSEs
+    flipped: int = 0  # adaround: weights rounded away from their nearest INT8 step
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -135,6 +145,7 @@ class WeightCorrectionReport:
 
     mode: str = "own"
     alpha: float = DEFAULT_ALPHA
+    rounding: str = "nearest"
     positions: int = DEFAULT_POSITIONS
     passes: int = 1  # passes over the data: 1 for own; sequential: 1 FP32 + 1 emulation per wave
     samples: int = 0
@@ -146,6 +157,7 @@ class WeightCorrectionReport:
         return {
             "mode": self.mode,
             "alpha": self.alpha,
+            "rounding": self.rounding,
             "positions": self.positions,
             "passes": self.passes,
             "samples": self.samples,
@@ -189,6 +201,7 @@ def correct_weights(
     *,
     mode: str = "own",
     alpha: float = DEFAULT_ALPHA,
+    rounding: str = "nearest",
     positions: int = DEFAULT_POSITIONS,
     placement: str = "explicit",
     pins: Iterable[str] = (),
@@ -208,6 +221,8 @@ def correct_weights(
     """
     if mode not in MODES:
         raise InputError(f"unknown weight correction mode '{mode}'; choose one of: {', '.join(MODES)}")
+    if rounding not in ROUNDINGS:
+        raise InputError(f"unknown weight rounding '{rounding}'; choose one of: {', '.join(ROUNDINGS)}")
     if not alpha >= 0:  # also rejects NaN
         raise InputError(f"weight correction alpha must be >= 0 (got {alpha})")
     if positions < 1:
@@ -221,7 +236,7 @@ def correct_weights(
     base.CopyFrom(original)
     plan = plan_emulation(base, config, amax)
     targets = correction_targets(plan)
-    report = WeightCorrectionReport(mode, alpha, positions, 1, len(batches), placement)
+    report = WeightCorrectionReport(mode, alpha, rounding, positions, 1, len(batches), placement)
     input_amax = {  # by node name: prepare_biases may insert nodes and shift the indices
         t.node: plan.amax[plan.model.graph.node[t.node_index].input[0]]
         for t in targets
@@ -244,7 +259,7 @@ def correct_weights(
     progress(0, total=report.passes * len(batches), description=f"weight correction ({mode})")
     if mode == "own":
         _accumulate(fits, _own_values(original, fits, batches, threads, progress), positions, seed)
-        report.layers = [_solve_and_write(base, f, alpha) for f in fits]
+        report.layers = [_solve_and_write(base, f, alpha, rounding) for f in fits]
     else:
         _fp32_targets(original, fits, batches, positions, seed, threads, progress)
         # One plan and one emulation for every wave: a wave changes initializer values only.
@@ -259,7 +274,7 @@ def correct_weights(
         for i, block in enumerate(blocks):
             values = passes.run(i, emulated, batches)
             _accumulate(block, _counted(values, progress), positions, seed)
-            report.layers.extend(_solve_and_write(base, f, alpha) for f in block)
+            report.layers.extend(_solve_and_write(base, f, alpha, rounding) for f in block)
             refresh_initializers(emulated, wave_plan, {n for f in block for n in (f.weight, f.bias) if n})
         logger.debug("weight correction: at most %.0f MiB of wave inputs kept", passes.peak_bytes / 2**20)
     logger.info(
@@ -744,10 +759,14 @@ def _batched_solve(lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         return out
 
 
-def _solve_and_write(model: onnx.ModelProto, f: _Fit, alpha: float) -> LayerFit:
-    """Solve every block's ridge problem, write ``w'`` and ``b'`` into ``model``, and measure."""
+def _solve_and_write(model: onnx.ModelProto, f: _Fit, alpha: float, rounding: str = "nearest") -> LayerFit:
+    """Solve every block's ridge problem (then, for ``adaround``, choose its INT8 steps), write
+    ``w'`` and ``b'`` into ``model``, and measure."""
     u = f.u
     v = _solve(f, alpha)
+    flipped = 0
+    if rounding == "adaround":
+        v, flipped = _adaround(f, v)
     w_old, w_new = _weight_of(f, u), _weight_of(f, v)
     uq, vq = _with_weight(f, u, _fq(w_old, f.axis)), _with_weight(f, v, _fq(w_new, f.axis))
     n = max(f.samples, 1)
@@ -772,7 +791,34 @@ def _solve_and_write(model: onnx.ModelProto, f: _Fit, alpha: float) -> LayerFit:
         fit_before=mse[2],
         fit_after=mse[3],
         output_power=float(np.sum(f.power)) / (n * f.target.channels),
+        flipped=flipped,
     )
+
+
+def _adaround(f: _Fit, v: np.ndarray) -> tuple[np.ndarray, int]:
+    """``v`` with its weights on their INT8 steps (per-channel scales of ``v``'s own weights, the
+    ones the export computes), each rounded up or down by AdaRound on the accumulated quadratic
+    with ``v``'s bias kept; and how many weights moved off their nearest step."""
+    w = _weight_of(f, v)
+    _, scale = qdq.quantize_weight(w, f.axis)
+    shape = [1] * w.ndim
+    if f.axis is not None:
+        shape[f.axis] = -1
+    steps = np.broadcast_to(scale.reshape(shape).astype(np.float64), w.shape)
+    step = _with_weight(f, v, steps)[:, :-1, :]  # in v's layout, Gemm alpha included
+    res = adaround(
+        f.gram,
+        f.cross,
+        float(np.sum(f.power)),
+        v[:, :-1, :],
+        step,
+        shared_bias=f.phases is not None,
+        bias=v[:, -1, :],
+        ridge=ADAROUND_RIDGE,
+    )
+    out = v.copy()
+    out[:, :-1, :] = res.codes * step
+    return out, res.flipped
 
 
 def _sq_errors(f: _Fit, vs: list[np.ndarray]) -> list[float]:
