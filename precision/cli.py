@@ -195,8 +195,9 @@ Runs before --bias-correction when both are given. Off by default (BENCHMARKS.md
 --adaround chooses, for every INT8 weight, the step below or above it (instead of the nearest) so
 that the layer's output on its quantized --data input is closest to FP32's (Nagel et al. 2020);
 the per-channel weight scales and the biases do not change. Alone it rounds the original weights;
-with --weight-correction it rounds the refitted ones. Off by default: it pays when --data looks
-like the deployment's inputs and nothing or little is pinned (BENCHMARKS.md, "AdaRound").
+with --weight-correction it rounds the refitted ones. Off by default: it paid on convolutional
+models whose --data looks like the deployment's inputs, with little pinned, and lost on ViT-S
+(BENCHMARKS.md, "AdaRound").
 """
 
 
