@@ -116,15 +116,21 @@ def adaround(
     # the loop's products in float32 (a gradient needs no more; the answer is scored in float64)
     g_ww = gram[:, :-1, :-1].astype(np.float32)
     g_wb, r_w = gram[:, :-1, -1:], cross[:, :-1]
+    fixed = (
+        None if bias is None else g_wb * np.broadcast_to(bias, (gram.shape[0], bias.shape[-1]))[:, None, :]
+    )
     for t in range(1, iterations + 1):
         sig = 1.0 / (1.0 + np.exp(-v))
         h_raw = sig * (ZETA - GAMMA) + GAMMA
         h = np.clip(h_raw, 0.0, 1.0)
         w = (base + np.where(free, h, near - base)) * step
-        b = _bias(gram, cross, w, shared_bias) if bias is None else bias
-        bb = np.broadcast_to(b, (gram.shape[0], b.shape[-1]))[:, None, :]
-        # dE/dw = 2 (G_ww w + G_wb b - R_w), the bias at its optimum (envelope theorem)
-        grad_w = 2.0 * (np.matmul(g_ww, w.astype(np.float32)) + g_wb * bb - r_w)
+        if fixed is None:  # the bias at its optimum for w (envelope theorem: no gradient through it)
+            b = _bias(gram, cross, w, shared_bias)
+            g_b = g_wb * np.broadcast_to(b, (gram.shape[0], b.shape[-1]))[:, None, :]
+        else:
+            g_b = fixed
+        # dE/dw = 2 (G_ww w + G_wb b - R_w)
+        grad_w = 2.0 * (np.matmul(g_ww, w.astype(np.float32)) + g_b - r_w)
         grad_h = grad_w * step / e_near
         if t > warm:
             beta = BETA[1] + (BETA[0] - BETA[1]) * (1 - (t - warm) / max(iterations - warm, 1))

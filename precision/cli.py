@@ -751,9 +751,9 @@ def _weight_correction(proto, amax, pins, batches: list, opts: dict[str, Any]):
         before = sum(f.mse_before for f in report.layers)
         after = sum(f.mse_after for f in report.layers)
         what = "weight correction" if opts["weight_correction"] else "adaround"
-        how = f"{report.mode}, alpha {alpha:g}" + (
-            ", adaround" if opts["adaround"] and opts["weight_correction"] else ""
-        )
+        how = f"{report.mode}, alpha {alpha:g}"
+        if opts["adaround"] and opts["weight_correction"]:
+            how += ", adaround"
         flipped = sum(f.flipped for f in report.layers)
         err.print(
             f"{what} ({how}): {len(report.layers)} layer(s) on "

@@ -812,8 +812,7 @@ def _adaround(f: _Fit, v: np.ndarray) -> tuple[np.ndarray, int]:
         float(np.sum(f.power)),
         v[:, :-1, :],
         step,
-        shared_bias=f.phases is not None,
-        bias=v[:, -1, :],
+        bias=v[:, -1, :],  # kept, so ConvTranspose phases' shared bias needs no special case
         ridge=ADAROUND_RIDGE,
     )
     out = v.copy()
