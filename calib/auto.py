@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -444,8 +445,6 @@ class AutoSearch:
     known_amax: Mapping[str, Mapping[str, float]] | None = None  # method -> amax per tensor, if computed
 
     def __post_init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         names = [
             n
             for n, cons in self.consumers.items()
@@ -654,16 +653,25 @@ def auto_thresholds(
     )
     kept: list[Mapping[str, np.ndarray]] = []
     reference: list[dict[str, np.ndarray]] = []
+    # A batch's errors are accumulated in a worker thread while the next batch runs (numpy and
+    # the runtime both release the GIL); one batch in flight, so the sums keep the data's order.
+    pending: Future | None = None
     try:
-        for batch in batches:
-            fetch = [n for n in dict.fromkeys(need + outputs) if n not in batch]
-            outs = run(batch, fetch) if fetch else {}
-            outs = {**{n: batch[n] for n in need if n in batch}, **outs}
-            search.add(outs)
-            if checking:
-                kept.append(batch)
-                reference.append({o: outs[o] for o in outputs})
-            progress(int(next(iter(batch.values())).shape[0]))
+        with ThreadPoolExecutor(1) as worker:
+            for batch in batches:
+                fetch = [n for n in dict.fromkeys(need + outputs) if n not in batch]
+                outs = run(batch, fetch) if fetch else {}
+                outs = {**{n: batch[n] for n in need if n in batch}, **outs}
+                if pending is not None:
+                    pending.result()
+                pending = worker.submit(search.add, outs)
+                if checking:
+                    kept.append(batch)
+                    reference.append({o: outs[o] for o in outputs})
+                progress(int(next(iter(batch.values())).shape[0]))
+                del outs
+            if pending is not None:
+                pending.result()
         amax, choices = search.choose(fallback_amax)
     except BaseException:
         if early is not None:

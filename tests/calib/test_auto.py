@@ -109,9 +109,11 @@ def test_auto_picks_the_argmin_of_the_independent_consumer_error(kind):
     independent = _independent_errors(model, x, [a for _, a in cands])
     best = int(np.argmin(independent))
     # the measured proxy is the independent weighted error (every element is kept here) ...
-    np.testing.assert_allclose(
-        _independent_proxy(kind, x, w, [a for _, a in cands]), _errors(result, model, x), rtol=1e-6
-    )
+    sequential = _errors(result, model, x)
+    np.testing.assert_allclose(_independent_proxy(kind, x, w, [a for _, a in cands]), sequential, rtol=1e-6)
+    # ... calibrate's pass (each batch's errors added in a worker while the next batch runs)
+    # sums exactly what adding the batches one after another does ...
+    assert choice["error"] == sequential[[a for _, a in cands].index(choice["amax"])]
     # ... and its choice is within 5 % of the best candidate of the real consumer-output error
     assert independent[[a for _, a in cands].index(choice["amax"])] <= 1.05 * independent[best]
     assert result.amax["x"] == choice["amax"]
