@@ -87,7 +87,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,7 @@ from trtq._core.transformer_patterns import find_attention, find_layernorms
 from trtq.calib.auto_check import CLIP_FACTOR, BuildInt8, CheckOutcome, EarlyBuild, check_ranges
 from trtq.calib.histogram import HistogramSet, TensorHistogram
 from trtq.calib.methods import EMPTY_AMAX, get_method
+from trtq.datasets.prefetch import ordered_map
 
 DEFAULT_SAMPLES = 16
 DEFAULT_GRID = 0
@@ -653,25 +654,21 @@ def auto_thresholds(
     )
     kept: list[Mapping[str, np.ndarray]] = []
     reference: list[dict[str, np.ndarray]] = []
-    # A batch's errors are accumulated in a worker thread while the next batch runs (numpy and
-    # the runtime both release the GIL); one batch in flight, so the sums keep the data's order.
-    pending: Future | None = None
+
+    def measure(batch: Mapping[str, np.ndarray]) -> tuple[Mapping[str, np.ndarray], dict[str, np.ndarray]]:
+        fetch = [n for n in dict.fromkeys(need + outputs) if n not in batch]
+        outs = run(batch, fetch) if fetch else {}
+        return batch, {**{n: batch[n] for n in need if n in batch}, **outs}
+
     try:
-        with ThreadPoolExecutor(1) as worker:
-            for batch in batches:
-                fetch = [n for n in dict.fromkeys(need + outputs) if n not in batch]
-                outs = run(batch, fetch) if fetch else {}
-                outs = {**{n: batch[n] for n in need if n in batch}, **outs}
-                if pending is not None:
-                    pending.result()
-                pending = worker.submit(search.add, outs)
-                if checking:
-                    kept.append(batch)
-                    reference.append({o: outs[o] for o in outputs})
-                progress(int(next(iter(batch.values())).shape[0]))
-                del outs
-            if pending is not None:
-                pending.result()
+        # The next batch runs on a worker thread while this one's errors are added (the runtime
+        # and numpy release the GIL); results come back in order, one batch ahead at most.
+        for batch, outs in ordered_map(measure, batches, workers=1, window=1):
+            search.add(outs)
+            if checking:
+                kept.append(batch)
+                reference.append({o: outs[o] for o in outputs})
+            progress(int(next(iter(batch.values())).shape[0]))
         amax, choices = search.choose(fallback_amax)
     except BaseException:
         if early is not None:

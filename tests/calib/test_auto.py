@@ -111,7 +111,7 @@ def test_auto_picks_the_argmin_of_the_independent_consumer_error(kind):
     # the measured proxy is the independent weighted error (every element is kept here) ...
     sequential = _errors(result, model, x)
     np.testing.assert_allclose(_independent_proxy(kind, x, w, [a for _, a in cands]), sequential, rtol=1e-6)
-    # ... calibrate's pass (each batch's errors added in a worker while the next batch runs)
+    # ... calibrate's pass (the next batch run on a worker while this one's errors are added)
     # sums exactly what adding the batches one after another does ...
     assert choice["error"] == sequential[[a for _, a in cands].index(choice["amax"])]
     # ... and its choice is within 5 % of the best candidate of the real consumer-output error
