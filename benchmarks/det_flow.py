@@ -59,6 +59,7 @@ import argparse
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -247,8 +248,14 @@ def _images(files: list[str], augment: str, no_text: frozenset[str] = frozenset(
 
 
 def _batches(
-    files: list[str], size: int, augment: str = "none", no_text: frozenset[str] = frozenset()
+    files: list[str],
+    size: int,
+    augment: str = "none",
+    no_text: frozenset[str] = frozenset(),
+    perturb: Callable[[str, np.ndarray], np.ndarray] | None = None,
 ) -> list[dict[str, np.ndarray]]:
+    """One input batch per image of the set; ``perturb(file, bgr)`` is applied to each loaded photo
+    before anything else (``det_noise_floor.py``'s perturbations)."""
     import skimage
 
     from trtq.datasets.preprocess import PRESETS, PreprocessSpec, to_sample
@@ -258,7 +265,10 @@ def _batches(
     src = Path(skimage.__file__).parent / "data"
     out, images = [], {}
     for f, kind in _images(files, augment, no_text):
-        img = images.setdefault(f, cv2.imread(str(src / f), cv2.IMREAD_COLOR))
+        img = images.get(f)
+        if img is None:
+            img = images[f] = cv2.imread(str(src / f), cv2.IMREAD_COLOR)
+            img = images[f] = img if perturb is None else perturb(f, img)
         x = np.ascontiguousarray(_variant(img, kind))
         text = TEXT_KINDS.get(kind.split("+")[-1])
         if text is not None:  # drawn at the input size, so that text sizes are model pixels
@@ -268,12 +278,19 @@ def _batches(
     return out
 
 
-def _documents(size: int, count: int, held_images: list[str]) -> list[dict[str, np.ndarray]]:
+def _documents(
+    size: int,
+    count: int,
+    held_images: list[str],
+    perturb: Callable[[str, np.ndarray], np.ndarray] | None = None,
+) -> list[dict[str, np.ndarray]]:
     """Held-out inputs of the detector's own kind: ``count`` pages of printed lines drawn by
     ``tests/documents.py`` (seeded: every run draws the same), plus page.png and text.png where
-    they are held out (never when they calibrate)."""
+    they are held out (never when they calibrate); ``perturb(name, bgr)`` as in :func:`_batches`."""
     real = zip(("page.png", "text.png"), documents.document_images(0), strict=True)
-    images = documents.document_images(count, real=False) + [img for n, img in real if n in held_images]
+    named = [(f"drawn{i}", img) for i, img in enumerate(documents.document_images(count, real=False))]
+    named += [(n, img) for n, img in real if n in held_images]
+    images = [img if perturb is None else perturb(n, np.ascontiguousarray(img)) for n, img in named]
     return methods._samples("det", images, size)
 
 

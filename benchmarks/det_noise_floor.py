@@ -1,0 +1,179 @@
+"""Benchmark: how far FP32 PP-OCRv4 det moves from itself, beside how far INT8 moves from FP32.
+
+The det target of issue 12 is a text-map IoU against FP32 (binarised at 0.3, pooled over the
+held-out images, what ``--metric mask-iou --binarize 0.3`` computes). This script reads that
+figure against a floor: the same FP32 model on inputs changed in ways no user would call a
+different image, scored against FP32 on the originals exactly as ``det_flow.py`` scores INT8.
+
+Perturbations, applied to each source image (BGR, uint8) before the preprocessing:
+
+- ``fp16``: no change to the input; the model exported with every layer in FP16
+  (``precision export --fp16``), the precision every deployment considers safe;
+- ``jpeg95``: the image re-encoded as JPEG at quality 95 (OpenCV);
+- ``shift1``: the image moved one pixel to the right (the first column repeated);
+- ``noiseS``: Gaussian noise of standard deviation S grey levels (of 255) added, rounded and
+  clipped to uint8, seeded by the image's name (every run draws the same);
+- ``bright2``: every pixel raised by 2 grey levels (clipped).
+
+Then the INT8 rows: the accuracy flow of ``det_flow.py`` (ranges ``auto`` on the calibration
+photos with ``--augment``, the ``k`` worst layers of the layerwise ranking in FP32, the Q/DQ
+export) for every ``k`` of ``--prefixes``, in the same run, on the same held-out sets.
+
+Columns: the held-out photos (``--split``, the peer split by default) pooled, the two held-out
+images with printed text alone (page.png, text.png), and 10 drawn documents (plus page.png and
+text.png where held out; ``det_flow.py``'s ``docs IoU``).
+
+    nice python benchmarks/det_noise_floor.py
+    nice python benchmarks/det_noise_floor.py --split random:0 --prefixes 0,4,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import det_flow  # noqa: E402  (the flow, its image sets and its score)
+
+
+def _jpeg(quality: int):
+    def perturb(_: str, img: np.ndarray) -> np.ndarray:
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+    return perturb
+
+
+def _shift(_: str, img: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.concatenate([img[:, :1], img[:, :-1]], axis=1))
+
+
+def _noise(sigma: float):
+    def perturb(name: str, img: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(zlib.crc32(name.encode()))
+        noisy = img.astype(np.float32) + rng.normal(0.0, sigma, img.shape).astype(np.float32)
+        return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+    return perturb
+
+
+def _bright(delta: int):
+    def perturb(_: str, img: np.ndarray) -> np.ndarray:
+        return np.clip(img.astype(np.int16) + delta, 0, 255).astype(np.uint8)
+
+    return perturb
+
+
+#: name -> perturbation of a source image (None: the FP16 model on the original input).
+PERTURBATIONS = {
+    "fp16": None,
+    "jpeg95": _jpeg(95),
+    "shift1": _shift,
+    "noise0.5": _noise(0.5),
+    "noise1": _noise(1.0),
+    "noise2": _noise(2.0),
+    "bright2": _bright(2),
+}
+
+
+def main() -> None:
+    import onnx
+    from conftest import real_model_path
+    from method_splits import split_names
+
+    from trtq.calib.run import calibrate
+    from trtq.precision.bisect import model_layers, rank_layers
+    from trtq.precision.builds import PrecisionTools
+    from trtq.precision.compare import layerwise_sensitivity
+    from trtq.precision.emulate import EmulationConfig, folded
+    from trtq.precision.export import export_qdq
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--split", default="peer", help="calibration / held-out photos: peer, methods or random:K"
+    )
+    ap.add_argument("--det-size", type=int, default=640)
+    ap.add_argument("--perturbations", default=",".join(PERTURBATIONS), help="FP32 rows, comma-separated")
+    ap.add_argument("--prefixes", default="0,8", help="INT8 rows: k worst layers in FP32 (empty: none)")
+    ap.add_argument("--augment", default="flip-crop", choices=tuple(det_flow.AUGMENT))
+    ap.add_argument("--docs", type=int, default=10, help="drawn held-out documents")
+    args = ap.parse_args()
+    cal_images, held_images = split_names(args.split)
+    size = args.det_size
+    model = onnx.load(str(real_model_path("det")))
+
+    held = det_flow._batches(held_images, size)
+    docs = det_flow._documents(size, args.docs, held_images)
+    ref_held, ref_docs = det_flow._maps(model, held), det_flow._maps(model, docs)
+    rows: list[tuple[str, list[np.ndarray], list[np.ndarray]]] = []
+
+    def add(label: str, out_held: list[np.ndarray], out_docs: list[np.ndarray]) -> None:
+        rows.append((label, out_held, out_docs))
+        photos = det_flow.score(ref_held, out_held)["iou"]
+        print(f"{label}: photos IoU {photos:.3f}, docs IoU {det_flow.score(ref_docs, out_docs)['iou']:.3f}",
+              flush=True)  # fmt: skip
+
+    for name in (p for p in args.perturbations.split(",") if p):
+        perturb = PERTURBATIONS[name]
+        if perturb is None:
+            fp16 = export_qdq(model, {}, fp16=True)
+            add("FP32 model in FP16", det_flow._maps(fp16, held), det_flow._maps(fp16, docs))
+            continue
+        out_held = det_flow._maps(model, det_flow._batches(held_images, size, perturb=perturb))
+        out_docs = det_flow._maps(model, det_flow._documents(size, args.docs, held_images, perturb))
+        add(f"FP32, input {name}", out_held, out_docs)
+
+    prefixes = [int(v) for v in args.prefixes.split(",") if v]
+    if prefixes:
+        t0 = time.perf_counter()
+        cal = det_flow._batches(cal_images, size, args.augment)
+        amax = calibrate(
+            model, cal, method="auto", params={"auto_samples": len(cal)}, tools=PrecisionTools()
+        ).amax
+        layers = model_layers(folded(model))
+        sens = layerwise_sensitivity(folded(model), cal, EmulationConfig("int8"), amax=amax)
+        ranked = rank_layers(layers, sens).ranked
+        print(
+            f"INT8 flow: auto on {len(cal)} images ({args.augment}), ranking {time.perf_counter() - t0:.0f} s"
+        )
+        for k in prefixes:
+            q = export_qdq(model, amax, sorted(m for lay in ranked[:k] for m in lay.members))
+            pct = 100 * k / len(layers)
+            add(
+                f"INT8, {k} worst layers in FP32 ({pct:.1f} %)",
+                det_flow._maps(q, held),
+                det_flow._maps(q, docs),
+            )
+
+    print(
+        f"\nPP-OCRv4 det {size}x{size}, split {args.split}: text-map IoU@{det_flow.THRESHOLD} against FP32 on"
+        f" the original inputs\n\n| model, input | held-out photos | page.png | text.png | documents |"
+        "\n|---|---:|---:|---:|---:|"
+    )
+    for label, out_held, out_docs in rows:
+        at = {f: i for i, f in enumerate(held_images)}
+        per = [
+            f"{det_flow.score([ref_held[at[f]]], [out_held[at[f]]])['iou']:.3f}"
+            if f in at
+            else "(calibrates)"
+            for f in ("page.png", "text.png")
+        ]
+        photos, docs_iou = (
+            det_flow.score(ref_held, out_held)["iou"],
+            det_flow.score(ref_docs, out_docs)["iou"],
+        )
+        print(f"| {label} | {photos:.3f} | {per[0]} | {per[1]} | {docs_iou:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
