@@ -15,7 +15,7 @@ histogram methods share its histograms, so only entropy2 and auto are timed).
 the default) and/or quantized (int8); ``mha`` in the rows.
 
 ``--types int8,fp8``: export each method's ranges as INT8 and/or FP8 E4M3 Q/DQ
-(``export_qdq(..., fp8=True)``: scale = amax / 448, per-tensor weights); ``type`` in the rows.
+(``export_qdq(..., fp8=True)``: scale = amax / 112, per-channel weights); ``type`` in the rows.
 
 ``--safeguard``: also the relative L2 error of each method's INT8 model output on the 12
 *calibration* images (``cal_rel_l2``, pooled over the images), and which method has the smallest:

@@ -50,6 +50,9 @@ samples of padded token ids (sequence 32, seeds 1 and 2) as ``.npz`` files with 
 length comes from the samples), ModelOpt gets the same arrays stacked in ``cal.npz`` with
 ``--calibration_shapes NAME:1x32,...``.
 
+``--quantize-mode fp8``: the same side by side in FP8 E4M3 (ModelOpt ``--quantize_mode fp8``,
+trtq ``precision export --fp8``).
+
     python benchmarks/peer_modelopt.py [--models det,rec,cls,lcnet,vit,bert] [--no-modelopt]
         [--det-size 640] [--modelopt-methods entropy,max] [--trtq-methods entropy2,minmax,percentile,mse]
         [--extra-qdq LABEL=PATH ...] [--export-variant LABEL="EXPORT FLAGS" ...] [--json OUT]
@@ -250,14 +253,21 @@ def calibration_shapes(cal: dict[str, np.ndarray]) -> str:
 
 
 def modelopt_quantize(
-    py: Path, model: Path, cal_npz: Path, shapes: str, method: str, out: Path, timeout: float | None = None
+    py: Path,
+    model: Path,
+    cal_npz: Path,
+    shapes: str,
+    method: str,
+    out: Path,
+    timeout: float | None = None,
+    mode: str = "int8",
 ) -> Timed:
-    """ModelOpt's INT8 ONNX PTQ of ``model`` (a private copy: ModelOpt writes files beside it),
+    """ModelOpt's ONNX PTQ of ``model`` in ``mode`` (int8, fp8; a private copy: ModelOpt writes files beside it),
     calibrated with ``method`` on ``cal_npz`` (the stacked arrays, ``--calibration_shapes
     shapes``) in ONNX Runtime's CPU provider, FP32 as the high precision type (its FP16 default
     makes det's output NaN); its log beside ``out``. ``error`` set when it wrote no model."""
     cmd = [str(py), "-m", "modelopt.onnx.quantization", "--onnx_path", str(model),
-           "--quantize_mode", "int8", "--calibration_method", method,
+           "--quantize_mode", mode, "--calibration_method", method,
            "--calibration_data_path", str(cal_npz), "--calibration_shapes", shapes,
            "--calibration_eps", "cpu", "--high_precision_dtype", "fp32", "--output_path", str(out)]  # fmt: skip
     res = timed(cmd, timeout=timeout, cwd=model.parent, log=out.with_suffix(".log"))
@@ -522,7 +532,7 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
             out = wd / f"trtq-{method}{'-' + label if label else ''}.qdq.onnx"
             export = timed(
                 _cli("trtq.precision.cli", "precision")
-                + ["export", str(model), "--int8", "--cache", str(cache), "-o", str(out), "-q", *extra],
+                + ["export", str(model), f"--{args.quantize_mode}", "--cache", str(cache), "-o", str(out), "-q", *extra],
                 cwd=ROOT, log=out.with_suffix(".log"),
             )  # fmt: skip
             if label:
@@ -542,7 +552,9 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
 
     for method in args.modelopt_methods if mo_py else []:
         out = wd / f"modelopt-{method}.qdq.onnx"
-        res = modelopt_quantize(mo_py, model, wd / "cal.npz", shape, method, out, args.modelopt_timeout)
+        res = modelopt_quantize(
+            mo_py, model, wd / "cal.npz", shape, method, out, args.modelopt_timeout, args.quantize_mode
+        )
         row = Row("ModelOpt", method, res.wall, res.rss_mb)
         rows.append(row)
         if res.code != 0:
@@ -600,6 +612,11 @@ def main() -> None:
         'e.g. wc-seq="--weight-correction sequential --weight-correction-alpha 0.1"',
     )  # fmt: skip
     parser.add_argument("--modelopt-timeout", type=float, default=1800.0, help="seconds per ModelOpt run")
+    parser.add_argument(
+        "--quantize-mode", choices=("int8", "fp8"), default="int8",
+        help="int8, or fp8: ModelOpt --quantize_mode fp8 against trtq's precision export --fp8 (FP8 E4M3 "
+        "Q/DQ, ranges = each tensor's largest |x| from the histograms calib run saved, whatever --method)",
+    )  # fmt: skip
     parser.add_argument("--work", type=Path, help="keep the models, caches and logs here (default: temp)")
     parser.add_argument("--json", type=Path, help="write all rows as JSON")
     parser.add_argument(
@@ -634,7 +651,9 @@ def main() -> None:
     )
     if mo_py:
         print(f"ModelOpt venv {MODELOPT_VENV}: {modelopt_versions(mo_py)}")
-    print(f"split {args.split}; calibration images: {', '.join(cal_images)}")
+    print(
+        f"quantize mode {args.quantize_mode}; split {args.split}; calibration images: {', '.join(cal_images)}"
+    )
     print(f"held-out images:    {', '.join(held_images)}")
     print(f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
 

@@ -68,7 +68,7 @@ Examples:
 
 \b
 --precision both = fp16 and int8, each against FP32, in one pass over the data. fp8 / fp8+fp16:
-FP8 E4M3 Q/DQ where INT8 would be (scale = amax / 448, from the same ranges); compare its JSON with
+FP8 E4M3 Q/DQ where INT8 would be (scale = amax / 112, from the same ranges); compare its JSON with
 an int8 run's in one report (reports build int8.json fp8.json).
 Without --cache, INT8 ranges are calibrated on the same data first (--method, default auto; FP8: minmax).
 --eval-data DIR: the whole comparison again on held-out data (same ranges and data flags).
@@ -207,7 +207,8 @@ models whose --data looks like the deployment's inputs, with little pinned, and 
     "--fp8",
     "fp8",
     is_flag=True,
-    help="Insert FP8 E4M3 Q/DQ instead (scale = amax / 448, per-tensor weights, opset 19); not with --int8.",
+    help="Insert FP8 E4M3 Q/DQ instead (scale = amax / 112, per-channel weights, opset 19; depthwise/grouped, "
+    ">32-element-kernel and <=16-channel Convs and ConvTranspose stay float); not with --int8.",
 )
 @click.option(
     "--fp16", "fp16", is_flag=True, help="Compute the unpinned rest in FP16 (Casts at FP32 boundaries)."

@@ -47,16 +47,27 @@ recommendations" and "Fused Attention"; ModelOpt 0.47's ONNX INT8 defaults, read
   - with ``int8`` alone, everything not quantized runs in FP32.
 
 FP8 (``precision`` contains ``fp8``: ``fp8`` or ``fp8+fp16``), E4M3, zero-point 0 (a
-FLOAT8E4M3FN zero), scale = amax / 448, saturating (QuantizeLinear-19's default ``saturate=1``,
+FLOAT8E4M3FN zero), scale = amax / 112, saturating (QuantizeLinear-19's default ``saturate=1``,
 round to nearest even), from the same calibrated amax as INT8:
-  - placement as INT8 (both rules above); TensorRT runs FP8 only through explicit quantization
-    (Q/DQ in the ONNX), so ``explicit`` is the placement that predicts a real build;
-  - activations per tensor; weights of an FP8 anchor per tensor, ``amax = max |W|``.
-    Source: TensorRT developer guide, "Working with Quantized Types" / FP8 (not re-read while
-    writing this: from what is known of it): FP8 is E4M3 only, explicit quantization only,
-    per-tensor activation scales, and FP8 weights per tensor (per-channel FP8 weight scales are
-    not generally supported for convolutions in TensorRT 10.x, so we keep all weights per tensor
-    to stay buildable);
+  - placement as INT8 (both rules above), except for the convolutions TensorRT has no FP8
+    kernels for, which stay in float (FP32, or FP16 with ``fp8+fp16``): a Conv with ``group > 1``
+    (depthwise and grouped: TensorRT 10.x release notes, Limitations: no optimized FP8 kernels,
+    INT8 recommended), a Conv whose kernel has more than 32 elements (e.g. 7x7: "FP16 or FP32
+    fallback kernels will be used", same notes), and ConvTranspose (not in ModelOpt's FP8 op
+    list, Conv/Gemm/MatMul/residual Add, and no TensorRT note on FP8 deconvolution). Leaving them
+    unquantized costs no speed (TensorRT would run them in float anyway) and adds no FP8 error.
+    Also a Conv with at most :data:`FP8_MIN_CHANNELS` input or output channels, as ModelOpt's ONNX
+    FP8 export leaves it (a speed rule of NVIDIA's: FP16 kernels beat FP8 ones there).
+    TensorRT runs FP8 only through explicit quantization (Q/DQ in the ONNX), so ``explicit`` is
+    the placement that predicts a real build;
+  - activations per tensor; weights of an FP8 anchor per output channel, on the INT8 axis,
+    ``scale_c = max |W_c| / 448``. Sources: TensorRT 10.6 release notes (per-channel scaling for
+    FP8 GEMMs, Hopper); ModelOpt's ONNX FP8 export quantizes Conv, Gemm and MatMul weights per
+    channel (ONNX Runtime's quantizer with ``per_channel=True``, then INT8 -> FP8); TensorRT's
+    Q/DQ layers take a 1-D weight scale without an FP8 exception. Not confirmed in a TensorRT
+    document for FP8 *convolutions*: check an FP8 CNN with TensorRT's engine inspector. Per tensor
+    (trtq before), a BatchNorm-folded convolution's small channels fall into E4M3's subnormals:
+    PP-OCRv4 det at 640, held-out IoU 0.575 per tensor vs 0.737 per channel (BENCHMARKS.md);
   - the emulated model is raised to opset 19 (QuantizeLinear/DequantizeLinear with FLOAT8E4M3FN),
     which ONNX Runtime's CPU provider runs.
 
@@ -153,7 +164,7 @@ class LayerPlan:
 
     ``quant_edges`` are ``(node index, input position)`` pairs whose activation is quantized with
     its tensor's amax; ``weights`` maps ``(node index, input position)`` of a float initializer to
-    ``("int8", axis)``, ``("fp8", None)`` or ``("fp16", None)``.
+    ``("int8", axis)``, ``("fp8", axis)`` or ``("fp16", None)``.
     """
 
     layer: Layer
@@ -238,7 +249,8 @@ def plan_emulation(
             continue
         quant: set[tuple[int, int]] = set()
         anchor_op = nodes[layer.anchor].op_type if layer.anchor is not None else ""
-        if config.quantized:
+        no_fp8 = config.fp8 and layer.anchor is not None and not fp8_kernel(nodes[layer.anchor], float_inits)
+        if config.quantized and not no_fp8:
             for n in layer.nodes:
                 node = nodes[n]
                 branch = _residual_branch(node, layer, lg.activations, anchor_op)
@@ -264,11 +276,8 @@ def plan_emulation(
                 if init is None:
                     continue
                 if int8_anchor and pos in _ANCHOR_WEIGHT_INPUTS.get(node.op_type, ()):
-                    if config.fp8:
-                        weights[(n, pos)] = ("fp8", None)  # per tensor (module docstring)
-                    else:
-                        axis = qdq.weight_axis(node.op_type, pos, tuple(init.dims), attrs)
-                        weights[(n, pos)] = ("int8", axis)
+                    axis = qdq.weight_axis(node.op_type, pos, tuple(init.dims), attrs)
+                    weights[(n, pos)] = ("fp8" if config.fp8 else "int8", axis)
                 elif config.fp16 and int(np.prod(init.dims)) > 1 and not (int8_anchor and pos == 2):
                     weights[(n, pos)] = ("fp16", None)
         plans.append(
@@ -410,6 +419,32 @@ def _residual_branch(
     acts = [t for t in node.input if t in activations]
     inside = [t for t in acts if t in layer.internal]
     return inside[0] if len(acts) == 2 and len(inside) == 1 else None
+
+
+#: The most kernel elements (product of the spatial kernel dims) TensorRT runs an FP8 Conv with.
+FP8_MAX_KERNEL = 32
+#: A Conv with at most this many input or output channels stays float in FP8: ModelOpt's ONNX FP8
+#: export leaves these out because TensorRT's FP16 kernels beat its FP8 ones there (a speed rule,
+#: not a TensorRT limit; it keeps them out of FP8's error too).
+FP8_MIN_CHANNELS = 16
+
+
+def fp8_kernel(node: onnx.NodeProto, inits: Mapping[str, onnx.TensorProto]) -> bool:
+    """Whether the layer anchored at ``node`` runs in FP8 (module docstring): not a ConvTranspose,
+    nor a Conv with ``group > 1``, more than :data:`FP8_MAX_KERNEL` kernel elements or at most
+    :data:`FP8_MIN_CHANNELS` input or output channels; Gemm and MatMul always."""
+    if node.op_type == "ConvTranspose":
+        return False
+    if node.op_type != "Conv":
+        return True
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if int(attrs.get("group", 1)) != 1:
+        return False
+    w = inits.get(node.input[1]) if len(node.input) > 1 else None
+    if w is not None and min(w.dims[:2]) <= FP8_MIN_CHANNELS:
+        return False
+    kernel = list(attrs.get("kernel_shape") or (list(w.dims[2:]) if w is not None else []))
+    return int(np.prod(kernel, dtype=np.int64)) <= FP8_MAX_KERNEL
 
 
 def _wants_int8(

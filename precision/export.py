@@ -15,9 +15,11 @@ FP16 (its float inputs and outputs typed FP16, weights stored in FP16); Casts ar
 an FP16 tensor meets an FP32 one (pinned nodes, Q/DQ, graph inputs and outputs, which stay
 FP32). This is the strongly typed form TensorRT 11 builds without precision flags.
 
-With ``fp8=True`` the Q/DQ pairs are FP8 E4M3 instead (the same placement and amax): activation
-scales ``amax / 448``, FLOAT8E4M3FN zero-points (QuantizeLinear-19: saturating, round to nearest
-even), weights stored as FLOAT8E4M3FN initializers with one scale per tensor (``max |W| / 448``)
+With ``fp8=True`` the Q/DQ pairs are FP8 E4M3 instead (the same amax; the placement leaves out
+the convolutions TensorRT has no FP8 kernels for): activation scales ``amax / 112``
+(``qdq.FP8_HEADROOM``: amax two binades below 448), FLOAT8E4M3FN zero-points
+(QuantizeLinear-19: saturating, round to nearest even), weights stored as
+FLOAT8E4M3FN initializers with one scale per output channel (``max |W_c| / 448``, the INT8 axis)
 and a DequantizeLinear; the model is raised to opset 19. Rules and their source (TensorRT
 developer guide, "Working with Quantized Types" / FP8) in :mod:`trtq.precision.emulate`.
 """
@@ -149,8 +151,7 @@ def _weight_dq(
         w = numpy_helper.to_array(inits[name]).astype(np.float32)
         q_name, s_name, z_name = f"{name}_{qtype}", f"{name}_scale", f"{name}_zero_point"
         if qtype == "fp8":
-            axis = None  # per tensor
-            values, scale = qdq.quantize_weight_fp8(w)
+            values, scale = qdq.quantize_weight_fp8(w, axis)
             q_init = qdq.fp8_tensor(q_name, values)
         else:
             q, scale = qdq.quantize_weight(w, axis)

@@ -129,7 +129,7 @@ def apply_pins(
 ) -> onnx.ModelProto:
     """A deployable ONNX with ``nodes`` in FP32 and the rest in ``precision``.
 
-    ``int8`` / ``fp16+int8`` (``fp8`` / ``fp8+fp16``: FP8 E4M3, ``scale = amax / 448``): Q/DQ model (needs ``amax``, the calibrated ranges; ``scale =
+    ``int8`` / ``fp16+int8`` (``fp8`` / ``fp8+fp16``: FP8 E4M3, ``scale = amax / 112``): Q/DQ model (needs ``amax``, the calibrated ranges; ``scale =
     amax / 127``), FP16 islands as Casts for ``fp16+int8``; ``fp16``: Cast model with the
     rest in half. Produced by :func:`trtq.precision.export.export_qdq`; runs in ONNX Runtime and
     builds strongly typed in TensorRT 11.

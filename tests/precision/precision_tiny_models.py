@@ -42,14 +42,15 @@ def conv_relu_model(
     return make_model(nodes, [vi("x", [1, cin, 8, 8])], [vi("y", [1, cout, 8 - k + 1, 8 - k + 1])], inits)
 
 
-def two_conv_model(seed: int = 1) -> onnx.ModelProto:
-    """c1 = Conv(x); r1 = Relu(c1); c2 = Conv(r1); s = Add(c2, r1); y = Relu(s) (a residual block)."""
+def two_conv_model(seed: int = 1, cin: int = 3, c: int = 4) -> onnx.ModelProto:
+    """c1 = Conv(x); r1 = Relu(c1); c2 = Conv(r1); s = Add(c2, r1); y = Relu(s) (a residual block);
+    ``cin`` input and ``c`` inner channels (FP8 leaves Convs of at most 16 channels in float)."""
     rs = np.random.RandomState(seed)
     inits = {
-        "w1": (rs.randn(4, 3, 1, 1) * 0.5).astype(np.float32),
-        "b1": rs.randn(4).astype(np.float32) * 0.1,
-        "w2": (rs.randn(4, 4, 1, 1) * 0.5).astype(np.float32),
-        "b2": rs.randn(4).astype(np.float32) * 0.1,
+        "w1": (rs.randn(c, cin, 1, 1) * 0.5 * np.sqrt(3 / cin)).astype(np.float32),
+        "b1": rs.randn(c).astype(np.float32) * 0.1,
+        "w2": (rs.randn(c, c, 1, 1) * 0.5 * np.sqrt(4 / c)).astype(np.float32),
+        "b2": rs.randn(c).astype(np.float32) * 0.1,
     }
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1"),
@@ -58,7 +59,11 @@ def two_conv_model(seed: int = 1) -> onnx.ModelProto:
         helper.make_node("Add", ["c2", "r1"], ["s"], name="add"),
         helper.make_node("Relu", ["s"], ["y"], name="relu2"),
     ]
-    return make_model(nodes, [vi("x", [1, 3, 6, 6])], [vi("y", [1, 4, 6, 6])], inits)
+    return make_model(nodes, [vi("x", [1, cin, 6, 6])], [vi("y", [1, c, 6, 6])], inits)
+
+
+#: Channels of a ``two_conv_model`` whose Convs both run in FP8 (more than 16 in and out).
+WIDE = {"cin": 17, "c": 20}
 
 
 def run_ort(model: onnx.ModelProto, feeds: dict, names=None) -> dict:
@@ -102,9 +107,9 @@ def write_workspace(tmp_path, model: onnx.ModelProto, batches: list[dict[str, np
     return path, data, cache
 
 
-def two_conv_workspace(tmp_path):
-    """``two_conv_model`` with 4 random samples (:func:`write_workspace`): ``(tmp_path, model
-    path, data dir, cache path)``."""
+def two_conv_workspace(tmp_path, cin: int = 3, c: int = 4):
+    """``two_conv_model(cin=cin, c=c)`` with 4 random samples (:func:`write_workspace`):
+    ``(tmp_path, model path, data dir, cache path)``."""
     rs = np.random.RandomState(0)
-    batches = [{"x": rs.randn(1, 3, 6, 6).astype(np.float32)} for _ in range(4)]
-    return (tmp_path, *write_workspace(tmp_path, two_conv_model(), batches))
+    batches = [{"x": rs.randn(1, cin, 6, 6).astype(np.float32)} for _ in range(4)]
+    return (tmp_path, *write_workspace(tmp_path, two_conv_model(cin=cin, c=c), batches))

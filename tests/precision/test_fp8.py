@@ -12,7 +12,15 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper
-from precision_tiny_models import make_model, minmax_amax, run_ort, two_conv_workspace, vi
+from precision_tiny_models import (
+    WIDE,
+    make_model,
+    minmax_amax,
+    run_ort,
+    two_conv_model,
+    two_conv_workspace,
+    vi,
+)
 
 from trtq._core.errors import InputError
 from trtq.precision import qdq
@@ -114,7 +122,7 @@ def test_scaled_quantization_matches_onnxruntime():
     x = (rs.randn(4096) * 3).astype(np.float32)
     amax = 5.0
     scale = qdq.activation_scale(amax, "fp8")
-    assert scale == np.float32(np.float32(5.0) / np.float32(448.0))
+    assert scale == np.float32(np.float32(5.0) / np.float32(112.0))  # amax two binades below 448
     want = qdq.round_fp8(x / np.float32(scale)) * np.float32(scale)
     np.testing.assert_array_equal(_ort_qdq(x, scale), want)
 
@@ -125,8 +133,8 @@ def test_scaled_quantization_matches_onnxruntime():
 def _conv_matmul_model() -> onnx.ModelProto:
     rs = np.random.RandomState(3)
     inits = {
-        "w": (rs.randn(4, 3, 3, 3) * 0.4).astype(np.float32),
-        "b": (rs.randn(4) * 0.1).astype(np.float32),
+        "w": (rs.randn(20, 17, 3, 3) * 0.2).astype(np.float32),  # > 16 channels: an FP8 Conv
+        "b": (rs.randn(20) * 0.1).astype(np.float32),
         "m": (rs.randn(6, 5) * 0.5).astype(np.float32),
     }
     nodes = [
@@ -134,11 +142,11 @@ def _conv_matmul_model() -> onnx.ModelProto:
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
         helper.make_node("MatMul", ["r", "m"], ["y"], name="mm"),
     ]
-    return make_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 4, 6, 5])], inits)
+    return make_model(nodes, [vi("x", [1, 17, 8, 8])], [vi("y", [1, 20, 6, 5])], inits)
 
 
 def _fq(x: np.ndarray, amax: float) -> np.ndarray:
-    s = np.float32(np.float32(amax) / np.float32(448))
+    s = np.float32(np.float32(amax) / np.float32(112))
     return qdq.round_fp8(np.asarray(x, np.float32) / s) * s
 
 
@@ -156,25 +164,28 @@ def _conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_emulated_fp8_model_equals_numpy_fake_quant():
     model = _conv_matmul_model()
     rs = np.random.RandomState(7)
-    batches = [{"x": rs.randn(1, 3, 8, 8).astype(np.float32)} for _ in range(2)]
+    batches = [{"x": rs.randn(1, 17, 8, 8).astype(np.float32)} for _ in range(2)]
     amax = minmax_amax(model, batches)
     emu = emulate(model, EmulationConfig("fp8"), amax)
     assert any(o.domain in ("", "ai.onnx") and o.version >= 19 for o in emu.opset_import)
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     x = batches[0]["x"]
-    wq = qdq.fake_quantize_weight(inits["w"], None, "fp8")
-    mq = qdq.fake_quantize_weight(inits["m"], None, "fp8")
-    # per-tensor weight scale: max|w| / 448
-    sw = np.abs(inits["w"]).max() / np.float32(448)
-    np.testing.assert_array_equal(wq, qdq.round_fp8(inits["w"] / sw) * sw)
+    # per-output-channel weight scales, max|W_c| / 448: the Conv's rows (axis 0), the MatMul's
+    # columns (axis 1, one per output feature)
+    sw = (np.abs(inits["w"]).max(axis=(1, 2, 3)) / np.float32(448)).reshape(-1, 1, 1, 1)
+    sm = (np.abs(inits["m"]).max(axis=0) / np.float32(448)).reshape(1, -1)
+    wq = qdq.round_fp8(inits["w"] / sw) * sw
+    mq = qdq.round_fp8(inits["m"] / sm) * sm
+    np.testing.assert_array_equal(qdq.fake_quantize_weight(inits["w"], 0, "fp8"), wq)
     r = np.maximum(_conv2d(_fq(x, amax["x"]), wq, inits["b"]), 0).astype(np.float32)
     want = _fq(r, amax["r"]).astype(np.float64) @ mq.astype(np.float64)
     got = run_ort(emu, {"x": x})["y"]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_fp8_export_runs_in_onnxruntime_like_the_emulation(two_conv, rng):
-    batches = [{"x": rng.randn(1, 3, 6, 6).astype(np.float32)} for _ in range(3)]
+def test_fp8_export_runs_in_onnxruntime_like_the_emulation(rng):
+    two_conv = two_conv_model(**WIDE)
+    batches = [{"x": rng.randn(1, WIDE["cin"], 6, 6).astype(np.float32)} for _ in range(3)]
     amax = minmax_amax(two_conv, batches)
     q = export_qdq(two_conv, amax, fp8=True)
     onnx.checker.check_model(q, full_check=True)
@@ -183,10 +194,11 @@ def test_fp8_export_runs_in_onnxruntime_like_the_emulation(two_conv, rng):
     dqs = [n for n in q.graph.node if n.op_type == "DequantizeLinear"]
     weight_dqs = [n for n in dqs if inits.get(n.input[0]) is not None]
     assert len(weight_dqs) == 2
-    for n in weight_dqs:
-        assert inits[n.input[0]].data_type == TensorProto.FLOAT8E4M3FN
-        assert tuple(inits[n.input[1]].dims) == ()  # per tensor
-        assert not any(a.name == "axis" for a in n.attribute)
+    for n in weight_dqs:  # per output channel: one scale per Conv filter, on axis 0
+        w = inits[n.input[0]]
+        assert w.data_type == TensorProto.FLOAT8E4M3FN
+        assert tuple(inits[n.input[1]].dims) == (w.dims[0],)
+        assert [a.i for a in n.attribute if a.name == "axis"] == [0]
     assert all(inits[n.input[2]].data_type == TensorProto.FLOAT8E4M3FN for n in dqs)
     feeds = batches[0]
     want = run_ort(emulate(two_conv, EmulationConfig("fp8"), amax), feeds)["y"]
@@ -195,6 +207,113 @@ def test_fp8_export_runs_in_onnxruntime_like_the_emulation(two_conv, rng):
     q16 = export_qdq(two_conv, amax, fp16=True, fp8=True)
     onnx.checker.check_model(q16)
     np.testing.assert_allclose(run_ort(q16, feeds)["y"], want, rtol=2e-2, atol=2e-2)
+
+
+def test_fp8_activations_keep_values_beyond_the_calibrated_amax():
+    """Held-out values up to 4x the calibration's largest are not saturated: E4M3's relative step
+    (<= 2**-4) holds at 1x, 3x and 4x amax; 5x saturates at 4x."""
+    amax = 2.5
+    s = np.float32(qdq.activation_scale(amax, "fp8"))
+    x = np.array([0.3, 1.0, 3.0, 4.0], np.float32) * np.float32(amax)
+    got = qdq.round_fp8(x / s) * s
+    np.testing.assert_allclose(got, x, rtol=2.0**-4)
+    assert qdq.round_fp8(np.float32(5 * amax) / s) * s == pytest.approx(4 * amax)
+
+
+def test_fp8_weights_per_channel_keep_a_small_channel_precise():
+    """A filter 1e5 times smaller than the largest: per channel it keeps E4M3's relative step
+    (<= 2**-4 of each value above the normals' bottom); per tensor (max|W| / 448 for all) it lands
+    in the subnormals, steps of 2**-9 * scale, coarser than the filter's own values."""
+    rs = np.random.RandomState(0)
+    w = rs.randn(2, 8, 3, 3).astype(np.float32)
+    w[1] *= np.float32(1e-5)
+    per_channel = qdq.fake_quantize_weight(w, 0, "fp8")
+    per_tensor = qdq.fake_quantize_weight(w, None, "fp8")
+    small = np.abs(w[1]) > np.abs(w[1]).max() * 2.0**-6  # the normal range of its own scale
+    rel = np.abs(per_channel[1] - w[1])[small] / np.abs(w[1])[small]
+    assert rel.max() <= 2.0**-4 + 1e-6
+    step = np.abs(w).max() / 448 * 2.0**-9  # per tensor: the smallest subnormal step
+    assert step > np.abs(w[1]).max() / 4
+    rel_tensor = np.abs(per_tensor[1] - w[1])[small] / np.abs(w[1])[small]
+    assert rel_tensor.max() > 0.25 > 2.0**-4
+    np.testing.assert_array_equal(per_channel[0], per_tensor[0])  # the largest filter: same scale
+
+
+def _fp8_conv_kinds() -> onnx.ModelProto:
+    """x -> 3x3 Conv -> depthwise 3x3 -> 7x7 Conv -> ConvTranspose -> 1x1 Conv -> 1x1 Conv to 8
+    channels -> y, 24 channels everywhere else."""
+    rs = np.random.RandomState(5)
+    c = 24
+    inits = {
+        "w1": rs.randn(c, c, 3, 3).astype(np.float32) * 0.2,
+        "wd": rs.randn(c, 1, 3, 3).astype(np.float32),
+        "w7": rs.randn(c, c, 7, 7).astype(np.float32) * 0.05,
+        "wt": rs.randn(c, c, 2, 2).astype(np.float32) * 0.2,
+        "wo": rs.randn(c, c, 1, 1).astype(np.float32) * 0.2,
+        "wn": rs.randn(8, c, 1, 1).astype(np.float32) * 0.2,
+    }
+    pad1, pad3 = {"pads": [1, 1, 1, 1]}, {"pads": [3, 3, 3, 3]}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv3x3", kernel_shape=[3, 3], **pad1),
+        helper.make_node("Conv", ["a", "wd"], ["b"], name="depthwise", group=c, kernel_shape=[3, 3], **pad1),
+        helper.make_node("Conv", ["b", "w7"], ["c"], name="conv7x7", kernel_shape=[7, 7], **pad3),
+        helper.make_node(
+            "ConvTranspose", ["c", "wt"], ["d"], name="deconv", kernel_shape=[2, 2], strides=[2, 2]
+        ),
+        helper.make_node("Conv", ["d", "wo"], ["e"], name="conv1x1", kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["e", "wn"], ["y"], name="narrow", kernel_shape=[1, 1]),
+    ]
+    return make_model(nodes, [vi("x", [1, c, 8, 8])], [vi("y", [1, 8, 16, 16])], inits)
+
+
+def test_fp8_leaves_the_convolutions_tensorrt_has_no_fp8_kernel_for_in_float():
+    """INT8 quantizes all six layers; FP8 only the plain 3x3 and the wide 1x1 convolution: the
+    depthwise, the 7x7 (49 kernel elements), the ConvTranspose and the 8-output-channel Conv stay
+    float, and the output is exactly a float run of the same graph with only those two layers'
+    input and weights fake-quantized."""
+    model = _fp8_conv_kinds()
+    rs = np.random.RandomState(1)
+    batches = [{"x": rs.randn(1, 24, 8, 8).astype(np.float32)} for _ in range(2)]
+    amax = minmax_amax(model, batches)
+
+    def quantized_inputs(q: onnx.ModelProto) -> set[str]:
+        produced = {o: n for n in q.graph.node for o in n.output}
+        return {
+            n.name
+            for n in q.graph.node
+            if n.op_type in ("Conv", "ConvTranspose")
+            and n.input[0] in produced
+            and produced[n.input[0]].op_type == "DequantizeLinear"
+        }
+
+    int8, fp8 = export_qdq(model, amax), export_qdq(model, amax, fp8=True)
+    assert quantized_inputs(int8) == {"conv3x3", "depthwise", "conv7x7", "deconv", "conv1x1", "narrow"}
+    assert quantized_inputs(fp8) == {"conv3x3", "conv1x1"}
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    ref = onnx.ModelProto()
+    ref.CopyFrom(model)
+    fq = {"w1": inits["w1"], "wo": inits["wo"]}
+    for name, w in fq.items():  # fake-quantized weights, per output channel (axis 0)
+        s = (np.abs(w).max(axis=(1, 2, 3)) / np.float32(448)).reshape(-1, 1, 1, 1)
+        fq[name] = qdq.round_fp8(w / s) * s
+    for init in ref.graph.initializer:
+        if init.name in fq:
+            init.CopyFrom(onnx.numpy_helper.from_array(fq[init.name], init.name))
+    x = batches[0]["x"]
+    # the float graph with the two FP8 layers' inputs fake-quantized, run as two pieces
+    d = run_ort(_prefix(ref, "d"), {"x": _fq(x, amax["x"])})["d"]
+    want = run_ort(_suffix(ref, "d"), {"d": _fq(d, amax["d"])})["y"]
+    np.testing.assert_allclose(run_ort(fp8, {"x": x})["y"], want, rtol=1e-4, atol=1e-4)
+    emu = emulate(model, EmulationConfig("fp8"), amax)
+    np.testing.assert_allclose(run_ort(emu, {"x": x})["y"], want, rtol=1e-4, atol=1e-4)
+
+
+def _prefix(model: onnx.ModelProto, out: str) -> onnx.ModelProto:
+    return onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model)).extract_model(["x"], [out])
+
+
+def _suffix(model: onnx.ModelProto, inp: str) -> onnx.ModelProto:
+    return onnx.utils.Extractor(onnx.shape_inference.infer_shapes(model)).extract_model([inp], ["y"])
 
 
 def test_fp8_export_needs_ranges(two_conv):
@@ -212,7 +331,7 @@ def _invoke(*args):
 
 
 def test_compare_fp8_end_to_end(tmp_path):
-    tmp, model, data, cache = two_conv_workspace(tmp_path)
+    tmp, model, data, cache = two_conv_workspace(tmp_path, **WIDE)
     for precision in ("fp8", "fp8+fp16"):
         res = _invoke(
             "compare", model, "--data", data, "--cache", cache, "--precision", precision,
@@ -227,7 +346,7 @@ def test_compare_fp8_end_to_end(tmp_path):
 
 
 def test_export_fp8_cli(tmp_path):
-    tmp, model, data, cache = two_conv_workspace(tmp_path)
+    tmp, model, data, cache = two_conv_workspace(tmp_path, **WIDE)
     out = tmp / "m.fp8.onnx"
     res = _invoke("export", model, "--fp8", "--cache", cache, "-o", out, "-q")
     assert res.exit_code == 0, res.output
@@ -235,13 +354,13 @@ def test_export_fp8_cli(tmp_path):
     assert any(i.data_type == TensorProto.FLOAT8E4M3FN for i in q.graph.initializer)
     x = np.load(sorted((tmp / "data").glob("*.npy"))[0]) if (tmp / "data").exists() else None
     if x is not None:
-        run_ort(q, {"x": x.reshape(1, 3, 6, 6).astype(np.float32)})
+        run_ort(q, {"x": x.reshape(1, WIDE["cin"], 6, 6).astype(np.float32)})
     res = _invoke("export", model, "--fp8", "--int8", "--cache", cache, "-o", out)
     assert res.exit_code != 0 and "exclusive" in res.output
 
 
 def test_bisect_and_pin_fp8_end_to_end(tmp_path):
-    tmp, model, data, cache = two_conv_workspace(tmp_path)
+    tmp, model, data, cache = two_conv_workspace(tmp_path, **WIDE)
     pins = tmp / "pins.json"
     res = _invoke(
         "bisect", model, "--data", data, "--precision", "fp8", "--cache", cache,

@@ -22,7 +22,7 @@ from trtq._core.errors import InputError
 
 #: Precision names: FP32 only, FP16 where allowed, INT8 where allowed (weights and activations at
 #: the layers the placement quantizes), both; FP8 E4M3 where INT8 would be (Q/DQ, scale = amax /
-#: 448), alone or with FP16 (``fp8+fp16``). FP8 exists only as explicit quantization (TensorRT 11
+#: 112, per-channel weights), alone or with FP16 (``fp8+fp16``). FP8 exists only as explicit quantization (TensorRT 11
 #: typed models, or the emulation); TensorRT 10's weak-typing build path does not take it.
 PRECISIONS = ("fp32", "fp16", "int8", "fp16+int8", "fp8", "fp8+fp16")
 
@@ -52,7 +52,7 @@ class PrecisionFlags:
 
     @property
     def quantized(self) -> bool:
-        """INT8 or FP8: needs calibrated ranges (amax; FP8 scale = amax / 448)."""
+        """INT8 or FP8: needs calibrated ranges (amax; FP8 scale = amax / 112)."""
         return self.int8 or self.fp8
 
 
