@@ -31,6 +31,10 @@ calibrated on the very samples trtq gets for the seed, stacked in one ``.npz``, 
 judged on the same held-out inputs by the same metric functions (ONNX Runtime CPU, optimisations
 off). Its wall time and peak RSS are the process's (python start and imports included); trtq's
 ``calibrate`` times are in-process. A ModelOpt run that fails is a row saying why.
+``--quantize-mode fp8``: every column in FP8 E4M3 instead (trtq's methods' ranges through
+``export_qdq(fp8=True)``: minmax is what ``precision export --fp8`` uses; ModelOpt
+``--quantize_mode fp8``).
+
 ``--modelopt-initializers``: also ModelOpt on a copy of the model whose ``Constant`` nodes are
 initializers (``peer_modelopt.constants_as_initializers``). paddle2onnx writes the weights of rec,
 cls and det as ``Constant`` nodes, and ModelOpt 0.47 (ORT's ``quantize_static``) quantizes such
@@ -117,8 +121,11 @@ def scores(key: str, ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, 
     return methods._line_scores(ref, out)
 
 
-def bench(key: str, cal: list[dict], held: list[dict], ref: list[np.ndarray]) -> dict[str, dict]:
-    """The held-out scores of every trtq method calibrated on ``cal`` (``s``: calibrate's seconds)."""
+def bench(
+    key: str, cal: list[dict], held: list[dict], ref: list[np.ndarray], mode: str = "int8"
+) -> dict[str, dict]:
+    """The held-out scores of every trtq method calibrated on ``cal`` (``s``: calibrate's seconds),
+    exported in ``mode`` (``int8``, or ``fp8``: each method's ranges as FP8 E4M3 Q/DQ)."""
     import onnx
 
     from trtq.calib.run import calibrate, compute_amax
@@ -134,7 +141,7 @@ def bench(key: str, cal: list[dict], held: list[dict], ref: list[np.ndarray]) ->
     out = {}
     for m in METHODS:
         amax = auto.amax if m == "auto" else compute_amax(plain.histograms, m)
-        out[m] = scores(key, ref, methods._outputs(export_qdq(model, amax), held))
+        out[m] = scores(key, ref, methods._outputs(export_qdq(model, amax, fp8=mode == "fp8"), held))
     out["entropy2"]["s"], out["auto"]["s"] = t1 - t0, t2 - t1
     out["auto"]["check"] = auto.check["kept"] if auto.check and auto.check["error_max"] is not None else "-"
     return out
@@ -142,7 +149,7 @@ def bench(key: str, cal: list[dict], held: list[dict], ref: list[np.ndarray]) ->
 
 def bench_modelopt(
     key: str, seed: int, cal: list[dict], held: list[dict], ref: list[np.ndarray], py: Path, work: Path,
-    timeout: float | None = None, initializers: bool = False,
+    timeout: float | None = None, initializers: bool = False, mode: str = "int8",
 ) -> dict[str, dict]:  # fmt: skip
     """ModelOpt's entropy and max Q/DQ models calibrated on ``cal`` (trtq's samples of the seed,
     stacked in one ``.npz``), judged as trtq's are; ``s`` / ``rss``: its process's wall seconds
@@ -167,9 +174,9 @@ def bench_modelopt(
     np.savez(npz, **stacked)
     out = {}
     for col, method, tag in cols:
-        qdq = work / f"{key}-modelopt-{method}{'-init' if tag else ''}-seed{seed}.qdq.onnx"
+        qdq = work / f"{key}-modelopt-{mode}-{method}{'-init' if tag else ''}-seed{seed}.qdq.onnx"
         res = peer_modelopt.modelopt_quantize(
-            py, models[tag], npz, peer_modelopt.calibration_shapes(stacked), method, qdq, timeout
+            py, models[tag], npz, peer_modelopt.calibration_shapes(stacked), method, qdq, timeout, mode
         )
         if res.code != 0:
             out[col] = {"error": f"ModelOpt failed after {res.wall:.0f} s: {res.error}"}
@@ -236,6 +243,11 @@ def main() -> None:
         help="also ModelOpt on the model with its Constant nodes as initializers (so per-channel weights)",
     )  # fmt: skip
     ap.add_argument("--modelopt-timeout", type=float, default=1800.0, help="seconds per ModelOpt run")
+    ap.add_argument(
+        "--quantize-mode", choices=("int8", "fp8"), default="int8",
+        help="fp8: every column FP8 E4M3 (trtq: export_qdq(fp8=True) with each method's ranges; FP8's "
+        "default, as precision export --fp8 takes it, is minmax; ModelOpt --quantize_mode fp8)",
+    )  # fmt: skip
     ap.add_argument("--work", type=Path, help="keep ModelOpt's inputs, models and logs here (default: temp)")
     args = ap.parse_args()
     keys = [m for m in args.models.split(",") if m]
@@ -253,7 +265,8 @@ def main() -> None:
             print(f"ModelOpt off: its venv could not be made ({exc})")
     tags = ("", INIT) if args.modelopt_initializers else ("",)
     columns = METHODS + tuple(c + t for t in tags for c in MODELOPT) if py else METHODS
-    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}")
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}, "
+          f"quantize mode {args.quantize_mode}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="trtq-in-domain-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -264,7 +277,7 @@ def main() -> None:
             runs = []
             for seed in range(args.det_seeds if key == "det" else args.seeds):
                 cal = calibration_set(key, seed, det_size=args.det_size)
-                runs.append(bench(key, cal, held, ref))
+                runs.append(bench(key, cal, held, ref, args.quantize_mode))
                 if py:
                     runs[-1].update(
                         bench_modelopt(
@@ -277,6 +290,7 @@ def main() -> None:
                             work,
                             args.modelopt_timeout,
                             args.modelopt_initializers,
+                            args.quantize_mode,
                         )
                     )
                 row = {c: round(_value(runs[-1][c], metric), 4) for c in columns}
