@@ -61,10 +61,12 @@ round to nearest even), from the same calibrated amax as INT8:
     TensorRT runs FP8 only through explicit quantization (Q/DQ in the ONNX), so ``explicit`` is
     the placement that predicts a real build;
   - activations per tensor; weights of an FP8 anchor per output channel, on the INT8 axis,
-    ``scale_c = max |W_c| / 448``. Sources: TensorRT 10.6 release notes (per-channel scaling for
-    FP8 GEMMs, Hopper); ModelOpt's ONNX FP8 export quantizes Conv, Gemm and MatMul weights per
-    channel (ONNX Runtime's quantizer with ``per_channel=True``, then INT8 -> FP8); TensorRT's
-    Q/DQ layers take a 1-D weight scale without an FP8 exception. Not confirmed in a TensorRT
+    ``scale_c = max |W_c| / d_c`` with ``d_c`` the one of eight E4M3 grids (448 down to 244)
+    that rounds the channel best (:func:`trtq.precision.qdq.quantize_weight_fp8`). Sources:
+    TensorRT 10.6 release notes (per-channel scaling for FP8 GEMMs, Hopper); ModelOpt's ONNX FP8
+    export quantizes Conv, Gemm and MatMul weights per channel (ONNX Runtime's quantizer with
+    ``per_channel=True``, then INT8 -> FP8); TensorRT's Q/DQ layers take a 1-D weight scale
+    without an FP8 exception. Not confirmed in a TensorRT
     document for FP8 *convolutions*: check an FP8 CNN with TensorRT's engine inspector. Per tensor
     (trtq before), a BatchNorm-folded convolution's small channels fall into E4M3's subnormals:
     PP-OCRv4 det at 640, held-out IoU 0.575 per tensor vs 0.737 per channel (BENCHMARKS.md);

@@ -19,7 +19,8 @@ With ``fp8=True`` the Q/DQ pairs are FP8 E4M3 instead (the same amax; the placem
 the convolutions TensorRT has no FP8 kernels for): activation scales ``amax / 112``
 (``qdq.FP8_HEADROOM``: amax two binades below 448), FLOAT8E4M3FN zero-points
 (QuantizeLinear-19: saturating, round to nearest even), weights stored as
-FLOAT8E4M3FN initializers with one scale per output channel (``max |W_c| / 448``, the INT8 axis)
+FLOAT8E4M3FN initializers with one scale per output channel (``max |W_c| / d_c``, the INT8 axis,
+``d_c`` the best of :func:`~trtq.precision.qdq.quantize_weight_fp8`'s eight grids)
 and a DequantizeLinear; the model is raised to opset 19. Rules and their source (TensorRT
 developer guide, "Working with Quantized Types" / FP8) in :mod:`trtq.precision.emulate`.
 """
