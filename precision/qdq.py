@@ -19,13 +19,9 @@ saturates to +-448 (``saturate=1``, its default):
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-
-from trtq._core.jit import njit
 
 FP16_MAX = 65504.0
 FP8_MAX = 448.0
@@ -40,26 +36,18 @@ FP8_MAX = 448.0
 FP8_HEADROOM = 4.0
 #: Quantized types: name -> the magnitude an activation ``scale`` maps ``amax`` to.
 QMAX = {"int8": 127.0, "fp8": FP8_MAX / FP8_HEADROOM}
-_FP8_MIN_NORMAL_EXP = -6  # 2**-6, the smallest normal E4M3 magnitude
-_FP8_MANTISSA_BITS = 3
 
 
 def round_fp8(x: np.ndarray) -> np.ndarray:
-    """``x`` rounded to the nearest E4M3 value (ties to even), saturated to +-448, as float32.
+    """``x`` rounded to the nearest E4M3 value (ties to even), saturated to +-448, as float32;
+    NaN stays NaN (:func:`trtq.precision._fp8_kernels.e4m3` says how)."""
+    from trtq.precision._fp8_kernels import round_array
 
-    NaN stays NaN. Computed as ``rint(x / q) * q`` with ``q`` the spacing of E4M3 values in the
-    binade of ``x`` (``2**(e - 3)`` for ``2**e <= |x| < 2**(e+1)``, ``2**-9`` below ``2**-6``):
-    ``x / q`` is exact (``q`` is a power of two), ``rint`` rounds half to even, and a result at the
-    next power of two is representable there too.
-    """
     x = np.asarray(x, dtype=np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        _, e = np.frexp(x)  # |x| = m * 2**e with 0.5 <= m < 1, so floor(log2|x|) = e - 1
-    e = np.maximum(e.astype(np.int32) - 1, _FP8_MIN_NORMAL_EXP)
-    quantum = np.ldexp(np.float32(1.0), e - _FP8_MANTISSA_BITS).astype(np.float32)
-    with np.errstate(invalid="ignore"):
-        out = np.rint(x / quantum) * quantum
-    return np.clip(out, -FP8_MAX, FP8_MAX).astype(np.float32)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    round_array(flat, out)
+    return out.reshape(x.shape)
 
 
 def fp8_values() -> np.ndarray:
@@ -133,30 +121,6 @@ def fp8_weight_divisors() -> np.ndarray:
     return (FP8_MAX * 2.0 ** (-np.arange(FP8_WEIGHT_GRIDS) / FP8_WEIGHT_GRIDS)).astype(np.float64)
 
 
-@njit(nogil=True)
-def _fp8_channel_errors(w: np.ndarray, amax: np.ndarray, divisors: np.ndarray) -> np.ndarray:
-    """``[C, D]`` summed squared error of E4M3 rounding of each row of ``w`` ``[C, K]`` at scale
-    ``amax[c] / divisors[d]`` (float64 arithmetic: used to choose, not to round)."""
-    c_n, k_n = w.shape
-    out = np.zeros((c_n, divisors.shape[0]))
-    for c in range(c_n):
-        if amax[c] <= 0:
-            continue
-        for d in range(divisors.shape[0]):
-            s = amax[c] / divisors[d]
-            acc = 0.0
-            for k in range(k_n):
-                x = w[c, k] / s
-                m, e = math.frexp(x)
-                e = max(e - 1, _FP8_MIN_NORMAL_EXP) - _FP8_MANTISSA_BITS
-                q = math.ldexp(1.0, e)
-                r = min(max(np.rint(x / q) * q, -FP8_MAX), FP8_MAX)
-                diff = r * s - w[c, k]
-                acc += diff * diff
-            out[c, d] = acc
-    return out
-
-
 def quantize_weight_fp8(w: np.ndarray, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """FP8 E4M3 weights: ``(values rounded to E4M3 as float32, scale float32)``, one scale per
     channel along ``axis`` (a 0-d array when ``axis`` is None: the tensor is one channel):
@@ -164,11 +128,13 @@ def quantize_weight_fp8(w: np.ndarray, axis: int | None = None) -> tuple[np.ndar
     smallest rounding error of that channel (448 on a tie); an all-zero channel gets scale 1. Per
     channel, a channel far smaller than the tensor's largest keeps E4M3's 3-bit mantissa instead
     of falling into its subnormals."""
+    from trtq.precision._fp8_kernels import channel_errors
+
     w = np.asarray(w, dtype=np.float32)
     rows = w.reshape(1, -1) if axis is None else np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
     amax = np.abs(rows).max(axis=1).astype(np.float32) if rows.size else np.zeros(len(rows), np.float32)
     divisors = fp8_weight_divisors()
-    errors = _fp8_channel_errors(np.ascontiguousarray(rows), amax.astype(np.float64), divisors)
+    errors = channel_errors(np.ascontiguousarray(rows), amax.astype(np.float64), divisors)
     best = divisors[np.argmin(errors, axis=1)].astype(np.float32)
     scale = np.where(amax > 0, amax / best, np.float32(1.0)).astype(np.float32)
     if axis is None:
@@ -181,13 +147,7 @@ def quantize_weight_fp8(w: np.ndarray, axis: int | None = None) -> tuple[np.ndar
 def fake_quantize_weight(w: np.ndarray, axis: int | None, qtype: str = "int8") -> np.ndarray:
     """``dequantize(quantize(w))`` in float32: what an INT8 or FP8 kernel multiplies by, in float
     (scales per channel along ``axis``, per tensor when it is None)."""
-    if qtype == "fp8":
-        q8, s8 = quantize_weight_fp8(w, axis)
-        shape = [1] * q8.ndim
-        if s8.ndim:
-            shape[axis] = -1
-        return (q8 * s8.reshape(shape)).astype(np.float32)
-    q, scale = quantize_weight(w, axis)
+    q, scale = quantize_weight_fp8(w, axis) if qtype == "fp8" else quantize_weight(w, axis)
     shape = [1] * q.ndim
     if axis is not None:
         shape[axis] = -1
