@@ -192,9 +192,9 @@ def correct_biases(
     return base, report
 
 
-def correction_targets(plan) -> list[Target]:
-    """The unpinned INT8 layers of ``plan`` whose Conv/ConvTranspose/Gemm/MatMul has a constant
-    INT8 weight (input 1), in node (topological) order."""
+def correction_targets(plan, qtypes: tuple[str, ...] = ("int8",)) -> list[Target]:
+    """The unpinned quantized layers of ``plan`` whose Conv/ConvTranspose/Gemm/MatMul has a
+    constant weight (input 1) quantized to one of ``qtypes``, in node (topological) order."""
     model = plan.model
     nodes = model.graph.node
     inits = {i.name: i for i in model.graph.initializer}
@@ -208,7 +208,7 @@ def correction_targets(plan) -> list[Target]:
             node = nodes[idx]
             pos = _WEIGHT_POS.get(node.op_type)
             w = lp.weights.get((idx, pos)) if pos is not None else None
-            if w is None or w[0] != "int8":
+            if w is None or w[0] not in qtypes:
                 continue
             wshape = tuple(inits[node.input[pos]].dims)
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}

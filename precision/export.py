@@ -62,6 +62,7 @@ def export_qdq(
     fp16: bool = False,
     fp8: bool = False,
     mha: str = DEFAULT_MHA,
+    weight_scales: Mapping[str, np.ndarray] | None = None,
 ) -> onnx.ModelProto:
     """Q/DQ model of ``model`` with activation ranges ``amax`` (tensor -> amax); ``pins`` stay FP32.
 
@@ -95,7 +96,8 @@ def export_qdq(
             for pos, t in enumerate(node.input):
                 w = lp.weights.get((idx, pos))
                 if w is not None and w[0] in ("int8", "fp8"):
-                    node.input[pos] = _weight_dq(t, w[1], inits, made, new_inits, nodes, w[0])
+                    given = (weight_scales or {}).get(t)
+                    node.input[pos] = _weight_dq(t, w[1], inits, made, new_inits, nodes, w[0], given)
                 elif (idx, pos) in lp.quant_edges:
                     node.input[pos] = _activation_qdq(t, plan.amax[t], made, new_inits, nodes, quant)
         if plan.graph.node_names[idx] in config.pins:  # by index: an unnamed node is pinned as Op_idx
@@ -146,16 +148,17 @@ def _weight_dq(
     new_inits: list[onnx.TensorProto],
     nodes: list[onnx.NodeProto],
     qtype: str = "int8",
+    scale: np.ndarray | None = None,
 ) -> str:
     key = f"w:{name}:{axis}:{qtype}"
     if key not in made:
         w = numpy_helper.to_array(inits[name]).astype(np.float32)
         q_name, s_name, z_name = f"{name}_{qtype}", f"{name}_scale", f"{name}_zero_point"
         if qtype == "fp8":
-            values, scale = qdq.quantize_weight_fp8(w, axis)
+            values, scale = qdq.quantize_weight_fp8(w, axis, scale)
             q_init = qdq.fp8_tensor(q_name, values)
         else:
-            q, scale = qdq.quantize_weight(w, axis)
+            q, scale = qdq.quantize_weight(w, axis, scale)
             q_init = numpy_helper.from_array(q, q_name)
         new_inits += [
             q_init,

@@ -90,21 +90,36 @@ def weight_axis(op_type: str, input_index: int, weight_shape: tuple[int, ...], a
     return None
 
 
-def quantize_weight(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight(
+    w: np.ndarray, axis: int | None, scale: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric INT8 weights: ``(q int8, scale float32)``; ``scale`` has one entry per channel
-    along ``axis`` (a 0-d array when ``axis`` is None). Channels that are all zero get scale 1."""
+    along ``axis`` (a 0-d array when ``axis`` is None). By default ``scale = max|w_c| / 127``
+    (channels that are all zero get scale 1); a given ``scale`` (the same shape, e.g. from
+    :mod:`trtq.precision.weight_scales`) is used as is, weights beyond ``127 * scale`` saturate."""
     w = np.asarray(w, dtype=np.float32)
+    if scale is None:
+        amax = _channel_amax(w, axis)
+        scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+    scale = np.asarray(scale, dtype=np.float32)
+    q = np.clip(np.rint(w / scale.reshape(_channel_shape(w, axis))), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _channel_amax(w: np.ndarray, axis: int | None) -> np.ndarray:
+    """``max |w|`` per channel along ``axis`` (float32; a 0-d array when ``axis`` is None)."""
     if axis is None:
-        amax = np.array(np.abs(w).max() if w.size else 0.0, dtype=np.float32)
-    else:
-        reduce = tuple(i for i in range(w.ndim) if i != axis)
-        amax = np.abs(w).max(axis=reduce).astype(np.float32)
-    scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
+        return np.array(np.abs(w).max() if w.size else 0.0, dtype=np.float32)
+    reduce = tuple(i for i in range(w.ndim) if i != axis)
+    return np.abs(w).max(axis=reduce).astype(np.float32)
+
+
+def _channel_shape(w: np.ndarray, axis: int | None) -> list[int]:
+    """The shape a per-channel vector broadcasts to against ``w``."""
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
-    q = np.clip(np.rint(w / scale.reshape(shape)), -127, 127).astype(np.int8)
-    return q, scale
+    return shape
 
 
 #: FP8 weight scales: each channel's largest |w| maps to one of this many points spread
@@ -121,13 +136,26 @@ def fp8_weight_divisors() -> np.ndarray:
     return (FP8_MAX * 2.0 ** (-np.arange(FP8_WEIGHT_GRIDS) / FP8_WEIGHT_GRIDS)).astype(np.float64)
 
 
-def quantize_weight_fp8(w: np.ndarray, axis: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight_fp8(
+    w: np.ndarray, axis: int | None = None, scale: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """FP8 E4M3 weights: ``(values rounded to E4M3 as float32, scale float32)``, one scale per
-    channel along ``axis`` (a 0-d array when ``axis`` is None: the tensor is one channel):
-    ``scale_c = max|w_c| / d_c``, ``d_c`` the divisor of :func:`fp8_weight_divisors` with the
-    smallest rounding error of that channel (448 on a tie); an all-zero channel gets scale 1. Per
-    channel, a channel far smaller than the tensor's largest keeps E4M3's 3-bit mantissa instead
-    of falling into its subnormals."""
+    channel along ``axis`` (a 0-d array when ``axis`` is None: the tensor is one channel).
+    By default ``scale_c = max|w_c| / d_c``, ``d_c`` the divisor of :func:`fp8_weight_divisors`
+    with the smallest rounding error of that channel (448 on a tie); an all-zero channel gets
+    scale 1. Per channel, a channel far smaller than the tensor's largest keeps E4M3's 3-bit
+    mantissa instead of falling into its subnormals. A given ``scale`` (the same shape, e.g.
+    from :mod:`trtq.precision.weight_scales`) is used as is."""
+    w = np.asarray(w, dtype=np.float32)
+    if scale is None:
+        scale = fp8_weight_scale(w, axis)
+    scale = np.asarray(scale, dtype=np.float32)
+    return round_fp8(w / scale.reshape(_channel_shape(w, axis))), scale
+
+
+def fp8_weight_scale(w: np.ndarray, axis: int | None) -> np.ndarray:
+    """:func:`quantize_weight_fp8`'s data-free scales: per channel the grid of the eight with the
+    smallest rounding error (float32, a 0-d array when ``axis`` is None)."""
     from trtq.precision._fp8_kernels import channel_errors
 
     w = np.asarray(w, dtype=np.float32)
@@ -137,29 +165,28 @@ def quantize_weight_fp8(w: np.ndarray, axis: int | None = None) -> tuple[np.ndar
     errors = channel_errors(np.ascontiguousarray(rows), amax.astype(np.float64), divisors)
     best = divisors[np.argmin(errors, axis=1)].astype(np.float32)
     scale = np.where(amax > 0, amax / best, np.float32(1.0)).astype(np.float32)
-    if axis is None:
-        return round_fp8(w / scale[0]), scale.reshape(())
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    return round_fp8(w / scale.reshape(shape)), scale
+    return scale.reshape(()) if axis is None else scale
 
 
-def fake_quantize_weight(w: np.ndarray, axis: int | None, qtype: str = "int8") -> np.ndarray:
+def fake_quantize_weight(
+    w: np.ndarray, axis: int | None, qtype: str = "int8", scale: np.ndarray | None = None
+) -> np.ndarray:
     """``dequantize(quantize(w))`` in float32: what an INT8 or FP8 kernel multiplies by, in float
-    (scales per channel along ``axis``, per tensor when it is None)."""
-    q, scale = quantize_weight_fp8(w, axis) if qtype == "fp8" else quantize_weight(w, axis)
-    shape = [1] * q.ndim
-    if axis is not None:
-        shape[axis] = -1
-    return (q.astype(np.float32) * scale.reshape(shape)).astype(np.float32)
+    (scales per channel along ``axis``, per tensor when it is None; ``scale`` as in
+    :func:`quantize_weight`)."""
+    quantize = quantize_weight_fp8 if qtype == "fp8" else quantize_weight
+    q, scale = quantize(w, axis, scale)
+    return (q.astype(np.float32) * scale.reshape(_channel_shape(q, axis))).astype(np.float32)
 
 
-def activation_codes(x: np.ndarray, amax: float) -> np.ndarray:
-    """The INT8 codes of ``x`` through a per-tensor Q/DQ with ``amax``: integers in ``[-128, 127]``
-    as float32 (scale :func:`activation_scale`, round half to even, saturate; zero point 0, as
-    TensorRT's and ONNX Runtime's QuantizeLinear compute them). The dequantized value is
-    ``activation_codes(x, amax) * activation_scale(amax)``."""
-    scale = np.float32(activation_scale(amax))
+def activation_codes(x: np.ndarray, amax: float, qtype: str = "int8") -> np.ndarray:
+    """The codes of ``x`` through a per-tensor Q/DQ with ``amax``, as float32: INT8, integers in
+    ``[-128, 127]`` (scale :func:`activation_scale`, round half to even, saturate; zero point 0, as
+    TensorRT's and ONNX Runtime's QuantizeLinear compute them); FP8, E4M3 values (saturated to
+    +-448). The dequantized value is ``activation_codes(x, amax, q) * activation_scale(amax, q)``."""
+    scale = np.float32(activation_scale(amax, qtype))
+    if qtype == "fp8":
+        return round_fp8(np.asarray(x, np.float32) / scale)
     return np.clip(np.rint(np.asarray(x, np.float32) / scale), -128, 127).astype(np.float32)
 
 

@@ -95,7 +95,15 @@ from trtq.precision.bias_correction import (
     prepare_biases,
     shift_bias,
 )
-from trtq.precision.emulate import EmulationConfig, apply_plan, folded, plan_emulation, refresh_initializers
+from trtq.precision.emulate import (
+    FP8_OPSET,
+    EmulationConfig,
+    apply_plan,
+    at_least_opset,
+    folded,
+    plan_emulation,
+    refresh_initializers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -168,8 +176,9 @@ class WeightCorrectionReport:
 
 
 @dataclass
-class _Fit:
-    """One target's linear map as ``y[p, c] = sum_k A[j, p, k] u[j, k, c]`` (last k = bias), ``j``
+class NormalEquations:
+    """One target's least-squares problem over the calibration data (:func:`own_equations`). Its
+    linear map is ``y[p, c] = sum_k A[j, p, k] u[j, k, c]`` (last k = bias), ``j``
     a block: a group of a grouped Conv (its own channels), or, for a ConvTranspose, an output
     phase (``phases``: the same channels, the bias shared by all phases)."""
 
@@ -186,6 +195,7 @@ class _Fit:
     output_fp32: str  # the anchor's output (bias included) in the FP32 model
     input_q: str = ""  # anchor input 0 in the emulation (sequential), or "" (own)
     amax: float = 0.0  # the input's amax (own)
+    qtype: str = "int8"  # how the input is quantized (own): "int8" or "fp8"
     phases: list[tuple[tuple[int, ...], tuple[int, ...]]] | None = None  # ConvTranspose: taps per phase
     gram: np.ndarray | None = None  # [blocks, K + 1, K + 1]  sum A~^T A~
     cross: np.ndarray | None = None  # [blocks, K + 1, channels per block]  sum A~^T (A u)
@@ -231,26 +241,9 @@ def correct_weights(
     if not batches:
         raise InputError("weight correction needs calibration data (--data)")
     config = EmulationConfig("int8", placement, frozenset(pins))
-    original = folded(model)
-    base = onnx.ModelProto()
-    base.CopyFrom(original)
-    plan = plan_emulation(base, config, amax)
-    targets = correction_targets(plan)
+    original, base, fits, skipped = _prepare(model, amax, config)
     report = WeightCorrectionReport(mode, alpha, rounding, positions, 1, len(batches), placement)
-    input_amax = {  # by node name: prepare_biases may insert nodes and shift the indices
-        t.node: plan.amax[plan.model.graph.node[t.node_index].input[0]]
-        for t in targets
-        if (t.node_index, 0) in plan.plan_of_node[t.node_index].quant_edges
-    }
-    prepare_biases(base, targets)
-    fits: list[_Fit] = []
-    for t in targets:
-        why = "input not quantized" if t.node not in input_amax else ""
-        fit = None if why else _make_fit(base, t, input_amax[t.node])
-        if isinstance(fit, str) or fit is None:
-            report.skipped[t.node] = why or str(fit)
-            continue
-        fits.append(fit)
+    report.skipped.update(skipped)
     if not fits:
         logger.info("weight correction: no INT8 layer to correct")
         return base, report
@@ -283,6 +276,89 @@ def correct_weights(
     return base, report
 
 
+def _prepare(
+    model: onnx.ModelProto, amax: Mapping[str, float], config: EmulationConfig
+) -> tuple[onnx.ModelProto, onnx.ModelProto, list[NormalEquations], dict[str, str]]:
+    """``(original, base, equations, skipped)``: the folded model, a copy with a bias on every
+    target (the one corrected), one unaccumulated :class:`NormalEquations` per quantized layer of
+    ``config`` (``fp8`` precisions: the FP8 layers, inputs quantized to FP8), and node -> why
+    not for the layers left out."""
+    qtype = "fp8" if config.fp8 else "int8"
+    original = folded(model)
+    if config.fp8:  # raised as the FP8 plan and export raise it (and folded again), so that the
+        original = folded(at_least_opset(original, FP8_OPSET))  # plan reads ``base`` itself
+    base = onnx.ModelProto()
+    base.CopyFrom(original)
+    plan = plan_emulation(base, config, amax)
+    targets = correction_targets(plan, (qtype,))
+    input_amax = {  # by node name: prepare_biases may insert nodes and shift the indices
+        t.node: plan.amax[plan.model.graph.node[t.node_index].input[0]]
+        for t in targets
+        if (t.node_index, 0) in plan.plan_of_node[t.node_index].quant_edges
+    }
+    prepare_biases(base, targets)
+    fits: list[NormalEquations] = []
+    skipped: dict[str, str] = {}
+    for t in targets:
+        why = "input not quantized" if t.node not in input_amax else ""
+        fit = None if why else _make_fit(base, t, input_amax[t.node])
+        if isinstance(fit, str) or fit is None:
+            skipped[t.node] = why or str(fit)
+            continue
+        fit.qtype = qtype
+        fits.append(fit)
+    return original, base, fits, skipped
+
+
+def own_equations(
+    model: onnx.ModelProto,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    amax: Mapping[str, float],
+    config: EmulationConfig,
+    *,
+    positions: int = DEFAULT_POSITIONS,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: ProgressFn = null_progress,
+) -> tuple[list[NormalEquations], dict[str, str]]:
+    """Every quantized layer's normal equations of the ``own`` mode (its FP32 input quantized per
+    tensor as ``config`` quantizes it, its FP32 output as the target), accumulated over
+    ``batches`` in one FP32 pass, and node -> why not for the layers left out. The layers' weight
+    names are the folded ``model``'s (a weight shared by several nodes is copied under a new
+    name). ``progress`` counts batches."""
+    original, base, fits, skipped = _prepare(model, amax, config)
+    batches = list(batches)
+    progress(0, total=len(batches), description="layer statistics")
+    if fits:
+        _accumulate(fits, _own_values(original, fits, batches, threads, progress), positions, seed)
+    return fits, skipped
+
+
+def channel_errors(f: NormalEquations, weights: list[np.ndarray]) -> np.ndarray:
+    """``[channels, len(weights)]``: for each candidate weight (initializer layout; the bias as
+    it is), each output channel's ``sum_p (A~_p v - A_p u)^2`` over the sampled positions: the
+    squared error of the layer's output on its quantized input against FP32, from the
+    accumulated matrices.
+
+    Computed as the original weights' error plus ``d^T G d + 2 d^T (G u - C u)`` with ``d = v -
+    u``: the candidates differ only in those terms, which hold no cancellation of large sums, so
+    candidates whose errors are close still rank in the right order."""
+    u = f.u
+    base = _channel_sq(f, [u])[:, 0]
+    residual = np.matmul(f.gram, u) - f.cross  # A~^T (A~ u - A u): [blocks, K + 1, channels per block]
+    out = []
+    for w in weights:
+        d = _with_weight(f, u, w.astype(np.float64)) - u
+        e = np.sum(np.matmul(f.gram, d) * d, axis=1) + 2 * np.sum(d * residual, axis=1)
+        out.append(e.reshape(-1) if f.phases is None else np.sum(e, axis=0))
+    return np.maximum(base[:, None] + np.stack(out, axis=1), 0.0)
+
+
+def weight_of(f: NormalEquations) -> np.ndarray:
+    """The layer's original weight in its initializer's layout (float64)."""
+    return _weight_of(f, f.u)
+
+
 def _counted(
     values: Iterable[dict[str, np.ndarray]], progress: ProgressFn
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -291,12 +367,12 @@ def _counted(
         progress(1)
 
 
-def _waves(model: onnx.ModelProto, fits: list[_Fit]) -> list[list[_Fit]]:
+def _waves(model: onnx.ModelProto, fits: list[NormalEquations]) -> list[list[NormalEquations]]:
     """``fits`` grouped so that no fit depends (through the graph) on another of its group, each
     group after every group it depends on."""
     at = {f.target.node_index: f for f in fits}
     wave_of: dict[str, int] = {}  # tensor -> 1 + the largest wave of a fit upstream of it (0: none)
-    waves: dict[int, list[_Fit]] = {}
+    waves: dict[int, list[NormalEquations]] = {}
     for i, node in enumerate(model.graph.node):  # topological order
         up = max((wave_of.get(t, 0) for t in node.input), default=0)
         if i in at:
@@ -307,7 +383,7 @@ def _waves(model: onnx.ModelProto, fits: list[_Fit]) -> list[list[_Fit]]:
     return [waves[w] for w in sorted(waves)]
 
 
-def _make_fit(model: onnx.ModelProto, t: Target, amax: float) -> _Fit | str:
+def _make_fit(model: onnx.ModelProto, t: Target, amax: float) -> NormalEquations | str:
     """The target's weights as ``u`` and its geometry, or why it is not corrected."""
     graph = model.graph
     node = graph.node[t.node_index]
@@ -369,7 +445,7 @@ def _make_fit(model: onnx.ModelProto, t: Target, amax: float) -> _Fit | str:
     per = t.channels // groups
     b = np.broadcast_to(bias.reshape(groups, 1, per), (blocks, 1, per))
     u = np.concatenate([wmat, b], axis=1)
-    return _Fit(t, node.input[1], layout, scale, groups, conv, u, axis, node.input[0], bias_name(model, t),
+    return NormalEquations(t, node.input[1], layout, scale, groups, conv, u, axis, node.input[0], bias_name(model, t),
                 t.tensor, amax=amax, phases=phases)  # fmt: skip
 
 
@@ -412,7 +488,7 @@ def _transpose_blocks(w: np.ndarray, phases) -> np.ndarray:
 
 def _own_values(
     original: onnx.ModelProto,
-    fits: list[_Fit],
+    fits: list[NormalEquations],
     batches: list[Mapping[str, np.ndarray]],
     threads: int | None,
     progress: ProgressFn,
@@ -426,18 +502,18 @@ def _own_values(
         values = dict(xs)
         for f in fits:
             if _own_key(f) not in values:
-                values[_own_key(f)] = qdq.activation_codes(xs[f.input_fp32], f.amax)
+                values[_own_key(f)] = qdq.activation_codes(xs[f.input_fp32], f.amax, f.qtype)
         yield values
         progress(1)
 
 
-def _own_key(f: _Fit) -> str:
-    return f"{f.input_fp32}\x00{f.amax!r}"
+def _own_key(f: NormalEquations) -> str:
+    return f"{f.input_fp32}\x00{f.amax!r}\x00{f.qtype}"
 
 
 def _fp32_targets(
     original: onnx.ModelProto,
-    fits: list[_Fit],
+    fits: list[NormalEquations],
     batches: list[Mapping[str, np.ndarray]],
     positions: int,
     seed: int,
@@ -459,7 +535,7 @@ def _fp32_targets(
 
 
 def _accumulate(
-    fits: list[_Fit], values: Iterable[Mapping[str, np.ndarray]], positions: int, seed: int
+    fits: list[NormalEquations], values: Iterable[Mapping[str, np.ndarray]], positions: int, seed: int
 ) -> None:
     """Gram, ``A~^T y`` and output power of every fit over the batches: ``values`` holds per batch
     the quantized input (own: its INT8 codes under :func:`_own_key`, and the FP32 output;
@@ -481,7 +557,7 @@ def _accumulate(
     for b, xs in enumerate(values):
         shared.clear()
         for f in fits:
-            scale = qdq.activation_scale(f.amax)
+            scale = qdq.activation_scale(f.amax, f.qtype)
             if emulated:
                 xq = np.asarray(xs[f.input_q], np.float32)
                 codes = _codes(xq, scale)
@@ -547,12 +623,14 @@ def _cross(a: np.ndarray, y: np.ndarray) -> np.ndarray:
     return c
 
 
-def _rng(seed: int, f: _Fit, batch: int) -> np.random.Generator:
+def _rng(seed: int, f: NormalEquations, batch: int) -> np.random.Generator:
     """The positions sampled for ``f`` in ``batch``: the same for its FP32 and quantized input."""
     return np.random.default_rng([seed, f.target.node_index, batch])
 
 
-def _pick(f: _Fit, out_shape: tuple[int, ...], rng: np.random.Generator, positions: int) -> np.ndarray:
+def _pick(
+    f: NormalEquations, out_shape: tuple[int, ...], rng: np.random.Generator, positions: int
+) -> np.ndarray:
     """Sampled output positions, flat indices over the output's batch and spatial axes (Conv:
     ``n * OH * OW``; Gemm/MatMul: the rows)."""
     if f.conv is None:
@@ -568,7 +646,7 @@ def _sample(rng: np.random.Generator, total: int, positions: int) -> np.ndarray:
     return np.sort(rng.choice(total, positions, replace=False))
 
 
-def _output_shape(f: _Fit, shape: tuple[int, ...]) -> tuple[int, ...]:
+def _output_shape(f: NormalEquations, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The anchor's output shape for an input of ``shape`` (channels axis 1 for convolutions)."""
     if f.conv is None:
         return (*shape[:-1], f.target.channels)
@@ -607,7 +685,7 @@ def _geometry_2d(conv: dict, spatial: int) -> dict:
     }
 
 
-def _sampled_outputs(f: _Fit, y: np.ndarray, pick: np.ndarray) -> list[np.ndarray]:
+def _sampled_outputs(f: NormalEquations, y: np.ndarray, pick: np.ndarray) -> list[np.ndarray]:
     """``y`` (the anchor's output, bias included) at the sampled positions, float32, per block:
     ``[groups, P, channels per group]`` (one block), or per ConvTranspose phase ``[1, P_phase,
     channels]``."""
@@ -625,12 +703,14 @@ def _sampled_outputs(f: _Fit, y: np.ndarray, pick: np.ndarray) -> list[np.ndarra
     return [y4[ni[m], :, hi[m], wi[m]][None] for m in _phase_masks(f, hi, wi, sh, sw)]
 
 
-def _phase_masks(f: _Fit, hi: np.ndarray, wi: np.ndarray, sh: int, sw: int) -> list[np.ndarray]:
+def _phase_masks(f: NormalEquations, hi: np.ndarray, wi: np.ndarray, sh: int, sw: int) -> list[np.ndarray]:
     """Per phase of ``f.phases`` (row-major over the strides), the sampled positions in it."""
     return [(hi % sh == a) & (wi % sw == b) for a in range(sh) for b in range(sw)]
 
 
-def _patches(f: _Fit, x: np.ndarray, pick: np.ndarray, out_shape: tuple[int, ...]) -> list[np.ndarray]:
+def _patches(
+    f: NormalEquations, x: np.ndarray, pick: np.ndarray, out_shape: tuple[int, ...]
+) -> list[np.ndarray]:
     """Per block, ``[groups, P, K + 1]`` float32: the im2col columns of ``x`` at the sampled output
     positions (a trailing 1 for the bias), in the weight's flattening order (Conv: input channel
     of the group, then kernel rows, columns; ConvTranspose, per phase: input channel, then the
@@ -670,7 +750,7 @@ def _conv_patches(x: np.ndarray, conv: dict, groups: int, pick: np.ndarray, out_
 
 
 def _transpose_patches(
-    x: np.ndarray, f: _Fit, pick: np.ndarray, out_shape: tuple[int, ...]
+    x: np.ndarray, f: NormalEquations, pick: np.ndarray, out_shape: tuple[int, ...]
 ) -> list[np.ndarray]:
     """ConvTranspose, per phase: ``[1, P_phase, Cin * taps]``, the input values each sampled output
     position reads through the phase's taps (0 where the tap falls outside the input)."""
@@ -713,7 +793,7 @@ def _pads(conv: dict, size: tuple[int, int]) -> tuple[int, int, int, int]:
     return (begin[0], begin[1], end[0], end[1])
 
 
-def _solve(f: _Fit, alpha: float) -> np.ndarray:
+def _solve(f: NormalEquations, alpha: float) -> np.ndarray:
     """The ridge solution ``v`` (``u``'s layout) of every block, all blocks in one batched solve.
     ``lambda = alpha * mean(diag(G))`` per group (the bias entry excluded); ConvTranspose phases
     share one ``lambda`` and one bias: their weights are eliminated per phase and the bias solved
@@ -759,7 +839,9 @@ def _batched_solve(lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         return out
 
 
-def _solve_and_write(model: onnx.ModelProto, f: _Fit, alpha: float, rounding: str = "nearest") -> LayerFit:
+def _solve_and_write(
+    model: onnx.ModelProto, f: NormalEquations, alpha: float, rounding: str = "nearest"
+) -> LayerFit:
     """Solve every block's ridge problem (then, for ``adaround``, choose its INT8 steps), write
     ``w'`` and ``b'`` into ``model``, and measure."""
     u = f.u
@@ -795,7 +877,7 @@ def _solve_and_write(model: onnx.ModelProto, f: _Fit, alpha: float, rounding: st
     )
 
 
-def _adaround(f: _Fit, v: np.ndarray) -> tuple[np.ndarray, int]:
+def _adaround(f: NormalEquations, v: np.ndarray) -> tuple[np.ndarray, int]:
     """``v`` with its weights on their INT8 steps (per-channel scales of ``v``'s own weights, the
     ones the export computes), each rounded up or down by AdaRound on the accumulated quadratic
     with ``v``'s bias kept; and how many weights moved off their nearest step."""
@@ -820,9 +902,14 @@ def _adaround(f: _Fit, v: np.ndarray) -> tuple[np.ndarray, int]:
     return out, res.flipped
 
 
-def _sq_errors(f: _Fit, vs: list[np.ndarray]) -> list[float]:
+def _sq_errors(f: NormalEquations, vs: list[np.ndarray]) -> list[float]:
     """For each ``v`` of ``vs``, ``sum_p (A~_p v - A_p u)^2`` over the sampled positions and the
     channels, from the accumulated Gram matrices (one matrix product for all of ``vs``)."""
+    return [float(e) for e in np.sum(_channel_sq(f, vs), axis=0)]
+
+
+def _channel_sq(f: NormalEquations, vs: list[np.ndarray]) -> np.ndarray:
+    """``[channels, len(vs)]``: :func:`_sq_errors` per output channel."""
     c = vs[0].shape[2]
     z = np.concatenate(vs, axis=2)
     quad = np.sum(np.matmul(f.gram, z) * z, axis=1)  # [blocks, len(vs) * c]
@@ -832,11 +919,11 @@ def _sq_errors(f: _Fit, vs: list[np.ndarray]) -> list[float]:
     for i in range(len(vs)):
         ei = e[:, i * c : (i + 1) * c]
         per_channel = ei.reshape(-1) if f.phases is None else np.sum(ei, axis=0)
-        out.append(float(np.sum(np.maximum(per_channel + f.power, 0.0))))
-    return out
+        out.append(np.maximum(per_channel + f.power, 0.0))
+    return np.stack(out, axis=1)
 
 
-def _weight_of(f: _Fit, v: np.ndarray) -> np.ndarray:
+def _weight_of(f: NormalEquations, v: np.ndarray) -> np.ndarray:
     """``v``'s weight part in the initializer's layout (float64)."""
     w = v[:, :-1, :]
     if f.layout == "conv":
@@ -856,7 +943,7 @@ def _weight_of(f: _Fit, v: np.ndarray) -> np.ndarray:
     return w if f.layout in ("gemm", "matmul") else w.T
 
 
-def _with_weight(f: _Fit, v: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def _with_weight(f: NormalEquations, v: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """``v`` with its weight part replaced by ``weight`` (initializer layout)."""
     out = v.copy()
     if f.layout == "conv":
@@ -874,7 +961,7 @@ def _fq(w: np.ndarray, axis: int | None) -> np.ndarray:
     return qdq.fake_quantize_weight(w.astype(np.float32), axis).astype(np.float64)
 
 
-def _write(model: onnx.ModelProto, f: _Fit, v: np.ndarray) -> None:
+def _write(model: onnx.ModelProto, f: NormalEquations, v: np.ndarray) -> None:
     init = next(i for i in model.graph.initializer if i.name == f.weight)
     init.CopyFrom(numpy_helper.from_array(_weight_of(f, v).astype(np.float32), f.weight))
     old = bias_vector(model, f.target)
@@ -891,7 +978,9 @@ class _WavePasses:
     tensor not kept is computed again. Node for node as the whole emulation runs (ONNX Runtime's
     optimisations off), so the values are the same."""
 
-    def __init__(self, emulated: onnx.ModelProto, waves: list[list[_Fit]], threads: int | None) -> None:
+    def __init__(
+        self, emulated: onnx.ModelProto, waves: list[list[NormalEquations]], threads: int | None
+    ) -> None:
         graph = emulated.graph
         self.threads, self.budget = threads, STORE_BYTES
         self.nodes = list(graph.node)

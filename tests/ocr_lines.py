@@ -17,6 +17,30 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx
 
+# The peer benchmark's calibration photos (scikit-image samples): no printed text among them, and
+# not page.png, whose lines the tests read.
+PHOTOS = (
+    "astronaut.png", "camera.png", "chelsea.png", "coffee.png", "color.png", "gravel.png",
+    "hubble_deep_field.jpg", "logo.png", "moon.png", "motorcycle_right.png", "phantom.png", "rocket.jpg",
+)  # fmt: skip
+
+
+
+def rec_photos(names: tuple[str, ...] = PHOTOS) -> list[dict[str, np.ndarray]]:
+    """scikit-image photos as rec's input (``paddleocr-rec`` preprocessing at 48x320), one batch each."""
+    import cv2
+    import skimage
+
+    from trtq.datasets.preprocess import PRESETS, PreprocessSpec, to_sample
+
+    spec = PreprocessSpec(**PRESETS["paddleocr-rec"].fields)
+    src = Path(skimage.__file__).parent / "data"
+    return [
+        {"x": to_sample(cv2.imread(str(src / f), cv2.IMREAD_COLOR), 48, 320, "NCHW", np.float32, spec)[None]}
+        for f in names
+    ]
+
+
 # Text lines of skimage's page.png: (first row, last row, first column, last column).
 PAGE_LINES = [(5, 42, 0, 300), (45, 66, 0, 384), (64, 86, 0, 384), (82, 103, 0, 384)]
 

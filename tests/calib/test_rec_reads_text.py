@@ -7,23 +7,13 @@ on a photo is mostly blanks, and so is a model whose activations entropy2 clippe
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import cv2
 import numpy as np
 import pytest
-from ocr_lines import char_error_rate, edit_distance, page_line_variants, read_text, rec_chars
+from ocr_lines import char_error_rate, edit_distance, page_line_variants, read_text, rec_chars, rec_photos
 
 from trtq._core.onnx_model import load_onnx
 from trtq.calib.run import calibrate
-from trtq.datasets.preprocess import PRESETS, PreprocessSpec, to_sample
 from trtq.precision.export import export_qdq
-
-# The peer benchmark's calibration photos: no printed text among them, and not page.png.
-PHOTOS = (
-    "astronaut.png", "camera.png", "chelsea.png", "coffee.png", "color.png", "gravel.png",
-    "hubble_deep_field.jpg", "logo.png", "moon.png", "motorcycle_right.png", "phantom.png", "rocket.jpg",
-)  # fmt: skip
 
 
 def test_edit_distance_and_character_error_rate():
@@ -33,16 +23,9 @@ def test_edit_distance_and_character_error_rate():
 
 
 def test_default_ranges_from_photos_read_the_page_entropy2_ranges_do_not(real_models):
-    import skimage
-
     model = load_onnx(real_models["rec"])
     chars = rec_chars(model)
-    spec = PreprocessSpec(**PRESETS["paddleocr-rec"].fields)
-    src = Path(skimage.__file__).parent / "data"
-    photos = [
-        {"x": to_sample(cv2.imread(str(src / f), cv2.IMREAD_COLOR), 48, 320, "NCHW", np.float32, spec)[None]}
-        for f in PHOTOS
-    ]
+    photos = rec_photos()
     lines = page_line_variants(shifts=(0,))
     want = read_text(model, lines, chars)
     assert want[0] == "Region-based segmentation"  # FP32 reads the page

@@ -72,3 +72,39 @@ def test_a_split_session_computes_what_the_whole_model_computes_fp32_and_int8(re
         for batch in lines:
             want = whole.run([out], {name: batch[name]})[0]
             np.testing.assert_array_equal(runner.run(batch, [out])[out], want)
+
+
+def test_fp8_weights_stay_in_the_model_and_the_session_runs():
+    """An FP8 Q/DQ export stores its weights as FLOAT8E4M3FN initializers, which numpy (and so
+    ``OrtValue.ortvalue_from_numpy``) cannot hold: they stay in the model's bytes (this crashed
+    ``precision compare model.fp8.onnx`` before), the float ones beside them are still split, and
+    the outputs equal a session of the whole model."""
+    from onnx import TensorProto, helper
+
+    from trtq.precision import qdq
+
+    rs = np.random.RandomState(0)
+    k, n = 300, 256  # 76 800 FP8 bytes: above SPLIT_BYTES
+    codes = qdq.round_fp8(rs.randn(k, n).astype(np.float32) * 40)
+    inits = [
+        qdq.fp8_tensor("w_fp8", codes),
+        numpy_helper.from_array((rs.rand(n) * 0.01 + 0.001).astype(np.float32), "w_scale"),
+        qdq.zero_point("w_zp", (n,), "fp8"),
+        numpy_helper.from_array(rs.randn(n, n).astype(np.float32), "v"),  # a large FP32 weight
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w_fp8", "w_scale", "w_zp"], ["w"], axis=1),
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("MatMul", ["h", "v"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "fp8", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, n])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+    light, weights = split_weights(model)
+    assert set(weights) == {"v"}
+    x = rs.randn(2, k).astype(np.float32)
+    with OnnxRuntimeRunner(model, optimize=False) as runner:
+        got = runner.run({"x": x}, ["y"])["y"]
+    np.testing.assert_array_equal(got, _whole_session(model, optimize=False).run(["y"], {"x": x})[0])

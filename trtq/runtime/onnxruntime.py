@@ -52,6 +52,16 @@ def mark_outputs(
 #: Initializers of at least this many bytes reach ONNX Runtime as arrays beside the model, not in
 #: its serialised bytes (:func:`split_weights`).
 SPLIT_BYTES = 1 << 16
+#: Element types an initializer may have to be split: the ones numpy holds natively, which
+#: ``OrtValue.ortvalue_from_numpy`` takes. FP8 (FLOAT8E4M3FN weights of an FP8 Q/DQ export),
+#: bfloat16 and 4-bit types stay in the model's bytes.
+_SPLITTABLE = frozenset(
+    {
+        onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8,
+        onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16, onnx.TensorProto.INT32,
+        onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL,
+    }
+)  # fmt: skip
 #: Where a split initializer's stub says its data is: a name, not a file. ONNX Runtime replaces
 #: the stub with the array before it would read any file.
 _IN_MEMORY = "trtq-in-memory"
@@ -62,7 +72,8 @@ def split_weights(
 ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """``(light, weights)``: a copy of ``model`` in which every top-graph initializer held as raw
     data of at least ``min_bytes`` is a stub (name, type, dims, and an external-data location that
-    names no file), and those initializers' values by name.
+    names no file), and those initializers' values by name. Only element types numpy holds
+    natively are split (:data:`_SPLITTABLE`: not FP8).
 
     Why: ONNX Runtime's Python API takes a model as serialised bytes. Serialising the weights,
     then parsing them back inside ONNX Runtime, touches several times their size in fresh memory
@@ -80,6 +91,7 @@ def split_weights(
     for init in model.graph.initializer:
         if (
             init.data_location != onnx.TensorProto.EXTERNAL
+            and init.data_type in _SPLITTABLE
             and init.HasField("raw_data")
             and init.ByteSize() >= min_bytes
         ):
