@@ -63,7 +63,9 @@ def run_case(key: str, split: str, qtypes: list[str], det_size: int) -> list[tup
         model = onnx.load(str(case.path))
         count = len(next(iter(cal.values())))
         batches = [{k: v[i : i + 1] for k, v in cal.items()} for i in range(count)]
-        result = calibrate(model, batches, method="auto", params={"auto_samples": count}, tools=PrecisionTools())
+        result = calibrate(
+            model, batches, method="auto", params={"auto_samples": count}, tools=PrecisionTools()
+        )
         ranges = {"int8": result.amax, "fp8": compute_amax(result.histograms, FP8_RANGES)}
         chars = pm.ocr.rec_chars(model) if key == "rec" else None
         fp32 = work / "fp32.onnx"

@@ -25,7 +25,6 @@ PHOTOS = (
 )  # fmt: skip
 
 
-
 def rec_photos(names: tuple[str, ...] = PHOTOS) -> list[dict[str, np.ndarray]]:
     """scikit-image photos as rec's input (``paddleocr-rec`` preprocessing at 48x320), one batch each."""
     import cv2
