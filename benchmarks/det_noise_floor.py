@@ -20,7 +20,9 @@ Perturbations, applied to each source image (BGR, uint8) before the preprocessin
   clipped to uint8, seeded by the image's name (every run draws the same);
 - ``bright2``: every pixel raised by 2 grey levels (clipped).
 
-Then the INT8 rows: the accuracy flow of ``det_flow.py`` (ranges ``auto`` on the calibration
+Then the INT8 rows: first FP32 with only its *input* rounded to INT8 (per tensor at the calibrated
+amax of ``x``, what the first INT8 layer of every INT8 engine reads: about 1.2 grey levels a step
+against the images' 1), then the accuracy flow of ``det_flow.py`` (ranges ``auto`` on the calibration
 photos with ``--augment``, the ``k`` worst layers of the layerwise ranking in FP32, the Q/DQ
 export) for every ``k`` of ``--prefixes``, in the same run, on the same held-out sets.
 
@@ -98,6 +100,7 @@ def main() -> None:
     from conftest import real_model_path
     from method_splits import split_names
 
+    from trtq.calib.auto import fake_quantize
     from trtq.calib.run import calibrate
     from trtq.precision.bisect import model_layers, rank_layers
     from trtq.precision.builds import PrecisionTools
@@ -163,6 +166,15 @@ def main() -> None:
         ranked = rank_layers(layers, sens).ranked
         print(
             f"INT8 flow: auto on {len(cal)} images ({args.augment}), ranking {time.perf_counter() - t0:.0f} s"
+        )
+
+        def int8_input(batches):
+            return [{"x": fake_quantize(b["x"], amax["x"]).astype(np.float32)} for b in batches]
+
+        add(
+            f"FP32, input rounded to INT8 (amax {amax['x']:.3f})",
+            det_flow._maps(model, int8_input(held)),
+            det_flow._maps(model, int8_input(docs)),
         )
         for k in prefixes:
             q = export_qdq(model, amax, sorted(m for lay in ranked[:k] for m in lay.members))

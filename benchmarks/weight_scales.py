@@ -45,8 +45,8 @@ def run_case(key: str, split: str, qtypes: list[str], det_size: int) -> list[tup
     import onnx
 
     from trtq.calib.run import calibrate, compute_amax
-    from trtq.precision.cli_common import FP8_RANGES
     from trtq.precision.builds import PrecisionTools
+    from trtq.precision.cli_common import FP8_RANGES
     from trtq.precision.export import export_qdq
     from trtq.precision.weight_scales import choose_weight_scales
 
