@@ -40,7 +40,12 @@ initializers (``peer_modelopt.constants_as_initializers``). paddle2onnx writes t
 cls and det as ``Constant`` nodes, and ModelOpt 0.47 (ORT's ``quantize_static``) quantizes such
 weights per tensor, as activations; initializers it quantizes per output channel.
 
+``--weight-scales``: one more column, ``precision export --weight-scales output`` on the ranges
+``calib run`` gives it (INT8: auto's; FP8: each tensor's largest |x|), scales chosen on the
+same calibration set.
+
     nice python benchmarks/in_domain.py --models rec,cls,lcnet --seeds 5
+    nice python benchmarks/in_domain.py --models rec,cls,lcnet --seeds 5 --quantize-mode fp8 --weight-scales
     nice python benchmarks/in_domain.py --models det --det-seeds 2
     nice python benchmarks/in_domain.py --models rec,cls,lcnet,det --modelopt-initializers
 """
@@ -70,6 +75,8 @@ import ocr_lines  # noqa: E402  (tests/ocr_lines.py)
 import peer_modelopt  # noqa: E402  (benchmarks/peer_modelopt.py: ModelOpt's venv and its runs)
 
 METHODS = ("entropy2", "minmax", "percentile", "mse", "auto")
+#: ``--weight-scales``'s column: ``precision export --weight-scales output`` on ``calib run``'s ranges.
+WS = "export, scales by output"
 MODELOPT = ("modelopt entropy", "modelopt max")
 INIT = " (initializers)"  # --modelopt-initializers' columns: the model's Constant nodes as initializers
 #: The metric each model is judged by, and whether lower is better.
@@ -122,10 +129,17 @@ def scores(key: str, ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, 
 
 
 def bench(
-    key: str, cal: list[dict], held: list[dict], ref: list[np.ndarray], mode: str = "int8"
+    key: str,
+    cal: list[dict],
+    held: list[dict],
+    ref: list[np.ndarray],
+    mode: str = "int8",
+    weight_scales: bool = False,
 ) -> dict[str, dict]:
     """The held-out scores of every trtq method calibrated on ``cal`` (``s``: calibrate's seconds),
-    exported in ``mode`` (``int8``, or ``fp8``: each method's ranges as FP8 E4M3 Q/DQ)."""
+    exported in ``mode`` (``int8``, or ``fp8``: each method's ranges as FP8 E4M3 Q/DQ).
+    ``weight_scales``: also :data:`WS`, the ranges ``precision export`` takes from ``calib run``'s
+    cache (INT8: auto's; FP8: minmax) with weight scales chosen by output error on ``cal``."""
     import onnx
 
     from trtq.calib.run import calibrate, compute_amax
@@ -143,6 +157,16 @@ def bench(
         amax = auto.amax if m == "auto" else compute_amax(plain.histograms, m)
         out[m] = scores(key, ref, methods._outputs(export_qdq(model, amax, fp8=mode == "fp8"), held))
     out["entropy2"]["s"], out["auto"]["s"] = t1 - t0, t2 - t1
+    if weight_scales:
+        from trtq.precision.weight_scales import choose_weight_scales
+
+        amax = compute_amax(auto.histograms, "minmax") if mode == "fp8" else auto.amax
+        t3 = time.perf_counter()
+        chosen, _ = choose_weight_scales(model, cal, amax, qtype=mode)
+        t4 = time.perf_counter()
+        q = export_qdq(model, amax, fp8=mode == "fp8", weight_scales=chosen)
+        out[WS] = scores(key, ref, methods._outputs(q, held))
+        out[WS]["s"] = t4 - t3
     out["auto"]["check"] = auto.check["kept"] if auto.check and auto.check["error_max"] is not None else "-"
     return out
 
@@ -249,6 +273,11 @@ def main() -> None:
         "default, as precision export --fp8 takes it, is minmax; ModelOpt --quantize_mode fp8)",
     )  # fmt: skip
     ap.add_argument("--work", type=Path, help="keep ModelOpt's inputs, models and logs here (default: temp)")
+    ap.add_argument(
+        "--weight-scales", action="store_true",
+        help=f"add the column '{WS}': the ranges precision export uses (INT8 auto, FP8 minmax) with "
+        "--weight-scales output on the calibration set (its s: the selection's seconds)",
+    )  # fmt: skip
     args = ap.parse_args()
     keys = [m for m in args.models.split(",") if m]
     unknown = [k for k in keys if k not in METRIC]
@@ -264,7 +293,8 @@ def main() -> None:
         except (subprocess.CalledProcessError, OSError) as exc:
             print(f"ModelOpt off: its venv could not be made ({exc})")
     tags = ("", INIT) if args.modelopt_initializers else ("",)
-    columns = METHODS + tuple(c + t for t in tags for c in MODELOPT) if py else METHODS
+    trtq_columns = METHODS + ((WS,) if args.weight_scales else ())
+    columns = trtq_columns + tuple(c + t for t in tags for c in MODELOPT) if py else trtq_columns
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}, "
           f"quantize mode {args.quantize_mode}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="trtq-in-domain-") as tmp:
@@ -277,7 +307,7 @@ def main() -> None:
             runs = []
             for seed in range(args.det_seeds if key == "det" else args.seeds):
                 cal = calibration_set(key, seed, det_size=args.det_size)
-                runs.append(bench(key, cal, held, ref, args.quantize_mode))
+                runs.append(bench(key, cal, held, ref, args.quantize_mode, args.weight_scales))
                 if py:
                     runs[-1].update(
                         bench_modelopt(
