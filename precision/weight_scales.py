@@ -25,10 +25,11 @@ Candidates per channel:
   below 1 the largest weights saturate at ``+-127``, and the rest get a finer step).
 
 Only the export uses the scales (``export_qdq(..., weight_scales=...)``, the Q/DQ model TensorRT
-11 and ONNX Runtime run); the calibration cache does not change. Measured (BENCHMARKS.md, "Weight
-scales by output error"): FP8 gains on PP-OCRv4 rec's real text lines, ViT-S and det; INT8 is
-mixed (rec, cls and unpinned det gain, ViT-S and det with pins lose), so both are opt-in and
-judged on held-out data.
+explicit quantization and ONNX Runtime run); the calibration cache does not change. Measured over
+6 calibration / held-out splits (BENCHMARKS.md, "Weight scales by output error"): FP8 better or
+level on every model (PP-OCRv4 rec's real text lines most, det on 6 of 6 splits), so ``precision
+export --fp8`` uses it whenever ``--data`` is given; INT8 mixed (the small classifiers, rec's
+cosine and unpinned det gain, ViT-S loses on 5 of 6, det with pins loses), so opt-in.
 """
 
 from __future__ import annotations
