@@ -27,7 +27,7 @@ from trtq._core.jsonio import to_jsonable
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
 from trtq.precision.cli_bisect import add_commands
-from trtq.precision.cli_common import mha_choice, mha_option
+from trtq.precision.cli_common import mha_choice, mha_option, scales_by_output, weight_scales_option
 from trtq.precision.cli_options import MetricArgs, ReferenceArgs
 
 logger = logging.getLogger(__name__)
@@ -262,16 +262,7 @@ scales by output error").
     "--data is closest to FP32; after --weight-correction's refit when given, else on the original "
     "weights.",
 )
-@click.option(
-    "--weight-scales",
-    "weight_scales",
-    type=click.Choice(["auto", "weights", "output"]),
-    default="auto",
-    show_default=True,
-    help="Per-channel weight scales from the weights alone, or chosen by each layer's output error on "
-    "--data (FP8: among the eight E4M3 grids; INT8: among clipping ratios 1.0-0.74). auto: output for "
-    "--fp8 when --data is given, else weights.",
-)
+@weight_scales_option
 @mha_option
 @uses(*EXPORT_GROUPS)
 @common_options
@@ -699,9 +690,7 @@ def _export(opts: dict[str, Any]) -> None:
             raise InputError(f"{flag} corrects INT8 layers: give --int8 too")
     if opts["weight_correction_alpha"] is not None and not opts["weight_correction"]:
         raise InputError("--weight-correction-alpha needs --weight-correction own|sequential")
-    by_output = opts["weight_scales"] == "output" or (
-        opts["weight_scales"] == "auto" and opts["fp8"] and bool(data.data)
-    )
+    by_output = scales_by_output(opts["weight_scales"], "fp8" if opts["fp8"] else "int8", bool(data.data))
     if by_output and not (opts["int8"] or opts["fp8"]):
         raise InputError("--weight-scales output chooses INT8 or FP8 weight scales: give --int8 or --fp8")
     if by_output and (opts["weight_correction"] or opts["adaround"] or opts["bias_correction"]):

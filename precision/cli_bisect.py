@@ -25,7 +25,7 @@ from trtq._core.config import find_config
 from trtq._core.errors import CheckFailed, InputError
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
-from trtq.precision.cli_common import mha_choice, mha_option
+from trtq.precision.cli_common import mha_choice, mha_option, scales_by_output, weight_scales_option
 from trtq.precision.cli_options import MetricArgs, ReferenceArgs
 from trtq.runtime.build import needs_ranges
 
@@ -199,6 +199,7 @@ def bisect_command(**opts: Any) -> None:
     help="Default: the precision pins.json was made for.",
 )
 @mha_option
+@weight_scales_option
 @_criterion_options
 @uses(*PIN_GROUPS)
 @common_options
@@ -585,7 +586,9 @@ def _pin(opts: dict[str, Any]) -> None:
             "--eval-data needs a metric criterion: a --check command judges the model on its own data"
         )
 
-    def verify(on_batches):  # the ranges always come from --cache / --data / pins.json
+    scales, scales_doc = _pin_weight_scales(opts, proto, batches, amax, precision, nodes, quiet)
+
+    def verify(on_batches):  # the ranges and the weight scales always come from --cache / --data / pins.json
         return verify_pins(
             proto,
             nodes,
@@ -597,6 +600,7 @@ def _pin(opts: dict[str, Any]) -> None:
             amax=amax,
             threads=runtime.threads,
             source=str(opts["pins_file"]),
+            weight_scales=scales,
         )
 
     check = verify(batches)
@@ -619,6 +623,7 @@ def _pin(opts: dict[str, Any]) -> None:
             doc,
             check,
             **({"held_out": held} if held is not None else {}),
+            **scales_doc,
         )
     )
     if not quiet:
@@ -648,6 +653,31 @@ def _pin(opts: dict[str, Any]) -> None:
             f"the pinned model fails {criterion.describe()} on the held-out data "
             f"(written model: {_fmt(held['metric'])}, emulation: {_fmt(held['emulated_metric'])})"
         )
+
+
+def _pin_weight_scales(opts, proto, batches, amax, precision: str, nodes, quiet: bool):
+    """``--weight-scales`` for ``pin``: ``(scales or None, {"weight_scales": report} or {})``,
+    chosen on the --data batches (never the held-out ones), the pins left out."""
+    if not scales_by_output(opts.get("weight_scales") or "auto", precision, True):
+        return None, {}
+    if "int8" not in precision and "fp8" not in precision:
+        raise InputError(
+            f"--weight-scales output chooses INT8 or FP8 weight scales; the precision is {precision}"
+        )
+    from trtq.precision.weight_scales import choose_weight_scales
+
+    qtype = "fp8" if "fp8" in precision else "int8"
+    with progress_bar(quiet, unit="batch") as progress:
+        scales, report = choose_weight_scales(
+            proto, batches, amax, qtype=qtype, pins=nodes, progress=progress
+        )
+    if not quiet:
+        changed = sum(f.changed for f in report.layers)
+        stderr_console().print(
+            f"weight scales by output error ({qtype.upper()}): {changed} of "
+            f"{sum(f.channels for f in report.layers)} channel(s) moved off the data-free scale"
+        )
+    return scales, {"weight_scales": report.to_dict()}
 
 
 def _pin_qdq(

@@ -34,6 +34,34 @@ def mha_choice(opts: Mapping[str, Any], recorded: Mapping[str, Any] | None = Non
     return opts.get("mha") or (recorded or {}).get("mha") or DEFAULT_MHA
 
 
+WEIGHT_SCALES_HELP = (
+    "Per-channel weight scales from the weights alone, or chosen by each layer's output error on "
+    "--data (FP8: among the eight E4M3 grids; INT8: among clipping ratios 1.0-0.74). auto: output "
+    "for FP8 when --data is given, else weights."
+)
+
+
+def weight_scales_option(fn: Callable) -> Callable:
+    """``--weight-scales auto|weights|output`` (:mod:`trtq.precision.weight_scales`)."""
+    import click
+
+    choice = click.Choice(["auto", "weights", "output"])
+    return click.option(
+        "--weight-scales",
+        "weight_scales",
+        type=choice,
+        default="auto",
+        show_default=True,
+        help=WEIGHT_SCALES_HELP,
+    )(fn)
+
+
+def scales_by_output(choice: str, precision: str, has_data: bool) -> bool:
+    """Whether ``--weight-scales choice`` picks the scales by output error for ``precision``
+    (``auto``: FP8 with data)."""
+    return choice == "output" or (choice == "auto" and "fp8" in precision and has_data)
+
+
 def open_data(proto: onnx.ModelProto, data: Any, batch_size: int | None = None):
     """The dataset of ``data`` (:class:`~trtq.datasets.cli_options.DataSettings`) for the model,
     and its batch size (``batch_size``, else the data's, else the model's default)."""

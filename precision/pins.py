@@ -126,8 +126,10 @@ def apply_pins(
     precision: str,
     amax: Mapping[str, float] | None = None,
     mha: str = DEFAULT_MHA,
+    weight_scales: Mapping[str, Any] | None = None,
 ) -> onnx.ModelProto:
-    """A deployable ONNX with ``nodes`` in FP32 and the rest in ``precision``.
+    """A deployable ONNX with ``nodes`` in FP32 and the rest in ``precision``
+    (``weight_scales``: per-channel weight scales by initializer name, as ``export_qdq`` takes them).
 
     ``int8`` / ``fp16+int8`` (``fp8`` / ``fp8+fp16``: FP8 E4M3, ``scale = amax / 112``): Q/DQ model (needs ``amax``, the calibrated ranges; ``scale =
     amax / 127``), FP16 islands as Casts for ``fp16+int8``; ``fp16``: Cast model with the
@@ -150,6 +152,7 @@ def apply_pins(
         fp16="fp16" in precision,
         fp8="fp8" in precision,
         mha=mha,
+        weight_scales=weight_scales,
     )
 
 

@@ -68,13 +68,18 @@ def verify_pins(
     threads: int | None = None,
     source: str = "pins",
     mha: str = DEFAULT_MHA,
+    weight_scales: Mapping[str, Any] | None = None,
 ) -> PinVerification:
     """Apply ``nodes`` (ONNX node names kept in FP32) to ``model`` and judge the result on
     ``batches`` against the FP32 model. ``amax`` are the INT8 ranges (scale = amax / 127);
-    ``source`` names the pins in errors (e.g. the pins.json path)."""
+    ``source`` names the pins in errors (e.g. the pins.json path); ``weight_scales`` go into the
+    written model (:func:`trtq.precision.weight_scales.choose_weight_scales`), the emulation keeps
+    the data-free ones."""
     base = folded(model)  # folded once: the pins check, the export and the emulation take it as it is
     check_nodes_exist(base, nodes, source=source)
-    applied_model = apply_pins(base, list(nodes), precision=precision, amax=amax, mha=mha)
+    applied_model = apply_pins(
+        base, list(nodes), precision=precision, amax=amax, mha=mha, weight_scales=weight_scales
+    )
     start = time.perf_counter()
 
     class _Written:  # the evaluator's build: the applied model as written

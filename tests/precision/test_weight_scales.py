@@ -240,3 +240,43 @@ def test_rec_fp8_reads_real_text_lines_better_with_output_chosen_scales(real_mod
     chosen = char_error_rate(read(export_qdq(model, amax, fp8=True, weight_scales=scales)), want)
     assert chosen < plain
     assert chosen <= 0.01
+
+
+def test_pin_fp8_writes_the_scales_chosen_on_its_data(tmp_path):
+    """``precision pin`` of an FP8 pins.json: the written model carries the weight scales chosen by
+    output error on --data with the pins left out (the default), or the data-free ones with
+    ``--weight-scales weights``; its JSON reports the choice."""
+    from trtq.calib.cache import read_cache
+    from trtq.precision.pins import pinned_nodes
+
+    tmp, model, data, cache = two_conv_workspace(tmp_path, **WIDE)
+    pins = tmp / "pins.json"
+    res = _invoke("bisect", model, "--data", data, "--precision", "fp8", "--cache", cache,
+                  "--threshold", "0.999", "-o", pins, "-q")  # fmt: skip
+    nodes = pinned_nodes(json.loads(pins.read_text()))
+    unpinned = [w for w, node in (("w1", "conv1"), ("w2", "conv2")) if node not in nodes]
+    assert unpinned, res.output  # a Conv left in FP8 to choose scales for
+
+    batches = [{"x": np.load(f)} for f in sorted(data.glob("*.npy"))]
+    amax = read_cache(cache).amax()
+    want, _ = choose_weight_scales(onnx.load(str(model)), batches, amax, qtype="fp8", pins=nodes)
+    assert set(want) == set(unpinned)
+    for flag, doc_has in (([], True), (["--weight-scales", "weights"], False)):
+        out, doc = tmp / "pinned.onnx", tmp / "pin.json"
+        res = _invoke("pin", model, "--pins", pins, "--data", data, "--cache", cache, *flag,
+                      "-o", out, "--json", doc, "-q")  # fmt: skip
+        assert res.exit_code in (0, 1), res.output  # 1: the criterion's verdict, not an error
+        assert ("weight_scales" in json.loads(doc.read_text())) is doc_has
+        stored = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+        for w in unpinned:
+            if doc_has:
+                np.testing.assert_array_equal(stored[f"{w}_scale"], want[w])
+            else:
+                np.testing.assert_array_equal(
+                    stored[f"{w}_scale"], qdq.fp8_weight_scale(stored_float(model, w), 0)
+                )
+
+
+def stored_float(model_path, name: str) -> np.ndarray:
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(model_path)).graph.initializer}
+    return inits[name]
