@@ -703,13 +703,21 @@ def _export(opts: dict[str, Any]) -> None:
     amax = cache_ranges(ranges.cache, "fp8" if opts["fp8"] else "int8") if opts["int8"] or opts["fp8"] else {}
     corrections: dict[str, Any] = {}
     batches: list = []  # the calibration data, decoded once for the corrections that read it
-    if opts["weight_correction"] or opts["bias_correction"] or opts["adaround"] or by_output:
+    needs_data = opts["weight_correction"] or opts["bias_correction"] or opts["adaround"]
+    if needs_data or by_output:
         from trtq.precision.cli_common import open_data
 
-        dataset, batch_size = open_data(proto, data)
-        with progress_bar(opts["quiet"], unit="img") as progress:
-            progress(0, total=len(dataset), description="reading --data")
-            batches = list(dataset.batches(batch_size, progress=progress))
+        try:
+            dataset, batch_size = open_data(proto, data)
+            with progress_bar(opts["quiet"], unit="img") as progress:
+                progress(0, total=len(dataset), description="reading --data")
+                batches = list(dataset.batches(batch_size, progress=progress))
+        except InputError as exc:
+            if needs_data or opts["weight_scales"] == "output":
+                raise
+            # --weight-scales auto took --data (maybe a config file's) for FP8: not worth failing the export
+            by_output = False
+            logger.warning("FP8 weight scales from the weights alone: the data could not be read (%s)", exc)
     if opts["weight_correction"] or opts["adaround"]:
         proto, corrections["weight_correction"] = _weight_correction(proto, amax, pins, batches, opts)
     if opts["bias_correction"]:

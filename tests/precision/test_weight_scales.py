@@ -280,3 +280,21 @@ def test_pin_fp8_writes_the_scales_chosen_on_its_data(tmp_path):
 def stored_float(model_path, name: str) -> np.ndarray:
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(model_path)).graph.initializer}
     return inits[name]
+
+
+def test_export_fp8_auto_falls_back_when_the_data_cannot_be_read(tmp_path):
+    """``--weight-scales auto`` (the default) takes --data for FP8 when it is there; data it cannot
+    read (here a folder with no samples) leaves the data-free scales with a warning, while an
+    explicit ``output`` fails with the data's one-line error and writes nothing."""
+    tmp, model, _, cache = two_conv_workspace(tmp_path, **WIDE)
+    empty = tmp / "empty"
+    empty.mkdir()
+    out, doc = tmp / "m.fp8.onnx", tmp / "e.json"
+    res = _invoke("export", model, "--fp8", "--cache", cache, "--data", empty, "-o", out, "--json", doc)
+    assert res.exit_code == 0, res.output
+    assert "weights alone" in res.output and "weight_scales" not in json.loads(doc.read_text())
+    out.unlink()
+    res = _invoke(
+        "export", model, "--fp8", "--cache", cache, "--data", empty, "--weight-scales", "output", "-o", out
+    )
+    assert res.exit_code != 0 and "Traceback" not in res.output and not out.exists()
