@@ -203,8 +203,8 @@ models whose --data looks like the deployment's inputs, with little pinned, and 
 --weight-scales output chooses each weight channel's scale by its layer's output error on --data
 (one FP32 pass): FP8 among E4M3's eight grids (data-free: the grid with the least rounding error),
 INT8 among clipping ratios of max|W|. The default (auto) does so for --fp8 whenever --data is
-given: over 6 splits it was better or level on every model (PP-OCRv4 rec's real text lines: CER
-0.017 -> 0.003). INT8 is mixed (ViT-S loses), so it is opt-in there (BENCHMARKS.md, "Weight
+given: over 6 splits it was better or level on each model's own metric (PP-OCRv4 rec's real text
+lines: CER 0.017 -> 0.003). INT8 is mixed (ViT-S loses), so it is opt-in there (BENCHMARKS.md, "Weight
 scales by output error").
   precision export rec.onnx --fp8 --cache calib.cache --weight-scales output --data calib_imgs/ \\
       --shape x:1x3x48x320 --preset paddleocr-rec -o rec.fp8.onnx
