@@ -441,6 +441,45 @@ def metrics(
     return {"cosine": cos}
 
 
+class Judge:
+    """A quantized model's held-out metrics against FP32 ``model``: ``metrics`` on ``held``; rec
+    and cls also on page.png's real text lines, unless page.png calibrates; PP-LCNet also on 12
+    documents at 4 rotations (tests/documents.py), unless page.png or text.png calibrates. The FP32
+    outputs are computed once, here; ``work``: where the document images are written."""
+
+    def __init__(self, case: ModelCase, model: Path, held: dict[str, np.ndarray], cal_names, work: Path):
+        import onnx
+
+        self.case, self.held = case, held
+        self.chars = (
+            ocr.rec_chars(onnx.load(str(model), load_external_data=False)) if case.metric == "rec" else None
+        )
+        self.ref = run_model(model, held)
+        self.lines = []
+        if case.key in ("rec", "cls") and "page.png" not in cal_names:
+            self.lines = ocr.page_line_variants() if case.key == "rec" else ocr.direction_line_variants()
+        self.ref_lines = run_samples(model, self.lines) if self.lines else []
+        self.docs = None
+        if case.key == "lcnet" and not {"page.png", "text.png"} & set(cal_names):
+            import cv2
+
+            folder = work / "images" / "docs"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, (img, k) in enumerate(documents.rotations(documents.document_images())):
+                cv2.imwrite(str(folder / f"doc{i // 4:02d}_rot{k}.png"), img)
+            self.docs = {case.input: preprocess(case, folder)}
+            self.ref_docs = run_model(model, self.docs)
+
+    def __call__(self, qdq: Path, optimize: bool = False) -> dict[str, float]:
+        got = metrics(self.case.metric, self.ref, run_model(qdq, self.held, optimize), self.chars, self.held)
+        if self.lines:
+            got.update(line_metrics(self.ref_lines, run_samples(qdq, self.lines, optimize), self.chars))
+        if self.docs is not None:
+            more = line_metrics(self.ref_docs, run_model(qdq, self.docs, optimize), None)
+            got.update({k.replace("lines", "docs"): v for k, v in more.items()})
+        return got
+
+
 # ---------------------------------------------------------------- one model
 
 
@@ -455,7 +494,6 @@ class Row:
 
 
 def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[list[Row], dict]:
-    import onnx
 
     case.path = model_path(case.key)
     wd = work / case.key
@@ -474,24 +512,7 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
     # trtq: images need --shape (their models' H, W are dynamic); text samples tell their length
     shape = calibration_shapes(cal)
     trtq_shape = [] if case.metric == "hidden" else ["--shape", shape]
-    chars = ocr.rec_chars(onnx.load(str(model), load_external_data=False)) if case.metric == "rec" else None
-    ref = run_model(model, held)
-    # rec and cls also judged on real text lines (page.png's), unless page.png is a calibration image
-    lines = []
-    if case.key in ("rec", "cls") and "page.png" not in split_names(args.split)[0]:
-        lines = ocr.page_line_variants() if case.key == "rec" else ocr.direction_line_variants()
-    ref_lines = run_samples(model, lines) if lines else []
-    # PP-LCNet (document orientation) also judged on documents at 4 rotations (tests/documents.py)
-    docs = None
-    if case.key == "lcnet" and not {"page.png", "text.png"} & set(split_names(args.split)[0]):
-        import cv2
-
-        folder = work / "images" / "docs"
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, (img, k) in enumerate(documents.rotations(documents.document_images())):
-            cv2.imwrite(str(folder / f"doc{i // 4:02d}_rot{k}.png"), img)
-        docs = {case.input: preprocess(case, folder)}
-        ref_docs = run_model(model, docs)
+    judge_sets = Judge(case, model, held, split_names(args.split)[0], work)
     info = {
         "cal_shape": [list(v.shape) for v in cal.values()],
         "held_shape": [list(v.shape) for v in held.values()],
@@ -501,12 +522,7 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
 
     def judge(row: Row, qdq: Path, optimize: bool = False) -> None:
         try:
-            row.metrics = metrics(case.metric, ref, run_model(qdq, held, optimize), chars, held)
-            if lines:
-                row.metrics.update(line_metrics(ref_lines, run_samples(qdq, lines, optimize), chars))
-            if docs is not None:
-                got = line_metrics(ref_docs, run_model(qdq, docs, optimize), None)
-                row.metrics.update({k.replace("lines", "docs"): v for k, v in got.items()})
+            row.metrics = judge_sets(qdq, optimize)
         except Exception as exc:  # a model ORT cannot load or run is a row, not a crash
             row.note = (row.note + "; " if row.note else "") + f"ORT: {str(exc).splitlines()[0][:160]}"
 

@@ -67,24 +67,9 @@ def run_case(key: str, split: str, qtypes: list[str], det_size: int) -> list[tup
             model, batches, method="auto", params={"auto_samples": count}, tools=PrecisionTools()
         )
         ranges = {"int8": result.amax, "fp8": compute_amax(result.histograms, FP8_RANGES)}
-        chars = pm.ocr.rec_chars(model) if key == "rec" else None
         fp32 = work / "fp32.onnx"
         onnx.save(model, fp32)
-        ref = pm.run_model(fp32, held)
-        lines = []
-        if key in ("rec", "cls") and "page.png" not in cal_names:
-            lines = pm.ocr.page_line_variants() if key == "rec" else pm.ocr.direction_line_variants()
-        ref_lines = pm.run_samples(fp32, lines) if lines else []
-        docs = None
-        if key == "lcnet" and not {"page.png", "text.png"} & set(cal_names):
-            import cv2
-
-            folder = work / "images" / "docs"
-            folder.mkdir(parents=True)
-            for i, (img, k) in enumerate(pm.documents.rotations(pm.documents.document_images())):
-                cv2.imwrite(str(folder / f"doc{i // 4:02d}_rot{k}.png"), img)
-            docs = {case.input: pm.preprocess(case, folder)}
-            ref_docs = pm.run_model(fp32, docs)
+        judge = pm.Judge(case, fp32, held, cal_names, work)
         for qtype in qtypes:
             t0 = time.perf_counter()
             amax = ranges[qtype]
@@ -93,12 +78,7 @@ def run_case(key: str, split: str, qtypes: list[str], det_size: int) -> list[tup
             for label, given in (("weights", None), ("output", scales)):
                 path = work / f"{qtype}-{label}.onnx"
                 onnx.save(export_qdq(model, amax, fp8=qtype == "fp8", weight_scales=given), path)
-                got = pm.metrics(case.metric, ref, pm.run_model(path, held), chars, held)
-                if lines:
-                    got.update(pm.line_metrics(ref_lines, pm.run_samples(path, lines), chars))
-                if docs is not None:
-                    more = pm.line_metrics(ref_docs, pm.run_model(path, docs), None)
-                    got.update({k.replace("lines", "docs"): v for k, v in more.items()})
+                got = judge(path)
                 got = {
                     k: v
                     for k, v in got.items()

@@ -27,7 +27,13 @@ from trtq._core.jsonio import to_jsonable
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
 from trtq.precision.cli_bisect import add_commands
-from trtq.precision.cli_common import mha_choice, mha_option, scales_by_output, weight_scales_option
+from trtq.precision.cli_common import (
+    choose_scales,
+    mha_choice,
+    mha_option,
+    scales_by_output,
+    weight_scales_option,
+)
 from trtq.precision.cli_options import MetricArgs, ReferenceArgs
 
 logger = logging.getLogger(__name__)
@@ -733,7 +739,8 @@ def _export(opts: dict[str, Any]) -> None:
             )
     scales = None
     if by_output:
-        scales, corrections["weight_scales"] = _weight_scales(proto, amax, pins, batches, opts)
+        qtype = "fp8" if opts["fp8"] else "int8"
+        scales, corrections["weight_scales"] = choose_scales(proto, batches, amax, qtype, pins, opts["quiet"])
     qdq = export_qdq(
         proto, amax, pins, fp16=opts["fp16"], fp8=opts["fp8"], mha=mha_choice(opts), weight_scales=scales
     )
@@ -761,26 +768,6 @@ def _export(opts: dict[str, Any]) -> None:
             **corrections,
         )
         out.write_json(to_jsonable(doc))
-
-
-def _weight_scales(proto, amax, pins, batches: list, opts: dict[str, Any]):
-    """``--weight-scales output``: the chosen scales and the report's dict; a summary on stderr."""
-    from trtq.precision.weight_scales import choose_weight_scales
-
-    qtype = "fp8" if opts["fp8"] else "int8"
-    with progress_bar(opts["quiet"], unit="batch") as progress:
-        scales, report = choose_weight_scales(proto, batches, amax, qtype=qtype, pins=pins, progress=progress)
-    if not opts["quiet"]:
-        changed = sum(f.changed for f in report.layers)
-        channels = sum(f.channels for f in report.layers)
-        before = sum(f.error_before for f in report.layers)
-        after = sum(f.error_after for f in report.layers)
-        stderr_console().print(
-            f"weight scales by output error ({qtype.upper()}): {changed} of {channels} channel(s) in "
-            f"{len(report.layers)} layer(s) moved off the data-free scale, {len(report.skipped)} layer(s) "
-            f"skipped; summed layer output error {before:.4g} -> {after:.4g} on {report.samples} batch(es)"
-        )
-    return scales, report.to_dict()
 
 
 def _weight_correction(proto, amax, pins, batches: list, opts: dict[str, Any]):

@@ -25,7 +25,13 @@ from trtq._core.config import find_config
 from trtq._core.errors import CheckFailed, InputError
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
-from trtq.precision.cli_common import mha_choice, mha_option, scales_by_output, weight_scales_option
+from trtq.precision.cli_common import (
+    choose_scales,
+    mha_choice,
+    mha_option,
+    scales_by_output,
+    weight_scales_option,
+)
 from trtq.precision.cli_options import MetricArgs, ReferenceArgs
 from trtq.runtime.build import needs_ranges
 
@@ -664,20 +670,9 @@ def _pin_weight_scales(opts, proto, batches, amax, precision: str, nodes, quiet:
         raise InputError(
             f"--weight-scales output chooses INT8 or FP8 weight scales; the precision is {precision}"
         )
-    from trtq.precision.weight_scales import choose_weight_scales
-
     qtype = "fp8" if "fp8" in precision else "int8"
-    with progress_bar(quiet, unit="batch") as progress:
-        scales, report = choose_weight_scales(
-            proto, batches, amax, qtype=qtype, pins=nodes, progress=progress
-        )
-    if not quiet:
-        changed = sum(f.changed for f in report.layers)
-        stderr_console().print(
-            f"weight scales by output error ({qtype.upper()}): {changed} of "
-            f"{sum(f.channels for f in report.layers)} channel(s) moved off the data-free scale"
-        )
-    return scales, {"weight_scales": report.to_dict()}
+    scales, report = choose_scales(proto, batches, amax, qtype, nodes, quiet)
+    return scales, {"weight_scales": report}
 
 
 def _pin_qdq(

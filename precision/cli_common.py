@@ -62,6 +62,35 @@ def scales_by_output(choice: str, precision: str, has_data: bool) -> bool:
     return choice == "output" or (choice == "auto" and "fp8" in precision and has_data)
 
 
+def choose_scales(
+    proto: onnx.ModelProto,
+    batches: list,
+    amax: Mapping[str, float],
+    qtype: str,
+    pins: Iterable[str],
+    quiet: bool,
+) -> tuple[dict, dict]:
+    """Weight scales by output error for ``export`` and ``pin``
+    (:func:`trtq.precision.weight_scales.choose_weight_scales` on the decoded --data ``batches``,
+    with a progress bar): ``(scales, report dict)``, and a one-line summary on stderr."""
+    from trtq._core.cli import stderr_console
+    from trtq.precision.weight_scales import choose_weight_scales
+
+    with progress_bar(quiet, unit="batch") as progress:
+        scales, report = choose_weight_scales(proto, batches, amax, qtype=qtype, pins=pins, progress=progress)
+    if not quiet:
+        changed = sum(f.changed for f in report.layers)
+        channels = sum(f.channels for f in report.layers)
+        before = sum(f.error_before for f in report.layers)
+        after = sum(f.error_after for f in report.layers)
+        stderr_console().print(
+            f"weight scales by output error ({qtype.upper()}): {changed} of {channels} channel(s) in "
+            f"{len(report.layers)} layer(s) moved off the data-free scale, {len(report.skipped)} layer(s) "
+            f"skipped; summed layer output error {before:.4g} -> {after:.4g} on {report.samples} batch(es)"
+        )
+    return scales, report.to_dict()
+
+
 def open_data(proto: onnx.ModelProto, data: Any, batch_size: int | None = None):
     """The dataset of ``data`` (:class:`~trtq.datasets.cli_options.DataSettings`) for the model,
     and its batch size (``batch_size``, else the data's, else the model's default)."""

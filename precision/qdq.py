@@ -114,6 +114,13 @@ def _channel_amax(w: np.ndarray, axis: int | None) -> np.ndarray:
     return np.abs(w).max(axis=reduce).astype(np.float32)
 
 
+def channel_rows(w: np.ndarray, axis: int | None) -> np.ndarray:
+    """``w`` as ``[channels, values]``, one row per channel along ``axis`` (one row when ``axis`` is
+    None)."""
+    w = np.asarray(w)
+    return w.reshape(1, -1) if axis is None else np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+
+
 def _channel_shape(w: np.ndarray, axis: int | None) -> list[int]:
     """The shape a per-channel vector broadcasts to against ``w``."""
     shape = [1] * w.ndim
@@ -158,8 +165,7 @@ def fp8_weight_scale(w: np.ndarray, axis: int | None) -> np.ndarray:
     smallest rounding error (float32, a 0-d array when ``axis`` is None)."""
     from trtq.precision._fp8_kernels import channel_errors
 
-    w = np.asarray(w, dtype=np.float32)
-    rows = w.reshape(1, -1) if axis is None else np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    rows = channel_rows(np.asarray(w, dtype=np.float32), axis)
     amax = np.abs(rows).max(axis=1).astype(np.float32) if rows.size else np.zeros(len(rows), np.float32)
     divisors = fp8_weight_divisors()
     errors = channel_errors(np.ascontiguousarray(rows), amax.astype(np.float64), divisors)

@@ -196,6 +196,7 @@ class NormalEquations:
     input_q: str = ""  # anchor input 0 in the emulation (sequential), or "" (own)
     amax: float = 0.0  # the input's amax (own)
     qtype: str = "int8"  # how the input is quantized (own): "int8" or "fp8"
+    shared: bool = False  # the model's weight is shared with other nodes; ``weight`` names this layer's copy
     phases: list[tuple[tuple[int, ...], tuple[int, ...]]] | None = None  # ConvTranspose: taps per phase
     gram: np.ndarray | None = None  # [blocks, K + 1, K + 1]  sum A~^T A~
     cross: np.ndarray | None = None  # [blocks, K + 1, channels per block]  sum A~^T (A u)
@@ -325,7 +326,7 @@ def own_equations(
     tensor as ``config`` quantizes it, its FP32 output as the target), accumulated over
     ``batches`` in one FP32 pass, and node -> why not for the layers left out. The layers' weight
     names are the folded ``model``'s (a weight shared by several nodes is copied under a new
-    name). ``progress`` counts batches."""
+    name, and its equations say ``shared``). ``progress`` counts batches."""
     original, base, fits, skipped = _prepare(model, amax, config)
     batches = list(batches)
     progress(0, total=len(batches), description="layer statistics")
@@ -392,8 +393,8 @@ def _make_fit(model: onnx.ModelProto, t: Target, amax: float) -> NormalEquations
     if bias is None:
         return "no per-channel bias"
     inits = {i.name: i for i in graph.initializer}
-    # a weight shared with other nodes: this layer gets its own copy
-    if len(tensor_readers(graph).get(node.input[1], ())) > 1:
+    shared = len(tensor_readers(graph).get(node.input[1], ())) > 1
+    if shared:  # a weight shared with other nodes: this layer gets its own copy
         name = f"{t.node}__trtq_wc_weight"
         graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[node.input[1]]), name))
         node.input[1] = name
@@ -446,7 +447,7 @@ def _make_fit(model: onnx.ModelProto, t: Target, amax: float) -> NormalEquations
     b = np.broadcast_to(bias.reshape(groups, 1, per), (blocks, 1, per))
     u = np.concatenate([wmat, b], axis=1)
     return NormalEquations(t, node.input[1], layout, scale, groups, conv, u, axis, node.input[0], bias_name(model, t),
-                t.tensor, amax=amax, phases=phases)  # fmt: skip
+                t.tensor, amax=amax, phases=phases, shared=shared)  # fmt: skip
 
 
 def _transpose_unsupported(attrs: dict, groups: int, conv: dict) -> str:

@@ -43,7 +43,7 @@ import onnx
 from trtq._core.errors import InputError
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.precision import qdq
-from trtq.precision.emulate import EmulationConfig, folded
+from trtq.precision.emulate import EmulationConfig
 from trtq.precision.weight_correction import DEFAULT_POSITIONS, channel_errors, own_equations, weight_of
 
 #: INT8 candidates: the channel's scale is ``r * max|W_c| / 127``.
@@ -91,8 +91,7 @@ class WeightScalesReport:
 def candidate_scales(w: np.ndarray, axis: int, qtype: str) -> np.ndarray:
     """``[candidates, channels]`` float32 scales of weight ``w`` per channel along ``axis``, the
     data-free one first (module docstring)."""
-    rows = np.moveaxis(np.asarray(w, np.float32), axis, 0).reshape(w.shape[axis], -1)
-    amax = np.abs(rows).max(axis=1).astype(np.float64)
+    amax = np.abs(qdq.channel_rows(np.asarray(w, np.float32), axis)).max(axis=1).astype(np.float64)
     if qtype == "fp8":
         grids = amax[None, :] / qdq.fp8_weight_divisors()[:, None]
         first = qdq.fp8_weight_scale(w, axis)[None, :]
@@ -129,10 +128,9 @@ def choose_weight_scales(
     fits, report.skipped = own_equations(
         model, batches, amax, config, positions=positions, seed=seed, threads=threads, progress=progress
     )
-    names = {i.name for i in folded(model).graph.initializer}
     scales: dict[str, np.ndarray] = {}
     for f in fits:
-        if f.weight not in names:  # weight correction's own copy of a weight other nodes share
+        if f.shared:  # one scale per weight in the export: its layers may want different ones
             report.skipped[f.target.node] = "weight shared with other nodes"
             continue
         if f.axis is None:
