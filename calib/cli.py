@@ -134,6 +134,11 @@ def _run(opts: dict[str, Any]) -> None:
         _reject_cpu_only_flags(opts, runtime.backend)
 
     proto = load_onnx(model.path)
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
+        raise InputError(
+            f"{model.path} is already quantized (it has Q/DQ nodes): calibrate its float original; "
+            "precision compare, bisect and pin take the Q/DQ model itself"
+        )
     model_inputs = real_inputs(proto)  # the session is opened once, by calibrate()
     batch_size = data.batch_size_for(model_inputs)
     dataset = data.open(model_inputs, batch_size)

@@ -161,3 +161,7 @@ class RangesArgs(ArgGroup):
             cache_algorithm=algorithm,
             method_given=method_given,
         )
+
+    def paths(self, settings: RangesSettings) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        """A command that writes a cache (``cache_format``) writes ``--cache``; the others read it."""
+        return ({"--cache": settings.cache}, {}) if self.cache_format else ({}, {"--cache": settings.cache})

@@ -452,10 +452,42 @@ def _reference_model(proto, reference, quiet: bool):
     from trtq.precision.qdq_model import float_original, recovery_note
 
     if reference.path:
-        return load_onnx(reference.path)
+        ref = load_onnx(reference.path)
+        if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in ref.graph.node):
+            raise InputError(
+                f"--reference {reference.path} has Q/DQ nodes: give the float model it was made from"
+            )
+        mine, theirs = _declared_outputs(proto), _declared_outputs(ref)
+        clash = set(mine) != set(theirs) or any(
+            mine[n]  # an output without a declared shape is not compared
+            and theirs[n]
+            and (
+                len(mine[n]) != len(theirs[n])
+                or any(a and b and a != b for a, b in zip(mine[n], theirs[n], strict=True))
+            )
+            for n in mine
+        )
+        if clash:
+            raise InputError(
+                f"{reference.path} is not the float original of the Q/DQ model: its outputs "
+                f"{_shapes(theirs)} are not the model's {_shapes(mine)}"
+            )
+        return ref
     if not quiet:
         stderr_console().print(recovery_note(proto))
     return float_original(proto)
+
+
+def _declared_outputs(proto) -> dict[str, list[int]]:
+    """Output name -> declared dims (0 where a dim is symbolic or unknown)."""
+    return {
+        o.name: [d.dim_value if d.HasField("dim_value") else 0 for d in o.type.tensor_type.shape.dim]
+        for o in proto.graph.output
+    }
+
+
+def _shapes(outputs: dict[str, list[int]]) -> str:
+    return ", ".join(f"{n} [{'x'.join(str(d) if d else '?' for d in dims)}]" for n, dims in outputs.items())
 
 
 def _worst_pins_request(opts: dict[str, Any]) -> tuple[int, str] | None:
@@ -500,10 +532,17 @@ def _compare_qdq(opts, proto, model, reference, runtime, out, inputs: _CompareIn
     """``precision compare`` of a Q/DQ model against its float original (see qdq_model)."""
     from trtq._core.onnx_model import model_summary
     from trtq.precision.compare import CompareHeldOut, CompareResult
-    from trtq.precision.qdq_model import compare_qdq
+    from trtq.precision.qdq_model import compare_qdq, qdq_precision
 
     dataset, batch_size, held, quiet = inputs.dataset, inputs.batch_size, inputs.held, inputs.quiet
-
+    kind = qdq_precision(proto)
+    if opts.get("cache"):
+        logger.warning("--cache is not used: %s is a Q/DQ model and carries its own scales", model.path)
+    if opts["precision_name"] not in ("both", kind):
+        logger.warning(
+            "--precision %s is not used: %s is a Q/DQ model in %s, compared as it is",
+            opts["precision_name"], model.path, kind.upper(),
+        )  # fmt: skip
     ref = _reference_model(proto, reference, quiet)
     acc = criterion.accumulator if criterion is not None else None
     t0 = time.perf_counter()
@@ -719,9 +758,9 @@ def _export(opts: dict[str, Any]) -> None:
                 progress(0, total=len(dataset), description="reading --data")
                 batches = list(dataset.batches(batch_size, progress=progress))
         except InputError as exc:
-            if needs_data or opts["weight_scales"] == "output":
+            if needs_data or opts["weight_scales"] == "output" or opts.get("data"):
                 raise
-            # --weight-scales auto took --data (maybe a config file's) for FP8: not worth failing the export
+            # --weight-scales auto took a config file's data for FP8: not worth failing the export
             by_output = False
             logger.warning("FP8 weight scales from the weights alone: the data could not be read (%s)", exc)
     if opts["weight_correction"] or opts["adaround"]:
@@ -744,9 +783,19 @@ def _export(opts: dict[str, Any]) -> None:
     qdq = export_qdq(
         proto, amax, pins, fp16=opts["fp16"], fp8=opts["fp8"], mha=mha_choice(opts), weight_scales=scales
     )
+    q = sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node)
+    if (opts["int8"] or opts["fp8"]) and not q:
+        names = {t for n in proto.graph.node for t in (*n.input, *n.output)}
+        foreign = sorted(set(amax) - names)
+        why = (
+            f"{ranges.cache} names tensors it does not have ('{foreign[0]}'): a cache of another model?"
+            if foreign
+            else f"no layer runs in {'FP8' if opts['fp8'] else 'INT8'}"
+            + (" (or every such layer is pinned)" if pins else "")
+        )
+        raise InputError(f"{out.output} not written: nothing to quantize in {model.path}: {why}")
     save_onnx(qdq, out.output)
     if not opts["quiet"]:
-        q = sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node)
         dq = sum(n.op_type == "DequantizeLinear" for n in qdq.graph.node)
         stderr_console().print(
             f"wrote {out.output}: {q} {'FP8' if opts['fp8'] else 'INT8'} activation Q/DQ pairs, "

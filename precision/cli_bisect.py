@@ -550,6 +550,12 @@ def _pin(opts: dict[str, Any]) -> None:
     model, reference, ranges, runtime, out, metric, eval_data, data = resolve_groups(
         merged, *PIN_GROUPS, config=config
     )
+    if ranges.cache and not opts.get("method") and "method" not in config[0]:
+        import dataclasses
+
+        # the method pins.json records is how bisect calibrated; a cache's ranges are read as
+        # export reads them (FP8: each tensor's largest |x| from the histograms beside it)
+        ranges = dataclasses.replace(ranges, method_given=False)
     out_path = out.output
     if not data.data:
         raise InputError(

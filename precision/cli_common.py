@@ -124,6 +124,7 @@ def cache_ranges(cache_path: str, precision: str, method_given: bool = False) ->
     there (the cache itself holds only its method's thresholds)."""
     from trtq.calib.cache import read_cache
 
+    cache = read_cache(cache_path)  # read first: a missing or broken cache is an error either way
     if "fp8" in precision and not method_given:
         from trtq.calib.histogram import HistogramSet
         from trtq.calib.run import compute_amax, histogram_path_for
@@ -137,7 +138,7 @@ def cache_ranges(cache_path: str, precision: str, method_given: bool = False) ->
             cache_path,
             hist.name,
         )
-    return read_cache(cache_path).amax()
+    return cache.amax()
 
 
 def read_or_calibrate(

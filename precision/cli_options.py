@@ -104,3 +104,6 @@ class ReferenceArgs(ArgGroup):
         self, opts: Mapping[str, Any], config: Mapping[str, Any], config_path: Path | None
     ) -> ReferenceSettings:
         return ReferenceSettings(opts.get("reference"))
+
+    def paths(self, settings: ReferenceSettings) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        return {}, {"--reference": settings.path}

@@ -72,6 +72,22 @@ def is_qdq_model(model: onnx.ModelProto) -> bool:
     return bool(find_groups(model))
 
 
+def qdq_precision(model: onnx.ModelProto) -> str:
+    """``fp8`` when a QuantizeLinear / DequantizeLinear of ``model`` reads an FP8 initializer (an
+    FP8 zero point or weight), else ``int8``: the label of its comparison and pins."""
+    fp8 = {
+        onnx.TensorProto.FLOAT8E4M3FN,
+        onnx.TensorProto.FLOAT8E4M3FNUZ,
+        onnx.TensorProto.FLOAT8E5M2,
+        onnx.TensorProto.FLOAT8E5M2FNUZ,
+    }
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in (Q, DQ) and any(types.get(t) in fp8 for t in node.input):
+            return "fp8"
+    return "int8"
+
+
 def find_groups(model: onnx.ModelProto) -> list[QdqGroup]:
     """The Q/DQ groups of ``model`` in topological order; a group needs at least one activation
     Q/DQ pair (a node fed only by weight DQs, e.g. a weight-only quantized MatMul, is one too)."""
@@ -215,7 +231,8 @@ def compare_qdq(
 ) -> Any:
     """Per-tensor error of ``qdq_model`` against ``reference`` (its float original): every float
     tensor of the reference found under the same name in the Q/DQ model, graphwise. Returns one
-    :class:`~trtq.precision.compare.CompareRun` (precision ``int8``, placement ``qdq-model``)."""
+    :class:`~trtq.precision.compare.CompareRun` (precision ``int8`` or ``fp8``,
+    :func:`qdq_precision`; placement ``qdq-model``)."""
     from trtq._core.onnx_model import float_tensors
     from trtq.precision.compare import CompareRun, TensorRecord
     from trtq.precision.metrics import MetricAccumulator, OutputAccumulator
@@ -253,7 +270,7 @@ def compare_qdq(
         if acc[n].n
     ]
     outputs = [TensorRecord(-1, "", "", n, False, out_acc[n].result()) for n in out_names]
-    return CompareRun("int8", "graphwise", "qdq-model", [], layers, outputs)
+    return CompareRun(qdq_precision(qdq_model), "graphwise", "qdq-model", [], layers, outputs)
 
 
 # -- bisect over groups -----------------------------------------------------------------------

@@ -202,10 +202,15 @@ def fix(
     setup_logging(debug, quiet)
 
     def body() -> None:
+        from trtq._core.outputs import check_outputs
         from trtq.surgery.pipeline import fix_file
         from trtq.surgery.rules.plugin_mapping import parse_plugin_specs
 
-        model_args, out = resolve_groups(opts, *FIX_GROUPS)
+        # -o naming MODEL is fix_file's to refuse (its message points at --inplace); the rest here
+        model_args, out = resolve_groups(opts, *FIX_GROUPS, check_paths=False)
+        check_outputs({"--json": out.json}, {"MODEL": model_args.path, "-o": out.output})
+        if out.output and not inplace:
+            check_outputs({"-o": out.output})
         names = [r.strip() for r in rule_list.split(",") if r.strip()] if rule_list else None
         mapping = parse_plugin_specs(plugins)
         shape_map = {}

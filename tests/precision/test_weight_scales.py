@@ -282,19 +282,22 @@ def stored_float(model_path, name: str) -> np.ndarray:
     return inits[name]
 
 
-def test_export_fp8_auto_falls_back_when_the_data_cannot_be_read(tmp_path):
-    """``--weight-scales auto`` (the default) takes --data for FP8 when it is there; data it cannot
-    read (here a folder with no samples) leaves the data-free scales with a warning, while an
-    explicit ``output`` fails with the data's one-line error and writes nothing."""
+def test_export_fp8_auto_falls_back_only_for_a_config_files_data(tmp_path, monkeypatch):
+    """``--weight-scales auto`` (the default) takes the data for FP8 when it is there. Data from a
+    config file it cannot read (here a folder with no samples) leaves the data-free scales with a
+    warning: the export itself needs no data. The same folder given as ``--data``, or an explicit
+    ``output``, fails with the data's one-line error and writes nothing."""
     tmp, model, _, cache = two_conv_workspace(tmp_path, **WIDE)
     empty = tmp / "empty"
     empty.mkdir()
+    (tmp / "trtq.toml").write_text('data = "empty"\n')
+    monkeypatch.chdir(tmp)
     out, doc = tmp / "m.fp8.onnx", tmp / "e.json"
-    res = _invoke("export", model, "--fp8", "--cache", cache, "--data", empty, "-o", out, "--json", doc)
+    res = _invoke("export", model, "--fp8", "--cache", cache, "-o", out, "--json", doc)
     assert res.exit_code == 0, res.output
     assert "weights alone" in res.output and "weight_scales" not in json.loads(doc.read_text())
     out.unlink()
-    res = _invoke(
-        "export", model, "--fp8", "--cache", cache, "--data", empty, "--weight-scales", "output", "-o", out
-    )
-    assert res.exit_code != 0 and "Traceback" not in res.output and not out.exists()
+    for flags in (["--data", empty], ["--weight-scales", "output"]):
+        res = _invoke("export", model, "--fp8", "--cache", cache, *flags, "-o", out)
+        assert res.exit_code == 2 and "Traceback" not in res.output and not out.exists(), flags
+        assert "error: no images or tensors found in" in res.output and "empty" in res.output, res.output

@@ -54,6 +54,11 @@ class ArgGroup:
     def resolve(self, opts: Options, config: Mapping[str, Any], config_path: Path | None) -> Any:
         raise NotImplementedError
 
+    def paths(self, settings: Any) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        """``(outputs, inputs)``: flag -> path of the files the resolved ``settings`` write and
+        read, checked by :func:`resolve_groups` before any work (none by default)."""
+        return {}, {}
+
     def __call__(self, fn: Callable) -> Callable:
         """Add the group's flags to a click command (help lists them in declaration order)."""
         for deco in reversed(self.decorators()):
@@ -74,15 +79,42 @@ def uses(*groups: ArgGroup) -> Callable[[Callable], Callable]:
     return decorate
 
 
+#: Flags outside the groups that name files, by their click parameter name: outputs and inputs.
+EXTRA_OUTPUTS = {"hist_path": "--histograms", "pins_out": "--pins-out"}
+EXTRA_INPUTS = {"pins_path": "--pins", "pins_file": "--pins"}
+
+
 def resolve_groups(
-    opts: Options, *groups: ArgGroup, config: tuple[Mapping[str, Any], Path | None] | None = None
+    opts: Options,
+    *groups: ArgGroup,
+    config: tuple[Mapping[str, Any], Path | None] | None = None,
+    check_paths: bool = True,
 ) -> tuple[Any, ...]:
     """Resolve each group: defaults < config file < flags. The config file is read once (``config``:
-    an already read ``find_config()``), and not at all when no group has config keys."""
+    an already read ``find_config()``), and not at all when no group has config keys.
+
+    Then, unless ``check_paths`` is off, the output files (the groups' and :data:`EXTRA_OUTPUTS`)
+    are checked before any work: writable, distinct, none an input
+    (:func:`trtq._core.outputs.check_outputs`)."""
     if config is None:
         config = find_config() if any(g.config_keys for g in groups) else ({}, None)
     table, path = config
-    return tuple(g.resolve(opts, table, path) for g in groups)
+    resolved = tuple(g.resolve(opts, table, path) for g in groups)
+    if check_paths:
+        from trtq._core.outputs import check_outputs
+
+        outputs = {flag: opts.get(key) for key, flag in EXTRA_OUTPUTS.items()}
+        inputs: dict[str, Any] = {}
+        for key, flag in EXTRA_INPUTS.items():
+            given = opts.get(key)
+            for i, one in enumerate(given if isinstance(given, (list, tuple)) else [given]):
+                inputs[f"{flag} #{i + 1}" if isinstance(given, (list, tuple)) else flag] = one
+        for group, settings in zip(groups, resolved, strict=True):
+            more_out, more_in = group.paths(settings)
+            outputs.update(more_out)
+            inputs.update(more_in)
+        check_outputs(outputs, inputs)
+    return resolved
 
 
 # -- model ----------------------------------------------------------------------------------------
@@ -107,6 +139,9 @@ class ModelArgs(ArgGroup):
 
     def resolve(self, opts: Options, config: Mapping[str, Any], config_path: Path | None) -> ModelSettings:
         return ModelSettings(model_from(opts.get("model"), config, config_path, self.usage))
+
+    def paths(self, settings: ModelSettings) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        return {}, {"MODEL": settings.path}
 
 
 # -- runtime --------------------------------------------------------------------------------------
@@ -234,3 +269,6 @@ class OutputArgs(ArgGroup):
             example = self.output_required if isinstance(self.output_required, str) else "FILE"
             raise InputError(f"no output file: give -o {example}")
         return OutputSettings(output and str(output), opts.get("json_path"), opts.get("report_path"))
+
+    def paths(self, settings: OutputSettings) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        return {"-o": settings.output, "--json": settings.json, "--report": settings.report}, {}

@@ -1,0 +1,64 @@
+"""Output paths checked before a command does any work.
+
+A command that would fail only when it writes its second file (a read-only folder, a parent that
+is a file) leaves the first one behind, and one whose output names its own input replaces the
+model it reads. :func:`check_outputs` refuses both up front, with one line naming the path; the
+atomic writers (:mod:`trtq._core.atomic`) still turn a failure at write time (a full disk, a
+folder made read-only meanwhile) into such a line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from trtq._core.errors import InputError
+
+PathLike = str | os.PathLike
+
+
+def _key(path: Path) -> Path:
+    """The file ``path`` names, links and ``..`` resolved (it need not exist)."""
+    return path.expanduser().resolve()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return _key(a) == _key(b)
+
+
+def writable_folder(path: PathLike) -> None:
+    """Raise :class:`InputError` unless a file can be created at ``path``: it is not a folder, and
+    its folder exists and is writable, or can be made (its nearest existing ancestor is a
+    writable folder)."""
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(f"{target}: is a folder; give a file name")
+    ancestor = target.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{target}: cannot create it: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{target}: cannot write to {ancestor} (permission denied or read-only)")
+
+
+def check_outputs(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, PathLike | None] = {}) -> None:  # noqa: B006
+    """Before any work: every output (flag -> path; ``None`` and ``-``, stdout, are skipped) can
+    be written (:func:`writable_folder`), no two outputs name the same file, and no output names
+    an input (flag -> path). Raises :class:`InputError` naming the path and both flags."""
+    seen: list[tuple[str, Path]] = []
+    for flag, value in outputs.items():
+        if value is None or str(value) == "-":
+            continue
+        path = Path(value)
+        for other, prev in seen:
+            if _same_file(path, prev):
+                raise InputError(f"{value}: given as both {other} and {flag}; name different files")
+        for what, given in inputs.items():
+            if given is not None and str(given) != "-" and _same_file(path, Path(given)):
+                raise InputError(f"{value}: refusing to overwrite the input ({what}) with {flag}")
+        writable_folder(path)
+        seen.append((flag, path))
