@@ -444,7 +444,7 @@ def merge_cmd(histograms: tuple[str, ...], quiet: bool, debug: bool, **opts: Any
     def body() -> None:
         from trtq.calib.histogram import HistogramSet
 
-        out, ranges = resolve_groups(opts, *MERGE_GROUPS)
+        out, ranges = resolve_groups({**opts, "histograms": histograms}, *MERGE_GROUPS)
         merged = HistogramSet.merged(HistogramSet.load(h) for h in histograms)
         merged.save(out.output)
         msg = (
@@ -485,7 +485,7 @@ def compute_cmd(histograms: str, quiet: bool, debug: bool, **opts: Any) -> None:
     def body() -> None:
         from trtq.calib.histogram import HistogramSet
 
-        (ranges,) = resolve_groups(opts, CACHE_FROM_HISTOGRAMS)
+        (ranges,) = resolve_groups({**opts, "histograms": histograms}, CACHE_FROM_HISTOGRAMS)
         cache = _write_cache_from(HistogramSet.load(histograms), ranges)
         if not quiet:
             stderr_console().print(f"wrote {ranges.cache}: {len(cache.scales)} tensors, {cache.header}")

@@ -29,7 +29,7 @@ from typing import Any
 import click
 
 from trtq._core.args import ArgGroup
-from trtq._core.config import resolve_path, setting
+from trtq._core.config import checked, resolve_path, setting
 from trtq._core.errors import InputError
 from trtq.calib.cache import ALGORITHMS, DEFAULT_TRT_VERSION
 
@@ -127,7 +127,7 @@ class RangesArgs(ArgGroup):
     def resolve(
         self, opts: Mapping[str, Any], config: Mapping[str, Any], config_path: Path | None
     ) -> RangesSettings:
-        cache = opts.get("cache") or resolve_path(config.get("cache"), config_path)
+        cache = opts.get("cache") or resolve_path(checked("cache", config.get("cache")), config_path)
         if self.cache_required and not cache:
             raise InputError('no cache file given: pass --cache FILE (or set cache = "..." in [tool.trtq])')
         method, params = self.default_method, {}

@@ -207,8 +207,16 @@ class HistogramSet:
                 hs.sources = [str(s) for s in z["sources"]]
         except InputError:
             raise
+        except ValueError as exc:
+            if "pickle" in str(exc):  # numpy's advice to load it unsafely is not ours to give
+                raise InputError(f"{p}: not a trtq histogram file (not a .npz of arrays)") from exc
+            raise InputError(f"{p}: not a trtq histogram file ({type(exc).__name__}: {exc})") from exc
         except Exception as exc:
             raise InputError(f"{p}: not a trtq histogram file ({type(exc).__name__}: {exc})") from exc
+        if not (np.isfinite(hs.counts).all() and (hs.counts >= 0).all()):
+            raise InputError(f"{p}: corrupt histogram file: counts must be finite and >= 0")
+        if not (np.isfinite(hs.upper).all() and (hs.upper >= 0).all()):
+            raise InputError(f"{p}: corrupt histogram file: ranges must be finite and >= 0")
         return hs
 
     @classmethod

@@ -104,6 +104,13 @@ def calibrate_dataset(
         if not hist_path.exists():
             raise InputError(f"{hist_path}: nothing to resume from (no histogram file)")
         histograms = HistogramSet.load(hist_path)
+        known = {t for n in model.graph.node for t in n.output} | {i.name for i in model.graph.input}
+        foreign = [t for t in histograms.names if t not in known]
+        if foreign:
+            raise InputError(
+                f"{hist_path}: --resume: the saved histograms hold tensors this model does not have "
+                f"('{foreign[0]}'): they were made for another model"
+            )
         skip = resume_point(histograms, files, batch_size, str(hist_path))
 
     def checkpoint(hs: HistogramSet, n: int) -> None:

@@ -299,6 +299,9 @@ class DataArgs(ArgGroup):
             flags={k: _plain(opts[k]) for k in given if opts.get(k) not in (None, ())},
         )
 
+    def paths(self, settings: DataSettings) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        return {}, {"--data": settings.data}
+
 
 class EvalDataArgs(ArgGroup):
     """``--eval-data DIR`` (config key ``eval_data``): held-out data, read with the same data and
@@ -326,6 +329,9 @@ class EvalDataArgs(ArgGroup):
         if not folder:
             return None
         return replace(DataArgs().resolve(opts, config, config_path), data=str(folder))
+
+    def paths(self, settings: DataSettings | None) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        return {}, {"--eval-data": settings.data if settings is not None else None}
 
 
 def _plain(value: Any) -> Any:

@@ -22,7 +22,7 @@ from trtq._core.cli import (
     setup_logging,
     stderr_console,
 )
-from trtq._core.errors import InputError
+from trtq._core.errors import InputError, first_line
 from trtq._core.jsonio import to_jsonable
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
@@ -478,6 +478,21 @@ def _reference_model(proto, reference, quiet: bool):
     return float_original(proto)
 
 
+def _require_float32(proto, path: str) -> None:
+    """``equalize`` rewrites FP32 weights of a valid graph: a Q/DQ or FP16 model, or one that fails
+    onnx.checker, is refused with one line."""
+    import onnx
+
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
+        raise InputError(f"{path} is already quantized (it has Q/DQ nodes): equalise its float original")
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
+        raise InputError(f"{path} has FP16 weights: equalise the FP32 model, then convert it")
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # the checker raises several types; any of them means a broken graph
+        raise InputError(f"{path} fails onnx.checker: {first_line(exc)}") from exc
+
+
 def _declared_outputs(proto) -> dict[str, list[int]]:
     """Output name -> declared dims (0 where a dim is symbolic or unknown)."""
     return {
@@ -689,6 +704,7 @@ def _equalize(opts: dict[str, Any]) -> None:
 
     model, out = resolve_groups(opts, *EQUALIZE_GROUPS)
     source = load_onnx(model.path)
+    _require_float32(source, model.path)
     result_model, result = equalize(source)
     save_onnx(result_model, out.output)
     if out.json:
@@ -780,9 +796,14 @@ def _export(opts: dict[str, Any]) -> None:
     if by_output:
         qtype = "fp8" if opts["fp8"] else "int8"
         scales, corrections["weight_scales"] = choose_scales(proto, batches, amax, qtype, pins, opts["quiet"])
-    qdq = export_qdq(
-        proto, amax, pins, fp16=opts["fp16"], fp8=opts["fp8"], mha=mha_choice(opts), weight_scales=scales
-    )
+    try:
+        qdq = export_qdq(
+            proto, amax, pins, fp16=opts["fp16"], fp8=opts["fp8"], mha=mha_choice(opts), weight_scales=scales
+        )
+    except InputError as exc:
+        if pins and "pinned node" in str(exc):  # the plan checks names on the folded model; name the file
+            raise InputError(f"{opts['pins_path']}: {exc}") from exc
+        raise
     q = sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node)
     if (opts["int8"] or opts["fp8"]) and not q:
         names = {t for n in proto.graph.node for t in (*n.input, *n.output)}

@@ -21,7 +21,7 @@ from trtq._core.cli import (
     setup_logging,
     stderr_console,
 )
-from trtq._core.config import find_config
+from trtq._core.config import checked, find_config
 from trtq._core.errors import CheckFailed, InputError
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
@@ -141,7 +141,7 @@ def _criterion_options(fn):
         ),
         click.option(
             "--check-timeout",
-            type=float,
+            type=click.FloatRange(min=0, min_open=True),
             default=None,
             help="Seconds before a --check run counts as a failure.",
         ),
@@ -353,7 +353,7 @@ def _bisect(opts: dict[str, Any]) -> None:
     model, reference, ranges, runtime, out, metric, eval_data, data = resolve_groups(
         opts, *BISECT_GROUPS, config=config
     )
-    precision = opts.get("precision_name") or config[0].get("precision") or "int8"
+    precision = opts.get("precision_name") or checked("precision", config[0].get("precision")) or "int8"
     strategy = opts.get("strategy") or "ranked"
     get_strategy(strategy)  # unknown names fail before any work
     criterion = _criterion(opts, metric)

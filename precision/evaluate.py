@@ -103,6 +103,18 @@ DEFAULT_THRESHOLDS = {"cosine": 0.999, "rel-l2": 0.01, "max-abs": 0.01, "mean-ab
 BISECT_METRICS = ("cosine", "rel-l2", "max-abs", "sqnr", "top1", "mask-iou")
 
 
+#: The values a metric can take (by its key): a threshold outside them can never be met, or always is.
+THRESHOLD_BOUNDS = {
+    "cosine": (-1.0, 1.0),
+    "rel_l2": (0.0, math.inf),
+    "max_abs": (0.0, math.inf),
+    "mean_abs": (0.0, math.inf),
+    "nonfinite": (0.0, math.inf),
+    "top1": (0.0, 1.0),
+    "mask_iou": (0.0, 1.0),
+}
+
+
 def metric_criterion(
     name: str, threshold: float | None = None, params: Mapping[str, float | None] | None = None
 ) -> MetricCriterion:
@@ -124,6 +136,9 @@ def metric_criterion(
             raise InputError(f"metric '{name}' has no default threshold: give --threshold")
     if not math.isfinite(float(threshold)):
         raise InputError(f"--threshold must be a finite number, got {threshold}")
+    lo, hi = THRESHOLD_BOUNDS.get(metric.key, (-math.inf, math.inf))
+    if not lo <= float(threshold) <= hi:
+        raise InputError(f"--threshold {threshold} is outside {metric.name}'s range [{lo:g}, {hi:g}]")
     return MetricCriterion(metric.name, float(threshold), tuple(sorted(resolved.items())))
 
 
@@ -192,6 +207,10 @@ class CheckCommand(Criterion):
     name: ClassVar[str] = "check"
     needs_outputs: ClassVar[bool] = False
     needs_model_file: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise InputError(f"--check-timeout must be a positive number of seconds, got {self.timeout_s}")
 
     def judge_file(self, model_path: Path, pins: frozenset[str]) -> tuple[float | None, bool, str]:
         pins_path = model_path.with_suffix(".pins.json")

@@ -72,24 +72,32 @@ def _label(result: dict[str, Any], n: int) -> str:
     return f"#{n} {result.get('kind')} · {model}"
 
 
-def build_report(
-    results: list[dict[str, Any]],
-    *,
-    histograms: Mapping[str, Any] | str | os.PathLike | None = None,
-    title: str | None = None,
-) -> str:
-    """Return the HTML text of a report on ``results`` (dicts of kind calib/compare/bisect).
+#: The list each result kind's section reads. It may be missing (the report shows "—"), but not
+#: something else.
+LIST_FIELDS = {"calib": "tensors", "compare": "runs"}
 
-    ``histograms`` maps tensor name -> ``(counts, upper)`` (see :mod:`trtq.reports.histograms`)
-    or is a path to the calibration ``.npz``; without it a calib result's own ``histograms``
-    path is used when that file exists. Raises :class:`InputError` for a result that is not a
-    trtq result.
-    """
-    if not isinstance(results, list | tuple) or not results:
-        raise InputError("no results to report on")
-    results = [validate_result(r, f"result {i + 1}") for i, r in enumerate(results)]
-    inputs = BuildInputs(results, as_histograms(histograms))
-    labels = [_label(r, i + 1) for i, r in enumerate(results)]
+
+def _checked_fields(result: dict[str, Any], where: str) -> dict[str, Any]:
+    field = LIST_FIELDS.get(str(result.get("kind")))
+    if field and result.get(field) is not None and not isinstance(result[field], list):
+        raise InputError(f"{where}: '{field}' of a {result['kind']} result must be a list")
+    return result
+
+
+def _histograms_match(results: list[dict[str, Any]], hists: Mapping[str, Any], given: Any) -> None:
+    """Histograms given for calib results must be theirs: at least half of their tensors in it."""
+    names = {
+        str(t.get("name"))
+        for r in results
+        if r.get("kind") == "calib"
+        for t in r.get("tensors") or []
+        if isinstance(t, dict)
+    }
+    if given is not None and hists and names and 2 * len(names & set(hists)) < len(names):
+        raise InputError(f"{given}: most calib result tensors have no histogram in it: another model's?")
+
+
+def _blocks(results: list[dict[str, Any]], inputs: Any) -> list[dict[str, Any]]:
     blocks = []
     for section in sections_in_order():
         mine = [r for r in results if r.get("kind") == section.kind]
@@ -102,6 +110,42 @@ def build_report(
                     "items": section.build(mine, inputs),
                 }
             )
+    return blocks
+
+
+def build_report(
+    results: list[dict[str, Any]],
+    *,
+    histograms: Mapping[str, Any] | str | os.PathLike | None = None,
+    title: str | None = None,
+    sources: list[str] | None = None,
+) -> str:
+    """Return the HTML text of a report on ``results`` (dicts of kind calib/compare/bisect).
+
+    ``histograms`` maps tensor name -> ``(counts, upper)`` (see :mod:`trtq.reports.histograms`)
+    or is a path to the calibration ``.npz``; without it a calib result's own ``histograms``
+    path is used when that file exists. Raises :class:`InputError` for a result that is not a
+    trtq result or is malformed, naming it by ``sources`` (its file) when given.
+    """
+    if not isinstance(results, list | tuple) or not results:
+        raise InputError("no results to report on")
+    where = list(sources) if sources else [f"result {i + 1}" for i in range(len(results))]
+    results = [_checked_fields(validate_result(r, w), w) for r, w in zip(results, where, strict=True)]
+    inputs = BuildInputs(results, as_histograms(histograms))
+    _histograms_match(results, inputs.histograms, histograms)
+    try:
+        labels = [_label(r, i + 1) for i, r in enumerate(results)]
+        blocks = _blocks(results, inputs)
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as exc:
+        for r, w in zip(results, where, strict=True):  # which file: build each alone
+            try:
+                _label(r, 1)
+                _blocks([r], inputs)
+            except (AttributeError, TypeError, KeyError, ValueError, IndexError) as one:
+                raise InputError(
+                    f"{w}: malformed {r.get('kind')} result ({type(one).__name__}: {one})"
+                ) from one
+        raise InputError(f"malformed results ({type(exc).__name__}: {exc})") from exc
     models = sorted({Path(str((r.get("model") or {}).get("path") or "")).name for r in results} - {""})
     env = _environment()
     script = env.get_template("sort_table.js.j2").render().strip()
@@ -126,6 +170,7 @@ def write_report(
     *,
     histograms: Mapping[str, Any] | str | os.PathLike | None = None,
     title: str | None = None,
+    sources: list[str] | None = None,
 ) -> None:
     """Build the report and write it to ``path`` atomically (UTF-8)."""
-    atomic_write_text(path, build_report(results, histograms=histograms, title=title))
+    atomic_write_text(path, build_report(results, histograms=histograms, title=title, sources=sources))

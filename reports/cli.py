@@ -86,10 +86,11 @@ def build_cmd(
     def body() -> None:
         from trtq.reports.build import write_report
 
-        (out,) = resolve_groups(opts, BUILD_OUTPUT)
+        given = {**opts, "results": results, "histograms": histograms}
+        (out,) = resolve_groups(given, BUILD_OUTPUT)
         output = Path(out.output)
         loaded = [load_result(p) for p in results]
-        write_report(output, loaded, histograms=histograms, title=title)
+        write_report(output, loaded, histograms=histograms, title=title, sources=[str(p) for p in results])
         info = {"report": str(output), "bytes": output.stat().st_size, "results": [str(p) for p in results]}
         out.write_json(info)
         if not quiet and not out.json_to_stdout:

@@ -39,7 +39,8 @@ def load_npz(path: str | os.PathLike) -> dict[str, Histogram]:
             counts = np.asarray(data["counts"])
             upper = np.asarray(data["upper"], dtype=np.float64)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"{p}: not a readable .npz histogram file ({exc})") from exc
+        why = "not a .npz of arrays" if "pickle" in str(exc) else str(exc)  # not numpy's unsafe-load advice
+        raise InputError(f"{p}: not a readable .npz histogram file ({why})") from exc
     if counts.ndim != 2 or counts.shape[0] != len(names) or upper.shape != (len(names),):
         raise InputError(
             f"{p}: histogram arrays disagree in shape (names {len(names)}, counts {counts.shape}, upper {upper.shape})"

@@ -156,7 +156,13 @@ def _print_findings(report) -> None:
     metavar="NAME:1x3x224x224",
     help="Input shape for verification (repeatable).",
 )
-@click.option("--trials", default=3, show_default=True, help="Random input sets used for verification.")
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Random input sets used for verification.",
+)
 @click.option("--dry-run", is_flag=True, help="Rewrite and verify, write nothing.")
 @click.option(
     "--allow-unfixed",
@@ -287,11 +293,15 @@ def list_rules(**opts) -> None:
         {"name": n, "summary": rule_class(n).summary, "verified": rule_class(n).verifiable}
         for n in rule_names()
     ]
-    (out,) = resolve_groups(opts, RULES_OUTPUT)
-    out.write_json({"rules": items})
-    if not out.json_to_stdout:
-        for item in items:
-            click.echo(f"{item['name']:<24} {item['summary']}")
+
+    def body() -> None:
+        (out,) = resolve_groups(opts, RULES_OUTPUT)
+        out.write_json({"rules": items})
+        if not out.json_to_stdout:
+            for item in items:
+                click.echo(f"{item['name']:<24} {item['summary']}")
+
+    run_command(body)
 
 
 @main.command("ops")
@@ -319,21 +329,25 @@ def list_ops(markdown: bool, **opts) -> None:
         click.echo(rewrite_status.markdown(), nl=False)
         return
     table = rewrite_status.status_table()
-    (out,) = resolve_groups(opts, OPS_OUTPUT)
-    out.write_json(
-        result_document(
-            "surgery-ops",
-            backend=None,
-            created_by="surgery ops",
-            **{k: [s.to_dict() for s in rows] for k, rows in table.items()},
+
+    def body() -> None:
+        (out,) = resolve_groups(opts, OPS_OUTPUT)
+        out.write_json(
+            result_document(
+                "surgery-ops",
+                backend=None,
+                created_by="surgery ops",
+                **{k: [s.to_dict() for s in rows] for k, rows in table.items()},
+            )
         )
-    )
-    if not out.json_to_stdout:
-        for rows in table.values():
-            for s in rows:
-                op = f"{s.domain}.{s.op}" if s.domain else s.op
-                rules = ",".join(s.rules) or "-"
-                click.echo(f"{op:<36} {s.status:<12} {rules:<30} {s.note}")
+        if not out.json_to_stdout:
+            for rows in table.values():
+                for s in rows:
+                    op = f"{s.domain}.{s.op}" if s.domain else s.op
+                    rules = ",".join(s.rules) or "-"
+                    click.echo(f"{op:<36} {s.status:<12} {rules:<30} {s.note}")
+
+    run_command(body)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -112,3 +112,30 @@ def test_resume_with_nothing_new_still_measures_auto_on_the_first_samples(real_m
     again = calibrate_dataset(model, _dataset(image_dir, 3), cache, batch_size=1, resume=True)
     assert again.resumed_samples == 3 and again.result.batches == 0
     assert cache.read_bytes() == before
+
+
+def test_resume_refuses_another_models_histograms_and_load_refuses_corrupt_ones(
+    real_models, image_dir, tmp_path
+):
+    det, cls = load_onnx(real_models["det"]), load_onnx(real_models["cls"])
+    cache = tmp_path / "c.cache"
+    calibrate_dataset(det, _dataset(image_dir, 2), cache, batch_size=1)
+    spec = TensorInfo("x", (1, 3, 48, 192), np.dtype(np.float32))
+    data = open_dataset(image_dir, [spec], PreprocessSpec.preset("paddleocr-rec"), limit=4)
+    with pytest.raises(InputError, match="made for another model"):
+        calibrate_dataset(cls, data, cache, batch_size=1, resume=True)
+
+    hist = str(cache) + ".hist.npz"
+    for field, value, message in (
+        ("upper", np.nan, "ranges must be finite"),
+        ("counts", -1, "counts must be finite"),
+    ):
+        with np.load(hist) as z:
+            arrays = dict(z)
+        arrays[field] = arrays[field] * 0 + value
+        bad = tmp_path / f"bad-{field}.npz"
+        np.savez(bad, **arrays)
+        with pytest.raises(InputError, match=message):
+            HistogramSet.load(bad)
+    with pytest.raises(InputError, match=r"not a \.npz of arrays|not a trtq histogram file"):
+        HistogramSet.load(real_models["cls"])

@@ -207,3 +207,24 @@ def test_surgery_documents_carry_the_envelope(tmp_path):
     doc = json.loads(res.stdout)
     assert doc["kind"] == "surgery-fix" and doc["created_by"] == "surgery fix"
     assert doc["backend"] == ("onnxruntime" if doc["verify"] is not None else None)
+
+
+def test_config_values_of_the_wrong_type_are_one_line_errors():
+    from trtq._core.config import checked, model_from, setting
+    from trtq._core.errors import InputError
+
+    for key, value, message in (
+        ("model", 5, "model must be a string, got 5"),
+        ("batch_size", "two", "batch_size must be an integer"),
+        ("threads", True, "threads must be an integer"),
+        ("percentile", "high", "percentile must be a number"),
+        ("threads", 0, "threads must be at least 1"),
+    ):
+        with pytest.raises(InputError, match=message):
+            checked(key, value)
+    with pytest.raises(InputError, match="model must be a string"):
+        model_from(None, {"model": ["m.onnx"]}, None, "usage")
+    with pytest.raises(InputError, match="threads must be an integer"):
+        setting({}, {"threads": "many"}, "threads")
+    assert setting({"threads": 3}, {"threads": "many"}, "threads") == 3  # a flag wins, unchecked config
+    assert setting({}, {"percentile": 99}, "percentile") == 99 and checked("unknown", object()) is not None

@@ -185,3 +185,40 @@ def test_pin_reads_fp8_ranges_from_the_cache_as_export_does(tmp_path):
         return sorted(float(inits[n.input[1]]) for n in m.graph.node if n.op_type == "QuantizeLinear")
 
     assert act_scales(pinned) == act_scales(exported) and act_scales(pinned)
+
+
+def test_thresholds_and_timeouts_outside_their_range_are_refused():
+    from trtq.precision.evaluate import CheckCommand, metric_criterion
+
+    for name, threshold in (("cosine", 2.0), ("rel-l2", -0.5), ("top1", 1.5), ("mask-iou", -0.1)):
+        params = {"binarize": 0.3} if name == "mask-iou" else None
+        with pytest.raises(InputError, match="outside"):
+            metric_criterion(name, threshold, params)
+    assert metric_criterion("cosine", 1.0).threshold == 1.0
+    for timeout in (float("nan"), 0.0, -1.0, float("inf")):
+        with pytest.raises(InputError, match="--check-timeout must be a positive number"):
+            CheckCommand("true", timeout)
+    assert CheckCommand("true", 2.5).timeout_s == 2.5
+
+
+def test_outputs_never_replace_a_data_file_and_equalize_takes_float32_models_only(tmp_path):
+    from trtq.calib.cli import main as calib
+    from trtq.precision.cli import main as precision
+
+    tmp, model, data, cache = two_conv_workspace(tmp_path, **WIDE)
+    sample = sorted(data.glob("*.npy"))[0]
+    before = sample.read_bytes()
+    res = _run(calib, "run", model, "--data", data, "--cache", sample)
+    assert res.exit_code == 2 and "refusing to overwrite the input (--data)" in res.output, res.output
+    assert sample.read_bytes() == before
+    res = _run(calib, "run", model, "--data", data, "--cache", data / "new.cache", "-q")
+    assert res.exit_code == 0, res.output  # a new file in the data folder is fine
+
+    qdq = tmp / "q.onnx"
+    assert _run(precision, "export", model, "--int8", "--cache", cache, "-o", qdq, "-q").exit_code == 0
+    half = tmp / "half.onnx"
+    assert _run(precision, "export", model, "--fp16", "-o", half, "-q").exit_code == 0
+    for path, message in ((qdq, "already quantized"), (half, "FP16 weights")):
+        out = tmp / "eq.onnx"
+        res = _run(precision, "equalize", path, "-o", out)
+        assert res.exit_code == 2 and message in res.output and not out.exists(), res.output

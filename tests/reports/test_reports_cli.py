@@ -102,3 +102,39 @@ def test_help_has_examples():
     proc = reports("build", "--help")
     assert proc.returncode == 0
     assert "Examples:" in proc.stdout and "reports build compare.json -o report.html" in proc.stdout
+
+
+def test_build_refuses_malformed_results_inputs_as_outputs_and_foreign_histograms(saved, tmp_path):
+    compare = json.loads(saved["int8"].read_text(encoding="utf-8"))
+    cases = {
+        "runs-a-string.json": (dict(compare, runs="x"), "'runs' of a compare result must be a list"),
+        "runs-of-ints.json": (dict(compare, runs=[5]), "malformed compare result"),
+        "model-a-string.json": (dict(compare, model="x"), "malformed compare result"),
+        "tensors-a-number.json": (
+            dict(compare, kind="calib", tensors=5),
+            "'tensors' of a calib result must be a list",
+        ),
+    }
+    out = tmp_path / "r.html"
+    for name, (doc, message) in cases.items():
+        path = tmp_path / name
+        path.write_text(json.dumps(doc), encoding="utf-8")
+        proc = reports("build", str(path), "-o", str(out))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith(f"error: {path}: {message}"), proc.stderr
+        assert not out.exists()
+
+    before = saved["int8"].read_bytes()
+    proc = reports("build", str(saved["int8"]), "-o", str(saved["int8"]))
+    assert proc.returncode == 2 and "refusing to overwrite the input" in proc.stderr
+    assert saved["int8"].read_bytes() == before
+
+    calib = json.loads(saved["calib"].read_text(encoding="utf-8"))
+    other = tmp_path / "other.npz"
+    import numpy as np
+
+    np.savez(other, format=1, names=np.array(["not_a_tensor"]), counts=np.ones((1, 8)), upper=np.ones(1))
+    calib_path = tmp_path / "calib.json"
+    calib_path.write_text(json.dumps(dict(calib, histograms=None)), encoding="utf-8")
+    proc = reports("build", str(calib_path), "--histograms", str(other), "-o", str(out))
+    assert proc.returncode == 2 and "another model's?" in proc.stderr, proc.stderr

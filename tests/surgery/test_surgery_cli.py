@@ -234,3 +234,22 @@ def test_fix_rejects_a_model_that_fails_the_checker(runner, tmp_path):
     assert res.exit_code == 2
     assert "broken.onnx fails onnx.checker" in _one_error_line(res)
     assert not out.exists()
+
+
+def test_listing_commands_report_a_bad_json_path_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from trtq.surgery.cli import main
+
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    for command in ("rules", "ops"):
+        res = CliRunner().invoke(main, [command, "--json", str(blocker / "x.json")])
+        assert res.exit_code == 2, res.output
+        assert res.output.strip().splitlines() == [
+            f"error: {blocker / 'x.json'}: cannot create it: {blocker} is not a folder"
+        ]
+    res = CliRunner().invoke(
+        main, ["fix", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "o.onnx"), "--trials", "0"]
+    )
+    assert res.exit_code == 2 and "--trials" in res.output

@@ -81,7 +81,12 @@ def uses(*groups: ArgGroup) -> Callable[[Callable], Callable]:
 
 #: Flags outside the groups that name files, by their click parameter name: outputs and inputs.
 EXTRA_OUTPUTS = {"hist_path": "--histograms", "pins_out": "--pins-out"}
-EXTRA_INPUTS = {"pins_path": "--pins", "pins_file": "--pins"}
+EXTRA_INPUTS = {
+    "pins_path": "--pins",
+    "pins_file": "--pins",
+    "histograms": "HISTOGRAMS",
+    "results": "RESULTS",
+}
 
 
 def resolve_groups(

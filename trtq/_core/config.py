@@ -69,19 +69,56 @@ def resolve_path(value: str | None, config_path: Path | None) -> str | None:
     return str(p if p.is_absolute() else (config_path.parent / p))
 
 
+#: The type each config key must have (checked when a command reads it; keys not listed are
+#: checked where they are read, e.g. the data keys in :mod:`trtq.datasets.cli_options`).
+CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "cache": (str,),
+    "method": (str,),
+    "percentile": (int, float),
+    "num_bins": (int,),
+    "trt_version": (str,),
+    "cache_algorithm": (str,),
+    "backend": (str,),
+    "threads": (int,),
+    "batch_size": (int,),
+    "precision": (str,),
+}
+#: Keys whose value must also be at least 1.
+_POSITIVE = {"num_bins", "threads", "batch_size"}
+
+
+def checked(key: str, value: Any) -> Any:
+    """``value`` of config key ``key`` when it has the type :data:`CONFIG_TYPES` gives it (a bool
+    is no number), else :class:`InputError` naming the key."""
+    kinds = CONFIG_TYPES.get(key.replace("-", "_"))
+    if value is None or kinds is None:
+        return value
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        name = (
+            {str: "a string", int: "an integer"}.get(kinds[0], "a number") if len(kinds) == 1 else "a number"
+        )
+        raise InputError(f"config file: {key} must be {name}, got {value!r}")
+    if key in _POSITIVE and value < 1:
+        raise InputError(f"config file: {key} must be at least 1, got {value!r}")
+    return value
+
+
 def setting(flags: dict[str, Any], config: dict[str, Any], key: str, default: Any = None) -> Any:
     """``flags[key]`` if given (not None), else the config's ``key`` (spelled with ``-`` or
-    ``_``), else ``default``: the defaults < config file < flags rule."""
+    ``_``, its type checked: :func:`checked`), else ``default``: the defaults < config file <
+    flags rule."""
     value = flags.get(key)
     if value is not None:
         return value
-    return config.get(key.replace("_", "-"), config.get(key, default))
+    given = config.get(key.replace("_", "-"), config.get(key))
+    return default if given is None else checked(key, given)
 
 
 def model_from(flag: str | None, config: dict[str, Any], config_path: Path | None, usage: str) -> str:
     """The model path: the command-line argument, else ``model`` of the config file (relative to
     that file); neither raises :class:`InputError` showing ``usage``, an example command."""
-    model = flag or resolve_path(config.get("model"), config_path)
+    model = flag or resolve_path(checked("model", config.get("model")), config_path)
     if not model:
         raise InputError(
             f'no model given: pass MODEL ({usage}) or set model = "path.onnx" '

@@ -48,7 +48,8 @@ def writable_folder(path: PathLike) -> None:
 def check_outputs(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, PathLike | None] = {}) -> None:  # noqa: B006
     """Before any work: every output (flag -> path; ``None`` and ``-``, stdout, are skipped) can
     be written (:func:`writable_folder`), no two outputs name the same file, and no output names
-    an input (flag -> path). Raises :class:`InputError` naming the path and both flags."""
+    an input (flag -> path) or an existing file inside an input folder (``--data``). Raises
+    :class:`InputError` naming the path and both flags."""
     seen: list[tuple[str, Path]] = []
     for flag, value in outputs.items():
         if value is None or str(value) == "-":
@@ -58,7 +59,11 @@ def check_outputs(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, P
             if _same_file(path, prev):
                 raise InputError(f"{value}: given as both {other} and {flag}; name different files")
         for what, given in inputs.items():
-            if given is not None and str(given) != "-" and _same_file(path, Path(given)):
+            if given is None or str(given) == "-":
+                continue
+            if _same_file(path, Path(given)) or (
+                Path(given).is_dir() and path.exists() and _key(path).is_relative_to(_key(Path(given)))
+            ):
                 raise InputError(f"{value}: refusing to overwrite the input ({what}) with {flag}")
         writable_folder(path)
         seen.append((flag, path))
