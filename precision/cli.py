@@ -351,7 +351,7 @@ def _compare(opts: dict[str, Any]) -> None:
     pins = load_pins(opts.get("pins_path"))
     worst = _worst_pins_request(opts)
     proto = load_onnx(model.path)
-    dataset, batch_size = open_data(proto, data)
+    dataset, batch_size = open_data(proto, data, source=model.path)
     held = open_data(proto, eval_data, batch_size)[0] if eval_data is not None else None
     from trtq.precision.qdq_model import is_qdq_model
 
@@ -769,7 +769,7 @@ def _export(opts: dict[str, Any]) -> None:
         from trtq.precision.cli_common import open_data
 
         try:
-            dataset, batch_size = open_data(proto, data)
+            dataset, batch_size = open_data(proto, data, source=model.path)
             with progress_bar(opts["quiet"], unit="img") as progress:
                 progress(0, total=len(dataset), description="reading --data")
                 batches = list(dataset.batches(batch_size, progress=progress))

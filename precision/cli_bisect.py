@@ -277,12 +277,12 @@ def add_commands(group: click.Group) -> None:
 # -- bodies ---------------------------------------------------------------------------------------
 
 
-def _load_data(proto, data, quiet: bool, batch_size: int | None = None):
+def _load_data(proto, data, quiet: bool, batch_size: int | None = None, source: str | None = None):
     """Open the data for the model and read every batch into memory (bisect runs them many times);
-    ``batch_size``: that of the search data, for held-out data."""
+    ``batch_size``: that of the search data, for held-out data; ``source``: the model's file."""
     from trtq.precision.cli_common import open_data
 
-    dataset, batch_size = open_data(proto, data, batch_size)
+    dataset, batch_size = open_data(proto, data, batch_size, source)
     with progress_bar(quiet, unit="img") as progress:
         batches = list(dataset.batches(batch_size, progress=progress))
     return batches, dataset.stats.to_dict(data.data), batch_size
@@ -363,7 +363,7 @@ def _bisect(opts: dict[str, Any]) -> None:
         )
     quiet = opts["quiet"] or out.json_to_stdout
     proto = load_onnx(model.path)
-    batches, data_block, batch_size = _load_data(proto, data, quiet)
+    batches, data_block, batch_size = _load_data(proto, data, quiet, source=model.path)
     held, held_block = (None, None)
     if eval_data is not None:
         held, held_block, _ = _load_data(proto, eval_data, quiet, batch_size)
@@ -569,7 +569,7 @@ def _pin(opts: dict[str, Any]) -> None:
     quiet = opts["quiet"] or out.json_to_stdout
     proto = load_onnx(model.path)
     nodes = pinned_nodes(doc)
-    batches, data_block, batch_size = _load_data(proto, data, quiet)
+    batches, data_block, batch_size = _load_data(proto, data, quiet, source=model.path)
     from trtq.precision.qdq_model import is_qdq_model
 
     if settings.get("qdq_model") or is_qdq_model(proto):

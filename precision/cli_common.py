@@ -10,6 +10,7 @@ from typing import Any
 import onnx
 
 from trtq._core.cli import progress_bar
+from trtq._core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,20 @@ def choose_scales(
     return scales, report.to_dict()
 
 
-def open_data(proto: onnx.ModelProto, data: Any, batch_size: int | None = None):
+def open_data(proto: onnx.ModelProto, data: Any, batch_size: int | None = None, source: str | None = None):
     """The dataset of ``data`` (:class:`~trtq.datasets.cli_options.DataSettings`) for the model,
-    and its batch size (``batch_size``, else the data's, else the model's default)."""
+    and its batch size (``batch_size``, else the data's, else the model's default). ``source``:
+    the model's file, named in the error when ONNX Runtime cannot load it."""
     from trtq.runtime.onnxruntime import OnnxRuntimeRunner
 
     # A session, not just the declared inputs: a model ONNX Runtime cannot load fails here, before any work.
-    with OnnxRuntimeRunner(proto, optimize=False) as probe:
-        inputs = probe.inputs()
+    try:
+        with OnnxRuntimeRunner(proto, optimize=False) as probe:
+            inputs = probe.inputs()
+    except InputError as exc:
+        if source and str(exc).startswith("model: "):
+            raise InputError(f"{source}: {str(exc).removeprefix('model: ')}") from exc
+        raise
     batch_size = int(batch_size) if batch_size is not None else data.batch_size_for(inputs)
     return data.open(inputs, batch_size), batch_size
 

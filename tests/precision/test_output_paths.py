@@ -222,3 +222,20 @@ def test_outputs_never_replace_a_data_file_and_equalize_takes_float32_models_onl
         out = tmp / "eq.onnx"
         res = _run(precision, "equalize", path, "-o", out)
         assert res.exit_code == 2 and message in res.output and not out.exists(), res.output
+
+
+def test_a_model_onnx_runtime_cannot_load_is_named_by_its_file(tmp_path):
+    from trtq.precision.cli import main as precision
+
+    _, _, data, _ = two_conv_workspace(tmp_path, **WIDE)
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, WIDE["cin"], 6, 6])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, WIDE["cin"], 6, 6])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("NoSuchOp", ["x"], ["y"])], "g", [x], [y])
+    bad = tmp_path / "badop.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), bad)
+    for args in (
+        ["compare", bad, "--data", data],
+        ["bisect", bad, "--data", data, "-o", tmp_path / "p.json"],
+    ):
+        res = _run(precision, *args)
+        assert res.exit_code == 2 and f"error: {bad}: ONNX Runtime cannot load it" in res.output, res.output
