@@ -299,8 +299,8 @@ class DataArgs(ArgGroup):
             flags={k: _plain(opts[k]) for k in given if opts.get(k) not in (None, ())},
         )
 
-    def paths(self, settings: DataSettings) -> tuple[dict[str, str | None], dict[str, str | None]]:
-        return {}, {"--data": settings.data}
+    def paths(self, settings: DataSettings) -> tuple[dict[str, str | None], dict[str, Any]]:
+        return {}, {"--data": _data_folder(settings.data)}
 
 
 class EvalDataArgs(ArgGroup):
@@ -330,8 +330,18 @@ class EvalDataArgs(ArgGroup):
             return None
         return replace(DataArgs().resolve(opts, config, config_path), data=str(folder))
 
-    def paths(self, settings: DataSettings | None) -> tuple[dict[str, str | None], dict[str, str | None]]:
-        return {}, {"--eval-data": settings.data if settings is not None else None}
+    def paths(self, settings: DataSettings | None) -> tuple[dict[str, str | None], dict[str, Any]]:
+        return {}, {"--eval-data": _data_folder(settings.data) if settings is not None else None}
+
+
+def _data_folder(folder: str | None) -> Any:
+    """The data folder as :func:`trtq._core.outputs.check_outputs` protects it: its image and
+    tensor files may not be replaced by an output."""
+    from trtq._core.outputs import DataFolder
+    from trtq.datasets.image_folder import IMAGE_EXTENSIONS
+    from trtq.datasets.tensor_folder import TENSOR_EXTENSIONS
+
+    return None if folder is None else DataFolder(folder, IMAGE_EXTENSIONS + TENSOR_EXTENSIONS)
 
 
 def _plain(value: Any) -> Any:

@@ -213,6 +213,8 @@ def test_outputs_never_replace_a_data_file_and_equalize_takes_float32_models_onl
     assert sample.read_bytes() == before
     res = _run(calib, "run", model, "--data", data, "--cache", data / "new.cache", "-q")
     assert res.exit_code == 0, res.output  # a new file in the data folder is fine
+    res = _run(calib, "run", model, "--data", data, "--cache", data / "new.cache", "-q")
+    assert res.exit_code == 0, res.output  # and so is replacing it: the data loader never reads a .cache
 
     qdq = tmp / "q.onnx"
     assert _run(precision, "export", model, "--int8", "--cache", cache, "-o", qdq, "-q").exit_code == 0

@@ -11,11 +11,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from trtq._core.errors import InputError
 
 PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class DataFolder:
+    """An input folder (``--data``) and the file suffixes read from it: an output may be written
+    into it, but may not replace one of those files."""
+
+    path: PathLike
+    suffixes: tuple[str, ...]
 
 
 def _key(path: Path) -> Path:
@@ -45,10 +55,13 @@ def writable_folder(path: PathLike) -> None:
         raise InputError(f"{target}: cannot write to {ancestor} (permission denied or read-only)")
 
 
-def check_outputs(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, PathLike | None] = {}) -> None:  # noqa: B006
+def check_outputs(
+    outputs: Mapping[str, PathLike | None],
+    inputs: Mapping[str, PathLike | DataFolder | None] = {},  # noqa: B006
+) -> None:
     """Before any work: every output (flag -> path; ``None`` and ``-``, stdout, are skipped) can
     be written (:func:`writable_folder`), no two outputs name the same file, and no output names
-    an input (flag -> path) or an existing file inside an input folder (``--data``). Raises
+    an input (flag -> path) or a data file inside an input folder (:class:`DataFolder`). Raises
     :class:`InputError` naming the path and both flags."""
     seen: list[tuple[str, Path]] = []
     for flag, value in outputs.items():
@@ -59,11 +72,15 @@ def check_outputs(outputs: Mapping[str, PathLike | None], inputs: Mapping[str, P
             if _same_file(path, prev):
                 raise InputError(f"{value}: given as both {other} and {flag}; name different files")
         for what, given in inputs.items():
-            if given is None or str(given) == "-":
-                continue
-            if _same_file(path, Path(given)) or (
-                Path(given).is_dir() and path.exists() and _key(path).is_relative_to(_key(Path(given)))
-            ):
+            if isinstance(given, DataFolder):
+                clash = (
+                    path.suffix.lower() in given.suffixes
+                    and path.exists()
+                    and _key(path).is_relative_to(_key(Path(given.path)))
+                )
+            else:
+                clash = given is not None and str(given) != "-" and _same_file(path, Path(given))
+            if clash:
                 raise InputError(f"{value}: refusing to overwrite the input ({what}) with {flag}")
         writable_folder(path)
         seen.append((flag, path))
