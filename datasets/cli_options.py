@@ -46,7 +46,7 @@ from trtq._core.config import resolve_path, setting
 from trtq._core.errors import InputError
 from trtq._core.tensors import TensorInfo
 from trtq.datasets.dataset import Dataset
-from trtq.datasets.folder import open_dataset, sample_shapes
+from trtq.datasets.folder import check_folder, open_dataset, sample_shapes
 from trtq.datasets.input_spec import parse_shape_arg, resolve_input_specs
 from trtq.datasets.preprocess import COLORS, LAYOUTS, PRESETS, PreprocessSpec, get_preset, parse_number
 from trtq.datasets.resize import RESIZERS
@@ -183,7 +183,13 @@ def shapes_from(values: Any, where: str) -> dict[str, tuple[int, ...]]:
         return out
     if not isinstance(values, Sequence):
         raise InputError(f"{where} shape must be a list of NAME:DIMS strings, got {values!r}")
-    return dict(parse_shape_arg(str(v)) for v in values)
+    out: dict[str, tuple[int, ...]] = {}
+    for v in values:
+        name, shape = parse_shape_arg(str(v))
+        if name in out and out[name] != shape:
+            raise InputError(f"{where} gives input '{name}' two shapes: {out[name]} and {shape}")
+        out[name] = shape
+    return out
 
 
 def preprocess_from(
@@ -242,7 +248,11 @@ class DataSettings:
         # a folder of .npy/.npz samples tells the dynamic dims it was saved with (e.g. a sequence
         # length), so text and other tensor models need no --shape
         shapes.update(sample_shapes(Path(self.data), model_inputs, shapes))
-        specs = resolve_input_specs(model_inputs, shapes, batch_size)
+        try:
+            specs = resolve_input_specs(model_inputs, shapes, batch_size)
+        except InputError:
+            check_folder(Path(self.data))  # a missing or empty folder is the problem to name first
+            raise
         return open_dataset(
             self.data,
             specs,
@@ -293,7 +303,7 @@ class DataArgs(ArgGroup):
             batch_size=None if batch_size is None else int(batch_size),
             limit=pick("limit", int, None),
             shuffle=pick("shuffle", bool, False),
-            seed=pick("seed", int, 0),
+            seed=_non_negative("seed", pick("seed", int, 0)),
             strict=pick("strict", bool, False),
             workers=pick("workers", int, None),
             flags={k: _plain(opts[k]) for k in given if opts.get(k) not in (None, ())},
@@ -342,6 +352,12 @@ def _data_folder(folder: str | None) -> Any:
     from trtq.datasets.tensor_folder import TENSOR_EXTENSIONS
 
     return None if folder is None else DataFolder(folder, IMAGE_EXTENSIONS + TENSOR_EXTENSIONS)
+
+
+def _non_negative(name: str, value: int) -> int:
+    if value < 0:
+        raise InputError(f"--{name} must be >= 0, got {value}")
+    return value
 
 
 def _plain(value: Any) -> Any:

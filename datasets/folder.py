@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +21,8 @@ from trtq.datasets.tensor_folder import TensorFolder, shapes_from_samples
 
 # Folder kinds, tried by file extension. Each has ``kind``, ``extensions`` and ``from_files``.
 FOLDER_KINDS: list[type] = [ImageFolder, TensorFolder]
+
+logger = logging.getLogger(__name__)
 
 
 def files_by_kind(root: Path, kinds: Sequence[type]) -> dict[type, list[Path]]:
@@ -40,7 +44,14 @@ def _walk(root: Path, exts: set[str]) -> Iterator[tuple[str, Path]]:
         for name in names:
             ext = os.path.splitext(name)[1].lower()
             if not name.startswith(".") and ext in exts:
-                yield ext, Path(folder) / name
+                path = Path(folder) / name
+                try:  # a FIFO, socket or device named like an image would block or never end
+                    if not stat.S_ISREG(os.stat(path).st_mode):
+                        logger.warning("%s: skipped: not a regular file", path)
+                        continue
+                except OSError:
+                    pass  # a dangling link: its reader reports it
+                yield ext, path
 
 
 def _sorted(root: Path, files: list[Path]) -> list[Path]:
@@ -68,19 +79,12 @@ def open_dataset(
     files when ``strict``. ``workers`` is the default decode thread count of ``batches()``.
     """
     root = Path(path)
-    if not root.exists():
-        raise InputError(f"{root}: no such folder")
-    if not root.is_dir():
-        raise InputError(f"{root}: is a file; the data must be a folder of images or .npy/.npz tensors")
+    found = check_folder(root)
     if limit is not None and limit < 1:
         raise InputError(f"limit must be at least 1, got {limit}")
     if not inputs:
         raise InputError("the model has no inputs to feed")
     inputs = static_inputs(inputs)
-    found = {cls: files for cls, files in files_by_kind(root, FOLDER_KINDS).items() if files}
-    if not found:
-        looked = ", ".join(e for cls in FOLDER_KINDS for e in cls.extensions)
-        raise InputError(f"no images or tensors found in {root} (looked for {looked}, in all subfolders)")
     if len(found) > 1:
         what = " and ".join(f"{len(f)} {cls.noun} file(s)" for cls, f in found.items())
         raise InputError(f"{root} holds {what}: keep each kind in its own folder")
@@ -91,6 +95,20 @@ def open_dataset(
         inputs = [replace(s, dtype=np.dtype(preprocess.dtype)) for s in inputs]
     source = cls.from_files(files, inputs, preprocess, limit)
     return Dataset(root, source, inputs, strict=strict, workers=workers)
+
+
+def check_folder(root: Path) -> dict[type, list[Path]]:
+    """The data files under ``root`` by folder kind (kinds with none left out); :class:`InputError`
+    for a missing path, a file instead of a folder, or a folder without data files."""
+    if not root.exists():
+        raise InputError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise InputError(f"{root}: is a file; the data must be a folder of images or .npy/.npz tensors")
+    found = {cls: files for cls, files in files_by_kind(root, FOLDER_KINDS).items() if files}
+    if not found:
+        looked = ", ".join(e for cls in FOLDER_KINDS for e in cls.extensions)
+        raise InputError(f"no images or tensors found in {root} (looked for {looked}, in all subfolders)")
+    return found
 
 
 def sample_shapes(

@@ -63,6 +63,8 @@ class PreprocessSpec:
             except TypeError as exc:
                 raise InputError(f"unknown dtype '{self.dtype}' (e.g. float32, float16, uint8)") from exc
         set_(self, "scale", _finite("scale", self.scale))
+        if self.scale == 0:
+            raise InputError("scale 0 makes every input the same constant: give the pixel scale (e.g. 1/255)")
         set_(self, "mean", _floats("mean", self.mean))
         set_(self, "std", _floats("std", self.std))
         if any(s == 0 for s in self.std):

@@ -57,6 +57,11 @@ def letterbox(image: np.ndarray, height: int, width: int, spec: PreprocessSpec) 
     return canvas
 
 
+#: center-crop resizes the whole image before cutting the window, unless that would be more than
+#: this many times the window's pixels.
+_MAX_RESIZED = 64
+
+
 @register_resize("center-crop")
 def center_crop(image: np.ndarray, height: int, width: int, spec: PreprocessSpec) -> np.ndarray:
     """Scale so the image covers height×width divided by ``spec.crop_fraction`` (the shorter
@@ -68,6 +73,12 @@ def center_crop(image: np.ndarray, height: int, width: int, spec: PreprocessSpec
     h, w = image.shape[:2]
     r = max(height / h, width / w) / spec.crop_fraction
     nh, nw = max(height, round(h * r)), max(width, round(w * r))
+    if nh * nw > _MAX_RESIZED * height * width:
+        # a strip (e.g. 1 x 3000): resizing it whole would allocate gigabytes; keep the source
+        # rows / columns the window reads (a margin of 2 source pixels for the interpolation)
+        ch, cw = min(h, int(height / r) + 4), min(w, int(width / r) + 4)
+        t, le = (h - ch) // 2, (w - cw) // 2
+        image, nh, nw = image[t : t + ch, le : le + cw], max(height, round(ch * r)), max(width, round(cw * r))
     resized = _resize(image, nh, nw)
     top, left = (nh - height) // 2, (nw - width) // 2
     return resized[top : top + height, left : left + width]

@@ -111,6 +111,9 @@ class TensorFolder:
         for spec in self.inputs:
             a = arrays[spec.name]
             arrays[spec.name] = to_array(a[chunk.start : chunk.stop] if a.ndim == len(spec.shape) else a)
+            if arrays[spec.name].dtype.kind in "fc" and np.isnan(arrays[spec.name]).any():
+                # one NaN makes every range it reaches NaN: the whole calibration would be lost
+                raise BadFile(f"'{spec.name}' holds NaN")
         return split_samples(arrays, self.inputs)
 
     def _count(self, path: Path) -> int:
@@ -192,6 +195,8 @@ def shapes_from_samples(
                 else _npz_headers(path, wanted)
             )
         except BadFile:
+            continue
+        if any(t.name not in headers for t in wanted):  # a .npy holds one input: its reader says so
             continue
         out = {}
         for t in wanted:

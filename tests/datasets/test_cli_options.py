@@ -191,3 +191,21 @@ def test_trtq_toml_reads_a_copied_tool_trtq_table_and_refuses_a_mix(tmp_path):
     (tmp_path / "trtq.toml").write_text("limit = 5\n[tool.trtq]\nlimit = 3\n")
     with pytest.raises(InputError, match=r"trtq.toml: has both a \[tool.trtq\] table and other settings"):
         find_config(tmp_path)
+
+
+def test_repeated_shapes_negative_seeds_and_missing_folders_are_named():
+    from pathlib import Path
+
+    from trtq._core.errors import InputError
+    from trtq._core.tensors import TensorInfo
+    from trtq.datasets.cli_options import DataArgs, shapes_from
+
+    with pytest.raises(InputError, match="gives input 'x' two shapes"):
+        shapes_from(["x:1x3x48x192", "x:1x3x32x100"], "--shape")
+    assert shapes_from(["x:1x3x4x4", "x:1x3x4x4"], "--shape") == {"x": (1, 3, 4, 4)}
+    with pytest.raises(InputError, match="--seed must be >= 0"):
+        DataArgs().resolve({"data": "d", "seed": -1, "shuffle": True}, {}, None)
+    dynamic = [TensorInfo("x", (None, 3, None, None), np.dtype(np.float32))]
+    settings = DataArgs().resolve({"data": str(Path("/nonexistent/trtq-data"))}, {}, None)
+    with pytest.raises(InputError, match="no such folder"):  # not "give its shape with --shape"
+        settings.open(dynamic)

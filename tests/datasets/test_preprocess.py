@@ -130,3 +130,19 @@ def test_dtypes():
     assert u8.dtype == np.uint8 and np.all(u8 == 200)
     clipped = to_sample(img, 2, 2, "NCHW", np.dtype(np.int8), PreprocessSpec(scale=1.0))
     assert np.all(clipped == 127)
+
+
+def test_center_crop_of_a_strip_cuts_the_middle_without_resizing_the_whole_strip():
+    """A 1 x 3000 strip cut to 48 x 192 with a small crop fraction would need a resize of
+    gigabytes (4800 x 14.4M pixels); the window is cut from the source first, and it is the
+    strip's middle."""
+    strip = np.zeros((1, 3000, 3), np.uint8)
+    strip[:, 1000:2000] = 100  # left 0 | middle 100 | right 0
+    spec = PreprocessSpec(resize="center-crop", crop_fraction=0.01, scale=1.0, color="BGR")
+    out = to_sample(strip, 48, 192, "NCHW", np.dtype(np.float32), spec)
+    assert out.shape == (3, 48, 192) and np.all(out == 100)
+
+
+def test_scale_zero_is_refused():
+    with pytest.raises(InputError, match="scale 0"):
+        PreprocessSpec(scale=0.0)

@@ -115,3 +115,24 @@ def test_streaming_memory_does_not_grow_with_the_folder(tmp_path):
     # the batch handed out + the one being filled + a read-ahead window of 2 batches (~17 samples
     # measured), not the 100 samples of the folder (keeping every batch peaks at ~104)
     assert peak < 24 * 196_608, peak
+
+
+def test_a_file_holding_nan_is_skipped_and_a_fifo_is_never_opened(tmp_path, caplog):
+    import os
+
+    rs = np.random.RandomState(0)
+    spec = TensorInfo("x", (1, 3, 4, 4), np.dtype(np.float32))
+    for i in range(2):
+        np.save(tmp_path / f"good{i}.npy", rs.randn(3, 4, 4).astype(np.float32))
+    bad = rs.randn(3, 4, 4).astype(np.float32)
+    bad[0, 0, 0] = np.nan
+    np.save(tmp_path / "z_nan.npy", bad)
+    os.mkfifo(tmp_path / "pipe.npy")  # reading it would block forever
+    with caplog.at_level(logging.WARNING):
+        ds = open_dataset(tmp_path, [spec])
+        batches = list(ds.batches(1))
+    assert len(batches) == 2 and all(np.isfinite(b["x"]).all() for b in batches)
+    text = caplog.text
+    assert "pipe.npy: skipped: not a regular file" in text and "z_nan.npy" in text and "holds NaN" in text
+    with pytest.raises(InputError, match="holds NaN"):
+        list(open_dataset(tmp_path, [spec], strict=True).batches(1))
