@@ -55,6 +55,11 @@ def decode_image(data: bytes, channels: int) -> np.ndarray:
     try:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise BadFile(
+                f"{fmt} too large for OpenCV's pixel limit (raise it with the OPENCV_IO_MAX_IMAGE_PIXELS "
+                "environment variable)"
+            ) from exc
         raise BadFile(f"corrupt {fmt} ({str(exc).strip().splitlines()[-1]})") from exc
     if image is None or image.size == 0:
         raise BadFile(f"OpenCV cannot decode this {fmt} (corrupt, truncated or an unsupported variant)")

@@ -133,6 +133,8 @@ def _npy_header(path: Path, name: str) -> dict[str, tuple[tuple[int, ...], np.dt
     try:
         with open(path, "rb") as fh:
             shape, dtype = _read_header(fh)
+            if dtype.hasobject:  # pickled Python objects: not numbers, and never loaded (no pickle)
+                raise BadFile(f"dtype {dtype}, expected numbers")
             need = fh.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         size = path.stat().st_size
     except OSError as exc:

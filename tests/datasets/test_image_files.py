@@ -156,3 +156,31 @@ def test_decode_image_reports_reasons():
         decode_image(b"", 3)
     with pytest.raises(BadFile, match="not an image"):
         decode_image(b"GIF89a....", 3)
+
+
+def test_an_image_over_opencvs_pixel_limit_is_called_too_large_not_corrupt(monkeypatch):
+    from trtq.datasets.bad_file import BadFile
+    from trtq.datasets.decode import decode_image
+
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, format="PNG")
+
+    def over_limit(*_args):  # what OpenCV raises for a 40000 x 40000 PNG (building one takes GBs)
+        raise cv2.error(
+            "OpenCV(5.1.0) loadsave.cpp:80: error: (-215:Assertion failed) pixels <= CV_IO_MAX_IMAGE_PIXELS"
+        )
+
+    monkeypatch.setattr(cv2, "imdecode", over_limit)
+    with pytest.raises(BadFile, match="PNG too large for OpenCV's pixel limit"):
+        decode_image(png.getvalue(), 3)
+
+
+def test_a_pickled_object_npy_is_named_as_such_not_truncated(tmp_path, caplog):
+    from trtq.datasets import TensorInfo
+
+    np.save(tmp_path / "a.npy", np.zeros((3, 4, 4), np.float32))
+    np.save(tmp_path / "z.npy", np.empty((3, 4, 4), object), allow_pickle=True)
+    with caplog.at_level(logging.WARNING):
+        ds = open_dataset(tmp_path, [TensorInfo("x", (1, 3, 4, 4), np.dtype(np.float32))])
+        assert len(list(ds.batches(1))) == 1
+    assert "z.npy: dtype object, expected numbers" in caplog.text
