@@ -116,7 +116,7 @@ def run_cmd(**opts: Any) -> None:
 
 
 def _run(opts: dict[str, Any]) -> None:
-    from trtq._core.onnx_model import load_onnx, model_summary, real_inputs
+    from trtq._core.onnx_model import has_qdq_nodes, load_onnx, model_summary, real_inputs
     from trtq.calib.histogram import DEFAULT_BINS
     from trtq.calib.resumable import calibrate_dataset
     from trtq.calib.run import histogram_path_for, kept_float
@@ -134,7 +134,7 @@ def _run(opts: dict[str, Any]) -> None:
         _reject_cpu_only_flags(opts, runtime.backend)
 
     proto = load_onnx(model.path)
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
+    if has_qdq_nodes(proto):
         raise InputError(
             f"{model.path} is already quantized (it has Q/DQ nodes): calibrate its float original; "
             "precision compare, bisect and pin take the Q/DQ model itself"

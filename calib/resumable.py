@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from trtq._core.errors import InputError, TrtqError
+from trtq._core.onnx_model import tensor_names
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.calib.cache import DEFAULT_TRT_VERSION, CalibrationCache, write_cache
 from trtq.calib.histogram import DEFAULT_BINS, HistogramSet
@@ -104,7 +105,7 @@ def calibrate_dataset(
         if not hist_path.exists():
             raise InputError(f"{hist_path}: nothing to resume from (no histogram file)")
         histograms = HistogramSet.load(hist_path)
-        known = {t for n in model.graph.node for t in n.output} | {i.name for i in model.graph.input}
+        known = tensor_names(model)
         foreign = [t for t in histograms.names if t not in known]
         if foreign:
             raise InputError(

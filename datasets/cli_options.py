@@ -42,7 +42,7 @@ from typing import Any
 import click
 
 from trtq._core.args import ArgGroup
-from trtq._core.config import resolve_path, setting
+from trtq._core.config import of_type, resolve_path, setting
 from trtq._core.errors import InputError
 from trtq._core.tensors import TensorInfo
 from trtq.datasets.dataset import Dataset
@@ -378,17 +378,8 @@ def dataset_from_options(
     return dataset, dataset.inputs
 
 
-_KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
-
-
 def _typed(config: Mapping[str, Any], key: str, kind: type) -> Any:
-    value = config.get(key)
-    if value is None:
-        return None
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if not ok:
-        raise InputError(f"[tool.trtq] {key} must be {_KIND_NAMES[kind]}, got {value!r}")
-    return value
+    return of_type(key, config.get(key), (kind,))
 
 
 def _quiet_opencv() -> None:

@@ -448,12 +448,12 @@ def _compare(opts: dict[str, Any]) -> None:
 
 def _reference_model(proto, reference, quiet: bool):
     """The float original of the Q/DQ ``proto``: ``--reference``, else recovered (one note line)."""
-    from trtq._core.onnx_model import load_onnx
+    from trtq._core.onnx_model import has_qdq_nodes, load_onnx
     from trtq.precision.qdq_model import float_original, recovery_note
 
     if reference.path:
         ref = load_onnx(reference.path)
-        if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in ref.graph.node):
+        if has_qdq_nodes(ref):
             raise InputError(
                 f"--reference {reference.path} has Q/DQ nodes: give the float model it was made from"
             )
@@ -483,7 +483,9 @@ def _require_float32(proto, path: str) -> None:
     onnx.checker, is refused with one line."""
     import onnx
 
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
+    from trtq._core.onnx_model import has_qdq_nodes
+
+    if has_qdq_nodes(proto):
         raise InputError(f"{path} is already quantized (it has Q/DQ nodes): equalise its float original")
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
         raise InputError(f"{path} has FP16 weights: equalise the FP32 model, then convert it")
@@ -730,7 +732,7 @@ def _equalize(opts: dict[str, Any]) -> None:
 
 
 def _export(opts: dict[str, Any]) -> None:
-    from trtq._core.onnx_model import load_onnx, save_onnx
+    from trtq._core.onnx_model import load_onnx, save_onnx, tensor_names
     from trtq.precision.cli_common import cache_ranges
     from trtq.precision.export import export_qdq
 
@@ -806,8 +808,7 @@ def _export(opts: dict[str, Any]) -> None:
         raise
     q = sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node)
     if (opts["int8"] or opts["fp8"]) and not q:
-        names = {t for n in proto.graph.node for t in (*n.input, *n.output)}
-        foreign = sorted(set(amax) - names)
+        foreign = sorted(set(amax) - tensor_names(proto))
         why = (
             f"{ranges.cache} names tensors it does not have ('{foreign[0]}'): a cache of another model?"
             if foreign

@@ -88,17 +88,27 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
 _POSITIVE = {"num_bins", "threads", "batch_size"}
 
 
+_KIND_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
+
+
+def of_type(key: str, value: Any, kinds: tuple[type, ...]) -> Any:
+    """``value`` of config key ``key`` when it is one of ``kinds`` (a bool is no number), else
+    :class:`InputError` naming the key; ``None`` passes."""
+    if value is None:
+        return None
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        name = _KIND_NAMES.get(kinds[0], "a number") if len(kinds) == 1 else "a number"
+        raise InputError(f"config file: {key} must be {name}, got {value!r}")
+    return value
+
+
 def checked(key: str, value: Any) -> Any:
-    """``value`` of config key ``key`` when it has the type :data:`CONFIG_TYPES` gives it (a bool
-    is no number), else :class:`InputError` naming the key."""
+    """``value`` of config key ``key`` when it has the type :data:`CONFIG_TYPES` gives it
+    (:func:`of_type`), else :class:`InputError` naming the key."""
     kinds = CONFIG_TYPES.get(key.replace("-", "_"))
     if value is None or kinds is None:
         return value
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        name = (
-            {str: "a string", int: "an integer"}.get(kinds[0], "a number") if len(kinds) == 1 else "a number"
-        )
-        raise InputError(f"config file: {key} must be {name}, got {value!r}")
+    of_type(key, value, kinds)
     if key in _POSITIVE and value < 1:
         raise InputError(f"config file: {key} must be at least 1, got {value!r}")
     return value

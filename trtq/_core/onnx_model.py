@@ -172,6 +172,20 @@ def tensor_readers(graph: onnx.ModelProto | onnx.GraphProto) -> dict[str, list[i
     return readers
 
 
+def tensor_names(model: onnx.ModelProto) -> set[str]:
+    """Every tensor name of the main graph: graph inputs and the nodes' inputs and outputs."""
+    names = {i.name for i in model.graph.input}
+    for node in model.graph.node:
+        names.update(t for t in (*node.input, *node.output) if t)
+    return names
+
+
+def has_qdq_nodes(model: onnx.ModelProto) -> bool:
+    """True when the main graph holds a QuantizeLinear or DequantizeLinear: an already quantized
+    model, which calibration and equalisation refuse and a float reference must not be."""
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
 def _dim(d: onnx.TensorShapeProto.Dimension) -> int | str | None:
     if d.HasField("dim_value") and d.dim_value > 0:
         return int(d.dim_value)
