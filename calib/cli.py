@@ -524,6 +524,14 @@ def list_cmd(json_path: str | None, quiet: bool, debug: bool) -> None:
             con.print(
                 f"  {m['name']:<12} {m['description']}  [dim](cache header {m['cache_algorithm']})[/dim]"
             )
+            if m["params"]:  # flags or config keys: [tool.trtq] auto_samples = 8
+                con.print(
+                    "  "
+                    + " " * 12
+                    + " [dim]params: "
+                    + ", ".join(f"{k}={v}" for k, v in m["params"].items())
+                    + "[/dim]"
+                )
         con.print("[bold]TensorRT calibrators[/bold] (calib run --backend tensorrt --calibrator):")
         for c in calibrators:
             con.print(

@@ -222,6 +222,7 @@ Examples:
       --calibration_cache_path calib.cache $(precision modelopt-args pins.json --tool ptq)"
   eval "python -m modelopt.onnx.autocast --onnx_path model.onnx \\
       $(precision modelopt-args pins.json --tool autocast)"
+  precision modelopt-args pins.json --json - | jq -r '.ptq[]'
 
 \b
 Each pinned ONNX node (pins.json "members") is one exact-match regex ^name$ (re.escape), as both
@@ -241,7 +242,12 @@ A 'calib run' cache is ModelOpt's
     help="ptq: one line for modelopt.onnx.quantization; autocast: for modelopt.onnx.autocast; "
     "both: one labelled line each.",
 )
-@uses(OutputArgs("Write the arguments to FILE instead of stdout.", json=None))
+@uses(
+    OutputArgs(
+        "Write the arguments to FILE instead of stdout.",
+        json="Write the pinned nodes and both argument lists as JSON to PATH; '-' = stdout (then no text).",
+    )
+)
 @common_options
 def modelopt_args_command(**opts: Any) -> None:
     """Print pins.json as NVIDIA ModelOpt arguments (--nodes_to_exclude REGEX...)."""
@@ -253,18 +259,30 @@ def _modelopt_args(opts: dict[str, Any]) -> None:
     import shlex
 
     from trtq._core.atomic import atomic_write_text
-    from trtq.precision.pins import modelopt_args, read_pins
+    from trtq._core.result import result_document
+    from trtq.precision.pins import modelopt_args, pinned_nodes, read_pins
 
-    (out,) = resolve_groups(opts, OutputArgs("", json=None))
-    args = modelopt_args(read_pins(opts["pins_file"]))
+    (out,) = resolve_groups(opts, OutputArgs(""))
+    doc = read_pins(opts["pins_file"])
+    args = modelopt_args(doc)
     if opts["tool"] == "both":
         text = "".join(f"# {tool}\n{shlex.join(args[tool])}\n" for tool in ("ptq", "autocast"))
     else:
         text = shlex.join(args[opts["tool"]]) + "\n"
     if out.output:
         atomic_write_text(out.output, text)
-    else:
+    elif not out.json_to_stdout:
         click.echo(text, nl=False)
+    out.write_json(
+        result_document(
+            "modelopt-args",
+            backend=None,
+            created_by="precision modelopt-args",
+            pins=str(opts["pins_file"]),
+            nodes=pinned_nodes(doc),
+            **{tool: args[tool] for tool in ("ptq", "autocast")},
+        )
+    )
 
 
 def add_commands(group: click.Group) -> None:

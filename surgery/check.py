@@ -8,7 +8,8 @@ Two sources of facts:
   (:mod:`trtq.surgery.trt_capability`), merged in.
 
 Then every rewrite rule is matched against the main graph: a finding on a node a rule rewrites
-names that rule, and rules that flag hazards on their own (``Rule.reports``) add warnings.
+names that rule, and rules that flag hazards on their own (``Rule.reports``) add warnings. A model
+that fails ``onnx.checker`` gets one model-level warning first (``surgery fix`` refuses it).
 """
 
 from __future__ import annotations
@@ -190,6 +191,30 @@ def rule_findings(graph: gs.Graph, rules: list[Rule], findings: list[Finding]) -
     return out
 
 
+def checker_finding(model: onnx.ModelProto, model_path: str | os.PathLike | None = None) -> Finding | None:
+    """A model-level warning when ``model`` fails ``onnx.checker`` (None when it passes): the
+    support table judges nodes one by one and would call such a model clean. A model over
+    protobuf's 2 GB limit is checked from ``model_path`` (its external data beside it)."""
+    from trtq._core.errors import first_line
+
+    try:
+        if model_path is not None and model.ByteSize() >= 2**31:
+            onnx.checker.check_model(os.fspath(model_path))
+        else:
+            onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises ValidationError, and ValueError for size
+        return Finding(
+            "",
+            "(model)",
+            f"fails onnx.checker: {first_line(exc)}; TensorRT's parser may reject the file, and "
+            "surgery fix refuses it",
+            severity="warning",
+            location="model",
+            source="checker",
+        )
+    return None
+
+
 def check_model(
     model: onnx.ModelProto,
     *,
@@ -205,9 +230,10 @@ def check_model(
     """
     work = onnx.ModelProto()
     work.CopyFrom(model)
+    invalid = checker_finding(model, model_path)
     ensure_node_names(work)
     inferred = infer(work)
-    findings = table_findings(inferred)
+    findings = ([invalid] if invalid else []) + table_findings(inferred)
     source = table.SOURCE
     trt_version = table.TABLE_TRT_VERSION
     if use_tensorrt:

@@ -14,7 +14,8 @@ class Finding:
     subgraph, ``"function <domain>.<name>"`` for a local function body. ``rule`` names the
     rewrite rule of ``surgery fix`` that removes the finding, if one does. ``source`` is
     ``"table"`` (onnx-tensorrt's operator table), ``"rule"`` (a rule's own pattern) or
-    ``"tensorrt"`` (the installed parser's ``supports_model``).
+    ``"tensorrt"`` (the installed parser's ``supports_model``) or ``"checker"`` (the model fails
+    ``onnx.checker``: node ``"(model)"``, location ``"model"``).
     """
 
     op_type: str

@@ -86,7 +86,9 @@ def kl_divergences(counts, start, levels):  # pragma: no cover - compiled
 
 
 @register_method(
-    "entropy2", algorithm="EntropyCalibration2", description="TensorRT's KL-divergence search (default)"
+    "entropy2",
+    algorithm="EntropyCalibration2",
+    description="TensorRT's KL-divergence search (default of calib compute/merge)",
 )
 def entropy2_amax(
     counts: np.ndarray, edges: np.ndarray, *, max_abs: float, levels: int = 128, skip_zero_bin: bool = True

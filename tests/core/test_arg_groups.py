@@ -228,3 +228,44 @@ def test_config_values_of_the_wrong_type_are_one_line_errors():
         setting({}, {"threads": "many"}, "threads")
     assert setting({"threads": 3}, {"threads": "many"}, "threads") == 3  # a flag wins, unchecked config
     assert setting({}, {"percentile": 99}, "percentile") == 99 and checked("unknown", object()) is not None
+
+
+def _tiny_model(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_unknown_config_keys_are_named_once_with_the_nearest_key(tmp_path, monkeypatch):
+    _tiny_model(tmp_path / "m.onnx")
+    (tmp_path / "trtq.toml").write_text(
+        'model = "m.onnx"\nmetod = "mse"\nbatchsize = 2\nzzz_unrelated = 1\n'
+        # known: a method parameter (either spelling), eval_data, precision, the preprocess table
+        'auto-samples = 8\npercentile = 99.9\neval_data = "held"\nprecision = "int8"\n'
+        '[preprocess]\nresize = "stretch"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(surgery_main, ["check"])
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.stderr.splitlines() if "unknown key" in line]
+    assert len(warnings) == 1, res.stderr
+    assert "'metod' (did you mean 'method'?)" in warnings[0]
+    assert "'batchsize' (did you mean 'batch_size'?)" in warnings[0] and "'zzz_unrelated'" in warnings[0]
+    for known in ("auto-samples", "percentile", "eval_data", "precision", "preprocess", "model"):
+        assert f"'{known}'" not in warnings[0]
+
+
+def test_every_config_key_a_command_reads_is_known():
+    from trtq._core.args import known_config_keys
+    from trtq.calib.methods import available_methods
+
+    known = known_config_keys()
+    for label, command in _commands():
+        for group in getattr(command.callback, "trtq_groups", ()):
+            assert set(group.config_keys) <= known, (label, group)
+    assert {k for m in available_methods() for k in m.params} <= known
+    assert {"data", "shape", "batch_size", "eval_data", "preprocess", "precision"} <= known

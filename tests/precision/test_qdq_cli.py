@@ -121,6 +121,23 @@ def test_modelopt_args_are_exact_match_regexes(tmp_path):
     assert "# ptq" in both and "# autocast" in both
 
 
+def test_modelopt_args_json_lists_the_same_arguments(tmp_path):
+    pins = _pins_doc(tmp_path, ["/blocks.0/attn/MatMul", "fc3"])
+    text = _invoke("modelopt-args", pins, "--tool", "ptq").output
+    printed = _invoke("modelopt-args", pins, "--json", "-")
+    assert printed.exit_code == 0, printed.output
+    doc = json.loads(printed.output)  # stdout holds the document alone
+    assert doc["kind"] == "modelopt-args" and doc["nodes"] == ["/blocks.0/attn/MatMul", "fc3"]
+    import shlex
+
+    assert doc["ptq"] == shlex.split(text) == doc["autocast"]
+    _invoke("modelopt-args", pins, "--json", tmp_path / "a.json", "-o", tmp_path / "a.txt")
+    assert json.loads((tmp_path / "a.json").read_text())["ptq"] == doc["ptq"]
+    assert "# ptq" in (tmp_path / "a.txt").read_text()
+    refused = _invoke("modelopt-args", pins, "--json", pins)
+    assert refused.exit_code == 2 and json.loads(pins.read_text())["kind"] == "bisect"
+
+
 def test_calib_cache_is_the_tensorrt_text_format(tmp_path):
     path = tmp_path / "c.cache"
     r2 = struct.unpack(">f", bytes.fromhex("3c010a14"))[0] * 127  # DESIGN.md 4: amax ~1.0002

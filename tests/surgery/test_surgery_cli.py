@@ -62,6 +62,22 @@ def test_check_exit_codes_and_json(runner, tmp_path):
     assert json.loads(res.stdout)["warnings"] == 1
 
 
+def test_check_warns_about_a_model_that_fails_onnx_checker(runner, tmp_path):
+    x = h.make_tensor_value_info("x", T.FLOAT, [1, 4])
+    y = h.make_tensor_value_info("y", T.FLOAT, [1, 4])
+    graph = h.make_graph([h.make_node("Relu", ["dangling"], ["y"], name="r")], "g", [x], [y])
+    bad = _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), tmp_path / "bad.onnx")
+    res = runner.invoke(main, ["check", str(bad), "--json", "-"])
+    assert res.exit_code == 0, res.output  # a warning: the table finds every node supported
+    (finding,) = json.loads(res.stdout)["findings"]
+    assert finding["node"] == "(model)" and finding["source"] == "checker"
+    assert "fails onnx.checker" in finding["reason"] and "dangling" in finding["reason"]
+    fixed = runner.invoke(main, ["fix", str(bad), "-o", str(tmp_path / "out.onnx")])
+    assert fixed.exit_code != 0 and "onnx.checker" in fixed.output
+    ok = runner.invoke(main, ["check", str(_save(pow_square(), tmp_path / "pow.onnx")), "--json", "-"])
+    assert all(f["source"] != "checker" for f in json.loads(ok.stdout)["findings"])
+
+
 def test_check_rejects_other_trt_majors(runner, tmp_path):
     model = _save(pow_square(), tmp_path / "m.onnx")
     res = runner.invoke(main, ["check", str(model), "--trt-version", "8.6"])

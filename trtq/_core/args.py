@@ -40,13 +40,26 @@ from trtq._core.cli import BackendName
 from trtq._core.config import find_config, model_from, setting
 
 Options = Mapping[str, Any]
+GROUP_CLASSES: list[type[ArgGroup]] = []  # every ArgGroup subclass, in definition order
 
 
 class ArgGroup:
     """A group of flags. Subclasses list their click decorators in :meth:`decorators`, the config
-    keys they read in ``config_keys``, and turn (flags, config) into settings in :meth:`resolve`."""
+    keys they read in ``config_keys``, and turn (flags, config) into settings in :meth:`resolve`.
+    Every subclass is recorded (:data:`GROUP_CLASSES`); :meth:`known_keys` lists every key the
+    group can read whatever its constructor's options, for the unknown-key warning."""
 
     config_keys: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        GROUP_CLASSES.append(cls)
+
+    @classmethod
+    def known_keys(cls) -> tuple[str, ...]:
+        """Every config key an instance of this group may read (default: ``config_keys``)."""
+        keys = cls.config_keys
+        return keys if isinstance(keys, tuple) else ()
 
     def decorators(self) -> list[Callable[[Callable], Callable]]:
         raise NotImplementedError
@@ -89,6 +102,48 @@ EXTRA_INPUTS = {
 }
 
 
+#: Config keys read by one command outside the argument groups.
+COMMAND_CONFIG_KEYS = ("precision",)  # precision bisect / pin: the precision searched
+#: The modules whose argument groups read config keys (imported to list every known key).
+GROUP_MODULES = ("trtq.datasets.cli_options", "trtq.calib.cli_options", "trtq.precision.cli_options")
+_warned: set[Path] = set()
+
+
+def known_config_keys() -> frozenset[str]:
+    """Every top-level config key some command reads: the argument groups' keys (the calibration
+    methods' parameters included, plug-ins too) and :data:`COMMAND_CONFIG_KEYS`."""
+    import importlib
+
+    for module in GROUP_MODULES:
+        importlib.import_module(module)
+    return frozenset(k for cls in GROUP_CLASSES for k in cls.known_keys()) | set(COMMAND_CONFIG_KEYS)
+
+
+def warn_unknown_keys(table: Mapping[str, Any], path: Path | None) -> None:
+    """One warning (once per file and process) naming the keys of the config file that no command
+    reads, with the nearest known key: a misspelt key would otherwise be silently unused. Keys
+    are compared with ``-`` read as ``_``, as :func:`~trtq._core.config.setting` reads them."""
+    if path is None or path in _warned or not table:
+        return
+    _warned.add(path)
+    known = known_config_keys()
+    unknown = [k for k in table if k.replace("-", "_") not in known]
+    if not unknown:
+        return
+    import difflib
+    import logging
+
+    where = f"{path.name} [tool.trtq]" if path.name == "pyproject.toml" else path.name
+    parts = []
+    for key in unknown:
+        near = difflib.get_close_matches(key.replace("-", "_"), sorted(known), n=1)
+        parts.append(f"'{key}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
+    logging.getLogger("trtq").warning(
+        f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(parts)} ignored; "
+        "the keys are the flags' names (README.md, 'Config')"
+    )
+
+
 def resolve_groups(
     opts: Options,
     *groups: ArgGroup,
@@ -104,6 +159,7 @@ def resolve_groups(
     if config is None:
         config = find_config() if any(g.config_keys for g in groups) else ({}, None)
     table, path = config
+    warn_unknown_keys(table, path)
     resolved = tuple(g.resolve(opts, table, path) for g in groups)
     if check_paths:
         from trtq._core.outputs import check_outputs
@@ -171,6 +227,10 @@ class RuntimeArgs(ArgGroup):
     @property
     def config_keys(self) -> tuple[str, ...]:  # type: ignore[override]
         return ("backend", "threads") if self.backend_help else ("threads",)
+
+    @classmethod
+    def known_keys(cls) -> tuple[str, ...]:
+        return ("backend", "threads")
 
     def decorators(self) -> list[Callable[[Callable], Callable]]:
         decos = [click.option("--threads", type=click.IntRange(min=1), default=None, help=self.threads_help)]
