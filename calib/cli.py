@@ -8,6 +8,7 @@ import click
 
 from trtq._core.args import ModelArgs, OutputArgs, RuntimeArgs, resolve_groups, uses
 from trtq._core.cli import (
+    OneLineErrors,
     common_options,
     progress_bar,
     run_command,
@@ -44,7 +45,9 @@ rerunning the model.
 """
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(package_name="trtq")
 def main() -> None:
     """INT8 calibration for TensorRT: histograms of every tensor, thresholds, calibration caches.

@@ -16,6 +16,7 @@ import click
 
 from trtq._core.args import ModelArgs, OutputArgs, RuntimeArgs, resolve_groups, uses
 from trtq._core.cli import (
+    OneLineErrors,
     common_options,
     progress_bar,
     run_command,
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 @click.group(
+    cls=OneLineErrors,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="""\b
 Examples:

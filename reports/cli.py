@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from trtq._core.args import OutputArgs, resolve_groups, uses
-from trtq._core.cli import common_options, run_command, setup_logging
+from trtq._core.cli import OneLineErrors, common_options, run_command, setup_logging
 from trtq._core.errors import InputError
 
 
@@ -38,7 +38,7 @@ def load_result(path: Path) -> dict[str, Any]:
     return result
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Self-contained HTML reports of trtq results (calib, compare, bisect)."""
 

@@ -12,6 +12,7 @@ import click
 
 from trtq._core.args import ModelArgs, OutputArgs, resolve_groups, uses
 from trtq._core.cli import (
+    OneLineErrors,
     common_options,
     progress_bar,
     run_command,
@@ -39,7 +40,7 @@ def _trt_major(version: str) -> str:
     return version
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Find ONNX nodes TensorRT cannot parse, and rewrite them with proven equivalents.
 

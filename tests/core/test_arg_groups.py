@@ -269,3 +269,25 @@ def test_every_config_key_a_command_reads_is_known():
             assert set(group.config_keys) <= known, (label, group)
     assert {k for m in available_methods() for k in m.params} <= known
     assert {"data", "shape", "batch_size", "eval_data", "preprocess", "precision"} <= known
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_usage_errors_are_one_line_like_every_other_error(tool):
+    group = TOOLS[tool]
+    command = sorted(group.commands)[0]
+    for args, words in (
+        ([command, "--no-such-flag"], "No such option '--no-such-flag'"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+    ):
+        res = CliRunner().invoke(group, args, prog_name=tool)
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert res.exit_code == 2 and len(lines) == 1, res.output
+        assert lines[0].startswith("error: ") and words in lines[0] and "--help')" in lines[0]
+    helped = CliRunner().invoke(group, [command, "--help"], prog_name=tool)
+    assert helped.exit_code == 0 and helped.output.startswith("Usage: ")
+
+
+def test_a_click_value_error_names_the_flag_in_one_line():
+    res = CliRunner().invoke(calib_main, ["run", "m.onnx", "--batch-size", "0"], prog_name="calib")
+    assert res.exit_code == 2 and res.output.count("\n") == 1
+    assert res.output.startswith("error: Invalid value for '--batch-size'") and "(see 'calib run --help')" in res.output

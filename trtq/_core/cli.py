@@ -8,6 +8,7 @@ Only CLI modules (``*/cli.py`` and this one) import click and rich. A command bo
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,31 @@ from trtq._core.errors import TrtqError
 from trtq._core.progress import ProgressFn, null_progress
 
 T = TypeVar("T")
+
+
+class OneLineErrors(click.Group):
+    """A click group whose own usage errors read like trtq's: one line, ``error: <message> (see
+    '<command> --help')`` on stderr, exit code 2 (click prints three: usage, hint, error)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except BrokenPipeError:  # `| head`: stop quietly, as click's standalone mode does
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter's exit flushes it
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def common_options(fn: Callable) -> Callable:
