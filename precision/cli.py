@@ -36,6 +36,7 @@ from trtq.precision.cli_common import (
     weight_scales_option,
 )
 from trtq.precision.cli_options import MetricArgs, ReferenceArgs
+from trtq.precision.cli_quantize import quantize_command
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ Examples:
   precision compare rec.onnx --data crops/ --precision int8 --cache calib.cache --mode layerwise
   precision export det.onnx --int8 --cache calib.cache --pins pins.json -o det.qdq.onnx
   precision bisect rec.onnx --data crops/ --precision int8 --cache calib.cache -o pins.json
+  precision quantize det.onnx --data cal/ --eval-data held/ --pin-worst 8 -o det.int8.onnx
 
 \b
 Flags mean the same in every command: -o FILE is the file the command makes, --json PATH|- the
@@ -314,6 +316,7 @@ def equalize_command(**opts: Any) -> None:
 
 
 add_commands(main)
+main.add_command(quantize_command)
 
 
 # -- bodies -----------------------------------------------------------------------------------

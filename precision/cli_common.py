@@ -11,6 +11,7 @@ import onnx
 
 from trtq._core.cli import progress_bar
 from trtq._core.errors import InputError
+from trtq.precision.qdq import FP8_RANGES  # noqa: F401  (FP8's default ranges; re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +109,6 @@ def open_data(proto: onnx.ModelProto, data: Any, batch_size: int | None = None, 
         raise
     batch_size = int(batch_size) if batch_size is not None else data.batch_size_for(inputs)
     return data.open(inputs, batch_size), batch_size
-
-
-#: FP8's default ranges: each tensor's largest |x| (the ``minmax`` method). E4M3 is a float
-#: format: values far below amax keep their relative precision, so the clipping that helps INT8's
-#: uniform grid (entropy2) costs FP8 more than it saves. Measured (BENCHMARKS.md, "FP8 ranges"):
-#: minmax >= entropy2 for FP8 on PP-OCRv4 det, PP-OCR cls, PP-LCNet and ViT-S.
-FP8_RANGES = "minmax"
 
 
 def ranges_method(precision: str, ranges: Any) -> tuple[str, Mapping[str, Any]]:

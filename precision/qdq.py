@@ -34,6 +34,11 @@ FP8_MAX = 448.0
 #: 0.34; PP-LCNet, ViT-S, BERT and det level; 12.4 (ModelOpt 0.47's effective factor) cost det 0.06
 #: on 2 of 4 splits.
 FP8_HEADROOM = 4.0
+#: FP8's default ranges: each tensor's largest |x| (the ``minmax`` method). E4M3 is a float
+#: format: values far below amax keep their relative precision, so the clipping that helps INT8's
+#: uniform grid (entropy2) costs FP8 more than it saves. Measured (BENCHMARKS.md, "FP8 ranges"):
+#: minmax >= entropy2 for FP8 on PP-OCRv4 det, PP-OCR cls, PP-LCNet and ViT-S.
+FP8_RANGES = "minmax"
 #: Quantized types: name -> the magnitude an activation ``scale`` maps ``amax`` to.
 QMAX = {"int8": 127.0, "fp8": FP8_MAX / FP8_HEADROOM}
 

@@ -228,11 +228,13 @@ def compare_qdq(
     *,
     threads: int | None = None,
     output_accumulator: Any = None,
+    layers: bool = True,
 ) -> Any:
     """Per-tensor error of ``qdq_model`` against ``reference`` (its float original): every float
     tensor of the reference found under the same name in the Q/DQ model, graphwise. Returns one
     :class:`~trtq.precision.compare.CompareRun` (precision ``int8`` or ``fp8``,
-    :func:`qdq_precision`; placement ``qdq-model``)."""
+    :func:`qdq_precision`; placement ``qdq-model``). ``layers=False``: the model outputs only
+    (nothing marked: both models run as they are built)."""
     from trtq._core.onnx_model import float_tensors
     from trtq.precision.compare import CompareRun, TensorRecord
     from trtq.precision.metrics import MetricAccumulator, OutputAccumulator
@@ -243,6 +245,8 @@ def compare_qdq(
     out_names = [o.name for o in reference.graph.output]
     inputs = {i.name for i in reference.graph.input}
     names = [n for n in ref_tensors if n in qdq_names and n not in out_names and n not in inputs]
+    if not layers:
+        names = []
     ref_nodes = node_names(reference)
     producers = {t: (ref_nodes[i], n.op_type) for i, n in enumerate(reference.graph.node) for t in n.output}
     fetch = [*names, *out_names]

@@ -28,7 +28,7 @@ from markupsafe import Markup
 from trtq._core.atomic import atomic_write_text
 from trtq._core.errors import InputError
 from trtq._core.result import SCHEMA_VERSION
-from trtq.reports import bisect_section, calib_section, compare_section  # noqa: F401  (register sections)
+from trtq.reports import bisect_section, calib_section, compare_section, quantize_section  # noqa: F401  (register sections)
 from trtq.reports.colours import MISSING_COLOUR, NONFINITE_COLOUR, PINNED_COLOUR, level_colours
 from trtq.reports.histograms import as_histograms
 from trtq.reports.sections import BuildInputs, known_kinds, sections_in_order

@@ -33,6 +33,9 @@ def _modes(result: dict[str, Any]) -> list[str]:
         return [run_label(r) for r in result.get("runs") or [] if isinstance(r, dict)]
     if kind == "bisect":
         return [str((result.get("settings") or {}).get("precision") or "?").upper()]
+    if kind == "quantize":
+        n = len(result.get("pins") or [])
+        return [f"{str(result.get('qtype') or '?').upper()} Q/DQ, {n} layer{'s' if n != 1 else ''} in FP32"]
     settings = result.get("settings") or {}
     return [f"INT8 calibration ({settings.get('method', '?')})"]
 
@@ -63,6 +66,20 @@ def _criterion(result: dict[str, Any]) -> tuple[str, str, bool | None]:
         return (
             "coverage",
             f"{cov.get('calibrated', '?')} / {cov.get('total', '?')} tensors have a scale",
+            None,
+        )
+    if kind == "quantize":
+        held = result.get("held_out") if isinstance(result.get("held_out"), dict) else None
+        block = held or result.get("calibration") or {}
+        outs = [o for o in (block.get("outputs") or {}).values() if isinstance(o, dict)]
+        where = "held-out data" if held else "calibration data (no held-out data)"
+        return (
+            f"outputs vs FP32 on {where} (worst output)",
+            (
+                f"cosine {_worst(outs, 'cosine', min, '.5f')}, rel L2 {_worst(outs, 'rel_l2', max, '.3g')}"
+                if outs
+                else "—"
+            ),
             None,
         )
     worst = []

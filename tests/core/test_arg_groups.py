@@ -290,4 +290,7 @@ def test_usage_errors_are_one_line_like_every_other_error(tool):
 def test_a_click_value_error_names_the_flag_in_one_line():
     res = CliRunner().invoke(calib_main, ["run", "m.onnx", "--batch-size", "0"], prog_name="calib")
     assert res.exit_code == 2 and res.output.count("\n") == 1
-    assert res.output.startswith("error: Invalid value for '--batch-size'") and "(see 'calib run --help')" in res.output
+    assert (
+        res.output.startswith("error: Invalid value for '--batch-size'")
+        and "(see 'calib run --help')" in res.output
+    )

@@ -1,0 +1,136 @@
+"""``precision quantize``: the accuracy-first flow in one command, on a real model and real images.
+
+The command is the library calls of ``calib run``, ``compare --mode layerwise --pin-worst``,
+``export`` and ``compare --reference`` in a row; these tests hold it to exactly what those
+commands make one by one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from trtq.calib.cli import main as calib_main
+from trtq.precision.cli import main as precision_main
+from trtq.precision.qdq_model import qdq_precision
+from trtq.reports.cli import main as reports_main
+
+DATA = ["--shape", "x:1x3x48x192", "--preset", "paddleocr-rec"]
+
+
+def _run(main, *args) -> object:
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def split(image_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """The real images, half for calibration, half held out."""
+    root = tmp_path_factory.mktemp("split")
+    files = sorted(image_dir.iterdir())
+    for i, f in enumerate(files):
+        folder = root / ("cal" if i % 2 == 0 else "held")
+        folder.mkdir(exist_ok=True)
+        shutil.copy(f, folder / f.name)
+    return root / "cal", root / "held"
+
+
+def test_quantize_makes_what_the_commands_make_one_by_one(real_models, split, tmp_path):
+    cls = real_models["cls"]
+    cal, held = split
+    res = _run(
+        precision_main, "quantize", cls, "--data", cal, "--eval-data", held, *DATA, "--pin-worst", 2,
+        "--metric", "top1", "-o", tmp_path / "q.onnx", "--pins-out", tmp_path / "q.pins.json",
+        "--json", tmp_path / "q.json", "--report", tmp_path / "q.html",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "held-out data (6 samples) vs FP32" in res.stderr and "top1" in res.stderr
+    doc = json.loads((tmp_path / "q.json").read_text())
+
+    # the same flow, command by command
+    assert (
+        _run(calib_main, "run", cls, "--data", cal, *DATA, "--cache", tmp_path / "c.cache", "-q").exit_code
+        == 0
+    )
+    ranked = _run(
+        precision_main, "compare", cls, "--data", cal, *DATA, "--precision", "int8", "--cache",
+        tmp_path / "c.cache", "--mode", "layerwise", "--pin-worst", 2, "--pins-out", tmp_path / "p.json", "-q",
+    )  # fmt: skip
+    assert ranked.exit_code == 0, ranked.output
+    exported = _run(
+        precision_main, "export", cls, "--int8", "--cache", tmp_path / "c.cache", "--pins", tmp_path / "p.json",
+        "-o", tmp_path / "c.onnx", "-q",
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    judged = _run(
+        precision_main, "compare", tmp_path / "c.onnx", "--reference", cls, "--data", held, *DATA,
+        "--metric", "top1", "--json", "-", "-q",
+    )  # fmt: skip
+    (output,) = json.loads(judged.stdout)["runs"][0]["outputs"]
+
+    assert (
+        json.loads((tmp_path / "p.json").read_text())
+        == doc["pins"]
+        == json.loads((tmp_path / "q.pins.json").read_text())
+    )
+    assert len(doc["pins"]) == 2 and [r["node"] for r in doc["ranking"]] == doc["pins"]
+    assert doc["ranking"][0]["error"] >= doc["ranking"][1]["error"] > 0  # worst first
+    assert (tmp_path / "q.onnx").read_bytes() == (tmp_path / "c.onnx").read_bytes()
+    held_out = doc["held_out"]["outputs"][output["tensor"]]
+    assert held_out["top1"] == output["top1"] and held_out["cosine"] == pytest.approx(output["cosine"], abs=0)
+    assert doc["held_out"]["data"]["images_used"] == 6 and doc["data"]["images_used"] == 6
+    assert doc["kind"] == "quantize" and doc["ranges"]["method"] == "auto" and doc["qdq_pairs"] > 0
+    # judged on data it never saw, INT8 stays close to FP32 (a broken flow gives far less)
+    assert held_out["cosine"] > 0.95
+    # the report draws the document: the pins, and both judgements side by side
+    html = (tmp_path / "q.html").read_text()
+    assert "Quantized model (precision quantize)" in html and all(p in html for p in doc["pins"])
+    assert "top1, held out (6)" in html and f"{held_out['cosine']:.5g}" in html
+    rebuilt = _run(reports_main, "build", tmp_path / "q.json", "-o", tmp_path / "r.html")
+    assert rebuilt.exit_code == 0, (
+        rebuilt.output and "INT8 Q/DQ, 2 layers in FP32" in (tmp_path / "r.html").read_text()
+    )
+
+
+def test_quantize_fp8_from_a_cache_and_json_on_stdout(real_models, split, tmp_path):
+    cls = real_models["cls"]
+    cal, _ = split
+    assert (
+        _run(calib_main, "run", cls, "--data", cal, *DATA, "--cache", tmp_path / "c.cache", "-q").exit_code
+        == 0
+    )
+    res = _run(
+        precision_main, "quantize", cls, "--data", cal, *DATA, "--fp8", "--cache", tmp_path / "c.cache",
+        "-o", tmp_path / "f.onnx", "--json", "-",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)  # stdout holds the document alone
+    assert doc["qtype"] == "fp8" and doc["ranges"]["cache"] == str(tmp_path / "c.cache")
+    assert doc["held_out"] is None and doc["weight_scales"] is not None  # FP8 + data: by output error
+    assert qdq_precision(onnx.load(tmp_path / "f.onnx")) == "fp8"
+    exported = _run(
+        precision_main, "export", cls, "--fp8", "--cache", tmp_path / "c.cache", "--data", cal, *DATA,
+        "-o", tmp_path / "e.onnx", "-q",
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "e.onnx").read_bytes() == (tmp_path / "f.onnx").read_bytes()
+
+
+def test_quantize_bad_input_is_one_line_and_writes_nothing(real_models, split, tmp_path):
+    cls = real_models["cls"]
+    cal, _ = split
+    qdq = tmp_path / "q.onnx"
+    assert _run(precision_main, "quantize", cls, "--data", cal, *DATA, "-o", qdq, "-q").exit_code == 0
+    for args, words in (
+        ([qdq, "--data", cal, *DATA, "-o", tmp_path / "x.onnx"], "already a Q/DQ model"),
+        ([cls, *DATA, "-o", tmp_path / "x.onnx"], "--data"),
+        ([cls, "--data", cal, *DATA, "-o", cls], "refusing to overwrite"),
+        ([cls, "--data", cal, *DATA, "-o", tmp_path / "x.onnx", "--pin-worst", -1], "--pin-worst"),
+    ):
+        res = CliRunner().invoke(precision_main, ["quantize", *map(str, args)])
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and words in lines[0], res.output
+        assert not (tmp_path / "x.onnx").exists()
