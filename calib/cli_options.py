@@ -54,6 +54,25 @@ class RangesSettings:
     method_given: bool = False  # True when --method or the config chose the method
 
 
+def _warn_unused(opts: Mapping[str, Any], method: str, cache_read: str | None) -> None:
+    """A warning when ``--percentile`` is given on the command line and has no effect: the ranges
+    are read from ``--cache``, or the method is not ``percentile``. (``--method`` with a cache
+    read is not warned about: for FP8 it picks the cache's thresholds over the histograms' max.)
+    Config values are shared by every command, so only the flag is checked."""
+    import logging
+
+    if opts.get("percentile") is None:
+        return
+    if cache_read:
+        logging.getLogger(__name__).warning(
+            "--percentile not used: the ranges are read from --cache %s", cache_read
+        )
+    elif method != "percentile":
+        logging.getLogger(__name__).warning(
+            "--percentile not used: it is a parameter of --method percentile, not of %s", method
+        )
+
+
 class RangesArgs(ArgGroup):
     """``--cache`` and, as the command needs them: ``--method``/``--percentile`` (``calibrate``),
     ``--trt-version``/``--cache-algorithm`` (``cache_format``: commands that write a cache),
@@ -155,6 +174,7 @@ class RangesArgs(ArgGroup):
                 raise InputError(NEEDS_DATA)
             # the method's own parameters (e.g. percentile) from flags or config; unset ones keep its default
             params = {k: v for k in get_method(method).params if (v := setting(opts, config, k)) is not None}
+            _warn_unused(opts, method, cache if not self.cache_format else None)
         num_bins = setting(opts, config, "num_bins") if self.num_bins else None
         trt_version, algorithm = DEFAULT_TRT_VERSION, None
         if self.cache_format:

@@ -87,6 +87,9 @@ def count_from_shape(spec: TensorInfo, shape: tuple[int, ...], dtype: np.dtype) 
     )
 
 
+_WARNED_DROPS: set[tuple[str, int, int]] = set()
+
+
 def assemble(
     samples: Iterable[Sample],
     inputs: Sequence[TensorInfo],
@@ -113,7 +116,8 @@ def assemble(
             yield batch
             progress(batch_size)
     stats.dropped = filled
-    if filled and stats.used:
+    if filled and stats.used and (where, filled, batch_size) not in _WARNED_DROPS:
+        _WARNED_DROPS.add((where, filled, batch_size))  # once: a command may read the data several times
         logger.warning(
             "dropped the last %d sample(s) of %s: they do not fill a batch of %d", filled, where, batch_size
         )

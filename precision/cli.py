@@ -768,7 +768,12 @@ def _export(opts: dict[str, Any]) -> None:
         )
     pins = load_pins(opts.get("pins_path"))
     proto = source = load_onnx(model.path)
-    amax = cache_ranges(ranges.cache, "fp8" if opts["fp8"] else "int8") if opts["int8"] or opts["fp8"] else {}
+    qtype = "fp8" if opts["fp8"] else "int8"
+    amax = (
+        cache_ranges(ranges.cache, qtype, model=proto, model_path=model.path)
+        if opts["int8"] or opts["fp8"]
+        else {}
+    )
     corrections: dict[str, Any] = {}
     batches: list = []  # the calibration data, decoded once for the corrections that read it
     needs_data = opts["weight_correction"] or opts["bias_correction"] or opts["adaround"]
@@ -801,7 +806,6 @@ def _export(opts: dict[str, Any]) -> None:
             )
     scales = None
     if by_output:
-        qtype = "fp8" if opts["fp8"] else "int8"
         scales, corrections["weight_scales"] = choose_scales(proto, batches, amax, qtype, pins, opts["quiet"])
     try:
         qdq = export_qdq(

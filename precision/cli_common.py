@@ -119,13 +119,25 @@ def ranges_method(precision: str, ranges: Any) -> tuple[str, Mapping[str, Any]]:
     return ranges.method, ranges.params
 
 
-def cache_ranges(cache_path: str, precision: str, method_given: bool = False) -> dict[str, float]:
+def cache_ranges(
+    cache_path: str,
+    precision: str,
+    method_given: bool = False,
+    model: onnx.ModelProto | None = None,
+    model_path: str | None = None,
+) -> dict[str, float]:
     """amax per tensor from a TensorRT cache. For FP8 without a chosen method, the largest |x| of
     each tensor from the histograms saved beside the cache (``CACHE.hist.npz``) when they are
-    there (the cache itself holds only its method's thresholds)."""
+    there (the cache itself holds only its method's thresholds). A cache with no tensor entry is
+    an :class:`InputError`; with ``model``, so is one whose tensors are mostly not the model's
+    (:func:`check_cache_names`)."""
     from trtq.calib.cache import read_cache
 
     cache = read_cache(cache_path)  # read first: a missing or broken cache is an error either way
+    if not cache.amax():
+        raise InputError(f"{cache_path}: no tensor scales in this cache (a header alone)")
+    if model is not None:
+        check_cache_names(cache.amax(), model, cache_path, model_path)
     if "fp8" in precision and not method_given:
         from trtq.calib.histogram import HistogramSet
         from trtq.calib.run import compute_amax, histogram_path_for
@@ -140,6 +152,25 @@ def cache_ranges(cache_path: str, precision: str, method_given: bool = False) ->
             hist.name,
         )
     return cache.amax()
+
+
+def check_cache_names(
+    amax: Mapping[str, float], model: onnx.ModelProto, cache_path: str, model_path: str | None = None
+) -> None:
+    """:class:`InputError` when fewer than half of the cache's tensors are tensors of ``model``:
+    a cache of another model, which would quantize the few tensors whose names happen to match
+    (an input called ``x``) and leave the rest in float. TensorRT's own unnamed layers
+    (``(Unnamed Layer* N) ...``) are not counted: a TensorRT calibrator writes them."""
+    from trtq._core.onnx_model import tensor_names
+
+    names = [n for n in amax if not n.startswith("(Unnamed Layer")]
+    known = tensor_names(model)
+    foreign = [n for n in names if n not in known]
+    if names and 2 * len(foreign) > len(names):
+        raise InputError(
+            f"{cache_path}: {len(foreign)} of its {len(names)} tensors are not in "
+            f"{model_path or 'the model'} (e.g. '{foreign[0]}'): a cache of another model?"
+        )
 
 
 def read_or_calibrate(
@@ -161,7 +192,7 @@ def read_or_calibrate(
     progress themselves (a data loader).
     """
     if cache_path:
-        return cache_ranges(cache_path, precision, method_given)
+        return cache_ranges(cache_path, precision, method_given, model=proto)
     from trtq.calib.run import calibrate
     from trtq.precision.builds import PrecisionTools
 

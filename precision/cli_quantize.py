@@ -109,7 +109,7 @@ def _quantize(opts: dict[str, Any]) -> None:
         )
     dataset, batch_size = open_data(proto, data, source=model.path)
     held = open_data(proto, eval_data, batch_size)[0] if eval_data is not None else None
-    amax = cache_ranges(ranges.cache, qtype, ranges.method_given) if ranges.cache else None
+    amax = cache_ranges(ranges.cache, qtype, ranges.method_given, proto, model.path) if ranges.cache else None
     with progress_bar(quiet, unit="img") as progress:
         result = quantize(
             proto,

@@ -128,6 +128,12 @@ def quantize(
             metric=rank_metric, threads=threads,
         )  # fmt: skip
         progress(1)
+        layers = len({s.node for s in scores})
+        if pin_worst >= layers:
+            raise InputError(
+                f"--pin-worst {pin_worst}: the model has {layers} layers that run in {qtype.upper()}; "
+                "pinning every one leaves nothing to quantize"
+            )
         for s in scores:
             if s.node not in pins and len(pins) < pin_worst:
                 pins.append(s.node)

@@ -68,6 +68,10 @@ class TaskMetric(Metric):
             value = given.get(name, default)
             if value is None:
                 raise InputError(f"metric '{self.name}' needs --{name.replace('_', '-')} T")
+            if not math.isfinite(float(value)):
+                raise InputError(
+                    f"--{name.replace('_', '-')} {value}: metric '{self.name}' needs a finite number"
+                )
             out[name] = float(value)
         return out
 

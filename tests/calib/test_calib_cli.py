@@ -179,6 +179,18 @@ def test_other_real_models_calibrate(real_models, image_dir, tmp_path, key):
     assert all(s > 0 and math.isfinite(s) for s in read_cache(cache).scales.values())
 
 
+def test_a_percentile_flag_that_changes_nothing_is_named(real_models, image_dir, tmp_path):
+    cls = str(real_models["cls"])
+    args = ["--data", str(image_dir), "--limit", "2", "--shape", "x:1x3x48x192", "--percentile", "99"]
+    ran = _calib("run", cls, *args, "--method", "entropy2", "--cache", str(tmp_path / "a.cache"))
+    assert (
+        ran.exit_code == 0 and "--percentile not used: it is a parameter of --method percentile" in ran.stderr
+    )
+    used = _calib("run", cls, *args, "--method", "percentile", "--cache", str(tmp_path / "b.cache"))
+    assert used.exit_code == 0 and "not used" not in used.stderr
+    assert read_cache(tmp_path / "a.cache").scales != read_cache(tmp_path / "b.cache").scales
+
+
 def test_model_from_config_file(real_models, image_dir, tmp_path):
     (tmp_path / "trtq.toml").write_text(
         f'model = "{real_models["lcnet"]}"\nlimit = 2\n[preprocess]\nresize = "center-crop"\n'

@@ -124,13 +124,37 @@ def test_quantize_bad_input_is_one_line_and_writes_nothing(real_models, split, t
     cal, _ = split
     qdq = tmp_path / "q.onnx"
     assert _run(precision_main, "quantize", cls, "--data", cal, *DATA, "-o", qdq, "-q").exit_code == 0
+    other, empty = tmp_path / "other.cache", tmp_path / "empty.cache"  # the input is called x here too
+    other.write_text("TRT-100001-EntropyCalibration2\nx: 3c010a14\nfoo: 3c010a14\nbar: 3c010a14\n")
+    empty.write_text("TRT-100001-EntropyCalibration2\n")
+    out = ["-o", tmp_path / "x.onnx"]
     for args, words in (
-        ([qdq, "--data", cal, *DATA, "-o", tmp_path / "x.onnx"], "already a Q/DQ model"),
-        ([cls, *DATA, "-o", tmp_path / "x.onnx"], "--data"),
+        ([qdq, "--data", cal, *DATA, *out], "already a Q/DQ model"),
+        ([cls, *DATA, *out], "--data"),
         ([cls, "--data", cal, *DATA, "-o", cls], "refusing to overwrite"),
-        ([cls, "--data", cal, *DATA, "-o", tmp_path / "x.onnx", "--pin-worst", -1], "--pin-worst"),
+        ([cls, "--data", cal, *DATA, *out, "--pin-worst", -1], "--pin-worst"),
+        ([cls, "--data", cal, *DATA, *out, "--pin-worst", 10000], "the model has 54 layers that run in INT8"),
+        ([cls, "--data", cal, *DATA, *out, "--cache", other], "other.cache: 2 of its 3 tensors are not in"),
+        ([cls, "--data", cal, *DATA, *out, "--cache", empty], "empty.cache: no tensor scales"),
+        ([cls, "--data", cal, *DATA, "-o", "-"], "only --json can write to stdout"),
+        ([cls, "--data", cal, *DATA, *out, "--report", "-"], "give --report a file name"),
+        (
+            [cls, "--data", cal, *DATA, *out, "--metric", "mask-iou", "--binarize", "nan"],
+            "needs a finite number",
+        ),
     ):
         res = CliRunner().invoke(precision_main, ["quantize", *map(str, args)])
         lines = [line for line in res.output.splitlines() if line.strip()]
         assert res.exit_code == 2 and len(lines) == 1 and words in lines[0], res.output
         assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_warning_about_the_data_comes_once_though_the_data_is_read_four_times(real_models, split, tmp_path):
+    cal, held = split  # 6 images each: a batch of 4 leaves 2 out
+    res = _run(
+        precision_main, "quantize", real_models["cls"], "--data", cal, "--eval-data", held, *DATA,
+        "--batch-size", 4, "--pin-worst", 1, "-o", tmp_path / "q.onnx",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count(f"dropped the last 2 sample(s) of {cal}") == 1, res.stderr
+    assert res.stderr.count(f"dropped the last 2 sample(s) of {held}") == 1, res.stderr

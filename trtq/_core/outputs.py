@@ -55,16 +55,26 @@ def writable_folder(path: PathLike) -> None:
         raise InputError(f"{target}: cannot write to {ancestor} (permission denied or read-only)")
 
 
+#: The output flags whose ``-`` means stdout (any other output named ``-`` is refused: it would be
+#: a file called ``-``).
+STDOUT_FLAGS = ("--json",)
+
+
 def check_outputs(
     outputs: Mapping[str, PathLike | None],
     inputs: Mapping[str, PathLike | DataFolder | None] = {},  # noqa: B006
 ) -> None:
-    """Before any work: every output (flag -> path; ``None`` and ``-``, stdout, are skipped) can
+    """Before any work: every output (flag -> path; ``None`` skipped, ``-`` = stdout, only for
+    :data:`STDOUT_FLAGS`, else refused) can
     be written (:func:`writable_folder`), no two outputs name the same file, and no output names
     an input (flag -> path) or a data file inside an input folder (:class:`DataFolder`). Raises
     :class:`InputError` naming the path and both flags."""
     seen: list[tuple[str, Path]] = []
     for flag, value in outputs.items():
+        if value is not None and str(value) == "-" and flag not in STDOUT_FLAGS:
+            raise InputError(
+                f"{flag} -: only {', '.join(STDOUT_FLAGS)} can write to stdout; give {flag} a file name"
+            )
         if value is None or str(value) == "-":
             continue
         path = Path(value)
