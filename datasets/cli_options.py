@@ -34,6 +34,7 @@ flags override ``--preset``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,6 +54,8 @@ from trtq.datasets.resize import RESIZERS
 
 PREPROCESS_KEYS = ("resize", "color", "scale", "mean", "std", "layout", "dtype", "pad_value", "crop_fraction")
 DATA_KEYS = ("data", "shape", "limit", "shuffle", "seed", "strict", "workers")
+
+logger = logging.getLogger(__name__)
 
 
 class FloatList(click.ParamType):
@@ -338,7 +341,14 @@ class EvalDataArgs(ArgGroup):
         folder = opts.get("eval_data") or resolve_path(_typed(config, "eval_data", str), config_path)
         if not folder:
             return None
-        return replace(DataArgs().resolve(opts, config, config_path), data=str(folder))
+        data = DataArgs().resolve(opts, config, config_path)
+        if data.data and Path(data.data).resolve() == Path(folder).resolve():
+            logger.warning(
+                "--eval-data %s is the --data folder: its figures are on the data the answer was fitted "
+                "to, not held out",
+                folder,
+            )
+        return replace(data, data=str(folder))
 
     def paths(self, settings: DataSettings | None) -> tuple[dict[str, str | None], dict[str, Any]]:
         return {}, {"--eval-data": _data_folder(settings.data) if settings is not None else None}

@@ -23,7 +23,7 @@ from trtq._core.cli import (
     setup_logging,
     stderr_console,
 )
-from trtq._core.errors import InputError, first_line
+from trtq._core.errors import InputError
 from trtq._core.jsonio import to_jsonable
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
@@ -32,6 +32,7 @@ from trtq.precision.cli_common import (
     choose_scales,
     mha_choice,
     mha_option,
+    require_float32,
     scales_by_output,
     weight_scales_option,
 )
@@ -483,23 +484,6 @@ def _reference_model(proto, reference, quiet: bool):
     return float_original(proto)
 
 
-def _require_float32(proto, path: str) -> None:
-    """``equalize`` rewrites FP32 weights of a valid graph: a Q/DQ or FP16 model, or one that fails
-    onnx.checker, is refused with one line."""
-    import onnx
-
-    from trtq._core.onnx_model import has_qdq_nodes
-
-    if has_qdq_nodes(proto):
-        raise InputError(f"{path} is already quantized (it has Q/DQ nodes): equalise its float original")
-    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
-        raise InputError(f"{path} has FP16 weights: equalise the FP32 model, then convert it")
-    try:
-        onnx.checker.check_model(proto)
-    except Exception as exc:  # the checker raises several types; any of them means a broken graph
-        raise InputError(f"{path} fails onnx.checker: {first_line(exc)}") from exc
-
-
 def _declared_outputs(proto) -> dict[str, list[int]]:
     """Output name -> declared dims (0 where a dim is symbolic or unknown)."""
     return {
@@ -711,7 +695,7 @@ def _equalize(opts: dict[str, Any]) -> None:
 
     model, out = resolve_groups(opts, *EQUALIZE_GROUPS)
     source = load_onnx(model.path)
-    _require_float32(source, model.path)
+    require_float32(source, model.path, "equalise")
     result_model, result = equalize(source)
     save_onnx(result_model, out.output)
     if out.json:

@@ -204,3 +204,20 @@ def read_or_calibrate(
         return dict(
             calibrate(proto, batches, method=method, params=params, progress=progress, tools=tools).amax
         )
+
+
+def require_float32(proto: onnx.ModelProto, path: str, doing: str) -> None:
+    """Commands that rewrite a model's FP32 weights (``equalize``, ``quantize``) refuse, with one
+    line, a Q/DQ model, one with FP16 weights, or one that fails onnx.checker. ``doing``: the
+    verb for the message ("equalise", "quantize")."""
+    from trtq._core.errors import first_line
+    from trtq._core.onnx_model import has_qdq_nodes
+
+    if has_qdq_nodes(proto):
+        raise InputError(f"{path} is already quantized (it has Q/DQ nodes): {doing} its float original")
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
+        raise InputError(f"{path} has FP16 weights: {doing} the FP32 model, then convert it")
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # the checker raises several types; any of them means a broken graph
+        raise InputError(f"{path} fails onnx.checker: {first_line(exc)}") from exc

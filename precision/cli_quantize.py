@@ -87,10 +87,8 @@ def _quantize(opts: dict[str, Any]) -> None:
     from trtq._core.jsonio import dumps, to_jsonable
     from trtq._core.onnx_model import load_onnx, model_summary, save_onnx
     from trtq._core.result import result_document
-    from trtq.precision.cli import _require_float32
-    from trtq.precision.cli_common import cache_ranges, open_data
+    from trtq.precision.cli_common import cache_ranges, open_data, require_float32
     from trtq.precision.metrics import get_metric, is_task_metric
-    from trtq.precision.qdq_model import is_qdq_model
     from trtq.precision.quantize import quantize
 
     model, ranges, runtime, out, metric, eval_data, data = resolve_groups(opts, *QUANTIZE_GROUPS)
@@ -100,9 +98,7 @@ def _quantize(opts: dict[str, Any]) -> None:
     criterion = metric.criterion(threshold=0.0, default=name)  # judging only: no threshold
     task = is_task_metric(name)
     proto = load_onnx(model.path)
-    if is_qdq_model(proto):
-        raise InputError(f"{model.path} is already a Q/DQ model: quantize its float original")
-    _require_float32(proto, model.path)
+    require_float32(proto, model.path, "quantize")
     if not data.data:
         raise InputError(
             "no calibration data: give --data DIR (the ranges, pins and weight scales are fitted to it)"

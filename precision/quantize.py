@@ -32,6 +32,7 @@ import onnx
 
 from trtq._core.errors import InputError
 from trtq._core.progress import ProgressFn, null_progress
+from trtq.precision.qdq import FP8_RANGES
 
 Batches = Callable[[], Iterable[Mapping[str, np.ndarray]]]
 
@@ -42,12 +43,10 @@ class QuantizeResult:
 
     model: onnx.ModelProto  # the Q/DQ model
     qtype: str  # "int8" | "fp8"
-    amax: dict[str, float]  # the activation ranges (amax per tensor; scale = amax / 127 for INT8)
-    ranges: dict[str, Any]  # how they were made: {"method", "cache", "seconds", "auto_check"}
+    amax: dict[str, float]  # activation ranges: amax per tensor (INT8 scale = amax / 127)
+    ranges: dict[str, Any]  # how: {"method" (None: given), "seconds", "auto_check"}
     pins: list[str]  # ONNX nodes kept in FP32, worst first
-    ranking: list[
-        dict[str, Any]
-    ]  # the pinned head of the layerwise ranking: {"node", "op", "metric", "error"}
+    ranking: list[dict[str, Any]]  # the pinned head of the ranking: {"node", "op", "metric", "error"}
     qdq_pairs: int  # activation QuantizeLinear nodes in the model
     weight_scales: dict[str, Any] | None  # the weight-scale choice's report, when it ran
     calibration: Any = None  # CompareRun of the Q/DQ model against FP32 on the calibration data
@@ -77,22 +76,17 @@ def quantize(
 
     ``batches`` / ``eval_batches``: callables returning a fresh pass over the calibration /
     held-out batches (dicts of input name -> array, batch dimension first); the calibration data is
-    read up to four times (ranges, ranking, weight scales, judging), never held whole in memory.
-    ``amax``: ranges to use instead of calibrating (a cache's); ``method``/``params``: the
-    calibration method (default INT8 ``auto``, FP8 ``minmax``). ``pin_worst``: how many of the
-    layerwise ranking's worst layers (by ``rank_metric``) stay FP32. ``weight_scales``: ``auto``
-    (by output error for FP8), ``weights`` or ``output``. ``output_accumulator``: a factory of
-    the model outputs' accumulators (a task metric's, e.g. mask-iou), else the tensor metrics.
-    ``progress``: calibration advances it per sample (``samples``: their number, for the bar);
-    each later step is announced as one unit of work.
+    read up to four times (ranges, ranking, weight scales, judging), held whole in memory only by
+    the weight-scale choice. ``amax``: ranges to use instead of calibrating (a cache's);
+    ``method``/``params``: the calibration method (default INT8 ``auto``, FP8 ``minmax``).
+    ``pin_worst``: how many of the layerwise ranking's worst layers (by ``rank_metric``) stay FP32.
+    ``weight_scales``: ``auto`` (by output error for FP8), ``weights`` or ``output``.
+    ``output_accumulator``: a factory of the model outputs' accumulators (a task metric's, e.g.
+    mask-iou), else the tensor metrics. ``progress``: calibration advances it per sample
+    (``samples``: their number, for the bar); each later step is announced as one unit of work.
     """
-    from trtq.calib.run import calibrate
-    from trtq.precision.builds import PrecisionTools
-    from trtq.precision.compare import layerwise_sensitivity
-    from trtq.precision.emulate import DEFAULT_MHA, EmulationConfig, folded
+    from trtq.precision.emulate import DEFAULT_MHA, folded
     from trtq.precision.export import export_qdq
-    from trtq.precision.qdq import FP8_RANGES
-    from trtq.precision.qdq_model import compare_qdq
 
     if pin_worst < 0:
         raise InputError(f"pin_worst must be >= 0, not {pin_worst}")
@@ -100,75 +94,115 @@ def quantize(
         raise InputError(f"weight_scales must be auto, weights or output, not {weight_scales!r}")
     qtype = "fp8" if fp8 else "int8"
     mha = mha or DEFAULT_MHA
+    base = folded(model)  # folded once: the ranking, the weight scales and the export take it
     timings: dict[str, float] = {}
-    base = folded(model)  # folded once: the ranking and the export take it as it is
 
-    t = time.perf_counter()
+    def step(name: str, description: str, total: int | None = 1) -> Any:
+        """Time the step ``name`` and announce it on the progress bar."""
+        progress(0, total=total, description=description)
+        return _Timed(timings, name)
+
     if amax is not None:
-        ranges: dict[str, Any] = {"method": None, "cache": True}
+        ranges: dict[str, Any] = {"method": None, "seconds": 0.0, "auto_check": None}
         amax = dict(amax)
     else:
         method = method or (FP8_RANGES if fp8 else "auto")
-        progress(0, total=samples, description=f"calibrating ({method})")
-        result = calibrate(
-            model, batches(), method=method, params=params, threads=threads, progress=progress,
-            tools=PrecisionTools(),
-        )  # fmt: skip
-        amax = dict(result.amax)
-        ranges = {"method": method, "cache": False, "auto_check": result.check}
-    timings["ranges"] = ranges["seconds"] = round(time.perf_counter() - t, 3)
+        with step("ranges", f"calibrating ({method})", samples):
+            amax, check = _calibrate(model, batches, method, params, threads, progress)
+        ranges = {"method": method, "seconds": timings["ranges"], "auto_check": check}
 
-    pins: list[str] = []
     ranking: list[dict[str, Any]] = []
     if pin_worst:
-        t = time.perf_counter()
-        progress(0, total=1, description="ranking the layers")
-        scores = layerwise_sensitivity(
-            base, batches(), EmulationConfig(qtype, "explicit", frozenset(), mha), amax=amax,
-            metric=rank_metric, threads=threads,
-        )  # fmt: skip
+        with step("ranking", "ranking the layers"):
+            ranking = _worst_layers(base, batches, amax, qtype, mha, pin_worst, rank_metric, threads)
         progress(1)
-        layers = len({s.node for s in scores})
-        if pin_worst >= layers:
-            raise InputError(
-                f"--pin-worst {pin_worst}: the model has {layers} layers that run in {qtype.upper()}; "
-                "pinning every one leaves nothing to quantize"
-            )
-        for s in scores:
-            if s.node not in pins and len(pins) < pin_worst:
-                pins.append(s.node)
-                ranking.append({"node": s.node, "op": s.op_type, "metric": rank_metric, "error": s.error})
-        timings["ranking"] = round(time.perf_counter() - t, 3)
+    pins = [r["node"] for r in ranking]
 
     scales, scales_report = None, None
     if weight_scales == "output" or (weight_scales == "auto" and fp8):
         from trtq.precision.weight_scales import choose_weight_scales
 
-        t = time.perf_counter()
-        progress(0, total=1, description="weight scales")
-        scales, report = choose_weight_scales(
-            base, list(batches()), amax, qtype=qtype, pins=pins, threads=threads
-        )
+        with step("weight_scales", "weight scales"):
+            scales, report = choose_weight_scales(
+                base, list(batches()), amax, qtype=qtype, pins=pins, threads=threads
+            )
         progress(1)
         scales_report = report.to_dict()
-        timings["weight_scales"] = round(time.perf_counter() - t, 3)
 
     qdq = export_qdq(base, amax, pins, fp8=fp8, mha=mha, weight_scales=scales)
     pairs = sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node)
     if not pairs:
         raise InputError(f"nothing to quantize: no layer of the model runs in {qtype.upper()}")
 
-    def judge(data: Batches) -> Any:
-        return compare_qdq(
-            qdq, model, data(), threads=threads, output_accumulator=output_accumulator, layers=False
-        )
-
-    t = time.perf_counter()
-    progress(0, total=1, description="judging against FP32")
-    on_calibration = judge(batches)
-    held = judge(eval_batches) if eval_batches is not None else None
+    with step("judging", "judging against FP32"):
+        on_calibration = _judge(qdq, model, batches, output_accumulator, threads)
+        held = _judge(qdq, model, eval_batches, output_accumulator, threads) if eval_batches else None
     progress(1)
-    timings["judging"] = round(time.perf_counter() - t, 3)
     return QuantizeResult(
         qdq, qtype, amax, ranges, pins, ranking, pairs, scales_report, on_calibration, held, timings
+    )
+
+
+class _Timed:
+    """``with _Timed(timings, name):`` records the block's wall seconds as ``timings[name]``."""
+
+    def __init__(self, timings: dict[str, float], name: str) -> None:
+        self.timings, self.name = timings, name
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self.name] = round(time.perf_counter() - self.t0, 3)
+
+
+def _calibrate(model, batches: Batches, method: str, params, threads, progress) -> tuple[dict, Any]:
+    """``(amax, auto's check outcome or None)``: ``calib run``'s calibration, the emulation lent to
+    auto's model-output check."""
+    from trtq.calib.run import calibrate
+    from trtq.precision.builds import PrecisionTools
+
+    result = calibrate(
+        model,
+        batches(),
+        method=method,
+        params=params,
+        threads=threads,
+        progress=progress,
+        tools=PrecisionTools(),
+    )
+    return dict(result.amax), result.check
+
+
+def _worst_layers(
+    base, batches: Batches, amax, qtype: str, mha: str, k: int, metric: str, threads
+) -> list[dict]:
+    """The ``k`` worst layers of ``compare --mode layerwise`` (each layer alone in ``qtype`` with
+    FP32 inputs) as ``{"node", "op", "metric", "error"}``, worst first; :class:`InputError` when
+    ``k`` would pin every layer."""
+    from trtq.precision.compare import layerwise_sensitivity
+    from trtq.precision.emulate import EmulationConfig
+
+    config = EmulationConfig(qtype, "explicit", frozenset(), mha)
+    scores = layerwise_sensitivity(base, batches(), config, amax=amax, metric=metric, threads=threads)
+    layers = list(dict.fromkeys(s.node for s in scores))
+    if k >= len(layers):
+        raise InputError(
+            f"--pin-worst {k}: the model has {len(layers)} layers that run in {qtype.upper()}; "
+            "pinning every one leaves nothing to quantize"
+        )
+    first = {}
+    for s in scores:
+        first.setdefault(s.node, s)
+    return [
+        {"node": n, "op": first[n].op_type, "metric": metric, "error": first[n].error} for n in layers[:k]
+    ]
+
+
+def _judge(qdq, model, batches: Batches, output_accumulator, threads) -> Any:
+    """The Q/DQ model against FP32 at the outputs (``compare --reference``'s comparison)."""
+    from trtq.precision.qdq_model import compare_qdq
+
+    return compare_qdq(
+        qdq, model, batches(), threads=threads, output_accumulator=output_accumulator, layers=False
     )

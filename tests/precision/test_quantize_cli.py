@@ -129,7 +129,10 @@ def test_quantize_bad_input_is_one_line_and_writes_nothing(real_models, split, t
     empty.write_text("TRT-100001-EntropyCalibration2\n")
     out = ["-o", tmp_path / "x.onnx"]
     for args, words in (
-        ([qdq, "--data", cal, *DATA, *out], "already a Q/DQ model"),
+        (
+            [qdq, "--data", cal, *DATA, *out],
+            "is already quantized (it has Q/DQ nodes): quantize its float original",
+        ),
         ([cls, *DATA, *out], "--data"),
         ([cls, "--data", cal, *DATA, "-o", cls], "refusing to overwrite"),
         ([cls, "--data", cal, *DATA, *out, "--pin-worst", -1], "--pin-worst"),
@@ -158,3 +161,12 @@ def test_a_warning_about_the_data_comes_once_though_the_data_is_read_four_times(
     assert res.exit_code == 0, res.output
     assert res.stderr.count(f"dropped the last 2 sample(s) of {cal}") == 1, res.stderr
     assert res.stderr.count(f"dropped the last 2 sample(s) of {held}") == 1, res.stderr
+
+
+def test_held_out_data_that_is_the_calibration_data_is_named(real_models, split, tmp_path):
+    cal, _ = split
+    same = _run(
+        precision_main, "quantize", real_models["cls"], "--data", cal, "--eval-data", f"{cal}/", *DATA,
+        "-o", tmp_path / "q.onnx",
+    )  # fmt: skip
+    assert same.exit_code == 0 and "is the --data folder" in same.stderr, same.output
