@@ -125,3 +125,31 @@ def test_table_sorting_works_in_chromium(tmp_path):
     ops = re.findall(r'<td class="op">([^<]*)</td>', heat)
     assert len(ops) == 80 and ops == sorted(ops)
     assert 'aria-sort="ascending"' in heat
+
+
+def test_quantize_report_renders_in_chromium(real_models, image_dir, tmp_path):
+    """The "quantize" section of a real ``precision quantize`` run: both judgements and the pins."""
+    import json
+
+    from click.testing import CliRunner
+
+    from trtq.precision.cli import main as precision
+
+    res = CliRunner().invoke(
+        precision,
+        ["quantize", str(real_models["cls"]), "--data", str(image_dir), "--eval-data", str(image_dir),
+         "--limit", "4", "--shape", "x:1x3x48x192", "--preset", "paddleocr-rec", "--pin-worst", "2",
+         "--metric", "top1", "-o", str(tmp_path / "q.onnx"), "--json", str(tmp_path / "q.json")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "q.json").read_text())
+    page = tmp_path / "q.html"
+    write_report(page, [doc])
+    dom, log = dump_dom(page, tmp_path)
+    assert "Content Security Policy" not in log and "Refused to" not in log, log[-2000:]
+    html = parse(dom)
+    assert any("Quantized model" in "".join(h.text) for h in html.find("h2"))
+    (pins,) = html.find("table", cls="pin-table")
+    cells = [t.strip() for t in pins.text if t.strip()]
+    assert [c for c in cells if c in doc["pins"]] == doc["pins"]  # worst first, as in the document
+    assert "top1, held out (4)" in dom and "cosine, calibration (4)" in dom
