@@ -21,11 +21,14 @@ Examples:
       --preset paddleocr --pin-worst 8 --metric mask-iou --binarize 0.3 -o det.int8.onnx
   precision quantize vit.onnx --data cal/ --eval-data held/ --fp8 -o vit.fp8.onnx --json q.json
   precision quantize rec.onnx --data lines/ --cache rec.cache -o rec.int8.onnx   # ranges from a cache
+  precision quantize det.onnx --data cal/ --eval-data held/ --shape x:1x3x640x640 --preset paddleocr \\
+      --pin-worst 8 --metric mask-iou --binarize 0.3 --threshold 0.97 -o det.int8.onnx   # fewest of 8
 
 \b
 The steps, each the library call of one command (README, "Getting INT8 accurate"):
 ranges on --data (INT8: auto; FP8: each tensor's largest |x|; or --cache) -> with --pin-worst K,
-the K layers with the largest own error (compare --mode layerwise) kept in FP32 -> FP8 weight
+the K layers with the largest own error (compare --mode layerwise) kept in FP32 (with --threshold:
+the fewest of them whose model passes it on --data, bisect's prefix search) -> FP8 weight
 scales by output error -> the Q/DQ model (precision export) -> that model run in ONNX Runtime
 against FP32 on --data and on --eval-data. Judge by the held-out figure: every step was fitted
 to --data. Calibrate on the inputs the model is for. The opt-in recoveries (--weight-correction,
@@ -65,6 +68,13 @@ QUANTIZE_GROUPS = (
     help="Keep the K layers with the largest own error (layerwise, on --data) in FP32.",
 )
 @click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Make --pin-worst K a budget: pin the fewest of those K layers whose model passes --metric "
+    ">= T (<= T for rel-l2, max-abs) on --data; all K when none does.",
+)
+@click.option(
     "--pins-out",
     "pins_out",
     type=click.Path(dir_okay=False),
@@ -95,8 +105,13 @@ def _quantize(opts: dict[str, Any]) -> None:
     quiet = opts["quiet"] or out.json_to_stdout
     qtype = "fp8" if opts["fp8"] else "int8"
     name = get_metric(metric.name or "cosine").name
-    criterion = metric.criterion(threshold=0.0, default=name)  # judging only: no threshold
+    criterion = metric.criterion(threshold=0.0, default=name)  # judging: every metric, no threshold
     task = is_task_metric(name)
+    target = None
+    if opts["threshold"] is not None:
+        if not opts["pin_worst"]:
+            raise InputError("--threshold needs --pin-worst K: the most layers it may keep in FP32")
+        target = metric.criterion(threshold=opts["threshold"], default=name)
     proto = load_onnx(model.path)
     require_float32(proto, model.path, "quantize")
     if not data.data:
@@ -119,6 +134,7 @@ def _quantize(opts: dict[str, Any]) -> None:
             mha=mha_choice(opts),
             eval_batches=(lambda: held.batches(batch_size)) if held is not None else None,
             output_accumulator=criterion.accumulator if task else None,
+            criterion=target,
             threads=runtime.threads,
             samples=len(dataset),
             progress=progress,
@@ -141,6 +157,16 @@ def _quantize(opts: dict[str, Any]) -> None:
         ranges={**result.ranges, "cache": ranges.cache},
         pins=result.pins,
         ranking=result.ranking,
+        search=(
+            {
+                "criterion": target.describe(),
+                "budget": opts["pin_worst"],
+                "tried": result.search,
+                "passed": result.passed,
+            }
+            if target is not None
+            else None
+        ),  # fmt: skip
         qdq_pairs=result.qdq_pairs,
         weight_scales=result.weight_scales,
         metric={"name": name, "params": dict(metric.params)},
@@ -172,6 +198,13 @@ def _print_summary(doc: dict[str, Any], key: str) -> None:
     if check and check.get("flagged"):
         how += f"; auto's check kept {check['kept']} ({check['flagged']} tensor(s) flagged)"
     say(f"ranges: {how}")
+    search = doc.get("search")
+    if search:
+        verdict = "passes" if search["passed"] else "all of them, and still fails"
+        say(
+            f"pins: {len(doc['pins'])} of the {search['budget']} worst layers ({len(search['tried'])} "
+            f"model(s) tried): {verdict} {search['criterion']} on --data"
+        )
     if doc["pins"]:
         say(f"FP32 pins: {len(doc['pins'])} worst layer(s) layerwise: {', '.join(doc['pins'])}")
     say(

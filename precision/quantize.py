@@ -7,7 +7,10 @@ What ``precision quantize`` runs, in the order the README's "Getting INT8 accura
    largest |x| (:data:`~trtq.precision.qdq.FP8_RANGES`).
 2. **Pins** (optional, ``pin_worst`` K): the K layers with the largest own error when each runs
    alone in INT8/FP8 with FP32 inputs (the layerwise ranking of ``precision compare``), on the
-   calibration data, kept in FP32. The ranking never looks at the held-out data.
+   calibration data, kept in FP32. With a ``criterion`` (``--threshold``), K is a budget: the
+   shortest prefix of those K that passes it on the calibration data (``bisect``'s prefix search,
+   :func:`~trtq.precision.strategies.base.bisect_prefix`, each candidate the exported Q/DQ model
+   run against FP32), all K when none does. Neither looks at the held-out data.
 3. **Weight scales** by each layer's output error on the calibration data where
    ``precision export --weight-scales auto`` picks them (FP8; INT8 only with ``"output"``).
 4. **The Q/DQ model** (:func:`~trtq.precision.export.export_qdq`): what TensorRT 11 builds and
@@ -49,6 +52,10 @@ class QuantizeResult:
     ranking: list[dict[str, Any]]  # the pinned head of the ranking: {"node", "op", "metric", "error"}
     qdq_pairs: int  # activation QuantizeLinear nodes in the model
     weight_scales: dict[str, Any] | None  # the weight-scale choice's report, when it ran
+    # with a criterion: the prefixes tried ({"pins", "metric", "passed"}) and whether the model
+    # written passes it on the calibration data
+    search: list[dict[str, Any]] = field(default_factory=list)
+    passed: bool | None = None
     calibration: Any = None  # CompareRun of the Q/DQ model against FP32 on the calibration data
     held_out: Any = None  # the same on the held-out data, when given
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
@@ -68,6 +75,7 @@ def quantize(
     mha: str | None = None,
     eval_batches: Batches | None = None,
     output_accumulator: Callable[[], Any] | None = None,
+    criterion: Any = None,
     threads: int | None = None,
     samples: int | None = None,
     progress: ProgressFn = null_progress,
@@ -82,7 +90,9 @@ def quantize(
     ``pin_worst``: how many of the layerwise ranking's worst layers (by ``rank_metric``) stay FP32.
     ``weight_scales``: ``auto`` (by output error for FP8), ``weights`` or ``output``.
     ``output_accumulator``: a factory of the model outputs' accumulators (a task metric's, e.g.
-    mask-iou), else the tensor metrics. ``progress``: calibration advances it per sample
+    mask-iou), else the tensor metrics. ``criterion``: a
+    :class:`~trtq.precision.evaluate.MetricCriterion` that makes ``pin_worst`` a budget (module
+    docstring, step 2). ``progress``: calibration advances it per sample
     (``samples``: their number, for the bar); each later step is announced as one unit of work.
     """
     from trtq.precision.emulate import DEFAULT_MHA, folded
@@ -116,6 +126,20 @@ def quantize(
         with step("ranking", "ranking the layers"):
             ranking = _worst_layers(base, batches, amax, qtype, mha, pin_worst, rank_metric, threads)
         progress(1)
+    search: list[dict[str, Any]] = []
+    if criterion is not None and ranking:
+
+        def passes(pins: list[str]) -> bool:
+            """The Q/DQ model with ``pins`` (data-free weight scales) against the criterion."""
+            qdq = export_qdq(base, amax, pins, fp8=fp8, mha=mha)
+            run = _judge(qdq, model, batches, criterion.accumulator, threads)
+            value, ok = criterion.judge({o.tensor: o.metrics for o in run.outputs})
+            search.append({"pins": len(pins), "metric": value, "passed": ok})
+            progress(1)
+            return ok
+
+        with step("search", f"pins passing {criterion.describe()}", None):
+            ranking = ranking[: _shortest_passing_prefix(ranking, passes)]
     pins = [r["node"] for r in ranking]
 
     scales, scales_report = None, None
@@ -135,12 +159,38 @@ def quantize(
         raise InputError(f"nothing to quantize: no layer of the model runs in {qtype.upper()}")
 
     with step("judging", "judging against FP32"):
-        on_calibration = _judge(qdq, model, batches, output_accumulator, threads)
-        held = _judge(qdq, model, eval_batches, output_accumulator, threads) if eval_batches else None
+        accumulator = criterion.accumulator if criterion is not None else output_accumulator
+        on_calibration = _judge(qdq, model, batches, accumulator, threads)
+        held = _judge(qdq, model, eval_batches, accumulator, threads) if eval_batches else None
     progress(1)
+    passed = None  # the model written (weight scales included) against the criterion, on the calibration data
+    if criterion is not None:
+        passed = criterion.judge({o.tensor: o.metrics for o in on_calibration.outputs})[1]
     return QuantizeResult(
-        qdq, qtype, amax, ranges, pins, ranking, pairs, scales_report, on_calibration, held, timings
-    )
+        qdq, qtype, amax, ranges, pins, ranking, pairs, scales_report, search, passed, on_calibration, held,
+        timings,
+    )  # fmt: skip
+
+
+def _shortest_passing_prefix(ranking: list[dict[str, Any]], passes: Callable[[list[str]], bool]) -> int:
+    """How many of ``ranking``'s layers to pin: 0 when nothing pinned passes, all of them when
+    even that fails, else the boundary :func:`~trtq.precision.strategies.base.bisect_prefix` finds
+    between a failing and a passing prefix (``passes`` called once per prefix tried)."""
+    from trtq.precision.strategies.base import Layer, bisect_prefix
+
+    nodes = [r["node"] for r in ranking]
+    if passes([]):
+        return 0
+    if len(nodes) == 1 or not passes(nodes):
+        return len(nodes)
+    order = [Layer(n, "", r["op"], i) for i, (n, r) in enumerate(zip(nodes, ranking, strict=True))]
+    search = bisect_prefix(order, 0, len(order))
+    try:
+        tried = next(search)
+        while True:
+            tried = search.send(passes([n for n in nodes if n in tried]))
+    except StopIteration as done:
+        return int(done.value)
 
 
 class _Timed:

@@ -170,3 +170,30 @@ def test_held_out_data_that_is_the_calibration_data_is_named(real_models, split,
         "-o", tmp_path / "q.onnx",
     )  # fmt: skip
     assert same.exit_code == 0 and "is the --data folder" in same.stderr, same.output
+
+
+def test_threshold_pins_the_fewest_of_the_worst_layers_that_pass(real_models, split, tmp_path):
+    cal, _ = split
+
+    def run(threshold: float) -> dict:
+        res = _run(
+            precision_main, "quantize", real_models["cls"], "--data", cal, *DATA, "--pin-worst", 4,
+            "--threshold", threshold, "-o", tmp_path / "q.onnx", "--json", "-",
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    easy, hard = run(0.0), run(1.0)  # cosine >= 0 passes unpinned; cosine >= 1 never passes
+    assert easy["pins"] == [] and easy["search"]["passed"] and len(easy["search"]["tried"]) == 1
+    assert len(hard["pins"]) == 4 and not hard["search"]["passed"]
+    assert [t["pins"] for t in hard["search"]["tried"]] == [0, 4]
+    unpinned, all_four = (t["metric"] for t in hard["search"]["tried"])
+    assert all_four > unpinned  # the worst layers in FP32 help here; the search has room
+    doc = run((unpinned + all_four) / 2)
+    k, tried = len(doc["pins"]), {t["pins"]: t["passed"] for t in doc["search"]["tried"]}
+    assert 0 < k <= 4 and tried[k] and not tried[k - 1] and doc["search"]["passed"]
+    assert doc["pins"] == hard["pins"][:k]  # a prefix of the same ranking
+    assert doc["calibration"]["outputs"]  # the model written is judged as always
+    refused = CliRunner().invoke(precision_main, ["quantize", str(real_models["cls"]), "--data", str(cal), *DATA,
+                                                  "--threshold", "0.9", "-o", str(tmp_path / "x.onnx")])  # fmt: skip
+    assert refused.exit_code == 2 and "--threshold needs --pin-worst K" in refused.output
