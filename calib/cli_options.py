@@ -168,7 +168,7 @@ class RangesArgs(ArgGroup):
 
                 if opts.get("method") is None:  # from the config file, which calib run shares
                     raise InputError(
-                        f"[tool.trtq] method = '{method}' needs the model and the data, not histograms "
+                        f"config file: method = '{method}' needs the model and the data, not histograms "
                         "alone: pass --method entropy2 (or another histogram method) to this command"
                     )
                 raise InputError(NEEDS_DATA)

@@ -203,7 +203,8 @@ def preprocess_from(
     unknown = sorted(set(cfg) - {*PREPROCESS_KEYS, "preset"})
     if unknown:
         raise InputError(
-            f"unknown key(s) {unknown} in [tool.trtq.preprocess]; known: preset, {', '.join(PREPROCESS_KEYS)}"
+            f"config file: unknown key(s) {unknown} in the preprocess table; known: preset, "
+            f"{', '.join(PREPROCESS_KEYS)}"
         )
     values: dict[str, Any] = {}
     given = False
@@ -288,7 +289,9 @@ class DataArgs(ArgGroup):
     ) -> DataSettings:
         cfg_pre = config.get("preprocess") or {}
         if not isinstance(cfg_pre, Mapping):
-            raise InputError("[tool.trtq] preprocess must be a table ([tool.trtq.preprocess])")
+            raise InputError(
+                "config file: preprocess must be a table ([tool.trtq.preprocess], or [preprocess] in trtq.toml)"
+            )
 
         def pick(key: str, kind: type, default: Any) -> Any:
             value = opts.get(key)

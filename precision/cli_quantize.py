@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -9,7 +10,7 @@ import click
 
 from trtq._core.args import ModelArgs, OutputArgs, RuntimeArgs, resolve_groups, uses
 from trtq._core.cli import common_options, progress_bar, run_command, setup_logging
-from trtq._core.errors import InputError
+from trtq._core.errors import CheckFailed, InputError
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
 from trtq.precision.cli_common import mha_choice, mha_option, weight_scales_option
@@ -112,6 +113,10 @@ def _quantize(opts: dict[str, Any]) -> None:
         if not opts["pin_worst"]:
             raise InputError("--threshold needs --pin-worst K: the most layers it may keep in FP32")
         target = metric.criterion(threshold=opts["threshold"], default=name)
+    if ranges.cache and opts.get("method") and not opts["fp8"]:
+        logging.getLogger(__name__).warning(
+            "--method not used: the INT8 ranges are read from --cache %s", ranges.cache
+        )
     proto = load_onnx(model.path)
     require_float32(proto, model.path, "quantize")
     if not data.data:
@@ -186,6 +191,11 @@ def _quantize(opts: dict[str, Any]) -> None:
         write_report(out.report, [doc])
     if not quiet:
         _print_summary(doc, get_metric(name).key if task else name)
+    if target is not None and not result.passed:  # written, and the scripts told: exit 1
+        raise CheckFailed(
+            f"{out.output}: fails {target.describe()} on --data even with the {len(result.pins)} worst "
+            "layers in FP32 (written; a larger --pin-worst, or calibration data of the model's own kind?)"
+        )
 
 
 def _print_summary(doc: dict[str, Any], key: str) -> None:
@@ -200,7 +210,7 @@ def _print_summary(doc: dict[str, Any], key: str) -> None:
     say(f"ranges: {how}")
     search = doc.get("search")
     if search:
-        verdict = "passes" if search["passed"] else "all of them, and still fails"
+        verdict = "passes" if search["passed"] else "fails"
         say(
             f"pins: {len(doc['pins'])} of the {search['budget']} worst layers ({len(search['tried'])} "
             f"model(s) tried): {verdict} {search['criterion']} on --data"

@@ -126,12 +126,27 @@ def quantize(
         with step("ranking", "ranking the layers"):
             ranking = _worst_layers(base, batches, amax, qtype, mha, pin_worst, rank_metric, threads)
         progress(1)
+    pins = [r["node"] for r in ranking]
+    searching = criterion is not None and bool(ranking)
+    scales, scales_report = None, None
+    if weight_scales == "output" or (weight_scales == "auto" and fp8):
+        from trtq.precision.weight_scales import choose_weight_scales
+
+        # each layer's scales are chosen on its own FP32 input, whatever else is pinned: chosen once
+        # with no pins, they serve every prefix the search tries (a pinned layer's go unused)
+        with step("weight_scales", "weight scales"):
+            scales, report = choose_weight_scales(
+                base, list(batches()), amax, qtype=qtype, pins=[] if searching else pins, threads=threads
+            )
+        progress(1)
+        scales_report = report.to_dict()
+
     search: list[dict[str, Any]] = []
-    if criterion is not None and ranking:
+    if searching:
 
         def passes(pins: list[str]) -> bool:
-            """The Q/DQ model with ``pins`` (data-free weight scales) against the criterion."""
-            qdq = export_qdq(base, amax, pins, fp8=fp8, mha=mha)
+            """The Q/DQ model with ``pins``, as it would be written, against the criterion."""
+            qdq = export_qdq(base, amax, pins, fp8=fp8, mha=mha, weight_scales=scales)
             run = _judge(qdq, model, batches, criterion.accumulator, threads)
             value, ok = criterion.judge({o.tensor: o.metrics for o in run.outputs})
             search.append({"pins": len(pins), "metric": value, "passed": ok})
@@ -141,17 +156,6 @@ def quantize(
         with step("search", f"pins passing {criterion.describe()}", None):
             ranking = ranking[: _shortest_passing_prefix(ranking, passes)]
     pins = [r["node"] for r in ranking]
-
-    scales, scales_report = None, None
-    if weight_scales == "output" or (weight_scales == "auto" and fp8):
-        from trtq.precision.weight_scales import choose_weight_scales
-
-        with step("weight_scales", "weight scales"):
-            scales, report = choose_weight_scales(
-                base, list(batches()), amax, qtype=qtype, pins=pins, threads=threads
-            )
-        progress(1)
-        scales_report = report.to_dict()
 
     qdq = export_qdq(base, amax, pins, fp8=fp8, mha=mha, weight_scales=scales)
     pairs = sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node)

@@ -176,7 +176,7 @@ def test_a_config_method_auto_is_refused_by_compute_with_a_way_out(tmp_path, mon
     r = _calib("compute", "h.npz", "--cache", "c.cache")
     errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
     assert r.exit_code == 2 and len(errors) == 1, r.output
-    assert "[tool.trtq] method = 'auto'" in errors[0] and "--method entropy2" in errors[0]
+    assert "error: trtq.toml: method = 'auto'" in errors[0] and "--method entropy2" in errors[0]
     assert not (tmp_path / "c.cache").exists()
     r = _calib("compute", "h.npz", "--cache", "c.cache", "--method", "entropy2", "-q")
     assert r.exit_code == 0, r.output

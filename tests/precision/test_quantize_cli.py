@@ -180,12 +180,14 @@ def test_threshold_pins_the_fewest_of_the_worst_layers_that_pass(real_models, sp
             precision_main, "quantize", real_models["cls"], "--data", cal, *DATA, "--pin-worst", 4,
             "--threshold", threshold, "-o", tmp_path / "q.onnx", "--json", "-",
         )  # fmt: skip
-        assert res.exit_code == 0, res.output
-        return json.loads(res.stdout)
+        doc = json.loads(res.stdout)
+        # exit 1 when even the K worst layers in FP32 do not pass (everything written): scripts see it
+        assert res.exit_code == (0 if doc["search"]["passed"] else 1), res.output
+        return doc
 
     easy, hard = run(0.0), run(1.0)  # cosine >= 0 passes unpinned; cosine >= 1 never passes
     assert easy["pins"] == [] and easy["search"]["passed"] and len(easy["search"]["tried"]) == 1
-    assert len(hard["pins"]) == 4 and not hard["search"]["passed"]
+    assert len(hard["pins"]) == 4 and not hard["search"]["passed"] and (tmp_path / "q.onnx").exists()
     assert [t["pins"] for t in hard["search"]["tried"]] == [0, 4]
     unpinned, all_four = (t["metric"] for t in hard["search"]["tried"])
     assert all_four > unpinned  # the worst layers in FP32 help here; the search has room
@@ -197,3 +199,18 @@ def test_threshold_pins_the_fewest_of_the_worst_layers_that_pass(real_models, sp
     refused = CliRunner().invoke(precision_main, ["quantize", str(real_models["cls"]), "--data", str(cal), *DATA,
                                                   "--threshold", "0.9", "-o", str(tmp_path / "x.onnx")])  # fmt: skip
     assert refused.exit_code == 2 and "--threshold needs --pin-worst K" in refused.output
+
+
+def test_threshold_search_judges_the_model_it_writes_fp8(real_models, split, tmp_path):
+    """FP8 chooses weight scales by output error: the search must judge with them (it judged with
+    the weights' own scales, passed a model it did not write, and reported 'passed' for 0 pins)."""
+    cal, _ = split
+    res = _run(
+        precision_main, "quantize", real_models["cls"], "--data", cal, *DATA, "--fp8", "--pin-worst", 4,
+        "--threshold", 0.0, "-o", tmp_path / "q.onnx", "--json", "-",
+    )  # fmt: skip
+    doc = json.loads(res.stdout)
+    unpinned = doc["search"]["tried"][0]
+    (output,) = doc["calibration"]["outputs"].values()
+    assert doc["pins"] == [] and unpinned["pins"] == 0 and unpinned["passed"] and res.exit_code == 0
+    assert unpinned["metric"] == pytest.approx(output["cosine"], abs=1e-12)  # the same model

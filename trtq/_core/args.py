@@ -38,6 +38,7 @@ import click
 
 from trtq._core.cli import BackendName
 from trtq._core.config import find_config, model_from, setting
+from trtq._core.errors import InputError
 
 Options = Mapping[str, Any]
 GROUP_CLASSES: list[type[ArgGroup]] = []  # every ArgGroup subclass, in definition order
@@ -102,6 +103,9 @@ EXTRA_INPUTS = {
 }
 
 
+#: How an error about a config value starts (``config.of_type``, the preprocess table): replaced by
+#: the file's name once :func:`resolve_groups` knows it.
+CONFIG_ERROR = "config file: "
 #: Config keys read by one command outside the argument groups.
 COMMAND_CONFIG_KEYS = ("precision",)  # precision bisect / pin: the precision searched
 #: The modules whose argument groups read config keys (imported to list every known key).
@@ -136,7 +140,7 @@ def warn_unknown_keys(table: Mapping[str, Any], path: Path | None) -> None:
     where = f"{path.name} [tool.trtq]" if path.name == "pyproject.toml" else path.name
     parts = []
     for key in unknown:
-        near = difflib.get_close_matches(key.replace("-", "_"), sorted(known), n=1)
+        near = difflib.get_close_matches(key.replace("-", "_"), sorted(known), n=1, cutoff=0.75)
         parts.append(f"'{key}'" + (f" (did you mean '{near[0]}'?)" if near else ""))
     logging.getLogger("trtq").warning(
         f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(parts)} ignored; "
@@ -160,7 +164,13 @@ def resolve_groups(
         config = find_config() if any(g.config_keys for g in groups) else ({}, None)
     table, path = config
     warn_unknown_keys(table, path)
-    resolved = tuple(g.resolve(opts, table, path) for g in groups)
+    try:
+        resolved = tuple(g.resolve(opts, table, path) for g in groups)
+    except InputError as exc:  # a config value's error: name the file it came from
+        if path is None or not str(exc).startswith(CONFIG_ERROR):
+            raise
+        where = f"{path.name} [tool.trtq]" if path.name == "pyproject.toml" else path.name
+        raise InputError(f"{where}: {str(exc).removeprefix(CONFIG_ERROR)}") from exc
     if check_paths:
         from trtq._core.outputs import check_outputs
 
@@ -249,7 +259,7 @@ class RuntimeArgs(ArgGroup):
 
             if backend not in available_backends():
                 raise InputError(
-                    f"[tool.trtq] backend {backend!r} is unknown; choose one of: {', '.join(available_backends())}"
+                    f"config file: backend {backend!r} is unknown; choose one of: {', '.join(available_backends())}"
                 )
         threads = setting(opts, config, "threads")
         return RuntimeSettings(str(backend), None if threads is None else int(threads))
