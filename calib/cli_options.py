@@ -114,11 +114,14 @@ class RangesArgs(ArgGroup):
 
     @classmethod
     def known_keys(cls) -> tuple[str, ...]:
-        """The group's keys and every registered calibration method's parameters (plug-ins too)."""
+        return ("cache", "method", "percentile", "num_bins", "trt_version", "cache_algorithm")
+
+    @classmethod
+    def registry_keys(cls) -> tuple[str, ...]:
+        """Every registered calibration method's parameters (plug-ins too)."""
         from trtq.calib.methods import available_methods
 
-        params = [k for m in available_methods() for k in m.params]
-        return ("cache", "method", "num_bins", "trt_version", "cache_algorithm", *params)
+        return tuple(k for m in available_methods() for k in m.params)
 
     def decorators(self) -> list[Callable[[Callable], Callable]]:
         decos = [click.option("--cache", type=click.Path(dir_okay=False), default=None, help=self.cache_help)]

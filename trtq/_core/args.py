@@ -62,6 +62,13 @@ class ArgGroup:
         keys = cls.config_keys
         return keys if isinstance(keys, tuple) else ()
 
+    @classmethod
+    def registry_keys(cls) -> tuple[str, ...]:
+        """Config keys that come from a registry (e.g. calibration methods' parameters): looked up
+        only when a config key is not among the :meth:`known_keys`, since loading the registry
+        costs start-up time."""
+        return ()
+
     def decorators(self) -> list[Callable[[Callable], Callable]]:
         raise NotImplementedError
 
@@ -113,14 +120,18 @@ GROUP_MODULES = ("trtq.datasets.cli_options", "trtq.calib.cli_options", "trtq.pr
 _warned: set[Path] = set()
 
 
-def known_config_keys() -> frozenset[str]:
-    """Every top-level config key some command reads: the argument groups' keys (the calibration
-    methods' parameters included, plug-ins too) and :data:`COMMAND_CONFIG_KEYS`."""
+def known_config_keys(registries: bool = True) -> frozenset[str]:
+    """Every top-level config key some command reads: the argument groups' keys and
+    :data:`COMMAND_CONFIG_KEYS`, and with ``registries`` the keys from registries (the calibration
+    methods' parameters, plug-ins too: :meth:`ArgGroup.registry_keys`)."""
     import importlib
 
     for module in GROUP_MODULES:
         importlib.import_module(module)
-    return frozenset(k for cls in GROUP_CLASSES for k in cls.known_keys()) | set(COMMAND_CONFIG_KEYS)
+    keys = {k for cls in GROUP_CLASSES for k in cls.known_keys()} | set(COMMAND_CONFIG_KEYS)
+    if registries:
+        keys |= {k for cls in GROUP_CLASSES for k in cls.registry_keys()}
+    return frozenset(keys)
 
 
 def warn_unknown_keys(table: Mapping[str, Any], path: Path | None) -> None:
@@ -130,8 +141,11 @@ def warn_unknown_keys(table: Mapping[str, Any], path: Path | None) -> None:
     if path is None or path in _warned or not table:
         return
     _warned.add(path)
-    known = known_config_keys()
+    known = known_config_keys(registries=False)  # the usual case: no registry loaded at start-up
     unknown = [k for k in table if k.replace("-", "_") not in known]
+    if unknown:
+        known = known_config_keys()
+        unknown = [k for k in unknown if k.replace("-", "_") not in known]
     if not unknown:
         return
     import difflib
