@@ -26,7 +26,8 @@ command, so the result is the model those commands make one by one.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,10 +108,13 @@ def quantize(
     base = folded(model)  # folded once: the ranking, the weight scales and the export take it
     timings: dict[str, float] = {}
 
-    def step(name: str, description: str, total: int | None = 1) -> Any:
-        """Time the step ``name`` and announce it on the progress bar."""
+    @contextmanager
+    def step(name: str, description: str, total: int | None = 1) -> Iterator[None]:
+        """Announce the step on the progress bar and record its wall seconds as ``timings[name]``."""
         progress(0, total=total, description=description)
-        return _Timed(timings, name)
+        t0 = time.perf_counter()
+        yield
+        timings[name] = round(time.perf_counter() - t0, 3)
 
     if amax is not None:
         ranges: dict[str, Any] = {"method": None, "seconds": 0.0, "auto_check": None}
@@ -142,6 +146,7 @@ def quantize(
         scales_report = report.to_dict()
 
     search: list[dict[str, Any]] = []
+    judged: dict[int, tuple[onnx.ModelProto, Any]] = {}  # the shortest passing prefix: (model, run)
     if searching:
 
         def passes(pins: list[str]) -> bool:
@@ -150,6 +155,9 @@ def quantize(
             run = _judge(qdq, model, batches, criterion.accumulator, threads)
             value, ok = criterion.judge({o.tensor: o.metrics for o in run.outputs})
             search.append({"pins": len(pins), "metric": value, "passed": ok})
+            if ok and (not judged or len(pins) < min(judged)):
+                judged.clear()  # one model held: the answer is the shortest passing prefix tried
+                judged[len(pins)] = (qdq, run)
             progress(1)
             return ok
 
@@ -157,14 +165,18 @@ def quantize(
             ranking = ranking[: _shortest_passing_prefix(ranking, passes)]
     pins = [r["node"] for r in ranking]
 
-    qdq = export_qdq(base, amax, pins, fp8=fp8, mha=mha, weight_scales=scales)
+    # after a search that passed, the model written is the shortest passing prefix it judged on --data
+    qdq, on_calibration = judged.get(len(pins), (None, None))
+    if qdq is None:
+        qdq = export_qdq(base, amax, pins, fp8=fp8, mha=mha, weight_scales=scales)
     pairs = sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node)
     if not pairs:
         raise InputError(f"nothing to quantize: no layer of the model runs in {qtype.upper()}")
 
     with step("judging", "judging against FP32"):
         accumulator = criterion.accumulator if criterion is not None else output_accumulator
-        on_calibration = _judge(qdq, model, batches, accumulator, threads)
+        if on_calibration is None:
+            on_calibration = _judge(qdq, model, batches, accumulator, threads)
         held = _judge(qdq, model, eval_batches, accumulator, threads) if eval_batches else None
     progress(1)
     passed = None  # the model written (weight scales included) against the criterion, on the calibration data
@@ -195,19 +207,6 @@ def _shortest_passing_prefix(ranking: list[dict[str, Any]], passes: Callable[[li
             tried = search.send(passes([n for n in nodes if n in tried]))
     except StopIteration as done:
         return int(done.value)
-
-
-class _Timed:
-    """``with _Timed(timings, name):`` records the block's wall seconds as ``timings[name]``."""
-
-    def __init__(self, timings: dict[str, float], name: str) -> None:
-        self.timings, self.name = timings, name
-
-    def __enter__(self) -> None:
-        self.t0 = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.timings[self.name] = round(time.perf_counter() - self.t0, 3)
 
 
 def _calibrate(model, batches: Batches, method: str, params, threads, progress) -> tuple[dict, Any]:
