@@ -87,9 +87,6 @@ def count_from_shape(spec: TensorInfo, shape: tuple[int, ...], dtype: np.dtype) 
     )
 
 
-_WARNED_DROPS: set[tuple[str, int, int]] = set()
-
-
 def assemble(
     samples: Iterable[Sample],
     inputs: Sequence[TensorInfo],
@@ -97,10 +94,13 @@ def assemble(
     stats: DatasetStats,
     progress: ProgressFn,
     where: str,
+    warned: set[tuple[int, int]] | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Copy samples into batches of exactly ``batch_size``; count used/dropped samples in ``stats``.
 
-    ``progress`` advances by ``batch_size`` once the consumer has taken each batch.
+    ``progress`` advances by ``batch_size`` once the consumer has taken each batch. ``warned``: the
+    dataset's memory of the dropped-samples warnings it gave, ``(dropped, batch_size)``, so that a
+    command reading the same data several times warns once.
     """
     buffers: dict[str, np.ndarray] | None = None
     filled = 0
@@ -116,8 +116,9 @@ def assemble(
             yield batch
             progress(batch_size)
     stats.dropped = filled
-    if filled and stats.used and (where, filled, batch_size) not in _WARNED_DROPS:
-        _WARNED_DROPS.add((where, filled, batch_size))  # once: a command may read the data several times
+    warned = set() if warned is None else warned
+    if filled and stats.used and (filled, batch_size) not in warned:
+        warned.add((filled, batch_size))
         logger.warning(
             "dropped the last %d sample(s) of %s: they do not fill a batch of %d", filled, where, batch_size
         )

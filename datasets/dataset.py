@@ -59,6 +59,7 @@ class Dataset:
         self._source = source
         self._skips: dict[str, str] = {}
         self._stats = DatasetStats()
+        self._warned: set[tuple[int, int]] = set()  # dropped-samples warnings given (assemble)
         for file, reason in source.open_skips:
             self._skip(file, reason)
         if len(source) == 0:
@@ -114,7 +115,7 @@ class Dataset:
         progress(0, total=len(self) - len(self) % bs, description=f"reading {self.kind}")
         results = ordered_map(self._load, self._source.items(bs), workers=workers, window=window)
         samples = (s for item, loaded in results for s in self._accept(item, loaded))
-        yield from assemble(samples, self.inputs, bs, self._stats, progress, str(self.root))
+        yield from assemble(samples, self.inputs, bs, self._stats, progress, str(self.root), self._warned)
         if self._stats.used == 0:
             if self._stats.dropped:
                 raise InputError(

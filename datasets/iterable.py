@@ -37,6 +37,7 @@ class IterableDataset:
         self._iterable = iterable
         self._length = length
         self._stats = DatasetStats()
+        self._warned: set[tuple[int, int]] = set()  # dropped-samples warnings given (assemble)
 
     @property
     def files(self) -> list:
@@ -74,7 +75,7 @@ class IterableDataset:
         progress(0, total=total, description="reading samples")
         items = read_ahead(self._iterable, window=prefetch)
         samples = (s for index, item in enumerate(items) for s in self._split(index, item))
-        yield from assemble(samples, self.inputs, bs, self._stats, progress, "the iterable")
+        yield from assemble(samples, self.inputs, bs, self._stats, progress, "the iterable", self._warned)
         if self._stats.used == 0:
             if self._stats.dropped:
                 raise InputError(

@@ -133,11 +133,11 @@ def cache_ranges(
     (:func:`check_cache_names`)."""
     from trtq.calib.cache import read_cache
 
-    cache = read_cache(cache_path)  # read first: a missing or broken cache is an error either way
-    if not cache.amax():
+    amax = read_cache(cache_path).amax()  # read first: a missing or broken cache is an error either way
+    if not amax:
         raise InputError(f"{cache_path}: no tensor scales in this cache (a header alone)")
     if model is not None:
-        check_cache_names(cache.amax(), model, cache_path, model_path)
+        check_cache_names(amax, model, cache_path, model_path)
     if "fp8" in precision and not method_given:
         from trtq.calib.histogram import HistogramSet
         from trtq.calib.run import compute_amax, histogram_path_for
@@ -151,7 +151,7 @@ def cache_ranges(
             cache_path,
             hist.name,
         )
-    return cache.amax()
+    return amax
 
 
 def check_cache_names(
@@ -210,14 +210,12 @@ def require_float32(proto: onnx.ModelProto, path: str, doing: str) -> None:
     """Commands that rewrite a model's FP32 weights (``equalize``, ``quantize``) refuse, with one
     line, a Q/DQ model, one with FP16 weights, or one that fails onnx.checker. ``doing``: the
     verb for the message ("equalise", "quantize")."""
-    from trtq._core.errors import first_line
-    from trtq._core.onnx_model import has_qdq_nodes
+    from trtq._core.onnx_model import checker_error, has_qdq_nodes
 
     if has_qdq_nodes(proto):
         raise InputError(f"{path} is already quantized (it has Q/DQ nodes): {doing} its float original")
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer):
         raise InputError(f"{path} has FP16 weights: {doing} the FP32 model, then convert it")
-    try:
-        onnx.checker.check_model(proto)
-    except Exception as exc:  # the checker raises several types; any of them means a broken graph
-        raise InputError(f"{path} fails onnx.checker: {first_line(exc)}") from exc
+    why = checker_error(proto)
+    if why is not None:
+        raise InputError(f"{path} fails onnx.checker: {why}")

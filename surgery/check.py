@@ -21,7 +21,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import TensorProto
 
-from trtq._core.onnx_model import ensure_node_names, node_names
+from trtq._core.onnx_model import checker_error, ensure_node_names, node_names
 from trtq.surgery import support_table as table
 from trtq.surgery.findings import CheckReport, Finding
 from trtq.surgery.restrictions import checks_for
@@ -193,26 +193,18 @@ def rule_findings(graph: gs.Graph, rules: list[Rule], findings: list[Finding]) -
 
 def checker_finding(model: onnx.ModelProto, model_path: str | os.PathLike | None = None) -> Finding | None:
     """A model-level warning when ``model`` fails ``onnx.checker`` (None when it passes): the
-    support table judges nodes one by one and would call such a model clean. A model over
-    protobuf's 2 GB limit is checked from ``model_path`` (its external data beside it)."""
-    from trtq._core.errors import first_line
-
-    try:
-        if model_path is not None and model.ByteSize() >= 2**31:
-            onnx.checker.check_model(os.fspath(model_path))
-        else:
-            onnx.checker.check_model(model)
-    except Exception as exc:  # onnx raises ValidationError, and ValueError for size
-        return Finding(
-            "",
-            "(model)",
-            f"fails onnx.checker: {first_line(exc)}; TensorRT's parser may reject the file, and "
-            "surgery fix refuses it",
-            severity="warning",
-            location="model",
-            source="checker",
-        )
-    return None
+    support table judges nodes one by one and would call such a model clean."""
+    why = checker_error(model, model_path)
+    if why is None:
+        return None
+    return Finding(
+        "",
+        "(model)",
+        f"fails onnx.checker: {why}; TensorRT's parser may reject the file, and surgery fix refuses it",
+        severity="warning",
+        location="model",
+        source="checker",
+    )
 
 
 def check_model(

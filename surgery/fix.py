@@ -17,7 +17,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from trtq._core.errors import CheckFailed, first_line
-from trtq._core.onnx_model import ensure_node_names, export_graph
+from trtq._core.onnx_model import checker_error, ensure_node_names, export_graph
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.surgery.check import infer
 from trtq.surgery.rule import Rule
@@ -66,10 +66,9 @@ def export_model(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
 
 def validate(model: onnx.ModelProto, what: str = "rewritten model") -> None:
     """``onnx.checker`` plus strict shape inference; raises :class:`CheckFailed` with one line."""
-    try:
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        raise CheckFailed(f"{what} fails onnx.checker: {first_line(exc)}") from exc
+    why = checker_error(model)
+    if why is not None:
+        raise CheckFailed(f"{what} fails onnx.checker: {why}")
     try:
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     except Exception as exc:

@@ -180,6 +180,21 @@ def tensor_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
+def checker_error(model: onnx.ModelProto, path: str | os.PathLike | None = None) -> str | None:
+    """The first line of what ``onnx.checker`` finds wrong with ``model``, or None when it passes.
+    A model over protobuf's 2 GB limit is checked from ``path`` (its external data beside it)."""
+    from trtq._core.errors import first_line
+
+    try:
+        if path is not None and model.ByteSize() >= 2**31:
+            onnx.checker.check_model(os.fspath(path))
+        else:
+            onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises ValidationError, and ValueError for size
+        return first_line(exc)
+    return None
+
+
 def has_qdq_nodes(model: onnx.ModelProto) -> bool:
     """True when the main graph holds a QuantizeLinear or DequantizeLinear: an already quantized
     model, which calibration and equalisation refuse and a float reference must not be."""
