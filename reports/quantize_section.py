@@ -20,7 +20,8 @@ def _outputs(block: Any) -> dict[str, dict[str, Any]]:
 
 
 def build_one(result: dict[str, Any]) -> dict[str, Any]:
-    cal, held = _outputs(result.get("calibration")), _outputs(result.get("held_out"))
+    held_block = result.get("held_out") if isinstance(result.get("held_out"), dict) else {}
+    cal, held = _outputs(result.get("calibration")), _outputs(held_block)
     metrics = [m for m in _SHOWN if any(m in o for o in (*cal.values(), *held.values()))]
     rows = [
         {
@@ -56,9 +57,7 @@ def build_one(result: dict[str, Any]) -> dict[str, Any]:
                     "error": format_number(entry.get("error"), ".4g"),
                 }
             )
-    held_data = (
-        (result.get("held_out") or {}).get("data") or {} if isinstance(result.get("held_out"), dict) else {}
-    )
+    held_data = held_block.get("data") or {}
     return {
         "model": (result.get("model") or {}).get("path", "?"),
         "output": result.get("output", "?"),
