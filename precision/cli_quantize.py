@@ -94,8 +94,7 @@ def quantize_command(**opts: Any) -> None:
 
 
 def _quantize(opts: dict[str, Any]) -> None:
-    from trtq._core.atomic import atomic_write_text
-    from trtq._core.jsonio import dumps, to_jsonable
+    from trtq._core.jsonio import to_jsonable, write_json
     from trtq._core.onnx_model import load_onnx, model_summary, save_onnx
     from trtq._core.result import result_document
     from trtq.precision.cli_common import cache_ranges, open_data, require_float32
@@ -146,7 +145,7 @@ def _quantize(opts: dict[str, Any]) -> None:
         )
     save_onnx(result.model, out.output)
     if opts.get("pins_out"):
-        atomic_write_text(opts["pins_out"], dumps(result.pins) + "\n")
+        write_json(opts["pins_out"], result.pins)  # the same file as compare --pin-worst writes
 
     def judged(run: Any) -> dict[str, Any]:
         return {o.tensor: dict(o.metrics) for o in run.outputs}
