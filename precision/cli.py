@@ -29,15 +29,19 @@ from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
 from trtq.precision.cli_bisect import add_commands
 from trtq.precision.cli_common import (
+    apply_recovery,
     choose_scales,
     mha_choice,
     mha_option,
+    recovery_choice,
+    recovery_options,
     require_float32,
     scales_by_output,
     weight_scales_option,
 )
 from trtq.precision.cli_options import MetricArgs, ReferenceArgs
 from trtq.precision.cli_quantize import quantize_command
+from trtq.precision.recovery import WITH_OUTPUT_SCALES
 
 logger = logging.getLogger(__name__)
 
@@ -241,38 +245,7 @@ scales by output error").
     default=None,
     help="pins.json or a JSON list of node names kept in FP32.",
 )
-@click.option(
-    "--bias-correction/--no-bias-correction",
-    "bias_correction",
-    default=False,
-    show_default=True,
-    help="INT8: fold each quantized layer's per-channel mean shift from weight rounding into its "
-    "bias, measured on --data (calibration data).",
-)
-@click.option(
-    "--weight-correction",
-    "weight_correction",
-    type=click.Choice(["own", "sequential"]),
-    default=None,
-    help="INT8: refit each quantized layer's weights and bias by least squares to its FP32 output "
-    "on its quantized input, on --data (calibration data). Off by default.",
-)
-@click.option(
-    "--weight-correction-alpha",
-    "weight_correction_alpha",
-    type=click.FloatRange(min=0.0),
-    default=None,
-    help="Ridge strength relative to the mean input power (default 0.01; larger = weights change less).",
-)
-@click.option(
-    "--adaround/--no-adaround",
-    "adaround",
-    default=False,
-    show_default=True,
-    help="INT8: round each quantized layer's weights up or down (AdaRound) so that its output on "
-    "--data is closest to FP32; after --weight-correction's refit when given, else on the original "
-    "weights.",
-)
+@recovery_options
 @weight_scales_option
 @mha_option
 @uses(*EXPORT_GROUPS)
@@ -733,23 +706,12 @@ def _export(opts: dict[str, Any]) -> None:
     flag = "--fp8" if opts["fp8"] else "--int8"
     if (opts["int8"] or opts["fp8"]) and not ranges.cache:
         raise InputError(f"{flag} needs --cache FILE (a TensorRT calibration cache, e.g. from 'calib run')")
-    for flag, key in (
-        ("--bias-correction", "bias_correction"),
-        ("--weight-correction", "weight_correction"),
-        ("--adaround", "adaround"),
-    ):
-        if opts[key] and not opts["int8"]:
-            raise InputError(f"{flag} corrects INT8 layers: give --int8 too")
-    if opts["weight_correction_alpha"] is not None and not opts["weight_correction"]:
-        raise InputError("--weight-correction-alpha needs --weight-correction own|sequential")
+    recovery = recovery_choice(opts, int8=opts["int8"])
     by_output = scales_by_output(opts["weight_scales"], "fp8" if opts["fp8"] else "int8", bool(data.data))
     if by_output and not (opts["int8"] or opts["fp8"]):
         raise InputError("--weight-scales output chooses INT8 or FP8 weight scales: give --int8 or --fp8")
-    if by_output and (opts["weight_correction"] or opts["adaround"] or opts["bias_correction"]):
-        # each of those fits the weights or biases to the data-free rounding
-        raise InputError(
-            "--weight-scales output is not combined with --weight-correction, --adaround or --bias-correction"
-        )
+    if by_output and recovery.active:
+        raise InputError(WITH_OUTPUT_SCALES)
     pins = load_pins(opts.get("pins_path"))
     proto = source = load_onnx(model.path)
     qtype = "fp8" if opts["fp8"] else "int8"
@@ -760,7 +722,7 @@ def _export(opts: dict[str, Any]) -> None:
     )
     corrections: dict[str, Any] = {}
     batches: list = []  # the calibration data, decoded once for the corrections that read it
-    needs_data = opts["weight_correction"] or opts["bias_correction"] or opts["adaround"]
+    needs_data = recovery.active
     if needs_data or by_output:
         from trtq.precision.cli_common import open_data
 
@@ -775,19 +737,9 @@ def _export(opts: dict[str, Any]) -> None:
             # --weight-scales auto took a config file's data for FP8: not worth failing the export
             by_output = False
             logger.warning("FP8 weight scales from the weights alone: the data could not be read (%s)", exc)
-    if opts["weight_correction"] or opts["adaround"]:
-        proto, corrections["weight_correction"] = _weight_correction(proto, amax, pins, batches, opts)
-    if opts["bias_correction"]:
-        from trtq.precision.bias_correction import correct_biases
-
-        proto, report = correct_biases(proto, batches, amax, pins=pins)
-        corrections["bias_correction"] = report.to_dict()
-        if not opts["quiet"]:
-            shift = max((c.mean_abs_shift for c in report.layers), default=0.0)
-            stderr_console().print(
-                f"bias correction: {len(report.layers)} layer(s) on {report.samples} batch(es), "
-                f"largest mean |shift| {shift:.3g}"
-            )
+    if recovery.active:
+        proto, recovered = apply_recovery(recovery, proto, batches, amax, pins, opts["quiet"])
+        corrections.update(recovered)
     scales = None
     if by_output:
         scales, corrections["weight_scales"] = choose_scales(proto, batches, amax, qtype, pins, opts["quiet"])
@@ -832,44 +784,3 @@ def _export(opts: dict[str, Any]) -> None:
             **corrections,
         )
         out.write_json(to_jsonable(doc))
-
-
-def _weight_correction(proto, amax, pins, batches: list, opts: dict[str, Any]):
-    """``--weight-correction`` and/or ``--adaround`` on the decoded calibration ``batches``: the
-    refitted (rounded) model and the report's dict; a per-layer summary on stderr (the worst layers
-    by output MSE after it). ``--adaround`` alone: mode ``own``, no refit (alpha infinite)."""
-    from trtq.precision.weight_correction import DEFAULT_ALPHA, correct_weights
-
-    mode = opts["weight_correction"] or "own"
-    if not opts["weight_correction"]:
-        alpha = float("inf")
-    else:
-        alpha = DEFAULT_ALPHA if opts["weight_correction_alpha"] is None else opts["weight_correction_alpha"]
-    rounding = "adaround" if opts["adaround"] else "nearest"
-    with progress_bar(opts["quiet"], unit="batch") as progress:
-        proto, report = correct_weights(
-            proto, batches, amax, mode=mode, alpha=alpha, rounding=rounding, pins=pins, progress=progress
-        )
-    if not opts["quiet"]:
-        err = stderr_console()
-        before = sum(f.mse_before for f in report.layers)
-        after = sum(f.mse_after for f in report.layers)
-        what = "weight correction" if opts["weight_correction"] else "adaround"
-        how = f"{report.mode}, alpha {alpha:g}"
-        if opts["adaround"] and opts["weight_correction"]:
-            how += ", adaround"
-        flipped = sum(f.flipped for f in report.layers)
-        err.print(
-            f"{what} ({how}): {len(report.layers)} layer(s) on "
-            f"{report.samples} batch(es), {len(report.skipped)} skipped; summed layer output MSE "
-            f"{before:.4g} -> {after:.4g} (INT8 weights, calibration data)"
-            + (f"; {flipped} weight(s) rounded away from their nearest step" if opts["adaround"] else "")
-        )
-        worst = sorted(report.layers, key=lambda f: -f.mse_after / max(f.output_power, 1e-30))[:5]
-        for f in worst:
-            err.print(
-                f"  {f.node} ({f.op_type}): output MSE {f.mse_before:.3g} -> {f.mse_after:.3g}, "
-                f"mean |dW|/|W| {f.rel_weight_change:.3g}",
-                markup=False,
-            )
-    return proto, report.to_dict()

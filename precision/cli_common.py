@@ -93,6 +93,88 @@ def choose_scales(
     return scales, report.to_dict()
 
 
+def recovery_options(fn: Callable) -> Callable:
+    """``--bias-correction``, ``--weight-correction own|sequential``, ``--weight-correction-alpha``
+    and ``--adaround`` (:mod:`trtq.precision.recovery`), for ``export`` and ``quantize``."""
+    import click
+
+    options = [
+        click.option(
+            "--bias-correction/--no-bias-correction",
+            "bias_correction",
+            default=False,
+            show_default=True,
+            help="INT8: fold each quantized layer's per-channel mean shift from weight rounding into its "
+            "bias, measured on --data (calibration data).",
+        ),
+        click.option(
+            "--weight-correction",
+            "weight_correction",
+            type=click.Choice(["own", "sequential"]),
+            default=None,
+            help="INT8: refit each quantized layer's weights and bias by least squares to its FP32 output "
+            "on its quantized input, on --data (calibration data). Off by default.",
+        ),
+        click.option(
+            "--weight-correction-alpha",
+            "weight_correction_alpha",
+            type=click.FloatRange(min=0.0),
+            default=None,
+            help="Ridge strength relative to the mean input power (default 0.01; larger = weights change less).",
+        ),
+        click.option(
+            "--adaround/--no-adaround",
+            "adaround",
+            default=False,
+            show_default=True,
+            help="INT8: round each quantized layer's weights up or down (AdaRound) so that its output on "
+            "--data is closest to FP32; after --weight-correction's refit when given, else on the original "
+            "weights.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def recovery_choice(opts: Mapping[str, Any], int8: bool, refusal: str = "give --int8 too"):
+    """The :class:`~trtq.precision.recovery.Recovery` the flags of :func:`recovery_options` ask
+    for; :class:`InputError` ending in ``refusal`` when one is given and the command does not
+    write INT8 (``int8``)."""
+    from trtq.precision.recovery import Recovery
+
+    recovery = Recovery(
+        weight_correction=opts.get("weight_correction"),
+        alpha=opts.get("weight_correction_alpha"),
+        adaround=bool(opts.get("adaround")),
+        bias_correction=bool(opts.get("bias_correction")),
+    )
+    if recovery.active and not int8:
+        raise InputError(f"{recovery.flags()[0].split()[0]} corrects INT8 layers: {refusal}")
+    return recovery
+
+
+def apply_recovery(
+    recovery: Any,
+    proto: onnx.ModelProto,
+    batches: list,
+    amax: Mapping[str, float],
+    pins: Iterable[str],
+    quiet: bool,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """``recovery.apply`` with a progress bar, its summary on stderr: ``(model, report dicts)``."""
+    from trtq._core.cli import stderr_console
+    from trtq.precision.recovery import report_dicts, summary_lines
+
+    with progress_bar(quiet, unit="batch") as progress:
+        proto, reports = recovery.apply(proto, batches, amax, pins, progress=progress)
+    reports = report_dicts(reports)
+    if not quiet:
+        for line in summary_lines(recovery, reports):
+            stderr_console().print(line, markup=False)
+    return proto, reports
+
+
 def open_data(proto: onnx.ModelProto, data: Any, batch_size: int | None = None, source: str | None = None):
     """The dataset of ``data`` (:class:`~trtq.datasets.cli_options.DataSettings`) for the model,
     and its batch size (``batch_size``, else the data's, else the model's default). ``source``:

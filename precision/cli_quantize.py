@@ -13,7 +13,13 @@ from trtq._core.cli import common_options, progress_bar, run_command, setup_logg
 from trtq._core.errors import CheckFailed, InputError
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
-from trtq.precision.cli_common import mha_choice, mha_option, weight_scales_option
+from trtq.precision.cli_common import (
+    mha_choice,
+    mha_option,
+    recovery_choice,
+    recovery_options,
+    weight_scales_option,
+)
 from trtq.precision.cli_options import MetricArgs
 
 EPILOG = """\b
@@ -24,16 +30,20 @@ Examples:
   precision quantize rec.onnx --data lines/ --cache rec.cache -o rec.int8.onnx   # ranges from a cache
   precision quantize det.onnx --data cal/ --eval-data held/ --shape x:1x3x640x640 --preset paddleocr \\
       --pin-worst 8 --metric mask-iou --binarize 0.3 --threshold 0.97 -o det.int8.onnx   # fewest of 8
+  precision quantize vit.onnx --data cal/ --eval-data held/ --pin-worst 4 --fp16 \\
+      --weight-correction sequential --weight-correction-alpha 0.1 -o vit.int8.onnx
 
 \b
 The steps, each the library call of one command (README, "Getting INT8 accurate"):
 ranges on --data (INT8: auto; FP8: each tensor's largest |x|; or --cache) -> with --pin-worst K,
 the K layers with the largest own error (compare --mode layerwise) kept in FP32 (with --threshold:
 the fewest of them whose model passes it on --data, bisect's prefix search) -> FP8 weight
-scales by output error -> the Q/DQ model (precision export) -> that model run in ONNX Runtime
-against FP32 on --data and on --eval-data. Judge by the held-out figure: every step was fitted
-to --data. Calibrate on the inputs the model is for. The opt-in recoveries (--weight-correction,
---adaround, --bias-correction) are precision export's: give it --pins-out's file.
+scales by output error, or the opt-in INT8 recoveries (--weight-correction, --adaround,
+--bias-correction: off by default, fitted to --data with the pins in place) -> the Q/DQ model
+(precision export; --fp16: the float layers but the pins in FP16) -> that model run in ONNX
+Runtime against FP32 on --data and on --eval-data. With --threshold every model tried is the one
+that would be written, recoveries included. Judge by the held-out figure: every step was fitted
+to --data. Calibrate on the inputs the model is for.
 """
 
 QUANTIZE_GROUPS = (
@@ -82,6 +92,14 @@ QUANTIZE_GROUPS = (
     default=None,
     help="Also write the pinned nodes as a JSON list (what --pins of export, compare and pin read).",
 )
+@click.option(
+    "--fp16",
+    "fp16",
+    is_flag=True,
+    help="Compute the float layers other than the pins in FP16 (Casts at FP32 boundaries), as "
+    "precision export --fp16 writes them.",
+)
+@recovery_options
 @weight_scales_option
 @mha_option
 @uses(*QUANTIZE_GROUPS)
@@ -104,6 +122,7 @@ def _quantize(opts: dict[str, Any]) -> None:
     model, ranges, runtime, out, metric, eval_data, data = resolve_groups(opts, *QUANTIZE_GROUPS)
     quiet = opts["quiet"] or out.json_to_stdout
     qtype = "fp8" if opts["fp8"] else "int8"
+    recovery = recovery_choice(opts, int8=not opts["fp8"], refusal="not with --fp8")
     name = get_metric(metric.name or "cosine").name
     criterion = metric.criterion(threshold=0.0, default=name)  # judging: every metric, no threshold
     task = is_task_metric(name)
@@ -135,6 +154,8 @@ def _quantize(opts: dict[str, Any]) -> None:
             params=ranges.params if ranges.method_given else None,
             pin_worst=opts["pin_worst"],
             weight_scales=opts["weight_scales"],
+            fp16=opts["fp16"],
+            recovery=recovery,
             mha=mha_choice(opts),
             eval_batches=(lambda: held.batches(batch_size)) if held is not None else None,
             output_accumulator=criterion.accumulator if task else None,
@@ -172,7 +193,9 @@ def _quantize(opts: dict[str, Any]) -> None:
             else None
         ),  # fmt: skip
         qdq_pairs=result.qdq_pairs,
+        fp16=result.fp16,
         weight_scales=result.weight_scales,
+        recovery=result.recovery,
         metric={"name": name, "params": dict(metric.params)},
         calibration={"outputs": judged(result.calibration)},
         held_out=(
@@ -189,7 +212,7 @@ def _quantize(opts: dict[str, Any]) -> None:
 
         write_report(out.report, [doc])
     if not quiet:
-        _print_summary(doc, get_metric(name).key if task else name)
+        _print_summary(doc, get_metric(name).key if task else name, recovery)
     if target is not None and not result.passed:  # written, and the scripts told: exit 1
         raise CheckFailed(
             f"{out.output}: fails {target.describe()} on --data even with the {len(result.pins)} worst "
@@ -197,7 +220,7 @@ def _quantize(opts: dict[str, Any]) -> None:
         )
 
 
-def _print_summary(doc: dict[str, Any], key: str) -> None:
+def _print_summary(doc: dict[str, Any], key: str, recovery: Any) -> None:
     def say(line: str) -> None:
         click.echo(line, err=True)
 
@@ -216,9 +239,14 @@ def _print_summary(doc: dict[str, Any], key: str) -> None:
         )
     if doc["pins"]:
         say(f"FP32 pins: {len(doc['pins'])} worst layer(s) layerwise: {', '.join(doc['pins'])}")
+    if doc.get("recovery"):
+        from trtq.precision.recovery import summary_lines
+
+        for line in summary_lines(recovery, doc["recovery"], worst=0):
+            say(line)
     say(
         f"wrote {doc['output']}: {doc['qdq_pairs']} {doc['qtype'].upper()} activation Q/DQ pairs, "
-        f"{len(doc['pins'])} pinned node(s) in FP32"
+        f"{len(doc['pins'])} pinned node(s) in FP32" + (", rest FP16" if doc.get("fp16") else "")
     )
     for label, block, data in (
         ("calibration data", doc["calibration"], doc["data"]),

@@ -12,9 +12,12 @@ What ``precision quantize`` runs, in the order the README's "Getting INT8 accura
    :func:`~trtq.precision.strategies.base.bisect_prefix`, each candidate the exported Q/DQ model
    run against FP32), all K when none does. Neither looks at the held-out data.
 3. **Weight scales** by each layer's output error on the calibration data where
-   ``precision export --weight-scales auto`` picks them (FP8; INT8 only with ``"output"``).
+   ``precision export --weight-scales auto`` picks them (FP8; INT8 only with ``"output"``); or,
+   INT8, the opt-in **recoveries** (:class:`~trtq.precision.recovery.Recovery`: weight
+   correction, AdaRound, bias correction), fitted on the calibration data with the pins in place.
 4. **The Q/DQ model** (:func:`~trtq.precision.export.export_qdq`): what TensorRT 11 builds and
-   ONNX Runtime runs.
+   ONNX Runtime runs; with ``fp16`` the layers left in float other than the pins compute in FP16
+   (Casts at the FP32 boundaries, as ``precision export --fp16`` writes).
 5. **Judged** against the FP32 model: the Q/DQ model itself run in ONNX Runtime on the calibration
    data and, when given, on held-out data (the figure to trust: every step above was fitted to the
    calibration data).
@@ -37,6 +40,7 @@ import onnx
 from trtq._core.errors import InputError
 from trtq._core.progress import ProgressFn, null_progress
 from trtq.precision.qdq import FP8_RANGES
+from trtq.precision.recovery import WITH_OUTPUT_SCALES, Recovery, report_dicts
 
 Batches = Callable[[], Iterable[Mapping[str, np.ndarray]]]
 
@@ -53,6 +57,8 @@ class QuantizeResult:
     ranking: list[dict[str, Any]]  # the pinned head of the ranking: {"node", "op", "metric", "error"}
     qdq_pairs: int  # activation QuantizeLinear nodes in the model
     weight_scales: dict[str, Any] | None  # the weight-scale choice's report, when it ran
+    fp16: bool = False  # the float layers other than the pins compute in FP16
+    recovery: dict[str, Any] | None = None  # {"flags": [...], <technique>: report dict}, when one ran
     # with a criterion: the prefixes tried ({"pins", "metric", "passed"}) and whether the model
     # written passes it on the calibration data
     search: list[dict[str, Any]] = field(default_factory=list)
@@ -73,6 +79,8 @@ def quantize(
     pin_worst: int = 0,
     rank_metric: str = "rel-l2",
     weight_scales: str = "auto",
+    fp16: bool = False,
+    recovery: Recovery | None = None,
     mha: str | None = None,
     eval_batches: Batches | None = None,
     output_accumulator: Callable[[], Any] | None = None,
@@ -90,6 +98,9 @@ def quantize(
     ``method``/``params``: the calibration method (default INT8 ``auto``, FP8 ``minmax``).
     ``pin_worst``: how many of the layerwise ranking's worst layers (by ``rank_metric``) stay FP32.
     ``weight_scales``: ``auto`` (by output error for FP8), ``weights`` or ``output``.
+    ``fp16``: the float layers other than the pins in FP16. ``recovery``: INT8 recoveries run on
+    the calibration data before the export, with the pins of the model being written (in a
+    ``criterion`` search, of each prefix tried: every candidate is judged as it would be written).
     ``output_accumulator``: a factory of the model outputs' accumulators (a task metric's, e.g.
     mask-iou), else the tensor metrics. ``criterion``: a
     :class:`~trtq.precision.evaluate.MetricCriterion` that makes ``pin_worst`` a budget (module
@@ -103,6 +114,11 @@ def quantize(
         raise InputError(f"pin_worst must be >= 0, not {pin_worst}")
     if weight_scales not in ("auto", "weights", "output"):
         raise InputError(f"weight_scales must be auto, weights or output, not {weight_scales!r}")
+    recovery = recovery or Recovery()
+    if recovery.active and fp8:
+        raise InputError(f"{recovery.flags()[0].split()[0]} corrects INT8 layers: not with --fp8")
+    if recovery.active and weight_scales == "output":
+        raise InputError(WITH_OUTPUT_SCALES)
     qtype = "fp8" if fp8 else "int8"
     mha = mha or DEFAULT_MHA
     base = folded(model)  # folded once: the ranking, the weight scales and the export take it
@@ -133,31 +149,40 @@ def quantize(
     pins = [r["node"] for r in ranking]
     searching = criterion is not None and bool(ranking)
     scales, scales_report = None, None
-    if weight_scales == "output" or (weight_scales == "auto" and fp8):
+    by_output = weight_scales == "output" or (weight_scales == "auto" and fp8)
+    calibration = list(batches()) if by_output or recovery.active else []  # read whole, once
+    if by_output:
         from trtq.precision.weight_scales import choose_weight_scales
 
         # each layer's scales are chosen on its own FP32 input, whatever else is pinned: chosen once
         # with no pins, they serve every prefix the search tries (a pinned layer's go unused)
         with step("weight_scales", "weight scales"):
             scales, report = choose_weight_scales(
-                base, list(batches()), amax, qtype=qtype, pins=[] if searching else pins, threads=threads
+                base, calibration, amax, qtype=qtype, pins=[] if searching else pins, threads=threads
             )
         progress(1)
         scales_report = report.to_dict()
 
+    def written(pins: list[str], progress: ProgressFn = null_progress) -> tuple[onnx.ModelProto, dict]:
+        """The Q/DQ model with ``pins`` as it is written (recovered first), and the recovery's reports."""
+        recovered, reports = recovery.apply(base, calibration, amax, pins, threads=threads, progress=progress)
+        qdq = export_qdq(recovered, amax, pins, fp16=fp16, fp8=fp8, mha=mha, weight_scales=scales)
+        return qdq, reports
+
     search: list[dict[str, Any]] = []
-    judged: dict[int, tuple[onnx.ModelProto, Any]] = {}  # the shortest passing prefix: (model, run)
+    # the shortest passing prefix tried: its length -> (model, run on --data, recovery reports)
+    judged: dict[int, tuple[onnx.ModelProto, Any, dict]] = {}
     if searching:
 
         def passes(pins: list[str]) -> bool:
             """The Q/DQ model with ``pins``, as it would be written, against the criterion."""
-            qdq = export_qdq(base, amax, pins, fp8=fp8, mha=mha, weight_scales=scales)
+            qdq, reports = written(pins)
             run = _judge(qdq, model, batches, criterion.accumulator, threads)
             value, ok = criterion.judge({o.tensor: o.metrics for o in run.outputs})
             search.append({"pins": len(pins), "metric": value, "passed": ok})
             if ok and (not judged or len(pins) < min(judged)):
                 judged.clear()  # one model held: the answer is the shortest passing prefix tried
-                judged[len(pins)] = (qdq, run)
+                judged[len(pins)] = (qdq, run, reports)
             progress(1)
             return ok
 
@@ -166,9 +191,12 @@ def quantize(
     pins = [r["node"] for r in ranking]
 
     # after a search that passed, the model written is the shortest passing prefix it judged on --data
-    qdq, on_calibration = judged.get(len(pins), (None, None))
-    if qdq is None:
-        qdq = export_qdq(base, amax, pins, fp8=fp8, mha=mha, weight_scales=scales)
+    qdq, on_calibration, reports = judged.get(len(pins), (None, None, {}))
+    if qdq is None and recovery.active:
+        with step("recovery", "recovering accuracy", None):  # the recoveries announce their own totals
+            qdq, reports = written(pins, progress)
+    elif qdq is None:
+        qdq, reports = written(pins)
     pairs = sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node)
     if not pairs:
         raise InputError(f"nothing to quantize: no layer of the model runs in {qtype.upper()}")
@@ -182,9 +210,10 @@ def quantize(
     passed = None  # the model written (weight scales included) against the criterion, on the calibration data
     if criterion is not None:
         passed = criterion.judge({o.tensor: o.metrics for o in on_calibration.outputs})[1]
+    recovered = {"flags": recovery.flags(), **report_dicts(reports)} if recovery.active else None
     return QuantizeResult(
-        qdq, qtype, amax, ranges, pins, ranking, pairs, scales_report, search, passed, on_calibration, held,
-        timings,
+        qdq, qtype, amax, ranges, pins, ranking, pairs, scales_report, fp16, recovered, search, passed,
+        on_calibration, held, timings,
     )  # fmt: skip
 
 

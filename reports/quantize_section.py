@@ -58,6 +58,7 @@ def build_one(result: dict[str, Any]) -> dict[str, Any]:
                 }
             )
     held_data = held_block.get("data") or {}
+    recovery = result.get("recovery") if isinstance(result.get("recovery"), dict) else {}
     return {
         "model": (result.get("model") or {}).get("path", "?"),
         "output": result.get("output", "?"),
@@ -65,6 +66,8 @@ def build_one(result: dict[str, Any]) -> dict[str, Any]:
         "ranges": how,
         "pairs": result.get("qdq_pairs", "—"),
         "pins": pins or [{"node": p, "op": "", "error": "—"} for p in result.get("pins") or []],
+        "rest": "FP16" if result.get("fp16") else "FP32",
+        "recovery": " ".join(str(f) for f in recovery.get("flags") or []) or "none",
         "metrics": metrics,
         "rows": rows,
         "has_held": bool(held),

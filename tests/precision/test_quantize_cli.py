@@ -214,3 +214,97 @@ def test_threshold_search_judges_the_model_it_writes_fp8(real_models, split, tmp
     (output,) = doc["calibration"]["outputs"].values()
     assert doc["pins"] == [] and unpinned["pins"] == 0 and unpinned["passed"] and res.exit_code == 0
     assert unpinned["metric"] == pytest.approx(output["cosine"], abs=1e-12)  # the same model
+
+
+def test_quantize_with_recoveries_and_fp16_makes_what_export_makes(real_models, split, tmp_path):
+    """The recoveries run with the pins in place, on --data, as ``precision export`` runs them; the
+    float rest in FP16 is export's --fp16: the same bytes, and the document says what ran."""
+    cls = real_models["cls"]
+    cal, held = split
+    flags = ["--weight-correction", "own", "--weight-correction-alpha", 0.1, "--bias-correction", "--fp16"]
+    res = _run(
+        precision_main, "quantize", cls, "--data", cal, "--eval-data", held, *DATA, "--pin-worst", 2, *flags,
+        "-o", tmp_path / "q.onnx", "--pins-out", tmp_path / "p.json", "--json", tmp_path / "q.json",
+        "--report", tmp_path / "q.html",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "q.html").read_text()
+    assert "recovery: <b>--weight-correction own --weight-correction-alpha 0.1 --bias-correction</b>" in html
+    assert "other float layers: <b>FP16</b>" in html
+    assert "weight correction (own, alpha 0.1)" in res.stderr and "bias correction:" in res.stderr
+    assert "rest FP16" in res.stderr
+    doc = json.loads((tmp_path / "q.json").read_text())
+    assert (
+        _run(calib_main, "run", cls, "--data", cal, *DATA, "--cache", tmp_path / "c.cache", "-q").exit_code
+        == 0
+    )
+    exported = _run(
+        precision_main, "export", cls, "--int8", "--cache", tmp_path / "c.cache", "--pins", tmp_path / "p.json",
+        "--data", cal, *DATA, *flags, "-o", tmp_path / "e.onnx", "-q",
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    assert (tmp_path / "q.onnx").read_bytes() == (tmp_path / "e.onnx").read_bytes()
+    rec = doc["recovery"]
+    assert rec["flags"] == [
+        "--weight-correction own", "--weight-correction-alpha 0.1", "--bias-correction"
+    ]  # fmt: skip
+    wc = rec["weight_correction"]
+    assert wc["mode"] == "own" and wc["alpha"] == 0.1 and len(wc["layers"]) > 10
+    assert not {f["node"] for f in wc["layers"]} & set(doc["pins"])  # pinned layers are not refitted
+    # the refit lowers the layers' summed output error on the data it was fitted to
+    assert sum(f["mse_after"] for f in wc["layers"]) < sum(f["mse_before"] for f in wc["layers"])
+    assert rec["bias_correction"]["layers"] and doc["fp16"] is True
+    written = onnx.load(tmp_path / "q.onnx")
+    assert qdq_precision(written) == "int8"
+    to_half = [
+        n for n in written.graph.node if n.op_type == "Cast" and n.attribute[0].i == onnx.TensorProto.FLOAT16
+    ]
+    assert to_half  # the FP16 islands' boundaries
+    (held_out,) = doc["held_out"]["outputs"].values()
+    assert held_out["cosine"] > 0.95
+
+
+def test_threshold_search_with_a_recovery_judges_recovered_models(real_models, split, tmp_path):
+    """Each prefix the search tries is recovered with its own pins before it is judged: the
+    figure that passed is the written model's own on --data."""
+    cal, _ = split
+    base = [real_models["cls"], "--data", cal, *DATA, "--pin-worst", 4, "--weight-correction", "own"]
+    hard = json.loads(
+        _run(
+            precision_main, "quantize", *base, "--threshold", 1.0, "-o", tmp_path / "h.onnx", "--json", "-"
+        ).stdout
+    )
+    unpinned, all_four = (t["metric"] for t in hard["search"]["tried"])
+    res = _run(
+        precision_main, "quantize", *base, "--threshold", (unpinned + all_four) / 2, "-o", tmp_path / "q.onnx",
+        "--json", "-",
+    )  # fmt: skip
+    doc = json.loads(res.stdout)
+    k = len(doc["pins"])
+    passing = [t for t in doc["search"]["tried"] if t["pins"] == k]
+    assert res.exit_code == 0 and doc["search"]["passed"] and passing and passing[0]["passed"]
+    (output,) = doc["calibration"]["outputs"].values()
+    assert passing[0]["metric"] == pytest.approx(output["cosine"], abs=1e-12)
+    judged = _run(
+        precision_main, "compare", tmp_path / "q.onnx", "--reference", real_models["cls"], "--data", cal, *DATA,
+        "--json", "-", "-q",
+    )  # fmt: skip
+    (again,) = json.loads(judged.stdout)["runs"][0]["outputs"]
+    assert again["cosine"] == pytest.approx(output["cosine"], abs=1e-9)
+    assert {f["node"] for f in doc["recovery"]["weight_correction"]["layers"]}.isdisjoint(doc["pins"])
+
+
+def test_recoveries_are_refused_where_they_do_not_apply(real_models, split, tmp_path):
+    cls, (cal, _) = real_models["cls"], split
+    out = ["-o", tmp_path / "x.onnx"]
+    for args, words in (
+        (["--fp8", "--weight-correction", "own"], "--weight-correction corrects INT8 layers: not with --fp8"),
+        (["--adaround", "--weight-scales", "output"], "--weight-scales output is not combined with"),
+        (["--weight-correction-alpha", 0.1], "--weight-correction-alpha needs --weight-correction"),
+    ):
+        res = CliRunner().invoke(
+            precision_main, ["quantize", *map(str, [cls, "--data", cal, *DATA, *out, *args])]
+        )
+        lines = [line for line in res.output.splitlines() if line.strip()]
+        assert res.exit_code == 2 and len(lines) == 1 and words in lines[0], res.output
+        assert not (tmp_path / "x.onnx").exists()
