@@ -706,7 +706,8 @@ def _export(opts: dict[str, Any]) -> None:
     flag = "--fp8" if opts["fp8"] else "--int8"
     if (opts["int8"] or opts["fp8"]) and not ranges.cache:
         raise InputError(f"{flag} needs --cache FILE (a TensorRT calibration cache, e.g. from 'calib run')")
-    recovery = recovery_choice(opts, int8=opts["int8"])
+    refusal = "not with --fp8" if opts["fp8"] else "give --int8 too"
+    recovery = recovery_choice(opts, int8=opts["int8"], refusal=refusal)
     by_output = scales_by_output(opts["weight_scales"], "fp8" if opts["fp8"] else "int8", bool(data.data))
     if by_output and not (opts["int8"] or opts["fp8"]):
         raise InputError("--weight-scales output chooses INT8 or FP8 weight scales: give --int8 or --fp8")

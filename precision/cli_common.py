@@ -118,9 +118,10 @@ def recovery_options(fn: Callable) -> Callable:
         click.option(
             "--weight-correction-alpha",
             "weight_correction_alpha",
-            type=click.FloatRange(min=0.0),
+            type=float,
             default=None,
-            help="Ridge strength relative to the mean input power (default 0.01; larger = weights change less).",
+            help="With --weight-correction: its ridge strength relative to the mean input power, a finite "
+            "number > 0 (default 0.01; larger = weights change less).",
         ),
         click.option(
             "--adaround/--no-adaround",
@@ -129,7 +130,7 @@ def recovery_options(fn: Callable) -> Callable:
             show_default=True,
             help="INT8: round each quantized layer's weights up or down (AdaRound) so that its output on "
             "--data is closest to FP32; after --weight-correction's refit when given, else on the original "
-            "weights.",
+            "weights. Not with --bias-correction (nothing left to fold).",
         ),
     ]
     for option in reversed(options):

@@ -246,7 +246,8 @@ def _print_summary(doc: dict[str, Any], key: str, recovery: Any) -> None:
             say(line)
     say(
         f"wrote {doc['output']}: {doc['qdq_pairs']} {doc['qtype'].upper()} activation Q/DQ pairs, "
-        f"{len(doc['pins'])} pinned node(s) in FP32" + (", rest FP16" if doc.get("fp16") else "")
+        f"{len(doc['pins'])} pinned node(s) in FP32"
+        + (", the other float layers in FP16" if doc.get("fp16") else "")
     )
     for label, block, data in (
         ("calibration data", doc["calibration"], doc["data"]),

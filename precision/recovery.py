@@ -54,8 +54,15 @@ class Recovery:
             )
         if self.alpha is not None and not self.weight_correction:
             raise InputError("--weight-correction-alpha needs --weight-correction own|sequential")
-        if self.alpha is not None and not self.alpha >= 0:  # also rejects NaN
-            raise InputError(f"--weight-correction-alpha must be >= 0 (got {self.alpha})")
+        if self.alpha is not None and not 0 < self.alpha < float("inf"):  # also rejects NaN
+            # 0 is plain least squares: on a few images it can blow a layer's weights up (seen: output
+            # MSE 0.03 -> 1e16 on PP-OCR cls); infinite changes nothing
+            raise InputError(f"--weight-correction-alpha must be a finite number > 0 (got {self.alpha:g})")
+        if self.adaround and self.bias_correction:
+            raise InputError(
+                "--bias-correction after --adaround has nothing to fold: AdaRound writes weights already on "
+                "the INT8 grid, so their rounding shift is zero; give one of them"
+            )
 
     @property
     def active(self) -> bool:
@@ -139,10 +146,11 @@ def summary_lines(recovery: Recovery, reports: Mapping[str, Mapping[str, Any]], 
         mode, alpha, _ = recovery.settings()
         before = sum(f["mse_before"] for f in layers)
         after = sum(f["mse_after"] for f in layers)
-        what = "weight correction" if recovery.weight_correction else "adaround"
-        how = f"{mode}, alpha {alpha:g}" + (
-            ", adaround" if recovery.adaround and recovery.weight_correction else ""
-        )
+        if recovery.weight_correction:
+            what = "weight correction"
+            how = f"{mode}, alpha {alpha:g}" + (", adaround" if recovery.adaround else "")
+        else:
+            what, how = "adaround", "the original weights"
         flipped = sum(f["flipped"] for f in layers)
         lines.append(
             f"{what} ({how}): {len(layers)} layer(s) on {wc['samples']} batch(es), {len(wc['skipped'])} "

@@ -14,7 +14,8 @@ Built-ins:
   where the candidate holds NaN/Inf (and FP32 does not) counts as a disagreement.
 - ``mask-iou`` (parameter ``binarize`` = T, required): ``|A ∩ B| / |A ∪ B|`` with
   ``A = candidate > T`` and ``B = FP32 > T``, **pooled** over every element of every batch
-  (the counts are summed, not the per-image IoUs averaged). Both masks empty: 1.0. A NaN in the
+  (the counts are summed, not the per-image IoUs averaged). Both masks empty: 1.0, with a warning
+  (once per T): a T above everything the model outputs passes every candidate. A NaN in the
   candidate counts as a wrong pixel (in the union, never in the intersection).
 
 An accumulator (what :meth:`TaskMetric.make` returns) is the same small protocol as
@@ -32,6 +33,7 @@ An accumulator (what :meth:`TaskMetric.make` returns) is the same small protocol
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +43,8 @@ import numpy as np
 
 from trtq._core.errors import InputError
 from trtq.precision.metrics import Metric, register_metric
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -192,12 +196,16 @@ class Top1Accumulator:
 class MaskIoUAccumulator:
     """Pooled IoU of ``actual > T`` and ``reference > T`` (see the module docstring)."""
 
-    __slots__ = ("binarize", "intersection", "union")
+    __slots__ = ("binarize", "intersection", "union", "seen")
+
+    #: thresholds already warned about for empty masks (the warning names T, not a run)
+    _warned_empty: set[float] = set()
 
     def __init__(self, binarize: float) -> None:
         self.binarize = float(binarize)
         self.intersection = 0
         self.union = 0
+        self.seen = False
 
     def update(self, actual: np.ndarray, reference: np.ndarray) -> MaskIoUAccumulator:
         a, r = np.asarray(actual), np.asarray(reference)
@@ -210,9 +218,18 @@ class MaskIoUAccumulator:
             m = (a > t) & ~wrong
         self.intersection += int(np.count_nonzero(m & b))
         self.union += int(np.count_nonzero(m | b | wrong))
+        self.seen = self.seen or r.size > 0
         return self
 
     def result(self) -> dict[str, float]:
+        if not self.union and self.seen and self.binarize not in self._warned_empty:
+            self._warned_empty.add(self.binarize)
+            logger.warning(
+                "mask-iou: no output value above --binarize %g, in FP32 or in the candidate, on this data: "
+                "IoU counts as 1.0 (is %g within the output's range?)",
+                self.binarize,
+                self.binarize,
+            )
         return {"mask_iou": self.intersection / self.union if self.union else 1.0}
 
     def rest(self, reference: np.ndarray) -> tuple[float, ...]:

@@ -224,7 +224,7 @@ def test_export_cli_adaround_on_pp_ocr_cls(real_models, image_dir, tmp_path):
         main, [*common, "--int8", "--json", str(tmp_path / "a.json"), "-o", str(tmp_path / "a.onnx")]
     )
     assert res.exit_code == 0, res.output
-    assert "adaround (own, alpha inf)" in res.output
+    assert "adaround (the original weights)" in res.output
     doc = json.loads((tmp_path / "a.json").read_text())["weight_correction"]
     assert (
         doc["rounding"] == "adaround" and doc["mode"] == "own" and doc["alpha"] is None
@@ -301,3 +301,23 @@ def test_conv_transpose_keeps_its_axis_1_scales_and_its_bias():
     # shared by the phases is checked against adaround() itself above
     new_b = numpy_helper.to_array(next(i for i in rounded.graph.initializer if i.name == "b"))
     np.testing.assert_array_equal(new_b, b)
+
+
+def test_bias_correction_after_adaround_is_refused(real_models, image_dir, tmp_path):
+    """AdaRound writes weights on the INT8 grid: bias correction after it measured a zero shift on
+    every layer and wrote the same model, as if it had run. It is refused with the reason."""
+    from click.testing import CliRunner
+
+    from trtq._core.errors import InputError
+    from trtq.precision.cli import main as precision_main
+    from trtq.precision.recovery import Recovery
+
+    with pytest.raises(InputError, match="nothing to fold"):
+        Recovery(adaround=True, bias_correction=True)
+    res = CliRunner().invoke(
+        precision_main,
+        ["export", str(real_models["cls"]), "--int8", "--cache", str(tmp_path / "none.cache"), "--adaround",
+         "--bias-correction", "--data", str(image_dir), "-o", str(tmp_path / "x.onnx")],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "--bias-correction after --adaround" in res.output
+    assert not (tmp_path / "x.onnx").exists()

@@ -29,6 +29,11 @@ def test_check_outputs_refuses_inputs_duplicates_and_unwritable_places(tmp_path)
         ({"-o": tmp_path / "a.onnx", "--json": tmp_path / "a.onnx"}, "given as both -o and --json"),
         ({"--json": afile / "doc.json"}, "file.txt is not a folder"),
         ({"--report": tmp_path}, "is a folder"),
+        (
+            {"--pins-out": tmp_path / ("p" * 300 + ".json")},
+            "cannot write --pins-out there: File name too long",
+        ),
+        ({"-o": tmp_path / "a.onnx", "--report": tmp_path / ("r" * 300) / "r.html"}, "cannot write --report"),
     ]
     for outputs, message in cases:
         with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):

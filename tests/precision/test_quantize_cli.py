@@ -232,7 +232,7 @@ def test_quantize_with_recoveries_and_fp16_makes_what_export_makes(real_models, 
     assert "recovery: <b>--weight-correction own --weight-correction-alpha 0.1 --bias-correction</b>" in html
     assert "other float layers: <b>FP16</b>" in html
     assert "weight correction (own, alpha 0.1)" in res.stderr and "bias correction:" in res.stderr
-    assert "rest FP16" in res.stderr
+    assert "the other float layers in FP16" in res.stderr
     doc = json.loads((tmp_path / "q.json").read_text())
     assert (
         _run(calib_main, "run", cls, "--data", cal, *DATA, "--cache", tmp_path / "c.cache", "-q").exit_code
@@ -301,6 +301,12 @@ def test_recoveries_are_refused_where_they_do_not_apply(real_models, split, tmp_
         (["--fp8", "--weight-correction", "own"], "--weight-correction corrects INT8 layers: not with --fp8"),
         (["--adaround", "--weight-scales", "output"], "--weight-scales output is not combined with"),
         (["--weight-correction-alpha", 0.1], "--weight-correction-alpha needs --weight-correction"),
+        (
+            ["--weight-correction", "own", "--weight-correction-alpha", 0],
+            "must be a finite number > 0 (got 0)",
+        ),
+        (["--weight-correction", "own", "--weight-correction-alpha", "inf"], "must be a finite number > 0"),
+        (["--adaround", "--bias-correction"], "--bias-correction after --adaround has nothing to fold"),
     ):
         res = CliRunner().invoke(
             precision_main, ["quantize", *map(str, [cls, "--data", cal, *DATA, *out, *args])]
@@ -308,3 +314,15 @@ def test_recoveries_are_refused_where_they_do_not_apply(real_models, split, tmp_
         lines = [line for line in res.output.splitlines() if line.strip()]
         assert res.exit_code == 2 and len(lines) == 1 and words in lines[0], res.output
         assert not (tmp_path / "x.onnx").exists()
+
+
+def test_a_binarize_threshold_above_the_outputs_is_named_once(real_models, split, tmp_path):
+    """cls outputs softmax probabilities: no value exceeds 2, so every map is empty and mask-iou
+    is 1.0 by convention on both data sets: said once, not per judging pass."""
+    cal, held = split
+    res = _run(
+        precision_main, "quantize", real_models["cls"], "--data", cal, "--eval-data", held, *DATA,
+        "--metric", "mask-iou", "--binarize", 2, "-o", tmp_path / "q.onnx",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("no output value above --binarize 2") == 1, res.stderr

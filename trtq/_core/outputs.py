@@ -77,20 +77,33 @@ def check_outputs(
             )
         if value is None or str(value) == "-":
             continue
-        path = Path(value)
-        for other, prev in seen:
-            if _same_file(path, prev):
-                raise InputError(f"{value}: given as both {other} and {flag}; name different files")
-        for what, given in inputs.items():
-            if isinstance(given, DataFolder):
-                clash = (
-                    path.suffix.lower() in given.suffixes
-                    and path.exists()
-                    and _key(path).is_relative_to(_key(Path(given.path)))
-                )
-            else:
-                clash = given is not None and str(given) != "-" and _same_file(path, Path(given))
-            if clash:
-                raise InputError(f"{value}: refusing to overwrite the input ({what}) with {flag}")
-        writable_folder(path)
-        seen.append((flag, path))
+        try:
+            _check_one(flag, value, seen, inputs)
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            raise InputError(f"{value}: cannot write {flag} there: {exc.strerror or exc}") from exc
+
+
+def _check_one(
+    flag: str,
+    value: PathLike,
+    seen: list[tuple[str, Path]],
+    inputs: Mapping[str, PathLike | DataFolder | None],
+) -> None:
+    """:func:`check_outputs` for one output (``seen``: the outputs checked before it, appended to)."""
+    path = Path(value)
+    for other, prev in seen:
+        if _same_file(path, prev):
+            raise InputError(f"{value}: given as both {other} and {flag}; name different files")
+    for what, given in inputs.items():
+        if isinstance(given, DataFolder):
+            clash = (
+                path.suffix.lower() in given.suffixes
+                and path.exists()
+                and _key(path).is_relative_to(_key(Path(given.path)))
+            )
+        else:
+            clash = given is not None and str(given) != "-" and _same_file(path, Path(given))
+        if clash:
+            raise InputError(f"{value}: refusing to overwrite the input ({what}) with {flag}")
+    writable_folder(path)
+    seen.append((flag, path))
