@@ -58,6 +58,10 @@ class Dataset:
         self.workers = workers
         self._source = source
         self._skips: dict[str, str] = {}
+        # skip warnings wait for the first usable sample: when none comes, the one error line
+        # (naming the count and the first file) says it all
+        self._pending: list[tuple[str, str]] = []
+        self._usable = False
         self._stats = DatasetStats()
         self._warned: set[tuple[int, int]] = set()  # dropped-samples warnings given (assemble)
         for file, reason in source.open_skips:
@@ -134,6 +138,11 @@ class Dataset:
         if isinstance(loaded, str):
             self._skip(str(self._source.item_file(item)), loaded)
             return []
+        if loaded and not self._usable:
+            self._usable = True
+            for file, reason in self._pending:
+                logger.warning("skipped %s: %s", file, reason)
+            self._pending.clear()
         return loaded
 
     def _skip(self, file: str, reason: str) -> None:
@@ -141,7 +150,10 @@ class Dataset:
             raise InputError(f"{file}: {reason} (without --strict it would be skipped)")
         if file not in self._skips:
             self._skips[file] = reason
-            logger.warning("skipped %s: %s", file, reason)
+            if self._usable:
+                logger.warning("skipped %s: %s", file, reason)
+            else:
+                self._pending.append((file, reason))
 
     def _nothing_usable(self) -> InputError:
         if self._skips:

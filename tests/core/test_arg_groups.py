@@ -287,6 +287,15 @@ def test_usage_errors_are_one_line_like_every_other_error(tool):
     assert helped.exit_code == 0 and helped.output.startswith("Usage: ")
 
 
+def test_an_option_missing_its_value_points_to_the_command_help():
+    """click raises this one before the command has a context: the hint is still the command's."""
+    res = CliRunner().invoke(precision_main, ["quantize", "m.onnx", "--pin-worst"], prog_name="precision")
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert (
+        res.output == "error: Option '--pin-worst' requires an argument. (see 'precision quantize --help')\n"
+    )
+
+
 def test_a_click_value_error_names_the_flag_in_one_line():
     res = CliRunner().invoke(calib_main, ["run", "m.onnx", "--batch-size", "0"], prog_name="calib")
     assert res.exit_code == 2 and res.output.count("\n") == 1

@@ -56,8 +56,11 @@ def test_npz_multi_input_and_bad_files_skipped(tmp_path, caplog):
     assert "different numbers" in reasons["05_counts.npz"]
     assert "dtype" in reasons["06_text.npz"]
     assert "not a valid .npz" in reasons["07_notzip.npz"]
+    # the skip warnings wait for the first usable sample (none may come: then one error line)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    with caplog.at_level(logging.WARNING, logger="trtq.datasets"):
+        (batch,) = list(ds.batches(5))
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 5
-    (batch,) = list(ds.batches(5))
     np.testing.assert_allclose(batch["a"], np.concatenate([a1, a2[None]]).astype(np.float32))
     assert batch["b"].dtype == np.int64 and batch["b"].tolist() == np.concatenate([b1, b2[None]]).tolist()
     with pytest.raises(InputError, match="03_missing.npz"):
@@ -136,3 +139,14 @@ def test_a_file_holding_nan_is_skipped_and_a_fifo_is_never_opened(tmp_path, capl
     assert "pipe.npy: skipped: not a regular file" in text and "z_nan.npy" in text and "holds NaN" in text
     with pytest.raises(InputError, match="holds NaN"):
         list(open_dataset(tmp_path, [spec], strict=True).batches(1))
+
+
+def test_a_folder_of_bad_files_is_one_error_line_without_a_warning_per_file(tmp_path, caplog):
+    """Every file unusable: the error names the count and the first file; the per-file skip
+    warnings would only repeat it (one line for bad input)."""
+    for i in range(4):
+        (tmp_path / f"{i:02d}.npy").write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING, logger="trtq.datasets"), pytest.raises(InputError) as err:
+        list(open_dataset(tmp_path, [A]).batches(1))
+    assert "all 4 file(s) were skipped (first: " in str(err.value) and "00.npy" in str(err.value)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -35,7 +35,8 @@ class OneLineErrors(click.Group):
             click.echo(exc.ctx.get_help(), err=True)
             sys.exit(exc.exit_code)
         except click.UsageError as exc:
-            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            path = exc.ctx.command_path if exc.ctx is not None else self._command_path(args, kwargs)
+            hint = f" (see '{path} --help')" if path else ""
             click.echo(f"error: {exc.format_message()}{hint}", err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
@@ -48,6 +49,16 @@ class OneLineErrors(click.Group):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter's exit flushes it
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+    def _command_path(self, args: tuple, kwargs: dict[str, Any]) -> str | None:
+        """``<tool> <command>`` from the arguments, for an error click raises before it has a
+        context (an option missing its value): the first argument naming one of the commands."""
+        argv = kwargs.get("args", args[0] if args else None)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        name = kwargs.get("prog_name") or (args[1] if len(args) > 1 else None)
+        name = name or (os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else self.name)
+        command = next((a for a in argv if a in self.commands), None)
+        return f"{name} {command}" if command and name else None
 
 
 def common_options(fn: Callable) -> Callable:
