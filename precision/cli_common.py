@@ -1,17 +1,21 @@
-"""Start-up steps shared by the ``precision`` commands (compare, bisect, pin): open the data for a
-model, and read the INT8 ranges from a calibration cache or calibrate them."""
+"""Steps and options shared by the ``precision`` commands: open the data for a model, read the
+INT8 ranges from a calibration cache or calibrate them, and the options of the weight-scale
+choice and the recoveries (``export``, ``quantize``)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
 from trtq._core.cli import progress_bar
 from trtq._core.errors import InputError
 from trtq.precision.qdq import FP8_RANGES  # noqa: F401  (FP8's default ranges; re-exported)
+
+if TYPE_CHECKING:
+    from trtq.precision.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +142,7 @@ def recovery_options(fn: Callable) -> Callable:
     return fn
 
 
-def recovery_choice(opts: Mapping[str, Any], int8: bool, refusal: str = "give --int8 too"):
+def recovery_choice(opts: Mapping[str, Any], int8: bool, refusal: str = "give --int8 too") -> Recovery:
     """The :class:`~trtq.precision.recovery.Recovery` the flags of :func:`recovery_options` ask
     for; :class:`InputError` ending in ``refusal`` when one is given and the command does not
     write INT8 (``int8``)."""
@@ -156,7 +160,7 @@ def recovery_choice(opts: Mapping[str, Any], int8: bool, refusal: str = "give --
 
 
 def apply_recovery(
-    recovery: Any,
+    recovery: Recovery,
     proto: onnx.ModelProto,
     batches: list,
     amax: Mapping[str, float],

@@ -94,8 +94,9 @@ def quantize(
     ``batches`` / ``eval_batches``: callables returning a fresh pass over the calibration /
     held-out batches (dicts of input name -> array, batch dimension first); the calibration data is
     read up to four times (ranges, ranking, weight scales or recoveries, judging), held whole in
-    memory only for the weight-scale choice and the recoveries. ``amax``: ranges to use instead of calibrating (a cache's);
-    ``method``/``params``: the calibration method (default INT8 ``auto``, FP8 ``minmax``).
+    memory only for the weight-scale choice and the recoveries. ``amax``: ranges to use instead
+    of calibrating (a cache's); ``method``/``params``: the calibration method (default INT8
+    ``auto``, FP8 ``minmax``).
     ``pin_worst``: how many of the layerwise ranking's worst layers (by ``rank_metric``) stay FP32.
     ``weight_scales``: ``auto`` (by output error for FP8), ``weights`` or ``output``.
     ``fp16``: the float layers other than the pins in FP16. ``recovery``: INT8 recoveries run on

@@ -11,7 +11,8 @@ Each technique is its own module and is off by default (BENCHMARKS.md measures w
 - bias correction (:mod:`trtq.precision.bias_correction`): each layer's mean output shift from
   weight rounding folded into its bias.
 
-Weight correction and AdaRound run first, bias correction after them. All of them fit the
+Weight correction (and AdaRound) run first, bias correction after them; AdaRound with bias
+correction is refused, since AdaRound leaves no rounding shift to fold. All of them fit the
 unpinned INT8 layers only: the result is the FP32 model to export with the same ranges and pins.
 """
 
