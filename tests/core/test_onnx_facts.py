@@ -160,6 +160,17 @@ def test_surgery_fold_uses_the_same_pass_and_exclusions():
     assert {"RandomNormal", "RandomUniformLike", "DequantizeLinear", "QuantizeLinear", "Loop"} <= NEVER_FOLD
 
 
+def test_folding_a_large_constant_prints_nothing(capfd):
+    """onnx-graphsurgeon's logger printed its advice on large folded outputs (and a note on the
+    missing 'colored' module) to stdout, even with -q; trtq folds them on purpose."""
+    big = nh.from_array(np.ones((600, 600), np.float32), "big")  # 1.4 MB once transposed
+    nodes = [h.make_node("Transpose", ["big"], ["bt"]), h.make_node("MatMul", ["x", "bt"], ["y"])]
+    model = _model(nodes, [_vi("x", [1, 600])], [_vi("y", [1, 600])], [big])
+    assert [n.op_type for n in fold_model(model).graph.node] == ["MatMul"]
+    out, err = capfd.readouterr()
+    assert "[W]" not in out + err and "large outputs" not in out + err, out + err
+
+
 def test_fold_keeps_a_weight_dequantize():
     """Q/DQ stay: TensorRT builds INT8 kernels from the INT8 weight behind a DequantizeLinear."""
     w = nh.from_array(np.ones((4, 4), np.int8), "w")

@@ -47,6 +47,14 @@ def fold_constants(graph: gs.Graph) -> gs.Graph:
     remove what became unused (``cleanup``). ``Constant`` nodes become initializers (the values do
     not change). Returns ``graph``. A failure of onnx-graphsurgeon is logged at DEBUG and leaves
     the graph with what was folded so far."""
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    # graphsurgeon's own logger prints to stdout (its advice on large folded constants, a note on
+    # the missing 'colored' module), -q or not; trtq folds large constants on purpose (TensorRT
+    # folds them too), so only its errors are shown, and at DEBUG everything
+    severity = G_LOGGER.severity
+    if not logger.isEnabledFor(logging.DEBUG):
+        G_LOGGER.severity = max(severity, G_LOGGER.ERROR)
     try:
         graph.fold_constants(
             fold_shapes=True,
@@ -56,4 +64,6 @@ def fold_constants(graph: gs.Graph) -> gs.Graph:
         )
     except Exception as exc:  # graphsurgeon evaluates subgraphs with ONNX Runtime; keep going
         logger.debug("fold_constants failed (%s); continuing with what was folded", exc)
+    finally:
+        G_LOGGER.severity = severity
     return graph.cleanup()
