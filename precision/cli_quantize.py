@@ -21,6 +21,7 @@ from trtq.precision.cli_common import (
     weight_scales_option,
 )
 from trtq.precision.cli_options import MetricArgs
+from trtq.precision.recovery import WITH_OUTPUT_SCALES
 
 EPILOG = """\b
 Examples:
@@ -123,6 +124,8 @@ def _quantize(opts: dict[str, Any]) -> None:
     quiet = opts["quiet"] or out.json_to_stdout
     qtype = "fp8" if opts["fp8"] else "int8"
     recovery = recovery_choice(opts, int8=not opts["fp8"], refusal="not with --fp8")
+    if recovery.active and opts["weight_scales"] == "output":
+        raise InputError(WITH_OUTPUT_SCALES)
     name = get_metric(metric.name or "cosine").name
     criterion = metric.criterion(threshold=0.0, default=name)  # judging: every metric, no threshold
     task = is_task_metric(name)
@@ -212,7 +215,7 @@ def _quantize(opts: dict[str, Any]) -> None:
 
         write_report(out.report, [doc])
     if not quiet:
-        _print_summary(doc, get_metric(name).key if task else name, recovery)
+        _print_summary(doc, get_metric(name).key if task else name, recovery, result.recovery)
     if target is not None and not result.passed:  # written, and the scripts told: exit 1
         raise CheckFailed(
             f"{out.output}: fails {target.describe()} on --data even with the {len(result.pins)} worst "
@@ -220,7 +223,10 @@ def _quantize(opts: dict[str, Any]) -> None:
         )
 
 
-def _print_summary(doc: dict[str, Any], key: str, recovery: Any) -> None:
+def _print_summary(doc: dict[str, Any], key: str, recovery: Any, recovered: dict[str, Any] | None) -> None:
+    """The summary on stderr; ``recovered``: the recovery reports as computed (the document's
+    copy has non-finite figures as null)."""
+
     def say(line: str) -> None:
         click.echo(line, err=True)
 
@@ -239,10 +245,10 @@ def _print_summary(doc: dict[str, Any], key: str, recovery: Any) -> None:
         )
     if doc["pins"]:
         say(f"FP32 pins: {len(doc['pins'])} worst layer(s) layerwise: {', '.join(doc['pins'])}")
-    if doc.get("recovery"):
+    if recovered:
         from trtq.precision.recovery import summary_lines
 
-        for line in summary_lines(recovery, doc["recovery"], worst=0):
+        for line in summary_lines(recovery, recovered, worst=0):
             say(line)
     say(
         f"wrote {doc['output']}: {doc['qdq_pairs']} {doc['qtype'].upper()} activation Q/DQ pairs, "

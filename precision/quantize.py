@@ -93,8 +93,9 @@ def quantize(
 
     ``batches`` / ``eval_batches``: callables returning a fresh pass over the calibration /
     held-out batches (dicts of input name -> array, batch dimension first); the calibration data is
-    read up to four times (ranges, ranking, weight scales or recoveries, judging), held whole in
-    memory only for the weight-scale choice and the recoveries. ``amax``: ranges to use instead
+    read up to four times (ranges, ranking, weight scales or recoveries, judging; a ``criterion``
+    search reads it once more per prefix it judges), held whole in memory only for the
+    weight-scale choice and the recoveries. ``amax``: ranges to use instead
     of calibrating (a cache's); ``method``/``params``: the calibration method (default INT8
     ``auto``, FP8 ``minmax``).
     ``pin_worst``: how many of the layerwise ranking's worst layers (by ``rank_metric``) stay FP32.
@@ -181,8 +182,10 @@ def quantize(
             run = _judge(qdq, model, batches, criterion.accumulator, threads)
             value, ok = criterion.judge({o.tensor: o.metrics for o in run.outputs})
             search.append({"pins": len(pins), "metric": value, "passed": ok})
-            if ok and (not judged or len(pins) < min(judged)):
-                judged.clear()  # one model held: the answer is the shortest passing prefix tried
+            # one model held: the shortest passing prefix tried, or all K when they fail (then the
+            # search stops and that model is the one written: not recovered and judged again)
+            if (ok and (not judged or len(pins) < min(judged))) or (not ok and len(pins) == len(ranking)):
+                judged.clear()
                 judged[len(pins)] = (qdq, run, reports)
             progress(1)
             return ok

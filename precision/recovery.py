@@ -158,7 +158,11 @@ def summary_lines(recovery: Recovery, reports: Mapping[str, Mapping[str, Any]], 
             f"skipped; summed layer output MSE {before:.4g} -> {after:.4g} (INT8 weights, calibration data)"
             + (f"; {flipped} weight(s) rounded away from their nearest step" if recovery.adaround else "")
         )
-        for f in sorted(layers, key=lambda f: -f["mse_after"] / max(f["output_power"], 1e-30))[:worst]:
+        for f in (
+            sorted(layers, key=lambda f: -f["mse_after"] / max(f["output_power"], 1e-30))[:worst]
+            if worst
+            else []
+        ):
             lines.append(
                 f"  {f['node']} ({f['op_type']}): output MSE {f['mse_before']:.3g} -> {f['mse_after']:.3g}, "
                 f"mean |dW|/|W| {f['rel_weight_change']:.3g}"

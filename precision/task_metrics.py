@@ -15,7 +15,8 @@ Built-ins:
 - ``mask-iou`` (parameter ``binarize`` = T, required): ``|A ∩ B| / |A ∪ B|`` with
   ``A = candidate > T`` and ``B = FP32 > T``, **pooled** over every element of every batch
   (the counts are summed, not the per-image IoUs averaged). Both masks empty: 1.0, with a warning
-  (once per T): a T above everything the model outputs passes every candidate. A NaN in the
+  (a T above everything the model outputs passes every candidate; the commands show an identical
+  warning once). A NaN in the
   candidate counts as a wrong pixel (in the union, never in the intersection).
 
 An accumulator (what :meth:`TaskMetric.make` returns) is the same small protocol as
@@ -198,9 +199,6 @@ class MaskIoUAccumulator:
 
     __slots__ = ("binarize", "intersection", "union", "seen")
 
-    #: thresholds already warned about for empty masks (the warning names T, not a run)
-    _warned_empty: set[float] = set()
-
     def __init__(self, binarize: float) -> None:
         self.binarize = float(binarize)
         self.intersection = 0
@@ -222,8 +220,7 @@ class MaskIoUAccumulator:
         return self
 
     def result(self) -> dict[str, float]:
-        if not self.union and self.seen and self.binarize not in self._warned_empty:
-            self._warned_empty.add(self.binarize)
+        if not self.union and self.seen:
             logger.warning(
                 "mask-iou: no output value above --binarize %g, in FP32 or in the candidate, on this data: "
                 "IoU counts as 1.0 (is %g within the output's range?)",

@@ -294,6 +294,31 @@ def test_threshold_search_with_a_recovery_judges_recovered_models(real_models, s
     assert {f["node"] for f in doc["recovery"]["weight_correction"]["layers"]}.isdisjoint(doc["pins"])
 
 
+def test_a_search_that_fails_writes_the_all_k_model_it_judged_without_recovering_it_again(
+    real_models, split, tmp_path, monkeypatch
+):
+    from trtq.precision.recovery import Recovery
+
+    calls: list[int] = []
+    apply = Recovery.apply
+
+    def counted(self, model, batches, amax, pins=(), **kw):
+        calls.append(len(list(pins)))
+        return apply(self, model, batches, amax, pins, **kw)
+
+    monkeypatch.setattr(Recovery, "apply", counted)
+    cal, _ = split
+    res = _run(
+        precision_main, "quantize", real_models["cls"], "--data", cal, *DATA, "--pin-worst", 3,
+        "--weight-correction", "own", "--threshold", 1.0, "-o", tmp_path / "q.onnx", "--json", "-",
+    )  # fmt: skip
+    doc = json.loads(res.stdout)
+    assert res.exit_code == 1 and not doc["search"]["passed"] and len(doc["pins"]) == 3
+    assert calls == [0, 3]  # each model tried recovered once; the all-3 one is the one written
+    (output,) = doc["calibration"]["outputs"].values()
+    assert doc["search"]["tried"][-1]["metric"] == pytest.approx(output["cosine"], abs=1e-12)
+
+
 def test_recoveries_are_refused_where_they_do_not_apply(real_models, split, tmp_path):
     cls, (cal, _) = real_models["cls"], split
     out = ["-o", tmp_path / "x.onnx"]

@@ -68,9 +68,29 @@ def common_options(fn: Callable) -> Callable:
     return fn
 
 
+class _OncePerCommand(logging.Filter):
+    """Let each distinct warning through once: a command judges many models (bisect's
+    evaluations, quantize's two data sets) and the library warns where it notices, every time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[int, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.levelno, record.getMessage())
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
 def setup_logging(debug: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else (logging.ERROR if quiet else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_OncePerCommand())
     # Library warnings go to stderr as one line each; third-party chatter stays at WARNING.
     for noisy in ("matplotlib", "PIL", "numba", "polygraphy"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

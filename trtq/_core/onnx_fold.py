@@ -14,6 +14,7 @@ whose condition became a constant are flattened into their taken branch, as Tens
 from __future__ import annotations
 
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from trtq._core.onnx_model import RANDOM_OPS
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
 
 logger = logging.getLogger(__name__)
+_FOLDING = threading.Lock()
 
 #: Ops never folded, even when all their inputs are constants:
 #: - random ops (:data:`~trtq._core.onnx_model.RANDOM_OPS`): folding would freeze one draw into
@@ -51,19 +53,23 @@ def fold_constants(graph: gs.Graph) -> gs.Graph:
 
     # graphsurgeon's own logger prints to stdout (its advice on large folded constants, a note on
     # the missing 'colored' module), -q or not; trtq folds large constants on purpose (TensorRT
-    # folds them too), so only its errors are shown, and at DEBUG everything
-    severity = G_LOGGER.severity
-    if not logger.isEnabledFor(logging.DEBUG):
-        G_LOGGER.severity = max(severity, G_LOGGER.ERROR)
-    try:
-        graph.fold_constants(
-            fold_shapes=True,
-            recurse_subgraphs=False,
-            error_ok=True,
-            should_exclude_node=never_folded,
-        )
-    except Exception as exc:  # graphsurgeon evaluates subgraphs with ONNX Runtime; keep going
-        logger.debug("fold_constants failed (%s); continuing with what was folded", exc)
-    finally:
-        G_LOGGER.severity = severity
-    return graph.cleanup()
+    # folds them too), so only its errors are shown, and at DEBUG everything. Its severity is
+    # process-wide: one fold at a time (auto's check builds in a worker thread).
+    with _FOLDING:
+        severity = G_LOGGER.severity
+        if not logger.isEnabledFor(logging.DEBUG):
+            G_LOGGER.severity = max(severity, G_LOGGER.ERROR)
+        try:
+            try:
+                graph.fold_constants(
+                    fold_shapes=True,
+                    recurse_subgraphs=False,
+                    error_ok=True,
+                    should_exclude_node=never_folded,
+                )
+            except Exception as exc:  # graphsurgeon evaluates subgraphs with ONNX Runtime; keep going
+                logger.debug("fold_constants failed (%s); continuing with what was folded", exc)
+            graph.cleanup()
+        finally:
+            G_LOGGER.severity = severity
+    return graph

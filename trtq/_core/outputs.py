@@ -34,8 +34,11 @@ def _key(path: Path) -> Path:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:  # a name the file system refuses (too long) or cannot stat: compare the names
+        pass
     return _key(a) == _key(b)
 
 
@@ -79,7 +82,7 @@ def check_outputs(
             continue
         try:
             _check_one(flag, value, seen, inputs)
-        except OSError as exc:  # e.g. a name longer than the file system allows
+        except OSError as exc:  # the output's own place, e.g. a name longer than the file system allows
             raise InputError(f"{value}: cannot write {flag} there: {exc.strerror or exc}") from exc
 
 
