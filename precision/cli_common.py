@@ -154,8 +154,7 @@ def recovery_choice(opts: Mapping[str, Any], int8: bool, refusal: str = "give --
         adaround=bool(opts.get("adaround")),
         bias_correction=bool(opts.get("bias_correction")),
     )
-    if recovery.active and not int8:
-        raise InputError(f"{recovery.flags()[0].split()[0]} corrects INT8 layers: {refusal}")
+    recovery.require_int8(int8, refusal)
     return recovery
 
 

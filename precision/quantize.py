@@ -117,8 +117,7 @@ def quantize(
     if weight_scales not in ("auto", "weights", "output"):
         raise InputError(f"weight_scales must be auto, weights or output, not {weight_scales!r}")
     recovery = recovery or Recovery()
-    if recovery.active and fp8:
-        raise InputError(f"{recovery.flags()[0].split()[0]} corrects INT8 layers: not with --fp8")
+    recovery.require_int8(not fp8, "not with --fp8")
     if recovery.active and weight_scales == "output":
         raise InputError(WITH_OUTPUT_SCALES)
     qtype = "fp8" if fp8 else "int8"

@@ -70,6 +70,12 @@ class Recovery:
         """Whether any recovery runs."""
         return bool(self.weight_correction or self.adaround or self.bias_correction)
 
+    def require_int8(self, int8: bool, refusal: str) -> None:
+        """:class:`InputError` naming the first flag given, ending in ``refusal``, when a recovery
+        is asked for and the model written is not INT8 (``int8``)."""
+        if self.active and not int8:
+            raise InputError(f"{self.flags()[0].split()[0]} corrects INT8 layers: {refusal}")
+
     def flags(self) -> list[str]:
         """The command-line flags that ask for this recovery (for messages and documents)."""
         out = []
@@ -158,11 +164,7 @@ def summary_lines(recovery: Recovery, reports: Mapping[str, Mapping[str, Any]], 
             f"skipped; summed layer output MSE {before:.4g} -> {after:.4g} (INT8 weights, calibration data)"
             + (f"; {flipped} weight(s) rounded away from their nearest step" if recovery.adaround else "")
         )
-        for f in (
-            sorted(layers, key=lambda f: -f["mse_after"] / max(f["output_power"], 1e-30))[:worst]
-            if worst
-            else []
-        ):
+        for f in sorted(layers, key=lambda f: -f["mse_after"] / max(f["output_power"], 1e-30))[:worst]:
             lines.append(
                 f"  {f['node']} ({f['op_type']}): output MSE {f['mse_before']:.3g} -> {f['mse_after']:.3g}, "
                 f"mean |dW|/|W| {f['rel_weight_change']:.3g}"
