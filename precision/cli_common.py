@@ -142,6 +142,63 @@ def recovery_options(fn: Callable) -> Callable:
     return fn
 
 
+def finetune_options(fn: Callable) -> Callable:
+    """``--finetune STEPS``, ``--finetune-lr`` and ``--finetune-device``
+    (:mod:`trtq.precision.finetune`)."""
+    import click
+
+    options = [
+        click.option(
+            "--finetune",
+            "finetune_steps",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="STEPS",
+            help="INT8: then train the written model's INT8 weights against FP32 on --data for STEPS steps "
+            "(each weight within one quantization step of its exported value; kept only if the loss on "
+            "held-back --data samples goes down). Needs PyTorch: pip install 'trtq[finetune]'. Off by default.",
+        ),
+        click.option(
+            "--finetune-lr",
+            "finetune_lr",
+            type=float,
+            default=None,
+            help="With --finetune: Adam's step in quantization steps of each weight (default 0.01).",
+        ),
+        click.option(
+            "--finetune-device",
+            "finetune_device",
+            default=None,
+            help="With --finetune: auto (CUDA when PyTorch sees a GPU; default), cpu or cuda[:N].",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def finetune_choice(opts: Mapping[str, Any], int8: bool) -> Any:
+    """The :class:`~trtq.precision.finetune.FinetuneSettings` the flags of :func:`finetune_options`
+    ask for, or None when ``--finetune`` is not given; :class:`InputError` for a learning rate or
+    device without it, and for ``--finetune`` on a model that is not INT8 (``int8``)."""
+    from trtq.precision.finetune import FinetuneSettings
+
+    steps = opts.get("finetune_steps")
+    if steps is None:
+        for flag, key in (("--finetune-lr", "finetune_lr"), ("--finetune-device", "finetune_device")):
+            if opts.get(key) is not None:
+                raise InputError(f"{flag} needs --finetune STEPS")
+        return None
+    if not int8:
+        raise InputError("--finetune trains INT8 weights: not with --fp8")
+    lr = opts.get("finetune_lr")
+    return FinetuneSettings(
+        steps=steps,
+        lr=FinetuneSettings.lr if lr is None else lr,
+        device=opts.get("finetune_device") or "auto",
+    )
+
+
 def recovery_choice(opts: Mapping[str, Any], int8: bool, refusal: str = "give --int8 too") -> Recovery:
     """The :class:`~trtq.precision.recovery.Recovery` the flags of :func:`recovery_options` ask
     for; :class:`InputError` ending in ``refusal`` when one is given and the command does not

@@ -14,6 +14,8 @@ from trtq._core.errors import CheckFailed, InputError
 from trtq.calib.cli_options import RangesArgs
 from trtq.datasets.cli_options import DataArgs, EvalDataArgs
 from trtq.precision.cli_common import (
+    finetune_choice,
+    finetune_options,
     mha_choice,
     mha_option,
     recovery_choice,
@@ -33,6 +35,8 @@ Examples:
       --pin-worst 8 --metric mask-iou --binarize 0.3 --threshold 0.97 -o det.int8.onnx   # fewest of 8
   precision quantize vit.onnx --data cal/ --eval-data held/ --pin-worst 4 --fp16 \\
       --weight-correction sequential --weight-correction-alpha 0.1 -o vit.int8.onnx
+  precision quantize det.onnx --data cal/ --eval-data held/ --shape x:1x3x640x640 --preset paddleocr \\
+      --pin-worst 8 --finetune 200 -o det.int8.onnx   # INT8 weights trained against FP32 (PyTorch)
 
 \b
 The steps, each the library call of one command (README, "Getting INT8 accurate"):
@@ -41,7 +45,9 @@ the K layers with the largest own error (compare --mode layerwise) kept in FP32 
 the fewest of them whose model passes it on --data, bisect's prefix search) -> FP8 weight
 scales by output error, or the opt-in INT8 recoveries (--weight-correction, --adaround,
 --bias-correction: off by default, fitted to --data with the pins in place) -> the Q/DQ model
-(precision export; --fp16: the float layers but the pins in FP16) -> that model run in ONNX
+(precision export; --fp16: the float layers but the pins in FP16) -> with --finetune, its INT8
+weights trained against FP32 on --data (PyTorch; kept only where held-back --data improves) ->
+that model run in ONNX
 Runtime against FP32 on --data and on --eval-data. With --threshold every model tried is the one
 that would be written, recoveries included. Judge by the held-out figure: every step was fitted
 to --data. Calibrate on the inputs the model is for.
@@ -101,6 +107,7 @@ QUANTIZE_GROUPS = (
     "precision export --fp16 writes them.",
 )
 @recovery_options
+@finetune_options
 @weight_scales_option
 @mha_option
 @uses(*QUANTIZE_GROUPS)
@@ -126,6 +133,7 @@ def _quantize(opts: dict[str, Any]) -> None:
     recovery = recovery_choice(opts, int8=not opts["fp8"], refusal="not with --fp8")
     if recovery.active and opts["weight_scales"] == "output":
         raise InputError(WITH_OUTPUT_SCALES)
+    tuning = finetune_choice(opts, int8=not opts["fp8"])
     name = get_metric(metric.name or "cosine").name
     criterion = metric.criterion(threshold=0.0, default=name)  # judging: every metric, no threshold
     task = is_task_metric(name)
@@ -159,6 +167,7 @@ def _quantize(opts: dict[str, Any]) -> None:
             weight_scales=opts["weight_scales"],
             fp16=opts["fp16"],
             recovery=recovery,
+            finetune=tuning,
             mha=mha_choice(opts),
             eval_batches=(lambda: held.batches(batch_size)) if held is not None else None,
             output_accumulator=criterion.accumulator if task else None,
@@ -199,6 +208,7 @@ def _quantize(opts: dict[str, Any]) -> None:
         fp16=result.fp16,
         weight_scales=result.weight_scales,
         recovery=result.recovery,
+        finetune=result.finetune,
         metric={"name": name, "params": dict(metric.params)},
         calibration={"outputs": judged(result.calibration)},
         held_out=(
@@ -250,6 +260,20 @@ def _print_summary(doc: dict[str, Any], key: str, recovery: Any, recovered: dict
 
         for line in summary_lines(recovery, recovered, worst=0):
             say(line)
+    tuned = doc.get("finetune")
+    if tuned:
+        start, best = tuned["holdout_loss"][0][1], min((v for _, v in tuned["holdout_loss"]), default=None)
+        if tuned["kept"]:
+            say(
+                f"fine-tuning: kept step {tuned['best_step']} of {tuned['settings']['steps']} "
+                f"({tuned['changed']} of {tuned['weights']} INT8 weights moved one step; held-back loss "
+                f"{_fmt(start)} -> {_fmt(best)}, {tuned['seconds']:.1f} s on {tuned['device']})"
+            )
+        else:
+            say(
+                f"fine-tuning: not kept: no step lowered the loss on the {tuned['holdout_samples']} held-back "
+                f"sample(s) ({_fmt(start)}); the model is the exported one ({tuned['seconds']:.1f} s)"
+            )
     say(
         f"wrote {doc['output']}: {doc['qdq_pairs']} {doc['qtype'].upper()} activation Q/DQ pairs, "
         f"{len(doc['pins'])} pinned node(s) in FP32"

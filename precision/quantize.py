@@ -18,7 +18,11 @@ What ``precision quantize`` runs, in the order the README's "Getting INT8 accura
 4. **The Q/DQ model** (:func:`~trtq.precision.export.export_qdq`): what TensorRT 11 builds and
    ONNX Runtime runs; with ``fp16`` the layers left in float other than the pins compute in FP16
    (Casts at the FP32 boundaries, as ``precision export --fp16`` writes).
-5. **Judged** against the FP32 model: the Q/DQ model itself run in ONNX Runtime on the calibration
+5. **Fine-tuning** (optional, INT8, :mod:`trtq.precision.finetune`): the written model's INT8
+   weights trained against FP32 on the calibration data, each within one quantization step of its
+   exported value, kept only when the loss on held-back calibration samples goes down. With a
+   ``criterion`` it runs once, on the model the search chose.
+6. **Judged** against the FP32 model: the Q/DQ model itself run in ONNX Runtime on the calibration
    data and, when given, on held-out data (the figure to trust: every step above was fitted to the
    calibration data).
 
@@ -59,6 +63,7 @@ class QuantizeResult:
     weight_scales: dict[str, Any] | None  # the weight-scale choice's report, when it ran
     fp16: bool = False  # the float layers other than the pins compute in FP16
     recovery: dict[str, Any] | None = None  # {"flags": [...], <technique>: report dict}, when one ran
+    finetune: dict[str, Any] | None = None  # FinetuneResult.to_dict(), when it ran
     # with a criterion: the prefixes tried ({"pins", "metric", "passed"}) and whether the model
     # written passes it on the calibration data
     search: list[dict[str, Any]] = field(default_factory=list)
@@ -81,6 +86,7 @@ def quantize(
     weight_scales: str = "auto",
     fp16: bool = False,
     recovery: Recovery | None = None,
+    finetune: Any = None,
     mha: str | None = None,
     eval_batches: Batches | None = None,
     output_accumulator: Callable[[], Any] | None = None,
@@ -103,6 +109,8 @@ def quantize(
     ``fp16``: the float layers other than the pins in FP16. ``recovery``: INT8 recoveries run on
     the calibration data before the export, with the pins of the model being written (in a
     ``criterion`` search, of each prefix tried: every candidate is judged as it would be written).
+    ``finetune``: :class:`~trtq.precision.finetune.FinetuneSettings` to fine-tune the written
+    model's INT8 weights (needs PyTorch), or None.
     ``output_accumulator``: a factory of the model outputs' accumulators (a task metric's, e.g.
     mask-iou), else the tensor metrics. ``criterion``: a
     :class:`~trtq.precision.evaluate.MetricCriterion` that makes ``pin_worst`` a budget (module
@@ -120,6 +128,8 @@ def quantize(
     recovery.require_int8(not fp8, "not with --fp8")
     if recovery.active and weight_scales == "output":
         raise InputError(WITH_OUTPUT_SCALES)
+    if finetune is not None and fp8:
+        raise InputError("fine-tuning trains INT8 weights: not with --fp8")
     qtype = "fp8" if fp8 else "int8"
     mha = mha or DEFAULT_MHA
     base = folded(model)  # folded once: the ranking, the weight scales and the export take it
@@ -151,7 +161,8 @@ def quantize(
     searching = criterion is not None and bool(ranking)
     scales, scales_report = None, None
     by_output = weight_scales == "output" or (weight_scales == "auto" and fp8)
-    calibration = list(batches()) if by_output or recovery.active else []  # read whole, once
+    # read whole, once
+    calibration = list(batches()) if by_output or recovery.active or finetune is not None else []
     if by_output:
         from trtq.precision.weight_scales import choose_weight_scales
 
@@ -203,6 +214,15 @@ def quantize(
     pairs = sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node)
     if not pairs:
         raise InputError(f"nothing to quantize: no layer of the model runs in {qtype.upper()}")
+    tuned = None
+    if finetune is not None:
+        from trtq.precision.finetune import finetune as run_finetune
+
+        with step("finetune", "fine-tuning", None):
+            done = run_finetune(model, qdq, calibration, finetune, progress=progress)
+        if done.kept:  # judged again below: the run on --data from the search is the untuned model's
+            qdq, on_calibration = done.model, None
+        tuned = done.to_dict()
 
     with step("judging", "judging against FP32"):
         accumulator = criterion.accumulator if criterion is not None else output_accumulator
@@ -215,8 +235,8 @@ def quantize(
         passed = criterion.judge({o.tensor: o.metrics for o in on_calibration.outputs})[1]
     recovered = {"flags": recovery.flags(), **report_dicts(reports)} if recovery.active else None
     return QuantizeResult(
-        qdq, qtype, amax, ranges, pins, ranking, pairs, scales_report, fp16, recovered, search, passed,
-        on_calibration, held, timings,
+        qdq, qtype, amax, ranges, pins, ranking, pairs, scales_report, fp16, recovered, tuned, search,
+        passed, on_calibration, held, timings,
     )  # fmt: skip
 
 
