@@ -180,7 +180,8 @@ def finetune_options(fn: Callable) -> Callable:
 def finetune_choice(opts: Mapping[str, Any], int8: bool) -> Any:
     """The :class:`~trtq.precision.finetune.FinetuneSettings` the flags of :func:`finetune_options`
     ask for, or None when ``--finetune`` is not given; :class:`InputError` for a learning rate or
-    device without it, and for ``--finetune`` on a model that is not INT8 (``int8``)."""
+    device without it, for ``--finetune`` on a model that is not INT8 (``int8``) and when PyTorch
+    is not installed: before any work."""
     from trtq.precision.finetune import FinetuneSettings
 
     steps = opts.get("finetune_steps")
@@ -191,6 +192,12 @@ def finetune_choice(opts: Mapping[str, Any], int8: bool) -> Any:
         return None
     if not int8:
         raise InputError("--finetune trains INT8 weights: not with --fp8")
+    import importlib.util
+
+    from trtq.precision.finetune import INSTALL_HINT
+
+    if importlib.util.find_spec("torch") is None:
+        raise InputError(f"--finetune: {INSTALL_HINT}")
     lr = opts.get("finetune_lr")
     return FinetuneSettings(
         steps=steps,

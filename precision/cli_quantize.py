@@ -148,6 +148,13 @@ def _quantize(opts: dict[str, Any]) -> None:
         )
     proto = load_onnx(model.path)
     require_float32(proto, model.path, "quantize")
+    if tuning is not None:  # an operator the fine-tuning cannot run: said now, not after the calibration
+        from trtq.precision.torch_graph import TorchGraph
+
+        try:
+            TorchGraph(proto)
+        except InputError as exc:
+            raise InputError(f"--finetune: {model.path}: {exc}") from exc
     if not data.data:
         raise InputError(
             "no calibration data: give --data DIR (the ranges, pins and weight scales are fitted to it)"
@@ -262,13 +269,16 @@ def _print_summary(doc: dict[str, Any], key: str, recovery: Any, recovered: dict
             say(line)
     tuned = doc.get("finetune")
     if tuned:
-        start, best = tuned["holdout_loss"][0][1], min((v for _, v in tuned["holdout_loss"]), default=None)
+        losses = [v for _, v in tuned["holdout_loss"] if v is not None]  # non-finite losses are null
+        start, best = (losses[0], min(losses)) if losses else (None, None)
         if tuned["kept"]:
             say(
                 f"fine-tuning: kept step {tuned['best_step']} of {tuned['settings']['steps']} "
                 f"({tuned['changed']} of {tuned['weights']} INT8 weights moved one step; held-back loss "
                 f"{_fmt(start)} -> {_fmt(best)}, {tuned['seconds']:.1f} s on {tuned['device']})"
             )
+        elif tuned.get("reverted"):
+            say(f"fine-tuning: not kept: the tuned model {tuned['reverted']} ({tuned['seconds']:.1f} s)")
         else:
             say(
                 f"fine-tuning: not kept: no step lowered the loss on the {tuned['holdout_samples']} held-back "
@@ -298,4 +308,6 @@ def _print_summary(doc: dict[str, Any], key: str, recovery: Any, recovered: dict
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
     return "nan" if isinstance(v, float) and math.isnan(v) else f"{v:.4g}"

@@ -47,7 +47,8 @@ class FinetuneSettings:
     weight can cross one rounding boundary in about 50 steps); ``bound``: how far, in quantization
     steps, a weight may move from its exported INT8 value (0: unbounded); ``crop``: the smallest
     share of the height and width a random crop keeps; ``holdout``: the share of samples held back
-    to choose the weights kept (0: keep the last; then nothing guards against overfitting);
+    to choose the weights kept (at least one sample; 0: keep the last, and then nothing guards
+    against overfitting);
     ``device``: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``."""
 
     steps: int = 200
@@ -158,6 +159,11 @@ def finetune(
     if ref_outputs != [o.name for o in qdq.graph.output]:
         raise InputError("fine-tuning: the Q/DQ model's outputs are not the FP32 model's (by name and order)")
     held = holdout_indices(len(samples), settings.holdout)
+    if settings.holdout > 0 and not held:
+        raise InputError(
+            f"fine-tuning holds back samples to decide whether to keep the weights: {len(samples)} sample(s) "
+            "is too few (give at least 2)"
+        )
     train = [s for i, s in enumerate(samples) if i not in set(held)]
     if not train:
         raise InputError("fine-tuning: no samples left to train on after the holdout")
@@ -267,6 +273,10 @@ def _device(torch: Any, name: str) -> Any:
         raise InputError(f"unknown fine-tuning device '{name}' (auto, cpu or cuda[:N])") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"fine-tuning device '{name}': PyTorch sees no CUDA GPU here")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"fine-tuning device '{name}': PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"fine-tuning device '{name}': use auto, cpu or cuda[:N]")
     return device
 
 
@@ -301,7 +311,14 @@ def _augment(
 
 
 def _is_image(v: Any) -> bool:
-    return v.ndim == 4 and v.dtype.is_floating_point and v.shape[2] >= 16 and v.shape[3] >= 16
+    """NCHW float with 1-4 channels and at least 16x16 pixels (not, say, a 4-D attention mask)."""
+    return (
+        v.ndim == 4
+        and v.dtype.is_floating_point
+        and v.shape[1] <= 4
+        and v.shape[2] >= 16
+        and v.shape[3] >= 16
+    )
 
 
 def _crop_resize(torch: Any, x: Any, share: float, fy: float, fx: float, flip: bool) -> Any:

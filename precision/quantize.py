@@ -21,7 +21,8 @@ What ``precision quantize`` runs, in the order the README's "Getting INT8 accura
 5. **Fine-tuning** (optional, INT8, :mod:`trtq.precision.finetune`): the written model's INT8
    weights trained against FP32 on the calibration data, each within one quantization step of its
    exported value, kept only when the loss on held-back calibration samples goes down. With a
-   ``criterion`` it runs once, on the model the search chose.
+   ``criterion`` it runs once, on the model the search chose, and is not kept when the tuned
+   model fails the criterion that model passes.
 6. **Judged** against the FP32 model: the Q/DQ model itself run in ONNX Runtime on the calibration
    data and, when given, on held-out data (the figure to trust: every step above was fitted to the
    calibration data).
@@ -220,9 +221,22 @@ def quantize(
 
         with step("finetune", "fine-tuning", None):
             done = run_finetune(model, qdq, calibration, finetune, progress=progress)
-        if done.kept:  # judged again below: the run on --data from the search is the untuned model's
-            qdq, on_calibration = done.model, None
         tuned = done.to_dict()
+        if done.kept and criterion is not None:
+            # a tuned model that fails the criterion the untuned one passes is not kept
+            if on_calibration is None:
+                on_calibration = _judge(qdq, model, batches, criterion.accumulator, threads)
+            after = _judge(done.model, model, batches, criterion.accumulator, threads)
+            judge = criterion.judge
+            if (
+                judge({o.tensor: o.metrics for o in on_calibration.outputs})[1]
+                and not judge({o.tensor: o.metrics for o in after.outputs})[1]
+            ):
+                tuned.update(kept=False, changed=0, reverted=f"fails {criterion.describe()} on the data")
+            else:
+                qdq, on_calibration = done.model, after
+        elif done.kept:  # judged below: a run on --data from the search is the untuned model's
+            qdq, on_calibration = done.model, None
 
     with step("judging", "judging against FP32"):
         accumulator = criterion.accumulator if criterion is not None else output_accumulator

@@ -33,7 +33,7 @@ from trtq._core.errors import InputError
 from trtq._core.onnx_model import node_names
 
 #: Where the INT8 weight latents are clipped: the symmetric range of trtq's (and TensorRT's)
-#: weight quantization.
+#: weight quantization (to -128 for a weight that holds -128, as other tools' may).
 WEIGHT_QMIN, WEIGHT_QMAX = -127.0, 127.0
 
 _INT_RANGES = {onnx.TensorProto.INT8: (-128.0, 127.0), onnx.TensorProto.UINT8: (0.0, 255.0)}
@@ -76,12 +76,24 @@ class TorchGraph(torch.nn.Module):
         graph = model.graph
         self._names = node_names(graph)
         self._initializers = {t.name: t for t in graph.initializer}
+        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if opset < 11:
+            raise InputError(f"opset {opset}: trtq's PyTorch graph runs opset 11 and later")
+        self._opset = opset
         self._weight_axis: dict[str, int | None] = {}
-        for node in graph.node:
+        self._weight_min: dict[str, float] = {}
+        for i, node in enumerate(graph.node):
             source = self._initializers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
             if source is not None and source.data_type == onnx.TensorProto.INT8:
+                zp = self._initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+                if zp is not None and np.any(numpy_helper.to_array(zp) != 0):
+                    raise InputError(
+                        f"node '{self._names[i]}': an INT8 weight with a non-zero zero point is not supported"
+                    )
                 axis = _attrs(node).get("axis", 1) if len(source.dims) > 0 else None
                 self._weight_axis[node.input[0]] = axis
+                low = float(numpy_helper.to_array(source).min(initial=0))
+                self._weight_min[node.input[0]] = -128.0 if low < WEIGHT_QMIN else WEIGHT_QMIN
         #: the INT8 weight initializers, in graph order of their DequantizeLinear
         self.weight_names: list[str] = list(self._weight_axis)
         self.latents = torch.nn.ParameterDict(
@@ -153,7 +165,9 @@ class TorchGraph(torch.nn.Module):
                 elif op == "DequantizeLinear":
                     out = _dequantize(args, _attrs(node), name)
                 else:
-                    out = _OPS[op](args, _attrs(node))
+                    out = _OPS[op](
+                        args, {**_attrs(node), "__outputs": len(node.output), "__opset": self._opset}
+                    )
             except InputError:
                 raise
             except Exception as exc:  # a shape or type the operator cannot take: name the node
@@ -170,7 +184,7 @@ class TorchGraph(torch.nn.Module):
         latent = self._latent_of[node.input[0]]
         scale = self._consts[node.input[1]].float()
         axis = self._weight_axis[node.input[0]]
-        q = _round_ste(torch.clamp(latent, WEIGHT_QMIN, WEIGHT_QMAX))
+        q = _round_ste(torch.clamp(latent, self._weight_min[node.input[0]], WEIGHT_QMAX))
         if scale.ndim == 1 and axis is not None:
             scale = scale.reshape(_axis_shape(latent.ndim, axis % latent.ndim))
         return q * scale
@@ -178,7 +192,7 @@ class TorchGraph(torch.nn.Module):
     def rounded_weights(self) -> dict[str, np.ndarray]:
         """Each INT8 weight initializer's values as the latents now round (int8)."""
         return {
-            n: np.clip(np.rint(p.detach().cpu().numpy()), WEIGHT_QMIN, WEIGHT_QMAX).astype(np.int8)
+            n: np.clip(np.rint(p.detach().cpu().numpy()), self._weight_min[n], WEIGHT_QMAX).astype(np.int8)
             for n, p in self._latent_of.items()
         }
 
@@ -198,7 +212,8 @@ class TorchGraph(torch.nn.Module):
 
 def _quantize(args: list, attrs: dict, node: onnx.NodeProto, model: onnx.ModelProto) -> _Quantized:
     x, scale = args[0], args[1].float()
-    zero_point = args[2] if len(args) > 2 and args[2] is not None else torch.zeros((), dtype=torch.int8)
+    # no zero point: ONNX's default is uint8 0
+    zero_point = args[2] if len(args) > 2 and args[2] is not None else torch.zeros((), dtype=torch.uint8)
     lo, hi = _INT_RANGES.get(_torch_int_type(zero_point), (None, None))
     if lo is None:
         raise InputError(f"QuantizeLinear to {zero_point.dtype} is not supported (INT8 and UINT8 only)")
@@ -263,8 +278,8 @@ def _conv(args: list, a: dict) -> torch.Tensor:
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else None
     dims = x.ndim - 2
-    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise InputError("Conv auto_pad is not supported")
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+        raise InputError("Conv auto_pad SAME_* is not supported")
     pads = a.get("pads", [0] * 2 * dims)
     if pads[:dims] != pads[dims:]:
         x = F.pad(x, [p for i in reversed(range(dims)) for p in (pads[i], pads[i + dims])])
@@ -276,6 +291,8 @@ def _conv(args: list, a: dict) -> torch.Tensor:
 
 
 def _conv_transpose(args: list, a: dict) -> torch.Tensor:
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"VALID", "VALID"):
+        raise InputError("ConvTranspose auto_pad SAME_* is not supported")
     x, w = args[0], args[1]
     b = args[2] if len(args) > 2 else None
     dims = x.ndim - 2
@@ -373,7 +390,7 @@ def _slice(args: list, a: dict) -> torch.Tensor:
             end = max(0, min(n, end + n if end < 0 else end))
             index[axis] = slice(start, end, step)
         else:  # negative steps: torch has none; slice the flipped axis
-            start = max(-1, min(n - 1, start + n if start < 0 else start))
+            start = max(0, min(n - 1, start + n if start < 0 else start))
             end = max(-1, min(n - 1, end + n if end < 0 else end))
             index[axis] = slice(n - 1 - start, n - 1 - end, -step)
             flips.append(axis)
@@ -414,8 +431,8 @@ def _reduce(fn: str) -> Callable[[list, dict], torch.Tensor]:
         x = args[0]
         axes = _axes(args, a)
         keep = bool(a.get("keepdims", 1))
-        if axes is None or not axes:
-            if a.get("noop_with_empty_axes", 0) and axes is not None:
+        if not axes:
+            if a.get("noop_with_empty_axes", 0):
                 return x
             axes = list(range(x.ndim))
         dims = tuple(ax % x.ndim for ax in axes)
@@ -444,7 +461,7 @@ def _expand(args: list, a: dict) -> torch.Tensor:
 def _constant_of_shape(args: list, a: dict) -> torch.Tensor:
     value = a.get("value")
     fill = _to_torch(numpy_helper.to_array(value)) if value is not None else torch.zeros(1)
-    return fill.reshape(()).expand(_ints(args[0])).clone()
+    return fill.to(args[0].device).reshape(()).expand(_ints(args[0])).clone()
 
 
 def _cast(args: list, a: dict) -> torch.Tensor:
@@ -493,7 +510,8 @@ def _gemm(args: list, a: dict) -> torch.Tensor:
 
 def _flatten(args: list, a: dict) -> torch.Tensor:
     x = args[0]
-    axis = a.get("axis", 1) % max(x.ndim, 1) if x.ndim else 0
+    axis = a.get("axis", 1)
+    axis = axis + x.ndim if axis < 0 else axis  # axis == rank is valid: (N, 1)
     return x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
 
 
@@ -504,7 +522,13 @@ def _shape(args: list, a: dict) -> torch.Tensor:
 
 
 def _softmax(args: list, a: dict) -> torch.Tensor:
-    return torch.softmax(args[0], dim=a.get("axis", -1))
+    x = args[0]
+    if a["__opset"] >= 13:
+        return torch.softmax(x, dim=a.get("axis", -1))
+    # before opset 13: the input as 2-D [prod(shape[:axis]), prod(shape[axis:])], softmax over rows
+    axis = a.get("axis", 1)
+    axis = axis + x.ndim if axis < 0 else axis
+    return torch.softmax(x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1), dim=1).reshape(x.shape)
 
 
 def _clip(args: list, a: dict) -> torch.Tensor:
@@ -543,7 +567,7 @@ def _split(args: list, a: dict) -> tuple[torch.Tensor, ...]:
     axis = a.get("axis", 0)
     sizes = _ints(args[1]) if len(args) > 1 and args[1] is not None else a.get("split")
     if sizes is None:
-        n = a["num_outputs"]
+        n = a.get("num_outputs", a["__outputs"])  # before opset 18: one equal part per output
         sizes = [-(-x.shape[axis] // n)] * n
         sizes[-1] = x.shape[axis] - sum(sizes[:-1])
     return tuple(torch.split(x, list(sizes), dim=axis))

@@ -123,6 +123,99 @@ def test_a_qdq_model_runs_in_pytorch_as_in_onnx_runtime(real_models, image_dir, 
     assert graph.to_onnx().SerializeToString() == qdq.SerializeToString()
 
 
+def _one_node(op: str, inputs: list, attrs: dict, outputs: int = 1, opset: int = 13) -> tuple:
+    """A one-node model of ``op`` over float input ``x`` [2, 3, 4, 5] and constant ``inputs``
+    (numpy arrays as initializers, None for an omitted input); its input feed."""
+    names, inits = ["x"], []
+    for i, value in enumerate(inputs):
+        if value is None:
+            names.append("")
+        else:
+            names.append(f"c{i}")
+            inits.append(numpy_helper.from_array(np.asarray(value), f"c{i}"))
+    outs = [f"y{i}" for i in range(outputs)]
+    node = helper.make_node(op, names, outs, **attrs)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
+        [helper.make_empty_tensor_value_info(o) for o in outs],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    feed = {"x": np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)}
+    return model, feed
+
+
+I64 = np.int64
+
+
+@pytest.mark.parametrize(
+    ("op", "inputs", "attrs", "outputs", "opset"),
+    [
+        ("Flatten", [], {"axis": 4}, 1, 13),  # axis == rank: (N, 1)
+        ("Flatten", [], {"axis": -1}, 1, 13),
+        ("Split", [], {"axis": 2}, 2, 13),  # no split sizes before opset 18: equal parts per output
+        ("Split", [np.array([1, 3], I64)], {"axis": 2}, 2, 13),
+        (
+            "Slice",
+            [
+                np.array([-100], I64),
+                np.array([np.iinfo(I64).min], I64),
+                np.array([3], I64),
+                np.array([-1], I64),
+            ],
+            {},
+            1,
+            13,
+        ),
+        (
+            "Slice",
+            [np.array([4], I64), np.array([0], I64), np.array([3], I64), np.array([-2], I64)],
+            {},
+            1,
+            13,
+        ),
+        ("Slice", [np.array([1, -3], I64), np.array([100, -1], I64), np.array([1, 3], I64)], {}, 1, 13),
+        ("QuantizeLinear", [np.array(0.02, np.float32)], {}, 1, 13),  # no zero point: uint8
+        ("ReduceMean", [], {"keepdims": 0}, 1, 13),
+        ("ReduceSum", [None], {"noop_with_empty_axes": 1}, 1, 13),
+        ("ReduceMax", [np.array([1, -1], I64)], {}, 1, 18),
+        ("Squeeze", [], {}, 1, 13),
+        ("Transpose", [], {"perm": [0, 3, 1, 2]}, 1, 13),
+        ("Softmax", [], {"axis": 1}, 1, 13),
+        ("Softmax", [], {"axis": 2}, 1, 12),  # before opset 13: over the flattened trailing axes
+        ("Clip", [np.array(-0.5, np.float32), None], {}, 1, 13),
+        ("Gather", [np.array([[-1, 0]], I64)], {"axis": 2}, 1, 13),
+        ("Expand", [np.array([3, 2, 1, 1, 1], I64)], {}, 1, 13),
+    ],
+)
+def test_an_operator_runs_as_in_onnx_runtime(op, inputs, attrs, outputs, opset):
+    model, feed = _one_node(op, inputs, attrs, outputs, opset)
+    want = _ort(model, feed)
+    if op == "QuantizeLinear":  # the graph passes a quantized tensor on as (value, zero point)
+        from trtq.precision.torch_graph import _quantize
+
+        q = _quantize([torch.from_numpy(feed["x"]), torch.tensor(0.02)], {}, None, model)
+        np.testing.assert_array_equal(q.q.numpy().astype(np.uint8), want[0])
+        return
+    got = _torch(model, feed)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+def test_a_weight_with_a_zero_point_or_an_old_opset_is_refused():
+    fp32, qdq, _, _ = _planted(None)
+    zp = next(t for t in qdq.graph.initializer if t.name == "wzp")
+    zp.CopyFrom(numpy_helper.from_array(np.ones(16, np.int8), "wzp"))
+    with pytest.raises(InputError, match="non-zero zero point"):
+        TorchGraph(qdq)
+    fp32.opset_import[0].version = 10
+    with pytest.raises(InputError, match="opset 10"):
+        TorchGraph(fp32)
+
+
 def test_an_operator_it_cannot_run_is_one_error_naming_the_node():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
@@ -352,3 +445,20 @@ def test_finetune_flags_are_refused_where_they_do_not_apply(real_models, split, 
         lines = [line for line in res.output.splitlines() if line.strip()]
         assert res.exit_code == 2 and len(lines) == 1 and words in lines[0], res.output
         assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.gpu
+def test_finetuning_on_the_gpu_makes_the_cpu_s_fix():
+    """The planted error fixed on CUDA as on the CPU (skipped without a GPU PyTorch can see):
+    the same graph and training, each weight's latent on the device."""
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch sees no CUDA GPU")
+    rng = np.random.default_rng(3)
+    off = np.where(rng.random((16, 8, 1, 1)) < 1 / 3, rng.choice([-1.0, 1.0], (16, 8, 1, 1)), 0.0)
+    fp32, qdq, planted, _ = _planted(off)
+    result = finetune(fp32, qdq, _batches(32), FinetuneSettings(steps=150, lr=0.05, batch=8, device="cuda"))
+    assert result.kept and result.device.startswith("cuda")
+    tuned = numpy_helper.to_array(next(t for t in result.model.graph.initializer if t.name == "wq")).astype(
+        float
+    )
+    assert (tuned == planted - off)[off != 0].mean() > 0.8
