@@ -40,6 +40,10 @@ initializers (``peer_modelopt.constants_as_initializers``). paddle2onnx writes t
 cls and det as ``Constant`` nodes, and ModelOpt 0.47 (ORT's ``quantize_static``) quantizes such
 weights per tensor, as activations; initializers it quantizes per output channel.
 
+``--finetune STEPS``: one more column, auto's INT8 export (nothing pinned) with its weights
+fine-tuned against FP32 on the same calibration set (``precision quantize --finetune``'s library
+call, :func:`trtq.precision.finetune.finetune`, default settings).
+
 ``--weight-scales``: one more column, ``precision export --weight-scales output`` on the ranges
 ``calib run`` gives it (INT8: auto's; FP8: each tensor's largest |x|), scales chosen on the
 same calibration set.
@@ -48,6 +52,7 @@ same calibration set.
     nice python benchmarks/in_domain.py --models rec,cls,lcnet --seeds 5 --quantize-mode fp8 --weight-scales
     nice python benchmarks/in_domain.py --models det --det-seeds 2
     nice python benchmarks/in_domain.py --models rec,cls,lcnet,det --modelopt-initializers
+    nice python benchmarks/in_domain.py --models rec,cls,lcnet --seeds 3 --finetune 200
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ import peer_modelopt  # noqa: E402  (benchmarks/peer_modelopt.py: ModelOpt's ven
 METHODS = ("entropy2", "minmax", "percentile", "mse", "auto")
 #: ``--weight-scales``'s column: ``precision export --weight-scales output`` on ``calib run``'s ranges.
 WS = "export, scales by output"
+#: ``--finetune``'s column: auto's INT8 export with its weights fine-tuned on the calibration set.
+FT = "auto + finetune"
 MODELOPT = ("modelopt entropy", "modelopt max")
 INIT = " (initializers)"  # --modelopt-initializers' columns: the model's Constant nodes as initializers
 #: The metric each model is judged by, and whether lower is better.
@@ -135,6 +142,7 @@ def bench(
     ref: list[np.ndarray],
     mode: str = "int8",
     weight_scales: bool = False,
+    finetune: int = 0,
 ) -> dict[str, dict]:
     """The held-out scores of every trtq method calibrated on ``cal`` (``s``: calibrate's seconds),
     exported in ``mode`` (``int8``, or ``fp8``: each method's ranges as FP8 E4M3 Q/DQ).
@@ -167,6 +175,16 @@ def bench(
         q = export_qdq(model, amax, fp8=mode == "fp8", weight_scales=chosen)
         out[WS] = scores(key, ref, methods._outputs(q, held))
         out[WS]["s"] = t4 - t3
+    if finetune:
+        from trtq.precision.finetune import FinetuneSettings
+        from trtq.precision.finetune import finetune as run_finetune
+
+        tuned = run_finetune(model, export_qdq(model, auto.amax), cal, FinetuneSettings(steps=finetune))
+        out[FT] = {**scores(key, ref, methods._outputs(tuned.model, held)), "s": tuned.seconds}
+        print(
+            f"{key}: fine-tuning kept {tuned.kept} (step {tuned.best_step}, {tuned.changed} weights moved; "
+            f"held-back loss {tuned.holdout_loss[0][1]:.4g} -> {min(v for _, v in tuned.holdout_loss):.4g})"
+        )
     out["auto"]["check"] = auto.check["kept"] if auto.check and auto.check["error_max"] is not None else "-"
     return out
 
@@ -278,6 +296,11 @@ def main() -> None:
         help=f"add the column '{WS}': the ranges precision export uses (INT8 auto, FP8 minmax) with "
         "--weight-scales output on the calibration set (its s: the selection's seconds)",
     )  # fmt: skip
+    ap.add_argument(
+        "--finetune", type=int, default=0, metavar="STEPS",
+        help=f"add the column '{FT}': auto's INT8 export, its weights fine-tuned for STEPS steps on the "
+        "calibration set (precision quantize --finetune's library call; its s: the fine-tuning's seconds)",
+    )  # fmt: skip
     args = ap.parse_args()
     keys = [m for m in args.models.split(",") if m]
     unknown = [k for k in keys if k not in METRIC]
@@ -293,7 +316,7 @@ def main() -> None:
         except (subprocess.CalledProcessError, OSError) as exc:
             print(f"ModelOpt off: its venv could not be made ({exc})")
     tags = ("", INIT) if args.modelopt_initializers else ("",)
-    trtq_columns = METHODS + ((WS,) if args.weight_scales else ())
+    trtq_columns = METHODS + ((WS,) if args.weight_scales else ()) + ((FT,) if args.finetune else ())
     columns = trtq_columns + tuple(c + t for t in tags for c in MODELOPT) if py else trtq_columns
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f}, "
           f"quantize mode {args.quantize_mode}")  # fmt: skip
@@ -307,7 +330,7 @@ def main() -> None:
             runs = []
             for seed in range(args.det_seeds if key == "det" else args.seeds):
                 cal = calibration_set(key, seed, det_size=args.det_size)
-                runs.append(bench(key, cal, held, ref, args.quantize_mode, args.weight_scales))
+                runs.append(bench(key, cal, held, ref, args.quantize_mode, args.weight_scales, args.finetune))
                 if py:
                     runs[-1].update(
                         bench_modelopt(

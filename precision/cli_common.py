@@ -154,7 +154,7 @@ def finetune_options(fn: Callable) -> Callable:
             type=click.IntRange(min=1),
             default=None,
             metavar="STEPS",
-            help="INT8: then train the written model's INT8 weights against FP32 on --data for STEPS steps "
+            help="INT8, experimental: then train the written model's INT8 weights against FP32 on --data for STEPS steps "
             "(each weight within one quantization step of its exported value; kept only if the loss on "
             "held-back --data samples goes down). Needs PyTorch: pip install 'trtq[finetune]'. Off by default.",
         ),
