@@ -160,6 +160,11 @@ def _quantize(opts: dict[str, Any]) -> None:
             "no calibration data: give --data DIR (the ranges, pins and weight scales are fitted to it)"
         )
     dataset, batch_size = open_data(proto, data, source=model.path)
+    if tuning is not None and tuning.holdout > 0 and len(dataset) < 2:  # said now, not after calibrating
+        raise InputError(
+            f"--finetune holds back part of --data to decide whether to keep the weights: {data.data} has "
+            f"{len(dataset)} sample(s) (give at least 2)"
+        )
     held = open_data(proto, eval_data, batch_size)[0] if eval_data is not None else None
     amax = cache_ranges(ranges.cache, qtype, ranges.method_given, proto, model.path) if ranges.cache else None
     with progress_bar(quiet, unit="img") as progress:

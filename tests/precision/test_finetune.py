@@ -462,3 +462,21 @@ def test_finetuning_on_the_gpu_makes_the_cpu_s_fix():
         float
     )
     assert (tuned == planted - off)[off != 0].mean() > 0.8
+
+
+def test_finetune_on_one_sample_is_refused_before_any_work(real_models, split, tmp_path):
+    """Nothing could be held back to decide whether to keep the tuned weights: one line, exit 2, no
+    model written, and no calibration run first."""
+    cls, (cal, _) = real_models["cls"], split
+    one = tmp_path / "one"
+    one.mkdir()
+    first = sorted(cal.iterdir())[0]
+    shutil.copy(first, one / first.name)
+    res = CliRunner().invoke(
+        precision_main,
+        ["quantize", *map(str, [cls, "--data", one, *DATA, "--finetune", 5, "-o", tmp_path / "x.onnx"])],
+    )
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert "1 sample(s) (give at least 2)" in lines[0] and "calibrating" not in res.output
+    assert not (tmp_path / "x.onnx").exists()
