@@ -149,10 +149,10 @@ def _quantize(opts: dict[str, Any]) -> None:
     proto = load_onnx(model.path)
     require_float32(proto, model.path, "quantize")
     if tuning is not None:  # an operator the fine-tuning cannot run: said now, not after the calibration
-        from trtq.precision.torch_graph import TorchGraph
+        from trtq.precision.torch_graph import check_graph
 
         try:
-            TorchGraph(proto)
+            check_graph(proto)
         except InputError as exc:
             raise InputError(f"--finetune: {model.path}: {exc}") from exc
     if not data.data:
@@ -160,11 +160,10 @@ def _quantize(opts: dict[str, Any]) -> None:
             "no calibration data: give --data DIR (the ranges, pins and weight scales are fitted to it)"
         )
     dataset, batch_size = open_data(proto, data, source=model.path)
-    if tuning is not None and tuning.holdout > 0 and len(dataset) < 2:  # said now, not after calibrating
-        raise InputError(
-            f"--finetune holds back part of --data to decide whether to keep the weights: {data.data} has "
-            f"{len(dataset)} sample(s) (give at least 2)"
-        )
+    if tuning is not None:  # too few samples to hold any back: said now, not after calibrating
+        from trtq.precision.finetune import require_holdout
+
+        require_holdout(len(dataset), tuning, f"--finetune: {data.data}")
     held = open_data(proto, eval_data, batch_size)[0] if eval_data is not None else None
     amax = cache_ranges(ranges.cache, qtype, ranges.method_given, proto, model.path) if ranges.cache else None
     with progress_bar(quiet, unit="img") as progress:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -100,19 +100,8 @@ class FinetuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, without the model."""
-        return {
-            "kept": self.kept,
-            "best_step": self.best_step,
-            "train_samples": self.train_samples,
-            "holdout_samples": self.holdout_samples,
-            "holdout_loss": self.holdout_loss,
-            "train_loss": self.train_loss,
-            "weights": self.weights,
-            "changed": self.changed,
-            "device": self.device,
-            "seconds": round(self.seconds, 3),
-            "settings": asdict(self.settings),
-        }
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        return {**out, "seconds": round(self.seconds, 3), "settings": asdict(self.settings)}
 
 
 def split_samples(batches: Iterable[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
@@ -131,6 +120,18 @@ def holdout_indices(count: int, share: float) -> list[int]:
         return []
     k = max(2, round(1 / share))
     return list(range(k - 1, count, k)) or [count - 1]
+
+
+def require_holdout(count: int, settings: FinetuneSettings, source: str = "fine-tuning") -> list[int]:
+    """:func:`holdout_indices` for ``count`` samples; :class:`InputError` (its text starting with
+    ``source``) when the settings hold samples back and ``count`` is too few to spare one."""
+    held = holdout_indices(count, settings.holdout)
+    if settings.holdout > 0 and not held:
+        raise InputError(
+            f"{source}: too few samples to hold any back to decide whether to keep the tuned weights: "
+            f"{count} sample(s) (give at least 2)"
+        )
+    return held
 
 
 def finetune(
@@ -158,15 +159,8 @@ def finetune(
     ref_outputs = [o.name for o in reference.graph.output]
     if ref_outputs != [o.name for o in qdq.graph.output]:
         raise InputError("fine-tuning: the Q/DQ model's outputs are not the FP32 model's (by name and order)")
-    held = holdout_indices(len(samples), settings.holdout)
-    if settings.holdout > 0 and not held:
-        raise InputError(
-            f"fine-tuning holds back samples to decide whether to keep the weights: {len(samples)} sample(s) "
-            "is too few (give at least 2)"
-        )
-    train = [s for i, s in enumerate(samples) if i not in set(held)]
-    if not train:
-        raise InputError("fine-tuning: no samples left to train on after the holdout")
+    held = require_holdout(len(samples), settings)
+    train = [s for i, s in enumerate(samples) if i not in set(held)]  # never empty: at most half held
 
     device = _device(torch, settings.device)
     torch.manual_seed(settings.seed)
@@ -206,8 +200,7 @@ def finetune(
     every = max(1, settings.steps // settings.evaluations)
     history = [[0, holdout_loss()]]
     train_history: list[list[float]] = []
-    best_loss, best_step = history[0][1], 0
-    best = {n: p.detach().clone() for n, p in student.latents.items()}
+    best_loss, best_step, best = history[0][1], 0, start
     progress(0, total=settings.steps, description="fine-tuning the INT8 weights")
     running: list[float] = []
     for step in range(1, settings.steps + 1):

@@ -191,7 +191,7 @@ def quantize(
             """The Q/DQ model with ``pins``, as it would be written, against the criterion."""
             qdq, reports = written(pins)
             run = _judge(qdq, model, batches, criterion.accumulator, threads)
-            value, ok = criterion.judge({o.tensor: o.metrics for o in run.outputs})
+            value, ok = _verdict(criterion, run)
             search.append({"pins": len(pins), "metric": value, "passed": ok})
             # one model held: the shortest passing prefix tried, or all K when they fail (then the
             # search stops and that model is the one written: not recovered and judged again)
@@ -227,11 +227,7 @@ def quantize(
             if on_calibration is None:
                 on_calibration = _judge(qdq, model, batches, criterion.accumulator, threads)
             after = _judge(done.model, model, batches, criterion.accumulator, threads)
-            judge = criterion.judge
-            if (
-                judge({o.tensor: o.metrics for o in on_calibration.outputs})[1]
-                and not judge({o.tensor: o.metrics for o in after.outputs})[1]
-            ):
+            if _verdict(criterion, on_calibration)[1] and not _verdict(criterion, after)[1]:
                 tuned.update(kept=False, changed=0, reverted=f"fails {criterion.describe()} on the data")
             else:
                 qdq, on_calibration = done.model, after
@@ -246,12 +242,17 @@ def quantize(
     progress(1)
     passed = None  # the model written (weight scales included) against the criterion, on the calibration data
     if criterion is not None:
-        passed = criterion.judge({o.tensor: o.metrics for o in on_calibration.outputs})[1]
+        passed = _verdict(criterion, on_calibration)[1]
     recovered = {"flags": recovery.flags(), **report_dicts(reports)} if recovery.active else None
     return QuantizeResult(
         qdq, qtype, amax, ranges, pins, ranking, pairs, scales_report, fp16, recovered, tuned, search,
         passed, on_calibration, held, timings,
     )  # fmt: skip
+
+
+def _verdict(criterion: Any, run: Any) -> tuple[Any, bool]:
+    """``(metric value, passes)`` of a :func:`_judge` run against the criterion."""
+    return criterion.judge({o.tensor: o.metrics for o in run.outputs})
 
 
 def _shortest_passing_prefix(ranking: list[dict[str, Any]], passes: Callable[[list[str]], bool]) -> int:

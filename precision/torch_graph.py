@@ -36,7 +36,7 @@ from trtq._core.onnx_model import node_names
 #: weight quantization (to -128 for a weight that holds -128, as other tools' may).
 WEIGHT_QMIN, WEIGHT_QMAX = -127.0, 127.0
 
-_INT_RANGES = {onnx.TensorProto.INT8: (-128.0, 127.0), onnx.TensorProto.UINT8: (0.0, 255.0)}
+_INT_RANGES = {torch.int8: (-128.0, 127.0), torch.uint8: (0.0, 255.0)}  # by the zero point's dtype
 
 
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
@@ -72,14 +72,11 @@ class TorchGraph(torch.nn.Module):
 
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__()
+        opset = check_graph(model)
         self.model = model
         graph = model.graph
         self._names = node_names(graph)
         self._initializers = {t.name: t for t in graph.initializer}
-        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        if opset < 11:
-            raise InputError(f"opset {opset}: trtq's PyTorch graph runs opset 11 and later")
-        self._opset = opset
         self._weight_axis: dict[str, int | None] = {}
         self._weight_min: dict[str, float] = {}
         for i, node in enumerate(graph.node):
@@ -104,7 +101,7 @@ class TorchGraph(torch.nn.Module):
                 for i, n in enumerate(self.weight_names)
             }
         )
-        self._latent_of = {n: self.latents[str(i)] for i, n in enumerate(self.weight_names)}
+        self._latent_key = {n: str(i) for i, n in enumerate(self.weight_names)}
         consts = {}
         for name, tensor in self._initializers.items():
             if name not in self._weight_axis:
@@ -113,29 +110,18 @@ class TorchGraph(torch.nn.Module):
             if node.op_type == "Constant":
                 consts[node.output[0]] = _to_torch(_constant_value(node, self._names[i]))
         self._consts: dict[str, torch.Tensor] = consts
-        for i, node in enumerate(graph.node):
-            if node.domain not in ("", "ai.onnx"):
-                raise InputError(f"node '{self._names[i]}': custom domain '{node.domain}' is not supported")
-            if node.op_type not in SUPPORTED_OPS and node.op_type not in (
-                "Constant",
-                "QuantizeLinear",
-                "DequantizeLinear",
-            ):
-                raise InputError(
-                    f"node '{self._names[i]}': operator {node.op_type} is not supported by trtq's PyTorch graph"
-                )
+        # each node's attributes read once, not on every forward pass (the operators' extras:
+        # Split's output count, Softmax's opset)
+        self._nodes = [
+            (self._names[i], node, {**_attrs(node), "__outputs": len(node.output), "__opset": opset})
+            for i, node in enumerate(graph.node)
+            if node.op_type != "Constant"
+        ]
 
     def to(self, *args: Any, **kwargs: Any) -> TorchGraph:
-        super().to(*args, **kwargs)
+        super().to(*args, **kwargs)  # moves the latents; the constants are plain tensors
         self._consts = {n: t.to(*args, **kwargs) for n, t in self._consts.items()}
-        self._latent_of = {n: self.latents[str(i)] for i, n in enumerate(self.weight_names)}
         return self
-
-    @property
-    def device(self) -> torch.device:
-        for t in self._consts.values():
-            return t.device
-        return torch.device("cpu")
 
     def forward(
         self, inputs: Mapping[str, torch.Tensor], outputs: Sequence[str] | None = None
@@ -150,24 +136,19 @@ class TorchGraph(torch.nn.Module):
                 return self._consts[name]
             raise InputError(f"tensor '{name}' has no value (not an input, initializer or node output)")
 
-        for i, node in enumerate(self.model.graph.node):
+        for name, node, attrs in self._nodes:
             op = node.op_type
-            if op == "Constant":
-                continue
-            name = self._names[i]
             if op == "DequantizeLinear" and node.input[0] in self._weight_axis:
                 env[node.output[0]] = self._weight(node)
                 continue
             args = [get(i) if i else None for i in node.input]
             try:
                 if op == "QuantizeLinear":
-                    out = _quantize(args, _attrs(node), node, self.model)
+                    out = _quantize(args, attrs)
                 elif op == "DequantizeLinear":
-                    out = _dequantize(args, _attrs(node), name)
+                    out = _dequantize(args, attrs, name)
                 else:
-                    out = _OPS[op](
-                        args, {**_attrs(node), "__outputs": len(node.output), "__opset": self._opset}
-                    )
+                    out = _OPS[op](args, attrs)
             except InputError:
                 raise
             except Exception as exc:  # a shape or type the operator cannot take: name the node
@@ -181,7 +162,7 @@ class TorchGraph(torch.nn.Module):
         ]
 
     def _weight(self, node: onnx.NodeProto) -> torch.Tensor:
-        latent = self._latent_of[node.input[0]]
+        latent = self.latents[self._latent_key[node.input[0]]]
         scale = self._consts[node.input[1]].float()
         axis = self._weight_axis[node.input[0]]
         q = _round_ste(torch.clamp(latent, self._weight_min[node.input[0]], WEIGHT_QMAX))
@@ -192,8 +173,10 @@ class TorchGraph(torch.nn.Module):
     def rounded_weights(self) -> dict[str, np.ndarray]:
         """Each INT8 weight initializer's values as the latents now round (int8)."""
         return {
-            n: np.clip(np.rint(p.detach().cpu().numpy()), self._weight_min[n], WEIGHT_QMAX).astype(np.int8)
-            for n, p in self._latent_of.items()
+            n: np.clip(
+                np.rint(self.latents[k].detach().cpu().numpy()), self._weight_min[n], WEIGHT_QMAX
+            ).astype(np.int8)
+            for n, k in self._latent_key.items()
         }
 
     def to_onnx(self) -> onnx.ModelProto:
@@ -207,14 +190,32 @@ class TorchGraph(torch.nn.Module):
         return out
 
 
+def check_graph(model: onnx.ModelProto) -> int:
+    """The model's default-domain opset, when :class:`TorchGraph` can run every node of it;
+    :class:`InputError` naming the first node it cannot (another domain, an unsupported operator)
+    or an opset before 11. Reads the node list only: cheap enough to call before any other work."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 11:
+        raise InputError(f"opset {opset}: trtq's PyTorch graph runs opset 11 and later")
+    known = SUPPORTED_OPS | {"Constant", "QuantizeLinear", "DequantizeLinear"}
+    for name, node in zip(node_names(model.graph), model.graph.node, strict=True):
+        if node.domain not in ("", "ai.onnx"):
+            raise InputError(f"node '{name}': custom domain '{node.domain}' is not supported")
+        if node.op_type not in known:
+            raise InputError(
+                f"node '{name}': operator {node.op_type} is not supported by trtq's PyTorch graph"
+            )
+    return opset
+
+
 # ------------------------------------------------------------------ quantization
 
 
-def _quantize(args: list, attrs: dict, node: onnx.NodeProto, model: onnx.ModelProto) -> _Quantized:
+def _quantize(args: list, attrs: dict) -> _Quantized:
     x, scale = args[0], args[1].float()
     # no zero point: ONNX's default is uint8 0
     zero_point = args[2] if len(args) > 2 and args[2] is not None else torch.zeros((), dtype=torch.uint8)
-    lo, hi = _INT_RANGES.get(_torch_int_type(zero_point), (None, None))
+    lo, hi = _INT_RANGES.get(zero_point.dtype, (None, None))
     if lo is None:
         raise InputError(f"QuantizeLinear to {zero_point.dtype} is not supported (INT8 and UINT8 only)")
     zp = zero_point.float()
@@ -235,10 +236,6 @@ def _dequantize(args: list, attrs: dict, name: str) -> torch.Tensor:
         shape = _axis_shape(q.ndim, attrs.get("axis", 1) % q.ndim)
         scale = scale.reshape(shape)
     return (q - zp) * scale
-
-
-def _torch_int_type(t: torch.Tensor) -> int:
-    return {torch.int8: onnx.TensorProto.INT8, torch.uint8: onnx.TensorProto.UINT8}.get(t.dtype, -1)
 
 
 def _to_torch(array: np.ndarray) -> torch.Tensor:

@@ -196,7 +196,7 @@ def test_an_operator_runs_as_in_onnx_runtime(op, inputs, attrs, outputs, opset):
     if op == "QuantizeLinear":  # the graph passes a quantized tensor on as (value, zero point)
         from trtq.precision.torch_graph import _quantize
 
-        q = _quantize([torch.from_numpy(feed["x"]), torch.tensor(0.02)], {}, None, model)
+        q = _quantize([torch.from_numpy(feed["x"]), torch.tensor(0.02)], {})
         np.testing.assert_array_equal(q.q.numpy().astype(np.uint8), want[0])
         return
     got = _torch(model, feed)
