@@ -34,7 +34,9 @@ prints the share of pixels where FP32's text map is above 0.3 on each kind of ca
 ``--rank-augment A``: the ranking (layerwise, graphwise, insitu) runs on augmentation ``A`` of
 the calibration photos, the ranges still come from ``--augment``'s set. ``--pin-order N1,N2,..``:
 these layers (head node names) come first in the ranking, e.g. the head of another run's.
-``--no-text F1,F2``: these calibration photos get no text copies.
+``--no-text F1,F2``: these calibration photos get no text copies. ``--ranking oracle`` is not a
+flow: it pins, one at a time, the layer that raises the *held-out* IoU most (every layer tried at
+every step), the upper bound of what any choice of pins reaches with the run's ranges.
 
 Levers (each off by default; BENCHMARKS.md, "Levers for the det target"): ``--residual-add``
 (the Q/DQ of an Add fused into a Conv layer, patched into the emulation's rules),
@@ -73,6 +75,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import documents  # noqa: E402  (tests/documents.py: drawn pages of printed lines)
 import methods  # noqa: E402  (benchmarks/methods.py: _samples)
 
+RANKINGS = ("layerwise", "output", "greedy", "suffix", "graphwise", "graphwise-gain", "insitu", "oracle")
 THRESHOLD = 0.3  # text-map binarisation (PP-OCR's DB post-processing default)
 
 
@@ -336,25 +339,43 @@ def output_ranking(model, amax, layers, cal, ref_cal) -> list:
     return [layers[i] for i in order]
 
 
-def greedy_pins(model, amax, pool, cal, ref_cal, k: int) -> list:
-    """Forward selection: ``k`` times, pin the layer of ``pool`` (the layerwise ranking's head)
-    that lowers the relative L2 error of the final output on the calibration images most."""
+def _forward_selection(model, amax, pool, k: int, value, label: str) -> list:
+    """``k`` times, pin the layer of ``pool`` whose pinning (with the ones chosen so far) gives the
+    Q/DQ model the highest ``value(model)``; the chosen layers first, then the rest of ``pool``."""
     from trtq.precision.export import export_qdq
-
-    ref = np.concatenate([r.ravel() for r in ref_cal])
-
-    def err(pins: list) -> float:
-        q = export_qdq(model, amax, sorted(m for lay in pins for m in lay.members))
-        out = np.concatenate([o.ravel() for o in _maps(q, cal)])
-        return float(np.linalg.norm(out - ref) / (np.linalg.norm(ref) + 1e-30))
 
     chosen: list = []
     for _ in range(k):
         rest = [lay for lay in pool if lay not in chosen]
-        errs = [err([*chosen, lay]) for lay in rest]
-        chosen.append(rest[int(np.argmin(errs))])
-        print(f"greedy: {len(chosen)} pinned, error {min(errs):.4f} ({chosen[-1].node})", flush=True)
+        vals = [
+            value(export_qdq(model, amax, sorted(m for lay in (*chosen, c) for m in lay.members)))
+            for c in rest
+        ]
+        chosen.append(rest[int(np.argmax(vals))])
+        print(f"{label}: {len(chosen)} pinned, {max(vals):+.4f} ({chosen[-1].node})", flush=True)
     return chosen + [lay for lay in pool if lay not in chosen]
+
+
+def greedy_pins(model, amax, pool, cal, ref_cal, k: int) -> list:
+    """Forward selection: ``k`` times, pin the layer of ``pool`` (the layerwise ranking's head)
+    that lowers the relative L2 error of the final output on the calibration images most (printed
+    negated)."""
+    ref = np.concatenate([r.ravel() for r in ref_cal])
+
+    def neg_err(q) -> float:
+        out = np.concatenate([o.ravel() for o in _maps(q, cal)])
+        return -float(np.linalg.norm(out - ref) / (np.linalg.norm(ref) + 1e-30))
+
+    return _forward_selection(model, amax, pool, k, neg_err, "greedy, -error")
+
+
+def oracle_pins(model, amax, pool, held, ref_held, k: int) -> list:
+    """Forward selection scored on the *held-out* images: ``k`` times, pin the layer of ``pool``
+    that raises the held-out IoU most. No flow can do this (it chooses on the images it is judged
+    on); it is the upper bound of what any choice of ``k`` pins can reach with these ranges."""
+    return _forward_selection(
+        model, amax, pool, k, lambda q: score(ref_held, _maps(q, held))["iou"], "oracle, held-out IoU"
+    )
 
 
 def graphwise_ranking(model, amax, layers, cal, *, gain: bool, threads=None) -> list:
@@ -490,9 +511,15 @@ def main() -> None:
     ap.add_argument(
         "--ranking",
         default="layerwise",
-        choices=("layerwise", "output", "greedy", "suffix", "graphwise", "graphwise-gain", "insitu"),
-        help="order of the prefixes: layerwise error, or the output error of each layer alone in INT8",
+        choices=RANKINGS,
+        help="order of the prefixes: layerwise error, or the output error of each layer alone in INT8; "
+        "oracle: greedy on the held-out IoU itself over every layer (an upper bound, not a flow)",
     )
+    ap.add_argument(
+        "--pool", type=int, default=None,
+        help="greedy / oracle: choose among the first N of the layerwise ranking (0: every layer; "
+        "default: greedy 3 x the largest prefix, oracle every layer)",
+    )  # fmt: skip
     ap.add_argument("--augment", default="none", choices=tuple(AUGMENT), help="calibration-set augmentation")
     ap.add_argument(
         "--rank-augment",
@@ -675,7 +702,11 @@ def main() -> None:
         ranked = list(reversed(layers))  # the last layers first (the head before the sigmoid)
     elif args.ranking == "greedy":
         k_max = max(int(v) for v in args.prefixes.split(",") if v)
-        ranked = greedy_pins(model, amax, ranked[: 3 * k_max], cal, ref_cal, k_max)
+        pool = ranked[: args.pool or len(ranked)] if args.pool is not None else ranked[: 3 * k_max]
+        ranked = greedy_pins(model, amax, pool, rank_cal, _maps(model, rank_cal), k_max)
+    elif args.ranking == "oracle":
+        k_max = max(int(v) for v in args.prefixes.split(",") if v)
+        ranked = oracle_pins(model, amax, ranked[: args.pool or len(ranked)], held, ref_held, k_max)
     if args.pin_order:  # these layers first, in this order, then the ranking's
         first = [next(lay for lay in layers if lay.node == n) for n in args.pin_order.split(",")]
         ranked = first + [lay for lay in ranked if lay not in first]

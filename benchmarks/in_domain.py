@@ -93,7 +93,8 @@ METRIC = {
     "lcnet": ("docs cosine", False),
     "det": ("docs IoU", False),
 }
-#: The second figure reported per model (its mean over the seeds).
+#: The second figure reported per model (its mean over the seeds, and auto against the best
+#: single method on it); higher is better for each.
 OTHER = {"rec": "lines exact", "cls": "lines top1", "lcnet": "docs top1", "det": "docs cosine"}
 REC_WIDTH = 320  # rec's calibration lines: 48 x 320, one shape for ModelOpt's --calibration_shapes
 DET_PAGES, DET_DOCS = 12, 10  # det: drawn calibration pages; held-out drawn pages (+ page.png, text.png)
@@ -271,6 +272,14 @@ def report(key: str, runs: list[dict[str, dict]], columns: tuple[str, ...], held
     means = (f"{c} {np.nanmean([_value(r[c], other) for r in runs]):.3f}" for c in columns
              if np.isfinite(vals[c]).any())  # fmt: skip
     print(f"{key} {other} means: " + ", ".join(means), flush=True)
+    per = {c: np.array([_value(r[c], other) for r in runs]) for c in columns}
+    rivals = [c for c in others if c in METHODS and np.isfinite(per[c]).all()]
+    if rivals and np.isfinite(per["auto"]).all():
+        top = max(rivals, key=lambda c: per[c].mean())  # every second figure: higher is better
+        d, lo, hi = methods.paired_interval(per["auto"], per[top])
+        cells = ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(per["auto"], per[top], strict=True))
+        print(f"{key} {other}: auto - {top} (best single on average): {d:+.4f} "
+              f"[95% over seeds {lo:+.4f}, {hi:+.4f}]; per seed auto/{top} {cells}", flush=True)  # fmt: skip
 
 
 def main() -> None:
