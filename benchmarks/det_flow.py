@@ -36,7 +36,8 @@ the calibration photos, the ranges still come from ``--augment``'s set. ``--pin-
 these layers (head node names) come first in the ranking, e.g. the head of another run's.
 ``--no-text F1,F2``: these calibration photos get no text copies. ``--ranking oracle`` is not a
 flow: it pins, one at a time, the layer that raises the *held-out* IoU most (every layer tried at
-every step), the upper bound of what any choice of pins reaches with the run's ranges.
+every step), the upper bound of what any choice of pins reaches with the run's ranges;
+``--cross`` first chooses them on half the held-out images and judges them on the other half.
 
 Levers (each off by default; BENCHMARKS.md, "Levers for the det target"): ``--residual-add``
 (the Q/DQ of an Add fused into a Conv layer, patched into the emulation's rules),
@@ -313,12 +314,18 @@ def _maps(model, batches) -> list[np.ndarray]:
     return [s.run(None, b)[0].astype(np.float64) for b in batches]
 
 
-def score(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
-    """Pooled IoU of the maps binarised at 0.3, and the cosine of all maps together."""
+def overlap(ref: list[np.ndarray], out: list[np.ndarray]) -> tuple[int, int]:
+    """Intersection and union (pixel counts) of the maps binarised at 0.3, summed over the images."""
     inter = sum(
         int(np.logical_and(r > THRESHOLD, o > THRESHOLD).sum()) for r, o in zip(ref, out, strict=True)
     )
     union = sum(int(np.logical_or(r > THRESHOLD, o > THRESHOLD).sum()) for r, o in zip(ref, out, strict=True))
+    return inter, union
+
+
+def score(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
+    """Pooled IoU of the maps binarised at 0.3, and the cosine of all maps together."""
+    inter, union = overlap(ref, out)
     a, b = np.concatenate([r.ravel() for r in ref]), np.concatenate([o.ravel() for o in out])
     cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
     return {"iou": inter / union if union else 1.0, "cosine": cos}
@@ -376,6 +383,35 @@ def oracle_pins(model, amax, pool, held, ref_held, k: int) -> list:
     return _forward_selection(
         model, amax, pool, k, lambda q: score(ref_held, _maps(q, held))["iou"], "oracle, held-out IoU"
     )
+
+
+def oracle_cross(model, amax, ranked, held, ref_held, k: int) -> None:
+    """How much of the oracle's bound is fitting the judged images: the oracle's ``k`` pins chosen
+    on the even-numbered held-out images judged on the odd-numbered ones, and the other way round.
+    Prints, pooled over both halves: each half with its own oracle pins, with the other half's, and
+    with the layerwise ranking's first ``k``."""
+    from trtq.precision.export import export_qdq
+
+    halves = (list(range(0, len(held), 2)), list(range(1, len(held), 2)))
+    totals = {"oracle, own half": [0, 0], "oracle, other half's pins": [0, 0], f"layerwise {k}": [0, 0]}
+    for h, mine in enumerate(halves):
+        other = halves[1 - h]
+        pins = oracle_pins(model, amax, ranked, [held[i] for i in mine], [ref_held[i] for i in mine], k)[:k]
+        for key, chosen, judged in (
+            ("oracle, own half", pins, mine),
+            ("oracle, other half's pins", pins, other),
+            (f"layerwise {k}", ranked[:k], other),
+        ):
+            q = export_qdq(model, amax, sorted(m for lay in chosen for m in lay.members))
+            i, u = overlap([ref_held[j] for j in judged], _maps(q, [held[j] for j in judged]))
+            totals[key][0] += i
+            totals[key][1] += u
+            print(
+                f"cross: half {h}'s pins ({', '.join(p.node for p in pins)}) as '{key}': {i / u:.4f}",
+                flush=True,
+            )
+    for key, (i, u) in totals.items():
+        print(f"cross-fitted oracle, pooled over both halves, {key}: {i / u:.4f}", flush=True)
 
 
 def graphwise_ranking(model, amax, layers, cal, *, gain: bool, threads=None) -> list:
@@ -519,6 +555,11 @@ def main() -> None:
         "--pool", type=int, default=None,
         help="greedy / oracle: choose among the first N of the layerwise ranking (0: every layer; "
         "default: greedy 3 x the largest prefix, oracle every layer)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--cross", action="store_true",
+        help="with --ranking oracle: first the cross-fitted oracle (pins chosen on half the held-out "
+        "images, judged on the other half)",
     )  # fmt: skip
     ap.add_argument("--augment", default="none", choices=tuple(AUGMENT), help="calibration-set augmentation")
     ap.add_argument(
@@ -706,6 +747,8 @@ def main() -> None:
         ranked = greedy_pins(model, amax, pool, rank_cal, _maps(model, rank_cal), k_max)
     elif args.ranking == "oracle":
         k_max = max(int(v) for v in args.prefixes.split(",") if v)
+        if args.cross:
+            oracle_cross(model, amax, ranked[: args.pool or len(ranked)], held, ref_held, k_max)
         ranked = oracle_pins(model, amax, ranked[: args.pool or len(ranked)], held, ref_held, k_max)
     if args.pin_order:  # these layers first, in this order, then the ranking's
         first = [next(lay for lay in layers if lay.node == n) for n in args.pin_order.split(",")]
