@@ -346,18 +346,20 @@ def output_ranking(model, amax, layers, cal, ref_cal) -> list:
     return [layers[i] for i in order]
 
 
+def _pinned(model, amax, pins):
+    """The Q/DQ export of ``model`` at ``amax`` with the layers ``pins`` (their member nodes) in FP32."""
+    from trtq.precision.export import export_qdq
+
+    return export_qdq(model, amax, sorted(m for lay in pins for m in lay.members))
+
+
 def _forward_selection(model, amax, pool, k: int, value, label: str) -> list:
     """``k`` times, pin the layer of ``pool`` whose pinning (with the ones chosen so far) gives the
     Q/DQ model the highest ``value(model)``; the chosen layers first, then the rest of ``pool``."""
-    from trtq.precision.export import export_qdq
-
     chosen: list = []
     for _ in range(k):
         rest = [lay for lay in pool if lay not in chosen]
-        vals = [
-            value(export_qdq(model, amax, sorted(m for lay in (*chosen, c) for m in lay.members)))
-            for c in rest
-        ]
+        vals = [value(_pinned(model, amax, [*chosen, c])) for c in rest]
         chosen.append(rest[int(np.argmax(vals))])
         print(f"{label}: {len(chosen)} pinned, {max(vals):+.4f} ({chosen[-1].node})", flush=True)
     return chosen + [lay for lay in pool if lay not in chosen]
@@ -390,8 +392,6 @@ def oracle_cross(model, amax, ranked, held, ref_held, k: int) -> None:
     on the even-numbered held-out images judged on the odd-numbered ones, and the other way round.
     Prints, pooled over both halves: each half with its own oracle pins, with the other half's, and
     with the layerwise ranking's first ``k``."""
-    from trtq.precision.export import export_qdq
-
     halves = (list(range(0, len(held), 2)), list(range(1, len(held), 2)))
     totals = {"oracle, own half": [0, 0], "oracle, other half's pins": [0, 0], f"layerwise {k}": [0, 0]}
     for h, mine in enumerate(halves):
@@ -402,7 +402,7 @@ def oracle_cross(model, amax, ranked, held, ref_held, k: int) -> None:
             ("oracle, other half's pins", pins, other),
             (f"layerwise {k}", ranked[:k], other),
         ):
-            q = export_qdq(model, amax, sorted(m for lay in chosen for m in lay.members))
+            q = _pinned(model, amax, chosen)
             i, u = overlap([ref_held[j] for j in judged], _maps(q, [held[j] for j in judged]))
             totals[key][0] += i
             totals[key][1] += u
@@ -744,12 +744,13 @@ def main() -> None:
     elif args.ranking == "greedy":
         k_max = max(int(v) for v in args.prefixes.split(",") if v)
         pool = ranked[: args.pool or len(ranked)] if args.pool is not None else ranked[: 3 * k_max]
-        ranked = greedy_pins(model, amax, pool, rank_cal, _maps(model, rank_cal), k_max)
+        ranked = greedy_pins(model, amax, pool, cal, ref_cal, k_max)
     elif args.ranking == "oracle":
         k_max = max(int(v) for v in args.prefixes.split(",") if v)
+        pool = ranked[: args.pool or len(ranked)]
         if args.cross:
-            oracle_cross(model, amax, ranked[: args.pool or len(ranked)], held, ref_held, k_max)
-        ranked = oracle_pins(model, amax, ranked[: args.pool or len(ranked)], held, ref_held, k_max)
+            oracle_cross(model, amax, pool, held, ref_held, k_max)
+        ranked = oracle_pins(model, amax, pool, held, ref_held, k_max)
     if args.pin_order:  # these layers first, in this order, then the ranking's
         first = [next(lay for lay in layers if lay.node == n) for n in args.pin_order.split(",")]
         ranked = first + [lay for lay in ranked if lay not in first]

@@ -269,10 +269,9 @@ def report(key: str, runs: list[dict[str, dict]], columns: tuple[str, ...], held
         mark = " (best single trtq method on average)" if c == top else ""
         print(f"{key} {metric}: auto - {c}{mark}: {d:+.4f} [95% over seeds {lo:+.4f}, {hi:+.4f}]")
     other = OTHER[key]
-    means = (f"{c} {np.nanmean([_value(r[c], other) for r in runs]):.3f}" for c in columns
-             if np.isfinite(vals[c]).any())  # fmt: skip
-    print(f"{key} {other} means: " + ", ".join(means), flush=True)
     per = {c: np.array([_value(r[c], other) for r in runs]) for c in columns}
+    means = (f"{c} {np.nanmean(per[c]):.3f}" for c in columns if np.isfinite(vals[c]).any())
+    print(f"{key} {other} means: " + ", ".join(means), flush=True)
     rivals = [c for c in others if c in METHODS and np.isfinite(per[c]).all()]
     if rivals and np.isfinite(per["auto"]).all():
         top = max(rivals, key=lambda c: per[c].mean())  # every second figure: higher is better
