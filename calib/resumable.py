@@ -2,7 +2,7 @@
 
 :func:`calibrate_dataset` is what ``calib run`` does, as a library call: stream the dataset through
 :func:`~trtq.calib.run.calibrate`, checkpoint the histograms beside the cache every
-``checkpoint_every`` batches, and at the end write the cache and the histograms (both atomically).
+``checkpoint_every`` batches, and at the end write the cache and the histograms (atomically, as one).
 With ``resume=True`` it continues from the saved histograms: the samples they already hold are
 skipped, which is exact because histograms do not depend on batch order or batching
 (:mod:`trtq.calib.histogram`). Resuming needs the same files in the same order: the histograms
@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
+from trtq._core.atomic import output_group, outside_group
 from trtq._core.errors import InputError, TrtqError
 from trtq._core.onnx_model import tensor_names
 from trtq._core.progress import ProgressFn, null_progress
@@ -117,7 +118,8 @@ def calibrate_dataset(
     def checkpoint(hs: HistogramSet, n: int) -> None:
         if n % checkpoint_every == 0:
             hs.sources = files[: hs.samples]
-            hs.save(hist_path)
+            with outside_group():  # kept when the run then fails or is interrupted: it is what --resume reads
+                hs.save(hist_path)
 
     progress(0, total=len(dataset), description="calibrating")
     batches: Iterable[Mapping[str, Any]] = dataset.batches(batch_size, progress=progress)
@@ -149,6 +151,7 @@ def calibrate_dataset(
     result.histograms.sources = files[: result.histograms.samples]
     result.seconds = time.perf_counter() - t0
     cache = result.cache(trt_version, cache_algorithm)
-    write_cache(cache_path, cache)
-    result.histograms.save(hist_path)
+    with output_group():  # the cache and its histograms land together (also for library callers)
+        write_cache(cache_path, cache)
+        result.histograms.save(hist_path)
     return CalibrationRun(result, cache, cache_path, hist_path, skip * batch_size)

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from trtq._core.errors import TrtqError
+from trtq._core.atomic import output_group
+from trtq._core.errors import CheckFailed, TrtqError
 from trtq._core.progress import ProgressFn, null_progress
 
 T = TypeVar("T")
@@ -97,9 +98,15 @@ def setup_logging(debug: bool, quiet: bool) -> None:
 
 
 def run_command(body: Callable[[], T], *, debug: bool = False) -> T:
-    """Run a command body, turning :class:`TrtqError` into one line on stderr and an exit code."""
+    """Run a command body, turning :class:`TrtqError` into one line on stderr and an exit code.
+
+    The body's outputs are one :func:`~trtq._core.atomic.output_group`: a command that fails
+    leaves every output file as it found it. A failed check (:class:`CheckFailed`, exit 1) keeps
+    them: it is a verdict on complete outputs.
+    """
     try:
-        return body()
+        with output_group(keep_on=(CheckFailed,)):
+            return body()
     except TrtqError as exc:
         if debug:
             raise

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import DecodeError, Message
 
-from trtq._core.atomic import atomic_path
+from trtq._core.atomic import atomic_folder, atomic_path
 from trtq._core.errors import InputError
 from trtq._core.tensors import Producer, TensorInfo, is_static_dim
 
@@ -253,15 +253,26 @@ def load_onnx(path: str | os.PathLike, *, load_external_data: bool = True) -> on
     return model
 
 
+#: Models larger than this (bytes of the serialized proto) are saved with their tensors in an
+#: external data file ``NAME.data`` beside ``NAME``: protobuf cannot serialize 2 GiB.
+EXTERNAL_DATA_BYTES = 2_000_000_000
+
+
 def save_onnx(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Save ``model`` atomically (temporary file + rename). Models over 2 GB use external data."""
+    """Save ``model`` atomically (temporary file + rename). Models over
+    :data:`EXTERNAL_DATA_BYTES` put their tensors in ``PATH.data``; the two files land together
+    (:func:`~trtq._core.atomic.atomic_folder`), and ``model`` keeps its tensors in memory."""
     target = Path(path)
-    large = model.ByteSize() > 2_000_000_000 if hasattr(model, "ByteSize") else False
-    with atomic_path(target, suffix=".onnx") as tmp:
-        if large:
-            onnx.save_model(model, str(tmp), save_as_external_data=True, location=target.name + ".data")
-        else:
+    if model.ByteSize() <= EXTERNAL_DATA_BYTES:
+        with atomic_path(target, suffix=".onnx") as tmp:
             onnx.save_model(model, str(tmp))
+        return
+    with atomic_folder(target) as folder:
+        onnx.save_model(
+            model, str(folder / target.name), save_as_external_data=True, location=target.name + ".data"
+        )
+        # onnx's writer moved the tensors out of the proto; read them back from the files just written
+        onnx.load_external_data_for_model(model, str(folder))
 
 
 def keep_metadata(model: onnx.ModelProto, like: onnx.ModelProto) -> onnx.ModelProto:

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from trtq._core.atomic import atomic_write_bytes
+from trtq._core.atomic import atomic_write_bytes, outside_group
 from trtq._core.errors import InputError, MissingDependencyError, TrtqError
 from trtq._core.onnx_model import load_onnx, save_onnx
 from trtq._core.tensors import TensorInfo
@@ -94,12 +94,14 @@ def attach_timing_cache(config: Any, path: Path | None) -> None:
 
 
 def save_timing_cache(config: Any, path: Path | None) -> None:
-    """Write the config's timing cache back to ``path`` atomically."""
+    """Write the config's timing cache back to ``path`` atomically. It is kept when the command
+    fails later (outside its :func:`~trtq._core.atomic.output_group`): its timings stay valid."""
     if path is None:
         return
     timing = config.get_timing_cache()
     if timing is not None:
-        atomic_write_bytes(path, bytes(memoryview(timing.serialize())))
+        with outside_group():
+            atomic_write_bytes(path, bytes(memoryview(timing.serialize())))
 
 
 def _node_outputs(model_path: Path) -> dict[str, list[str]]:
