@@ -11,9 +11,10 @@ on more splits"). A user calibrates on their own data; this script does what the
   judged on page.png's 20 line crops (``ocr_lines.page_line_variants``, at their own widths):
   character error rate of the greedy-CTC text against FP32's reading, and the share of exact lines;
 - cls: calibrated on 16 drawn lines, every other one turned 180 degrees, judged on page.png's 80
-  line crops (``ocr_lines.direction_line_variants``): top-1 agreement and cosine against FP32;
+  line crops (``ocr_lines.direction_line_variants``): top-1 agreement, cosine and the margin error
+  (how far the decision margin moves, root mean square; ``methods._line_scores``) against FP32;
 - lcnet: calibrated on 4 drawn pages at the 4 rotations (16 inputs, another seed than the
-  held-out pages), judged on 12 documents at 4 rotations (``methods._page_lines``);
+  held-out pages), judged on 12 documents at 4 rotations (``methods._page_lines``), the same three;
 - det (PP-OCRv4 det at SxS, ``--det-size``, 640 by default): calibrated on 12 drawn pages
   (``det_flow.cal_documents``; seed s draws with ``det_flow.py --cal-docs-seed`` s + 2), judged on
   det_flow's held-out documents (10 drawn pages of seed 1, page.png, text.png): the IoU of the text
@@ -93,9 +94,15 @@ METRIC = {
     "lcnet": ("docs cosine", False),
     "det": ("docs IoU", False),
 }
-#: The second figure reported per model (its mean over the seeds, and auto against the best
-#: single method on it); higher is better for each.
-OTHER = {"rec": "lines exact", "cls": "lines top1", "lcnet": "docs top1", "det": "docs cosine"}
+#: The other figures reported per model (their means over the seeds, and auto against the best
+#: single method on each), and whether lower is better. The classifiers' margin error is top-1's
+#: decision measured on every input (``methods._line_scores``).
+OTHER = {
+    "rec": [("lines exact", False)],
+    "cls": [("lines top1", False), ("lines margin error", True)],
+    "lcnet": [("docs top1", False), ("docs margin error", True)],
+    "det": [("docs cosine", False)],
+}
 REC_WIDTH = 320  # rec's calibration lines: 48 x 320, one shape for ModelOpt's --calibration_shapes
 DET_PAGES, DET_DOCS = 12, 10  # det: drawn calibration pages; held-out drawn pages (+ page.png, text.png)
 
@@ -268,17 +275,18 @@ def report(key: str, runs: list[dict[str, dict]], columns: tuple[str, ...], held
         d, lo, hi = methods.paired_interval(vals["auto"], vals[c])
         mark = " (best single trtq method on average)" if c == top else ""
         print(f"{key} {metric}: auto - {c}{mark}: {d:+.4f} [95% over seeds {lo:+.4f}, {hi:+.4f}]")
-    other = OTHER[key]
-    per = {c: np.array([_value(r[c], other) for r in runs]) for c in columns}
-    means = (f"{c} {np.nanmean(per[c]):.3f}" for c in columns if np.isfinite(vals[c]).any())
-    print(f"{key} {other} means: " + ", ".join(means), flush=True)
-    rivals = [c for c in others if c in METHODS and np.isfinite(per[c]).all()]
-    if rivals and np.isfinite(per["auto"]).all():
-        top = max(rivals, key=lambda c: per[c].mean())  # every second figure: higher is better
-        d, lo, hi = methods.paired_interval(per["auto"], per[top])
-        cells = ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(per["auto"], per[top], strict=True))
-        print(f"{key} {other}: auto - {top} (best single on average): {d:+.4f} "
-              f"[95% over seeds {lo:+.4f}, {hi:+.4f}]; per seed auto/{top} {cells}", flush=True)  # fmt: skip
+    for other, lower_other in OTHER[key]:
+        per = {c: np.array([_value(r[c], other) for r in runs]) for c in columns}
+        means = (f"{c} {np.nanmean(per[c]):.3f}" for c in columns if np.isfinite(vals[c]).any())
+        print(f"{key} {other} means: " + ", ".join(means), flush=True)
+        rivals = [c for c in others if c in METHODS and np.isfinite(per[c]).all()]
+        if rivals and np.isfinite(per["auto"]).all():
+            better = -1.0 if lower_other else 1.0
+            top = max(rivals, key=lambda c: better * per[c].mean())
+            d, lo, hi = methods.paired_interval(per["auto"], per[top])
+            cells = ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(per["auto"], per[top], strict=True))
+            print(f"{key} {other}: auto - {top} (best single on average): {d:+.4f} "
+                  f"[95% over seeds {lo:+.4f}, {hi:+.4f}]; per seed auto/{top} {cells}", flush=True)  # fmt: skip
 
 
 def main() -> None:

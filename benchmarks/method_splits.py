@@ -77,7 +77,7 @@ def split_names(label: str, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 SKIP = frozenset({"model", "type", "mha", "method", "bc", "wc", "calib_s", "split"})
-LOWER_IS_BETTER = frozenset({"lines CER"})  # every other metric: higher is better
+LOWER_IS_BETTER = frozenset({"lines CER", "margin error", "lines margin error", "docs margin error"})
 
 
 def _print_metric(key: str, metric: str, labels: list[str], vals: dict[str, np.ndarray]) -> None:

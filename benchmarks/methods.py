@@ -196,8 +196,7 @@ def _score(key: str, ref: list[np.ndarray], out: list[np.ndarray], held: list[di
             for r, o in zip(ref, out, strict=True)
         ]
         return {"text exact": float(np.mean(same)), "cosine": float(per.mean())}
-    top1 = float(np.mean([int(np.argmax(r) == np.argmax(o)) for r, o in zip(ref, out, strict=True)]))
-    return {"top1": top1, "cosine": float(per.mean())}
+    return _classifier_scores(ref, out)
 
 
 def _page_lines(key: str, cal_names: list[str] | None) -> list[dict[str, np.ndarray]]:
@@ -217,18 +216,34 @@ def _page_lines(key: str, cal_names: list[str] | None) -> list[dict[str, np.ndar
     return ocr_lines.page_line_variants() if key == "rec" else ocr_lines.direction_line_variants()
 
 
+def _margin(p: np.ndarray, top: int) -> float:
+    """``p[top]`` minus the largest other class: positive where ``top`` is the argmax."""
+    p = p.ravel()
+    return float(p[top] - np.max(np.delete(p, top)))
+
+
+def _classifier_scores(ref: list[np.ndarray], out: list[np.ndarray], prefix: str = "") -> dict[str, float]:
+    """A classifier against FP32: top-1 agreement, mean cosine, and the margin error: the root mean
+    square over the inputs of how far the quantized model moves FP32's decision margin (FP32's
+    class minus the strongest other, in the output's units: softmax probabilities for cls and
+    PP-LCNet). Top-1 counts only the inputs whose margin is crossed, a handful near a tie; the
+    margin error measures the same decision on every input."""
+    pairs = list(zip(ref, out, strict=True))
+    moved = [_margin(o, int(r.argmax())) - _margin(r, int(r.argmax())) for r, o in pairs]
+    return {
+        f"{prefix}top1": float(np.mean([int(r.argmax() == o.argmax()) for r, o in pairs])),
+        f"{prefix}cosine": float(np.mean([_cosine(r, o) for r, o in pairs])),
+        f"{prefix}margin error": float(np.sqrt(np.mean(np.square(moved)))),
+    }
+
+
 def _line_scores(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
     """Page lines against FP32: rec, the text read (character error rate, exact lines); cls (two
-    classes per line) and lcnet (four per document), top-1 agreement and mean cosine."""
+    classes per line) and lcnet (four per document), :func:`_classifier_scores`."""
     import ocr_lines
 
-    pairs = list(zip(ref, out, strict=True))
     if ref and ref[0].size in (2, 4):  # a classifier: cls [1, 2] per line, lcnet [1, 4] per document
-        kind = "lines" if ref[0].size == 2 else "docs"
-        return {
-            f"{kind} top1": float(np.mean([int(r.argmax() == o.argmax()) for r, o in pairs])),
-            f"{kind} cosine": float(np.mean([_cosine(r, o) for r, o in pairs])),
-        }
+        return _classifier_scores(ref, out, prefix="lines " if ref[0].size == 2 else "docs ")
     chars = list(_rec_chars())
     want = [ocr_lines.ctc_decode(r, chars) for r in ref]
     got = [ocr_lines.ctc_decode(o, chars) for o in out]
