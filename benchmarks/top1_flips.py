@@ -52,8 +52,9 @@ def per_input(ref: list[np.ndarray], out: list[np.ndarray]) -> tuple[np.ndarray,
     return np.array(agree), np.array(moved)
 
 
-def run_seeds(key: str, seeds: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
-    """``(agree, moved, margin)``: per method, arrays [seed, input]; FP32's margin per input."""
+def run_seeds(key: str, seeds: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(agree, moved)``: per method, arrays [seed, input] (:func:`per_input`); prints each
+    seed's flipped inputs with FP32's margin."""
     import onnx
 
     from trtq.calib.run import calibrate, compute_amax
@@ -79,7 +80,7 @@ def run_seeds(key: str, seeds: int) -> tuple[dict[str, np.ndarray], dict[str, np
             size = PER_SOURCE[key]
             cells = ", ".join(f"{i // size}:{i} ({margin[i]:.3f})" for i in flips)
             print(f"{key} seed {seed} {m:>10}: {len(flips)} flipped: {cells}", flush=True)
-    return {m: np.array(v) for m, v in agree.items()}, {m: np.array(v) for m, v in moved.items()}, margin
+    return {m: np.array(v) for m, v in agree.items()}, {m: np.array(v) for m, v in moved.items()}
 
 
 def two_level(
@@ -138,7 +139,7 @@ def main() -> None:
     for key in args.models.split(","):
         if key not in PER_SOURCE:
             raise SystemExit(f"--models: {key} is not one of {', '.join(PER_SOURCE)}")
-        agree, moved, _ = run_seeds(key, args.seeds)
+        agree, moved = run_seeds(key, args.seeds)
         report(key, agree, moved)
 
 
