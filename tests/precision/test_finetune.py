@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
+from precision_tiny_models import IR_VERSION  # what every ONNX Runtime the project supports reads
 
 torch = pytest.importorskip("torch")
 
@@ -142,7 +143,7 @@ def _one_node(op: str, inputs: list, attrs: dict, outputs: int = 1, opset: int =
         [helper.make_empty_tensor_value_info(o) for o in outs],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION)
     feed = {"x": np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)}
     return model, feed
 
@@ -249,6 +250,7 @@ def _planted(
             [helper.make_node("Conv", ["x", "w"], ["y"])], "g", [x], [y], [numpy_helper.from_array(w, "w")]
         ),
         opset_imports=[helper.make_opsetid("", 13)],
+        ir_version=IR_VERSION,
     )
     act = np.float32(ACT)
     nodes = [
@@ -265,7 +267,9 @@ def _planted(
         numpy_helper.from_array(np.zeros(16, np.int8), "wzp"),
     ]
     qdq = helper.make_model(
-        helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 13)]
+        helper.make_graph(nodes, "g", [x], [y], inits),
+        opset_imports=[helper.make_opsetid("", 13)],
+        ir_version=IR_VERSION,
     )
     return fp32, qdq, q, float(act)
 
