@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))
 
 import in_domain  # noqa: E402  (benchmarks/in_domain.py: calibration_set, held_out, METHODS)
 import method_splits  # noqa: E402  (benchmarks/method_splits.py: splits)
-import methods  # noqa: E402  (benchmarks/methods.py: _model, _outputs, _margin, _batches, paired_interval)
+import methods  # noqa: E402  (benchmarks/methods.py: _model, _outputs, _decisions, _rec_texts, _batches, ...)
 
 #: Held-out inputs per source, in order: a page.png line's 20 variants (cls) or 5 shifts (rec); a
 #: document's 4 rotations (lcnet) (``ocr_lines.direction_line_variants``, ``page_line_variants``,
@@ -81,18 +81,12 @@ def per_input(
     if key == "rec":
         import ocr_lines
 
-        chars = methods._rec_chars()
-        want = [ocr_lines.ctc_decode(r, chars) for r in ref]
-        got = [ocr_lines.ctc_decode(o, chars) for o in out]
+        want, got = methods._rec_texts(ref, out)
         edits = np.array([ocr_lines.edit_distance(g, w) for g, w in zip(got, want, strict=True)], float)
         return {"CER": (edits, np.array([max(len(w), 1) for w in want], float))}
-    agree, moved = [], []
-    for r, o in zip(ref, out, strict=True):
-        top = int(r.argmax())
-        agree.append(float(int(o.argmax()) == top))
-        moved.append((methods._margin(o, top) - methods._margin(r, top)) ** 2)
+    agree, moved = methods._decisions(ref, out)
     ones = np.ones(len(ref))
-    return {"top-1": (np.array(agree), ones), "margin error": (np.array(moved), ones)}
+    return {"top-1": (agree, ones), "margin error": (moved**2, ones)}
 
 
 def _runs(key: str, calibration: str, count: int) -> list[tuple[str, list[dict], list[dict]]]:
@@ -120,11 +114,13 @@ def run(key: str, calibration: str, count: int) -> tuple[list[str], dict[str, di
     size = PER_SOURCE[key]
     labels: list[str] = []
     scores: dict[str, dict[str, list]] = {m: {f.name: [] for f in FIGURES[key]} for m in in_domain.METHODS}
-    ref = None
+    ref: list[np.ndarray] = []
+    margin: list[float] = []
     for label, cal, held in _runs(key, calibration, count):
         labels.append(label)
-        ref = methods._outputs(model, held) if ref is None or calibration == "photos" else ref
-        margin = [] if key == "rec" else [methods._margin(r, int(r.argmax())) for r in ref]
+        if not ref:  # every run holds out the same inputs (page.png's lines, the documents)
+            ref = methods._outputs(model, held)
+            margin = [] if key == "rec" else [methods._margin(r, int(r.argmax())) for r in ref]
         plain = calibrate(model, cal, method="entropy2")
         auto = calibrate(model, cal, method="auto", tools=PrecisionTools())
         for m in in_domain.METHODS:

@@ -228,13 +228,31 @@ def _classifier_scores(ref: list[np.ndarray], out: list[np.ndarray], prefix: str
     class minus the strongest other, in the output's units: softmax probabilities for cls and
     PP-LCNet). Top-1 counts only the inputs whose margin is crossed, a handful near a tie; the
     margin error measures the same decision on every input."""
-    pairs = list(zip(ref, out, strict=True))
-    moved = [_margin(o, int(r.argmax())) - _margin(r, int(r.argmax())) for r, o in pairs]
+    agree, moved = _decisions(ref, out)
     return {
-        f"{prefix}top1": float(np.mean([int(r.argmax() == o.argmax()) for r, o in pairs])),
-        f"{prefix}cosine": float(np.mean([_cosine(r, o) for r, o in pairs])),
+        f"{prefix}top1": float(agree.mean()),
+        f"{prefix}cosine": float(np.mean([_cosine(r, o) for r, o in zip(ref, out, strict=True)])),
         f"{prefix}margin error": float(np.sqrt(np.mean(np.square(moved)))),
     }
+
+
+def _decisions(ref: list[np.ndarray], out: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per input of a classifier: top-1 agreement with FP32 (0 or 1), and how far the quantized
+    model moved FP32's decision margin (:func:`_margin` at FP32's class)."""
+    agree, moved = [], []
+    for r, o in zip(ref, out, strict=True):
+        top = int(r.argmax())
+        agree.append(float(int(o.argmax()) == top))
+        moved.append(_margin(o, top) - _margin(r, top))
+    return np.array(agree), np.array(moved)
+
+
+def _rec_texts(ref: list[np.ndarray], out: list[np.ndarray]) -> tuple[list[str], list[str]]:
+    """rec's greedy-CTC readings: FP32's and the quantized model's, per input."""
+    import ocr_lines
+
+    chars = list(_rec_chars())
+    return [ocr_lines.ctc_decode(r, chars) for r in ref], [ocr_lines.ctc_decode(o, chars) for o in out]
 
 
 def _line_scores(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, float]:
@@ -244,9 +262,7 @@ def _line_scores(ref: list[np.ndarray], out: list[np.ndarray]) -> dict[str, floa
 
     if ref and ref[0].size in (2, 4):  # a classifier: cls [1, 2] per line, lcnet [1, 4] per document
         return _classifier_scores(ref, out, prefix="lines " if ref[0].size == 2 else "docs ")
-    chars = list(_rec_chars())
-    want = [ocr_lines.ctc_decode(r, chars) for r in ref]
-    got = [ocr_lines.ctc_decode(o, chars) for o in out]
+    want, got = _rec_texts(ref, out)
     return {
         "lines CER": ocr_lines.char_error_rate(got, want),
         "lines exact": float(np.mean([g == w for g, w in zip(got, want, strict=True)])),

@@ -60,7 +60,8 @@ class _Group:
             return
         previous = None
         if target.is_file():
-            fd, aside = _temporary(target, ".previous")
+            # a unique name beside the target, freed again: os.link will not replace a file
+            fd, aside = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".previous", dir=target.parent)
             os.close(fd)
             os.unlink(aside)
             try:
